@@ -1,0 +1,161 @@
+"""``compute_bounds``: one interface over the native engine and auto_LiRPA.
+
+Soundness convention: native bounds are computed in float64 and enclose the network in exact
+arithmetic (see ``native_bounds``). A caller that certifies a float32 model must demand a small
+positive margin; ``certprune.verify`` documents the one it uses.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from certprune.errors import ConfigError, InputRegionError, ShapeMismatchError, UnsupportedModelError
+from certprune.verifiers import native_bounds
+from certprune.verifiers.affine import AffineReluNet
+
+METHODS = ("ibp", "crown", "alpha-crown")
+ENGINES = ("auto", "native", "lirpa")
+_CHUNK = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class Bounds:
+    """Bounds for N boxes: ``lower``/``upper`` are float64 (N, n_out) (or (N, m) with a spec
+    matrix C); ``intermediate[j]`` = (lower, upper) of ReLU layer j's pre-activations, (N, n_j)."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    intermediate: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None
+    method: str
+    engine: str
+
+
+_AFFINE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p._version) for p in list(model.parameters()) + list(model.buffers()))
+
+
+def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluNet:
+    """The model as an :class:`AffineReluNet` (cached per module until its weights change)."""
+    if isinstance(model, AffineReluNet):
+        return model
+    key = _fingerprint(model)
+    hit = _AFFINE_CACHE.get(model)
+    if hit is not None and hit[0] == key and (input_shape is None or hit[1].input_shape == tuple(input_shape)):
+        return hit[1]
+    net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
+    _AFFINE_CACHE[model] = (key, net)
+    return net
+
+
+def _input_shape_of(model) -> tuple[int, ...]:
+    info = getattr(model, "info", None)
+    if info is not None:
+        return tuple(info.input_shape)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise ShapeMismatchError("cannot infer the model's input shape; pass input_shape=")
+
+
+def as_boxes(lower, upper, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and flatten boxes to float64 (N, prod(input_shape)); a single box gets N = 1."""
+    lo = torch.as_tensor(np.asarray(lower, dtype=np.float64) if not torch.is_tensor(lower) else lower).double()
+    hi = torch.as_tensor(np.asarray(upper, dtype=np.float64) if not torch.is_tensor(upper) else upper).double()
+    if lo.shape != hi.shape:
+        raise InputRegionError(f"lower bound shape {tuple(lo.shape)} differs from upper bound shape {tuple(hi.shape)}")
+    shape = tuple(input_shape)
+    if tuple(lo.shape) == shape:
+        lo, hi = lo.unsqueeze(0), hi.unsqueeze(0)
+    if tuple(lo.shape[1:]) != shape and not (lo.dim() == 2 and lo.shape[1] == int(np.prod(shape))):
+        raise ShapeMismatchError(f"boxes of shape {tuple(lo.shape)} do not fit the model input shape {shape}")
+    lo, hi = lo.reshape(len(lo), -1), hi.reshape(len(hi), -1)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise InputRegionError("input box contains NaN or infinite bounds")
+    if (lo > hi).any():
+        n = int((lo > hi).any(dim=1).sum())
+        raise InputRegionError(f"infeasible input box: lower > upper in {n} of {len(lo)} box(es)")
+    return lo, hi
+
+
+def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "auto",
+                   return_intermediate: bool = False, C=None, input_shape: tuple[int, ...] | None = None) -> Bounds:
+    """Bounds on the outputs (or on ``C @ y``) of ``model`` over N boxes ``[lower, upper]``.
+
+    ``lower``/``upper``: (N, *input_shape) or one box of input_shape. ``method``: ibp, crown,
+    alpha-crown. ``engine``: native (feed-forward ReLU nets, float64), lirpa (auto_LiRPA), or
+    auto (native where it supports the model, else lirpa).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown bound engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    shape = tuple(input_shape) if input_shape else (model.input_shape if isinstance(model, AffineReluNet)
+                                                     else _input_shape_of(model))
+    lo, hi = as_boxes(lower, upper, shape)
+    Ct = None if C is None else torch.as_tensor(np.asarray(C, dtype=np.float64) if not torch.is_tensor(C) else C).double()
+    if engine in ("auto", "native"):
+        try:
+            net = affine_net(model, shape)
+        except UnsupportedModelError:
+            if engine == "native":
+                raise
+        else:
+            return _native(net, lo, hi, method, return_intermediate, Ct)
+    from certprune.verifiers.lirpa_engine import lirpa_bounds
+    return lirpa_bounds(model, lo, hi, shape, method, return_intermediate, Ct)
+
+
+def _native(net: AffineReluNet, lo, hi, method, return_intermediate, C) -> Bounds:
+    parts = []
+    for s in range(0, len(lo), _CHUNK):
+        l, h = lo[s:s + _CHUNK], hi[s:s + _CHUNK]
+        c = None if C is None else (C if C.dim() == 2 else C[s:s + _CHUNK])
+        parts.append(_native_chunk(net, l, h, method, c))
+    lower = torch.cat([p[0] for p in parts])
+    upper = torch.cat([p[1] for p in parts])
+    inter = None
+    if return_intermediate:
+        inter = tuple((torch.cat([p[2][j][0] for p in parts]), torch.cat([p[2][j][1] for p in parts]))
+                      for j in range(net.num_layers - 1))
+    return Bounds(lower, upper, inter, method, "native")
+
+
+def _native_chunk(net, lo, hi, method, C):
+    if method == "ibp":
+        (yl, yu), pre = native_bounds.ibp(net, lo, hi)
+        if C is not None:
+            Cb = C if C.dim() == 3 else C.expand(len(lo), *C.shape)
+            c, r = (yl + yu) / 2, (yu - yl) / 2
+            mid = (Cb @ c.unsqueeze(-1)).squeeze(-1)
+            rad = (Cb.abs() @ r.unsqueeze(-1)).squeeze(-1)
+            yl, yu = mid - rad, mid + rad
+        return yl, yu, pre
+    if method == "crown":
+        (yl, yu), pre = native_bounds.crown(net, lo, hi, C)
+        return yl, yu, pre
+    from certprune.verifiers.alpha_crown import alpha_crown
+    (yl, yu), pre = alpha_crown(net, lo, hi, C)
+    return yl, yu, pre
+
+
+def neuron_stability(model, lower, upper, method: str = "crown", engine: str = "auto",
+                     input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Per ReLU layer, the number of stably active (l >= 0), stably inactive (u <= 0) and unstable
+    (l < 0 < u) neurons, summed over the N boxes. Columns: layer, neurons, active, inactive, unstable."""
+    b = compute_bounds(model, lower, upper, method=method, engine=engine, return_intermediate=True,
+                       input_shape=input_shape)
+    rows = []
+    for j, (l, u) in enumerate(b.intermediate or ()):
+        inactive = u <= 0
+        active = (l >= 0) & ~inactive
+        rows.append({"layer": j, "neurons": int(l.shape[1]), "active": int(active.sum()),
+                     "inactive": int(inactive.sum()), "unstable": int((~active & ~inactive).sum())})
+    return pd.DataFrame(rows, columns=["layer", "neurons", "active", "inactive", "unstable"])

@@ -1,0 +1,36 @@
+"""Shared fixtures: the data directory (CERTPRUNE_DATA, default ../shared/data) and small nets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("CERTPRUNE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data directory {d} not present")
+    return d
+
+
+def random_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
+    """A random ReLU MLP with the given layer widths (eval mode)."""
+    g = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / sizes[i] ** 0.5)
+            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.1)
+        layers += [lin, nn.ReLU()] if i < len(sizes) - 2 else [lin]
+    return nn.Sequential(*layers).eval()
