@@ -1,0 +1,185 @@
+"""``prune``: scores -> masks or physical removal -> fine-tuning, repeated for iterative
+schedules, recorded in a :class:`~certprune.pruning.manifest.Manifest`."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from certprune.errors import ConfigError, ShapeMismatchError
+from certprune.pruning import masks as masklib
+from certprune.pruning.criteria import criterion
+from certprune.pruning.criteria.base import ScoreContext
+from certprune.pruning.finetune import FinetuneConfig, finetune
+from certprune.pruning.layers import base_module, unit_layers, weight_layers
+from certprune.pruning.manifest import Manifest, PruneStep, apply_manifest, encode_mask, unit_entry
+from certprune.pruning.schedules import cumulative_amounts, silo_max_lr
+from certprune.pruning.structural import remove_units, select_units
+
+GRANULARITIES = ("unstructured", "nm", "neuron", "channel", "structured")
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Extra options of :func:`prune` (unknown keys are rejected).
+
+    ``scope``: global or local (default: global for stability, whose paper uses one global
+    threshold, and for unstructured masks; local for other unit criteria). ``steps``: iterative
+    pruning steps (geometric). ``rewind``: reset surviving weights to the input model's before each
+    fine-tuning. ``silo``: per-step max LR rises on an S-curve from ``lr/10`` to ``lr``.
+    ``score_samples``: data points used for scoring (first ones).
+    """
+
+    scope: str | None = None
+    norm: str = "l1"
+    steps: int = 1
+    rewind: bool = False
+    silo: bool = False
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    batch_size: int = 128
+    stability_weight: float = 0.0
+    train_epsilon: float | None = None
+    slimming_weight: float = 0.0
+    hvp_samples: int | None = None
+    domain: tuple[float, float] | None = (0.0, 1.0)
+    bound_method: str = "crown"
+    score_samples: int = 512
+    input_shape: tuple[int, ...] | None = None
+
+
+def make_options(options: dict) -> PruneOptions:
+    """PruneOptions from keyword arguments; ConfigError naming unknown keys."""
+    known = {f.name for f in dataclasses.fields(PruneOptions)}
+    bad = sorted(set(options) - known)
+    if bad:
+        raise ConfigError(f"unknown prune option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return PruneOptions(**options)
+
+
+def as_tensors(data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(X float32, y int64)`` from a pair of arrays/tensors or a DataLoader of (x, y) batches."""
+    if data is None:
+        return None, None
+    if isinstance(data, torch.utils.data.DataLoader):
+        xs, ys = zip(*[(b[0], b[1]) for b in data])
+        return torch.cat(xs).float(), torch.cat(ys).long()
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        X, y = (torch.as_tensor(d) for d in data)
+        if len(X) != len(y):
+            raise ShapeMismatchError(f"data has {len(X)} inputs but {len(y)} labels")
+        return X.float(), y.long()
+    raise ConfigError("data must be a pair (inputs, labels) or a torch DataLoader")
+
+
+def rewrap(original: nn.Module, module: nn.Module) -> nn.Module:
+    """Return ``module`` as a Network if ``original`` was one (same input shape), else as is."""
+    if hasattr(original, "info") and isinstance(getattr(original, "module", None), nn.Module):
+        from certprune.network import Network
+        info = dataclasses.replace(original.info, sha256="", path="")
+        return Network(module, info)
+    return module
+
+
+def _input_shape(model: nn.Module, X: torch.Tensor | None, opts: PruneOptions) -> tuple[int, ...]:
+    if opts.input_shape is not None:
+        return tuple(opts.input_shape)
+    if X is not None:
+        return tuple(X.shape[1:])
+    if hasattr(model, "info"):
+        return tuple(model.info.input_shape)
+    first = weight_layers(model)[0][1]
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise ShapeMismatchError("cannot infer the model's input shape; pass data or input_shape=")
+
+
+def prune(model: nn.Module, method: str = "magnitude", amount: float | None = None, granularity: str = "unstructured",
+          data=None, epsilon: float | None = None, n: int = 2, m: int = 4, seed: int = 0,
+          finetune_epochs: int = 0, **options) -> tuple[nn.Module, Manifest]:
+    """Prune a copy of ``model`` (the input is not modified); returns ``(pruned, manifest)``.
+
+    ``granularity``: unstructured (weight masks), nm (N:M masks, ``n`` of every ``m``; ``amount``
+    is implied as 1 - n/m), neuron (hidden Linear units), channel (Conv2d filters) or structured
+    (both); the last three remove units physically. ``amount`` in [0, 1): fraction of weights or
+    of units removed, exactly (rounded to the nearest count). ``data``: (X, y) or a DataLoader,
+    used for data-driven criteria and fine-tuning. ``epsilon``: L-inf radius for stability.
+    See :class:`PruneOptions` for the rest.
+    """
+    opts = make_options(options)
+    crit = criterion(method)
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+    if granularity == "nm":
+        masklib.check_nm(n, m)
+        amount = 1.0 - n / m
+    elif amount is None:
+        raise ConfigError("amount is required (fraction in [0, 1) of weights or units to remove)")
+    amount = masklib.check_amount(amount) if granularity != "nm" else amount
+    X, y = as_tensors(data)
+    shape = _input_shape(model, X, opts)
+    scope = opts.scope or ("global" if method == "stability" or granularity == "unstructured" else "local")
+    manifest = Manifest(method, granularity, amount, list(shape), seed, epsilon,
+                        config={**dataclasses.asdict(opts), "scope": scope, "n": n, "m": m,
+                                "finetune_epochs": finetune_epochs})
+    original = copy.deepcopy(base_module(model)).float().eval()
+    work = copy.deepcopy(original)
+    steps = 1 if granularity == "nm" else opts.steps
+    masks: dict[str, torch.Tensor] = {}
+    total_units = sum(l.width for l in unit_layers(work, granularity)) if granularity in ("neuron", "channel", "structured") else 0
+    removed_units = 0
+    for k, cumulative in enumerate(cumulative_amounts(amount, steps)):
+        ctx = _context(work, X, y, epsilon, seed + k, opts)
+        if granularity in ("unstructured", "nm"):
+            masks = _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, masks)
+            step = PruneStep(k, method, granularity, cumulative, masks={n_: encode_mask(v) for n_, v in masks.items()})
+        else:
+            target = round(cumulative * total_units)
+            current = total_units - removed_units
+            removal = _unit_step(crit, ctx, work, granularity, (target - removed_units) / current, scope, shape)
+            removed_units += sum(len(v) for v in removal[1].values())
+            step = PruneStep(k, method, granularity, cumulative, units=removal[0])
+        manifest.steps.append(step)
+        if opts.rewind:
+            work = base_module(apply_manifest(original, manifest))
+        if finetune_epochs > 0:
+            _finetune(work, X, y, epsilon, seed + k, opts, finetune_epochs, k, steps, masks)
+    return rewrap(model, work.eval()), manifest
+
+
+def _context(work, X, y, epsilon, seed, opts: PruneOptions) -> ScoreContext:
+    n = opts.score_samples
+    return ScoreContext(work, None if X is None else X[:n], None if y is None else y[:n], epsilon, seed,
+                        opts.norm, opts.hvp_samples, opts.domain, opts.bound_method, opts.batch_size)
+
+
+def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):
+    layers = weight_layers(work)
+    scores = crit.weight_scores(ctx, layers)
+    if granularity == "nm":
+        masks = {name: masklib.nm_mask(s, n, m, name) for name, s in scores.items()}
+    else:
+        masks = masklib.unstructured_masks(scores, cumulative, scope, previous)
+    masklib.apply_masks(dict(layers), masks)
+    return masks
+
+
+def _unit_step(crit, ctx, work, granularity, step_amount, scope, shape):
+    layers = unit_layers(work, granularity)
+    widths = {l.name: l.width for l in layers}
+    removal = select_units(crit.unit_scores(ctx, layers), min(max(step_amount, 0.0), 0.999999), scope)
+    remove_units(work, removal, torch.zeros(1, *shape))
+    return {k: unit_entry(v, widths[k]) for k, v in removal.items()}, removal
+
+
+def _finetune(work, X, y, epsilon, seed, opts: PruneOptions, epochs, k, steps, masks):
+    if X is None:
+        raise ConfigError("fine-tuning needs data=(inputs, labels)")
+    lr = silo_max_lr(k, steps, opts.lr / 10, opts.lr) if opts.silo else opts.lr
+    cfg = FinetuneConfig(epochs, lr, opts.batch_size, opts.lr_schedule, opts.stability_weight,
+                         opts.train_epsilon if opts.train_epsilon is not None else epsilon,
+                         opts.slimming_weight, opts.domain, seed)
+    finetune(work, X, y, cfg, masks or None)

@@ -1,0 +1,22 @@
+"""Pruning criteria. Each module offers ``weight_scores(ctx, [(name, module)])`` and
+``unit_scores(ctx, [UnitLayer])``; higher score = more important, lowest removed first."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from certprune.errors import ConfigError
+
+_MODULES = {
+    "random": "random", "magnitude": "magnitude", "l1": "magnitude", "l2": "magnitude",
+    "taylor": "taylor", "obd": "obd", "hessian": "obd", "slimming": "slimming", "snip": "snip",
+    "stability": "stability",
+}
+METHODS = tuple(_MODULES)
+
+
+def criterion(name: str) -> ModuleType:
+    """The module implementing criterion ``name`` (ConfigError for unknown names)."""
+    if name not in _MODULES:
+        raise ConfigError(f"unknown pruning method {name!r}; choose one of {', '.join(METHODS)}")
+    return importlib.import_module(f"certprune.pruning.criteria.{_MODULES[name]}")
