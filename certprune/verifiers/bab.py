@@ -1,0 +1,220 @@
+"""Branch and bound over domains (box + ReLU phases) until every sub-problem is decided.
+
+One loop serves both strategies; only the branching rule differs:
+- ``input``: bisect the input dimension with the best smear score (``bab_input``); a domain
+  switches to ReLU splitting once it has few unstable neurons left or its input depth reaches
+  ``max_input_depth`` (boxes touching a ReLU's hyperplane never become stable by bisection).
+- ``relu``: split the unstable neuron with the best BaBSR-style score (``bab_relu``).
+Domains are bounded in batches (``split_bounds``); a domain whose ReLUs are all stable is an
+exact LP leaf (``lp_leaf``). Fractional values of integer inputs in an LP optimum branch on that
+input. Every candidate point (box centers, CROWN primal vertices, LP optima) is checked on the
+float32 model by ``confirm``; only a confirmed point ends the search as a violation.
+Without a deadline the search is complete on piecewise-linear networks, except that an LP
+optimum which violates in exact arithmetic but not in float32 leaves the answer UNKNOWN.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.bab_input import choose_input_dims, split_box
+from certprune.verifiers.bab_relu import choose_relus, split_relu
+from certprune.verifiers.domains import Domain, DomainQueue
+from certprune.verifiers.lp_leaf import solve_leaf
+from certprune.verifiers.split_bounds import bound_domains
+
+Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
+
+
+@dataclass
+class Spec:
+    """The property's disjuncts stacked: bounds are on ``C y + c`` = ``A y - b`` row by row;
+    ``row_disjunct[r]`` names the disjunct of row r, ``tol[r]`` its certification margin."""
+
+    C: torch.Tensor
+    c: torch.Tensor
+    row_disjunct: torch.Tensor
+    tol: torch.Tensor
+    A: list[np.ndarray]
+    b: list[np.ndarray]
+
+    @property
+    def num_disjuncts(self) -> int:
+        return len(self.A)
+
+    def disjunct_max(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, m) per-row values -> (N, D) max over each disjunct's rows."""
+        out = torch.full((rows.shape[0], self.num_disjuncts), -torch.inf, dtype=rows.dtype)
+        return out.scatter_reduce(1, self.row_disjunct.expand_as(rows), rows, reduce="amax")
+
+
+@dataclass
+class BabOutcome:
+    """``status``: 'certified', 'falsified' (``x`` is the confirmed float32 point) or 'unknown'."""
+
+    status: str
+    x: np.ndarray | None = None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class BabSettings:
+    """Knobs of the search (filled from VerifyConfig)."""
+
+    strategy: str
+    batch: int
+    queue_cap: int
+    max_input_depth: int
+    relu_switch_unstable: int
+
+
+class BranchAndBound:
+    """State of one search; call :meth:`run` once."""
+
+    def __init__(self, net: AffineReluNet, spec: Spec, lo: np.ndarray, hi: np.ndarray,
+                 int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None):
+        self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
+        self.lo = torch.as_tensor(lo, dtype=torch.float64)
+        self.hi = torch.as_tensor(hi, dtype=torch.float64)
+        self.int_mask = None if int_mask is None or not int_mask.any() else torch.as_tensor(int_mask)
+        self.confirm = confirm
+        self.sizes = net.relu_sizes
+        self.queue = DomainQueue(settings.queue_cap)
+        self.stats = {"domains": 0, "lp_leaves": 0, "unresolved_leaves": 0, "max_depth": 0,
+                      "input_splits": 0, "relu_splits": 0, "time_bound": 0.0, "time_lp": 0.0}
+        self.found: np.ndarray | None = None
+        self.timed_out = False  # set when a domain was left unprocessed for lack of time
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def run(self, alive: np.ndarray) -> BabOutcome:
+        """Search from the root box with the disjuncts ``alive`` still open."""
+        total = sum(self.sizes)
+        root = Domain(self.lo, self.hi, torch.zeros(total, dtype=torch.int8), torch.as_tensor(alive), 0, 0.0,
+                      ("none", -1, 0.0))
+        self._process([root])
+        while len(self.queue) and self.found is None and not self.timed_out:
+            if self._out_of_time():
+                self.timed_out = True
+                break
+            batch = self.queue.pop_batch(self.settings.batch)
+            self._process([c for d in batch for c in self._children(d)])
+        if self.found is not None:
+            return BabOutcome("falsified", self.found, self._final_stats("falsified"))
+        if self.timed_out:
+            return BabOutcome("unknown", stats=self._final_stats("timeout"))
+        if self.stats["unresolved_leaves"]:
+            return BabOutcome("unknown", stats=self._final_stats("float32 disagreement at an LP leaf"))
+        return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
+
+    def _final_stats(self, reason: str) -> dict:
+        s = dict(self.stats)
+        s["reason"] = reason
+        s["queue_left"] = len(self.queue)
+        return s
+
+    def _children(self, d: Domain) -> list[Domain]:
+        kind, idx, value = d.branch
+        if kind == "input":
+            integer = self.int_mask is not None and bool(self.int_mask[idx])
+            (l1, h1), (l2, h2) = split_box(d.lo, d.hi, idx, value, integer)
+            self.stats["input_splits"] += 1
+            return [Domain(l1, h1, d.splits, d.alive, d.depth + 1, d.key, d.branch),
+                    Domain(l2, h2, d.splits, d.alive, d.depth + 1, d.key, d.branch)]
+        a, b = split_relu(d.splits, idx)
+        self.stats["relu_splits"] += 1
+        return [Domain(d.lo, d.hi, a, d.alive, d.depth + 1, d.key, d.branch),
+                Domain(d.lo, d.hi, b, d.alive, d.depth + 1, d.key, d.branch)]
+
+    def _layer_splits(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(flat, self.sizes, dim=1)) if self.sizes else []
+
+    def _process(self, doms: list[Domain]) -> None:
+        """Bound the domains, try their candidate points, close or branch each one."""
+        if not doms:
+            return
+        t0 = time.monotonic()
+        lo = torch.stack([d.lo for d in doms])
+        hi = torch.stack([d.hi for d in doms])
+        splits = torch.stack([d.splits for d in doms])
+        alive = torch.stack([d.alive for d in doms])
+        db = bound_domains(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c)
+        self.stats["domains"] += len(doms)
+        self.stats["max_depth"] = max(self.stats["max_depth"], max(d.depth for d in doms))
+        refuted = self.spec.disjunct_max(db.lower - self.spec.tol) > 0
+        alive = alive & ~refuted & ~db.infeasible.unsqueeze(1)
+        row_live = alive[:, self.spec.row_disjunct]
+        disj_lb = self.spec.disjunct_max(db.lower)
+        keys = torch.where(alive, disj_lb, torch.full_like(disj_lb, torch.inf)).min(dim=1).values
+        self._try_points(db, lo, hi, row_live, alive.any(1) & ~db.infeasible)
+        self.stats["time_bound"] += time.monotonic() - t0
+        if self.found is not None:
+            return
+        unstable = db.unstable_count()
+        relu_idx = choose_relus(db.relu_scores, row_live, db.pre) if self.sizes else None
+        in_dims, in_vals = choose_input_dims(db.lam_x, row_live, lo, hi, self.int_mask)
+        for i, d in enumerate(doms):
+            if not bool(alive[i].any()):
+                continue
+            if int(unstable[i]) == 0:
+                if self._out_of_time():
+                    self.timed_out = True
+                    return
+                self._leaf(d, lo[i], hi[i], splits[i], alive[i], [(l[i], u[i]) for l, u in db.pre], float(keys[i]))
+                if self.found is not None:
+                    return
+                continue
+            n_relu = int((d.splits != 0).sum())
+            use_input = (self.settings.strategy == "input" and int(in_dims[i]) >= 0
+                         and d.depth - n_relu < self.settings.max_input_depth
+                         and int(unstable[i]) > self.settings.relu_switch_unstable)
+            branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
+            self.queue.push(Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch))
+
+    def _try_points(self, db, lo, hi, row_live, open_: torch.Tensor) -> None:
+        """Check box centers and the CROWN primal vertex of each domain's worst live row."""
+        if not bool(open_.any()):
+            return
+        lb = torch.where(row_live, db.lower, torch.full_like(db.lower, torch.inf))
+        worst = lb.argmin(dim=1)
+        lam = db.lam_x[torch.arange(len(lo)), worst]
+        primal = torch.where(lam > 0, lo, hi)
+        pts = torch.cat([((lo + hi) / 2)[open_], primal[open_]]).numpy()
+        if self.int_mask is not None:
+            m = self.int_mask.numpy()
+            pts = np.where(m, np.clip(np.round(pts), np.ceil(self.lo.numpy()), np.floor(self.hi.numpy())), pts)
+        self.found = self.confirm(pts)
+
+    def _leaf(self, d: Domain, lo, hi, splits, alive, pre, key: float) -> None:
+        """All ReLUs stable: decide each live disjunct by an LP; branch on fractional integers."""
+        t0 = time.monotonic()
+        self.stats["lp_leaves"] += 1
+        phases = [(l >= 0).numpy() for l, _ in pre]
+        sp = [s.numpy() for s in torch.split(splits, self.sizes)] if self.sizes else []
+        still = alive.clone()
+        for k in np.flatnonzero(alive.numpy()):
+            remaining = 60.0 if self.deadline is None else self.deadline - time.monotonic()
+            tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
+            out = solve_leaf(self.net, lo.numpy(), hi.numpy(), phases, sp, self.spec.A[k], self.spec.b[k], tol,
+                             remaining, None if self.int_mask is None else self.int_mask.numpy())
+            if out.status == "refuted":
+                still[k] = False
+            elif out.status == "fractional":
+                self.queue.push(Domain(lo, hi, splits, still, d.depth, key, ("input", out.dim, float(np.floor(out.value)))))
+                break
+            elif out.status == "candidate":
+                self.found = self.confirm(out.x[None])
+                if self.found is not None:
+                    break
+                self.stats["unresolved_leaves"] += 1
+                still[k] = False
+            else:
+                self.stats["unresolved_leaves"] += 1
+                still[k] = False
+        self.stats["time_lp"] += time.monotonic() - t0

@@ -1,0 +1,131 @@
+"""A verification query made ready for the back ends: model forms, flattened box, stacked spec,
+and the float32 confirmation of counterexamples on the ORIGINAL model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from certprune.errors import ConfigError
+from certprune.results import Result, Verdict
+from certprune.specs import Property
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.attack import Float32Model, float32_forward, float32_margin
+from certprune.verifiers.bab import Spec
+
+
+@dataclass
+class Problem:
+    """``lo``/``hi``: flattened float64 box (integer inputs rounded inward); ``int_mask`` flat or
+    None; ``run32`` the float32 original model on flattened inputs; ``input_shape`` the model's."""
+
+    net: AffineReluNet
+    run32: Float32Model
+    prop: Property
+    lo: np.ndarray
+    hi: np.ndarray
+    int_mask: np.ndarray | None
+    input_shape: tuple[int, ...]
+    strategy: str
+    spec: Spec
+
+    def confirm(self, pts: np.ndarray) -> np.ndarray | None:
+        """The point (float32 values, as float64, flat) among ``pts`` with the smallest float32
+        margin if that margin is <= 0 and the point lies in the region; else None."""
+        x32 = to_float32_in_box(np.asarray(pts, dtype=np.float64).reshape(len(pts), -1), self.lo, self.hi)
+        ok = self.prop.region.contains(x32.reshape(len(x32), *self.prop.region.shape))
+        if not ok.any():
+            return None
+        x32 = x32[ok]
+        m, _ = float32_margin(self.run32, self.prop, x32)
+        i = int(np.argmin(m))
+        return x32[i] if m[i] <= 0 else None
+
+    def falsified(self, x: np.ndarray, stats: dict, phase: str) -> Result:
+        """FALSIFIED Result for a confirmed flat point, re-run once more for its float32 output."""
+        m, y = float32_margin(self.run32, self.prop, x[None])
+        if not m[0] <= 0:  # defensive: confirm() already checked this exact point
+            raise AssertionError("counterexample failed its float32 re-check")
+        stats["phase"] = phase
+        stats["counterexample_margin"] = float(m[0])
+        cex = x.astype(np.float32).reshape(self.input_shape)
+        return Result(Verdict.FALSIFIED, counterexample=cex, counterexample_output=y[0].astype(np.float32),
+                      stats=stats, message=f"counterexample found by {phase}, re-checked in float32")
+
+    def root_alive(self, cfg: Any) -> np.ndarray:
+        """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN if available."""
+        from certprune.verifiers.split_bounds import bound_domains
+
+        lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
+        splits = [torch.zeros(1, n, dtype=torch.int8) for n in self.net.relu_sizes]
+        db = bound_domains(self.net, lo, hi, splits, self.spec.C, self.spec.c)
+        alive = ~(self.spec.disjunct_max(db.lower - self.spec.tol) > 0)[0]
+        if alive.any() and cfg.use_alpha_crown and self.net.num_layers > 1:
+            lower = alpha_crown_lower(self.net, lo, hi, self.spec.C)
+            if lower is not None:
+                alive &= ~(self.spec.disjunct_max(lower + self.spec.c - self.spec.tol) > 0)[0]
+        return alive.numpy()
+
+
+def alpha_crown_lower(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor) -> torch.Tensor | None:
+    """alpha-CROWN lower bounds of ``C y`` from the bound engine, or None where it is not built."""
+    try:
+        from certprune.verifiers.bounds import compute_bounds
+        return compute_bounds(net, lo, hi, method="alpha-crown", C=C, engine="native").lower
+    except ImportError:
+        return None
+
+
+def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Round points to float32, stepping one float32 ulp inward where rounding left the box."""
+    x32 = np.clip(x, lo, hi).astype(np.float32)
+    for _ in range(2):
+        x32 = np.where(x32 < lo, np.nextafter(x32, np.float32(np.inf)), x32)
+        x32 = np.where(x32 > hi, np.nextafter(x32, np.float32(-np.inf)), x32)
+    return x32.astype(np.float64)
+
+
+def build_spec(prop: Property, cert_margin: float) -> Spec:
+    """Stack the disjuncts' rows; row r gets margin ``cert_margin * (1 + |b_r|)``."""
+    A = [d.A for d in prop.disjuncts]
+    b = [d.b for d in prop.disjuncts]
+    C = torch.as_tensor(np.vstack(A))
+    bb = torch.as_tensor(np.concatenate(b))
+    rows = torch.as_tensor(np.concatenate([np.full(len(bi), k) for k, bi in enumerate(b)]), dtype=torch.long)
+    return Spec(C, -bb, rows, cert_margin * (1 + bb.abs()), A, b)
+
+
+def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet, Float32Model, tuple[int, ...]]:
+    """(affine form, float32 runner, model input shape) of a Network / nn.Module / AffineReluNet."""
+    from certprune.verifiers.bounds import affine_net
+
+    if isinstance(model, AffineReluNet):
+        shape = tuple(model.input_shape)
+        return model, float32_forward(model, shape), shape
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a Network, torch.nn.Module or AffineReluNet, got {type(model).__name__}")
+    info = getattr(model, "info", None)
+    shape = tuple(info.input_shape) if info is not None else tuple(region_shape)
+    return affine_net(model, shape), float32_forward(model, shape), shape
+
+
+def prepare(model, prop: Property, cfg) -> Problem:
+    """Validate the query against the model and build the :class:`Problem`."""
+    from certprune.verifiers.verify import check_shapes
+
+    if not isinstance(prop, Property):
+        raise ConfigError(f"prop must be a certprune Property, got {type(prop).__name__}")
+    net, run32, shape = model_forms(model, prop.region.shape)
+    check_shapes(prop, shape, net.output_dim)
+    lo, hi = prop.region.lower.ravel().copy(), prop.region.upper.ravel().copy()
+    mask = None
+    if prop.region.integer_mask is not None and prop.region.integer_mask.any():
+        mask = prop.region.integer_mask.ravel().copy()
+        lo[mask], hi[mask] = np.ceil(lo[mask]), np.floor(hi[mask])
+    strategy = cfg.strategy
+    if strategy == "auto":
+        strategy = "input" if net.input_dim <= cfg.input_split_max_dim else "relu"
+    return Problem(net, run32, prop, lo, hi, mask, shape, strategy, build_spec(prop, cfg.cert_margin))

@@ -1,0 +1,89 @@
+"""CROWN bounds for a batch of branch-and-bound domains (box + fixed ReLU phases).
+
+A domain is a box ``[lo, hi]`` of flattened inputs plus, per ReLU layer, a split vector with
++1 (neuron forced active, z >= 0), -1 (forced inactive, z <= 0) or 0 (free). Intermediate
+bounds are computed layer by layer with the native CROWN (``native_bounds.crown_layer_bounds``)
+and then clamped by the splits (l >= 0 or u <= 0), so every later layer sees the split
+constraints. A domain whose clamped bounds cross (l > u) is empty and reported infeasible.
+
+The final specification pass is hand-written here (instead of calling ``backward_lower``)
+because branching needs its linear coefficients: the coefficient of each ReLU output (for the
+BaBSR-style score) and of the input (for the input-split score and a primal candidate point).
+All arithmetic is float64; see ``certprune.verifiers.verify`` for the certification margin.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.native_bounds import crown_layer_bounds, relu_relaxation
+
+
+@dataclass
+class DomainBounds:
+    """``lower`` (N, m): lower bounds of ``C y + c``; ``pre[j]`` clamped pre-activation bounds;
+    ``infeasible`` (N,) empty domains; ``lam_x`` (N, m, n_in) input coefficients of the bound;
+    ``relu_scores[j]`` (N, m, n_j) intercept loss of each unstable neuron per spec row."""
+
+    lower: torch.Tensor
+    pre: list[tuple[torch.Tensor, torch.Tensor]]
+    infeasible: torch.Tensor
+    lam_x: torch.Tensor
+    relu_scores: list[torch.Tensor]
+
+    def unstable_count(self) -> torch.Tensor:
+        """Number of unstable (l < 0 < u) neurons per domain, (N,)."""
+        n = torch.zeros(self.lower.shape[0], dtype=torch.long)
+        for l, u in self.pre:
+            n += ((l < 0) & (u > 0)).sum(1)
+        return n
+
+
+def split_intermediate(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
+                       ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Clamped pre-activation bounds of every ReLU layer and the infeasible mask (N,)."""
+    pre: list[tuple[torch.Tensor, torch.Tensor]] = []
+    infeasible = torch.zeros(lo.shape[0], dtype=torch.bool)
+    for k in range(net.num_layers - 1):
+        l, u = crown_layer_bounds(net, k, pre, lo, hi)
+        s = splits[k]
+        l = torch.where(s > 0, l.clamp(min=0), l)
+        u = torch.where(s < 0, u.clamp(max=0), u)
+        bad = l > u
+        infeasible |= bad.any(1)
+        l = torch.where(bad, u, l)  # keep the relaxation well defined; these domains are dropped
+        pre.append((l, u))
+    return pre, infeasible
+
+
+def spec_backward(net: AffineReluNet, pre, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor):
+    """CROWN lower bound of ``C y + c`` (C (m, n_out), c (m,)) with its coefficients; returns
+    (lower (N, m), lam_x (N, m, n_in), relu_scores list)."""
+    N = lo.shape[0]
+    last = net.num_layers - 1
+    lam = (C @ net.weights[last]).expand(N, *C.shape[:1], net.weights[last].shape[1]).clone()
+    const = (C @ net.biases[last] + c).expand(N, C.shape[0]).clone()
+    scores: list[torch.Tensor] = [None] * last  # type: ignore[list-item]
+    for j in range(last - 1, -1, -1):
+        l, u = pre[j]
+        alpha, s, t = relu_relaxation(l, u)
+        pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+        loss = -(neg * t.unsqueeze(1))  # >= 0: what the chord's intercept costs this row
+        scores[j] = loss
+        const = const - loss.sum(-1)
+        lam = pos * alpha.unsqueeze(1) + neg * s.unsqueeze(1)
+        const = const + lam @ net.biases[j]
+        lam = lam @ net.weights[j]
+    center, radius = (lo + hi) / 2, (hi - lo) / 2
+    lower = const + (lam @ center.unsqueeze(-1)).squeeze(-1) - (lam.abs() @ radius.unsqueeze(-1)).squeeze(-1)
+    return lower, lam, scores
+
+
+def bound_domains(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
+                  C: torch.Tensor, c: torch.Tensor) -> DomainBounds:
+    """Bound ``C y + c`` on N domains (boxes ``lo``/``hi`` (N, n_in), ``splits`` per layer (N, n_j))."""
+    pre, infeasible = split_intermediate(net, lo, hi, splits)
+    lower, lam_x, scores = spec_backward(net, pre, lo, hi, C, c)
+    return DomainBounds(lower, pre, infeasible, lam_x, scores)

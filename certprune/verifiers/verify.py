@@ -1,0 +1,167 @@
+"""``verify(model, prop, timeout, config) -> Result``: falsify, bound, branch and bound, exact leaves.
+
+Order of work (each phase only if the previous one did not decide):
+1. falsify: random + corner sampling and batched PGD on the float32 model (``attack``);
+2. bound: CROWN on the whole region for all disjuncts at once, then alpha-CROWN when available;
+3. branch and bound (``bab``): input splitting for low-dimensional inputs, ReLU splitting
+   otherwise (``VerifyConfig.strategy`` forces one), with LP leaves where all ReLUs are stable.
+
+Soundness conventions
+- Bounds are float64 on the exact weights. A disjunct ``A y <= b`` is refuted only when some row
+  has ``lower(A_r y - b_r) > cert_margin * (1 + |b_r|)`` (default ``cert_margin = 1e-7``), which
+  covers the float32 rounding of the model's execution on typical nets. CERTIFIED means every
+  disjunct is refuted on every domain.
+- FALSIFIED only for a point that lies in the region (integer inputs integral), given as float32
+  values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
+  property (margin <= 0). The Result carries that point and that output.
+- Out of time -> UNKNOWN (never an exception); the deadline is checked between batches, and
+  single LP calls get the remaining time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from certprune.errors import ConfigError, ShapeMismatchError
+from certprune.results import Result, Verdict
+from certprune.specs import Property
+
+STRATEGIES = ("auto", "input", "relu")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Knobs of :func:`verify`; build from a dict with :meth:`from_dict` (unknown keys rejected)."""
+
+    strategy: str = "auto"              # auto: input splitting iff input dim <= input_split_max_dim
+    input_split_max_dim: int = 24
+    attack_restarts: int = 32
+    attack_steps: int = 50
+    attack_samples: int = 1024
+    attack_corners: int = 256
+    seed: int = 0
+    cert_margin: float = 1e-7           # refute a row only if its lower bound > cert_margin * (1 + |b|)
+    use_alpha_crown: bool = True
+    batch: int = 256                    # domains popped per branch-and-bound step (2x children bounded)
+    queue_cap: int = 100_000
+    max_input_depth: int = 64
+    relu_switch_unstable: int = 1       # input strategy: split ReLUs once this few are unstable
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        for name in ("batch", "queue_cap", "max_input_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "relu_switch_unstable"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
+            raise ConfigError(f"cert_margin must be a finite number >= 0, got {self.cert_margin}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "VerifyConfig":
+        """Build from a mapping; raises ConfigError naming every unknown key."""
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown verify config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def _config(config) -> VerifyConfig:
+    if config is None:
+        return VerifyConfig()
+    if isinstance(config, VerifyConfig):
+        return config
+    if isinstance(config, Mapping):
+        return VerifyConfig.from_dict(config)
+    raise ConfigError(f"config must be a VerifyConfig or a dict, got {type(config).__name__}")
+
+
+def _model_hash(model) -> str | None:
+    info = getattr(model, "info", None)
+    return getattr(info, "sha256", None) or None
+
+
+def verify(model, prop: Property, timeout: float | None = None, config: VerifyConfig | Mapping | None = None) -> Result:
+    """Decide ``prop`` on ``model`` (Network, nn.Module or AffineReluNet); see module doc.
+
+    ``timeout`` in seconds (None = no limit: complete on ReLU networks). Result.stats holds
+    ``strategy``, ``phase`` (which phase decided), ``time_<phase>`` seconds, ``domains``,
+    ``max_depth`` and the attack's evaluation count.
+    """
+    from certprune.verifiers.problem import prepare
+
+    t_start = time.monotonic()
+    cfg = _config(config)
+    if timeout is not None and not (np.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
+    deadline = None if timeout is None else t_start + 0.95 * timeout
+    pb = prepare(model, prop, cfg)
+    stats: dict[str, Any] = {"strategy": pb.strategy, "input_dim": pb.net.input_dim,
+                             "relus": sum(pb.net.relu_sizes)}
+    res = _run(pb, cfg, deadline, stats)
+    stats["time_total"] = time.monotonic() - t_start
+    return dataclasses.replace(res, stats=stats, model_hash=_model_hash(model))
+
+
+def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
+    from certprune.verifiers.attack import falsify
+    from certprune.verifiers.bab import BabSettings, BranchAndBound
+
+    t0 = time.monotonic()
+    att = falsify(pb.run32, pb.prop, pb.lo, pb.hi, restarts=cfg.attack_restarts, steps=cfg.attack_steps,
+                  samples=cfg.attack_samples, corners=cfg.attack_corners, seed=cfg.seed, int_mask=pb.int_mask,
+                  deadline=deadline)
+    stats.update(time_falsify=time.monotonic() - t0, attack_evaluations=att.evaluations, attack_margin=att.margin)
+    if att.violated:
+        hit = pb.confirm(att.x[None])
+        if hit is not None:
+            return pb.falsified(hit, stats, "falsify")
+    if _timed_out(deadline):
+        return _unknown(stats, "falsify")
+    t0 = time.monotonic()
+    alive = pb.root_alive(cfg)
+    stats["time_bound"] = time.monotonic() - t0
+    if not alive.any():
+        stats["phase"] = "bound"
+        return Result(Verdict.CERTIFIED, stats=stats, message="every disjunct refuted by bounds on the whole region")
+    if _timed_out(deadline):
+        return _unknown(stats, "bound")
+    t0 = time.monotonic()
+    settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable)
+    out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline).run(alive)
+    stats.update(out.stats)
+    stats["time_bab"] = time.monotonic() - t0
+    if out.status == "falsified":
+        return pb.falsified(out.x, stats, "bab")
+    if out.status == "certified":
+        stats["phase"] = "bab"
+        return Result(Verdict.CERTIFIED, stats=stats, message="every branch-and-bound domain refuted")
+    return _unknown(stats, "bab", out.stats.get("reason", ""))
+
+
+def _timed_out(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+def _unknown(stats: dict, phase: str, reason: str = "timeout") -> Result:
+    stats["phase"] = phase
+    stats.setdefault("reason", reason)
+    return Result(Verdict.UNKNOWN, stats=stats, message=f"undecided after {phase}: {reason}")
+
+
+def check_shapes(prop: Property, input_shape: tuple[int, ...], num_outputs: int) -> None:
+    """Raise ShapeMismatchError when the region or the output constraints do not fit the model."""
+    if prop.region.dim != int(np.prod(input_shape)):
+        raise ShapeMismatchError(
+            f"input region has {prop.region.dim} inputs (shape {prop.region.shape}) but the model expects "
+            f"{int(np.prod(input_shape))} (shape {tuple(input_shape)})")
+    prop.check_outputs(num_outputs)
+
