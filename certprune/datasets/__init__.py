@@ -3,5 +3,8 @@ their schemas live in ``schema.py`` and one module per data set (adult, german, 
 from certprune.datasets.digits import load_digits
 from certprune.datasets.mnist import load_mnist
 from certprune.datasets.paths import data_root
+from certprune.datasets.schema import Feature, TabularSchema
+from certprune.datasets.tabular import TABULAR_NAMES, TabularData, get_schema, load_tabular
 
-__all__ = ["load_digits", "load_mnist", "data_root"]
+__all__ = ["load_digits", "load_mnist", "data_root", "Feature", "TabularSchema", "TabularData",
+           "TABULAR_NAMES", "get_schema", "load_tabular"]
