@@ -55,11 +55,12 @@ def remove_units(model: nn.Module, removal: dict[str, list[int]], example_input:
     tp = _tp()
     was_training = module.training
     module.eval()
-    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example_input.to(torch.float32))
-    for name, idxs in removal.items():
-        mod = layers[name].module
-        fn = tp.prune_linear_out_channels if isinstance(mod, nn.Linear) else tp.prune_conv_out_channels
-        graph.get_pruning_group(mod, fn, idxs=idxs).prune()
+    with torch.enable_grad():  # the dependency graph is traced through autograd
+        graph = tp.DependencyGraph().build_dependency(module, example_inputs=example_input.to(torch.float32))
+        for name, idxs in removal.items():
+            mod = layers[name].module
+            fn = tp.prune_linear_out_channels if isinstance(mod, nn.Linear) else tp.prune_conv_out_channels
+            graph.get_pruning_group(mod, fn, idxs=idxs).prune()
     module.train(was_training)
     return model
 

@@ -1,0 +1,146 @@
+"""Metrics for a list of models, computed the same way for every method (ShrinkBench spirit:
+Blalock et al. 2020, "What is the State of Neural Network Pruning?").
+
+Columns: params, nonzeros, compression (reference params / nonzeros), macs (dense MACs of this
+model), nonzero_macs, speedup (reference MACs / nonzero MACs, theoretical), latency_ms (median
+CPU time of one forward pass on a batch, single thread), clean_acc, unstable_per_input (unstable
+ReLUs per input at epsilon, CROWN), crown_cert_acc and crown_s_per_input, and with
+``verify_timeout`` also bab_cert_acc / bab_s_per_input from :func:`certprune.verify` (branch and
+bound). MACs count Linear and Conv2d multiply-accumulates only.
+
+CROWN certification: input i is certified iff it is classified correctly and the float64 CROWN
+lower bound of y_label - y_j exceeds ``CERT_MARGIN`` for every j != label (margin for the float32
+rounding of the model's own execution).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from certprune.pruning.layers import base_module
+from certprune.pruning.stability import perturbation_boxes
+
+CERT_MARGIN = 1e-6
+_CELLS = 4e7
+
+
+def mac_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(dense MACs, non-zero-weight MACs) of one forward pass on one input."""
+    counts = [0, 0]
+
+    def hook(m, _inp, out):
+        positions = out[0, 0].numel() if isinstance(m, nn.Conv2d) else 1
+        counts[0] += m.weight.numel() * positions
+        counts[1] += int(torch.count_nonzero(m.weight)) * positions
+
+    module = base_module(model).eval()
+    hooks = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts[0], counts[1]
+
+
+def latency_ms(model: nn.Module, X: torch.Tensor, repeats: int = 20) -> float:
+    """Median wall time (ms) of one single-threaded forward pass on the batch ``X``."""
+    module = base_module(model).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            module(X)
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                module(X)
+                times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return 1000.0 * float(np.median(times))
+
+
+def crown_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float,
+                    domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(certified mask, unstable ReLUs per input) from one CROWN pass per input (see module doc)."""
+    from certprune.verifiers.bounds import affine_net, compute_bounds
+
+    shape = tuple(X.shape[1:])
+    net = affine_net(base_module(model), shape)
+    k = net.output_dim
+    chunk = max(1, int(_CELLS // (2 * max(net.relu_sizes + [k]) * net.input_dim)))
+    lo, hi = perturbation_boxes(X.double(), epsilon, domain)
+    with torch.no_grad():
+        correct = base_module(model)(X).argmax(1) == y
+    C = torch.eye(k, dtype=torch.float64)[y].unsqueeze(1) - torch.eye(k, dtype=torch.float64).unsqueeze(0)
+    certified, unstable = [], []
+    for s in range(0, len(X), chunk):
+        b = compute_bounds(net, lo[s:s + chunk], hi[s:s + chunk], method="crown", C=C[s:s + chunk],
+                           return_intermediate=True, input_shape=shape)
+        others = b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[y[s:s + chunk]], torch.inf)
+        certified.append((others.min(dim=1).values > CERT_MARGIN).numpy())
+        unstable.append(sum(((l < 0) & (u > 0)).sum(1) for l, u in b.intermediate).numpy()
+                        if b.intermediate else np.zeros(len(others)))
+    return np.concatenate(certified) & correct.numpy(), np.concatenate(unstable)
+
+
+def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
+                  domain=(0.0, 1.0)) -> np.ndarray:
+    """Certified mask from :func:`certprune.verify` (branch and bound) with ``timeout`` s per input."""
+    from certprune.results import Verdict
+    from certprune.specs import RobustnessSpec
+    from certprune.verifiers.verify import verify
+
+    module = base_module(model).eval()
+    k = int(module(X[:1]).shape[1])
+    out = []
+    for x, label in zip(X.numpy(), y.tolist()):
+        prop = RobustnessSpec(x, epsilon, int(label), domain[0], domain[1]).to_property(k)
+        out.append(verify(module, prop, timeout=timeout).verdict is Verdict.CERTIFIED)
+    return np.array(out, dtype=bool)
+
+
+def pruning_metrics(models: dict[str, nn.Module], data, epsilon: float, reference: str | None = None,
+                    verify_samples: int = 100, verify_timeout: float | None = None, domain=(0.0, 1.0),
+                    latency_batch: int = 256) -> pd.DataFrame:
+    """One row per model (see module doc); ``reference`` (default: the first model) is the
+    denominator of compression and speedup; verification uses the first ``verify_samples`` inputs."""
+    from certprune.pruning.api import as_tensors
+
+    X, y = as_tensors(data)
+    shape = tuple(X.shape[1:])
+    ref = models[reference or next(iter(models))]
+    ref_params = sum(p.numel() for p in base_module(ref).parameters())
+    ref_macs = mac_counts(ref, shape)[0]
+    rows = [_row(name, m, X, y, epsilon, shape, ref_params, ref_macs, verify_samples, verify_timeout, domain,
+                 latency_batch) for name, m in models.items()]
+    return pd.DataFrame(rows)
+
+
+def _row(name, model, X, y, epsilon, shape, ref_params, ref_macs, n_verify, timeout, domain, latency_batch) -> dict:
+    module = base_module(model).eval()
+    params = sum(p.numel() for p in module.parameters())
+    nonzeros = sum(int(torch.count_nonzero(p)) for p in module.parameters())
+    macs, nz_macs = mac_counts(module, shape)
+    with torch.no_grad():
+        acc = float((module(X).argmax(1) == y).float().mean())
+    Xv, yv = X[:n_verify], y[:n_verify]
+    t = time.perf_counter()
+    cert, unstable = crown_certified(module, Xv, yv, epsilon, domain)
+    crown_s = (time.perf_counter() - t) / len(Xv)
+    row = {"model": name, "params": params, "nonzeros": nonzeros, "compression": ref_params / max(nonzeros, 1),
+           "macs": macs, "nonzero_macs": nz_macs, "speedup": ref_macs / max(nz_macs, 1),
+           "latency_ms": latency_ms(module, X[:latency_batch]), "clean_acc": acc,
+           "unstable_per_input": float(unstable.mean()), "crown_cert_acc": float(cert.mean()),
+           "crown_s_per_input": crown_s}
+    if timeout is not None:
+        t = time.perf_counter()
+        row["bab_cert_acc"] = float(bab_certified(module, Xv, yv, epsilon, timeout, domain).mean())
+        row["bab_s_per_input"] = (time.perf_counter() - t) / len(Xv)
+    return row
