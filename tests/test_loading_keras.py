@@ -74,6 +74,25 @@ def test_softmax_activation_layers_and_dropout(tmp_path):
     np.testing.assert_allclose(net.run_float32(x), np.maximum(x @ w1 + b1, 0) @ w2 + b2, atol=1e-5)
 
 
+def test_functional_chain_model(tmp_path):
+    rng = np.random.default_rng(2)
+    w, b = rng.normal(size=(3, 2)), rng.normal(size=2)
+    layers = [{"class_name": "InputLayer", "name": "inp", "config": {"name": "inp", "batch_input_shape": [None, 3]},
+               "inbound_nodes": []},
+              {**_dense("d", 2, "sigmoid"), "name": "d", "inbound_nodes": [[["inp", 0, 0, {}]]]}]
+    path = _write_h5(tmp_path / "f.h5", layers, {"d": [w, b]})
+    with h5py.File(path, "a") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Functional", "config": {"layers": layers}})
+    net = load_model(path)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_allclose(net.run_float32(x), x @ w + b, atol=1e-5)
+    layers[1]["inbound_nodes"] = [[["elsewhere", 0, 0, {}]]]
+    with h5py.File(path, "a") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Functional", "config": {"layers": layers}})
+    with pytest.raises(UnsupportedModelError, match="not a chain"):
+        load_model(path)
+
+
 def test_unsupported_layers_are_all_listed(tmp_path):
     layers = [{"class_name": "Conv2D", "config": {"name": "c"}}, {"class_name": "LSTM", "config": {"name": "l"}},
               _dense("d", 2, "elu")]

@@ -79,6 +79,11 @@ def test_gz_is_read_transparently(tmp_path):
     assert b.info.sha256 != a.info.sha256  # hash of the file bytes as stored
 
 
+def test_export_metadata_is_read_back(tmp_path):
+    path = save_onnx(random_mlp([3, 5, 2]), tmp_path / "m.onnx", metadata={"manifest": {"kept": [0, 2]}})
+    assert load_model(path).info.extra["metadata"] == {"manifest": '{"kept": [0, 2]}'}
+
+
 # ---------------------------------------------------------------- hand-built graphs
 def _model(nodes, inits: dict, in_shape, out_name="y", opset=13):
     graph = helper.make_graph(
@@ -100,11 +105,12 @@ def _f32(*shape):
 
 def test_gemm_attributes_and_const_ops(tmp_path):
     nodes = [helper.make_node("Mul", ["x", "s"], ["a"]), helper.make_node("Sub", ["m", "a"], ["b"]),
+             helper.make_node("Constant", [], ["d"], value=numpy_helper.from_array(np.float32(3.0))),
              helper.make_node("Div", ["b", "d"], ["c"]),
              helper.make_node("Gemm", ["c", "W", "C"], ["g"], transB=1, alpha=0.5, beta=2.0),
              helper.make_node("Relu", ["g"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["mm"]),
              helper.make_node("Add", ["B2", "mm"], ["y"])]
-    inits = {"s": _f32(4), "m": _f32(1, 4), "d": np.float32(3.0), "W": _f32(6, 4), "C": _f32(6),
+    inits = {"s": _f32(4), "m": _f32(1, 4), "W": _f32(6, 4), "C": _f32(6),
              "W2": _f32(6, 2), "B2": _f32(2)}
     net = _check_equivalent(_save(tmp_path, _model(nodes, inits, ["N", 4])))
     assert isinstance(net.module, nn.Sequential)

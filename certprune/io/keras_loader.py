@@ -35,7 +35,8 @@ def load_keras_h5(path: str | Path) -> Network:
     try:
         f = h5py.File(p, "r")
     except OSError as e:
-        raise ModelLoadError(f"{p} is not a readable HDF5 file: {e}") from None
+        hint = " (Keras 3 .keras archives are not supported; save as .h5)" if p.suffix == ".keras" else ""
+        raise ModelLoadError(f"{p} is not a readable HDF5 file{hint}: {e}") from None
     with f:
         layers = _layers(f, p)
         weights = f["model_weights"] if "model_weights" in f else f

@@ -105,7 +105,8 @@ class _Converter:
         n_out = int(self.samples[out].numel())
         info = ModelInfo(shape, n_out, source_format="onnx", input_names=(inp.name,),
                          output_names=(self.graph.output[0].name,),
-                         extra={"opset": self.opsets.get("", 0), "producer": self.proto.producer_name})
+                         extra={"opset": self.opsets.get("", 0), "producer": self.proto.producer_name,
+                                "metadata": {m.key: m.value for m in self.proto.metadata_props}})
         return module, info
 
     def _input(self):
