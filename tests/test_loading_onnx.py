@@ -203,3 +203,24 @@ def test_nan_weights_are_rejected(tmp_path):
     nodes = [helper.make_node("Gemm", ["x", "W"], ["y"])]
     with pytest.raises(ModelLoadError, match="NaN or infinite values in initializers: W"):
         load_onnx(_save(tmp_path, _model(nodes, {"W": w}, ["N", 3])))
+
+
+def test_converted_graphs_are_accepted_by_auto_lirpa(tmp_path):
+    """Residual graph + final sigmoid (not native-engine material) still bound soundly in auto_LiRPA."""
+    import warnings
+    from certprune.verifiers.lirpa_compat import import_auto_lirpa
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import_auto_lirpa()
+        from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+        nodes = [helper.make_node("Sub", ["x", "mu"], ["c"]), helper.make_node("Gemm", ["c", "W1", "b1"], ["h"]),
+                 helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Add", ["r", "c"], ["s"]),
+                 helper.make_node("Gemm", ["s", "W2"], ["z"]), helper.make_node("Sigmoid", ["z"], ["y"])]
+        inits = {"mu": _f32(4), "W1": _f32(4, 4), "b1": _f32(4), "W2": _f32(4, 2)}
+        net = load_onnx(_save(tmp_path, _model(nodes, inits, ["N", 4])))
+        x = torch.zeros(1, 4)
+        bounded = BoundedModule(net.module, x)
+        ptb = PerturbationLpNorm(x_L=x - 0.5, x_U=x + 0.5)
+        lo, hi = bounded.compute_bounds(x=(BoundedTensor(x, ptb),), method="CROWN")
+    ys = net.run_float32(RNG.uniform(-0.5, 0.5, size=(5000, 4)))
+    assert np.all(ys >= lo.detach().numpy() - 1e-6) and np.all(ys <= hi.detach().numpy() + 1e-6)
