@@ -375,12 +375,12 @@ def _conv_pads(node, spatial, kernel, strides, dil) -> list[int]:
 
 
 def _attr(node, name: str, default):
+    """Attribute value (ints/floats as lists, strings decoded), or ``default`` when absent."""
     from onnx import helper
     for a in node.attribute:
         if a.name == name:
             v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else (list(v) if isinstance(v, (list, tuple)) or
-                                                              type(v).__name__.startswith("Repeated") else v)
+            return v.decode() if isinstance(v, bytes) else v
     return default
 
 
