@@ -339,23 +339,40 @@ def property_for_model(prop: Property, input_shape: Sequence[int], num_outputs: 
 
 
 # ----------------------------------------------------------------------------- writing
-def format_vnnlib(prop: Property) -> str:
-    """VNN-LIB 1.0 text of ``prop`` (flattened inputs); floats are written exactly (``repr``)."""
-    lo, hi = prop.region.lower.ravel(), prop.region.upper.ravel()
-    lines = [f"; {prop.name or 'certprune property'}", ""]
-    lines += [f"(declare-const X_{i} Real)" for i in range(lo.size)] + [""]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(prop.num_outputs)] + [""]
-    for i in range(lo.size):
-        lines.append(f"(assert (>= X_{i} {_num(lo[i])}))")
-        lines.append(f"(assert (<= X_{i} {_num(hi[i])}))")
-    lines.append("")
-    conj = ["(and " + " ".join(_row(a, b) for a, b in zip(d.A, d.b)) + ")" for d in prop.disjuncts]
-    lines.append("(assert (or\n    " + "\n    ".join(conj) + "\n))")
+def format_vnnlib(prop: Property | Sequence[Property]) -> str:
+    """VNN-LIB 1.0 text of one property or of several (one input box each, same sizes, joined by
+    ``or``); inputs are flattened row-major; floats are written exactly (``repr``)."""
+    props = [prop] if isinstance(prop, Property) else list(prop)
+    if not props or len({(p.region.dim, p.num_outputs) for p in props}) != 1:
+        raise ShapeMismatchError("format_vnnlib needs properties with equal input and output sizes")
+    n_in, n_out = props[0].region.dim, props[0].num_outputs
+    lines = [f"; {props[0].name or 'certprune property'}", ""]
+    lines += [f"(declare-const X_{i} Real)" for i in range(n_in)] + [""]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)] + [""]
+    if len(props) == 1:
+        lo, hi = props[0].region.lower.ravel(), props[0].region.upper.ravel()
+        for i in range(n_in):
+            lines += [f"(assert (>= X_{i} {_num(lo[i])}))", f"(assert (<= X_{i} {_num(hi[i])}))"]
+        lines += ["", "(assert " + _output_or(props[0]) + ")"]
+    else:
+        lines.append("(assert (or")
+        lines += [f"    (and {_box(p)}\n        {_output_or(p, pad='        ')})" for p in props]
+        lines.append("))")
     return "\n".join(lines) + "\n"
 
 
-def write_vnnlib(prop: Property, path: str | Path) -> Path:
-    """Write ``prop`` as VNN-LIB (gzip-compressed when the name ends in ``.gz``); returns the path."""
+def _box(p: Property) -> str:
+    lo, hi = p.region.lower.ravel(), p.region.upper.ravel()
+    return " ".join(f"(>= X_{i} {_num(lo[i])}) (<= X_{i} {_num(hi[i])})" for i in range(lo.size))
+
+
+def _output_or(p: Property, pad: str = "") -> str:
+    conj = ["(and " + " ".join(_row(a, b) for a, b in zip(d.A, d.b)) + ")" for d in p.disjuncts]
+    return f"(or\n{pad}    " + f"\n{pad}    ".join(conj) + f"\n{pad})"
+
+
+def write_vnnlib(prop: Property | Sequence[Property], path: str | Path) -> Path:
+    """Write one or several properties (see :func:`format_vnnlib`) as VNN-LIB (gzip-compressed when the name ends in ``.gz``); returns the path."""
     path = Path(path)
     data = format_vnnlib(prop).encode("utf-8")
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)

@@ -90,6 +90,14 @@ def test_round_trip_general_rows(tmp_path):
     _assert_same(p, q)
 
 
+def test_several_input_boxes_round_trip(acas_props, tmp_path):
+    props = read_vnnlib(acas_props[6])
+    back = read_vnnlib(write_vnnlib(props, tmp_path / "p6.vnnlib"))
+    assert len(back) == 2
+    for p, q in zip(props, back):
+        _assert_same(p, q)
+
+
 def test_gz_file_is_read(tmp_path):
     path = tmp_path / "p.vnnlib.gz"
     path.write_bytes(gzip.compress((HEADER + BOX + "(assert (<= Y_0 Y_2))").encode()))
