@@ -341,7 +341,8 @@ def property_for_model(prop: Property, input_shape: Sequence[int], num_outputs: 
 # ----------------------------------------------------------------------------- writing
 def format_vnnlib(prop: Property | Sequence[Property]) -> str:
     """VNN-LIB 1.0 text of one property or of several (one input box each, same sizes, joined by
-    ``or``); inputs are flattened row-major; floats are written exactly (``repr``)."""
+    ``or``); inputs are flattened row-major; floats are written exactly (``repr``). An
+    ``integer_mask`` has no VNN-LIB 1.0 form and is not written."""
     props = [prop] if isinstance(prop, Property) else list(prop)
     if not props or len({(p.region.dim, p.num_outputs) for p in props}) != 1:
         raise ShapeMismatchError("format_vnnlib needs properties with equal input and output sizes")
