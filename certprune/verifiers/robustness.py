@@ -1,0 +1,285 @@
+"""Certified accuracy of a classifier over a data set: clean, PGD and certified accuracy, per sample.
+
+``certify_robustness(model, X, y, eps, timeout=..., out_dir=...)`` for each sample ``(x, label)``
+and the L-inf ball ``|x' - x| <= eps`` clipped to ``[clip_min, clip_max]`` (``RobustnessSpec``):
+
+1. clean: ``argmax f(x) == label`` (float32); misclassified samples get verdict ``misclassified``;
+2. PGD: one batched attack over all remaining samples on the margin ``f_label - max_{j!=label} f_j``;
+   a point counts only after it is re-run in float32 on the original model, lies in the ball and
+   violates the property there (verdict ``falsified``, ``pgd_robust = False``);
+3. verify: :func:`certprune.verifiers.verify.verify` with ``timeout`` seconds per sample
+   (verdicts ``certified`` / ``falsified`` / ``unknown``).
+
+Accuracies are fractions of all samples: certified <= PGD <= clean. With ``out_dir`` every finished
+sample is appended (and flushed) to ``out_dir/samples.csv``; a rerun into the same folder skips the
+samples already there (after checking that model, eps and timeout match ``out_dir/config.json``)
+and ``out_dir/summary.json`` is rewritten from all rows.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from certprune.errors import ConfigError, ShapeMismatchError, SpecError
+
+FIELDS = ["index", "label", "predicted", "clean_correct", "pgd_robust", "verdict", "phase",
+          "seconds_pgd", "seconds_verify"]
+VERDICTS = ("certified", "falsified", "unknown", "misclassified")
+
+
+@dataclass(frozen=True)
+class RobustnessReport:
+    """Totals over all rows (fractions in [0, 1]); ``rows`` are the per-sample dicts (FIELDS)."""
+
+    n: int
+    eps: float
+    clean_accuracy: float
+    pgd_accuracy: float
+    certified_accuracy: float
+    counts: dict[str, int]
+    seconds: dict[str, float]
+    rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready totals (no rows)."""
+        d = asdict(self)
+        d.pop("rows")
+        return d
+
+
+def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: str | Path | None = None, *,
+                       indices=None, clip: tuple[float, float] = (0.0, 1.0), config=None,
+                       pgd_steps: int = 40, pgd_restarts: int = 4, progress: bool = False) -> RobustnessReport:
+    """Clean / PGD / certified accuracy of ``model`` on ``X`` (N, *input_shape), labels ``y``; see module doc.
+
+    ``indices`` names the samples in the CSV (default ``0..N-1``); ``config`` goes to ``verify``.
+    """
+    from certprune.network import as_network
+
+    net = as_network(model) if not isinstance(model, (str, Path)) else _load(model)
+    X, y, idx = _check_inputs(net, X, y, eps, timeout, indices)
+    store = _Store(out_dir, net, eps, timeout, clip) if out_dir is not None else None
+    done = store.load() if store else {}
+    todo = [k for k in range(len(X)) if int(idx[k]) not in done]
+    rows = list(done.values())
+    t0 = time.monotonic()
+    for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, pgd_steps, pgd_restarts, progress):
+        rows.append(row)
+        if store:
+            store.append(row)
+    report = _report(rows, eps, time.monotonic() - t0)
+    if store:
+        store.write_summary(report)
+    return report
+
+
+def _load(path):
+    from certprune.network import load_model
+    return load_model(path)
+
+
+def _check_inputs(net, X, y, eps, timeout, indices):
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64).ravel()
+    shape = tuple(net.info.input_shape)
+    if X.ndim == len(shape):
+        X = X[None]
+    if tuple(X.shape[1:]) != shape:
+        raise ShapeMismatchError(f"samples have shape {tuple(X.shape[1:])} but the model expects {shape}")
+    if len(X) != len(y):
+        raise ShapeMismatchError(f"{len(X)} samples but {len(y)} labels")
+    if len(y) and not (y.min() >= 0 and y.max() < net.info.num_outputs):
+        raise SpecError(f"labels must lie in 0..{net.info.num_outputs - 1}, got {y.min()}..{y.max()}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise SpecError(f"eps must be a finite number >= 0, got {eps}")
+    if not (timeout is None or (np.isfinite(timeout) and timeout > 0)):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
+    idx = np.arange(len(X)) if indices is None else np.asarray(indices, dtype=np.int64).ravel()
+    if len(idx) != len(X) or len(set(idx.tolist())) != len(idx):
+        raise ConfigError("indices must give one distinct index per sample")
+    return X, y, idx
+
+
+def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress):
+    """Yield one finished row per sample: first misclassified and PGD-falsified ones, then verified ones."""
+    from certprune.verifiers.verify import verify
+
+    n_out = net.info.num_outputs
+    t0 = time.monotonic()
+    pred = np.argmax(net.run_float32(X), axis=1) if len(X) else np.zeros(0, np.int64)
+    props = [_prop(X[k], eps, int(y[k]), clip, n_out) for k in range(len(X))]
+    broken = _pgd_hits(net, X, y, props, steps, restarts) if len(X) else np.zeros(0, bool)
+    t_pgd = (time.monotonic() - t0) / max(len(X), 1)
+    pending = []
+    for k in range(len(X)):
+        base = {"index": int(idx[k]), "label": int(y[k]), "predicted": int(pred[k]),
+                "clean_correct": bool(pred[k] == y[k]), "seconds_pgd": round(t_pgd, 4)}
+        if not base["clean_correct"]:
+            yield {**base, "pgd_robust": False, "verdict": "misclassified", "phase": "clean", "seconds_verify": 0.0}
+        elif broken[k]:
+            yield {**base, "pgd_robust": False, "verdict": "falsified", "phase": "pgd", "seconds_verify": 0.0}
+        else:
+            pending.append((k, base))
+    for k, base in _progress(pending, progress):
+        t1 = time.monotonic()
+        res = verify(net, props[k], timeout=timeout, config=config)
+        yield {**base, "pgd_robust": True, "verdict": _verdict(res), "phase": res.stats.get("phase", ""),
+               "seconds_verify": round(time.monotonic() - t1, 4)}
+
+
+def _verdict(res) -> str:
+    v = res.verdict.value
+    return v if v in VERDICTS else "unknown"
+
+
+def _prop(x, eps, label, clip, n_out):
+    from certprune.specs import RobustnessSpec
+    return RobustnessSpec(x, eps, label, clip_min=clip[0], clip_max=clip[1]).to_property(n_out)
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc="verify", unit="sample")
+
+
+def _pgd_hits(net, X, y, props, steps: int, restarts: int, chunk: int = 256) -> np.ndarray:
+    """Boolean per sample: batched PGD found a point that the float32 re-check confirms.
+
+    Hand-written rather than ``attack.falsify``: that attacks one region at a time, here every
+    sample has its own ball and one batched pass over all of them is much faster.
+    """
+    hits = np.zeros(len(X), bool)
+    for s in range(0, len(X), chunk):
+        sl = slice(s, s + chunk)
+        cands = _pgd_batch(net, X[sl], y[sl], [p.region for p in props[sl]], steps, restarts)
+        for j, pts in enumerate(cands):
+            p = props[s + j]
+            pts = pts.reshape(len(pts), *p.region.shape)
+            ok = p.region.contains(pts.astype(np.float64))
+            if ok.any():
+                out = net.run_float32(pts[ok])
+                hits[s + j] = bool(p.is_violated(out.astype(np.float64)).any())
+    return hits
+
+
+def _pgd_batch(net, X, y, regions, steps: int, restarts: int) -> np.ndarray:
+    """(N, restarts+1, *shape) best float32 points per sample and start (center + random starts)."""
+    import copy
+
+    import torch
+    module = copy.deepcopy(net.module).float().eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    lo = torch.from_numpy(np.stack([r.lower for r in regions]).astype(np.float32))
+    hi = torch.from_numpy(np.stack([r.upper for r in regions]).astype(np.float32))
+    # float32 rounding of a float64 bound may leave the box: pull the float32 box inwards
+    lo = torch.where(lo.double() < torch.from_numpy(np.stack([r.lower for r in regions])), torch.nextafter(lo, hi), lo)
+    hi = torch.where(hi.double() > torch.from_numpy(np.stack([r.upper for r in regions])), torch.nextafter(hi, lo), hi)
+    R = restarts + 1
+    g = torch.Generator().manual_seed(0)
+    lo_r, hi_r = lo.repeat_interleave(R, 0), hi.repeat_interleave(R, 0)
+    x = lo_r + torch.rand(lo_r.shape, generator=g) * (hi_r - lo_r)
+    x[::R] = torch.from_numpy(X).clamp(lo, hi)
+    labels = torch.from_numpy(y).repeat_interleave(R)
+    best, best_m = x.clone(), torch.full((len(x),), float("inf"))
+    width = hi_r - lo_r
+    for k in range(steps + 1):
+        x = x.detach().requires_grad_(True)
+        out = module(x).reshape(len(x), -1)
+        true = out.gather(1, labels[:, None])[:, 0]
+        other = out.masked_fill(torch.nn.functional.one_hot(labels, out.shape[1]).bool(), float("-inf")).max(1).values
+        margin = true - other
+        with torch.no_grad():
+            better = margin < best_m
+            best[better], best_m[better] = x.detach()[better], margin.detach()[better]
+        if k == steps:
+            break
+        (grad,) = torch.autograd.grad(margin.sum(), x)
+        step = width * 0.25 * (0.05 ** (k / max(steps - 1, 1)))
+        with torch.no_grad():
+            x = torch.minimum(torch.maximum(x - step * grad.sign(), lo_r), hi_r)
+    return best.reshape(len(X), R, *X.shape[1:]).numpy()
+
+
+def _report(rows: list[dict], eps: float, seconds: float) -> RobustnessReport:
+    n = len(rows)
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    frac = (lambda k: k / n) if n else (lambda k: 0.0)
+    ver = [float(r["seconds_verify"]) for r in rows if r["verdict"] not in ("misclassified",) and r["phase"] != "pgd"]
+    secs = {"this_run": round(seconds, 3), "verify_total": round(sum(ver), 3),
+            "verify_median": round(float(np.median(ver)), 3) if ver else 0.0,
+            "pgd_total": round(sum(float(r["seconds_pgd"]) for r in rows), 3)}
+    return RobustnessReport(n, eps, frac(sum(_true(r["clean_correct"]) for r in rows)),
+                            frac(sum(_true(r["pgd_robust"]) for r in rows)), frac(counts["certified"]),
+                            counts, secs, sorted(rows, key=lambda r: r["index"]))
+
+
+def _true(v) -> bool:
+    return v is True or str(v) == "True"
+
+
+class _Store:
+    """``samples.csv`` (append + flush per row), ``config.json`` (resume guard), ``summary.json``."""
+
+    def __init__(self, out_dir, net, eps, timeout, clip):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.csv = self.dir / "samples.csv"
+        self.config = {"model_sha256": net.info.sha256 or _module_digest(net), "eps": float(eps),
+                       "timeout": timeout, "clip": list(clip)}
+
+    def load(self) -> dict[int, dict]:
+        cfg_path = self.dir / "config.json"
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            diff = [k for k in self.config if old.get(k) != self.config[k]]
+            if diff:
+                raise ConfigError(f"{self.dir} holds results of another run (different {', '.join(diff)}); "
+                                  "use a new --out folder")
+        else:
+            cfg_path.write_text(json.dumps(self.config, indent=1))
+        if not self.csv.exists():
+            return {}
+        self._drop_partial_line()
+        rows = {}
+        for r in csv.DictReader(open(self.csv, newline="")):
+            if r.get("verdict") in VERDICTS:  # a row cut off by a crash is redone
+                r = {**r, "index": int(r["index"]), "label": int(r["label"]), "predicted": int(r["predicted"]),
+                     "clean_correct": _true(r["clean_correct"]), "pgd_robust": _true(r["pgd_robust"])}
+                rows[r["index"]] = r
+        return rows
+
+    def _drop_partial_line(self) -> None:
+        """A crash mid-write leaves a line without newline: cut it so the next append starts clean."""
+        data = self.csv.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.csv.write_bytes(data[:data.rfind(b"\n") + 1])
+
+    def append(self, row: dict) -> None:
+        new = not self.csv.exists() or self.csv.stat().st_size == 0
+        with open(self.csv, "a", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+
+    def write_summary(self, report: RobustnessReport) -> None:
+        (self.dir / "summary.json").write_text(json.dumps({**self.config, **report.summary()}, indent=1))
+
+
+def _module_digest(net) -> str:
+    """Hash of the weights, for models that did not come from a file."""
+    import hashlib
+    h = hashlib.sha256()
+    for t in net.module.state_dict().values():
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
