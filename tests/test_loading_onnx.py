@@ -79,6 +79,19 @@ def test_gz_is_read_transparently(tmp_path):
     assert b.info.sha256 != a.info.sha256  # hash of the file bytes as stored
 
 
+def test_external_data_weights(tmp_path):
+    model = random_mlp([4, 8, 2])
+    proto = onnx.load(str(save_onnx(model, tmp_path / "tmp.onnx")))
+    onnx.save_model(proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin",
+                    size_threshold=0)
+    assert (tmp_path / "ext.bin").is_file()
+    net = _check_equivalent(tmp_path / "ext.onnx")
+    (tmp_path / "ext.bin").unlink()
+    with pytest.raises(ModelLoadError, match="external weight data"):
+        load_model(tmp_path / "ext.onnx")
+    assert net.info.num_outputs == 2
+
+
 def test_export_metadata_is_read_back(tmp_path):
     path = save_onnx(random_mlp([3, 5, 2]), tmp_path / "m.onnx", metadata={"manifest": {"kept": [0, 2]}})
     assert load_model(path).info.extra["metadata"] == {"manifest": '{"kept": [0, 2]}'}

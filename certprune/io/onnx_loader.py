@@ -67,6 +67,11 @@ def _parse_proto(data: bytes, p: Path):
         raise ModelLoadError(f"{p} is not a valid ONNX model: {first[:200]}") from None
     if not proto.graph.node:
         raise ModelLoadError(f"{p} is not a valid ONNX model: the graph has no nodes")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        try:  # weights stored beside the model file (onnx's external-data format)
+            onnx.external_data_helper.load_external_data_for_model(proto, str(p.parent))
+        except Exception as e:  # OSError, or onnx's ValidationError for a missing/odd data file
+            raise ModelLoadError(f"{p}: cannot read its external weight data: {str(e).splitlines()[0]}") from None
     return proto
 
 
