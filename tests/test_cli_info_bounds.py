@@ -62,6 +62,14 @@ def test_bounds_on_acas_enclose_sampled_outputs(capsys, acas, prop, method):
         assert np.all(y >= lo - 1e-5 * (1 + np.abs(lo))) and np.all(y <= hi + 1e-5 * (1 + np.abs(hi)))
 
 
+def test_bounds_stability_table(capsys, acas):
+    rc, out, _ = _run(capsys, ["bounds", str(acas[0]), str(acas[1] / "prop_3.vnnlib"), "--stability"])
+    assert rc == 0
+    rows = re.findall(r"^ +(\d) +50 +(\d+) +(\d+) +(\d+)$", out, flags=re.M)
+    assert len(rows) == 6 and all(sum(map(int, r[1:])) == 50 for r in rows)
+    assert sum(int(r[1]) + int(r[2]) for r in rows) > 0  # a small box: some ReLUs are stable
+
+
 def test_bounds_can_exclude_a_violation(capsys, tmp_path):
     model = random_mlp([2, 8, 2], seed=4)
     path = save_onnx(model, tmp_path / "m.onnx")

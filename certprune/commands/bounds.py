@@ -6,6 +6,7 @@ combining the output bounds). If that bound is > 0 for every disjunct, no input 
 violate the property; bounds are float64 (see ``certprune.verifiers.bounds``), and a float32
 certificate is ``certprune verify``'s job. Exit codes: 0 bounds printed; 2 bad input or an
 unavailable engine/method (one line on stderr); 1 internal error in a bound engine.
+``--stability`` adds ``certprune.neuron_stability``'s per-layer table (stable ReLUs can be pruned).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="crown", help="bound method (default crown)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="native (feed-forward ReLU nets), lirpa (auto_LiRPA) or auto (default)")
+    p.add_argument("--stability", action="store_true",
+                   help="also print, per ReLU layer, how many neurons are stably active/inactive over the box")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +47,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"certprune: internal error in the {args.engine} engine: {e}", file=sys.stderr)
             return 1
         _print_box(i, len(props), prop, out, rows, args)
+        if args.stability:
+            _print_stability(net, prop, args)
     return 0
+
+
+def _print_stability(net, prop, args) -> None:
+    import numpy as np
+
+    from certprune.verifiers.bounds import neuron_stability
+    table = neuron_stability(net, np.array(prop.region.lower), np.array(prop.region.upper),
+                             method=args.method, engine=args.engine)
+    print("ReLU stability over the box:")
+    print(table.to_string(index=False))
 
 
 class _EngineFailure(Exception):
