@@ -201,8 +201,9 @@ def _declare(e, declared: dict) -> None:
 
 
 def _read_text(path_or_text) -> tuple[str, str]:
-    """(text, name): a Path or a string without '(' is a file (``.gz`` decompressed)."""
-    if isinstance(path_or_text, str) and "(" in path_or_text:
+    """(text, name): a string holding a declaration or assertion is VNN-LIB text; anything else
+    names a file (``.gz`` decompressed)."""
+    if isinstance(path_or_text, str) and ("(declare-const" in path_or_text or "(assert" in path_or_text):
         return path_or_text, ""
     p = Path(path_or_text)
     if not p.is_file():

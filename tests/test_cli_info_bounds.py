@@ -43,6 +43,16 @@ def test_info_onnx_keras_and_torch(capsys, acas, shared_data, tmp_path):
     assert rc == 0 and "parameters:   44" in out
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_info_traced_torchscript(capsys, tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 1, 4, 4)), str(tmp_path / "tr.pt"))
+    rc, out, _ = _run(capsys, ["info", str(tmp_path / "tr.pt"), "--input-shape", "1,4,4"])
+    assert rc == 0 and "parameters:   38" in out and "Conv2d" in out
+    rc, _, err = _run(capsys, ["info", str(tmp_path / "tr.pt"), "--input-shape", "1,x"])
+    assert rc == 2 and "--input-shape must be comma-separated integers" in err
+
+
 @pytest.mark.parametrize("prop", ["prop_3.vnnlib", "prop_6.vnnlib"])
 @pytest.mark.parametrize("method", ["ibp", "crown"])
 def test_bounds_on_acas_enclose_sampled_outputs(capsys, acas, prop, method):

@@ -36,6 +36,10 @@ def layer_table(net):
 
     rows, hooks = [], []
     leaves = [(name, m) for name, m in net.module.named_modules() if not list(m.children())]
+    if isinstance(net.module, torch.jit.ScriptModule):  # no hooks on TorchScript: list layers, no shapes
+        rows = [{"layer": name, "type": getattr(m, "original_name", type(m).__name__), "output shape": "?",
+                 "params": _count(m), "details": ""} for name, m in leaves]
+        return pd.DataFrame(rows, columns=["layer", "type", "output shape", "params", "details"])
     for name, m in leaves:
         hooks.append(m.register_forward_hook(lambda mod, _i, out, name=name: rows.append(
             {"layer": name, "type": type(mod).__name__, "output shape": tuple(out.shape[1:]), "params": _count(mod),
