@@ -69,3 +69,13 @@ def test_unknown_input_shape_and_wrong_shape_raise(tmp_path):
         save_onnx(conv, tmp_path / "x.onnx")
     with pytest.raises(ShapeMismatchError, match=r"\(1, 3, 3\)"):
         save_onnx(conv, tmp_path / "x.onnx", input_shape=(1, 3, 3))
+
+
+def test_loaded_acas_net_reexports_with_dynamic_batch(shared_data, tmp_path):
+    from certprune.network import load_model
+    net = load_model(shared_data / "vnncomp" / "acasxu" / "onnx" / "ACASXU_run2a_3_3_batch_2000.onnx")
+    path = save_onnx(net, tmp_path / "acas.onnx")  # input shape taken from net.info: (1, 1, 5)
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, size=(64, 1, 1, 5)).astype(np.float32)
+    np.testing.assert_allclose(_ort(path, x).reshape(64, -1), net.run_float32(x), atol=1e-5)
+    again = load_model(path)
+    np.testing.assert_allclose(again.run_float32(x), net.run_float32(x), atol=1e-6)
