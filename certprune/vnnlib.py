@@ -46,13 +46,15 @@ class _Atom:
     line: int
 
 
-Sexpr = "_Atom | list"
 Linear = dict  # {("X"|"Y", index) or None (constant): coefficient}
 
 
 # ----------------------------------------------------------------------------- reading
 def _tokenize(text: str) -> list[_Atom]:
-    """Tokens ``(``, ``)`` and atoms with line numbers; ``;`` comments dropped."""
+    """Tokens ``(``, ``)`` and atoms with line numbers; ``;`` comments dropped.
+
+    Hand-written (with one regex) rather than a general s-expression library so that every token
+    keeps its line number for error messages."""
     out, pos, line = [], 0, 1
     n = len(text)
     while pos < n:
@@ -69,7 +71,7 @@ def _tokenize(text: str) -> list[_Atom]:
 
 
 def _parse(tokens: list[_Atom]) -> list:
-    """Nested lists of atoms; each list remembers its opening line as its first element's line."""
+    """Nested ``_SList``s of atoms; each list remembers the line of its ``(``."""
     stack: list[list] = [[]]
     opened: list[int] = []
     for t in tokens:
