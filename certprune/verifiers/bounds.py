@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from certprune.errors import ConfigError, InputRegionError, ShapeMismatchError, UnsupportedModelError
 from certprune.verifiers import native_bounds
 from certprune.verifiers.affine import AffineReluNet
+
+if TYPE_CHECKING:  # pandas costs ~1 s of import: only neuron_stability needs it
+    import pandas as pd
 
 METHODS = ("ibp", "crown", "alpha-crown")
 ENGINES = ("auto", "native", "lirpa")
@@ -152,6 +155,8 @@ def neuron_stability(model, lower, upper, method: str = "crown", engine: str = "
     (l < 0 < u) neurons, summed over the N boxes. Columns: layer, neurons, active, inactive, unstable."""
     b = compute_bounds(model, lower, upper, method=method, engine=engine, return_intermediate=True,
                        input_shape=input_shape)
+    import pandas as pd
+
     rows = []
     for j, (l, u) in enumerate(b.intermediate or ()):
         inactive = u <= 0
