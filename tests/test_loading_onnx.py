@@ -237,3 +237,24 @@ def test_converted_graphs_are_accepted_by_auto_lirpa(tmp_path):
         lo, hi = bounded.compute_bounds(x=(BoundedTensor(x, ptb),), method="CROWN")
     ys = net.run_float32(RNG.uniform(-0.5, 0.5, size=(5000, 4)))
     assert np.all(ys >= lo.detach().numpy() - 1e-6) and np.all(ys <= hi.detach().numpy() + 1e-6)
+
+
+def test_corrupted_bytes_raise_only_certprune_errors(tmp_path):
+    """Random byte flips / truncations of a real model either load or raise a certprune error."""
+    from certprune.errors import CertpruneError
+    raw = save_onnx(random_mlp([6, 10, 3]), tmp_path / "m.onnx").read_bytes()
+    rng = np.random.default_rng(1)
+    errors = 0
+    for k in range(150):
+        b = bytearray(raw)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        if k % 3 == 0:
+            b = b[:int(rng.integers(len(b)))]
+        path = tmp_path / f"f{k}.onnx"
+        path.write_bytes(bytes(b))
+        try:
+            load_onnx(path)
+        except CertpruneError:
+            errors += 1
+    assert errors > 30

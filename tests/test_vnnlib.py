@@ -152,3 +152,30 @@ def test_region_for_model_reshapes_row_major():
         region_for_model(p, (5,))
     with pytest.raises(ShapeMismatchError):
         property_for_model(p, (6,), num_outputs=3)
+
+
+def test_mutated_files_raise_only_certprune_errors(acas_props):
+    """Random token edits of a real file either parse or raise a certprune error (no crash)."""
+    import re
+
+    from certprune.errors import CertpruneError
+    toks = re.findall(r"\(|\)|[^\s()]+|\s+", acas_props[6].read_text())
+    rng = np.random.default_rng(0)
+    outcomes = {"parsed": 0, "error": 0}
+    for _ in range(300):
+        t = list(toks)
+        for _ in range(rng.integers(1, 4)):
+            i = int(rng.integers(len(t)))
+            kind = rng.integers(3)
+            if kind == 0:
+                del t[i]
+            elif kind == 1:
+                t.insert(i, t[int(rng.integers(len(t)))])
+            else:
+                t[i] = str(rng.choice(["(", ")", "X_9", "Y_0", "1e999", "nan", "-", "and", "or", "=", "*"]))
+        try:
+            read_vnnlib("".join(t))
+            outcomes["parsed"] += 1
+        except CertpruneError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 50 and outcomes["parsed"] > 0

@@ -53,6 +53,9 @@ def load_onnx(path: str | Path) -> Network:
         module, info = onnx_to_torch(proto)
     except (UnsupportedModelError, ModelLoadError) as e:
         raise type(e)(f"{p.name}: {e}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        # a structurally broken graph (wrong attribute types, missing inputs) that protobuf accepted
+        raise ModelLoadError(f"{p.name}: malformed ONNX graph ({type(e).__name__}: {e})") from None
     info_full = ModelInfo(info.input_shape, info.num_outputs, hashlib.sha256(raw).hexdigest(), "onnx", str(p),
                           info.input_names, info.output_names, None, info.extra)
     return Network(module, info_full)
@@ -137,7 +140,7 @@ class _Converter:
         for node in self.graph.node:
             if any(i in data for i in node.input):
                 if node.op_type not in TENSOR_OPS and node.op_type != "Shape":
-                    bad.add(node.op_type)
+                    bad.add(str(node.op_type))
                 if node.op_type != "Shape":
                     data.update(node.output)
         if bad:
@@ -385,7 +388,9 @@ def _attr(node, name: str, default):
     for a in node.attribute:
         if a.name == name:
             v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
+            if v is None:
+                raise ModelLoadError(f"attribute {name!r} of {node.op_type} node {node.name!r} is malformed")
+            return v.decode(errors="replace") if isinstance(v, bytes) else v
     return default
 
 
