@@ -114,6 +114,9 @@ def test_corrupt_missing_weights_and_nan(tmp_path):
     path = _write_h5(tmp_path / "nan.h5", [_dense("d", 2, "linear")], {"d": [w, np.zeros(2)]})
     with pytest.raises(ModelLoadError, match="NaN"):
         load_model(path)
+    path = _write_h5(tmp_path / "odd.h5", [{"config": {"name": "no class name"}}], {})
+    with pytest.raises(ModelLoadError, match="malformed Keras model"):
+        load_model(path)
     with h5py.File(tmp_path / "weights_only.h5", "w") as f:
         f.create_group("d")
     with pytest.raises(ModelLoadError, match="no model_config"):

@@ -38,10 +38,14 @@ def load_keras_h5(path: str | Path) -> Network:
         hint = " (Keras 3 .keras archives are not supported; save as .h5)" if p.suffix == ".keras" else ""
         raise ModelLoadError(f"{p} is not a readable HDF5 file{hint}: {e}") from None
     with f:
-        layers = _layers(f, p)
-        weights = f["model_weights"] if "model_weights" in f else f
-        _check_supported(layers, p)
-        modules, activation, input_shape = _convert(layers, weights, p)
+        try:
+            layers = _layers(f, p)
+            weights = f["model_weights"] if "model_weights" in f else f
+            _check_supported(layers, p)
+            modules, activation, input_shape = _convert(layers, weights, p)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            # model_config JSON or weight groups with an unexpected structure
+            raise ModelLoadError(f"{p}: malformed Keras model ({type(e).__name__}: {e})") from None
     module = nn.Sequential(*modules)
     with torch.no_grad():
         n_out = int(module.eval()(torch.zeros(1, *input_shape)).numel())
