@@ -30,17 +30,17 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_MODEL = REPO / "certprune" / "models" / "mnist_mlp.onnx"
-FIELDS = ["instance", "tool", "word", "seconds", "cex_valid", "note"]
+FIELDS = ["instance", "tool", "word", "seconds", "solve_seconds", "cex_valid", "note"]
 TOOLS = ("certprune", "marabou")
 
 
 # ----------------------------------------------------------------------------- instances
-def acas_instances(data: Path, stride: int) -> list[tuple[str, Path, Path]]:
-    """(name, onnx, vnnlib) for every ``stride``-th row of instances.csv."""
+def acas_instances(data: Path, stride: int, offset: int = 0) -> list[tuple[str, Path, Path]]:
+    """(name, onnx, vnnlib) for every ``stride``-th row of instances.csv, starting at ``offset``."""
     root = data / "vnncomp" / "acasxu"
     rows = [r for r in csv.reader(open(root / "instances.csv")) if r]
     out = []
-    for onnx_rel, vnn_rel, _ in rows[::stride]:
+    for onnx_rel, vnn_rel, _ in rows[offset::stride]:
         net = Path(onnx_rel).name.replace("ACASXU_run2a_", "").replace("_batch_2000.onnx", "")
         out.append((f"acas_{net}_{Path(vnn_rel).stem}", root / onnx_rel, root / vnn_rel))
     return out
@@ -94,7 +94,9 @@ def check_sat(model: Path, prop: Path, result_file: Path) -> str:
 
 # ----------------------------------------------------------------------------- running
 def marabou_worker(model: str, prop: str, timeout: int, result_file: str) -> None:
-    """Run Marabou on one instance (its own VNN-LIB parser) and write a VNN-COMP result file."""
+    """Run Marabou on one instance (its own VNN-LIB parser) and write a VNN-COMP result file
+    (plus ``<result_file>.json`` with the seconds spent in ``solve``)."""
+    import json
     import warnings
     warnings.simplefilter("ignore")
     from maraboupy import Marabou
@@ -102,7 +104,9 @@ def marabou_worker(model: str, prop: str, timeout: int, result_file: str) -> Non
     from certprune.vnncomp import write_result
     net = Marabou.read_onnx(model)
     opts = Marabou.createOptions(timeoutInSeconds=int(timeout), verbosity=0)
+    t0 = time.monotonic()
     code, vals, _ = net.solve(options=opts, propertyFilename=prop, verbose=False)
+    Path(result_file + ".json").write_text(json.dumps({"solve_seconds": time.monotonic() - t0}))
     word = {"sat": "sat", "unsat": "unsat", "TIMEOUT": "timeout"}.get(code, "unknown")
     if word == "sat":
         xs = [vals[v] for v in np.asarray(net.inputVars[0]).ravel()]
@@ -112,11 +116,15 @@ def marabou_worker(model: str, prop: str, timeout: int, result_file: str) -> Non
         write_result(result_file, word)
 
 
-def run_one(tool: str, model: Path, prop: Path, timeout: float, result_file: Path) -> tuple[str, float, str]:
-    """(word, wall seconds, note) of one tool on one instance, in a subprocess with a hard kill."""
+def run_one(tool: str, model: Path, prop: Path, timeout: float, result_file: Path) -> tuple[str, float, str, str]:
+    """(word, wall seconds, note, solve seconds) of one tool on one instance, in a subprocess with a
+    hard kill. Solve seconds exclude start-up: certprune's time after imports and model loading,
+    Marabou's time inside ``solve``."""
+    stats = Path(str(result_file) + ".json")
+    stats.unlink(missing_ok=True)
     if tool == "certprune":
         cmd = [sys.executable, "-m", "certprune", "verify", str(model), str(prop), "--timeout", str(timeout),
-               "--results-file", str(result_file)]
+               "--results-file", str(result_file), "--stats-file", str(stats)]
     else:
         cmd = [sys.executable, __file__, "--marabou-worker", str(model), str(prop), str(int(timeout)), str(result_file)]
     result_file.unlink(missing_ok=True)
@@ -126,10 +134,20 @@ def run_one(tool: str, model: Path, prop: Path, timeout: float, result_file: Pat
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, env=env)
         note = "" if r.returncode in (0, 3) else (r.stderr.strip().splitlines() or ["?"])[-1][:120]
     except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - t0, "killed at budget + 15 s"
+        return "timeout", time.monotonic() - t0, "killed at budget + 15 s", ""
     secs = time.monotonic() - t0
     word = result_file.read_text().split("\n", 1)[0].strip() if result_file.exists() else "error"
-    return word, secs, note
+    return word, secs, note, _solve_seconds(stats)
+
+
+def _solve_seconds(stats: Path) -> str:
+    import json
+    if not stats.exists():
+        return ""
+    d = json.loads(stats.read_text())
+    if "solve_seconds" in d:
+        return f"{d['solve_seconds']:.2f}"
+    return f"{d['seconds_total'] - d['seconds_after_loading']:.2f}"
 
 
 def load_rows(path: Path) -> dict[tuple[str, str], dict]:
@@ -142,6 +160,11 @@ def bench(instances, out: Path, timeout: float) -> None:
     """Run every missing (instance, tool) pair; append each row to rows.csv as it finishes."""
     rows_path = out / "rows.csv"
     done = load_rows(rows_path)
+    if done and list(next(iter(done.values()))) != FIELDS:  # older column set: rewrite with blanks
+        with open(rows_path, "w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS, restval="")
+            w.writeheader()
+            w.writerows({k: r.get(k, "") for k in FIELDS} for r in done.values())
     new_file = not rows_path.exists()
     with open(rows_path, "a", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
@@ -153,10 +176,10 @@ def bench(instances, out: Path, timeout: float) -> None:
                     continue
                 rf = out / "results" / f"{name}.{tool}.txt"
                 rf.parent.mkdir(parents=True, exist_ok=True)
-                word, secs, note = run_one(tool, model, prop, timeout, rf)
+                word, secs, note, solve = run_one(tool, model, prop, timeout, rf)
                 valid = check_sat(model, prop, rf) if word == "sat" else ""
                 w.writerow({"instance": name, "tool": tool, "word": word, "seconds": f"{secs:.2f}",
-                            "cex_valid": valid, "note": note})
+                            "solve_seconds": solve, "cex_valid": valid, "note": note})
                 f.flush()
                 print(f"{name:32s} {tool:9s} {word:8s} {secs:7.2f}s {valid} {note}", flush=True)
 
@@ -165,11 +188,14 @@ def bench(instances, out: Path, timeout: float) -> None:
 def table(instances, out: Path, timeout: float) -> str:
     """Markdown: per-instance words and seconds, solved counts, total time, disagreements."""
     rows = load_rows(out / "rows.csv")
-    lines = [f"Per-instance budget {timeout:g} s, wall time incl. start-up; `sat*` = counterexample "
-             "rejected by onnxruntime.", "",
-             "| instance | certprune | s | Marabou | s |", "|---|---|---:|---|---:|"]
+    lines = [f"Per-instance budget {timeout:g} s. `wall` = whole subprocess incl. start-up (imports, model "
+             "loading); `solve` = time after start-up as reported by the tool (blank where not recorded). "
+             "`sat*` = the tool's witness is rejected by onnxruntime in float32.", "",
+             "| instance | certprune | wall s | solve s | Marabou | wall s | solve s |",
+             "|---|---|---:|---:|---|---:|---:|"]
     solved = {t: 0 for t in TOOLS}
     total = {t: 0.0 for t in TOOLS}
+    only = {t: [] for t in TOOLS}
     disagree, n = [], 0
     for name, _, _ in instances:
         r = {t: rows.get((name, t)) for t in TOOLS}
@@ -181,15 +207,20 @@ def table(instances, out: Path, timeout: float) -> str:
             wd = r[t]["word"] + ("*" if r[t]["cex_valid"] == "NO" else "")
             words[t] = wd
             total[t] += float(r[t]["seconds"])
-            solved[t] += wd in ("sat", "unsat")
-        if {"sat", "unsat"} <= set(words.values()):
+            solved[t] += r[t]["word"] in ("sat", "unsat")
+        dec = {t: r[t]["word"] in ("sat", "unsat") for t in TOOLS}
+        for t, other in (TOOLS, TOOLS[::-1]):
+            if dec[t] and not dec[other]:
+                only[t].append(name)
+        if {r[t]["word"] for t in TOOLS} == {"sat", "unsat"}:
             disagree.append(name)
-        lines.append(f"| {name} | {words['certprune']} | {float(r['certprune']['seconds']):.1f} | "
-                     f"{words['marabou']} | {float(r['marabou']['seconds']):.1f} |")
+        cells = [f"{words[t]} | {float(r[t]['seconds']):.1f} | {r[t].get('solve_seconds') or ''}" for t in TOOLS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ratio = total["certprune"] / total["marabou"] if total["marabou"] else float("nan")
-    lines += ["", f"Instances: {n}. Solved: certprune {solved['certprune']}, Marabou {solved['marabou']}. "
-              f"Total time: certprune {total['certprune']:.0f} s, Marabou {total['marabou']:.0f} s "
-              f"(ratio certprune/Marabou {ratio:.2f}). Disagreements: {', '.join(disagree) or 'none'}."]
+    lines += ["", f"Instances: {n}. Solved: certprune {solved['certprune']}, Marabou {solved['marabou']} "
+              f"(only certprune: {len(only['certprune'])}, only Marabou: {len(only['marabou'])}). "
+              f"Total wall time: certprune {total['certprune']:.0f} s, Marabou {total['marabou']:.0f} s "
+              f"(ratio certprune/Marabou {ratio:.2f}). Disagreements (sat vs unsat): {', '.join(disagree) or 'none'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +233,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--acas-stride", type=int, default=8)
+    ap.add_argument("--acas-offset", type=int, nargs="+", default=[0],
+                    help="first row(s) of instances.csv taken, each followed by every stride-th row")
     ap.add_argument("--mnist-images", type=int, default=4)
     ap.add_argument("--eps", type=float, nargs="*", default=[0.005, 0.01, 0.02])
     ap.add_argument("--only", choices=("acas", "mnist", "all"), default="all")
@@ -212,7 +245,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     insts = []
     if args.only in ("acas", "all"):
-        insts += acas_instances(data, args.acas_stride)
+        insts += [i for o in args.acas_offset for i in acas_instances(data, args.acas_stride, o)]
     if args.only in ("mnist", "all"):
         insts += mnist_instances(data, args.out, args.mnist_images, args.eps)
     if not args.table_only:

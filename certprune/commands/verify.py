@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds for the whole instance, model loading included (default: no limit)")
     p.add_argument("--results-file", default=None, help="write the VNN-COMP result file here")
+    p.add_argument("--stats-file", default=None,
+                   help="write a JSON breakdown of the time (imports, model loading, each phase) here")
     p.add_argument("--strategy", choices=("auto", "input", "relu"), default="auto",
                    help="branching: input splitting, ReLU splitting, or chosen from the input size")
 
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         _finish(args, "error")
         raise _config_error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     try:
-        word, x, y = decide(args.model, args.property, args.timeout, start, args.strategy)
+        stats: dict = {}
+        word, x, y = decide(args.model, args.property, args.timeout, start, args.strategy, stats)
     except CertpruneError:
         _finish(args, "error")
         raise
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"certprune: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
     _finish(args, word, x, y)
+    if args.stats_file:
+        import json
+        stats["seconds_total"] = time.monotonic() - start
+        with open(args.stats_file, "w") as f:
+            json.dump({"result": word, **stats}, f, indent=1, default=str)
     return EXIT_DECIDED if word in ("sat", "unsat") else EXIT_UNDECIDED
 
 
@@ -64,8 +72,9 @@ def _finish(args, word: str, x=None, y=None) -> None:
 
 
 def decide(model_path: str, prop_path: str, timeout: float | None, start: float | None = None,
-           strategy: str = "auto"):
-    """(word, x, y) for one instance; x/y (flat float32 values) only for ``sat``."""
+           strategy: str = "auto", stats: dict | None = None):
+    """(word, x, y) for one instance; x/y (flat float32 values) only for ``sat``. ``stats`` (if
+    given) receives seconds since ``start`` after imports and after loading, and each verify's stats."""
     import numpy as np
 
     from certprune.network import load_model
@@ -73,10 +82,14 @@ def decide(model_path: str, prop_path: str, timeout: float | None, start: float 
     from certprune.verifiers.verify import verify
 
     start = time.monotonic() if start is None else start
+    stats = {} if stats is None else stats
+    stats["seconds_after_imports"] = time.monotonic() - start
     model = load_model(model_path)
     shape, n_out = model.info.input_shape, model.info.num_outputs
     props = [property_for_model(p, shape, n_out)
              for p in read_vnnlib(prop_path, num_inputs=int(np.prod(shape)), num_outputs=n_out)]
+    stats["seconds_after_loading"] = time.monotonic() - start
+    stats["verify"] = []
     words = []
     for prop in props:
         left = None if timeout is None else timeout - (time.monotonic() - start)
@@ -84,6 +97,7 @@ def decide(model_path: str, prop_path: str, timeout: float | None, start: float 
             words.append("timeout")
             break
         res = verify(model, prop, timeout=left, config={"strategy": strategy})
+        stats["verify"].append(res.stats)
         if res.verdict.value == "falsified":
             x, y = _recheck(model, prop, res.counterexample)
             return "sat", x, y
