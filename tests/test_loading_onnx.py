@@ -150,6 +150,24 @@ def test_shape_arithmetic_reshape_transpose_squeeze(tmp_path):
     AffineReluNet.from_module(net)
 
 
+def test_slice_gather_neg_become_affine_selections(tmp_path):
+    nodes = [helper.make_node("Slice", ["x", "st", "en", "ax"], ["s"]),  # x[:, 1:5]
+             helper.make_node("Neg", ["s"], ["n"]),
+             helper.make_node("Gather", ["n", "gi"], ["g"], axis=1),  # columns 3, 0, 0, 2
+             helper.make_node("Gemm", ["g", "W"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Slice", ["r", "st0", "en_all"], ["y"])]  # a full slice of all axes: no-op
+    inits = {"st": np.array([1], dtype=np.int64), "en": np.array([5], dtype=np.int64),
+             "ax": np.array([1], dtype=np.int64), "gi": np.array([3, 0, 0, 2], dtype=np.int64),
+             "W": _f32(4, 3), "st0": np.array([0, 0], dtype=np.int64),
+             "en_all": np.array([2 ** 62, 2 ** 62], dtype=np.int64)}
+    net = _check_equivalent(_save(tmp_path, _model(nodes, inits, ["N", 6])))
+    assert isinstance(net.module, nn.Sequential)
+    AffineReluNet.from_module(net)
+    bad = [helper.make_node("Gather", ["x", "gi"], ["y"], axis=0, name="batchgather")]
+    with pytest.raises(UnsupportedModelError, match="batchgather.*batch dimension"):
+        load_onnx(_save(tmp_path, _model(bad, {"gi": np.array([0], dtype=np.int64)}, ["N", 6]), "b.onnx"))
+
+
 def test_conv_asymmetric_pads_pool_and_batchnorm(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[0, 1, 1, 0], strides=[1, 1]),
              helper.make_node("BatchNormalization", ["c", "sc", "bb", "mu", "var"], ["bn"], epsilon=1e-3),

@@ -35,7 +35,8 @@ from certprune.network import ModelInfo, Network
 TENSOR_OPS = frozenset({
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Conv", "Flatten", "Reshape", "Squeeze",
     "Unsqueeze", "Transpose", "BatchNormalization", "Identity", "Dropout", "Sigmoid", "Softmax", "Tanh",
-    "LeakyRelu", "AveragePool", "MaxPool", "GlobalAveragePool", "Pad", "Concat", "Cast",
+    "LeakyRelu", "AveragePool", "MaxPool", "GlobalAveragePool", "Pad", "Concat", "Cast", "Neg", "Slice",
+    "Gather",
 })
 INPUT = "__input__"
 
@@ -281,6 +282,33 @@ class _Converter:
         per_sample = out[1:] if len(out) >= 2 and out[0] == 1 else out
         return nn.Flatten() if len(per_sample) == 1 else ops.Reshape(tuple(per_sample))
 
+    def _select(self, node, names, x) -> nn.Module:
+        """Slice / Gather with constant indices on non-batch axes: a fixed selection of entries,
+        found by running the ONNX op (reference evaluator) on the entries' flat indices."""
+        from onnx.reference import ReferenceEvaluator
+        if any(n not in self.consts for n in names[1:] if n):
+            raise UnsupportedModelError(f"{node.op_type} node {node.name!r} needs constant indices")
+        axes = [_attr(node, "axis", 0)] if node.op_type == "Gather" else self._sliced_axes(node, names, x)
+        if any(_axis(int(a), x.dim()) == 0 for a in axes):
+            raise UnsupportedModelError(f"{node.op_type} node {node.name!r} indexes the batch dimension")
+        feeds = {node.input[0]: np.arange(x.numel(), dtype=np.int64).reshape(tuple(x.shape))}
+        feeds.update({n: self.consts[m] for n, m in zip(node.input[1:], names[1:]) if n})
+        idx = ReferenceEvaluator(node, opsets=self.opsets).run(None, feeds)[0]
+        per_sample = idx.shape[1:] if idx.ndim >= 1 and idx.shape[:1] == (1,) else idx.shape
+        return ops.Select(idx.reshape(-1), tuple(per_sample))
+
+    def _sliced_axes(self, node, names, x) -> list[int]:
+        """Axes a Slice actually cuts (full-range slices of an axis are ignored)."""
+        def arg(i, attr, default):
+            if self.opsets.get("", 13) < 10:
+                return list(_attr(node, attr, default))
+            return list(self.consts[names[i]]) if len(names) > i and names[i] else default
+        starts, ends = arg(1, "starts", []), arg(2, "ends", [])
+        axes = arg(3, "axes", list(range(len(starts))))
+        steps = arg(4, "steps", [1] * len(starts))
+        return [int(a) for a, s0, e0, st in zip(axes, starts, ends, steps)
+                if not (s0 == 0 and e0 >= x.shape[int(a)] and st == 1)]
+
     def _transpose(self, node, names, x) -> nn.Module:
         perm = tuple(_attr(node, "perm", list(reversed(range(x.dim())))))
         if perm[0] != 0:
@@ -334,7 +362,8 @@ _BUILDERS = {
     "Reshape": _Converter._reshape_like, "Squeeze": _Converter._reshape_like,
     "Unsqueeze": _Converter._reshape_like, "Transpose": _Converter._transpose, "Pad": _Converter._pad,
     "AveragePool": _Converter._pool, "MaxPool": _Converter._pool, "GlobalAveragePool": _Converter._pool,
-    "Softmax": _Converter._softmax,
+    "Softmax": _Converter._softmax, "Slice": _Converter._select, "Gather": _Converter._select,
+    "Neg": lambda self, node, names, x: ops.ConstBinary("Mul", np.float32(-1.0), False),
     "Relu": lambda self, node, names, x: nn.ReLU(),
     "Sigmoid": lambda self, node, names, x: nn.Sigmoid(),
     "Tanh": lambda self, node, names, x: nn.Tanh(),

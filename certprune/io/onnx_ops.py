@@ -69,6 +69,24 @@ class Reshape(nn.Module):
         return f"shape={self.shape}"
 
 
+class Select(nn.Module):
+    """Pick fixed entries of each flattened sample: ``x.reshape(N, -1)[:, index]`` shaped ``shape``
+    (ONNX Slice / Gather with constant indices)."""
+
+    is_affine = True
+
+    def __init__(self, index: np.ndarray, shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("index", torch.as_tensor(np.asarray(index, dtype=np.int64)))
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)[:, self.index].reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.index.numel()} entries, shape={self.shape}"
+
+
 class Permute(nn.Module):
     """Transpose of the non-batch dims; ``perm`` indexes the full tensor and keeps dim 0 first."""
 
