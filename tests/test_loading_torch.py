@@ -57,6 +57,9 @@ def test_state_dict_with_architecture_string(tmp_path):
         load_model(path, architecture="mlp:20-40-30-1")
     with pytest.raises(ConfigError, match="unknown architecture 'cnn:3'"):
         load_model(path, architecture="cnn:3")
+    bundled = tmp_path / "bundle.pt"  # a checkpoint dict that names its own architecture
+    torch.save({"state_dict": model.state_dict(), "architecture": "mlp:20-50-30-1"}, bundled)
+    _same(load_model(bundled), model, (20,))
 
 
 def test_save_torch_sidecar_round_trip_with_pruning_masks(tmp_path):
