@@ -7,6 +7,7 @@ the (negated) property as read back from the file.
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -79,12 +80,16 @@ def test_unsat_instance_gzipped_through_subprocess(tmp_path):
     vnn = write_vnnlib(prop, tmp_path / "robust.vnnlib.gz")
     model_gz = tmp_path / "digits.onnx.gz"
     model_gz.write_bytes(gzip.compress(DIGITS_MODEL.read_bytes()))
-    out = tmp_path / "res.txt"
+    out, stats = tmp_path / "res.txt", tmp_path / "stats.json"
     r = subprocess.run([sys.executable, "-m", "certprune", "verify", str(model_gz), str(vnn), "--timeout", "60",
-                        "--results-file", str(out)], capture_output=True, text=True, timeout=120)
+                        "--results-file", str(out), "--stats-file", str(stats)], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "unsat"
     assert out.read_text() == "unsat\n"
+    s = json.loads(stats.read_text())
+    assert s["result"] == "unsat" and len(s["verify"]) == 1
+    assert 0 <= s["seconds_after_imports"] <= s["seconds_after_loading"] <= s["seconds_total"]
 
 
 def test_timeout_exit_code_3(shared_data, tmp_path, capsys):
