@@ -134,3 +134,27 @@ def test_subprocess_exit_code_and_single_line(tmp_path):
                        cwd=REPO, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "broken.onnx" in r.stderr
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bounds_sigmoid_onnx_falls_back_from_native(capsys, tmp_path):
+    """A kept ONNX Sigmoid: --engine native refuses it (exit 2), auto uses auto_LiRPA."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(0).normal(size=(3, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W"], ["g"]), helper.make_node("Sigmoid", ["g"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "s.onnx"))
+    (tmp_path / "s.vnnlib").write_text(
+        "(declare-const X_0 Real)(declare-const X_1 Real)(declare-const X_2 Real)(declare-const Y_0 Real)"
+        + "".join(f"(assert (>= X_{i} -1))(assert (<= X_{i} 1))" for i in range(3)) + "(assert (>= Y_0 0.999))")
+    argv = ["bounds", str(tmp_path / "s.onnx"), str(tmp_path / "s.vnnlib")]
+    rc, _, err = _run(capsys, argv + ["--engine", "native"])
+    assert rc == 2 and "unsupported layers: Sigmoid" in err
+    rc, out, _ = _run(capsys, argv)
+    assert rc == 0 and "engine lirpa" in out
+    hi = 1 / (1 + np.exp(-np.abs(w).sum()))  # exact max of sigmoid(w . x) over the box
+    upper = float(re.search(r"Y_0 +\S+ +(\S+)", out).group(1))
+    assert upper >= hi - 1e-5 and "exclude every violation" in out
