@@ -82,7 +82,7 @@ def test_unsat_instance_gzipped_through_subprocess(tmp_path):
     model_gz.write_bytes(gzip.compress(DIGITS_MODEL.read_bytes()))
     out, stats = tmp_path / "res.txt", tmp_path / "stats.json"
     r = subprocess.run([sys.executable, "-m", "certprune", "verify", str(model_gz), str(vnn), "--timeout", "60",
-                        "--results-file", str(out), "--stats-file", str(stats)], capture_output=True, text=True,
+                        "--results-file", str(out), "--stats-file", str(stats), "--fast-exit"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "unsat"
