@@ -1,0 +1,84 @@
+"""Partitions of an integer domain, Fairify style, or given by the user.
+
+Fairify's rule: every feature with more than ``T`` integer values is cut into consecutive chunks
+of ``T`` values (the last chunk may be shorter); partitions are all combinations of chunks,
+numbered in C order over the features (the last feature varies fastest). Bounds are inclusive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from certprune.errors import ConfigError, SpecError
+
+
+@dataclass(frozen=True, eq=False)
+class Partitioning:
+    """Either a chunk grid (``starts[f]``/``ends[f]`` per feature) or explicit ``boxes`` (K, 2, n)."""
+
+    starts: tuple[np.ndarray, ...] = ()
+    ends: tuple[np.ndarray, ...] = ()
+    boxes: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        if self.boxes is not None:
+            return int(len(self.boxes))
+        return int(np.prod([len(s) for s in self.starts], dtype=np.int64))
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(len(s) for s in self.starts)
+
+    def bounds(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive integer bounds (lo, hi), each (len(ids), n), of the given partition ids."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if np.any((ids < 0) | (ids >= self.count)):
+            raise ConfigError(f"partition id out of range 0..{self.count - 1}")
+        if self.boxes is not None:
+            return self.boxes[ids, 0].copy(), self.boxes[ids, 1].copy()
+        idx = np.unravel_index(ids, self.grid_shape)
+        lo = np.stack([s[i] for s, i in zip(self.starts, idx)], axis=1).astype(np.float64)
+        hi = np.stack([e[i] for e, i in zip(self.ends, idx)], axis=1).astype(np.float64)
+        return lo, hi
+
+    def points(self, ids) -> np.ndarray:
+        """Number of integer points of each partition (float64)."""
+        lo, hi = self.bounds(ids)
+        return np.prod(hi - lo + 1, axis=1)
+
+    def chunk_index(self, ids, feature: int) -> np.ndarray:
+        """Chunk number along ``feature`` of each partition (grid partitionings only)."""
+        if self.boxes is not None:
+            lo, _ = self.bounds(ids)
+            return np.unique(self.boxes[:, 0, feature], return_inverse=True)[1][np.asarray(ids)]
+        return np.unravel_index(np.asarray(ids, dtype=np.int64), self.grid_shape)[feature]
+
+
+def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int) -> Partitioning:
+    """Fairify's partitioning of the domain [lower, upper] with chunk size ``size`` (see module doc)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ConfigError(f"partition size must be a positive integer, got {size!r}")
+    starts, ends = [], []
+    for lo, hi in zip(np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64)):
+        s = np.arange(lo, hi + 1, size, dtype=np.int64)
+        starts.append(s)
+        ends.append(np.minimum(s + size - 1, hi))
+    return Partitioning(tuple(starts), tuple(ends))
+
+
+def box_partition(boxes, lower: np.ndarray, upper: np.ndarray) -> Partitioning:
+    """A user-given partition: boxes (K, 2, n) of inclusive integer bounds inside the domain.
+    Boxes may overlap (each is audited on its own); they need not cover the domain."""
+    b = np.asarray(boxes, dtype=np.float64)
+    n = len(lower)
+    if b.ndim != 3 or b.shape[1:] != (2, n):
+        raise SpecError(f"user partitions must be shaped (K, 2, {n}) (lower and upper per box), got {b.shape}")
+    if np.any(b != np.round(b)):
+        raise SpecError("user partition bounds must be integers")
+    if np.any(b[:, 0] > b[:, 1]):
+        raise SpecError("a user partition has lower > upper")
+    if np.any(b[:, 0] < lower) or np.any(b[:, 1] > upper):
+        raise SpecError("a user partition leaves the domain")
+    return Partitioning(boxes=b)

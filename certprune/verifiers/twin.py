@@ -1,0 +1,145 @@
+"""The twin network: fairness compiled to an ordinary Property over one AffineReluNet.
+
+Input layout ``z = [x (n features), x'_p (one per protected feature), d_r (one per relaxed
+feature)]``; ``x = P z`` and ``x' = P' z`` where ``x'`` equals ``x`` except ``x'_p = z[n+j]`` and
+``x'_r = x_r + d_r`` (|d_r| <= delta_r). The first twin layer is ``[W1 P; W1 P']``, deeper layers
+are block-diagonal, and the outputs are ``[y, y']`` (the decision logit of each copy).
+
+The constraint that ``x'_r`` stays in the domain/partition couples two inputs, so it is not a box:
+the Properties built here drop it (a sound over-approximation for certification) and every
+back end that returns a candidate (BaB leaves, z3, sampling) re-checks it with :func:`valid_pairs`.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from certprune.errors import UnsupportedModelError
+from certprune.fairness_spec import FairnessSpec
+from certprune.specs import InputRegion, LinearConstraints, Property
+from certprune.verifiers.affine import AffineReluNet
+
+
+@dataclass(frozen=True, eq=False)
+class TwinLayout:
+    """Index bookkeeping of the twin input ``z``; ``P``/``Pp`` are the (n, dz) maps z -> x, x'."""
+
+    n: int
+    protected: tuple[int, ...]
+    relaxed: tuple[int, ...]
+    deltas: tuple[int, ...]
+    P: np.ndarray
+    Pp: np.ndarray
+
+    @property
+    def dz(self) -> int:
+        return self.n + len(self.protected) + len(self.relaxed)
+
+    def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x, x') of twin inputs ``z`` (N, dz)."""
+        z = np.asarray(z, dtype=np.float64)
+        return z @ self.P.T, z @ self.Pp.T
+
+
+def twin_layout(spec: FairnessSpec) -> TwinLayout:
+    """The z-layout of a spec (see module doc)."""
+    n, prot, rel = spec.num_features, spec.protected_indices, spec.relaxed_indices
+    dz = n + len(prot) + len(rel)
+    P = np.zeros((n, dz))
+    P[np.arange(n), np.arange(n)] = 1.0
+    Pp = P.copy()
+    for j, i in enumerate(prot):
+        Pp[i, i] = 0.0
+        Pp[i, n + j] = 1.0
+    for j, i in enumerate(rel):
+        Pp[i, n + len(prot) + j] = 1.0
+    return TwinLayout(n, prot, rel, spec.relaxed_deltas, P, Pp)
+
+
+def decision_logit_net(net: AffineReluNet) -> AffineReluNet:
+    """One-logit form: unchanged for one output; ``y1 - y0`` for two (argmax = 1 iff > 0)."""
+    if net.output_dim == 1:
+        return net
+    if net.output_dim == 2:
+        w, b = net.weights[-1], net.biases[-1]
+        return AffineReluNet(net.weights[:-1] + ((w[1] - w[0])[None],), net.biases[:-1] + ((b[1] - b[0])[None],),
+                             net.input_shape)
+    raise UnsupportedModelError(
+        f"fairness audits support one-logit or two-class models; this model has {net.output_dim} outputs")
+
+
+def twin_net(net: AffineReluNet, layout: TwinLayout) -> AffineReluNet:
+    """The twin AffineReluNet on ``z`` with outputs ``[y, y']`` (see module doc)."""
+    net = decision_logit_net(net)
+    P, Pp = torch.from_numpy(layout.P), torch.from_numpy(layout.Pp)
+    ws = [torch.cat([net.weights[0] @ P, net.weights[0] @ Pp])]
+    bs = [torch.cat([net.biases[0], net.biases[0]])]
+    for w, b in zip(net.weights[1:], net.biases[1:]):
+        ws.append(torch.block_diag(w, w))
+        bs.append(torch.cat([b, b]))
+    return AffineReluNet(tuple(ws), tuple(bs), (layout.dz,))
+
+
+def protected_pairs(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Unordered pairs (a, b) of distinct protected-value tuples inside the box [lo, hi].
+
+    Unordered suffices: the violation (decisions differ, |x_r - x'_r| <= delta, both in the
+    partition) is symmetric under swapping x and x'."""
+    ranges = [range(int(lo[i]), int(hi[i]) + 1) for i in spec.protected_indices]
+    return list(itertools.combinations(list(itertools.product(*ranges)), 2))
+
+
+def pair_box(layout: TwinLayout, spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray,
+             a: tuple[int, ...], b: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Box over z for partition [lo, hi] with x_p = a, x'_p = b; d_r within delta and the
+    partition width (the coupled bound x_r + d_r in [lo_r, hi_r] is re-checked on candidates)."""
+    zlo, zhi = np.zeros(layout.dz), np.zeros(layout.dz)
+    zlo[:layout.n], zhi[:layout.n] = lo, hi
+    for j, i in enumerate(layout.protected):
+        zlo[i] = zhi[i] = a[j]
+        zlo[layout.n + j] = zhi[layout.n + j] = b[j]
+    off = layout.n + len(layout.protected)
+    for j, (i, d) in enumerate(zip(layout.relaxed, layout.deltas)):
+        w = int(hi[i] - lo[i])
+        zlo[off + j], zhi[off + j] = -min(d, w), min(d, w)
+    return zlo, zhi
+
+
+def violation_disjuncts() -> tuple[LinearConstraints, ...]:
+    """Decisions differ over outputs [y, y'], non-strict (an over-approximation of
+    ``y > 0 >= y'`` or ``y' > 0 >= y``): (-y <= 0, y' <= 0) or (y <= 0, -y' <= 0)."""
+    return (LinearConstraints(np.array([[-1.0, 0.0], [0.0, 1.0]]), np.zeros(2)),
+            LinearConstraints(np.array([[1.0, 0.0], [0.0, -1.0]]), np.zeros(2)))
+
+
+def partition_properties(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> list[Property]:
+    """The fairness query on partition [lo, hi] as Properties over the twin network, one per
+    unordered protected pair; the partition is fair iff none of them has a valid violation."""
+    layout = twin_layout(spec)
+    props = []
+    for a, b in protected_pairs(spec, lo, hi):
+        zlo, zhi = pair_box(layout, spec, lo, hi, a, b)
+        region = InputRegion(zlo, zhi, np.ones(layout.dz, dtype=bool))
+        props.append(Property(region, violation_disjuncts(), name=f"fair({a} vs {b})",
+                              meta={"protected_pair": (a, b), "partition_lo": lo.tolist(), "partition_hi": hi.tolist()}))
+    return props
+
+
+def valid_pairs(spec: FairnessSpec, x: np.ndarray, xp: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per row: both points integral and inside [lo, hi] (partition within the domain), differ on a
+    protected feature, relaxed features within delta, every other feature equal."""
+    x, xp = np.atleast_2d(x), np.atleast_2d(xp)
+    lo = np.maximum(lo, spec.lower)
+    hi = np.minimum(hi, spec.upper)
+    ok = np.all((x == np.round(x)) & (xp == np.round(xp)), axis=1)
+    ok &= np.all((x >= lo) & (x <= hi) & (xp >= lo) & (xp <= hi), axis=1)
+    prot, rel = list(spec.protected_indices), list(spec.relaxed_indices)
+    ok &= np.any(x[:, prot] != xp[:, prot], axis=1)
+    if rel:
+        ok &= np.all(np.abs(x[:, rel] - xp[:, rel]) <= np.asarray(spec.relaxed_deltas), axis=1)
+    same = [i for i in range(spec.num_features) if i not in prot and i not in rel]
+    ok &= np.all(x[:, same] == xp[:, same], axis=1)
+    return ok

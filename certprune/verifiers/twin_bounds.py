@@ -1,0 +1,143 @@
+"""Batched forward symbolic bounds on the twin network, plus the float32 rounding margin.
+
+Hand-written rather than calling ``compute_bounds`` because the twin input is low-dimensional
+(n + a few) while its hidden layers are wide: propagating linear bounds *forward* in terms of z
+costs O(N h^2 dz) and yields every layer's bounds in one pass, and the two copies share weights,
+so they run as one batch of 2N instead of a block-diagonal net of twice the width.
+
+Soundness: all arithmetic is float64 on the float32 weights (widened exactly), and the ReLU
+relaxations are the standard ones (lower ``alpha z`` with alpha in {0, 1}, upper chord), so the
+bounds enclose the exact-arithmetic network; float64 rounding inside the bound computation is
+covered by the margin ``tau`` (it is orders of magnitude below the float32 term). ``tau`` bounds
+``|float32 logit - exact logit|`` per box with the classical inner-product error bound
+``gamma_{k+1} (|W| |h| + |b|)`` (Higham, Thm 3.5; any summation order, FMA or not), propagated
+through the layers, times 1.25 (room for the float64 rounding of the bound computation itself).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.twin import TwinLayout
+
+_U32 = 2.0 ** -24
+_SAFETY = 1.25
+
+
+def _gamma(k: int) -> float:
+    return (k * _U32) / (1 - k * _U32)
+
+
+@dataclass(frozen=True, eq=False)
+class TwinBounds:
+    """Per box (N,): bounds on y, y', y - y' (exact arithmetic), float32 margins of y and y',
+    a split score per z dimension (N, dz), two attack vertices (N, dz) per box, and the number
+    of unstable ReLUs (both copies) per box."""
+
+    y: tuple[torch.Tensor, torch.Tensor]
+    yp: tuple[torch.Tensor, torch.Tensor]
+    diff: tuple[torch.Tensor, torch.Tensor]
+    tau: tuple[torch.Tensor, torch.Tensor]
+    score: torch.Tensor
+    vertices: tuple[torch.Tensor, torch.Tensor]
+    unstable: torch.Tensor
+    pre: list[tuple[torch.Tensor, torch.Tensor]] | None
+
+    def closed(self) -> torch.Tensor:
+        """True where no float32 decision flip is possible on the box (both disjuncts refuted):
+        flip y>0>=y' needs y > -tau and y' <= tau'; flip y'>0>=y needs y' > -tau' and y <= tau."""
+        (yl, yu), (pl, pu), (dl, du), (t, tp) = self.y, self.yp, self.diff, self.tau
+        yl, yu, pl, pu = (torch.maximum(yl, pl + dl), torch.minimum(yu, pu + du),
+                          torch.maximum(pl, yl - du), torch.minimum(pu, yu - dl))
+        d1 = (yu <= -t) | (pl > tp) | (du < -(t + tp))
+        d2 = (pu <= -tp) | (yl > t) | (dl > t + tp)
+        return d1 & d2
+
+
+def _concretize(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor):
+    """Lower and upper value of ``G z + g`` over the box (center c, radius r); G (B, h, dz)."""
+    mid = g + (G @ c.unsqueeze(-1)).squeeze(-1)
+    rad = (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
+    return mid - rad, mid + rad
+
+
+def _tighten_diff(l, u, Dl, Du):
+    """Intersect the difference interval z' - z with [l' - u, u' - l] from the copies' own bounds."""
+    N = len(Dl)
+    return torch.maximum(Dl, l[N:] - u[:N]), torch.minimum(Du, u[N:] - l[:N])
+
+
+def _relu_diff(l, u, Dl, Du):
+    """Interval of relu(z') - relu(z) given z in [l, u] (first N rows), z' (last N) and z' - z in
+    [Dl, Du] (ReluDiff-style): it lies between 0 and z' - z, and equals z' - z when both are active."""
+    N = len(Dl)
+    l1, u1, l2, u2 = l[:N], u[:N], l[N:], u[N:]
+    lo = torch.maximum(torch.minimum(Dl, torch.zeros_like(Dl)), l2.clamp(min=0) - u1.clamp(min=0))
+    hi = torch.minimum(torch.maximum(Du, torch.zeros_like(Du)), u2.clamp(min=0) - l1.clamp(min=0))
+    both = (l1 >= 0) & (l2 >= 0)
+    return torch.where(both, Dl, lo), torch.where(both, Du, hi)
+
+
+def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
+                last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False) -> TwinBounds:
+    """Bounds of the one-logit ``net`` on x = P z and x' = P' z over N boxes (N, dz).
+    ``last_abs`` = (|W|, |b|) of the original last layer for the float32 margin when ``net``'s last
+    layer is a difference of two logits."""
+    N, dz = zlo.shape
+    c2 = torch.cat([(zlo + zhi) / 2] * 2)
+    r2 = torch.cat([(zhi - zlo) / 2] * 2)
+    P = torch.from_numpy(np.stack([layout.P, layout.Pp]))  # (2, n, dz)
+    mz = torch.maximum(zlo.abs(), zhi.abs())
+    m = torch.cat([mz @ P[0].abs().T, mz @ P[1].abs().T])  # |x| bound per copy (2N, n)
+    e = torch.zeros_like(m)
+    W0 = net.weights[0]
+    G = (W0 @ P).repeat_interleave(N, dim=0)  # (2N, h, dz): same linear function for L and U
+    LG, Lg = G, net.biases[0].expand(2 * N, -1)
+    UG, Ug = G, Lg
+    Dl, Du = _concretize((W0 @ (P[1] - P[0])).expand(N, -1, -1), torch.zeros(N, W0.shape[0], dtype=W0.dtype),
+                         c2[:N], r2[:N])
+    pre = []
+    nunst = torch.zeros(2 * N, dtype=torch.int64)
+    L = net.num_layers
+    for k in range(L):
+        w, b = net.weights[k], net.biases[k]
+        if k > 0:
+            wp, wn = w.clamp(min=0), w.clamp(max=0)
+            LG, UG = wp @ LG + wn @ UG, wp @ UG + wn @ LG
+            Lg, Ug = Lg @ wp.T + Ug @ wn.T + b, Ug @ wp.T + Lg @ wn.T + b
+            Dl, Du = Dl @ wp.T + Du @ wn.T, Du @ wp.T + Dl @ wn.T
+        aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
+        e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
+        l, _ = _concretize(LG, Lg, c2, r2)
+        _, u = _concretize(UG, Ug, c2, r2)
+        Dl, Du = _tighten_diff(l, u, Dl, Du)
+        if k == L - 1:
+            break
+        Dl, Du = _relu_diff(l, u, Dl, Du)
+        if keep_pre:
+            pre.append((l, u))
+        m = u.clamp(min=0) + e
+        active, dead = l >= 0, u <= 0
+        unstable = ~(active | dead)
+        nunst += unstable.sum(1)
+        s = torch.where(unstable, u / torch.where(unstable, u - l, torch.ones_like(u)), active.to(u.dtype))
+        t = torch.where(unstable, -s * l, torch.zeros_like(l))
+        alpha = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
+        LG, Lg = LG * alpha.unsqueeze(-1), Lg * alpha
+        UG, Ug = UG * s.unsqueeze(-1), Ug * s + t
+    c, r = c2[:N], r2[:N]
+    dLG, dLg = LG[:N, 0] - UG[N:, 0], Lg[:N, 0] - Ug[N:, 0]
+    dUG, dUg = UG[:N, 0] - LG[N:, 0], Ug[:N, 0] - Lg[N:, 0]
+    dl = torch.maximum(dLg + (dLG * c).sum(-1) - (dLG.abs() * r).sum(-1), -Du[:, 0])
+    du = torch.minimum(dUg + (dUG * c).sum(-1) + (dUG.abs() * r).sum(-1), -Dl[:, 0])
+    tau = _SAFETY * e[:, 0] + 1e-9
+    gy = (LG[:N, 0] + UG[:N, 0]) / 2
+    gp = (LG[N:, 0] + UG[N:, 0]) / 2
+    score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
+    v1 = torch.where(gy - gp > 0, zhi, zlo)  # pushes y up and y' down
+    v2 = torch.where(gy - gp > 0, zlo, zhi)
+    return TwinBounds((l[:N, 0], u[:N, 0]), (l[N:, 0], u[N:, 0]), (dl, du), (tau[:N], tau[N:]), score,
+                      (v1, v2), nunst[:N] + nunst[N:], pre if keep_pre else None)
