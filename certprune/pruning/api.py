@@ -30,7 +30,8 @@ class PruneOptions:
     threshold, and for unstructured masks; local for other unit criteria). ``steps``: iterative
     pruning steps (geometric). ``rewind``: reset surviving weights to the input model's before each
     fine-tuning. ``silo``: per-step max LR rises on an S-curve from ``lr/10`` to ``lr``.
-    ``score_samples``: data points used for scoring (first ones).
+    ``score_samples``: data points used for scoring (first ones). ``min_keep``: fraction of every
+    layer's units that unit pruning never removes (0: none protected; a layer emptied is an error).
     """
 
     scope: str | None = None
@@ -49,6 +50,7 @@ class PruneOptions:
     bound_method: str = "crown"
     score_samples: int = 512
     input_shape: tuple[int, ...] | None = None
+    min_keep: float = 0.0
 
 
 def make_options(options: dict) -> PruneOptions:
@@ -139,7 +141,8 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
         else:
             target = round(cumulative * total_units)
             current = total_units - removed_units
-            removal = _unit_step(crit, ctx, work, granularity, (target - removed_units) / current, scope, shape)
+            removal = _unit_step(crit, ctx, work, granularity, (target - removed_units) / current, scope, shape,
+                                 opts.min_keep)
             removed_units += sum(len(v) for v in removal[1].values())
             step = PruneStep(k, method, granularity, cumulative, units=removal[0])
         manifest.steps.append(step)
@@ -167,10 +170,10 @@ def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):
     return masks
 
 
-def _unit_step(crit, ctx, work, granularity, step_amount, scope, shape):
+def _unit_step(crit, ctx, work, granularity, step_amount, scope, shape, min_keep):
     layers = unit_layers(work, granularity)
     widths = {l.name: l.width for l in layers}
-    removal = select_units(crit.unit_scores(ctx, layers), min(max(step_amount, 0.0), 0.999999), scope)
+    removal = select_units(crit.unit_scores(ctx, layers), min(max(step_amount, 0.0), 0.999999), scope, min_keep)
     remove_units(work, removal, torch.zeros(1, *shape))
     return {k: unit_entry(v, widths[k]) for k, v in removal.items()}, removal
 

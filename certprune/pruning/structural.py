@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -83,15 +85,29 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in base_module(model).parameters())
 
 
-def select_units(scores: dict[str, torch.Tensor], amount: float, scope: str = "global") -> dict[str, list[int]]:
+def select_units(scores: dict[str, torch.Tensor], amount: float, scope: str = "global",
+                 min_keep: float = 0.0) -> dict[str, list[int]]:
     """Unit indices to remove: the ``round(amount * n)`` lowest scores, over all layers with one
-    threshold (global) or per layer (local); ConfigError if a layer would lose every unit."""
+    threshold (global) or per layer (local). ``min_keep``: fraction of each layer's units (its
+    best-scored, at least one when > 0) that are never removed. ConfigError if a layer would lose
+    every unit, or if the protected units make the amount unreachable."""
     from certprune.pruning.masks import check_amount, unstructured_masks
 
     check_amount(amount)
+    if min_keep > 0:
+        scores = {k: _protect_top(v, max(1, int(np.ceil(min_keep * v.numel())))) for k, v in scores.items()}
     keep = unstructured_masks(scores, amount, scope)
     for name, k in keep.items():
         if not k.any():
             raise ConfigError(f"pruning {amount:.0%} {scope}ly would remove all {k.numel()} units of layer {name!r} "
-                              "(zero width); lower the amount or use scope='local'")
+                              "(zero width); lower the amount, set min_keep or use scope='local'")
+        if min_keep > 0 and torch.isinf(scores[name][~k]).any():
+            raise ConfigError(f"amount {amount} cannot be reached while keeping min_keep={min_keep} of every layer")
     return {name: torch.nonzero(~k).flatten().tolist() for name, k in keep.items()}
+
+
+def _protect_top(score: torch.Tensor, count: int) -> torch.Tensor:
+    """Scores with the ``count`` best set to +inf (never selected for removal)."""
+    out = score.detach().double().clone()
+    out[torch.argsort(out, descending=True, stable=True)[:count]] = torch.inf
+    return out

@@ -26,32 +26,33 @@ def hessian_diagonal(ctx: ScoreContext, params: list[torch.Tensor]) -> list[torc
         grads = torch.autograd.grad(summed_loss(ctx.model, x, y), params, create_graph=True)
         vectors = _unit_vectors(params, n_params) if exact else _rademacher(params, ctx.hvp_samples or DEFAULT_SAMPLES, gen)
         for v, weight in vectors:
-            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+            # v holds a batch of vectors (leading dim); one vmapped HVP call for the whole batch
+            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True, is_grads_batched=True)
             for t, vi, hvi in zip(total, v, hv):
-                t += weight * (vi * hvi).double()
+                t += (weight * vi * hvi).double().sum(0)
     return [t / n for t in total]
 
 
-def _unit_vectors(params, n_params):
-    """(e_k, 1) for every coordinate: sum_k e_k * H e_k is exactly diag(H)."""
-    for k in range(n_params):
-        flat = torch.zeros(n_params)
-        flat[k] = 1.0
-        yield _split(flat, params), 1.0
+def _unit_vectors(params, n_params, chunk: int = 256):
+    """Batches of unit vectors e_k with weight 1: sum_k e_k * H e_k is exactly diag(H)."""
+    eye = torch.eye(n_params)
+    for s in range(0, n_params, chunk):
+        yield _split(eye[s:s + chunk], params), 1.0
 
 
-def _rademacher(params, samples: int, gen: torch.Generator):
-    """(v, 1/samples) for Rademacher v: the mean of v * Hv estimates diag(H)."""
+def _rademacher(params, samples: int, gen: torch.Generator, chunk: int = 64):
+    """Batches of Rademacher v with weight 1/samples: the mean of v * Hv estimates diag(H)."""
     n_params = sum(p.numel() for p in params)
-    for _ in range(samples):
-        flat = torch.randint(0, 2, (n_params,), generator=gen).float() * 2 - 1
+    for s in range(0, samples, chunk):
+        flat = torch.randint(0, 2, (min(chunk, samples - s), n_params), generator=gen).float() * 2 - 1
         yield _split(flat, params), 1.0 / samples
 
 
 def _split(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(B, n_params) -> per-parameter (B, *shape) tensors."""
     out, s = [], 0
     for p in params:
-        out.append(flat[s:s + p.numel()].reshape(p.shape).to(p.dtype))
+        out.append(flat[:, s:s + p.numel()].reshape(len(flat), *p.shape).to(p.dtype))
         s += p.numel()
     return out
 
