@@ -31,6 +31,7 @@ from certprune.verifiers.affine import AffineReluNet
 RELU_ENCODINGS = ("ite", "disjunction")
 _REL_MARGIN = 1e-9   # relative widening of float64 bounds (float64 round-off is ~1e-16 per op)
 _ABS_MARGIN = 1e-12
+_TRIANGLE = True
 _BOUND_BITS = 20     # significant bits kept when rounding bounds outward (see _round_out)
 
 
@@ -145,10 +146,12 @@ def _relu(z, a, l: float, u: float, encoding: str) -> list:
     import z3
     exact = (a == z3.If(z > 0, z, 0)) if encoding == "ite" else \
         z3.Or(z3.And(z > 0, a == z), z3.And(z <= 0, a == 0))
-    fl, fu = Fraction(l), Fraction(u)
-    slope = fu / (fu - fl)   # triangle upper face: a <= u (z - l) / (u - l), exact rational
-    return [exact, a >= 0, a >= z, z >= rational(l), z <= rational(u),
-            a <= z3.RealVal(str(slope)) * (z - rational(l))]
+    cons = [exact, a >= 0, a >= z, z >= rational(l), z <= rational(u)]
+    if _TRIANGLE:
+        fl, fu = Fraction(l), Fraction(u)
+        slope = fu / (fu - fl)   # triangle upper face: a <= u (z - l) / (u - l), exact rational
+        cons.append(a <= z3.RealVal(str(slope)) * (z - rational(l)))
+    return cons
 
 
 def encode_network(net: AffineReluNet, inputs: Sequence, pre_bounds=None, prefix: str = "n",
@@ -220,12 +223,29 @@ def _model_point(model, variables) -> np.ndarray:
     return x
 
 
+STRATEGIES = ("default", "elim-ite", "solve-eqs")
+
+
+def make_solver(strategy: str = "default"):
+    """A z3 solver: ``default`` = ``z3.Solver()``; ``elim-ite`` and ``solve-eqs`` preprocess with
+    tactics (turn If-terms into case splits / substitute the defining equations) before ``smt``.
+    Measured on Fairify partitions (experiments/bench_smt.py): elim-ite decided the most."""
+    import z3
+    if strategy == "default":
+        return z3.Solver()
+    if strategy == "elim-ite":
+        return z3.Then("simplify", "elim-term-ite", "solve-eqs", "smt").solver()
+    if strategy == "solve-eqs":
+        return z3.Then("simplify", "solve-eqs", "smt").solver()
+    raise ConfigError(f"unknown z3 strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
 ExtraConstraints = Iterable | Callable[[list, list], Iterable]
 
 
 def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bounds=None,
                    extra_constraints: ExtraConstraints | None = None, relu: str = "ite",
-                   auto_bounds: bool = True) -> SmtOutcome:
+                   auto_bounds: bool = True, strategy: str = "elim-ite") -> SmtOutcome:
     """Search for an input of ``prop.region`` that satisfies a violation disjunct (module doc).
 
     ``timeout`` in seconds (> 0). ``extra_constraints``: z3 formulas over the inputs (named
@@ -247,7 +267,7 @@ def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bound
     pre = None if pre is None else widen_bounds(net, lo, hi, pre)
     variables, terms, cons = input_variables(region)
     enc = encode_network(net, terms, pre, relu=relu)
-    solver = z3.Solver()
+    solver = make_solver(strategy)
     solver.set("timeout", max(1, int(round(timeout * 1000))))
     solver.add(cons + enc.constraints)
     solver.add(violation_formula(prop, enc.outputs))
