@@ -23,13 +23,15 @@ if TYPE_CHECKING:  # pandas costs ~1 s of import: only neuron_stability needs it
 
 METHODS = ("ibp", "crown", "alpha-crown")
 ENGINES = ("auto", "native", "lirpa")
-_CHUNK = 4096
+MODES = ("backward", "forward")
+_CHUNK = 1024  # boxes per native call: large enough to amortise torch overhead, small enough for cache
 
 
 @dataclass(frozen=True, eq=False)
 class Bounds:
     """Bounds for N boxes: ``lower``/``upper`` are float64 (N, n_out) (or (N, m) with a spec
-    matrix C); ``intermediate[j]`` = (lower, upper) of ReLU layer j's pre-activations, (N, n_j)."""
+    matrix C); ``intermediate[j]`` = (lower, upper) of ReLU layer j's pre-activations, (N, n_j).
+    ``method`` is the method actually used ("forward" for forward-mode CROWN)."""
 
     lower: torch.Tensor
     upper: torch.Tensor
@@ -89,17 +91,23 @@ def as_boxes(lower, upper, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
 
 
 def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "auto",
-                   return_intermediate: bool = False, C=None, input_shape: tuple[int, ...] | None = None) -> Bounds:
+                   return_intermediate: bool = False, C=None, input_shape: tuple[int, ...] | None = None,
+                   mode: str = "backward") -> Bounds:
     """Bounds on the outputs (or on ``C @ y``) of ``model`` over N boxes ``[lower, upper]``.
 
     ``lower``/``upper``: (N, *input_shape) or one box of input_shape. ``method``: ibp, crown,
     alpha-crown. ``engine``: native (feed-forward ReLU nets, float64), lirpa (auto_LiRPA), or
-    auto (native where it supports the model, else lirpa).
+    auto (native where it supports the model, else lirpa). ``mode`` (method crown only):
+    backward (classic CROWN, equal to auto_LiRPA's CROWN), forward (forward symbolic
+    propagation, equal to auto_LiRPA's forward mode: cheaper for few input dimensions but often
+    much looser on deep nets; see ``native_forward``).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}")
     if engine not in ENGINES:
         raise ConfigError(f"unknown bound engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if mode not in MODES:
+        raise ConfigError(f"unknown bound mode {mode!r}; choose one of {', '.join(MODES)}")
     shape = tuple(input_shape) if input_shape else (model.input_shape if isinstance(model, AffineReluNet)
                                                      else _input_shape_of(model))
     lo, hi = as_boxes(lower, upper, shape)
@@ -111,16 +119,33 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
             if engine == "native":
                 raise
         else:
+            _check_spec(Ct, net.output_dim, len(lo))
+            if method == "crown" and mode == "forward":
+                method = "forward"
             return _native(net, lo, hi, method, return_intermediate, Ct)
     from certprune.verifiers.lirpa_engine import lirpa_bounds
-    return lirpa_bounds(model, lo, hi, shape, method, return_intermediate, Ct)
+    lmethod = "forward" if method == "crown" and mode == "forward" else method
+    return lirpa_bounds(model, lo, hi, shape, lmethod, return_intermediate, Ct)
+
+
+def _check_spec(C, n_out: int, n: int) -> None:
+    """A spec matrix must be (m, n_out) or (n, m, n_out) and finite."""
+    if C is None:
+        return
+    ok = (C.dim() == 2 and C.shape[1] == n_out) or (C.dim() == 3 and C.shape[0] == n and C.shape[2] == n_out)
+    if not ok:
+        raise ShapeMismatchError(f"spec matrix C of shape {tuple(C.shape)} does not fit {n} box(es) and "
+                                 f"{n_out} model outputs: expected (m, {n_out}) or ({n}, m, {n_out})")
+    if not torch.isfinite(C).all():
+        raise InputRegionError("spec matrix C contains NaN or infinite values")
 
 
 def _native(net: AffineReluNet, lo, hi, method, return_intermediate, C) -> Bounds:
     parts = []
-    for s in range(0, len(lo), _CHUNK):
-        l, h = lo[s:s + _CHUNK], hi[s:s + _CHUNK]
-        c = None if C is None else (C if C.dim() == 2 else C[s:s + _CHUNK])
+    chunk = _CHUNK if method != "alpha-crown" else 256
+    for s in range(0, len(lo), chunk):
+        l, h = lo[s:s + chunk], hi[s:s + chunk]
+        c = None if C is None else (C if C.dim() == 2 else C[s:s + chunk])
         parts.append(_native_chunk(net, l, h, method, c))
     lower = torch.cat([p[0] for p in parts])
     upper = torch.cat([p[1] for p in parts])
@@ -143,6 +168,10 @@ def _native_chunk(net, lo, hi, method, C):
         return yl, yu, pre
     if method == "crown":
         (yl, yu), pre = native_bounds.crown(net, lo, hi, C)
+        return yl, yu, pre
+    if method == "forward":
+        from certprune.verifiers.native_forward import forward_crown
+        (yl, yu), pre = forward_crown(net, lo, hi, C)
         return yl, yu, pre
     from certprune.verifiers.alpha_crown import alpha_crown
     (yl, yu), pre = alpha_crown(net, lo, hi, C)
