@@ -92,10 +92,19 @@ def test_bounds_can_exclude_a_violation(capsys, tmp_path):
     assert rc == 0 and "the bounds exclude every violation" in out
 
 
-def test_bounds_unavailable_method_is_handled(capsys, acas):
-    rc, out, err = _run(capsys, ["bounds", str(acas[0]), str(acas[1] / "prop_1.vnnlib"), "--method", "alpha-crown"])
-    if rc == 0:  # alpha-CROWN implemented: it must print bounds
-        assert "method alpha-crown" in out
+def test_bounds_alpha_crown_runs_or_fails_cleanly(capsys, tmp_path):
+    model = random_mlp([2, 8, 2], seed=5)
+    path = save_onnx(model, tmp_path / "m.onnx")
+    prop = tmp_path / "p.vnnlib"
+    prop.write_text("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)"
+                    "(assert (>= X_0 -1))(assert (<= X_0 1))(assert (>= X_1 -1))(assert (<= X_1 1))"
+                    "(assert (<= Y_0 Y_1))")
+    rc, out, err = _run(capsys, ["bounds", str(path), str(prop), "--method", "alpha-crown"])
+    if rc == 0:  # alpha-CROWN available: its bounds must enclose sampled outputs
+        table = np.array(re.findall(r"^\s+Y_\d +(\S+) +(\S+)$", out, flags=re.M), dtype=float)  # rows: lo, hi
+        y = model(torch.rand(4000, 2) * 2 - 1).detach().numpy()
+        assert "method alpha-crown" in out and table.shape == (2, 2)
+        assert np.all(y >= table[:, 0] - 1e-4) and np.all(y <= table[:, 1] + 1e-4)
     else:
         assert rc == 2 and len(err.strip().splitlines()) == 1 and "alpha-crown" in err
 

@@ -276,3 +276,22 @@ def test_corrupted_bytes_raise_only_certprune_errors(tmp_path):
         except CertpruneError:
             errors += 1
     assert errors > 30
+
+
+def test_load_time_self_check_catches_a_wrong_conversion(tmp_path, monkeypatch):
+    from certprune.io import onnx_loader
+    path = save_onnx(random_mlp([4, 6, 3]), tmp_path / "m.onnx")
+    check = load_onnx(path).info.extra["onnxruntime_check"]
+    assert check["max_abs_diff"] < 1e-5
+    real_fuse = onnx_loader._fuse_bias
+
+    def broken_fuse(seq):  # simulate a converter bug: a slightly wrong bias
+        seq = real_fuse(seq)
+        with torch.no_grad():
+            seq[-1].bias += 0.01
+        return seq
+
+    monkeypatch.setattr(onnx_loader, "_fuse_bias", broken_fuse)
+    with pytest.raises(ModelLoadError, match="m.onnx: converted model disagrees with onnxruntime"):
+        load_onnx(path)
+    assert "onnxruntime_check" not in load_onnx(path, check=False).info.extra

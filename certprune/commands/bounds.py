@@ -67,24 +67,32 @@ class _EngineFailure(Exception):
 
 
 def _bounds(net, prop, method: str, engine: str):
-    """(output Bounds, [per-disjunct lower bounds of A y - b]) for one property box."""
+    """(Bounds on the stacked rows, [per-disjunct lower bounds of A y - b]) for one property box.
+
+    One call bounds ``C y`` with ``C = [I; A_1; A_2; ...]``: the outputs themselves, then every
+    disjunct's rows (intermediate bounds are computed once)."""
     import numpy as np
 
     from certprune.errors import CertpruneError, ConfigError
     from certprune.verifiers.bounds import compute_bounds
 
     lo, hi = np.array(prop.region.lower), np.array(prop.region.upper)  # writable copies for torch
+    n_out = prop.num_outputs
+    C = np.vstack([np.eye(n_out)] + [np.array(d.A) for d in prop.disjuncts])
     try:
-        out = compute_bounds(net, lo, hi, method=method, engine=engine)
-        rows = [compute_bounds(net, lo, hi, method=method, engine=engine, C=np.array(d.A)).lower[0].numpy() - d.b
-                for d in prop.disjuncts]
+        out = compute_bounds(net, lo, hi, method=method, engine=engine, C=C)
     except CertpruneError:
         raise
     except ImportError as e:  # an engine or method whose module is missing or does not import
         raise ConfigError(f"bound method {method!r} with engine {engine!r} is not available: {e}") from None
     except Exception as e:  # any other failure inside an engine: one line, exit 1
         raise _EngineFailure(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    return out, [np.asarray(r) for r in rows]
+    lower = out.lower[0].numpy()
+    rows, start = [], n_out
+    for d in prop.disjuncts:
+        rows.append(lower[start:start + len(d.b)] - d.b)
+        start += len(d.b)
+    return out, rows
 
 
 def _print_box(i: int, n: int, prop, out, rows, args) -> None:
@@ -93,8 +101,9 @@ def _print_box(i: int, n: int, prop, out, rows, args) -> None:
     if n > 1:
         print(f"input box {i + 1} of {n}")
     print(f"bounds: method {out.method}, engine {out.engine}, {prop.region.dim} inputs")
-    table = pd.DataFrame({"output": [f"Y_{j}" for j in range(out.lower.shape[1])],
-                          "lower": out.lower[0].numpy(), "upper": out.upper[0].numpy()})
+    n_out = prop.num_outputs
+    table = pd.DataFrame({"output": [f"Y_{j}" for j in range(n_out)],
+                          "lower": out.lower[0, :n_out].numpy(), "upper": out.upper[0, :n_out].numpy()})
     print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     margins = [float(r.max()) for r in rows]
     for k, m in enumerate(margins):

@@ -41,8 +41,11 @@ TENSOR_OPS = frozenset({
 INPUT = "__input__"
 
 
-def load_onnx(path: str | Path) -> Network:
-    """Read ``.onnx`` / ``.onnx.gz`` into a Network (see module doc); errors name the file."""
+def load_onnx(path: str | Path, check: bool = True) -> Network:
+    """Read ``.onnx`` / ``.onnx.gz`` into a Network (see module doc); errors name the file.
+
+    ``check``: compare with onnxruntime on random inputs (:mod:`certprune.io.onnx_check`); the
+    outcome is in ``info.extra["onnxruntime_check"]``."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -59,7 +62,14 @@ def load_onnx(path: str | Path) -> Network:
         raise ModelLoadError(f"{p.name}: malformed ONNX graph ({type(e).__name__}: {e})") from None
     info_full = ModelInfo(info.input_shape, info.num_outputs, hashlib.sha256(raw).hexdigest(), "onnx", str(p),
                           info.input_names, info.output_names, None, info.extra)
-    return Network(module, info_full)
+    net = Network(module, info_full)
+    if check:
+        from certprune.io.onnx_check import compare_with_onnxruntime
+        try:
+            info.extra["onnxruntime_check"] = compare_with_onnxruntime(net, data if data is not raw else p)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{p.name}: {e}") from None
+    return net
 
 
 def _parse_proto(data: bytes, p: Path):
