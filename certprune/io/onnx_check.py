@@ -23,6 +23,9 @@ def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: 
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # a reference run: no graph rewriting, and one thread (a thread pool costs ~100 ms to start)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
                                     providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
