@@ -14,7 +14,8 @@ from certprune.errors import ConfigError, ShapeMismatchError
 from certprune.specs import InputRegion, LinearConstraints, Property
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bounds import compute_bounds
-from certprune.verifiers.smt import encode_network, input_variables, rational, solve_property, widen_bounds
+from certprune.verifiers.smt import (SmtOptions, encode_network, input_variables, rational, solve_property,
+                                     widen_bounds)
 
 
 def _net(sizes, seed, bits: int | None = 6) -> AffineReluNet:
@@ -119,7 +120,7 @@ def test_sound_pre_bounds_do_not_change_verdicts(method):
     pre = [(l[0].numpy(), u[0].numpy()) for l, u in b.intermediate]
     for t in (y.max() - 1e-6, y.max() + 1e-6):
         prop = _at_least(region, t)
-        plain = solve_property(net, prop, timeout=20, auto_bounds=False)
+        plain = solve_property(net, prop, timeout=20, options=SmtOptions(auto_bounds=False))
         pruned = solve_property(net, prop, timeout=20, pre_bounds=pre)
         assert plain.status == pruned.status == ("sat" if t <= y.max() else "unsat")
         assert plain.stats["unstable"] == sum(net.relu_sizes)
@@ -203,13 +204,32 @@ def test_bad_inputs_raise_specific_errors():
     with pytest.raises(ShapeMismatchError, match="pre_bounds"):
         solve_property(net, _at_least(region, 0.0), timeout=1, pre_bounds=[(np.zeros(3), np.ones(3))])
     with pytest.raises(ConfigError, match="ReLU encoding"):
-        solve_property(net, _at_least(region, 0.0), timeout=1, relu="bigm")
+        SmtOptions(relu="bigm")
+    with pytest.raises(ConfigError, match="strategy"):
+        SmtOptions(strategy="magic")
 
 
 def test_timeout_gives_unknown_not_a_verdict():
     net = _net([6, 40, 40, 40, 1], 2, bits=None)
     region = InputRegion(-np.ones(6), np.ones(6))
     ys = net.forward(torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (20000, 6)))).numpy()
-    out = solve_property(net, _at_least(region, float(ys.max()) + 1e-3), timeout=0.05, auto_bounds=False)
+    out = solve_property(net, _at_least(region, float(ys.max()) + 1e-3), timeout=0.05,
+                         options=SmtOptions(auto_bounds=False))
     assert out.status == "unknown"   # 120 unstable ReLUs with 24-bit rationals: far beyond 50 ms
     assert out.x is None and out.stats["reason_unknown"] == "timeout"
+
+
+@pytest.mark.parametrize("options", [SmtOptions(relu="disjunction"), SmtOptions(strategy="default"),
+                                     SmtOptions(strategy="solve-eqs", triangle=False),
+                                     SmtOptions(relu="disjunction", auto_bounds=False)])
+def test_every_encoding_and_strategy_agrees_with_enumeration(options):
+    net = _net([3, 6, 4, 1], 21)
+    lo, hi = np.array([-3.0, -3.0, 0.0]), np.array([3.0, 2.0, 4.0])
+    grid = np.array(list(itertools.product(*[range(int(a), int(b) + 1) for a, b in zip(lo, hi)])), float)
+    y = net.forward(torch.as_tensor(grid)).numpy()[:, 0]
+    region = InputRegion(lo, hi, np.ones(3, bool))
+    for t in (y.max() - 1e-6, y.max() + 1e-6):
+        out = solve_property(net, _at_least(region, t), timeout=20, options=options)
+        assert out.status == ("sat" if t <= y.max() else "unsat")
+        if out.status == "sat":
+            assert net.forward(torch.as_tensor(out.x[None])).item() >= t - 1e-12

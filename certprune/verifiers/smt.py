@@ -31,7 +31,6 @@ from certprune.verifiers.affine import AffineReluNet
 RELU_ENCODINGS = ("ite", "disjunction")
 _REL_MARGIN = 1e-9   # relative widening of float64 bounds (float64 round-off is ~1e-16 per op)
 _ABS_MARGIN = 1e-12
-_TRIANGLE = True
 _BOUND_BITS = 20     # significant bits kept when rounding bounds outward (see _round_out)
 
 
@@ -141,13 +140,13 @@ def _check_pre_bounds(net: AffineReluNet, pre_bounds) -> list[tuple[np.ndarray, 
     return out
 
 
-def _relu(z, a, l: float, u: float, encoding: str) -> list:
+def _relu(z, a, l: float, u: float, encoding: str, triangle: bool) -> list:
     """Exact ReLU ``a = max(z, 0)`` plus redundant facts from the (widened) bounds ``l < 0 < u``."""
     import z3
     exact = (a == z3.If(z > 0, z, 0)) if encoding == "ite" else \
         z3.Or(z3.And(z > 0, a == z), z3.And(z <= 0, a == 0))
     cons = [exact, a >= 0, a >= z, z >= rational(l), z <= rational(u)]
-    if _TRIANGLE:
+    if triangle:
         fl, fu = Fraction(l), Fraction(u)
         slope = fu / (fu - fl)   # triangle upper face: a <= u (z - l) / (u - l), exact rational
         cons.append(a <= z3.RealVal(str(slope)) * (z - rational(l)))
@@ -155,13 +154,14 @@ def _relu(z, a, l: float, u: float, encoding: str) -> list:
 
 
 def encode_network(net: AffineReluNet, inputs: Sequence, pre_bounds=None, prefix: str = "n",
-                   relu: str = "ite") -> NetworkEncoding:
+                   relu: str = "ite", triangle: bool = True) -> NetworkEncoding:
     """Encode ``y = net(inputs)`` over real z3 terms ``inputs`` (flat, length ``input_dim``).
 
     ``pre_bounds``: (l, u) per ReLU layer that hold in EXACT arithmetic (pass float64 bounds
     through :func:`widen_bounds` first) or None (every ReLU exact, nothing dropped). Variables
     are named ``{prefix}{layer}_{j}`` and ``{prefix}out_{j}``: use distinct prefixes to encode
-    two copies of a network in one solver."""
+    two copies of a network in one solver. ``triangle`` adds the (redundant) triangle upper face
+    on unstable neurons, which helped z3 on Fairify partitions (experiments/bench_smt.py)."""
     import z3
     if relu not in RELU_ENCODINGS:
         raise ConfigError(f"unknown ReLU encoding {relu!r}; choose one of {', '.join(RELU_ENCODINGS)}")
@@ -193,7 +193,7 @@ def encode_network(net: AffineReluNet, inputs: Sequence, pre_bounds=None, prefix
             stats["unstable"] += 1
             a = z3.Real(f"{prefix}{k}_{j}_relu")
             if np.isfinite(l) and np.isfinite(u):
-                cons += _relu(z, a, float(l), float(u), relu)
+                cons += _relu(z, a, float(l), float(u), relu, triangle)
             else:
                 cons.append(a == z3.If(z > 0, z, 0))
             acts.append(a)
@@ -243,15 +243,35 @@ def make_solver(strategy: str = "default"):
 ExtraConstraints = Iterable | Callable[[list, list], Iterable]
 
 
+@dataclass(frozen=True)
+class SmtOptions:
+    """Encoding and solver choices. ``relu``: 'ite' (``a == If(z > 0, z, 0)``) or 'disjunction';
+    ``strategy``: see :func:`make_solver`; ``triangle``: add the redundant triangle face;
+    ``auto_bounds``: without ``pre_bounds``, compute interval bounds to drop stable neurons.
+    Defaults = the fastest combination measured by experiments/bench_smt.py."""
+
+    relu: str = "ite"
+    strategy: str = "elim-ite"
+    triangle: bool = True
+    auto_bounds: bool = True
+
+    def __post_init__(self) -> None:
+        if self.relu not in RELU_ENCODINGS:
+            raise ConfigError(f"unknown ReLU encoding {self.relu!r}; choose one of {', '.join(RELU_ENCODINGS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown z3 strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
 def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bounds=None,
-                   extra_constraints: ExtraConstraints | None = None, relu: str = "ite",
-                   auto_bounds: bool = True, strategy: str = "elim-ite") -> SmtOutcome:
+                   extra_constraints: ExtraConstraints | None = None,
+                   options: SmtOptions | None = None) -> SmtOutcome:
     """Search for an input of ``prop.region`` that satisfies a violation disjunct (module doc).
 
     ``timeout`` in seconds (> 0). ``extra_constraints``: z3 formulas over the inputs (named
     ``x0, x1, ...``), or a callable ``(input variables, output terms) -> formulas``."""
     import torch
     import z3
+    opt = options or SmtOptions()
     if not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
     region = prop.region
@@ -263,11 +283,11 @@ def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bound
     if region.integer_mask is not None:
         m = region.integer_mask.ravel()
         lo, hi = np.where(m, np.ceil(lo), lo), np.where(m, np.floor(hi), hi)
-    pre = pre_bounds if pre_bounds is not None else (_interval_bounds(net, lo, hi) if auto_bounds else None)
+    pre = pre_bounds if pre_bounds is not None else (_interval_bounds(net, lo, hi) if opt.auto_bounds else None)
     pre = None if pre is None else widen_bounds(net, lo, hi, pre)
     variables, terms, cons = input_variables(region)
-    enc = encode_network(net, terms, pre, relu=relu)
-    solver = make_solver(strategy)
+    enc = encode_network(net, terms, pre, relu=opt.relu, triangle=opt.triangle)
+    solver = make_solver(opt.strategy)
     solver.set("timeout", max(1, int(round(timeout * 1000))))
     solver.add(cons + enc.constraints)
     solver.add(violation_formula(prop, enc.outputs))
@@ -277,7 +297,7 @@ def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bound
     t1 = time.perf_counter()
     res = solver.check()
     t2 = time.perf_counter()
-    stats = dict(enc.stats, encode_s=t1 - t0, solve_s=t2 - t1, relu=relu)
+    stats = dict(enc.stats, encode_s=t1 - t0, solve_s=t2 - t1, relu=opt.relu, strategy=opt.strategy)
     if res == z3.sat:
         x = _model_point(solver.model(), variables)
         y = net.forward(torch.as_tensor(x[None])).numpy()
