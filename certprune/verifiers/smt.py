@@ -13,7 +13,7 @@ Conventions
   them, then: ``u <= 0`` -> the neuron is dropped (output 0), ``l >= 0`` -> identity, otherwise
   ``l <= z <= u`` and the triangle relaxation are added as redundant constraints next to the
   exact ReLU. Without ``pre_bounds`` the encoder computes interval bounds itself (float64
-  interval arithmetic, widened the same way), unless ``auto_bounds=False``.
+  interval arithmetic, widened the same way) unless ``SmtOptions(auto_bounds=False)``.
 """
 from __future__ import annotations
 
