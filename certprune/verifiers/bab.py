@@ -71,6 +71,7 @@ class BabSettings:
     queue_cap: int
     max_input_depth: int
     relu_switch_unstable: int
+    optimize_iters: int = 0
 
 
 class BranchAndBound:
@@ -144,7 +145,8 @@ class BranchAndBound:
         hi = torch.stack([d.hi for d in doms])
         splits = torch.stack([d.splits for d in doms])
         alive = torch.stack([d.alive for d in doms])
-        db = bound_domains(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c)
+        db = bound_domains(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
+                           self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol)
         self.stats["domains"] += len(doms)
         self.stats["max_depth"] = max(self.stats["max_depth"], max(d.depth for d in doms))
         refuted = self.spec.disjunct_max(db.lower - self.spec.tol) > 0

@@ -58,22 +58,36 @@ def split_intermediate(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, s
     return pre, infeasible
 
 
-def spec_backward(net: AffineReluNet, pre, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor):
+def spec_backward(net: AffineReluNet, pre, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,
+                  alphas: list[torch.Tensor] | None = None, betas: list[torch.Tensor] | None = None,
+                  splits: list[torch.Tensor] | None = None):
     """CROWN lower bound of ``C y + c`` (C (m, n_out), c (m,)) with its coefficients; returns
-    (lower (N, m), lam_x (N, m, n_in), relu_scores list)."""
+    (lower (N, m), lam_x (N, m, n_in), relu_scores list).
+
+    ``alphas[j]`` (N, m, n_j) in [0, 1] override the lower ReLU slopes per row (alpha-CROWN);
+    ``betas[j]`` (N, m, n_j) >= 0 are Lagrange multipliers of the split constraints
+    ``splits[j] * z_j >= 0`` (beta-CROWN): the bound of ``f - sum beta * split * z`` is a lower
+    bound of ``f`` on the domain for any such values, so optimising them is always sound.
+    """
     N = lo.shape[0]
     last = net.num_layers - 1
-    lam = (C @ net.weights[last]).expand(N, *C.shape[:1], net.weights[last].shape[1]).clone()
-    const = (C @ net.biases[last] + c).expand(N, C.shape[0]).clone()
+    lam = (C @ net.weights[last]).expand(N, *C.shape[:1], net.weights[last].shape[1])
+    const = (C @ net.biases[last] + c).expand(N, C.shape[0])
     scores: list[torch.Tensor] = [None] * last  # type: ignore[list-item]
     for j in range(last - 1, -1, -1):
         l, u = pre[j]
         alpha, s, t = relu_relaxation(l, u)
+        alpha = alpha.unsqueeze(1)
+        if alphas is not None:
+            unstable = ((l < 0) & (u > 0)).unsqueeze(1)
+            alpha = torch.where(unstable, alphas[j], alpha)
         pos, neg = lam.clamp(min=0), lam.clamp(max=0)
         loss = -(neg * t.unsqueeze(1))  # >= 0: what the chord's intercept costs this row
-        scores[j] = loss
+        scores[j] = loss.detach()
         const = const - loss.sum(-1)
-        lam = pos * alpha.unsqueeze(1) + neg * s.unsqueeze(1)
+        lam = pos * alpha + neg * s.unsqueeze(1)
+        if betas is not None:
+            lam = lam - betas[j] * splits[j].unsqueeze(1).to(lam.dtype)
         const = const + lam @ net.biases[j]
         lam = lam @ net.weights[j]
     center, radius = (lo + hi) / 2, (hi - lo) / 2
@@ -81,9 +95,39 @@ def spec_backward(net: AffineReluNet, pre, lo: torch.Tensor, hi: torch.Tensor, C
     return lower, lam, scores
 
 
-def bound_domains(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
-                  C: torch.Tensor, c: torch.Tensor) -> DomainBounds:
-    """Bound ``C y + c`` on N domains (boxes ``lo``/``hi`` (N, n_in), ``splits`` per layer (N, n_j))."""
-    pre, infeasible = split_intermediate(net, lo, hi, splits)
+def optimize_spec(net: AffineReluNet, pre, lo, hi, C, c, splits: list[torch.Tensor], iters: int, target: torch.Tensor,
+                  lr: float = 0.1):
+    """alpha/beta-CROWN: Adam on the slopes and split multipliers for ``iters`` steps, keeping the
+    element-wise best lower bound seen (each one is sound). Stops once every row exceeds ``target``."""
     lower, lam_x, scores = spec_backward(net, pre, lo, hi, C, c)
+    if iters <= 0 or not pre or bool((lower > target).all()):
+        return lower, lam_x, scores
+    m = C.shape[0]
+    alphas = [relu_relaxation(l, u)[0].unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True) for l, u in pre]
+    betas = [torch.zeros(l.shape[0], m, l.shape[1], dtype=l.dtype, requires_grad=True) for l, _ in pre]
+    opt = torch.optim.Adam(alphas + betas, lr=lr)
+    best = lower
+    for _ in range(iters):
+        low, lx, sc = spec_backward(net, pre, lo, hi, C, c, alphas, betas, splits)
+        best = torch.maximum(best, low.detach())
+        if bool((best > target).all()):
+            break
+        opt.zero_grad()
+        (-low.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            for a in alphas:
+                a.clamp_(0, 1)
+            for b in betas:
+                b.clamp_(min=0)
+    return best, lam_x, scores
+
+
+def bound_domains(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
+                  C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None) -> DomainBounds:
+    """Bound ``C y + c`` on N domains (boxes ``lo``/``hi`` (N, n_in), ``splits`` per layer (N, n_j));
+    with ``iters > 0`` the final bound is alpha/beta-optimised towards ``target`` (m,)."""
+    pre, infeasible = split_intermediate(net, lo, hi, splits)
+    tgt = torch.zeros(C.shape[0], dtype=lo.dtype) if target is None else target
+    lower, lam_x, scores = optimize_spec(net, pre, lo, hi, C, c, splits, iters, tgt)
     return DomainBounds(lower, pre, infeasible, lam_x, scores)

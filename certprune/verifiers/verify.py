@@ -19,6 +19,7 @@ Soundness conventions
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class VerifyConfig:
     queue_cap: int = 100_000
     max_input_depth: int = 64
     relu_switch_unstable: int = 1       # input strategy: split ReLUs once this few are unstable
+    threads: int = 1                    # torch intra-op threads during the call (0 = leave torch's setting)
+    optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -57,7 +60,7 @@ class VerifyConfig:
         for name in ("batch", "queue_cap", "max_input_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "relu_switch_unstable"):
+        for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "relu_switch_unstable", "optimize_iters", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
@@ -106,7 +109,8 @@ def verify(model, prop: Property, timeout: float | None = None, config: VerifyCo
     pb = prepare(model, prop, cfg)
     stats: dict[str, Any] = {"strategy": pb.strategy, "input_dim": pb.net.input_dim,
                              "relus": sum(pb.net.relu_sizes)}
-    res = _run(pb, cfg, deadline, stats)
+    with torch_threads(cfg.threads):
+        res = _run(pb, cfg, deadline, stats)
     stats["time_total"] = time.monotonic() - t_start
     return dataclasses.replace(res, stats=stats, model_hash=_model_hash(model))
 
@@ -135,7 +139,8 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
     if _timed_out(deadline):
         return _unknown(stats, "bound")
     t0 = time.monotonic()
-    settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable)
+    settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
+                           cfg.optimize_iters)
     out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
@@ -145,6 +150,22 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
         stats["phase"] = "bab"
         return Result(Verdict.CERTIFIED, stats=stats, message="every branch-and-bound domain refuted")
     return _unknown(stats, "bab", out.stats.get("reason", ""))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads (restored afterwards; 0 = unchanged).
+    One thread is the default: the batches here are small, and on a shared 2-core machine the
+    thread pool's synchronisation made them 10-25x slower in our measurements."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _timed_out(deadline: float | None) -> bool:
