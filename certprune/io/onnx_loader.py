@@ -11,6 +11,7 @@ batch-1 sample so that shapes are known. Batch convention: the file's first inpu
 (dynamic, or fixed at 1); shape ops (Flatten, Reshape, Squeeze, Unsqueeze) become per-sample
 row-major reshapes that keep the batch dim. A chain graph becomes ``nn.Sequential`` (MatMul+Add
 fused into ``nn.Linear``); other DAGs (residual adds, concats) become an ``OnnxGraph``.
+Each load ends with a self-check against onnxruntime (:mod:`certprune.io.onnx_check`).
 
 Output activations: a Sigmoid/Softmax in the file is *kept* (not stripped, unlike the Keras
 loader): a VNN-LIB property about an ONNX model speaks about the file's actual outputs, so
