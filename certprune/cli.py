@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("certprune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `certprune info M | head`: stop quietly like other Unix tools
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
