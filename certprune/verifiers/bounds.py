@@ -55,6 +55,8 @@ def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluN
     hit = _AFFINE_CACHE.get(model)
     if hit is not None and hit[0] == key and (input_shape is None or hit[1].input_shape == tuple(input_shape)):
         return hit[1]
+    from certprune.network import check_finite_parameters
+    check_finite_parameters(model)  # NaN/inf weights: ModelLoadError naming the parameters
     net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
     _AFFINE_CACHE[model] = (key, net)
     return net

@@ -86,12 +86,12 @@ def lirpa_bounds(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, input_sha
     Cb = None
     if C is not None:
         Cb = (C if C.dim() == 3 else C.expand(n, *C.shape)).double()
-    with _float64_default():
-        if method == "alpha-crown":
+    with _float64_default(), torch.set_grad_enabled(method == "alpha-crown"):
+        try:
             lower, upper = bm.compute_bounds(x=(x,), C=Cb, method=_METHOD[method])
-        else:
-            with torch.no_grad():
-                lower, upper = bm.compute_bounds(x=(x,), C=Cb, method=_METHOD[method])
+        except NotImplementedError as e:  # e.g. forward mode through BatchNormalization
+            raise UnsupportedModelError(f"auto_LiRPA cannot compute {method} bounds for this model: "
+                                        f"{str(e).split('.')[0]}") from None
     inter = None
     if return_intermediate:
         inter = tuple((r.inputs[0].lower.detach().reshape(n, -1).double(),
