@@ -158,14 +158,14 @@ def main(argv=None) -> int:
     p.add_argument("--nets", default="mlp,conv")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--amounts", default="0.5,0.8")
-    p.add_argument("--eps", type=float, default=0.02)
+    p.add_argument("--eps", type=float, default=0.08)
     p.add_argument("--train-eps", type=float, default=None, help="epsilon of the stability loss (default: --eps)")
     p.add_argument("--stability-weight", type=float, default=1.0)
     p.add_argument("--train-epochs", type=int, default=10)
-    p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--loss-epochs", type=int, default=3, help="fine-tuning epochs with the stability loss")
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--loss-epochs", type=int, default=5, help="fine-tuning epochs with the stability loss")
     p.add_argument("--score-samples", type=int, default=512)
-    p.add_argument("--verify-samples", type=int, default=500)
+    p.add_argument("--verify-samples", type=int, default=300)
     p.add_argument("--bab-samples", type=int, default=0)
     p.add_argument("--bab-timeout", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
@@ -186,12 +186,12 @@ def main(argv=None) -> int:
     X, y = (torch.from_numpy(a) for a in load_mnist())
     Xtr, ytr, Xte, yte = X[:8000], y[:8000], X[8000:], y[8000:]
     args.out.mkdir(parents=True, exist_ok=True)
-    tables = []
     for net in args.nets.split(","):
         t = run_net(net, args, Xtr, ytr, Xte, yte)
         t.to_csv(args.out / f"pruning_benchmark_{net}.csv", index=False)
-        tables.append(t)
         print(markdown(t), flush=True)
+    # the table and plot cover every net measured into this folder (nets may run as separate processes)
+    tables = [pd.read_csv(f) for f in sorted(args.out.glob("pruning_benchmark_*.csv"))]
     (args.out / "pruning_benchmark.md").write_text("\n\n".join(markdown(t) for t in tables) + "\n")
     plot(tables, args.out / "pruning_certified_vs_sparsity.png")
     return 0
