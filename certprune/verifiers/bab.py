@@ -90,6 +90,15 @@ class BranchAndBound:
                       "input_splits": 0, "relu_splits": 0, "time_bound": 0.0, "time_lp": 0.0}
         self.found: np.ndarray | None = None
         self.timed_out = False  # set when a domain was left unprocessed for lack of time
+        self._per_domain: float | None = None
+
+    def _batch_size(self) -> int:
+        """Domains per step: the configured batch, shrunk so one step takes at most ~0.5 s and at
+        most a tenth of the remaining time (keeps the deadline within a few percent)."""
+        if self._per_domain is None:
+            return min(self.settings.batch, 16)
+        target = 0.5 if self.deadline is None else min(0.5, 0.1 * max(self.deadline - time.monotonic(), 0.0))
+        return int(max(1, min(self.settings.batch, target / max(2 * self._per_domain, 1e-9))))
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -104,8 +113,10 @@ class BranchAndBound:
             if self._out_of_time():
                 self.timed_out = True
                 break
-            batch = self.queue.pop_batch(self.settings.batch)
+            batch = self.queue.pop_batch(self._batch_size())
+            t0 = time.monotonic()
             self._process([c for d in batch for c in self._children(d)])
+            self._per_domain = (time.monotonic() - t0) / (2 * len(batch))
         if self.found is not None:
             return BabOutcome("falsified", self.found, self._final_stats("falsified"))
         if self.timed_out:
@@ -146,7 +157,8 @@ class BranchAndBound:
         splits = torch.stack([d.splits for d in doms])
         alive = torch.stack([d.alive for d in doms])
         db = bound_domains(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
-                           self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol)
+                           self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol,
+                           self.deadline)
         self.stats["domains"] += len(doms)
         self.stats["max_depth"] = max(self.stats["max_depth"], max(d.depth for d in doms))
         refuted = self.spec.disjunct_max(db.lower - self.spec.tol) > 0

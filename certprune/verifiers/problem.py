@@ -55,28 +55,18 @@ class Problem:
         return Result(Verdict.FALSIFIED, counterexample=cex, counterexample_output=y[0].astype(np.float32),
                       stats=stats, message=f"counterexample found by {phase}, re-checked in float32")
 
-    def root_alive(self, cfg: Any) -> np.ndarray:
-        """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN if available."""
-        from certprune.verifiers.split_bounds import bound_domains
+    def root_alive(self, cfg: Any, deadline: float | None) -> np.ndarray:
+        """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN
+        (``split_bounds.optimize_spec``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
+        from certprune.verifiers.split_bounds import optimize_spec, split_intermediate
 
         lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
         splits = [torch.zeros(1, n, dtype=torch.int8) for n in self.net.relu_sizes]
-        db = bound_domains(self.net, lo, hi, splits, self.spec.C, self.spec.c)
-        alive = ~(self.spec.disjunct_max(db.lower - self.spec.tol) > 0)[0]
-        if alive.any() and cfg.use_alpha_crown and self.net.num_layers > 1:
-            lower = alpha_crown_lower(self.net, lo, hi, self.spec.C)
-            if lower is not None:
-                alive &= ~(self.spec.disjunct_max(lower + self.spec.c - self.spec.tol) > 0)[0]
-        return alive.numpy()
-
-
-def alpha_crown_lower(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor) -> torch.Tensor | None:
-    """alpha-CROWN lower bounds of ``C y`` from the bound engine, or None where it is not built."""
-    try:
-        from certprune.verifiers.bounds import compute_bounds
-        return compute_bounds(net, lo, hi, method="alpha-crown", C=C, engine="native").lower
-    except ImportError:
-        return None
+        pre, _ = split_intermediate(self.net, lo, hi, splits)
+        iters = 20 if cfg.use_alpha_crown else 0
+        lower, _, _ = optimize_spec(self.net, pre, lo, hi, self.spec.C, self.spec.c, splits, iters, self.spec.tol,
+                                    lr=0.5, deadline=deadline)
+        return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
 
 
 def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

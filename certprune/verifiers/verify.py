@@ -131,7 +131,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
     if _timed_out(deadline):
         return _unknown(stats, "falsify")
     t0 = time.monotonic()
-    alive = pb.root_alive(cfg)
+    alive = pb.root_alive(cfg, deadline)
     stats["time_bound"] = time.monotonic() - t0
     if not alive.any():
         stats["phase"] = "bound"
