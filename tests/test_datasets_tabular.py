@@ -15,7 +15,7 @@ FAIRIFY_ACC = {"AC-1": ("adult", 0.852), "AC-9": ("adult", 0.832), "GC-2": ("ger
 
 
 @pytest.fixture(scope="module")
-def loaded(request):
+def loaded():
     from conftest import data_dir
     if not (data_dir() / "fairness").is_dir():
         pytest.skip("fairness data not present")
