@@ -36,7 +36,7 @@ class Problem:
         """The point (float32 values, as float64, flat) among ``pts`` with the smallest float32
         margin if that margin is <= 0 and the point lies in the region; else None."""
         x32 = to_float32_in_box(np.asarray(pts, dtype=np.float64).reshape(len(pts), -1), self.lo, self.hi)
-        ok = self.prop.region.contains(x32.reshape(len(x32), *self.prop.region.shape))
+        ok = in_box_float32(x32, self.lo, self.hi, self.int_mask)
         if not ok.any():
             return None
         x32 = x32[ok]
@@ -70,12 +70,25 @@ class Problem:
 
 
 def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Round points to float32, stepping one float32 ulp inward where rounding left the box."""
+    """Round points to float32, stepping one float32 ulp inward where rounding left the box
+    (unless the box holds no float32 number there, e.g. a point box at 0.1: see in_box_float32)."""
     x32 = np.clip(x, lo, hi).astype(np.float32)
     for _ in range(2):
-        x32 = np.where(x32 < lo, np.nextafter(x32, np.float32(np.inf)), x32)
-        x32 = np.where(x32 > hi, np.nextafter(x32, np.float32(-np.inf)), x32)
+        up, down = np.nextafter(x32, np.float32(np.inf)), np.nextafter(x32, np.float32(-np.inf))
+        x32 = np.where((x32 < lo) & (up <= hi), up, x32)
+        x32 = np.where((x32 > hi) & (down >= lo), down, x32)
     return x32.astype(np.float64)
+
+
+def in_box_float32(x32: np.ndarray, lo: np.ndarray, hi: np.ndarray, int_mask: np.ndarray | None) -> np.ndarray:
+    """Per point: inside the box, where a coordinate may also equal the float32 rounding of a box
+    bound (needed when no float32 number lies in ``[lo, hi]`` along that input); integral on
+    integer inputs."""
+    lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
+    ok = ((x32 >= lo) | (x32 == lo32)) & ((x32 <= hi) | (x32 == hi32))
+    if int_mask is not None:
+        ok &= ~int_mask | (x32 == np.round(x32))
+    return ok.all(axis=1)
 
 
 def build_spec(prop: Property, cert_margin: float) -> Spec:
@@ -99,6 +112,9 @@ def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet, Fl
         raise ConfigError(f"model must be a Network, torch.nn.Module or AffineReluNet, got {type(model).__name__}")
     info = getattr(model, "info", None)
     shape = tuple(info.input_shape) if info is not None else tuple(region_shape)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if info is None and isinstance(first, nn.Linear) and int(np.prod(shape)) != first.in_features:
+        shape = (first.in_features,)  # let check_shapes report the mismatch in words
     return affine_net(model, shape), float32_forward(model, shape), shape
 
 

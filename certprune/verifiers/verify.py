@@ -11,7 +11,8 @@ Soundness conventions
   has ``lower(A_r y - b_r) > cert_margin * (1 + |b_r|)`` (default ``cert_margin = 1e-7``), which
   covers the float32 rounding of the model's execution on typical nets. CERTIFIED means every
   disjunct is refuted on every domain.
-- FALSIFIED only for a point that lies in the region (integer inputs integral), given as float32
+- FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
+  equal the float32 rounding of a box bound where no float32 number lies inside), given as float32
   values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
   property (margin <= 0). The Result carries that point and that output.
 - Out of time -> UNKNOWN (never an exception); the deadline is checked between batches, and
