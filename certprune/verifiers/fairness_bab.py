@@ -38,8 +38,8 @@ class BabConfig:
 
     batch: int = 4096
     enum_points: int = 64
-    z3_depth: int = 12
-    z3_unstable: int = 12
+    z3_depth: int = 20
+    z3_unstable: int = -1
     z3_every: int = 4
     z3_timeout: float = 1.0
     z3_max_calls: int = 5000
@@ -231,7 +231,7 @@ class TwinBab:
             stalled = np.flatnonzero(eligible & (depth % self.cfg.z3_every == 0))
             drop = np.zeros(len(zlo), dtype=bool)
             for k in stalled:
-                if self.z3_calls >= self.cfg.z3_max_calls or time.perf_counter() > self.deadline:
+                if self.z3_calls >= self.cfg.z3_max_calls or time.monotonic() > self.deadline:
                     break
                 drop[k] = self._z3(zlo[k], zhi[k], int(part[k]), st) != "open"
             keep = ~drop & ~st.done[part]
@@ -269,7 +269,7 @@ class TwinBab:
     # ----- driver --------------------------------------------------------------------------
     def run(self, pids: np.ndarray, plo: np.ndarray, phi: np.ndarray, deadline: float,
             on_done: Callable[[list[PartitionOutcome]], None], chunk: int = 2000) -> None:
-        """Decide partitions ``pids`` (bounds plo/phi) until ``deadline`` (perf_counter);
+        """Decide partitions ``pids`` (bounds plo/phi) until ``deadline`` (time.monotonic);
         ``on_done`` receives outcomes as they finish, and the undecided ones at the end."""
         P = len(pids)
         self.deadline = deadline
@@ -290,7 +290,7 @@ class TwinBab:
                 size += len(part)
             if not stack:
                 break
-            if time.perf_counter() > deadline:
+            if time.monotonic() > deadline:
                 break
             zlo, zhi, part, depth = stack.pop()
             if len(zlo) > self.cfg.batch:

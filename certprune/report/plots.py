@@ -1,0 +1,78 @@
+"""Matplotlib figures of an audit, returned as PNG bytes (Agg backend, no display needed)."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+COLORS = {"certified": "#2e7d32", "falsified": "#c62828", "undecided": "#9e9e9e"}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def share_plot(summary: dict) -> bytes:
+    """Horizontal bars: share of the integer domain and of the partitions per verdict."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    vs = list(COLORS)
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    total = max(1, summary["partitions"])
+    for row, (label, vals) in enumerate([("domain", [summary["domain_share"][v] for v in vs]),
+                                         ("partitions", [summary["counts"][v] / total for v in vs])]):
+        left = 0.0
+        for v, w in zip(vs, vals):
+            ax.barh(row, w, left=left, color=COLORS[v], label=v if row == 0 else None)
+            left += w
+    ax.set_yticks([0, 1], ["share of domain", "share of partitions"])
+    ax.set_xlim(0, 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
+    return _png(fig)
+
+
+def pick_map_features(parts: pd.DataFrame, names: list[str]) -> tuple[int, int]:
+    """The two features with the most distinct partition lower bounds (ties: model order)."""
+    lo = np.array([json.loads(s) for s in parts["lo"]])
+    distinct = [len(np.unique(lo[:, j])) for j in range(lo.shape[1])]
+    order = sorted(range(len(names)), key=lambda j: (-distinct[j], j))
+    return order[0], order[1] if len(order) > 1 else order[0]
+
+
+def verdict_map(parts: pd.DataFrame, names: list[str], features: tuple[int, int] | None = None) -> bytes:
+    """Grid over two features' partition chunks; each cell shows the share of its partitions that
+    are falsified (red), undecided (grey) or certified (green), as stacked colour fractions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fi, fj = features or pick_map_features(parts, names)
+    lo = np.array([json.loads(s) for s in parts["lo"]])
+    xi = np.unique(lo[:, fi], return_inverse=True)
+    xj = np.unique(lo[:, fj], return_inverse=True)
+    ni, nj = len(xi[0]), len(xj[0])
+    rgb = np.zeros((nj, ni, 3))
+    cnt = np.zeros((nj, ni))
+    cols = {v: np.array(matplotlib.colors.to_rgb(c)) for v, c in COLORS.items()}
+    for a, b, v in zip(xi[1], xj[1], parts["verdict"]):
+        rgb[b, a] += cols[v]
+        cnt[b, a] += 1
+    rgb = np.where(cnt[..., None] > 0, rgb / np.maximum(cnt, 1)[..., None], 1.0)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.imshow(rgb, origin="lower", aspect="auto", interpolation="nearest",
+              extent=(-0.5, ni - 0.5, -0.5, nj - 0.5))
+    ax.set_xlabel(f"{names[fi]} (partition lower bound)")
+    ax.set_ylabel(f"{names[fj]} (partition lower bound)")
+    for axis, vals, n in ((ax.xaxis, xi[0], ni), (ax.yaxis, xj[0], nj)):
+        step = max(1, n // 8)
+        axis.set_ticks(range(0, n, step), [str(int(v)) for v in vals[::step]])
+    handles = [matplotlib.patches.Patch(color=c, label=v) for v, c in COLORS.items()]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
+    ax.set_title("verdicts over partitions (colour = mix of verdicts in the cell)")
+    return _png(fig)

@@ -1,0 +1,67 @@
+"""SQLite store of per-partition audit results: written as partitions finish, read on resume.
+
+One row per partition; each batch of finished partitions is one committed transaction (WAL
+journal), so a run killed with SIGKILL loses no finished partition. ``meta`` holds the audit's
+identity (model hash, spec, partitioning); reopening with a different identity is refused so a
+resume never mixes two audits. 'unknown' rows are retried by the next run.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from certprune.errors import ConfigError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS partitions (
+  pid INTEGER PRIMARY KEY, verdict TEXT NOT NULL, points REAL, nodes INTEGER, z3_calls INTEGER,
+  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL);
+"""
+FINISHED = ("certified", "falsified")
+
+
+class AuditStore:
+    """Open (or create) ``path``; ``identity`` must match the stored one if the file exists."""
+
+    def __init__(self, path: str | Path, identity: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(_SCHEMA)
+        ident = json.dumps(identity, sort_keys=True)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('identity', ?)", (ident,))
+        elif row[0] != ident:
+            raise ConfigError(f"{self.path} holds results of a different audit (model, spec or partitioning "
+                              f"differ); use another --out directory or delete it")
+
+    def finished(self) -> set[int]:
+        """Partition ids with a final verdict (certified / falsified)."""
+        rows = self.conn.execute("SELECT pid FROM partitions WHERE verdict IN (?, ?)", FINISHED)
+        return {r[0] for r in rows}
+
+    def write(self, outcomes: Iterable, points: dict[int, float]) -> None:
+        """Insert or replace a batch of PartitionOutcome rows in one transaction."""
+        rows = [(o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
+                 None if o.x is None else json.dumps([int(v) for v in np.asarray(o.x)]),
+                 None if o.x_prime is None else json.dumps([int(v) for v in np.asarray(o.x_prime)]),
+                 o.logit_x, o.logit_x_prime) for o in outcomes]
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR REPLACE INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def frame(self) -> pd.DataFrame:
+        """All rows, ordered by partition id."""
+        return pd.read_sql_query("SELECT * FROM partitions ORDER BY pid", self.conn)
+
+    def close(self) -> None:
+        self.conn.close()

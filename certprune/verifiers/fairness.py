@@ -1,0 +1,177 @@
+"""``audit_fairness``: a sound and complete Fairify-style audit of individual fairness.
+
+partition the integer domain -> decide every partition with the twin-network engine
+(:mod:`fairness_bab`: bounds, integer splits, exhaustive small boxes, z3 leaves; serially, in local
+processes or on Ray) -> store rows as they finish (SQLite, resumable) -> write summary.json,
+partitions.csv, counterexamples.csv (+ a decoded copy) and report.html.
+
+Verdict semantics: CERTIFIED = no valid pair flips the float32 decision in the partition (bounds
+in float64 with an explicit float32 rounding margin, see :mod:`twin_bounds`); FALSIFIED = a valid
+pair that flips it when the original model is run in float32; UNKNOWN = budget spent.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from certprune.errors import ConfigError
+from certprune.fairness_spec import FairnessSpec
+from certprune.verifiers.fairness_bab import BabConfig, Float32Decider, TwinBab
+from certprune.verifiers.partition import Partitioning, box_partition, grid_partition
+
+
+@dataclass
+class EngineFactory:
+    """Picklable recipe for a :class:`TwinBab` (local workers and Ray tasks build their own)."""
+
+    exact: object
+    module: torch.nn.Module
+    spec: FairnessSpec
+    config: BabConfig
+
+    def __call__(self) -> TwinBab:
+        mod = self.module
+
+        def run32(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return mod(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).reshape(len(x), -1).numpy()
+        return TwinBab(self.exact, Float32Decider(run32), self.spec, self.config)
+
+
+@dataclass
+class AuditResult:
+    """Summary dict (see :func:`summarize`), one row per partition, one row per counterexample."""
+
+    summary: dict
+    partitions: pd.DataFrame
+    counterexamples: pd.DataFrame
+    out_dir: Path | None
+
+
+def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
+    """(exact AffineReluNet, float32 copy of the original module, model hash)."""
+    from certprune.network import Network, as_network, load_model
+    from certprune.verifiers.bounds import affine_net
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    if not isinstance(model, Network):
+        model = as_network(model)
+    exact = affine_net(model)
+    module = copy.deepcopy(model.module).float().eval()
+    h = model.info.sha256 or hashlib.sha256(b"".join(w.numpy().tobytes() for w in exact.weights + exact.biases)).hexdigest()
+    return exact, module, h
+
+
+def make_partitioning(spec: FairnessSpec, partition_size: int | None, partitions=None) -> Partitioning:
+    """Fairify's grid for ``partition_size`` T, or the user's boxes (K, 2, n)."""
+    if partitions is not None:
+        return box_partition(partitions, spec.lower, spec.upper)
+    if partition_size is None:
+        raise ConfigError("give a partition size (positive integer) or explicit partitions")
+    return grid_partition(spec.lower, spec.upper, partition_size)
+
+
+def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning) -> dict:
+    pb = part.boxes.tolist() if part.boxes is not None else [s.tolist()[:1] + [len(s)] for s in part.starts]
+    return {"model": model_hash, "features": list(spec.feature_names), "lower": spec.lower.tolist(),
+            "upper": spec.upper.tolist(), "protected": list(spec.protected), "relaxed": [list(r) for r in spec.relaxed],
+            "partitions": hashlib.sha256(json.dumps(pb).encode()).hexdigest(), "count": part.count}
+
+
+def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None, *, partitions=None,
+                   timeout: float = 600.0, workers: int = 1, ray_address: str | None = None,
+                   out_dir: str | Path | None = None, progress: bool = True, config: BabConfig | None = None,
+                   report: bool = True) -> AuditResult:
+    """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec`` over every partition.
+
+    ``timeout``: global budget in seconds; partitions still open then are UNKNOWN. ``out_dir``:
+    where the SQLite store and outputs go (a temporary store is used when None); rerunning with
+    the same out_dir resumes. ``workers`` > 1 forks local processes; ``ray_address`` uses Ray.
+    """
+    import tempfile
+    from certprune.verifiers import parallel
+    from certprune.verifiers.audit_store import AuditStore
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if not (timeout > 0):
+        raise ConfigError(f"timeout must be positive, got {timeout!r}")
+    exact, module, mhash = _prepare_model(model)
+    spec.check_model_inputs(exact.input_dim)
+    part = make_partitioning(spec, partition_size, partitions)
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory()
+        out = Path(tmp.name)
+    else:
+        out = Path(out_dir)
+    ident = _identity(mhash, spec, part)
+    store_path = out / "audit.sqlite"
+    store = AuditStore(store_path, ident)
+    done = store.finished()
+    todo = np.array([p for p in range(part.count) if p not in done], dtype=np.int64)
+    factory = EngineFactory(exact, module, spec, config or BabConfig())
+    job = parallel.Job(factory, part, time.monotonic() + timeout)
+
+    def points(outs) -> dict[int, float]:
+        ids = [o.pid for o in outs]
+        return dict(zip(ids, part.points(ids).tolist())) if ids else {}
+
+    bar = _progress(part.count, len(done), progress)
+    t0 = time.perf_counter()
+
+    def on_done(outs) -> None:
+        store.write(outs, points(outs))
+        bar.update(sum(o.verdict != "unknown" for o in outs))
+
+    try:
+        if ray_address:
+            parallel.run_ray(job, todo, ray_address, on_done)
+        elif workers > 1 and len(todo) > 1:
+            seen = [len(done)]
+
+            def poll() -> None:
+                n = len(store.finished())
+                bar.update(n - seen[0])
+                seen[0] = n
+            parallel.run_local(job, todo, workers, lambda: AuditStore(store_path, ident), points, poll)
+        else:
+            parallel.run_serial(job, todo, on_done)
+    finally:
+        bar.close()
+    frame = store.frame()
+    store.close()
+    result = _finish(frame, spec, part, time.perf_counter() - t0, out if out_dir is not None else None, report)
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="partition", disable=not enabled, desc="fairness audit")
+
+
+def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds: float, out: Path | None,
+            report: bool) -> AuditResult:
+    from certprune.report.tables import counterexample_frames, partition_frame, summarize
+    parts = partition_frame(frame, part)
+    summary = summarize(parts, spec, part, seconds)
+    cex, decoded = counterexample_frames(frame, spec)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        parts.to_csv(out / "partitions.csv", index=False)
+        cex.to_csv(out / "counterexamples.csv", index=False)
+        decoded.to_csv(out / "counterexamples_decoded.csv", index=False)
+        if report:
+            from certprune.report.html import write_report
+            write_report(out / "report.html", summary, parts, decoded, spec, part)
+    return AuditResult(summary, parts, cex, out)

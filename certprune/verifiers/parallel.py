@@ -1,0 +1,93 @@
+"""Running the partition engine serially, in local worker processes, or on a Ray cluster.
+
+All three run the same :class:`TwinBab` on disjoint sets of partitions, so verdicts do not depend
+on the runner (the engine is sound and complete per partition; only which counterexample is found
+first may differ). Local workers are forked and write their finished partitions straight into the
+SQLite store; Ray tasks return their outcomes and the driver writes them.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from certprune.errors import ConfigError
+
+
+@dataclass
+class Job:
+    """Everything a worker needs: a factory for the engine, the partitioning and the deadline
+    (``time.monotonic`` seconds; Ray tasks get the remaining seconds instead)."""
+
+    make_engine: Callable
+    partitioning: object
+    deadline: float
+
+
+def _run_shard(job: Job, pids: np.ndarray, on_done: Callable) -> None:
+    import torch
+    torch.set_num_threads(1)  # one process per core; torch's own pool fights the workers
+    engine = job.make_engine()
+    lo, hi = job.partitioning.bounds(pids)
+    engine.run(pids, lo, hi, job.deadline, on_done)
+
+
+def run_serial(job: Job, pids: np.ndarray, on_done: Callable) -> None:
+    """Decide ``pids`` in this process."""
+    if len(pids):
+        _run_shard(job, pids, on_done)
+
+
+def _local_worker(job: Job, pids: np.ndarray, open_store: Callable, points: Callable) -> None:
+    store = open_store()
+    _run_shard(job, pids, lambda outs: store.write(outs, points(outs)))
+    store.close()
+
+
+def run_local(job: Job, pids: np.ndarray, workers: int, open_store: Callable, points: Callable,
+              poll: Callable[[], None]) -> None:
+    """Decide ``pids`` in ``workers`` forked processes (interleaved shards); each writes its own
+    rows through ``open_store()``; ``poll`` is called every half second (progress bar)."""
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_local_worker, args=(job, pids[k::workers], open_store, points), daemon=True)
+             for k in range(workers) if len(pids[k::workers])]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            poll()
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    poll()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} fairness worker(s) failed (exit codes {bad})")
+
+
+def _ray_task(job: Job, pids: np.ndarray, seconds: float) -> list:
+    job.deadline = time.monotonic() + seconds
+    outs: list = []
+    _run_shard(job, pids, outs.extend)
+    return outs
+
+
+def run_ray(job: Job, pids: np.ndarray, address: str, on_done: Callable, chunks: int = 64) -> None:
+    """Decide ``pids`` as Ray tasks on the cluster at ``address`` (``ray.init(address=...)``)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the optional Ray extra: pip install 'certprune[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    task = ray.remote(_ray_task)
+    seconds = max(0.0, job.deadline - time.monotonic())
+    refs = [task.remote(job, s, seconds) for s in np.array_split(pids, min(chunks, max(1, len(pids)))) if len(s)]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        on_done(ray.get(ready[0]))
