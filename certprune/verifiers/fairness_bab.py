@@ -160,6 +160,13 @@ class TwinBab:
             p = int(part[k])
             if st.done[p]:
                 continue
+            # float32 results depend on the batch (kernel choice); the reported pair must also
+            # flip when each input is run on its own, and those are the logits we report
+            (d1,), (l1,) = self.decide(x[k:k + 1])
+            (d2,), (l2,) = self.decide(xp[k:k + 1])
+            if d1 == d2:
+                continue
+            lg[k], lgp[k] = l1, l2
             st.done[p] = True
             st.outcomes.append(PartitionOutcome(int(st.pids[p]), "falsified", x[k], xp[k], float(lg[k]), float(lgp[k]),
                                                 int(st.nodes[p]), int(st.z3[p]), time.perf_counter() - st.started[p]))
