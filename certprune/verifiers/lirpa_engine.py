@@ -24,8 +24,10 @@ from torch import nn
 from certprune.errors import UnsupportedModelError
 
 _METHOD = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "CROWN-Optimized", "forward": "forward"}
+# sparse alphas must be off too: with dense intermediate bounds auto_LiRPA 0.3 otherwise fails
+# ("shape mismatch" in reconstruct_full_alpha) as soon as some neuron is stable in every box.
 _BOUND_OPTS = {"sparse_intermediate_bounds": False, "sparse_conv_intermediate_bounds": False,
-               "verbosity": 0}
+               "sparse_features_alpha": False, "sparse_spec_alpha": False, "verbosity": 0}
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -47,13 +49,15 @@ def _fingerprint(model: nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in list(model.parameters()) + list(model.buffers()))
 
 
-def bounded_module(model: nn.Module, input_shape: tuple[int, ...]):
-    """A float64 ``auto_LiRPA.BoundedModule`` for ``model`` (cached until its weights change)."""
+def bounded_module(model: nn.Module, input_shape: tuple[int, ...], fresh: bool = False):
+    """A float64 ``auto_LiRPA.BoundedModule`` for ``model`` (cached until its weights change,
+    unless ``fresh``: alpha-CROWN keeps per-batch optimiser state in the module, so reusing one
+    for another batch of boxes fails inside auto_LiRPA)."""
     from certprune.verifiers.lirpa_compat import import_auto_lirpa
     al = import_auto_lirpa()
     key = (_fingerprint(model), tuple(input_shape))
     hit = _CACHE.get(model)
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == key and not fresh:
         return hit[1]
     inner = model.module if hasattr(model, "info") and isinstance(getattr(model, "module", None), nn.Module) else model
     m64 = copy.deepcopy(inner).double().eval()
@@ -64,7 +68,8 @@ def bounded_module(model: nn.Module, input_shape: tuple[int, ...]):
     except (NotImplementedError, KeyError, RuntimeError, TypeError) as e:
         raise UnsupportedModelError(f"auto_LiRPA cannot bound this model: {type(e).__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    _CACHE[model] = (key, bm)
+    if not fresh:
+        _CACHE[model] = (key, bm)
     return bm
 
 
@@ -78,7 +83,7 @@ def lirpa_bounds(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, input_sha
     from certprune.verifiers.bounds import Bounds
     from certprune.verifiers.lirpa_compat import import_auto_lirpa
     al = import_auto_lirpa()
-    bm = bounded_module(model, input_shape)
+    bm = bounded_module(model, input_shape, fresh=method == "alpha-crown")
     n = lo.shape[0]
     xl = lo.reshape(n, *input_shape).double()
     xu = hi.reshape(n, *input_shape).double()

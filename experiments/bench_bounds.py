@@ -1,0 +1,152 @@
+"""Bound engine throughput: native vs auto_LiRPA, boxes per second, in one run.
+
+Nets: the 20-50-30-15-10-1 ReLU MLP (random weights, seed 0) on 10,000 random boxes, and a small
+MNIST convnet (random weights, seed 0; two stride-2 convolutions + two linear layers) on boxes of
+radius 2/255 around MNIST test images. Both engines run in float64 with one torch thread
+(``--threads``) and are timed in process CPU seconds (``--clock wall`` for wall time): on the
+shared 2-core development machine, several threads and wall time mostly measured the other
+jobs (two OpenMP threads on an overloaded machine ran IBP 80x slower than one). auto_LiRPA is called through our adapter (``engine="lirpa"``: full CROWN
+intermediate bounds, float64), with all boxes in one call; one extra row gives auto_LiRPA
+CROWN with its own defaults (float32, default bound options) for reference. alpha-CROWN uses a
+subset of boxes (auto_LiRPA's takes ~100x longer per box). "max |diff|" is the largest difference
+between native and auto_LiRPA bounds over all boxes and outputs; for alpha-CROWN, where both
+engines optimise differently, it reports the mean bound width of each engine instead.
+
+Run: ``python experiments/bench_bounds.py`` (writes experiments/results/bench_bounds.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from certprune.verifiers.bounds import affine_net, compute_bounds
+
+OUT = Path(__file__).resolve().parent / "results" / "bench_bounds.md"
+
+
+def bench_mlp(seed: int = 0) -> nn.Sequential:
+    """20-50-30-15-10-1 ReLU MLP with He-scaled random weights."""
+    g = torch.Generator().manual_seed(seed)
+    sizes, layers = [20, 50, 30, 15, 10, 1], []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * (2 / sizes[i]) ** 0.5)
+            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.1)
+        layers += [lin, nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).eval()
+
+
+def mnist_convnet(seed: int = 0) -> nn.Sequential:
+    """Conv(1->4, k4, s2) ReLU Conv(4->8, k4, s2) ReLU Flatten Linear(200, 50) ReLU Linear(50, 10)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 4, stride=2), nn.ReLU(), nn.Conv2d(4, 8, 4, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(200, 50), nn.ReLU(), nn.Linear(50, 10)).eval()
+
+
+def mlp_boxes(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """n boxes: centres uniform in [-1, 1]^20, radii uniform in [0, 0.1] per dimension."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(n, 20, generator=g, dtype=torch.float64) * 2 - 1
+    r = torch.rand(n, 20, generator=g, dtype=torch.float64) * 0.1
+    return c - r, c + r
+
+
+def mnist_boxes(n: int, eps: float = 2 / 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """L-inf boxes of radius eps around the first n MNIST test images, clipped to [0, 1]."""
+    from certprune.datasets.mnist import load_mnist
+    x = torch.from_numpy(load_mnist()[0][:n]).double()
+    return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+
+
+CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
+_clock = time.process_time
+
+
+def timed(fn):
+    """(result, seconds of the selected clock) of one call."""
+    t = _clock()
+    out = fn()
+    return out, _clock() - t
+
+
+def lirpa_default_float32(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, shape) -> float:
+    """Seconds for auto_LiRPA CROWN with its own defaults (float32, default bound options)."""
+    from certprune.verifiers.lirpa_compat import import_auto_lirpa
+    al = import_auto_lirpa()
+    m = __import__("copy").deepcopy(model).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bm = al.BoundedModule(m, torch.zeros(1, *shape))
+        xl, xu = lo.float().reshape(-1, *shape), hi.float().reshape(-1, *shape)
+        x = al.BoundedTensor((xl + xu) / 2, al.PerturbationLpNorm(x_L=xl, x_U=xu))
+        with torch.no_grad():
+            return timed(lambda: bm.compute_bounds(x=(x,), method="CROWN"))[1]
+
+
+def compare(name, model, shape, lo, hi, method, mode="backward"):
+    """One table row: boxes/s of both engines, ratio, disagreement."""
+    net = affine_net(model, shape)
+    w = min(len(lo), 1024 if method != "alpha-crown" else 8)  # warm-up at full chunk size (allocator, caches)
+    compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native")
+    compute_bounds(model, lo[:w], hi[:w], method=method, mode=mode, engine="lirpa", input_shape=shape)
+    a, ta = timed(lambda: compute_bounds(net, lo, hi, method=method, mode=mode, engine="native"))
+    b, tb = timed(lambda: compute_bounds(model, lo, hi, method=method, mode=mode, engine="lirpa", input_shape=shape))
+    n = len(lo)
+    if method == "alpha-crown":
+        diff = f"width {float((a.upper - a.lower).mean()):.4g} vs {float((b.upper - b.lower).mean()):.4g}"
+    else:
+        diff = f"{float(torch.maximum((a.lower - b.lower).abs().max(), (a.upper - b.upper).abs().max())):.1e}"
+    label = method if mode == "backward" else f"{method} ({mode})"
+    print(f"{name} {label}: native {n / ta:,.0f}/s, lirpa {n / tb:,.0f}/s", flush=True)
+    return [name, label, n, f"{n / ta:,.0f}", f"{n / tb:,.0f}", f"{tb / ta:.1f}x", diff]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boxes", type=int, default=10_000, help="MLP boxes (IBP, CROWN)")
+    ap.add_argument("--alpha-boxes", type=int, default=500, help="MLP boxes for alpha-CROWN")
+    ap.add_argument("--mnist-boxes", type=int, default=100, help="MNIST images (convnet)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCK[args.clock]
+    mlp, conv = bench_mlp(), mnist_convnet()
+    lo, hi = mlp_boxes(args.boxes)
+    rows = [compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, m) for m in ("ibp", "crown")]
+    rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, "crown", mode="forward"))
+    rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo[:args.alpha_boxes], hi[:args.alpha_boxes],
+                        "alpha-crown"))
+    t32 = lirpa_default_float32(mlp, lo, hi, (20,))
+    rows.append(["MLP 20-50-30-15-10-1", "crown: auto_LiRPA float32 defaults", args.boxes, "",
+                 f"{args.boxes / t32:,.0f}", "", ""])
+    mlo, mhi = mnist_boxes(args.mnist_boxes)
+    rows += [compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, m) for m in ("ibp", "crown")]
+    unit = "boxes/CPU-s" if args.clock == "cpu" else "boxes/s"
+    head = ["net", "method", "boxes", f"native {unit}", f"auto_LiRPA {unit}", "native / auto_LiRPA",
+            "max |diff|"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"torch {torch.__version__}, {args.threads} thread(s), float64, {args.clock} clock; "
+             f"load average at the end "
+             f"{load:.1f} (other jobs were running if > {args.threads}).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
