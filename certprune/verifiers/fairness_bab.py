@@ -217,6 +217,13 @@ class TwinBab:
             self._enumerate(zlo[small], zhi[small], part[small], st)
         big = keep & ~small
         zlo, zhi, part, depth = zlo[big], zhi[big], part[big], depth[big]
+        fresh = depth == 0  # falsify-first on new boxes: one cheap point may spare a bound pass
+        if fresh.any():
+            c = np.floor((zlo[fresh] + zhi[fresh]) / 2)
+            self._fix_coupling(c, part[fresh], st)
+            self._check_points(c, part[fresh], st)
+            alive = ~st.done[part]
+            zlo, zhi, part, depth = zlo[alive], zhi[alive], part[alive], depth[alive]
         if len(zlo) == 0:
             return None
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)

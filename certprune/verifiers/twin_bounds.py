@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.native_bounds import relu_relaxation
 from certprune.verifiers.twin import TwinLayout
 
 _U32 = 2.0 ** -24
@@ -81,6 +82,32 @@ def _relu_diff(l, u, Dl, Du):
     return torch.where(both, Dl, lo), torch.where(both, Du, hi)
 
 
+_SPECS = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)
+
+
+def _twin_crown(net: AffineReluNet, P: torch.Tensor, pre, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Backward CROWN lower bounds of ``a y + b y'`` for the six (a, b) rows of ``_SPECS``, both
+    copies propagated back to the shared input z (this keeps their correlation). (N, 6)."""
+    N = len(c)
+    lamz = torch.zeros(N, len(_SPECS), c.shape[1], dtype=c.dtype)
+    const = torch.zeros(N, len(_SPECS), dtype=c.dtype)
+    for copy in range(2):
+        rows = slice(copy * N, (copy + 1) * N)
+        coef = _SPECS[:, copy]
+        lam = (coef[:, None] * net.weights[-1][0]).expand(N, -1, -1)
+        const = const + coef * net.biases[-1][0]
+        for j in range(net.num_layers - 2, -1, -1):
+            l, u = pre[j][0][rows], pre[j][1][rows]
+            alpha, s, t = relu_relaxation(l, u)
+            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+            const = const + (neg * t.unsqueeze(1)).sum(-1)
+            lam = pos * alpha.unsqueeze(1) + neg * s.unsqueeze(1)
+            const = const + lam @ net.biases[j]
+            lam = lam @ net.weights[j]
+        lamz = lamz + lam @ P[copy]
+    return const + (lamz @ c.unsqueeze(-1)).squeeze(-1) - (lamz.abs() @ r.unsqueeze(-1)).squeeze(-1)
+
+
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False) -> TwinBounds:
     """Bounds of the one-logit ``net`` on x = P z and x' = P' z over N boxes (N, dz).
@@ -117,8 +144,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         if k == L - 1:
             break
         Dl, Du = _relu_diff(l, u, Dl, Du)
-        if keep_pre:
-            pre.append((l, u))
+        pre.append((l, u))
         m = u.clamp(min=0) + e
         active, dead = l >= 0, u <= 0
         unstable = ~(active | dead)
@@ -129,10 +155,13 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         LG, Lg = LG * alpha.unsqueeze(-1), Lg * alpha
         UG, Ug = UG * s.unsqueeze(-1), Ug * s + t
     c, r = c2[:N], r2[:N]
+    cr = _twin_crown(net, P, pre, c, r)  # rows: y, -y, y', -y', y - y', y' - y (lower bounds)
+    l = torch.cat([torch.maximum(l[:N, 0], cr[:, 0]), torch.maximum(l[N:, 0], cr[:, 2])])[:, None]
+    u = torch.cat([torch.minimum(u[:N, 0], -cr[:, 1]), torch.minimum(u[N:, 0], -cr[:, 3])])[:, None]
     dLG, dLg = LG[:N, 0] - UG[N:, 0], Lg[:N, 0] - Ug[N:, 0]
     dUG, dUg = UG[:N, 0] - LG[N:, 0], Ug[:N, 0] - Lg[N:, 0]
-    dl = torch.maximum(dLg + (dLG * c).sum(-1) - (dLG.abs() * r).sum(-1), -Du[:, 0])
-    du = torch.minimum(dUg + (dUG * c).sum(-1) + (dUG.abs() * r).sum(-1), -Dl[:, 0])
+    dl = torch.maximum(torch.maximum(dLg + (dLG * c).sum(-1) - (dLG.abs() * r).sum(-1), -Du[:, 0]), cr[:, 4])
+    du = torch.minimum(torch.minimum(dUg + (dUG * c).sum(-1) + (dUG.abs() * r).sum(-1), -Dl[:, 0]), -cr[:, 5])
     tau = _SAFETY * e[:, 0] + 1e-9
     gy = (LG[:N, 0] + UG[:N, 0]) / 2
     gp = (LG[N:, 0] + UG[N:, 0]) / 2
