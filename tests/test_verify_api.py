@@ -1,6 +1,7 @@
 """verify(): time limits, accepted model forms, config validation, and clear errors on bad input."""
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ from certprune.verifiers.verify import VerifyConfig, verify
 from conftest import random_mlp
 
 
+@functools.lru_cache(maxsize=None)
 def hard_instance(n_in: int = 10):
     """A 3x64 random net and a threshold 0.02 below the strongest attack's minimum: no attack
     finds a violation, and bounds need far more than a few seconds."""

@@ -202,7 +202,8 @@ def outcomes():
         net, prop = instance(*case)
         ref = reference(net, prop)
         got = {"input": verify(net, prop, timeout=20, config={"strategy": "input"}),
-               "relu": verify(net, prop, timeout=8, config={"strategy": "relu"})}
+               "relu": verify(net, prop, timeout=10, config={"strategy": "relu"}),
+               "relu-no-milp": verify(net, prop, timeout=3, config={"strategy": "relu", "milp_max_unstable": 0})}
         rows.append((case, net, prop, ref, got))
     return rows
 
@@ -214,19 +215,22 @@ def test_verdicts_match_exact_milp(outcomes):
         assert got["input"].verdict is _VERDICT[ref], (case, ref, got["input"].stats)
         if got["relu"].decided:
             assert got["relu"].verdict is _VERDICT[ref], (case, ref, got["relu"].stats)
-    assert sum(got["relu"].decided for *_, got in outcomes) >= len(outcomes) - 4
+    assert all(got["relu"].decided for *_, got in outcomes)
     assert {ref for _, ref, _ in decided} == {"sat", "unsat"}, "both verdicts must occur in the set"
 
 
 def test_some_cases_need_branch_and_bound(outcomes):
-    phases = [res.stats.get("phase") for *_, got in outcomes for res in got.values()]
+    phases = [got[st].stats.get("phase") for *_, got in outcomes for st in ("input", "relu")]
     assert phases.count("bab") >= 10 and "falsify" in phases and "bound" in phases
 
 
 def test_strategies_agree(outcomes):
+    """Input splitting, ReLU splitting with MILP leaves, and pure ReLU splitting (LP leaves only)."""
     for case, _, _, _, got in outcomes:
-        if got["relu"].decided:
-            assert got["input"].verdict is got["relu"].verdict, case
+        for st in ("relu", "relu-no-milp"):
+            if got[st].decided:
+                assert got["input"].verdict is got[st].verdict, (case, st)
+    assert sum(got["relu-no-milp"].decided for *_, got in outcomes) >= len(outcomes) - 4
 
 
 def test_branch_and_bound_alone_finds_counterexamples(outcomes):

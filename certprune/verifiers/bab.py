@@ -72,6 +72,8 @@ class BabSettings:
     max_input_depth: int
     relu_switch_unstable: int
     optimize_iters: int = 0
+    milp_max_unstable: int = 0
+    milp_time_limit: float = 5.0
 
 
 class BranchAndBound:
@@ -137,12 +139,12 @@ class BranchAndBound:
             integer = self.int_mask is not None and bool(self.int_mask[idx])
             (l1, h1), (l2, h2) = split_box(d.lo, d.hi, idx, value, integer)
             self.stats["input_splits"] += 1
-            return [Domain(l1, h1, d.splits, d.alive, d.depth + 1, d.key, d.branch),
-                    Domain(l2, h2, d.splits, d.alive, d.depth + 1, d.key, d.branch)]
+            return [Domain(l1, h1, d.splits, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried),
+                    Domain(l2, h2, d.splits, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried)]
         a, b = split_relu(d.splits, idx)
         self.stats["relu_splits"] += 1
-        return [Domain(d.lo, d.hi, a, d.alive, d.depth + 1, d.key, d.branch),
-                Domain(d.lo, d.hi, b, d.alive, d.depth + 1, d.key, d.branch)]
+        return [Domain(d.lo, d.hi, a, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried),
+                Domain(d.lo, d.hi, b, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried)]
 
     def _layer_splits(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(flat, self.sizes, dim=1)) if self.sizes else []
@@ -189,7 +191,16 @@ class BranchAndBound:
                          and d.depth - n_relu < self.settings.max_input_depth
                          and int(unstable[i]) > self.settings.relu_switch_unstable)
             branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
-            self.queue.push(Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch))
+            dom = Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch, d.milp_tried)
+            if not use_input and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:
+                if self._out_of_time():
+                    self.timed_out = True
+                    return
+                self._milp(dom, [(l[i], u[i]) for l, u in db.pre])
+                if self.found is not None:
+                    return
+                continue
+            self.queue.push(dom)
 
     def _try_points(self, db, lo, hi, row_live, open_: torch.Tensor) -> None:
         """Check box centers and the CROWN primal vertex of each domain's worst live row."""
@@ -204,6 +215,32 @@ class BranchAndBound:
             m = self.int_mask.numpy()
             pts = np.where(m, np.clip(np.round(pts), np.ceil(self.lo.numpy()), np.floor(self.hi.numpy())), pts)
         self.found = self.confirm(pts)
+
+    def _milp(self, d: Domain, pre) -> None:
+        """Few unstable ReLUs left: try the exact MILP per live disjunct; push back what stays open."""
+        from certprune.verifiers.milp_leaf import solve_milp
+
+        t0 = time.monotonic()
+        self.stats["milp_calls"] = self.stats.get("milp_calls", 0) + 1
+        pre_np = [(l.numpy(), u.numpy()) for l, u in pre]
+        still = d.alive.clone()
+        for k in np.flatnonzero(d.alive.numpy()):
+            limit = self.settings.milp_time_limit
+            if self.deadline is not None:
+                limit = min(limit, self.deadline - time.monotonic())
+            tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
+            out = solve_milp(self.net, d.lo.numpy(), d.hi.numpy(), pre_np, self.spec.A[k], self.spec.b[k], tol,
+                             limit, None if self.int_mask is None else self.int_mask.numpy())
+            if out.status == "refuted":
+                still[k] = False
+            elif out.status == "candidate":
+                self.found = self.confirm(out.x[None])
+                if self.found is not None:
+                    break
+        self.stats["time_milp"] = self.stats.get("time_milp", 0.0) + time.monotonic() - t0
+        if self.found is None and bool(still.any()):
+            d.alive, d.milp_tried = still, True
+            self.queue.push(d)
 
     def _leaf(self, d: Domain, lo, hi, splits, alive, pre, key: float) -> None:
         """All ReLUs stable: decide each live disjunct by an LP; branch on fractional integers."""

@@ -26,6 +26,7 @@ class Domain:
     depth: int
     key: float
     branch: tuple[str, int, float]
+    milp_tried: bool = False  # an exact MILP already left this domain (or an ancestor) open
 
 
 class DomainQueue:

@@ -53,6 +53,8 @@ class VerifyConfig:
     max_input_depth: int = 64
     relu_switch_unstable: int = 1       # input strategy: split ReLUs once this few are unstable
     threads: int = 1                    # torch intra-op threads during the call (0 = leave torch's setting)
+    milp_max_unstable: int = 48         # ReLU branching: hand domains with this few unstable ReLUs to the MILP
+    milp_time_limit: float = 5.0        # seconds per MILP call (a domain it leaves open is branched further)
     optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
 
     def __post_init__(self) -> None:
@@ -61,7 +63,8 @@ class VerifyConfig:
         for name in ("batch", "queue_cap", "max_input_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "relu_switch_unstable", "optimize_iters", "threads"):
+        for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "relu_switch_unstable",
+                     "optimize_iters", "threads", "milp_max_unstable", "milp_time_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
@@ -141,7 +144,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
         return _unknown(stats, "bound")
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
-                           cfg.optimize_iters)
+                           cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit)
     out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
