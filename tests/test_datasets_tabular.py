@@ -139,3 +139,18 @@ def test_corrupt_compas_file(tmp_path):
         np.save(f, np.zeros((3, 6), np.int64))
     with pytest.raises(DatasetError, match="six numpy arrays"):
         load_tabular("compas", tmp_path)
+
+
+@pytest.mark.parametrize("name,rel,content", [
+    ("german", "german/german.data", "A11 6 A34\nnot a german file at all\n"),
+    ("bank", "bank/bank-additional-full.csv", "a;b\n1;2\n"),
+    ("adult", "adult/adult.data", "x, y\n\xff\xfe garbage\n"),
+])
+def test_malformed_files_give_dataset_errors(tmp_path, name, rel, content):
+    f = tmp_path / "fairness" / rel
+    f.parent.mkdir(parents=True)
+    f.write_bytes(content.encode("latin-1"))
+    if name == "adult":
+        (f.parent / "adult.test").write_text("|1x3 Cross validator\n")
+    with pytest.raises(DatasetError, match=name):
+        load_tabular(name, tmp_path)

@@ -66,20 +66,34 @@ def load(data_dir: str | Path | None = None):
     import pandas as pd
     from sklearn.preprocessing import KBinsDiscretizer
 
-    from certprune.datasets._encode import encode_categories, split_8515
+    from certprune.datasets._encode import encode_categories, read_csv, require_rows, split_8515
     from certprune.datasets.paths import data_root, require_file
 
     root = data_root(data_dir)
     train_f = require_file(root, "fairness", "adult", "adult.data")
     test_f = require_file(root, "fairness", "adult", "adult.test")
     kw = dict(names=_COLUMNS, skipinitialspace=True, na_values=["?"])
-    train = pd.read_csv(train_f, header=None, **kw)
-    test = pd.read_csv(test_f, header=0, **kw)   # header=0: the first line is not data
+    train = read_csv(train_f, "adult", header=None, **kw)
+    test = read_csv(test_f, "adult", header=0, **kw)   # header=0: the first line is not data
     df = pd.concat([test, train], ignore_index=True).drop(columns=["fnlwgt"]).dropna()
+    require_rows(df, train_f, "adult", 45222)
     encode_categories(df, _CATEGORICAL, "adult")
     for col in ("capital-gain", "capital-loss"):
         bins = KBinsDiscretizer(n_bins=20, encode="ordinal", strategy="uniform")
         df[col] = bins.fit_transform(df[[col]].astype(np.float64)).ravel()
     y = df["income-per-year"].isin([">50K", ">50K."]).to_numpy(np.int64)
-    X = df[list(SCHEMA.names)].to_numpy(np.float64).round().astype(np.int64)
+    X = _numeric(df[list(SCHEMA.names)], train_f).round().astype(np.int64)
     return split_8515(X, y, SCHEMA)
+
+
+def _numeric(df, path):
+    """Float64 matrix of the (already encoded) columns; DatasetError on non-numeric entries."""
+    import numpy as np
+    import pandas as pd
+
+    from certprune.errors import DatasetError
+    num = df.apply(pd.to_numeric, errors="coerce")
+    if num.isna().any().any():
+        col = num.columns[num.isna().any()].tolist()
+        raise DatasetError(f"adult: non-numeric values in column(s) {col} of {path}")
+    return num.to_numpy(np.float64)

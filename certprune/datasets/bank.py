@@ -57,13 +57,14 @@ _CATEGORICAL = {"job": JOB, "marital": MARITAL, "education": EDUCATION, "default
 def load(data_dir: str | Path | None = None):
     """Bank marketing as TabularData (see module doc)."""
     import numpy as np
-    import pandas as pd
 
-    from certprune.datasets._encode import encode_categories, split_8515
+    from certprune.datasets._encode import check_columns, encode_categories, read_csv, require_rows, split_8515
     from certprune.datasets.paths import data_root, require_file
 
     path = require_file(data_root(data_dir), "fairness", "bank", "bank-additional-full.csv")
-    df = pd.read_csv(path, sep=";", na_values=["unknown"]).dropna()
+    df = read_csv(path, "bank", sep=";", na_values=["unknown"])
+    check_columns(df, list(SCHEMA.names) + ["y"], path, "bank")
+    df = require_rows(df.dropna(), path, "bank", 30488)
     df["age"] = (df["age"] >= 25).astype(np.int64)
     encode_categories(df, _CATEGORICAL, "bank")
     y = (df["y"] == "yes").to_numpy(np.int64)

@@ -90,12 +90,14 @@ def load(data_dir: str | Path | None = None):
     import numpy as np
     import pandas as pd
 
-    from certprune.datasets._encode import encode_categories, split_8515
+    from certprune.datasets._encode import encode_categories, read_csv, split_8515
     from certprune.datasets.paths import data_root, require_file
     from certprune.errors import DatasetError
 
     path = require_file(data_root(data_dir), "fairness", "german", "german.data")
-    df = pd.read_csv(path, sep=" ", header=None, names=_COLUMNS)
+    df = read_csv(path, "german", sep=" ", header=None, names=_COLUMNS)
+    if df[_COLUMNS[-1]].isna().any() or not pd.api.types.is_numeric_dtype(df["age"]):
+        raise DatasetError(f"german: {path} is not the 21-column space-separated german.data")
     df["age"] = (df["age"] >= 26).astype(np.int64)
     if not set(df["personal_status"]).issubset(_SEX):
         raise DatasetError(f"{path}: unknown personal-status codes {sorted(set(df['personal_status']) - set(_SEX))}")
