@@ -75,6 +75,7 @@ def main() -> None:
     ref = fairify_table(models_dir() / "README.md")
     if a.only:
         ref = ref[ref.model.isin(a.only.split(","))]
+    ref = ref.sort_values("model", key=lambda m: m.str[:2].map({"GC": 0, "BM": 1, "AC": 2}), kind="stable")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame()

@@ -43,6 +43,7 @@ class BabConfig:
     z3_every: int = 4
     z3_timeout: float = 1.0
     z3_max_calls: int = 5000
+    sweep_samples: int = 4
 
 
 @dataclass
@@ -273,6 +274,49 @@ class TwinBab:
         return (np.concatenate([zlo, lo2]), np.concatenate([hi1, zhi]), np.concatenate([part, part]),
                 np.concatenate([depth + 1, depth + 1]))
 
+    def _sweep(self, st: _State, chunk: int, deadline: float) -> None:
+        """Falsification sweep over every partition before any bound: box centres and
+        ``sweep_samples`` random integer points per twin box (a heuristic; it only finds pairs)."""
+        rng = np.random.default_rng(0)
+        for s0 in range(0, len(st.pids), chunk):
+            if time.monotonic() > deadline:
+                return
+            sel = np.arange(s0, min(len(st.pids), s0 + chunk))
+            zlo, zhi, part = self.initial_boxes(st.plo[sel], st.phi[sel])
+            part = sel[part]
+            ok = self._tighten(zlo, zhi, part, st)
+            zlo, zhi, part = zlo[ok], zhi[ok], part[ok]
+            best = worst = None
+            for k in range(self.cfg.sweep_samples + 1):
+                z = np.floor((zlo + zhi) / 2) if k == 0 else np.floor(rng.uniform(zlo, zhi + 1))
+                z = np.minimum(z, zhi)
+                self._fix_coupling(z, part, st)
+                self._check_points(z, part, st)
+                y = self.decide(self.layout.split(z)[0])[1]
+                if best is None:
+                    best, worst = (z.copy(), y.copy()), (z.copy(), y.copy())
+                up, down = y > best[1], y < worst[1]
+                best[0][up], best[1][up] = z[up], y[up]
+                worst[0][down], worst[1][down] = z[down], y[down]
+            self._bisect(best[0], worst[0], (best[1] > 0) & (worst[1] <= 0) & ~st.done[part], part, st)
+
+    def _bisect(self, a: np.ndarray, b: np.ndarray, use: np.ndarray, part: np.ndarray, st: _State) -> None:
+        """Walk the segment between a point decided 'yes' (a) and one decided 'no' (b) towards the
+        decision boundary, checking every midpoint as a candidate pair (flips live there)."""
+        a, b, part = a[use], b[use], part[use]
+        for _ in range(40):
+            if len(a) == 0 or np.all(np.abs(a - b).max(axis=1) <= 1):
+                break
+            m = np.floor((a + b) / 2)
+            self._fix_coupling(m, part, st)
+            self._check_points(m, part, st)
+            yes = self.decide(self.layout.split(m)[0])[0]
+            a = np.where(yes[:, None], m, a)
+            b = np.where(yes[:, None], b, m)
+            live = ~st.done[part]
+            a, b, part = a[live], b[live], part[live]
+        self._check_points(b, part, st)
+
     @staticmethod
     def _finish_empty(sel: np.ndarray, st: _State) -> None:
         """Partitions without any twin box (a single protected value) are vacuously certified."""
@@ -291,11 +335,18 @@ class TwinBab:
                     np.zeros(P, bool), np.full(P, np.inf), np.zeros(P, np.int64), np.zeros(P, np.int64))
         stack: list[tuple] = []
         next_p = emitted = 0
+        self._sweep(st, chunk, deadline)
         while True:
+            if len(st.outcomes) > emitted:
+                on_done(st.outcomes[emitted:])
+                emitted = len(st.outcomes)
             size = sum(len(b[0]) for b in stack)
             while size < self.cfg.batch and next_p < P:
                 sel = np.arange(next_p, min(P, next_p + chunk))
                 next_p = sel[-1] + 1
+                sel = sel[~st.done[sel]]
+                if len(sel) == 0:
+                    continue
                 zlo, zhi, part = self.initial_boxes(st.plo[sel], st.phi[sel])
                 part = sel[part]
                 np.add.at(st.open_count, part, 1)
