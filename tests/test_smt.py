@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import random_mlp
 
-from certprune.errors import ConfigError, ShapeMismatchError
+from certprune.errors import ConfigError, ShapeMismatchError, SpecError
 from certprune.specs import InputRegion, LinearConstraints, Property
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bounds import compute_bounds
@@ -203,6 +203,8 @@ def test_bad_inputs_raise_specific_errors():
         solve_property(net, _at_least(region, 0.0, n_out=2), timeout=1)
     with pytest.raises(ShapeMismatchError, match="pre_bounds"):
         solve_property(net, _at_least(region, 0.0), timeout=1, pre_bounds=[(np.zeros(3), np.ones(3))])
+    with pytest.raises(SpecError, match="extra_constraints"):
+        solve_property(net, _at_least(region, 0.0), timeout=1, extra_constraints=["x0 > 1"])
     with pytest.raises(ConfigError, match="ReLU encoding"):
         SmtOptions(relu="bigm")
     with pytest.raises(ConfigError, match="strategy"):

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from certprune.errors import ConfigError, ShapeMismatchError
+from certprune.errors import ConfigError, ShapeMismatchError, SpecError
 from certprune.specs import Property
 from certprune.verifiers.affine import AffineReluNet
 
@@ -300,7 +300,10 @@ def solve_property(net: AffineReluNet, prop: Property, timeout: float, pre_bound
     solver.add(violation_formula(prop, enc.outputs))
     if extra_constraints is not None:
         extra = extra_constraints(variables, enc.outputs) if callable(extra_constraints) else extra_constraints
-        solver.add(list(extra))
+        try:
+            solver.add(list(extra))
+        except (z3.Z3Exception, TypeError) as e:
+            raise SpecError(f"extra_constraints must be z3 Boolean formulas: {e}") from None
     t1 = time.perf_counter()
     res = solver.check()
     t2 = time.perf_counter()
