@@ -161,7 +161,9 @@ def bench(instances, out: Path, timeout: float) -> None:
     """Run every missing (instance, tool) pair; append each row to rows.csv as it finishes."""
     rows_path = out / "rows.csv"
     done = load_rows(rows_path)
-    if done and list(next(iter(done.values()))) != FIELDS:  # older column set: rewrite with blanks
+    n_lines = sum(1 for _ in csv.DictReader(open(rows_path))) if done else 0
+    if done and (list(next(iter(done.values()))) != FIELDS or n_lines != len(done)):
+        # older column set, or a pair measured twice (last kept): rewrite, blanks for new columns
         with open(rows_path, "w", newline="") as f:
             w = csv.DictWriter(f, FIELDS, restval="")
             w.writeheader()
@@ -218,11 +220,40 @@ def table(instances, out: Path, timeout: float) -> str:
         cells = [f"{words[t]} | {float(r[t]['seconds']):.1f} | {r[t].get('solve_seconds') or ''}" for t in TOOLS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ratio = total["certprune"] / total["marabou"] if total["marabou"] else float("nan")
+    lines = summary_table(instances, rows) + [""] + lines
     lines += ["", f"Instances: {n}. Solved: certprune {solved['certprune']}, Marabou {solved['marabou']} "
               f"(only certprune: {len(only['certprune'])}, only Marabou: {len(only['marabou'])}). "
               f"Total wall time: certprune {total['certprune']:.0f} s, Marabou {total['marabou']:.0f} s "
               f"(ratio certprune/Marabou {ratio:.2f}). Disagreements (sat vs unsat): {', '.join(disagree) or 'none'}."]
     return "\n".join(lines) + "\n"
+
+
+def family(name: str) -> str:
+    """Group label: 'ACAS Xu prop 1-4', 'ACAS Xu prop 5-10' or 'MNIST eps=E'."""
+    if name.startswith("acas_"):
+        return "ACAS Xu prop 1-4" if int(name.rsplit("prop_", 1)[1]) <= 4 else "ACAS Xu prop 5-10"
+    return "MNIST eps=" + name.rsplit("_eps", 1)[1]
+
+
+def summary_table(instances, rows) -> list[str]:
+    """Per family: instances, solved (sat/unsat) and total wall seconds for each tool."""
+    fams: dict[str, dict] = {}
+    for name, _, _ in instances:
+        r = {t: rows.get((name, t)) for t in TOOLS}
+        if not all(r.values()):
+            continue
+        f = fams.setdefault(family(name), {"n": 0, **{t: [0, 0, 0.0] for t in TOOLS}})
+        f["n"] += 1
+        for t in TOOLS:
+            f[t][0] += r[t]["word"] == "sat"
+            f[t][1] += r[t]["word"] == "unsat"
+            f[t][2] += float(r[t]["seconds"])
+    out = ["| family | n | certprune sat/unsat | certprune s | Marabou sat/unsat | Marabou s |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for k, f in fams.items():
+        c, m = f["certprune"], f["marabou"]
+        out.append(f"| {k} | {f['n']} | {c[0]}/{c[1]} | {c[2]:.0f} | {m[0]}/{m[1]} | {m[2]:.0f} |")
+    return out
 
 
 def main() -> None:

@@ -134,6 +134,8 @@ def test_missing_model_and_bad_timeout_exit_2(tmp_path, capsys):
     assert "nope.onnx" in capsys.readouterr().err
     assert main(["verify", str(DIGITS_MODEL), str(prop), "--timeout", "-1"]) == 2
     assert "--timeout" in capsys.readouterr().err
+    assert main(["verify", str(DIGITS_MODEL), str(prop), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_internal_error_exit_1(tmp_path, capsys, monkeypatch):
