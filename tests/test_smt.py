@@ -235,3 +235,27 @@ def test_every_encoding_and_strategy_agrees_with_enumeration(options):
         assert out.status == ("sat" if t <= y.max() else "unsat")
         if out.status == "sat":
             assert net.forward(torch.as_tensor(out.x[None])).item() >= t - 1e-12
+
+
+def test_widened_interval_bounds_enclose_exact_rational_values_on_point_boxes():
+    """Point boxes, large magnitudes: float64 interval bounds collapse to l == u, which float64
+    rounding can place on the wrong side of the exact value; the widening must cover that."""
+    from certprune.verifiers.smt import _interval_bounds
+    rng = np.random.default_rng(3)
+    ws = [torch.as_tensor(rng.normal(0, 300, (12, 6))), torch.as_tensor(rng.normal(0, 1, (8, 12))),
+          torch.as_tensor(rng.normal(0, 1, (1, 8)))]
+    bs = [torch.as_tensor(rng.normal(0, 1000, n)) for n in (12, 8, 1)]
+    net = AffineReluNet(tuple(ws), tuple(bs), (6,))
+    missed_unwidened = 0
+    for _ in range(20):
+        x = rng.integers(-20000, 20000, 6).astype(float)
+        raw = _interval_bounds(net, x, x)
+        pre = widen_bounds(net, x, x, raw)
+        act = [Fraction(v) for v in x]
+        for k, ((wl, wu), (l, u)) in enumerate(zip(pre, raw)):
+            w, b = ws[k].numpy(), bs[k].numpy()
+            z = [sum(Fraction(w[r, j]) * act[j] for j in range(len(act))) + Fraction(b[r]) for r in range(len(b))]
+            assert all(Fraction(lo) <= zr <= Fraction(hi) for lo, zr, hi in zip(wl, z, wu))
+            missed_unwidened += sum(not Fraction(lo) <= zr <= Fraction(hi) for lo, zr, hi in zip(l, z, u))
+            act = [max(zr, Fraction(0)) for zr in z]
+    assert missed_unwidened > 0   # the raw float64 bounds do miss exact values: the widening matters
