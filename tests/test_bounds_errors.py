@@ -58,6 +58,8 @@ def test_unknown_method_engine_mode(model):
         neuron_stability(model, [0.0] * 3, [1.0] * 3, engine="gpu")
     with pytest.raises(ConfigError, match="unknown bound mode 'sideways'"):
         compute_bounds(model, [0.0] * 3, [1.0] * 3, mode="sideways")
+    with pytest.raises(ConfigError, match="intersect_ibp is an option of the native engine"):
+        compute_bounds(model, [0.0] * 3, [1.0] * 3, engine="lirpa", intersect_ibp=True)
 
 
 def test_native_engine_rejects_non_relu_layers():

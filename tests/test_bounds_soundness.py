@@ -71,7 +71,7 @@ def sample_box(lo: torch.Tensor, hi: torch.Tensor, seed: int) -> torch.Tensor:
     return lo + torch.cat([u, v]) * (hi - lo)
 
 
-def check_contains_samples(name: str, engine: str, cases: list[tuple[str, str]]) -> None:
+def check_contains_samples(name: str, engine: str, cases: list[tuple[str, str]], **kw) -> None:
     """Every sample's outputs and pre-activations lie inside the bounds of each (method, mode)."""
     build, shape = NETS[name]
     model = build()
@@ -82,7 +82,7 @@ def check_contains_samples(name: str, engine: str, cases: list[tuple[str, str]])
                 compute_bounds(model, lo, hi, method=method, engine=engine, mode=mode, input_shape=shape)
             continue
         b = compute_bounds(model, lo, hi, method=method, engine=engine, mode=mode, return_intermediate=True,
-                           input_shape=shape)
+                           input_shape=shape, **kw)
         assert b.engine == engine
         for i in range(len(lo)):
             y, pre = samples_with_preactivations(model, sample_box(lo[i], hi[i], seed=i))
@@ -100,6 +100,11 @@ FAST_LIRPA_CASES = [c for c in CASES if c[0] != "alpha-crown"]
 @pytest.mark.parametrize("name", list(NETS))
 def test_native_bounds_contain_samples(name):
     check_contains_samples(name, "native", CASES)
+
+
+@pytest.mark.parametrize("name", ["mlp5", "conv_bn"])
+def test_native_bounds_with_ibp_intersection_contain_samples(name):
+    check_contains_samples(name, "native", [c for c in CASES if c[0] != "ibp"], intersect_ibp=True)
 
 
 @pytest.mark.parametrize("name", list(NETS))
