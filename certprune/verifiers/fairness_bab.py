@@ -29,6 +29,10 @@ from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_p
 from certprune.verifiers.twin_bounds import twin_bounds
 
 
+NEAR_ZERO = 1e-2  # batched logits this close to 0 are re-decided one input at a time
+MAX_RECHECK = 10000
+
+
 @dataclass(frozen=True)
 class BabConfig:
     """Knobs of the engine (none affects soundness): batch size, exhaustive-enumeration size,
@@ -157,6 +161,11 @@ class TwinBab:
         x, xp, part = x[ok], xp[ok], part[ok]
         d, lg = self.decide(x)
         dp, lgp = self.decide(xp)
+        # the reference decision is the model run on one input alone; batched kernels may round
+        # differently, so pairs with a near-zero batched logit are re-decided one input at a time
+        near = np.flatnonzero((d == dp) & ((np.abs(lg) < NEAR_ZERO) | (np.abs(lgp) < NEAR_ZERO)))
+        for k in near[:MAX_RECHECK]:
+            d[k], dp[k] = self.decide(x[k:k + 1])[0][0], self.decide(xp[k:k + 1])[0][0]
         for k in np.flatnonzero(d != dp):
             p = int(part[k])
             if st.done[p]:
