@@ -8,7 +8,7 @@ shared 2-core development machine, several threads and wall time mostly measured
 jobs (two OpenMP threads on an overloaded machine ran IBP 80x slower than one). auto_LiRPA is called through our adapter (``engine="lirpa"``: full CROWN
 intermediate bounds, float64), with all boxes in one call; one extra row gives auto_LiRPA
 CROWN with its own defaults (float32, default bound options) for reference. alpha-CROWN uses a
-subset of boxes (auto_LiRPA's takes ~100x longer per box). "max |diff|" is the largest difference
+subset of boxes (auto_LiRPA's takes ~100x longer per box). "max abs diff" is the largest difference
 between native and auto_LiRPA bounds over all boxes and outputs; for alpha-CROWN, where both
 engines optimise differently, it reports the mean bound width of each engine instead.
 
@@ -154,7 +154,7 @@ def main() -> None:
     rows += [compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, m) for m in ("ibp", "crown")]
     unit = "boxes/CPU-s" if args.clock == "cpu" else "boxes/s"
     head = ["net", "method", "boxes", f"native {unit}", f"auto_LiRPA {unit}", "native / auto_LiRPA",
-            "max |diff|"]
+            "max abs diff"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {args.threads} thread(s), float64, {args.clock} clock; "
