@@ -105,6 +105,10 @@ def test_native_agrees_with_auto_lirpa_for_ibp_forward_and_spec_matrix():
         b = compute_bounds(model, lo, hi, engine="lirpa", **kw)
         assert a.method == b.method
         assert (a.lower - b.lower).abs().max() < AGREE and (a.upper - b.upper).abs().max() < AGREE, kw
+    from certprune.verifiers.bounds import affine_net  # the canonical form also goes through auto_LiRPA
+    a = compute_bounds(affine_net(model, (6,)), lo, hi, engine="lirpa")
+    b = compute_bounds(model, lo, hi, engine="native")
+    assert (a.lower - b.lower).abs().max() < AGREE and (a.upper - b.upper).abs().max() < AGREE
 
 
 @pytest.mark.parametrize("name", ["mlp_bench", "mlp_wide_out"])

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from certprune.errors import UnsupportedModelError
+from certprune.verifiers.affine import AffineReluNet
 
 _METHOD = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "CROWN-Optimized", "forward": "forward"}
 # sparse alphas must be off too: with dense intermediate bounds auto_LiRPA 0.3 otherwise fails
@@ -45,8 +46,22 @@ def _float64_default():
         torch.set_default_dtype(old)
 
 
-def _fingerprint(model: nn.Module) -> tuple:
+def _fingerprint(model) -> tuple:
+    if isinstance(model, AffineReluNet):  # immutable: its tensors identify it
+        return tuple(t.data_ptr() for t in model.weights + model.biases)
     return tuple((p.data_ptr(), p._version) for p in list(model.parameters()) + list(model.buffers()))
+
+
+def _as_sequential(net: AffineReluNet) -> nn.Sequential:
+    """A float64 Linear/ReLU Sequential computing ``net`` on flattened inputs."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+        lin = nn.Linear(w.shape[1], w.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+        layers += [lin, nn.ReLU()] if i < net.num_layers - 1 else [lin]
+    return nn.Sequential(*layers).eval()
 
 
 def bounded_module(model: nn.Module, input_shape: tuple[int, ...], fresh: bool = False):
@@ -60,7 +75,7 @@ def bounded_module(model: nn.Module, input_shape: tuple[int, ...], fresh: bool =
     if hit is not None and hit[0] == key and not fresh:
         return hit[1]
     inner = model.module if hasattr(model, "info") and isinstance(getattr(model, "module", None), nn.Module) else model
-    m64 = copy.deepcopy(inner).double().eval()
+    m64 = _as_sequential(inner) if isinstance(inner, AffineReluNet) else copy.deepcopy(inner).double().eval()
     dummy = torch.zeros(1, *input_shape, dtype=torch.float64)
     try:
         with _float64_default():
@@ -73,7 +88,7 @@ def bounded_module(model: nn.Module, input_shape: tuple[int, ...], fresh: bool =
     return bm
 
 
-def lirpa_bounds(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, input_shape: tuple[int, ...], method: str,
+def lirpa_bounds(model: nn.Module | AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, input_shape: tuple[int, ...], method: str,
                  return_intermediate: bool = False, C: torch.Tensor | None = None):
     """Bounds from auto_LiRPA on N flattened boxes ``lo``/``hi`` (N, prod(input_shape)), float64.
 
