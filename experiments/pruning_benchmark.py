@@ -76,7 +76,8 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> pd.DataFrame:
             torch.save(dense.state_dict(), cache)
     print(f"[{net}] trained in {time.time() - t0:.0f}s", flush=True)
     common = dict(granularity="structured", data=(Xtr, ytr), epsilon=args.eps, seed=args.seed,
-                  score_samples=args.score_samples, hvp_samples=8, min_keep=args.min_keep)
+                  score_samples=args.score_samples, hvp_samples=8, min_keep=args.min_keep,
+                  stability_reduce=args.stability_reduce)
     models, meta, timing = {"dense": dense}, {"dense": ("dense", 0.0)}, {"dense": 0.0}
     loss_opts = dict(stability_weight=args.stability_weight, train_epsilon=args.train_eps)
     t = time.time()
@@ -174,6 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--cache", type=Path, default=None, help="folder to cache the trained dense models in")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--stability-reduce", default="mean", choices=("mean", "sum"))
     args = p.parse_args(argv)
     args.methods = args.methods.split(",")
     args.amounts = [float(a) for a in args.amounts.split(",")]

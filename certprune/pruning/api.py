@@ -32,6 +32,7 @@ class PruneOptions:
     fine-tuning. ``silo``: per-step max LR rises on an S-curve from ``lr/10`` to ``lr``.
     ``score_samples``: data points used for scoring (first ones). ``min_keep``: fraction of every
     layer's units that unit pruning never removes (0: none protected; a layer emptied is an error).
+    ``stability_reduce``: mean or sum over a channel's positions of its stability scores.
     """
 
     scope: str | None = None
@@ -51,6 +52,7 @@ class PruneOptions:
     score_samples: int = 512
     input_shape: tuple[int, ...] | None = None
     min_keep: float = 0.0
+    stability_reduce: str = "mean"
 
 
 def make_options(options: dict) -> PruneOptions:
@@ -156,7 +158,8 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
 def _context(work, X, y, epsilon, seed, opts: PruneOptions) -> ScoreContext:
     n = opts.score_samples
     return ScoreContext(work, None if X is None else X[:n], None if y is None else y[:n], epsilon, seed,
-                        opts.norm, opts.hvp_samples, opts.domain, opts.bound_method, opts.batch_size)
+                        opts.norm, opts.hvp_samples, opts.domain, opts.bound_method, opts.batch_size,
+                        opts.stability_reduce)
 
 
 def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):

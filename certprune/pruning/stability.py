@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from certprune.errors import UnsupportedModelError
+from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.pruning.layers import BN_TYPES, UnitLayer, base_module, named_leaves, unit_layers
 
 _CELLS = 4e7  # float64 entries per CROWN chunk (N * 2n * n_in), keeps memory near 300 MB
@@ -54,8 +54,12 @@ def bn_scale(layer: UnitLayer) -> torch.Tensor:
 
 
 def stability_scores(model: nn.Module, X: torch.Tensor, epsilon: float, layers: list[UnitLayer],
-                     domain=(0.0, 1.0), method: str = "crown") -> dict[str, torch.Tensor]:
-    """Per unit, mean over points (and spatial positions) of tanh(1 + l*u / s^2); low = unstable."""
+                     domain=(0.0, 1.0), method: str = "crown", reduce: str = "mean") -> dict[str, torch.Tensor]:
+    """Per unit, mean over points of tanh(1 + l*u / s^2), and over a channel's spatial positions
+    the mean (``reduce="mean"``) or the sum (``"sum"``: a channel weighs as many ReLUs as it has
+    positions when one global threshold compares channels with neurons); low = unstable."""
+    if reduce not in ("mean", "sum"):
+        raise ConfigError(f"unknown stability reduction {reduce!r}; choose mean or sum")
     bounds = preactivation_bounds(model, X, epsilon, domain, method)
     hidden = len(unit_layers(model, "structured"))
     if len(bounds) != hidden:
@@ -66,7 +70,8 @@ def stability_scores(model: nn.Module, X: torch.Tensor, epsilon: float, layers: 
         l, u = bounds[layer.relu_index]
         s2 = bn_scale(layer).clamp(min=1e-12) ** 2
         lu = (l * u).reshape(len(l), layer.width, -1) / s2.reshape(1, -1, 1)
-        out[layer.name] = torch.tanh(1 + lu).mean(dim=(0, 2))
+        t = torch.tanh(1 + lu).mean(dim=0)
+        out[layer.name] = t.mean(dim=1) if reduce == "mean" else t.sum(dim=1)
     return out
 
 

@@ -32,6 +32,7 @@ class ScoreContext:
     domain: tuple[float, float] | None = (0.0, 1.0)
     bound_method: str = "crown"
     batch_size: int = 256
+    stability_reduce: str = "mean"
 
 
 def require_data(ctx: ScoreContext, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,8 @@ def unit_scores(ctx: ScoreContext, layers: list[UnitLayer]) -> dict[str, torch.T
     X, _ = require_data(ctx, "stability")
     if ctx.epsilon is None or not ctx.epsilon > 0:
         raise ConfigError(f"criterion 'stability' needs epsilon > 0 (the L-inf radius), got {ctx.epsilon!r}")
-    return stability_scores(ctx.model, X, float(ctx.epsilon), layers, ctx.domain, ctx.bound_method)
+    return stability_scores(ctx.model, X, float(ctx.epsilon), layers, ctx.domain, ctx.bound_method,
+                            ctx.stability_reduce)
 
 
 def weight_scores(ctx: ScoreContext, layers: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
