@@ -512,26 +512,50 @@ def test_verify_after_inplace_data_edit_is_not_certified():
 @pytest.mark.xfail(reason="fairness_smt.TwinSolver fixes phases from unwidened float64 twin_bounds; a neuron "
                           "with exact max 2^-60 gets 'p <= 0', which removes the only unfair pairs", strict=False)
 def test_fairness_z3_leaf_does_not_drop_barely_active_neurons():
+    """Default BabConfig: unfair pairs only at x3 = x4 = 1024, x6 = 1, x7 = 12345; neuron
+    A = x3 - x4 + 2^-60 x5 has exact max 2^-60 but a float64 upper bound of 0.0."""
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
-    from certprune.verifiers.fairness_bab import BabConfig
-    big = 2.0 ** 10
-    m = nn.Sequential(nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 1))
+    big, k, top = 2.0 ** 10, 12345.0, 2.0 ** 20
+    m = nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 1))
     with torch.no_grad():
-        m[0].weight.copy_(torch.tensor([[0.0, 1.0, -1.0, 2.0 ** -60, 0.0], [0.0, -1.0, 1.0, 0.0, 0.0],
-                                        [0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, -1.0],
-                                        [1.0, 0.0, 0.0, 0.0, 0.0]]))
-        m[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0, 1.0, 0.0]))
-        m[2].weight.copy_(torch.tensor([[0.0, -1.0, -1.0, -1.0, 1.0]]))
+        m[0].weight.copy_(torch.tensor([[0.0, 1.0, -1.0, 2.0 ** -60, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0, 0.0, 0.0],
+                                        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, -1.0, 0.0],
+                                        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+                                        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
+        m[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0, 1.0, -k, k, 0.0]))
+        m[2].weight.copy_(torch.tensor([[0.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0]]))
         m[2].bias.fill_(-0.5)
-    lo, hi = np.array([0, 0, big, 1, 0]), np.array([1, big, big, 1, 2])
+    lo, hi = np.array([0, 0, big, 1, 0, 0]), np.array([1, big, big, 1, 2, top])
     with torch.no_grad():
-        y = m(torch.tensor([[0, big, big, 1, 1], [1, big, big, 1, 1]], dtype=torch.float32))[:, 0]
+        y = m(torch.tensor([[0, big, big, 1, 1, k], [1, big, big, 1, 1, k]], dtype=torch.float32))[:, 0]
     assert (y[0] > 0) != (y[1] > 0)        # a valid unfair pair exists
-    spec = FairnessSpec(("p", "a", "b", "c", "d"), lo, hi, ("p",))
-    cfg = BabConfig(enum_points=0, z3_unstable=1000, z3_depth=1, z3_every=1)
-    res = audit_fairness(m, spec, partition_size=10 ** 9, timeout=30, progress=False, config=cfg)
+    spec = FairnessSpec(("p", "a", "b", "c", "d", "e"), lo, hi, ("p",))
+    res = audit_fairness(m, spec, partition_size=10 ** 9, timeout=30, progress=False)
     assert res.summary["counts"]["certified"] == 0
+
+
+@pytest.mark.xfail(reason="the affine_net cache key ignores the module structure: removing a ReLU keeps "
+                          "the cached network with the ReLU", strict=False)
+def test_verify_after_structural_change_is_not_certified():
+    m = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        m[0].weight.fill_(1.0)
+        m[0].bias.zero_()
+        m[2].weight.fill_(1.0)
+        m[2].bias.zero_()
+    lo, hi = np.array([-1.0]), np.array([1.0])
+    assert certprune.compute_bounds(m, lo, hi).lower.item() == pytest.approx(0.0)
+    m[1] = nn.Identity()                      # y = x now: min -1
+    assert certprune.compute_bounds(m, lo, hi).lower.item() <= -1.0 + 1e-9
+
+
+@pytest.mark.xfail(reason="RobustnessSpec.to_property silently builds a box that excludes the point when the "
+                          "point lies outside [clip_min, clip_max] by more than eps", strict=False)
+def test_robustness_spec_point_outside_clip_range_is_rejected():
+    from certprune.errors import SpecError
+    with pytest.raises(SpecError):
+        certprune.RobustnessSpec(np.array([2.0, 0.5]), 0.1, label=0).to_property(2)
 
 
 @pytest.mark.xfail(reason="verify's cert_margin 1e-7*(1+|b|) ignores the magnitude of intermediate values: "
