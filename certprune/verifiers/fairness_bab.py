@@ -47,7 +47,8 @@ class BabConfig:
     z3_every: int = 4
     z3_timeout: float = 1.0
     z3_max_calls: int = 5000
-    sweep_samples: int = 4
+    sweep_samples: int = 8
+    max_sweeps: int = 6
 
 
 @dataclass
@@ -283,31 +284,39 @@ class TwinBab:
         return (np.concatenate([zlo, lo2]), np.concatenate([hi1, zhi]), np.concatenate([part, part]),
                 np.concatenate([depth + 1, depth + 1]))
 
-    def _sweep(self, st: _State, chunk: int, deadline: float) -> None:
+    def _sweep(self, st: _State, chunk: int, deadline: float, rng: np.random.Generator) -> None:
         """Falsification sweep over every partition before any bound: box centres and
         ``sweep_samples`` random integer points per twin box (a heuristic; it only finds pairs)."""
-        rng = np.random.default_rng(0)
         for s0 in range(0, len(st.pids), chunk):
             if time.monotonic() > deadline:
                 return
             sel = np.arange(s0, min(len(st.pids), s0 + chunk))
+            sel = sel[~st.done[sel]]
+            if len(sel) == 0:
+                continue
             zlo, zhi, part = self.initial_boxes(st.plo[sel], st.phi[sel])
             part = sel[part]
             ok = self._tighten(zlo, zhi, part, st)
             zlo, zhi, part = zlo[ok], zhi[ok], part[ok]
-            best = worst = None
+            zs, ys = [], []
             for k in range(self.cfg.sweep_samples + 1):
+                live = ~st.done[part]
                 z = np.floor((zlo + zhi) / 2) if k == 0 else np.floor(rng.uniform(zlo, zhi + 1))
                 z = np.minimum(z, zhi)
                 self._fix_coupling(z, part, st)
-                self._check_points(z, part, st)
-                y = self.decide(self.layout.split(z)[0])[1]
-                if best is None:
-                    best, worst = (z.copy(), y.copy()), (z.copy(), y.copy())
-                up, down = y > best[1], y < worst[1]
-                best[0][up], best[1][up] = z[up], y[up]
-                worst[0][down], worst[1][down] = z[down], y[down]
-            self._bisect(best[0], worst[0], (best[1] > 0) & (worst[1] <= 0) & ~st.done[part], part, st)
+                self._check_points(z[live], part[live], st)
+                zs.append(z)
+                ys.append(self.decide(self.layout.split(z)[0])[1])
+            # pair the i-th highest logit with the i-th lowest and bisect every pair whose
+            # decisions differ: flips sit next to the decision boundary
+            Z, Y = np.stack(zs, 1), np.stack(ys, 1)
+            order = np.argsort(-Y, axis=1)
+            h = Z.shape[1] // 2
+            r = np.arange(len(Z))[:, None]
+            a, b = Z[r, order[:, :h]], Z[r, order[:, ::-1][:, :h]]
+            ya, yb = Y[r, order[:, :h]], Y[r, order[:, ::-1][:, :h]]
+            use = ((ya > 0) & (yb <= 0) & ~st.done[part][:, None]).ravel()
+            self._bisect(a.reshape(-1, Z.shape[2]), b.reshape(-1, Z.shape[2]), use, np.repeat(part, h), st)
 
     def _bisect(self, a: np.ndarray, b: np.ndarray, use: np.ndarray, part: np.ndarray, st: _State) -> None:
         """Walk the segment between a point decided 'yes' (a) and one decided 'no' (b) towards the
@@ -344,7 +353,15 @@ class TwinBab:
                     np.zeros(P, bool), np.full(P, np.inf), np.zeros(P, np.int64), np.zeros(P, np.int64))
         stack: list[tuple] = []
         next_p = emitted = 0
-        self._sweep(st, chunk, deadline)
+        # repeat the sweep (fresh random points) while it keeps paying off, within half the budget
+        half = time.monotonic() + 0.5 * max(0.0, deadline - time.monotonic())
+        rng = np.random.default_rng(0)
+        for _ in range(self.cfg.max_sweeps):
+            before = int(st.done.sum())
+            self._sweep(st, chunk, half, rng)
+            open_left = P - int(st.done.sum())
+            if open_left == 0 or int(st.done.sum()) - before < 0.05 * (P - before):
+                break
         while True:
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
