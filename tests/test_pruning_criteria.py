@@ -151,3 +151,15 @@ def test_stability_needs_epsilon_and_units():
         certprune.prune(two_layer().float(), method="stability", amount=0.5, granularity="neuron", data=(X, y))
     with pytest.raises(ConfigError, match="neurons/channels"):
         certprune.prune(two_layer().float(), method="stability", amount=0.5, data=(X, y), epsilon=0.1)
+
+
+def test_stability_channel_scores_sum_is_mean_times_positions():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    X = torch.rand(5, 1, 6, 6)
+    ctx = dict(X=X, y=torch.zeros(5, dtype=torch.long), epsilon=0.05)
+    mean = criterion("stability").unit_scores(ScoreContext(net, **ctx), unit_layers(net))["0"]
+    total = criterion("stability").unit_scores(ScoreContext(net, stability_reduce="sum", **ctx), unit_layers(net))["0"]
+    torch.testing.assert_close(total, 16 * mean)
+    with pytest.raises(ConfigError, match="reduction"):
+        criterion("stability").unit_scores(ScoreContext(net, stability_reduce="max", **ctx), unit_layers(net))
