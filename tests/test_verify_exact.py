@@ -290,3 +290,25 @@ def test_integer_inputs_match_exact_and_are_integral(seed):
             x = res.counterexample
             assert np.all(x[:2] == np.round(x[:2]))
             check_counterexample(net, prop, res)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(10, 40))
+def test_slow_many_more_instances_match_milp(seed):
+    """Slow tier: 30 more nets (incl. 3 hidden layers), random radius and threshold offset, with
+    no time limit for input splitting (the verifier must be complete) and 60 s for ReLU splitting."""
+    rng = np.random.default_rng(seed)
+    case = ("trained" if seed % 3 == 0 else "random", seed, float(rng.choice([0.05, 0.3, 1.0])),
+            float(rng.choice([-0.2, -0.05, -0.01, 0.01])))
+    net, prop = instance(*case)
+    ref = reference(net, prop)
+    if ref not in _VERDICT:
+        pytest.skip("exact minimum within 1e-5 of the decision boundary")
+    res = verify(net, prop, config={"strategy": "input"})
+    assert res.verdict is _VERDICT[ref], (case, res.stats)
+    relu = verify(net, prop, timeout=60, config={"strategy": "relu"})
+    assert relu.verdict is _VERDICT[ref], (case, relu.stats)
+    if res.verdict is Verdict.FALSIFIED:
+        check_counterexample(net, prop, res)
+    else:
+        check_survives_attack(net, prop)

@@ -66,8 +66,8 @@ def torch_margin(prop: Property, y: torch.Tensor) -> torch.Tensor:
     """Differentiable violation margin of outputs ``y`` (N, n_out): min_d max_rows (A y - b)."""
     per = []
     for d in prop.disjuncts:
-        A = torch.as_tensor(d.A, dtype=y.dtype)
-        b = torch.as_tensor(d.b, dtype=y.dtype)
+        A = torch.tensor(d.A, dtype=y.dtype)  # copy: the spec's arrays are read-only
+        b = torch.tensor(d.b, dtype=y.dtype)
         per.append((y @ A.T - b).max(dim=1).values)
     return torch.stack(per).min(dim=0).values
 
@@ -88,7 +88,8 @@ def project(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, int_mask: torch
     return x
 
 
-def sample_points(lo: np.ndarray, hi: np.ndarray, n_random: int, n_corners: int, rng: np.random.Generator) -> np.ndarray:
+def sample_points(lo: np.ndarray, hi: np.ndarray, n_random: int, n_corners: int,
+                  rng: np.random.Generator) -> np.ndarray:
     """Center, random uniform points and box corners (all 2^d when few, else random ones)."""
     d = lo.size
     pts = [((lo + hi) / 2)[None]]

@@ -257,7 +257,8 @@ class BranchAndBound:
             if out.status == "refuted":
                 still[k] = False
             elif out.status == "fractional":
-                self.queue.push(Domain(lo, hi, splits, still, d.depth, key, ("input", out.dim, float(np.floor(out.value)))))
+                branch = ("input", out.dim, float(np.floor(out.value)))
+                self.queue.push(Domain(lo, hi, splits, still, d.depth, key, branch))
                 break
             elif out.status == "candidate":
                 self.found = self.confirm(out.x[None])
