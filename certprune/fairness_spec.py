@@ -109,12 +109,7 @@ class FairnessSpec:
     def decode(self, x: np.ndarray) -> dict[str, Any]:
         """Readable values of one encoded point (category labels where the schema knows them)."""
         if self.schema is not None and hasattr(self.schema, "decode"):
-            try:
-                out = self.schema.decode(np.asarray(x))
-                if isinstance(out, Mapping):
-                    return dict(out)
-            except Exception:  # the schema's decoder is optional sugar; fall back to raw codes
-                pass
+            return dict(self.schema.decode(np.asarray(x)))
         return {n: int(v) for n, v in zip(self.feature_names, np.asarray(x).ravel())}
 
     @classmethod

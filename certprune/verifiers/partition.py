@@ -48,13 +48,6 @@ class Partitioning:
         lo, hi = self.bounds(ids)
         return np.prod(hi - lo + 1, axis=1)
 
-    def chunk_index(self, ids, feature: int) -> np.ndarray:
-        """Chunk number along ``feature`` of each partition (grid partitionings only)."""
-        if self.boxes is not None:
-            lo, _ = self.bounds(ids)
-            return np.unique(self.boxes[:, 0, feature], return_inverse=True)[1][np.asarray(ids)]
-        return np.unravel_index(np.asarray(ids, dtype=np.int64), self.grid_shape)[feature]
-
 
 def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int) -> Partitioning:
     """Fairify's partitioning of the domain [lower, upper] with chunk size ``size`` (see module doc)."""
