@@ -1,7 +1,7 @@
 """ACAS Xu (VNN-COMP) instances with known answers, through the `certprune verify` path.
 
-Known answers: each was decided by certprune (60 s budget) AND by Marabou 2.0.0 (maraboupy, its own
-VNN-LIB parser) in experiments/bench_verify.py, and the two agree; every ``sat`` witness is
+Known answers: the first eight were decided by certprune AND by Marabou 2.0.0 (maraboupy, its own
+VNN-LIB parser) in experiments/bench_verify.py, and the two agree (the rest: see the comment); every ``sat`` witness is
 checked here with onnxruntime. The one Marabou-only caveat: on 1_4/prop_2 Marabou's witness
 lies on the decision boundary (float32 margin +1.5e-8, so onnxruntime rejects it) while
 certprune's witness is strictly violating; both say sat.
@@ -26,6 +26,15 @@ KNOWN = [  # (network, property, answer)
     ("2_6", 3, "unsat"),
     ("5_3", 3, "unsat"),
     ("2_1", 4, "unsat"),
+    # Marabou timed out on these at 30 s; the answer is certprune's (sat witnesses re-checked
+    # below) and agrees with Katz et al. 2017 (Reluplex): properties 1, 3, 4 hold on these
+    # networks, property 9 holds on 3_3, property 2 is violated on networks 4_1 and 5_8.
+    ("4_6", 1, "unsat"),
+    ("4_1", 2, "sat"),
+    ("5_8", 2, "sat"),
+    ("1_3", 3, "unsat"),
+    ("1_2", 4, "unsat"),
+    ("3_3", 9, "unsat"),
 ]
 
 
