@@ -14,8 +14,12 @@ Rows are appended to ``OUT/rows.csv`` as they finish, so a rerun resumes. A ``sa
 tool is checked with onnxruntime (input in the box, output violates the property); the table then
 lists per-instance words and seconds, solved counts, total time, and disagreements.
 
-Usage: ``python experiments/bench_verify.py --out experiments/results/bench_verify --timeout 30``
-(add ``--table-only`` to rebuild the markdown from the CSV).
+Usage (the README numbers: 47 ACAS Xu rows 0, 4, 8, ... plus 20 MNIST instances, about 25 min)::
+
+    python experiments/bench_verify.py --out experiments/results/bench_verify --timeout 30 \
+        --acas-offset 0 4 --eps 0.005 0.01 0.02 0.03 0.05
+
+Add ``--table-only`` to rebuild the markdown from the CSV.
 """
 from __future__ import annotations
 
