@@ -98,8 +98,8 @@ def backsubstitute(net: AffineReluNet, layer: int, relax: list[Relaxation], lo: 
     (N, n_j) or (N, m, n_j) optionally replaces the lower slopes of the unstable neurons (the
     caller passes them already masked: see :func:`masked_alphas`). Returns (N, m).
 
-    Per ReLU layer: ``lam' = s * lam + (alpha - s) * max(lam, 0)`` (= alpha on positive and s on
-    negative coefficients), ``const += min(lam, 0) @ t``, then one matmul with ``[W | b]``
+    Per ReLU layer: ``lam' = alpha * lam + (s - alpha) * min(lam, 0)`` (= alpha on positive and s
+    on negative coefficients), ``const += min(lam, 0) @ t``, then one matmul with ``[W | b]``
     (2x faster than separate clamp/mul/add passes and a separate bias product, measured)."""
     aug = augmented_weights(net)
     for j in range(layer - 1, -1, -1):
@@ -107,11 +107,11 @@ def backsubstitute(net: AffineReluNet, layer: int, relax: list[Relaxation], lo: 
         a = a.unsqueeze(1) if alphas is None or alphas[j] is None else alphas[j]
         if a.dim() == 2:
             a = a.unsqueeze(1)
-        s1, t1 = s.unsqueeze(1), t.unsqueeze(-1)
-        pos = lam.clamp(min=0)
-        new = lam * s1
-        new = new.addcmul(pos, a - s1) if new.requires_grad or a.requires_grad else new.addcmul_(pos, a - s1)
-        const = const + (lam @ t1 - pos @ t1).squeeze(-1)
+        s1 = s.unsqueeze(1)
+        neg = lam.clamp(max=0)
+        new = lam * a
+        new = new.addcmul(neg, s1 - a) if new.requires_grad else new.addcmul_(neg, s1 - a)
+        const = const + (neg @ t.unsqueeze(-1)).squeeze(-1)
         out = new @ aug[j]
         const = const + out[..., -1]
         lam = out[..., :-1]
