@@ -5,7 +5,7 @@ Instances (documented subset, chosen before any run):
   the 186 instances, all ten properties represented where the stride hits them);
 - MNIST: the bundled ``certprune/models/mnist_mlp.onnx`` (784-64-32-10), the first ``--mnist-images``
   correctly classified held-out test images (indices 8000+), L-inf radii ``--eps``; the VNN-LIB
-  files are generated with ``certprune.vnnlib.write_vnnlib`` into ``OUT/instances``.
+  files are generated with ``certprune.vnnlib.write_vnnlib`` into ``WORK/instances``.
 
 certprune runs as ``certprune verify ... --fast-exit`` (skips Python's teardown of torch after the
 result file is written). Every (instance, tool) runs in its own subprocess with the same per-instance budget and a hard
@@ -161,8 +161,9 @@ def load_rows(path: Path) -> dict[tuple[str, str], dict]:
     return {(r["instance"], r["tool"]): r for r in csv.DictReader(open(path))}
 
 
-def bench(instances, out: Path, timeout: float) -> None:
-    """Run every missing (instance, tool) pair; append each row to rows.csv as it finishes."""
+def bench(instances, out: Path, timeout: float, work: Path) -> None:
+    """Run every missing (instance, tool) pair; append each row to rows.csv as it finishes
+    (per-tool result files go to ``work/results``)."""
     rows_path = out / "rows.csv"
     done = load_rows(rows_path)
     n_lines = sum(1 for _ in csv.DictReader(open(rows_path))) if done else 0
@@ -181,7 +182,7 @@ def bench(instances, out: Path, timeout: float) -> None:
             for tool in TOOLS:
                 if (name, tool) in done:
                     continue
-                rf = out / "results" / f"{name}.{tool}.txt"
+                rf = work / "results" / f"{name}.{tool}.txt"
                 rf.parent.mkdir(parents=True, exist_ok=True)
                 word, secs, note, solve = run_one(tool, model, prop, timeout, rf)
                 valid = check_sat(model, prop, rf) if word == "sat" else ""
@@ -272,6 +273,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="certprune vs Marabou on ACAS Xu + MNIST instances")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "bench_verify")
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_verify",
+                    help="generated VNN-LIB files and per-tool result files (git-ignored)")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--acas-stride", type=int, default=8)
     ap.add_argument("--acas-offset", type=int, nargs="+", default=[0],
@@ -288,9 +291,9 @@ def main() -> None:
     if args.only in ("acas", "all"):
         insts += [i for o in args.acas_offset for i in acas_instances(data, args.acas_stride, o)]
     if args.only in ("mnist", "all"):
-        insts += mnist_instances(data, args.out, args.mnist_images, args.eps)
+        insts += mnist_instances(data, args.work, args.mnist_images, args.eps)
     if not args.table_only:
-        bench(insts, args.out, args.timeout)
+        bench(insts, args.out, args.timeout, args.work)
     md = table(insts, args.out, args.timeout)
     (args.out / "table.md").write_text(md)
     print(md)
