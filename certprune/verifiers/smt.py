@@ -20,7 +20,10 @@ Fairify partitions through the twin network (30 of 36 sampled queries decided wi
 without bounds). Where it does not: dense real-valued regions. On the bundled digits MLP (64
 real inputs) an eps = 0.01 robustness query with only 3 unstable ReLUs times out after 15 s:
 z3's exact simplex is slow on dense 64-variable systems whatever the weights' bit length (the
-same happens with weights rounded to 6 bits). Use the LP leaves of ``certprune.verify`` there.
+same happens with weights rounded to 6 bits). Real boxes with many unstable ReLUs are also out
+of reach: random 5-12-12-2 nets on [-1, 1]^5 (float32 weights), 0 of 16 queries decided in 8 s
+(4 of 16 with weights rounded to 6 bits: the 24-bit rationals of float32 weights cost z3 a lot).
+Use ``certprune.verify`` (bounds, branch and bound, LP leaves) there; z3 is for small leaves.
 """
 from __future__ import annotations
 
