@@ -14,7 +14,7 @@ with IBP. ``intersect_ibp=True`` additionally intersects each layer with the int
 the previous layer's bounds: tighter, still sound, but no longer equal to auto_LiRPA.
 
 Why hand-written next to auto_LiRPA: it needs no graph tracing, exposes the relaxations and
-coefficients that branch and bound needs, and is faster on small MLPs (3.6x per CPU second on
+coefficients that branch and bound needs, and is faster on small MLPs (3.9x per CPU second on
 the 20-50-30-15-10-1 benchmark, experiments/bench_bounds.py; slower on convnets, which it
 densifies). Speed tricks: each ReLU layer's relaxation is computed once and reused by every
 later backward pass; the first backward step starts from the shared weight matrix instead of
