@@ -217,3 +217,18 @@ def test_alpha_crown_with_optimised_intermediate_bounds_is_sound_and_tighter():
     for (l, u), z in zip(fpre, pre):
         z = z.reshape(16, 5000, -1)
         assert (z >= l[:, None] - 1e-9).all() and (z <= u[:, None] + 1e-9).all()
+
+
+def test_affine_cache_follows_data_edits_and_structural_changes():
+    """The converted-network cache must never serve a stale network (soundness)."""
+    m = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        for lin in (m[0], m[2]):
+            lin.weight.fill_(1.0)
+            lin.bias.zero_()
+    assert compute_bounds(m, [-1.0], [1.0]).lower.item() == pytest.approx(0.0)
+    m[2].weight.data.fill_(-1.0)  # .data edits do not bump torch's version counter
+    assert compute_bounds(m, [-1.0], [1.0]).lower.item() == pytest.approx(-1.0)
+    m[1] = nn.Identity()  # y = -x
+    assert compute_bounds(m, [-1.0], [1.0]).upper.item() == pytest.approx(1.0)
+    assert compute_bounds(m, [-1.0], [1.0], engine="lirpa").upper.item() == pytest.approx(1.0)

@@ -44,7 +44,16 @@ _AFFINE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDi
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    return tuple((p.data_ptr(), p._version) for p in list(model.parameters()) + list(model.buffers()))
+    """Cache key that changes whenever the function changes: the module structure (``repr``:
+    layer types and configurations) and a hash of the exact bytes of every parameter and buffer.
+    (A key of data pointers and ``_version`` counters missed edits through ``.data`` and
+    structural edits such as replacing a ReLU, and then bounded the old network.)"""
+    import hashlib
+    h = hashlib.blake2b(repr(model).encode(), digest_size=16)
+    for t in list(model.parameters()) + list(model.buffers()):
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return (h.hexdigest(),)
 
 
 def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluNet:

@@ -47,9 +47,11 @@ def _float64_default():
 
 
 def _fingerprint(model) -> tuple:
-    if isinstance(model, AffineReluNet):  # immutable: its tensors identify it
+    """Cache key: the tensors of an (immutable) AffineReluNet, else structure + content hash."""
+    if isinstance(model, AffineReluNet):
         return tuple(t.data_ptr() for t in model.weights + model.biases)
-    return tuple((p.data_ptr(), p._version) for p in list(model.parameters()) + list(model.buffers()))
+    from certprune.verifiers.bounds import _fingerprint as content_fingerprint
+    return content_fingerprint(model)
 
 
 def _as_sequential(net: AffineReluNet) -> nn.Sequential:
