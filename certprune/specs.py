@@ -115,7 +115,10 @@ class LinearConstraints:
     def slack(self, y: np.ndarray) -> np.ndarray:
         """``A @ y - b`` per row, shape (N, k); the conjunction holds iff every entry <= 0."""
         y = np.asarray(y, dtype=np.float64).reshape(-1, self.A.shape[1])
-        return y @ self.A.T - self.b
+        # Elementwise product + per-row sum instead of BLAS ``y @ A.T``: BLAS rounds differently
+        # with the batch size, and a counterexample's margin must not change between the batch it
+        # was found in and its re-check alone.
+        return (y[:, None, :] * self.A[None, :, :]).sum(axis=-1) - self.b
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +185,9 @@ class RobustnessSpec:
             raise SpecError(f"label {self.label} is not a class of a {num_classes}-class model")
         lo = np.clip(self.point - self.epsilon, self.clip_min, self.clip_max)
         hi = np.clip(self.point + self.epsilon, self.clip_min, self.clip_max)
+        if np.any(self.point < lo) or np.any(self.point > hi):
+            raise SpecError(f"the point lies more than epsilon={self.epsilon} outside the valid input range "
+                            f"[{self.clip_min}, {self.clip_max}]: the clipped box would not contain it")
         disjuncts = []
         for j in range(num_classes):
             if j == self.label:

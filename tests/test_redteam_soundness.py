@@ -489,8 +489,6 @@ def test_bad_inputs_raise_certprune_errors(name):
 
 
 # ----------------------------------------------------------------------------- known bugs (xfail)
-@pytest.mark.xfail(reason="bounds.affine_net caches on (data_ptr, _version); edits through .data do not bump "
-                          "_version, so verify() certifies the OLD weights", strict=False)
 def test_verify_after_inplace_data_edit_is_not_certified():
     m = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
     with torch.no_grad():
@@ -535,8 +533,6 @@ def test_fairness_z3_leaf_does_not_drop_barely_active_neurons():
     assert res.summary["counts"]["certified"] == 0
 
 
-@pytest.mark.xfail(reason="the affine_net cache key ignores the module structure: removing a ReLU keeps "
-                          "the cached network with the ReLU", strict=False)
 def test_verify_after_structural_change_is_not_certified():
     m = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
     with torch.no_grad():
@@ -550,8 +546,6 @@ def test_verify_after_structural_change_is_not_certified():
     assert certprune.compute_bounds(m, lo, hi).lower.item() <= -1.0 + 1e-9
 
 
-@pytest.mark.xfail(reason="RobustnessSpec.to_property silently builds a box that excludes the point when the "
-                          "point lies outside [clip_min, clip_max] by more than eps", strict=False)
 def test_robustness_spec_point_outside_clip_range_is_rejected():
     from certprune.errors import SpecError
     with pytest.raises(SpecError):
@@ -574,8 +568,6 @@ def test_verify_certificate_survives_float32_rounding_with_large_weights():
     assert certprune.verify(m, prop, timeout=20).verdict.name != "CERTIFIED"
 
 
-@pytest.mark.xfail(reason="violation margin y @ A.T - b is BLAS- and batch-size dependent; Problem.falsified "
-                          "raises AssertionError on a boundary point", strict=False)
 def test_verify_boundary_output_returns_a_result():
     Y = [9.314530372619629, 32.14974594116211]
     A = np.array([[0.27041121737629265, 0.0], [0.23145575486826325, 0.2623177261020906]])

@@ -122,8 +122,12 @@ def _densify(seg: list[nn.Module], in_shape: tuple[int, ...]) -> tuple[torch.Ten
                                      f"{str(e).splitlines()[0]}") from None
         out_shape = tuple(zero.shape[1:])
         b = zero.reshape(-1)
-        basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-        cols = torch.cat([f(chunk).reshape(len(chunk), -1) for chunk in basis.split(4096)]) - b
+        # Columns from f(s * e_j) - f(0) with a large power-of-two s: the subtraction cancels the
+        # bias, and scaling by s keeps weights far below |b| from vanishing in that cancellation
+        # (the relative error drops from eps*|b|/|w| to eps*|b|/(s*|w|)); dividing by s is exact.
+        s = 2.0 ** 40
+        basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape) * s
+        cols = (torch.cat([f(chunk).reshape(len(chunk), -1) for chunk in basis.split(4096)]) - b) / s
         w = cols.T.contiguous()
         x = torch.randn(2, *in_shape, dtype=torch.float64)
         err = (f(x).reshape(2, -1) - (x.reshape(2, -1) @ w.T + b)).abs().max().item()
