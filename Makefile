@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the CPU build cached on these machines
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,pruning]'
+	$(BIN)/pip install -q -e '.[test]'
 	# auto_LiRPA 0.3 declares torch<1.13; we install it without deps and patch it at use
 	$(BIN)/pip install -q --no-deps auto-lirpa==0.3
 	touch $(STAMP)

@@ -10,6 +10,10 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests run many small tensor operations; with torch's intra-op threads they are several times
+# slower on a 2-core machine (thread hand-off dominates), so the suite runs single-threaded.
+torch.set_num_threads(1)
+
 
 def data_dir() -> Path:
     return Path(os.environ.get("CERTPRUNE_DATA", REPO.parent / "shared" / "data"))
