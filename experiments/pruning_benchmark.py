@@ -89,8 +89,11 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> pd.DataFrame:
             name = f"{method}@{amount:g}"
             t = time.time()
             if method == "stability+loss":
-                pruned, _ = certprune.prune(dense, method="stability", amount=amount,
+                pruned, _ = certprune.prune(dense, method="stability", amount=amount, scope=args.stability_scope,
                                             finetune_epochs=args.loss_epochs, **common, **loss_opts)
+            elif method == "stability":
+                pruned, _ = certprune.prune(dense, method=method, amount=amount, scope=args.stability_scope,
+                                            finetune_epochs=args.finetune_epochs, **common)
             else:
                 pruned, _ = certprune.prune(dense, method=method, amount=amount,
                                             finetune_epochs=args.finetune_epochs, **common)
@@ -176,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder to cache the trained dense models in")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stability-reduce", default="mean", choices=("mean", "sum"))
+    p.add_argument("--stability-scope", default="global", choices=("global", "local"))
     args = p.parse_args(argv)
     args.methods = args.methods.split(",")
     args.amounts = [float(a) for a in args.amounts.split(",")]
