@@ -187,12 +187,15 @@ class BranchAndBound:
                     return
                 continue
             n_relu = int((d.splits != 0).sum())
-            use_input = (self.settings.strategy == "input" and int(in_dims[i]) >= 0
-                         and d.depth - n_relu < self.settings.max_input_depth
+            input_open = int(in_dims[i]) >= 0 and d.depth - n_relu < self.settings.max_input_depth
+            use_input = (self.settings.strategy == "input" and input_open
                          and int(unstable[i]) > self.settings.relu_switch_unstable)
+            # MILP: for ReLU splitting, and for input splitting once the input depth is exhausted
+            # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
+            milp_ok = self.settings.strategy == "relu" or not input_open
             branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
             dom = Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch, d.milp_tried)
-            if not use_input and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:
+            if milp_ok and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:
                 if self._out_of_time():
                     self.timed_out = True
                     return
