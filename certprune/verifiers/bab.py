@@ -5,8 +5,10 @@ One loop serves both strategies; only the branching rule differs:
   switches to ReLU splitting once it has few unstable neurons left or its input depth reaches
   ``max_input_depth`` (boxes touching a ReLU's hyperplane never become stable by bisection).
 - ``relu``: split the unstable neuron with the best BaBSR-style score (``bab_relu``).
-Domains are bounded in batches (``split_bounds``); a domain whose ReLUs are all stable is an
-exact LP leaf (``lp_leaf``). Fractional values of integer inputs in an LP optimum branch on that
+Domains are bounded in batches (``split_bounds``; beta-CROWN on ReLU-split domains); a domain
+whose ReLUs are all stable is an exact LP leaf (``lp_leaf``); under ReLU branching a domain with
+few unstable ReLUs is first handed to the MILP (``milp_leaf``), and keeps branching if it stays
+open. Fractional values of integer inputs in an LP optimum branch on that
 input. Every candidate point (box centers, CROWN primal vertices, LP optima) is checked on the
 float32 model by ``confirm``; only a confirmed point ends the search as a violation.
 Without a deadline the search is complete on piecewise-linear networks, except that an LP
