@@ -1,6 +1,6 @@
 """ACAS Xu (VNN-COMP) instances with known answers, through the `certprune verify` path.
 
-Known answers: the first eight were decided by certprune AND by Marabou 2.0.0 (maraboupy, its own
+Known answers: the first nine were decided by certprune AND by Marabou 2.0.0 (maraboupy, its own
 VNN-LIB parser) in experiments/bench_verify.py, and the two agree (the rest: see the comment); every ``sat`` witness is
 checked here with onnxruntime. The one Marabou-only caveat: on 1_4/prop_2 Marabou's witness
 lies on the decision boundary (float32 margin +1.5e-8, so onnxruntime rejects it) while
@@ -26,6 +26,7 @@ KNOWN = [  # (network, property, answer)
     ("2_6", 3, "unsat"),
     ("5_3", 3, "unsat"),
     ("2_1", 4, "unsat"),
+    ("1_8", 2, "unsat"),  # Marabou: unsat after 636 s (one separate run with a 1500 s budget)
     # Marabou timed out on these at 30 s; the answer is certprune's (sat witnesses re-checked
     # below) and agrees with Katz et al. 2017 (Reluplex): properties 1, 3, 4 hold on these
     # networks, property 9 holds on 3_3, property 2 is violated on networks 4_1 and 5_8.
