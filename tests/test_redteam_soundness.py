@@ -608,8 +608,6 @@ def test_fairness_partition_size_one_does_not_crash():
     audit_fairness(m, spec, partition_size=1, timeout=10, progress=False)
 
 
-@pytest.mark.xfail(reason="commands/verify.py::_recheck uses the strict box, rejecting the float32(0.1) "
-                          "counterexample that verify() documents as valid for a point box", strict=False)
 def test_cli_point_box_without_float32_value_is_sat(tmp_path):
     from certprune.commands.verify import decide
     m = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))
