@@ -507,8 +507,6 @@ def test_verify_after_inplace_data_edit_is_not_certified():
     assert certprune.verify(m, prop, timeout=10).verdict.name != "CERTIFIED"
 
 
-@pytest.mark.xfail(reason="fairness_smt.TwinSolver fixes phases from unwidened float64 twin_bounds; a neuron "
-                          "with exact max 2^-60 gets 'p <= 0', which removes the only unfair pairs", strict=False)
 def test_fairness_z3_leaf_does_not_drop_barely_active_neurons():
     """Default BabConfig: unfair pairs only at x3 = x4 = 1024, x6 = 1, x7 = 12345; neuron
     A = x3 - x4 + 2^-60 x5 has exact max 2^-60 but a float64 upper bound of 0.0."""
@@ -581,9 +579,6 @@ def test_verify_boundary_output_returns_a_result():
     assert r.verdict.name in ("FALSIFIED", "UNKNOWN", "CERTIFIED")
 
 
-@pytest.mark.xfail(reason="grid partitions may cut the protected attribute; single-valued chunks are "
-                          "'vacuously certified' and fair_on_domain is reported True for an unfair model",
-                   strict=False)
 def test_fairness_partition_size_does_not_hide_protected_pairs():
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
@@ -598,8 +593,6 @@ def test_fairness_partition_size_does_not_hide_protected_pairs():
     assert res.summary["fair_on_domain"] is False
 
 
-@pytest.mark.xfail(reason="TwinBab.initial_boxes: np.concatenate of an empty list when every partition of a "
-                          "chunk has a single protected value (partition_size=1)", strict=False)
 def test_fairness_partition_size_one_does_not_crash():
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness

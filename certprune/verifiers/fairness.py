@@ -76,7 +76,7 @@ def make_partitioning(spec: FairnessSpec, partition_size: int | None, partitions
         return box_partition(partitions, spec.lower, spec.upper)
     if partition_size is None:
         raise ConfigError("give a partition size (positive integer) or explicit partitions")
-    return grid_partition(spec.lower, spec.upper, partition_size)
+    return grid_partition(spec.lower, spec.upper, partition_size, spec.protected_indices)
 
 
 def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning) -> dict:
@@ -116,7 +116,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     store_path = out / "audit.sqlite"
     store = AuditStore(store_path, ident)
     done = store.finished()
-    todo = np.array([p for p in range(part.count) if p not in done], dtype=np.int64)
+    todo = np.setdiff1d(np.arange(part.count, dtype=np.int64), np.fromiter(done, dtype=np.int64, count=len(done)))
     factory = EngineFactory(exact, module, spec, config or BabConfig())
     job = parallel.Job(factory, part, time.monotonic() + timeout)
 

@@ -136,6 +136,8 @@ class TwinBab:
                 los.append(zlo)
                 his.append(zhi)
                 parts.append(idx)
+        if not los:  # no partition has two protected values: no twin box at all
+            return np.zeros((0, L.dz)), np.zeros((0, L.dz)), np.zeros(0, dtype=np.int64)
         return np.concatenate(los), np.concatenate(his), np.concatenate(parts)
 
     # ----- helpers -------------------------------------------------------------------------
@@ -196,6 +198,19 @@ class TwinBab:
         mask = t < count[:, None]
         self._check_points(pts[mask], np.repeat(part, count), st)
 
+    def _widened_pre(self, zlo, zhi, pre_t) -> list[tuple[np.ndarray, np.ndarray]]:
+        """twin_bounds' float64 pre-activations widened outward per copy by smt.widen_bounds (so
+        the phases z3 is told hold in exact arithmetic); each entry (2, h_k) for copies (x, x')."""
+        from certprune.verifiers.smt import widen_bounds
+        zmag = np.maximum(np.abs(zlo), np.abs(zhi))
+        per_copy = []
+        for c, Pm in enumerate((self.layout.P, self.layout.Pp)):
+            mag = np.abs(Pm) @ zmag
+            pc = [(l.numpy()[c], u.numpy()[c]) for l, u in pre_t]
+            per_copy.append(widen_bounds(self.net, -mag, mag, pc))
+        return [(np.stack([per_copy[0][k][0], per_copy[1][k][0]]), np.stack([per_copy[0][k][1], per_copy[1][k][1]]))
+                for k in range(len(pre_t))]
+
     def _z3(self, zlo, zhi, p, st: _State) -> str:
         """One stalled box to z3 on the reduced network; returns 'closed', 'falsified' or 'open'."""
         if self._solver is None:
@@ -203,7 +218,7 @@ class TwinBab:
             self._solver = TwinSolver(self.net, self.layout)
         lo_t, hi_t = torch.from_numpy(zlo[None]), torch.from_numpy(zhi[None])
         tb = twin_bounds(self.net, self.layout, lo_t, hi_t, self.last_abs, keep_pre=True)
-        pre = [(l.numpy(), u.numpy()) for l, u in tb.pre]
+        pre = self._widened_pre(zlo, zhi, tb.pre)
         self.z3_calls += 1
         st.z3[p] += 1
         status, z = self._solver.solve(zlo, zhi, st.plo[p], st.phi[p], pre,
@@ -298,6 +313,8 @@ class TwinBab:
             part = sel[part]
             ok = self._tighten(zlo, zhi, part, st)
             zlo, zhi, part = zlo[ok], zhi[ok], part[ok]
+            if len(zlo) == 0:
+                continue
             zs, ys = [], []
             for k in range(self.cfg.sweep_samples + 1):
                 live = ~st.done[part]

@@ -3,7 +3,8 @@
 The twin network is encoded once per engine (z3 Int inputs, exact rational weights, one Real per
 neuron with ``h = If(p >= 0, p, 0)``) in a persistent solver; each box is a push/pop scope that
 adds the box bounds, the coupled bounds of relaxed x' features, and the phase of every neuron
-whose sound pre-activation bounds on the box make it stable (dead: ``p <= 0``, active: ``p >= 0``),
+whose sound pre-activation bounds on the box (the caller passes them widened outward,
+fairness_bab.TwinBab._widened_pre) make it stable (dead: ``p <= 0``, active: ``p >= 0``),
 which lets z3 drop or linearise it. The violation carries the float32 margin (``y > -tau`` and
 ``y' <= tau'``, or the reverse), so ``unsat`` certifies the box for the float32 model; a ``sat``
 model is only a candidate that the caller re-runs in float32.

@@ -3,6 +3,9 @@
 Fairify's rule: every feature with more than ``T`` integer values is cut into consecutive chunks
 of ``T`` values (the last chunk may be shorter); partitions are all combinations of chunks,
 numbered in C order over the features (the last feature varies fastest). Bounds are inclusive.
+Protected attributes (``whole``) are never cut: they range over their whole domain in every
+partition, since a chunk holding one protected value would have no pair to check. Grids of more
+than ``MAX_PARTITIONS`` partitions are refused (ConfigError naming the count and a larger size).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from certprune.errors import ConfigError, SpecError
+
+MAX_PARTITIONS = 10 ** 7
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +30,10 @@ class Partitioning:
     def count(self) -> int:
         if self.boxes is not None:
             return int(len(self.boxes))
-        return int(np.prod([len(s) for s in self.starts], dtype=np.int64))
+        n = 1
+        for s in self.starts:
+            n *= len(s)  # Python ints: no int64 overflow
+        return n
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -34,7 +42,7 @@ class Partitioning:
     def bounds(self, ids) -> tuple[np.ndarray, np.ndarray]:
         """Inclusive integer bounds (lo, hi), each (len(ids), n), of the given partition ids."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        if np.any((ids < 0) | (ids >= self.count)):
+        if np.any((ids < 0) | (ids >= min(self.count, np.iinfo(np.int64).max))):
             raise ConfigError(f"partition id out of range 0..{self.count - 1}")
         if self.boxes is not None:
             return self.boxes[ids, 0].copy(), self.boxes[ids, 1].copy()
@@ -49,16 +57,36 @@ class Partitioning:
         return np.prod(hi - lo + 1, axis=1)
 
 
-def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int) -> Partitioning:
-    """Fairify's partitioning of the domain [lower, upper] with chunk size ``size`` (see module doc)."""
+def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int, whole=()) -> Partitioning:
+    """Fairify's partitioning of the domain [lower, upper] with chunk size ``size``; features whose
+    indices are in ``whole`` (the protected ones) are kept whole (see module doc)."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
         raise ConfigError(f"partition size must be a positive integer, got {size!r}")
+    whole = {int(i) for i in whole}
     starts, ends = [], []
-    for lo, hi in zip(np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64)):
-        s = np.arange(lo, hi + 1, size, dtype=np.int64)
+    for f, (lo, hi) in enumerate(zip(np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64))):
+        step = int(hi - lo + 1) if f in whole else int(size)
+        s = np.arange(lo, hi + 1, step, dtype=np.int64)
         starts.append(s)
-        ends.append(np.minimum(s + size - 1, hi))
-    return Partitioning(tuple(starts), tuple(ends))
+        ends.append(np.minimum(s + step - 1, hi))
+    part = Partitioning(tuple(starts), tuple(ends))
+    if part.count > MAX_PARTITIONS:
+        raise ConfigError(f"partition size {size} gives {part.count} partitions, more than the cap of "
+                          f"{MAX_PARTITIONS}; use --partition-size {_suggest(lower, upper, whole)} or larger")
+    return part
+
+
+def _suggest(lower, upper, whole) -> int:
+    """Smallest power-of-two chunk size whose grid stays within MAX_PARTITIONS."""
+    widths = [int(h - l + 1) for f, (l, h) in enumerate(zip(lower, upper)) if f not in whole]
+    t = 1
+    while True:
+        n = 1
+        for w in widths:
+            n *= -(-w // t)
+        if n <= MAX_PARTITIONS:
+            return t
+        t *= 2
 
 
 def box_partition(boxes, lower: np.ndarray, upper: np.ndarray) -> Partitioning:

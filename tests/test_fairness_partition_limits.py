@@ -1,0 +1,42 @@
+"""Partition grid: protected attributes stay whole, Python-int counts, a cap on grid size."""
+import numpy as np
+import pytest
+import torch.nn as nn
+
+from certprune.errors import ConfigError
+from certprune.verifiers.partition import MAX_PARTITIONS, Partitioning, box_partition, grid_partition
+
+
+def test_protected_attribute_is_never_chunked():
+    part = grid_partition(np.array([0, 0]), np.array([2, 3]), 2, whole=(0,))
+    lo, hi = part.bounds(np.arange(part.count))
+    assert part.count == 2 and np.all(lo[:, 0] == 0) and np.all(hi[:, 0] == 2)
+
+
+def test_count_does_not_overflow_int64():
+    part = Partitioning(tuple(np.arange(16) for _ in range(16)), tuple(np.arange(16) for _ in range(16)))
+    assert part.count == 2 ** 64
+
+
+def test_huge_grid_is_refused_with_count_and_suggestion():
+    with pytest.raises(ConfigError, match=r"18446744073709551616 partitions.*--partition-size \d+"):
+        grid_partition(np.zeros(16, dtype=int), np.full(16, 15), 1)
+
+
+def test_suggested_size_is_accepted():
+    lo, hi = np.zeros(16, dtype=int), np.full(16, 15)
+    try:
+        grid_partition(lo, hi, 1)
+    except ConfigError as e:
+        t = int(str(e).split("--partition-size ")[1].split()[0])
+    assert grid_partition(lo, hi, t).count <= MAX_PARTITIONS
+
+
+def test_user_box_with_single_protected_value_does_not_crash():
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.fairness import audit_fairness
+    m = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    spec = FairnessSpec(("sex", "age"), np.array([0, 0]), np.array([1, 3]), ("sex",))
+    boxes = np.array([[[0, 0], [0, 3]]])
+    box_partition(boxes, spec.lower, spec.upper)
+    audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
