@@ -40,3 +40,25 @@ def test_user_box_with_single_protected_value_does_not_crash():
     boxes = np.array([[[0, 0], [0, 3]]])
     box_partition(boxes, spec.lower, spec.upper)
     audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
+
+
+def test_user_partitions_splitting_the_protected_attribute_are_not_fair_on_domain():
+    """Boxes that each hold one race value are vacuously certified, but pairs across them were
+    never checked: the audit must not claim fairness on the domain."""
+    import torch
+    from torch import nn
+
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.fairness import audit_fairness
+
+    m = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        m[0].bias.fill_(-1.0)
+        m[2].weight.fill_(1.0)
+        m[2].bias.fill_(-0.5)  # decision = (race == 2)
+    spec = FairnessSpec(("race", "age"), np.array([0, 0]), np.array([2, 3]), ("race",))
+    boxes = np.array([[[r, 0], [r, 3]] for r in range(3)])
+    res = audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
+    assert res.summary["counts"]["certified"] == 3
+    assert res.summary["fair_on_domain"] is False

@@ -36,7 +36,18 @@ def summarize(parts: pd.DataFrame, spec, part, seconds: float) -> dict:
     return {"model_features": len(spec.feature_names), "protected": list(spec.protected),
             "relaxed": {n: d for n, d in spec.relaxed}, "partitions": int(part.count),
             "counts": counts, "domain_share": shares, "fully_decided": counts["undecided"] == 0,
-            "fair_on_domain": counts["certified"] == part.count, "seconds": round(float(seconds), 3)}
+            "fair_on_domain": counts["certified"] == part.count and _protected_whole(parts, spec),
+            "seconds": round(float(seconds), 3)}
+
+
+def _protected_whole(parts: pd.DataFrame, spec) -> bool:
+    """Whether every partition lets the protected attributes range over their whole domain. If a
+    (user-given) partition holds fewer protected values, pairs across partitions were never
+    checked, so certifying every partition does not make the model fair on the domain."""
+    idx = list(spec.protected_indices)
+    lo = np.array([json.loads(v) for v in parts["lo"]], dtype=np.float64).reshape(len(parts), -1)[:, idx]
+    hi = np.array([json.loads(v) for v in parts["hi"]], dtype=np.float64).reshape(len(parts), -1)[:, idx]
+    return bool(np.all(lo == spec.lower[idx]) and np.all(hi == spec.upper[idx]))
 
 
 def summary_table(summary: dict) -> pd.DataFrame:

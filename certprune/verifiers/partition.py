@@ -15,7 +15,7 @@ import numpy as np
 
 from certprune.errors import ConfigError, SpecError
 
-MAX_PARTITIONS = 10 ** 7
+MAX_PARTITIONS = 10 ** 6  # ~3 KB of bookkeeping per partition: 10^6 fits in a few GB
 
 
 @dataclass(frozen=True, eq=False)
