@@ -82,7 +82,8 @@ class BranchAndBound:
     """State of one search; call :meth:`run` once."""
 
     def __init__(self, net: AffineReluNet, spec: Spec, lo: np.ndarray, hi: np.ndarray,
-                 int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None):
+                 int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
+                 attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
@@ -95,6 +96,21 @@ class BranchAndBound:
         self.found: np.ndarray | None = None
         self.timed_out = False  # set when a domain was left unprocessed for lack of time
         self._per_domain: float | None = None
+        self.attack = attack  # (lo (k, n), hi (k, n)) -> candidate points, or None
+        self._last_attack = time.monotonic()
+
+    def _attack_boxes(self, batch: list[Domain]) -> None:
+        """About once a second: PGD inside the boxes of the domains just popped (the lowest keys),
+        where a violation is most likely; input splitting only (ReLU domains share one box)."""
+        t0 = time.monotonic()
+        boxes = [d for d in batch if d.branch[0] == "input"][:32]
+        if boxes:
+            lo = torch.stack([d.lo for d in boxes]).numpy()
+            hi = torch.stack([d.hi for d in boxes]).numpy()
+            self.found = self.confirm(self.attack(lo, hi))
+            self.stats["bab_attacks"] = self.stats.get("bab_attacks", 0) + 1
+        self.stats["time_bab_attack"] = self.stats.get("time_bab_attack", 0.0) + time.monotonic() - t0
+        self._last_attack = time.monotonic()
 
     def _batch_size(self) -> int:
         """Domains per step: the configured batch, shrunk so one step takes at most ~0.5 s and at
@@ -121,6 +137,8 @@ class BranchAndBound:
             t0 = time.monotonic()
             self._process([c for d in batch for c in self._children(d)])
             self._per_domain = (time.monotonic() - t0) / (2 * len(batch))
+            if self.attack is not None and self.found is None and t0 - self._last_attack > 1.0:
+                self._attack_boxes(batch)
         if self.found is not None:
             return BabOutcome("falsified", self.found, self._final_stats("falsified"))
         if self.timed_out:

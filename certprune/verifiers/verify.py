@@ -145,7 +145,8 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                            cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit)
-    out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline).run(alive)
+    out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
+                         attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
     if out.status == "falsified":
@@ -170,6 +171,19 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _box_attack(pb, cfg: VerifyConfig, deadline: float | None):
+    """PGD from a random point of each of k boxes at once (20 steps), for use inside branch and bound."""
+    from certprune.verifiers.attack import pgd
+
+    rng = np.random.default_rng(cfg.seed + 1)
+
+    def run(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        starts = lo + rng.random(lo.shape) * (hi - lo)
+        xs, _ = pgd(pb.run32, pb.prop, lo, hi, starts, 20, pb.int_mask, deadline)
+        return xs
+    return run
 
 
 def _timed_out(deadline: float | None) -> bool:
