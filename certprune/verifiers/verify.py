@@ -8,9 +8,15 @@ Order of work (each phase only if the previous one did not decide):
 
 Soundness conventions
 - Bounds are float64 on the exact weights. A disjunct ``A y <= b`` is refuted only when some row
-  has ``lower(A_r y - b_r) > cert_margin * (1 + |b_r|)`` (default ``cert_margin = 1e-7``), which
-  covers the float32 rounding of the model's execution on typical nets. CERTIFIED means every
-  disjunct is refuted on every domain.
+  has ``lower(A_r y - b_r) > cert_margin * (1 + |b_r|)`` (default ``cert_margin = 1e-7``).
+  CERTIFIED means every disjunct is refuted on every domain, i.e. the property holds for the
+  network in exact real arithmetic (the semantics of alpha-beta-CROWN and Marabou); the margin
+  absorbs float64 rounding of the bound computation and float32 rounding of well-conditioned nets.
+  It is not a rigorous float32 bound: on ill-conditioned nets (large cancelling weights) float32
+  execution can differ from exact arithmetic by more (see tests/test_redteam_soundness.py; a
+  rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
+  block nearly every certificate). Raise ``cert_margin`` for such nets. The fairness audit, which
+  decides on near-zero logits, does use a rigorous per-box float32 margin.
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
   equal the float32 rounding of a box bound where no float32 number lies inside), given as float32
   values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
