@@ -38,3 +38,14 @@ def random_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
             lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.1)
         layers += [lin, nn.ReLU()] if i < len(sizes) - 2 else [lin]
     return nn.Sequential(*layers).eval()
+
+
+def race_is_two_model() -> nn.Sequential:
+    """Inputs (race in 0..2, age): logit = relu(race - 1) - 0.5, i.e. decision = (race == 2)."""
+    m = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        m[0].bias.fill_(-1.0)
+        m[2].weight.fill_(1.0)
+        m[2].bias.fill_(-0.5)
+    return m

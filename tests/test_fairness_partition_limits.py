@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from certprune.errors import ConfigError
 from certprune.verifiers.partition import MAX_PARTITIONS, Partitioning, box_partition, grid_partition
+from tests.conftest import race_is_two_model
 
 
 def test_protected_attribute_is_never_chunked():
@@ -51,12 +52,7 @@ def test_user_partitions_splitting_the_protected_attribute_are_not_fair_on_domai
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
 
-    m = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
-    with torch.no_grad():
-        m[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
-        m[0].bias.fill_(-1.0)
-        m[2].weight.fill_(1.0)
-        m[2].bias.fill_(-0.5)  # decision = (race == 2)
+    m = race_is_two_model()  # decision = (race == 2)
     spec = FairnessSpec(("race", "age"), np.array([0, 0]), np.array([2, 3]), ("race",))
     boxes = np.array([[[r, 0], [r, 3]] for r in range(3)])
     res = audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)

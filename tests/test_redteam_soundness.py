@@ -26,6 +26,7 @@ from torch import nn
 import certprune
 from certprune.errors import CertpruneError
 from certprune.specs import InputRegion, LinearConstraints, Property
+from tests.conftest import race_is_two_model
 
 QUICK = dict(attack_restarts=4, attack_steps=10, attack_samples=128, attack_corners=16)
 
@@ -583,12 +584,7 @@ def test_verify_boundary_output_returns_a_result():
 def test_fairness_partition_size_does_not_hide_protected_pairs():
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
-    m = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
-    with torch.no_grad():
-        m[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
-        m[0].bias.fill_(-1.0)
-        m[2].weight.fill_(1.0)
-        m[2].bias.fill_(-0.5)                 # decision = (race == 2)
+    m = race_is_two_model()  # decision = (race == 2)
     spec = FairnessSpec(("race", "age"), np.array([0, 0]), np.array([2, 3]), ("race",))
     res = audit_fairness(m, spec, partition_size=2, timeout=10, progress=False)
     assert res.summary["fair_on_domain"] is False

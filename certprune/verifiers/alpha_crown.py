@@ -33,10 +33,7 @@ def alpha_crown(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, C: torch
     if pre is None:
         pre = crown_intermediate(net, lo, hi)
     last, N = net.num_layers - 1, lo.shape[0]
-    if C is None:
-        C = torch.eye(net.output_dim, dtype=lo.dtype)
-    m = C.shape[-2]
-    CC = torch.cat([C, -C], dim=-2)
+    C, m, CC = _stacked_spec(net, C, lo.dtype)
     lam0 = CC @ net.weights[last]
     const0 = (CC @ net.biases[last]).expand(N, 2 * m)
     relax = [relu_relaxation(l, u) for l, u in pre]
@@ -71,10 +68,7 @@ def _alpha_crown_full(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, C:
     are sound for its alphas in [0, 1], so elementwise best values over iterations are sound."""
     crown_pre = crown_intermediate(net, lo, hi)
     last, N = net.num_layers - 1, lo.shape[0]
-    if C is None:
-        C = torch.eye(net.output_dim, dtype=lo.dtype)
-    m = C.shape[-2]
-    CC = torch.cat([C, -C], dim=-2)
+    C, m, CC = _stacked_spec(net, C, lo.dtype)
     specs = [(torch.cat([w, -w]), torch.cat([b, -b])) for w, b in zip(net.weights[1:last], net.biases[1:last])]
     specs.append((CC @ net.weights[last], CC @ net.biases[last]))
     init = [relu_relaxation(l, u)[0] for l, u in crown_pre]
@@ -108,3 +102,11 @@ def _alpha_crown_full(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, C:
                 for a in row:
                     a.clamp_(0.0, 1.0)
     return (best[:, :m], -best[:, m:]), best_pre
+
+
+def _stacked_spec(net, C, dtype):
+    """(C, m, [C; -C]): the spec (identity on the outputs when None), its row count, and the
+    stacked form whose lower bounds give both the lower and the (negated) upper bounds."""
+    if C is None:
+        C = torch.eye(net.output_dim, dtype=dtype)
+    return C, C.shape[-2], torch.cat([C, -C], dim=-2)
