@@ -26,6 +26,9 @@ import numpy as np
 from certprune.errors import InputRegionError, ShapeMismatchError, SpecError
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # input boxes must be executable in float32
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -50,6 +53,12 @@ class InputRegion:
             raise InputRegionError(f"lower bound shape {lo.shape} differs from upper bound shape {hi.shape}")
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise InputRegionError("input box contains NaN or infinite bounds")
+        big = np.flatnonzero((np.abs(lo) > FLOAT32_MAX).ravel() | (np.abs(hi) > FLOAT32_MAX).ravel())
+        if big.size:
+            i = int(big[0])
+            raise InputRegionError(
+                f"input box bound beyond the float32 range (|x| <= {FLOAT32_MAX:.4g}) at {big.size} input(s), "
+                f"first at index {i} ([{lo.ravel()[i]:.4g}, {hi.ravel()[i]:.4g}]): models run in float32")
         bad = np.flatnonzero((lo > hi).ravel())
         if bad.size:
             i = int(bad[0])
@@ -177,8 +186,10 @@ class LinearConstraints:
         y = np.asarray(y, dtype=np.float64).reshape(-1, self.A.shape[1])
         # Elementwise product + per-row sum instead of BLAS ``y @ A.T``: BLAS rounds differently
         # with the batch size, and a counterexample's margin must not change between the batch it
-        # was found in and its re-check alone.
-        return (y[:, None, :] * self.A[None, :, :]).sum(axis=-1) - self.b
+        # was found in and its re-check alone. A non-finite output (float32 overflow) gives inf or
+        # NaN slack quietly; NaN never satisfies a row.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (y[:, None, :] * self.A[None, :, :]).sum(axis=-1) - self.b
 
     def holds(self, y: np.ndarray) -> np.ndarray:
         """Per output row (N,): every non-strict row has slack <= 0 and every strict row < 0."""
@@ -217,13 +228,17 @@ class Property:
         """Per output row: ``min over disjuncts of max over rows of (A y - b)`` (shape (N,)).
         The closure of the violation (strict rows read non-strictly) holds at y iff the margin is
         <= 0; a margin < 0 implies a violation, a margin of exactly 0 only without strict rows.
+        NaN (from non-finite outputs) is reported as +inf.
         Use :meth:`is_violated` to decide a concrete output."""
-        return np.min(np.stack([d.slack(y).max(axis=1) for d in self.disjuncts]), axis=0)
+        m = np.min(np.stack([d.slack(y).max(axis=1) for d in self.disjuncts]), axis=0)
+        return np.where(np.isnan(m), np.inf, m)  # a NaN output (float32 overflow) never violates
 
     def is_violated(self, y: np.ndarray) -> np.ndarray:
-        """Boolean per output row: does some disjunct hold, strict rows strictly (exact test)?"""
+        """Boolean per output row: does some disjunct hold, strict rows strictly (exact test)?
+        An output with a non-finite entry (float32 overflow) is never a violation."""
         y = np.asarray(y, dtype=np.float64).reshape(-1, self.num_outputs)
-        return np.any(np.stack([d.holds(y) for d in self.disjuncts]), axis=0)
+        finite = np.all(np.isfinite(y), axis=1)
+        return finite & np.any(np.stack([d.holds(y) for d in self.disjuncts]), axis=0)
 
     def check_outputs(self, num_outputs: int) -> None:
         """Raise a clear error if the property refers to outputs the model does not have."""

@@ -26,6 +26,7 @@ convention) onto a model input shape.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,10 @@ from certprune.specs import InputRegion, LinearConstraints, Property
 
 MAX_CLAUSES = 200_000
 _TOKEN = re.compile(r"\s*(?:(;[^\n]*)|(\()|(\))|([^\s();]+))")
-_VAR = re.compile(r"^([XY])_(\d+)$")
+_VAR = re.compile(r"^([XY])_([0-9]+)$")  # ASCII digits only: X_\uff15 (fullwidth 5) is not X_5
+# SMT-LIB decimals (and the scientific notation VNN-COMP files use), ASCII only; Python's float()
+# would also accept "inf", "nan", "1_000" and non-ASCII digits
+_NUMERAL = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -119,18 +123,28 @@ def _show(e) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _number(text: str) -> float | None:
-    try:
-        v = float(text)
-    except ValueError:
+def _number(atom: _Atom) -> float | None:
+    """The value of a numeral atom, None if the atom is not a numeral; a numeral beyond the
+    float64 range is an error."""
+    if _NUMERAL.match(atom.text) is None:
         return None
-    return v if np.isfinite(v) else None
+    v = float(atom.text)
+    if not np.isfinite(v):
+        raise VNNLibError(f"line {atom.line}: number {atom.text} is outside the float64 range")
+    return v
 
 
 def _linear(e, declared: dict) -> Linear:
-    """A linear term as {var: coef, None: constant}."""
+    """A linear term as {var: coef, None: constant}; every value a finite float64."""
+    out = _linear_term(e, declared)
+    if not all(math.isfinite(v) for v in out.values()):
+        raise VNNLibError(f"line {_line(e)}: {_show(e)} overflows the float64 range")
+    return out
+
+
+def _linear_term(e, declared: dict) -> Linear:
     if isinstance(e, _Atom):
-        v = _number(e.text)
+        v = _number(e)
         if v is not None:
             return {None: v}
         if e.text not in declared:
@@ -145,7 +159,7 @@ def _linear(e, declared: dict) -> Linear:
         variable = [a for a in args if not set(a) <= {None}]
         if len(variable) > 1:
             raise VNNLibError(f"line {e.line}: nonlinear product {_show(e)}")
-        c = float(np.prod([a.get(None, 0.0) for a in args if set(a) <= {None}]))
+        c = math.prod(a.get(None, 0.0) for a in args if set(a) <= {None})  # Python floats: no overflow warning
         return _scale(variable[0] if variable else {None: 1.0}, c)
     if op == "/" and len(args) == 2 and set(args[1]) <= {None} and args[1].get(None, 0.0) != 0:
         return _scale(args[0], 1.0 / args[1][None])

@@ -82,11 +82,13 @@ def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, open_lo: np
     """Round points to float32, stepping one float32 ulp inward where rounding left the box or
     sits on an open bound (unless the box holds no float32 number there, e.g. a point box at 0.1:
     see in_box_float32)."""
-    x32 = np.clip(x, lo, hi).astype(np.float32)
+    with np.errstate(over="ignore"):  # boxes lie within the float32 range (InputRegion checks)
+        x32 = np.clip(x, lo, hi).astype(np.float32)
     olo = np.zeros(lo.shape, bool) if open_lo is None else open_lo
     ohi = np.zeros(hi.shape, bool) if open_hi is None else open_hi
     for _ in range(2):
-        up, down = np.nextafter(x32, np.float32(np.inf)), np.nextafter(x32, np.float32(-np.inf))
+        with np.errstate(over="ignore"):
+            up, down = np.nextafter(x32, np.float32(np.inf)), np.nextafter(x32, np.float32(-np.inf))
         x32 = np.where(((x32 < lo) | (olo & (x32 <= lo))) & ((up < hi) | (~ohi & (up <= hi))), up, x32)
         x32 = np.where(((x32 > hi) | (ohi & (x32 >= hi))) & ((down > lo) | (~olo & (down >= lo))), down, x32)
     return x32.astype(np.float64)
@@ -97,7 +99,8 @@ def in_box_float32(x32: np.ndarray, lo: np.ndarray, hi: np.ndarray, int_mask: np
     """Per point: inside the box, where a coordinate may also equal the float32 rounding of a
     closed box bound (needed when no float32 number lies in ``[lo, hi]`` along that input);
     strictly inside open bounds (``open_lo``/``open_hi`` masks); integral on integer inputs."""
-    lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
+    with np.errstate(over="ignore"):
+        lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
     above = (x32 >= lo) | (x32 == lo32)
     below = (x32 <= hi) | (x32 == hi32)
     if open_lo is not None:
