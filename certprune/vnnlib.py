@@ -222,28 +222,32 @@ def _declare(e, declared: dict) -> None:
     declared[name] = (m.group(1), int(m.group(2)))
 
 
-def _read_text(path_or_text) -> tuple[str, str]:
+def _read_text(path_or_text, max_inflate: int | None = None) -> tuple[str, str]:
     """(text, name): a string holding a declaration or assertion is VNN-LIB text; anything else
-    names a file (``.gz`` decompressed)."""
+    names a file (``.gz`` decompressed, at most ``max_inflate`` bytes: :mod:`certprune.io.inflate`)."""
+    from certprune.io.inflate import read_file_bytes
+
     if isinstance(path_or_text, str) and ("(declare-const" in path_or_text or "(assert" in path_or_text):
         return path_or_text, ""
     p = Path(path_or_text)
     if not p.is_file():
         raise VNNLibError(f"VNN-LIB file not found: {p}")
+    raw = read_file_bytes(p, VNNLibError, max_inflate, "VNN-LIB file")
     try:
-        raw = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
         return raw.decode("utf-8"), p.name
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+    except UnicodeDecodeError as e:
         raise VNNLibError(f"cannot read VNN-LIB file {p}: {e}") from None
 
 
-def read_vnnlib(path_or_text, num_inputs: int | None = None, num_outputs: int | None = None) -> list[Property]:
+def read_vnnlib(path_or_text, num_inputs: int | None = None, num_outputs: int | None = None,
+                max_inflate: int | None = None) -> list[Property]:
     """Parse a VNN-LIB 1.0 file (or its text) into Properties, one per distinct input box.
 
     ``num_inputs`` / ``num_outputs`` (the model's flat sizes) default to the declared variable
-    counts; a variable index beyond them raises :class:`ShapeMismatchError`.
+    counts; a variable index beyond them raises :class:`ShapeMismatchError`. ``max_inflate``
+    caps the inflated size of a ``.gz`` file in bytes (default ``$CERTPRUNE_MAX_INFLATE`` or 1 GiB).
     """
-    text, name = _read_text(path_or_text)
+    text, name = _read_text(path_or_text, max_inflate)
     where = f"{name}: " if name else ""
     try:
         return _build(_parse(_tokenize(text)), num_inputs, num_outputs, name)
