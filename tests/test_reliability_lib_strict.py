@@ -170,3 +170,14 @@ def test_cli_verify_strict_sat_witness_is_strict(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "sat"
     word, vals = parse_result(out.read_text())
     assert word == "sat" and vals["Y_0"] > 0
+
+
+def test_twin_fairness_violation_is_the_exact_decision_rule():
+    """Decision 1 iff logit > 0: logits (0, -1) give the same decision (0, 0), so no violation;
+    the non-strict reading used to count it as a flip."""
+    from certprune.verifiers.twin import violation_disjuncts
+    prop = Property(InputRegion(np.zeros(1), np.ones(1)), violation_disjuncts())
+    y = np.array([[0.0, -1.0], [-1.0, 0.0], [0.0, 0.0], [0.5, -1.0], [-1.0, 1e-30], [0.5, 0.0]])
+    decided = (y > 0).astype(int)
+    assert prop.is_violated(y).tolist() == (decided[:, 0] != decided[:, 1]).tolist()
+    assert prop.is_violated(y).tolist() == [False, False, False, True, True, True]
