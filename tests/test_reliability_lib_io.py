@@ -57,6 +57,17 @@ def test_flat_batch_is_reshaped_row_major():
     np.testing.assert_array_equal(net.run_float32(x.reshape(8, 5).numpy()), net.run_float32(x.numpy()))
 
 
+def test_acas_xu_net_takes_flat_batches(shared_data):
+    """The issue's case: an ACAS Xu net expects (N, 1, 1, 5); (8, 5) used to fail deep in torch."""
+    net = load_model(shared_data / "vnncomp" / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx")
+    assert net.info.input_shape == (1, 1, 5)
+    x = torch.rand(8, 5)
+    with torch.no_grad():
+        np.testing.assert_array_equal(net(x).numpy(), net(x.reshape(8, 1, 1, 5)).numpy())
+    with pytest.raises(ShapeMismatchError, match=r"\(8, 6\).*\(N, 1, 1, 5\)"):
+        net(torch.rand(8, 6))
+
+
 def test_flat_batch_on_a_conv_model_matches_the_image_batch():
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
     net = Network(conv, ModelInfo((1, 8, 8), 3))
