@@ -39,7 +39,12 @@ class ModelInfo:
 
 
 class Network(nn.Module):
-    """A loaded model: ``module`` (eval mode, float32) and ``info``. Calling it runs ``module``."""
+    """A loaded model: ``module`` (eval mode, float32) and ``info``. Calling it runs ``module``.
+
+    ``net(x)`` takes a batch ``(N, *info.input_shape)``; a flat batch ``(N, prod(input_shape))``
+    is accepted too and reshaped row-major (C order, the VNN-LIB convention). Any other shape
+    raises :class:`~certprune.errors.ShapeMismatchError` naming both shapes.
+    """
 
     def __init__(self, module: nn.Module, info: ModelInfo):
         super().__init__()
@@ -48,16 +53,28 @@ class Network(nn.Module):
         check_finite_parameters(self.module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        return self.module(self.batch_shaped(x))
+
+    def batch_shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``(N, *input_shape)``: unchanged if it has that shape, reshaped if flat
+        ``(N, prod(input_shape))``; otherwise ShapeMismatchError."""
+        shape = tuple(self.info.input_shape)
+        got = tuple(x.shape)
+        if got[1:] == shape and len(got) == len(shape) + 1:
+            return x
+        if len(got) == 2 and got[1] == int(np.prod(shape)):
+            return x.reshape(got[0], *shape)
+        raise ShapeMismatchError(
+            f"input batch of shape {got} given to a model expecting (N, {', '.join(map(str, shape))}) "
+            f"(or flat (N, {int(np.prod(shape))}))")
 
     def run_float32(self, x: np.ndarray) -> np.ndarray:
-        """Evaluate on a batch ``(N, *input_shape)`` (or one input) in float32; returns ``(N, n_out)``."""
+        """Evaluate on a batch ``(N, *input_shape)`` or ``(N, prod(input_shape))`` (or one input of
+        ``input_shape``) in float32; returns ``(N, n_out)``."""
         x = np.asarray(x, dtype=np.float32)
         if x.shape == self.info.input_shape:
             x = x[None]
-        if tuple(x.shape[1:]) != self.info.input_shape:
-            raise ShapeMismatchError(
-                f"input of shape {tuple(x.shape[1:])} given to a model expecting {self.info.input_shape}")
+        x = self.batch_shaped(torch.from_numpy(np.ascontiguousarray(x))).numpy()
         with torch.no_grad():
             y = self.module.float()(torch.from_numpy(np.ascontiguousarray(x)))
         return y.reshape(len(x), -1).numpy()
@@ -95,11 +112,13 @@ def as_network(model: nn.Module | Network, input_shape: tuple[int, ...] | None =
 
 
 def load_model(path: str | Path, *, trust_pickle: bool = False, input_shape: tuple[int, ...] | None = None,
-               architecture: str | None = None) -> Network:
+               architecture: str | None = None, max_inflate: int | None = None) -> Network:
     """Load ONNX / Keras HDF5 / PyTorch files into a :class:`Network` (see module doc).
 
     PyTorch pickles are only unpickled when ``trust_pickle=True``; otherwise a TorchScript file or
     a state dict (loaded with ``weights_only=True``) plus ``architecture`` is required.
+    ``max_inflate`` caps the inflated size of a ``.onnx.gz`` (or a PyTorch zip archive) in bytes (default
+    ``$CERTPRUNE_MAX_INFLATE`` or 1 GiB; see :mod:`certprune.io.inflate`).
     """
     p = Path(path)
     if not p.is_file():
@@ -107,11 +126,12 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, input_shape: tup
     name = p.name.lower()
     if name.endswith((".onnx", ".onnx.gz")):
         from certprune.io.onnx_loader import load_onnx
-        return load_onnx(p)
+        return load_onnx(p, max_inflate=max_inflate)
     if name.endswith((".h5", ".hdf5", ".keras")):
         from certprune.io.keras_loader import load_keras_h5
         return load_keras_h5(p)
     if name.endswith((".pt", ".pth", ".ts", ".torchscript")):
         from certprune.io.torch_loader import load_torch
-        return load_torch(p, trust_pickle=trust_pickle, input_shape=input_shape, architecture=architecture)
+        return load_torch(p, trust_pickle=trust_pickle, input_shape=input_shape, architecture=architecture,
+                          max_inflate=max_inflate)
     raise ModelLoadError(f"unknown model format for {p.name}: expected .onnx, .onnx.gz, .h5 or .pt")

@@ -8,9 +8,12 @@ s-expression reader is simpler than wrapping a C++ AST.
 Supported: ``(declare-const X_i Real)`` / ``(declare-const Y_j Real)``, ``(assert F)`` where F
 nests ``and`` / ``or`` over comparisons ``<= >= < > =`` (chains allowed) between linear terms
 built from numbers, variables, ``+``, ``-``, ``*`` by a constant and ``/`` by a constant.
-Strict comparisons are read as non-strict: the violation set becomes its closure, so a
-certificate of the closed property also certifies the strict one (sound); counterexamples are
-re-validated on the model anyway.
+Strict comparisons ``<`` / ``>`` on outputs become strict rows
+(:attr:`~certprune.specs.LinearConstraints.strict`): the search and the bounds read them
+non-strictly (the closure, as VNN-COMP does; a certificate of the closed property also certifies
+the strict one), while a counterexample must satisfy them strictly on the float32 model. Strict
+bounds on inputs mark the box bound open (``InputRegion.open_lower`` / ``open_upper``): bounds use
+the closed box, a counterexample must lie strictly inside.
 
 Semantics: the conjunction of all asserts is put in disjunctive normal form; every clause splits
 into input atoms (bounds on one ``X_i`` each; general linear input constraints are rejected) and
@@ -23,6 +26,7 @@ convention) onto a model input shape.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,10 @@ from certprune.specs import InputRegion, LinearConstraints, Property
 
 MAX_CLAUSES = 200_000
 _TOKEN = re.compile(r"\s*(?:(;[^\n]*)|(\()|(\))|([^\s();]+))")
-_VAR = re.compile(r"^([XY])_(\d+)$")
+_VAR = re.compile(r"^([XY])_([0-9]+)$")  # ASCII digits only: X_\uff15 (fullwidth 5) is not X_5
+# SMT-LIB decimals (and the scientific notation VNN-COMP files use), ASCII only; Python's float()
+# would also accept "inf", "nan", "1_000" and non-ASCII digits
+_NUMERAL = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class _Atom:
 
 
 Linear = dict  # {("X"|"Y", index) or None (constant): coefficient}
+Atom = tuple  # (Linear, strict: bool) meaning ``lin < 0`` if strict else ``lin <= 0``
 
 
 # ----------------------------------------------------------------------------- reading
@@ -115,18 +123,28 @@ def _show(e) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _number(text: str) -> float | None:
-    try:
-        v = float(text)
-    except ValueError:
+def _number(atom: _Atom) -> float | None:
+    """The value of a numeral atom, None if the atom is not a numeral; a numeral beyond the
+    float64 range is an error."""
+    if _NUMERAL.match(atom.text) is None:
         return None
-    return v if np.isfinite(v) else None
+    v = float(atom.text)
+    if not np.isfinite(v):
+        raise VNNLibError(f"line {atom.line}: number {atom.text} is outside the float64 range")
+    return v
 
 
 def _linear(e, declared: dict) -> Linear:
-    """A linear term as {var: coef, None: constant}."""
+    """A linear term as {var: coef, None: constant}; every value a finite float64."""
+    out = _linear_term(e, declared)
+    if not all(math.isfinite(v) for v in out.values()):
+        raise VNNLibError(f"line {_line(e)}: {_show(e)} overflows the float64 range")
+    return out
+
+
+def _linear_term(e, declared: dict) -> Linear:
     if isinstance(e, _Atom):
-        v = _number(e.text)
+        v = _number(e)
         if v is not None:
             return {None: v}
         if e.text not in declared:
@@ -141,7 +159,7 @@ def _linear(e, declared: dict) -> Linear:
         variable = [a for a in args if not set(a) <= {None}]
         if len(variable) > 1:
             raise VNNLibError(f"line {e.line}: nonlinear product {_show(e)}")
-        c = float(np.prod([a.get(None, 0.0) for a in args if set(a) <= {None}]))
+        c = math.prod(a.get(None, 0.0) for a in args if set(a) <= {None})  # Python floats: no overflow warning
         return _scale(variable[0] if variable else {None: 1.0}, c)
     if op == "/" and len(args) == 2 and set(args[1]) <= {None} and args[1].get(None, 0.0) != 0:
         return _scale(args[0], 1.0 / args[1][None])
@@ -160,11 +178,12 @@ def _scale(t: Linear, c: float) -> Linear:
     return {k: v * c for k, v in t.items()}
 
 
-def _dnf(e, declared: dict) -> list[list[Linear]]:
-    """Formula -> list of clauses; a clause is a list of atoms ``lin <= 0``."""
+def _dnf(e, declared: dict) -> list[list[Atom]]:
+    """Formula -> list of clauses; a clause is a list of atoms ``(lin, strict)``: ``lin <= 0``
+    (``lin < 0`` when strict)."""
     op = _head(e)
     if op == "and":
-        clauses: list[list[Linear]] = [[]]
+        clauses: list[list[Atom]] = [[]]
         for sub in e[1:]:
             clauses = _product(clauses, _dnf(sub, declared), e)
         return clauses
@@ -175,16 +194,17 @@ def _dnf(e, declared: dict) -> list[list[Linear]]:
             raise VNNLibError(f"line {e.line}: comparison {_show(e)} needs two operands")
         terms = [_linear(a, declared) for a in e[1:]]
         atoms = []
+        strict = op in ("<", ">")
         for a, b in zip(terms, terms[1:]):
             if op in ("<=", "<", "="):
-                atoms.append(_sum([a, _scale(b, -1.0)]))
+                atoms.append((_sum([a, _scale(b, -1.0)]), strict))
             if op in (">=", ">", "="):
-                atoms.append(_sum([b, _scale(a, -1.0)]))
+                atoms.append((_sum([b, _scale(a, -1.0)]), strict))
         return [atoms]
     raise VNNLibError(f"line {e.line}: unsupported construct {op!r} in {_show(e)}")
 
 
-def _product(a: list[list[Linear]], b: list[list[Linear]], where) -> list[list[Linear]]:
+def _product(a: list[list[Atom]], b: list[list[Atom]], where) -> list[list[Atom]]:
     if len(a) * len(b) > MAX_CLAUSES:
         raise VNNLibError(f"line {_line(where)}: formula expands to more than {MAX_CLAUSES} disjuncts")
     return [x + y for x in a for y in b]
@@ -202,28 +222,32 @@ def _declare(e, declared: dict) -> None:
     declared[name] = (m.group(1), int(m.group(2)))
 
 
-def _read_text(path_or_text) -> tuple[str, str]:
+def _read_text(path_or_text, max_inflate: int | None = None) -> tuple[str, str]:
     """(text, name): a string holding a declaration or assertion is VNN-LIB text; anything else
-    names a file (``.gz`` decompressed)."""
+    names a file (``.gz`` decompressed, at most ``max_inflate`` bytes: :mod:`certprune.io.inflate`)."""
+    from certprune.io.inflate import read_file_bytes
+
     if isinstance(path_or_text, str) and ("(declare-const" in path_or_text or "(assert" in path_or_text):
         return path_or_text, ""
     p = Path(path_or_text)
     if not p.is_file():
         raise VNNLibError(f"VNN-LIB file not found: {p}")
+    raw = read_file_bytes(p, VNNLibError, max_inflate, "VNN-LIB file")
     try:
-        raw = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
         return raw.decode("utf-8"), p.name
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+    except UnicodeDecodeError as e:
         raise VNNLibError(f"cannot read VNN-LIB file {p}: {e}") from None
 
 
-def read_vnnlib(path_or_text, num_inputs: int | None = None, num_outputs: int | None = None) -> list[Property]:
+def read_vnnlib(path_or_text, num_inputs: int | None = None, num_outputs: int | None = None,
+                max_inflate: int | None = None) -> list[Property]:
     """Parse a VNN-LIB 1.0 file (or its text) into Properties, one per distinct input box.
 
     ``num_inputs`` / ``num_outputs`` (the model's flat sizes) default to the declared variable
-    counts; a variable index beyond them raises :class:`ShapeMismatchError`.
+    counts; a variable index beyond them raises :class:`ShapeMismatchError`. ``max_inflate``
+    caps the inflated size of a ``.gz`` file in bytes (default ``$CERTPRUNE_MAX_INFLATE`` or 1 GiB).
     """
-    text, name = _read_text(path_or_text)
+    text, name = _read_text(path_or_text, max_inflate)
     where = f"{name}: " if name else ""
     try:
         return _build(_parse(_tokenize(text)), num_inputs, num_outputs, name)
@@ -233,7 +257,7 @@ def read_vnnlib(path_or_text, num_inputs: int | None = None, num_outputs: int | 
 
 def _build(exprs: list, num_inputs, num_outputs, name: str) -> list[Property]:
     declared: dict[str, tuple[str, int]] = {}
-    clauses: list[list[Linear]] = [[]]
+    clauses: list[list[Atom]] = [[]]
     for e in exprs:
         op = _head(e)
         if op == "declare-const":
@@ -261,18 +285,18 @@ def _size(declared: dict, kind: str, given: int | None, word: str) -> int:
     return given if given is not None else top
 
 
-def _group(clauses: list[list[Linear]], n_in: int, n_out: int, name: str) -> list[Property]:
+def _group(clauses: list[list[Atom]], n_in: int, n_out: int, name: str) -> list[Property]:
     """Split clauses into input boxes and output rows; group by identical box."""
-    boxes: dict[bytes, tuple[np.ndarray, np.ndarray, list[LinearConstraints]]] = {}
+    boxes: dict[bytes, tuple[_Box, list[LinearConstraints]]] = {}
     for clause in clauses:
-        lo, hi = np.full(n_in, -np.inf), np.full(n_in, np.inf)
-        rows, rhs = [], []
-        for atom in clause:
+        box = _Box.unbounded(n_in)
+        rows, rhs, strict = [], [], []
+        for atom, is_strict in clause:
             kinds = {k[0] for k, v in atom.items() if k is not None and v != 0}
             if kinds == {"X", "Y"}:
                 raise VNNLibError("constraints mixing inputs and outputs are not supported")
             if kinds == {"X"}:
-                _tighten(atom, lo, hi)
+                box.tighten(atom, is_strict)
             else:
                 row = np.zeros(n_out)
                 for k, v in atom.items():
@@ -280,42 +304,67 @@ def _group(clauses: list[list[Linear]], n_in: int, n_out: int, name: str) -> lis
                         row[k[1]] += v
                 rows.append(row)
                 rhs.append(-atom.get(None, 0.0))
-        if np.any(lo > hi):
+                strict.append(is_strict)
+        if box.empty():
             continue  # empty input set: this clause can never be violated
-        missing = np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))
+        missing = np.flatnonzero(~(np.isfinite(box.lo) & np.isfinite(box.hi)))
         if missing.size:
             names = ", ".join(f"X_{i}" for i in missing[:5]) + (" ..." if missing.size > 5 else "")
             raise VNNLibError(f"input variable(s) {names} lack a lower or an upper bound")
         if not rows:  # no output condition: every point of the box violates
-            rows, rhs = [np.zeros(n_out)], [0.0]
-        key = lo.tobytes() + hi.tobytes()
-        entry = boxes.setdefault(key, (lo, hi, []))
-        entry[2].append(LinearConstraints(np.array(rows), np.array(rhs)))
+            rows, rhs, strict = [np.zeros(n_out)], [0.0], [False]
+        entry = boxes.setdefault(box.key(), (box, []))
+        entry[1].append(LinearConstraints(np.array(rows), np.array(rhs), np.array(strict, dtype=bool)))
     if not boxes:
         raise VNNLibError("the input constraints are infeasible (every input box is empty)")
     stem = name.removesuffix(".gz").removesuffix(".vnnlib")
-    return [Property(InputRegion(lo, hi), tuple(_dedupe(ds)), name=stem if len(boxes) == 1 else f"{stem}[{i}]",
+    return [Property(box.region(), tuple(_dedupe(ds)), name=stem if len(boxes) == 1 else f"{stem}[{i}]",
                      meta={"source": name, "input_disjunct": i})
-            for i, (lo, hi, ds) in enumerate(boxes.values())]
+            for i, (box, ds) in enumerate(boxes.values())]
 
 
-def _tighten(atom: Linear, lo: np.ndarray, hi: np.ndarray) -> None:
-    """Intersect the box with ``c * x_i + k <= 0``."""
-    terms = [(k, v) for k, v in atom.items() if k is not None and v != 0]
-    if len(terms) != 1:
-        raise VNNLibError("input constraints must bound one variable each (a box); got a linear combination")
-    (_, i), c = terms[0]
-    bound = -atom.get(None, 0.0) / c
-    if c > 0:
-        hi[i] = min(hi[i], bound)
-    else:
-        lo[i] = max(lo[i], bound)
+@dataclass
+class _Box:
+    """A box being built from input atoms; ``open_lo`` / ``open_hi`` mark bounds set by ``<``/``>``."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    open_lo: np.ndarray
+    open_hi: np.ndarray
+
+    @classmethod
+    def unbounded(cls, n: int) -> "_Box":
+        return cls(np.full(n, -np.inf), np.full(n, np.inf), np.zeros(n, bool), np.zeros(n, bool))
+
+    def tighten(self, atom: Linear, strict: bool) -> None:
+        """Intersect the box with ``c * x_i + k <= 0`` (``< 0`` when strict)."""
+        terms = [(k, v) for k, v in atom.items() if k is not None and v != 0]
+        if len(terms) != 1:
+            raise VNNLibError("input constraints must bound one variable each (a box); got a linear combination")
+        (_, i), c = terms[0]
+        bound = -atom.get(None, 0.0) / c
+        side, is_open, tighter = (self.hi, self.open_hi, bound < self.hi[i]) if c > 0 else \
+            (self.lo, self.open_lo, bound > self.lo[i])
+        if tighter:
+            side[i], is_open[i] = bound, strict
+        elif bound == side[i]:
+            is_open[i] |= strict
+
+    def empty(self) -> bool:
+        return bool(np.any(self.lo > self.hi) or np.any((self.lo == self.hi) & (self.open_lo | self.open_hi)))
+
+    def key(self) -> bytes:
+        return self.lo.tobytes() + self.hi.tobytes() + self.open_lo.tobytes() + self.open_hi.tobytes()
+
+    def region(self) -> InputRegion:
+        return InputRegion(self.lo, self.hi, open_lower=self.open_lo if self.open_lo.any() else None,
+                           open_upper=self.open_hi if self.open_hi.any() else None)
 
 
 def _dedupe(ds: list[LinearConstraints]) -> list[LinearConstraints]:
     seen, out = set(), []
     for d in ds:
-        key = d.A.tobytes() + d.b.tobytes()
+        key = d.A.tobytes() + d.b.tobytes() + d.strict.tobytes()
         if key not in seen:
             seen.add(key)
             out.append(d)
@@ -330,8 +379,7 @@ def region_for_model(prop: Property, input_shape: Sequence[int]) -> InputRegion:
     if r.dim != int(np.prod(shape)):
         raise ShapeMismatchError(f"the property has {r.dim} inputs but the model input shape {shape} "
                                  f"has {int(np.prod(shape))}")
-    mask = None if r.integer_mask is None else r.integer_mask.reshape(shape)
-    return InputRegion(r.lower.reshape(shape), r.upper.reshape(shape), mask)
+    return r.reshaped(shape)
 
 
 def property_for_model(prop: Property, input_shape: Sequence[int], num_outputs: int | None = None) -> Property:
@@ -354,9 +402,7 @@ def format_vnnlib(prop: Property | Sequence[Property]) -> str:
     lines += [f"(declare-const X_{i} Real)" for i in range(n_in)] + [""]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)] + [""]
     if len(props) == 1:
-        lo, hi = props[0].region.lower.ravel(), props[0].region.upper.ravel()
-        for i in range(n_in):
-            lines += [f"(assert (>= X_{i} {_num(lo[i])}))", f"(assert (<= X_{i} {_num(hi[i])}))"]
+        lines += [f"(assert {atom})" for atom in _bounds(props[0])]
         lines += ["", "(assert " + _output_or(props[0]) + ")"]
     else:
         lines.append("(assert (or")
@@ -365,13 +411,21 @@ def format_vnnlib(prop: Property | Sequence[Property]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _bounds(p: Property) -> list[str]:
+    """Two bound atoms per input (``>`` / ``<`` for open bounds)."""
+    r = p.region
+    lo, hi = r.lower.ravel(), r.upper.ravel()
+    olo, ohi = r.open_lower_mask.ravel(), r.open_upper_mask.ravel()
+    return [a for i in range(lo.size) for a in (f"({'>' if olo[i] else '>='} X_{i} {_num(lo[i])})",
+                                                 f"({'<' if ohi[i] else '<='} X_{i} {_num(hi[i])})")]
+
+
 def _box(p: Property) -> str:
-    lo, hi = p.region.lower.ravel(), p.region.upper.ravel()
-    return " ".join(f"(>= X_{i} {_num(lo[i])}) (<= X_{i} {_num(hi[i])})" for i in range(lo.size))
+    return " ".join(_bounds(p))
 
 
 def _output_or(p: Property, pad: str = "") -> str:
-    conj = ["(and " + " ".join(_row(a, b) for a, b in zip(d.A, d.b)) + ")" for d in p.disjuncts]
+    conj = ["(and " + " ".join(_row(a, b, s) for a, b, s in zip(d.A, d.b, d.strict)) + ")" for d in p.disjuncts]
     return f"(or\n{pad}    " + f"\n{pad}    ".join(conj) + f"\n{pad})"
 
 
@@ -387,12 +441,14 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
-def _row(a: np.ndarray, b: float) -> str:
-    """``a . y <= b`` as an s-expression; ``y_i - y_j <= 0`` is written ``(<= Y_i Y_j)``."""
+def _row(a: np.ndarray, b: float, strict: bool = False) -> str:
+    """``a . y <= b`` (``<`` when strict) as an s-expression; ``y_i - y_j <= 0`` is written
+    ``(<= Y_i Y_j)``."""
+    op = "<" if strict else "<="
     nz = np.flatnonzero(a)
     if len(nz) == 2 and b == 0 and sorted(a[nz]) == [-1.0, 1.0]:
         pos, neg = (nz[0], nz[1]) if a[nz[0]] > 0 else (nz[1], nz[0])
-        return f"(<= Y_{pos} Y_{neg})"
+        return f"({op} Y_{pos} Y_{neg})"
     terms = [f"Y_{j}" if a[j] == 1 else f"(* {_num(a[j])} Y_{j})" for j in nz]
     lhs = "0.0" if not terms else terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
-    return f"(<= {lhs} {_num(b)})"
+    return f"({op} {lhs} {_num(b)})"

@@ -1,4 +1,5 @@
-"""``certprune info MODEL``: layers (type, output shape, parameters), input shape, outputs, hash.
+"""``certprune info MODEL``: layers (type, output shape, parameters), input shape, outputs, hash,
+and whether the load-time onnxruntime self-check ran.
 
 Exit codes: 0 shown; 2 unreadable or unsupported model (one line on stderr).
 """
@@ -14,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from certprune.io.onnx_check import describe_check
+
     net = load_from_args(args)
     table = layer_table(net)
     print(f"model:        {args.model}")
@@ -23,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
           + (f"  (final {net.info.output_activation} stripped: module outputs logits)" if net.info.output_activation else ""))
     print(f"parameters:   {int(table['params'].sum()):,}")
     print(f"sha256:       {net.info.sha256}")
+    print(f"onnxruntime check: {describe_check(net)}")
     print(f"native bound engine: {_native_support(net)}")
     print()
     print(table.to_string(index=False))

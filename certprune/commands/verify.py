@@ -136,15 +136,14 @@ def _recheck(model, prop, cex):
     loaded model; returns flat (x, y). A failed check is an internal error, never ``sat``."""
     import numpy as np
 
-    from certprune.verifiers.problem import in_box_float32
+    from certprune.verifiers.problem import in_region_float32
 
     x = np.asarray(cex, dtype=np.float32).reshape(model.info.input_shape)
     y = model.run_float32(x)[0]
-    region = prop.region
     # the same box test verify() uses: a coordinate may equal the float32 rounding of a bound
-    # when no float32 number lies inside the box along that input (point boxes such as [0.1, 0.1])
-    inside = in_box_float32(x.astype(np.float64).reshape(1, -1), region.lower.ravel(), region.upper.ravel(),
-                            None if region.integer_mask is None else region.integer_mask.ravel())
+    # when no float32 number lies inside the box along that input (point boxes such as [0.1, 0.1]);
+    # open (strict) bounds are excluded, and strict output rows must hold strictly (is_violated)
+    inside = in_region_float32(prop.region, x)
     if not (inside.all() and prop.is_violated(y[None]).all()):
         raise RuntimeError("verifier returned a counterexample that does not violate the property in float32")
     return x.ravel(), y.ravel()

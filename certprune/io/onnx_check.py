@@ -3,8 +3,10 @@
 Why: verification results speak about the *file*; a converter bug would make every verdict about
 the wrong network. Each ``load_onnx`` therefore runs a few random inputs (uniform in [-1, 1],
 seeded) through both and refuses the model if they disagree by more than ``1e-4 * max(1, |y|)``
-(float32 summation-order noise is far below that). If onnxruntime itself cannot run the file the
-check is skipped and the reason is recorded.
+(float32 summation-order noise is far below that). onnxruntime is a core dependency; if it is
+missing, or cannot run the file, the check is skipped and the reason is recorded: the outcome
+(``info.extra["onnxruntime_check"]``) always says whether the check ran (``ran``), and
+``certprune info`` prints it.
 """
 from __future__ import annotations
 
@@ -18,9 +20,13 @@ TOLERANCE = 1e-4
 
 
 def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: int = 0) -> dict:
-    """``{"max_abs_diff": d}`` or ``{"skipped": reason}``; raises ModelLoadError on a mismatch."""
+    """``{"ran": True, "max_abs_diff": d, "samples": n}`` or ``{"ran": False, "skipped": reason}``;
+    raises ModelLoadError on a mismatch."""
     try:
         import onnxruntime as ort
+    except ImportError as e:
+        return {"ran": False, "skipped": f"onnxruntime is not installed ({e}); pip install onnxruntime"}
+    try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         # a reference run: no graph rewriting, and one thread (a thread pool costs ~100 ms to start)
@@ -35,13 +41,26 @@ def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: 
         outs = _run(sess, inp, x, no_batch, fixed)
         ref = np.concatenate([o.reshape(1 if no_batch or fixed else samples, -1) for o in outs])
     except Exception as e:  # onnxruntime rejects some files our converter reads; record, do not fail
-        return {"skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+        return {"ran": False, "skipped": f"onnxruntime cannot run the file: {type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:120] if str(e) else ''}"}
     ours = net.run_float32(x)
     diff = float(np.abs(ours - ref).max())
     if not diff <= TOLERANCE * max(1.0, float(np.abs(ref).max())):
         raise ModelLoadError(f"converted model disagrees with onnxruntime by {diff:.3g} on random inputs; "
                              "please report this model")
-    return {"max_abs_diff": diff}
+    return {"ran": True, "max_abs_diff": diff, "samples": samples}
+
+
+def describe_check(net) -> str:
+    """One line for ``certprune info``: whether the onnxruntime self-check ran, and its outcome."""
+    if net.info.source_format != "onnx":
+        return f"not applicable ({net.info.source_format} model)"
+    check = net.info.extra.get("onnxruntime_check")
+    if check is None:
+        return "not run (loaded with check=False)"
+    if check.get("ran"):
+        return f"ran: agrees on {check['samples']} random inputs (max |diff| {check['max_abs_diff']:.3g})"
+    return f"SKIPPED: {check['skipped']}"
 
 
 def _run(sess, inp, x: np.ndarray, no_batch: bool, fixed: bool) -> list[np.ndarray]:

@@ -20,7 +20,6 @@ UnsupportedModelError naming the layer and ``engine="auto"`` falls back to auto_
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch import nn
 
 from certprune.errors import ModelLoadError, UnsupportedModelError
 from certprune.io import onnx_ops as ops
+from certprune.io.inflate import read_file_bytes
 from certprune.network import ModelInfo, Network
 
 # Ops converted to torch modules when they act on the model's (non-constant) data.
@@ -42,16 +42,18 @@ TENSOR_OPS = frozenset({
 INPUT = "__input__"
 
 
-def load_onnx(path: str | Path, check: bool = True) -> Network:
+def load_onnx(path: str | Path, check: bool = True, max_inflate: int | None = None) -> Network:
     """Read ``.onnx`` / ``.onnx.gz`` into a Network (see module doc); errors name the file.
 
     ``check``: compare with onnxruntime on random inputs (:mod:`certprune.io.onnx_check`); the
-    outcome is in ``info.extra["onnxruntime_check"]``."""
+    outcome is in ``info.extra["onnxruntime_check"]``. ``max_inflate``: cap in bytes on the
+    inflated size of a ``.gz`` file (default ``$CERTPRUNE_MAX_INFLATE`` or 1 GiB,
+    :mod:`certprune.io.inflate`)."""
     p = Path(path)
+    data = read_file_bytes(p, ModelLoadError, max_inflate, "ONNX file")
     try:
-        raw = p.read_bytes()
-        data = gzip.decompress(raw) if p.name.endswith(".gz") else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raw = p.read_bytes() if p.name.lower().endswith(".gz") else data
+    except OSError as e:
         raise ModelLoadError(f"cannot read ONNX file {p}: {e}") from None
     proto = _parse_proto(data, p)
     try:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError, ModelLoadError, UnsupportedModelError
+from certprune.io.inflate import check_zip_size
 from certprune.network import ModelInfo, Network, file_sha256
 
 SIDECAR_SUFFIX = ".arch.json"
@@ -34,9 +35,11 @@ _LAYER_KEYS = {
 
 
 def load_torch(path: str | Path, *, trust_pickle: bool = False, input_shape: tuple[int, ...] | None = None,
-               architecture: str | None = None) -> Network:
-    """Load a TorchScript file, a state dict + architecture, or (trusted) a pickled module."""
+               architecture: str | None = None, max_inflate: int | None = None) -> Network:
+    """Load a TorchScript file, a state dict + architecture, or (trusted) a pickled module.
+    ``max_inflate`` caps the total inflated size of the zip archive's members (bytes)."""
     p = Path(path)
+    check_zip_size(p, ModelLoadError, max_inflate)
     module = _try_torchscript(p)
     arch = None
     if module is None:
@@ -124,23 +127,56 @@ def _unscript(scripted) -> nn.Sequential | None:
 
 
 def _load_weights_only(p: Path, trust_pickle: bool):
+    """``torch.load(weights_only=True)``; a file that needs full unpickling (any pickle protocol:
+    torch's weights-only reader also refuses protocol 4/5 framing) is unpickled only when trusted."""
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about its own unpickler internals
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for other files
         msg = str(e)
-        if "Unsupported global" not in msg:  # anything else is not a pickle of Python objects
-            raise ModelLoadError(f"{p} is not a readable PyTorch file: {msg.splitlines()[0] if msg else type(e).__name__}") from None
+        if not _needs_unpickling(msg, p):
+            reason = _refusal(msg) if "Weights only load failed" in msg else _first_line(msg) or type(e).__name__
+            raise ModelLoadError(f"{p} is not a readable PyTorch file: {reason}") from None
     if not trust_pickle:
         raise ModelLoadError(
-            f"{p.name} is a full Python pickle; unpickling it can run arbitrary code. Pass trust_pickle=True "
-            "(CLI: --trust-pickle) only if you trust the file, or save a state dict or TorchScript instead")
+            f"{p.name} is a full Python pickle (torch's weights-only reader refused it: {_refusal(msg)}); "
+            "unpickling it can run arbitrary code. Pass trust_pickle=True (CLI: --trust-pickle) only if you "
+            "trust the file, or save a state dict or TorchScript instead")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # arbitrary unpickling errors (missing classes, ...): name the file
-        raise ModelLoadError(f"{p} could not be unpickled: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"{p} could not be unpickled: {type(e).__name__}: {_first_line(str(e))[:200]}") from None
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{p.name} unpickles to a {type(obj).__name__}, not a torch module")
     return obj
+
+
+def _needs_unpickling(msg: str, p: Path) -> bool:
+    """Whether torch's weights-only refusal is about a pickle (zip archive or pickle protocol >= 2
+    header) rather than a file that is no pickle at all."""
+    if "Unsupported global" in msg:
+        return True
+    if "Weights only load failed" not in msg:
+        return False
+    with open(p, "rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(p) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _refusal(msg: str) -> str:
+    """The short reason in torch's weights-only error (its advice to pass weights_only=False dropped)."""
+    for marker in ("WeightsUnpickler error:", "Unsupported global"):
+        if marker in msg:
+            tail = msg.split(marker, 1)[1] if marker.endswith(":") else marker + msg.split(marker, 1)[1]
+            return _first_line(tail).split(". ")[0].removesuffix(".")[:160] or "unsupported content"
+    return "unsupported content"
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.strip().splitlines() if line.strip()), "")
 
 
 def _state_and_arch(obj, p: Path, architecture: str | None) -> tuple[dict, dict]:

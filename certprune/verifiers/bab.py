@@ -144,7 +144,8 @@ class BranchAndBound:
         if self.timed_out:
             return BabOutcome("unknown", stats=self._final_stats("timeout"))
         if self.stats["unresolved_leaves"]:
-            return BabOutcome("unknown", stats=self._final_stats("float32 disagreement at an LP leaf"))
+            return BabOutcome("unknown", stats=self._final_stats(
+                "an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"))
         return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
 
     def _final_stats(self, reason: str) -> dict:

@@ -11,7 +11,7 @@ from torch import nn
 
 from certprune.errors import ConfigError
 from certprune.results import Result, Verdict
-from certprune.specs import Property
+from certprune.specs import InputRegion, Property
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.attack import Float32Model, float32_forward, float32_margin
 from certprune.verifiers.bab import Spec
@@ -20,7 +20,8 @@ from certprune.verifiers.bab import Spec
 @dataclass
 class Problem:
     """``lo``/``hi``: flattened float64 box (integer inputs rounded inward); ``int_mask`` flat or
-    None; ``run32`` the float32 original model on flattened inputs; ``input_shape`` the model's."""
+    None; ``run32`` the float32 original model on flattened inputs; ``input_shape`` the model's;
+    ``open_lo``/``open_hi`` flat masks of open (strict) bounds or None."""
 
     net: AffineReluNet
     run32: Float32Model
@@ -31,23 +32,30 @@ class Problem:
     input_shape: tuple[int, ...]
     strategy: str
     spec: Spec
+    open_lo: np.ndarray | None = None
+    open_hi: np.ndarray | None = None
 
     def confirm(self, pts: np.ndarray) -> np.ndarray | None:
-        """The point (float32 values, as float64, flat) among ``pts`` with the smallest float32
-        margin if that margin is <= 0 and the point lies in the region; else None."""
-        x32 = to_float32_in_box(np.asarray(pts, dtype=np.float64).reshape(len(pts), -1), self.lo, self.hi)
-        ok = in_box_float32(x32, self.lo, self.hi, self.int_mask)
+        """The point (float32 values, as float64, flat) among ``pts`` that lies in the region and
+        whose float32 output violates the property exactly (strict rows strictly:
+        :meth:`Property.is_violated`), the one with the smallest float32 margin; else None."""
+        x32 = to_float32_in_box(np.asarray(pts, dtype=np.float64).reshape(len(pts), -1), self.lo, self.hi,
+                                self.open_lo, self.open_hi)
+        ok = in_box_float32(x32, self.lo, self.hi, self.int_mask, self.open_lo, self.open_hi)
         if not ok.any():
             return None
         x32 = x32[ok]
-        m, _ = float32_margin(self.run32, self.prop, x32)
-        i = int(np.argmin(m))
-        return x32[i] if m[i] <= 0 else None
+        m, y = float32_margin(self.run32, self.prop, x32)
+        hit = self.prop.is_violated(y)
+        if not hit.any():
+            return None
+        i = int(np.argmin(np.where(hit, m, np.inf)))
+        return x32[i]
 
     def falsified(self, x: np.ndarray, stats: dict, phase: str) -> Result:
         """FALSIFIED Result for a confirmed flat point, re-run once more for its float32 output."""
         m, y = float32_margin(self.run32, self.prop, x[None])
-        if not m[0] <= 0:  # defensive: confirm() already checked this exact point
+        if not self.prop.is_violated(y)[0]:  # defensive: confirm() already checked this exact point
             raise AssertionError("counterexample failed its float32 re-check")
         stats["phase"] = phase
         stats["counterexample_margin"] = float(m[0])
@@ -69,26 +77,49 @@ class Problem:
         return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
 
 
-def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Round points to float32, stepping one float32 ulp inward where rounding left the box
-    (unless the box holds no float32 number there, e.g. a point box at 0.1: see in_box_float32)."""
-    x32 = np.clip(x, lo, hi).astype(np.float32)
+def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, open_lo: np.ndarray | None = None,
+                      open_hi: np.ndarray | None = None) -> np.ndarray:
+    """Round points to float32, stepping one float32 ulp inward where rounding left the box or
+    sits on an open bound (unless the box holds no float32 number there, e.g. a point box at 0.1:
+    see in_box_float32)."""
+    with np.errstate(over="ignore"):  # boxes lie within the float32 range (InputRegion checks)
+        x32 = np.clip(x, lo, hi).astype(np.float32)
+    olo = np.zeros(lo.shape, bool) if open_lo is None else open_lo
+    ohi = np.zeros(hi.shape, bool) if open_hi is None else open_hi
     for _ in range(2):
-        up, down = np.nextafter(x32, np.float32(np.inf)), np.nextafter(x32, np.float32(-np.inf))
-        x32 = np.where((x32 < lo) & (up <= hi), up, x32)
-        x32 = np.where((x32 > hi) & (down >= lo), down, x32)
+        with np.errstate(over="ignore"):
+            up, down = np.nextafter(x32, np.float32(np.inf)), np.nextafter(x32, np.float32(-np.inf))
+        x32 = np.where(((x32 < lo) | (olo & (x32 <= lo))) & ((up < hi) | (~ohi & (up <= hi))), up, x32)
+        x32 = np.where(((x32 > hi) | (ohi & (x32 >= hi))) & ((down > lo) | (~olo & (down >= lo))), down, x32)
     return x32.astype(np.float64)
 
 
-def in_box_float32(x32: np.ndarray, lo: np.ndarray, hi: np.ndarray, int_mask: np.ndarray | None) -> np.ndarray:
-    """Per point: inside the box, where a coordinate may also equal the float32 rounding of a box
-    bound (needed when no float32 number lies in ``[lo, hi]`` along that input); integral on
-    integer inputs."""
-    lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
-    ok = ((x32 >= lo) | (x32 == lo32)) & ((x32 <= hi) | (x32 == hi32))
+def in_box_float32(x32: np.ndarray, lo: np.ndarray, hi: np.ndarray, int_mask: np.ndarray | None,
+                   open_lo: np.ndarray | None = None, open_hi: np.ndarray | None = None) -> np.ndarray:
+    """Per point: inside the box, where a coordinate may also equal the float32 rounding of a
+    closed box bound (needed when no float32 number lies in ``[lo, hi]`` along that input);
+    strictly inside open bounds (``open_lo``/``open_hi`` masks); integral on integer inputs."""
+    with np.errstate(over="ignore"):
+        lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
+    above = (x32 >= lo) | (x32 == lo32)
+    below = (x32 <= hi) | (x32 == hi32)
+    if open_lo is not None:
+        above = np.where(open_lo, x32 > lo, above)
+    if open_hi is not None:
+        below = np.where(open_hi, x32 < hi, below)
+    ok = above & below
     if int_mask is not None:
         ok &= ~int_mask | (x32 == np.round(x32))
     return ok.all(axis=1)
+
+
+def in_region_float32(region: InputRegion, x32: np.ndarray) -> np.ndarray:
+    """:func:`in_box_float32` for points ``(N, ...)`` (float32 values) of an :class:`InputRegion`."""
+    def flat(m):
+        return None if m is None else m.ravel()
+    pts = np.asarray(x32, dtype=np.float64).reshape(-1, region.dim)
+    return in_box_float32(pts, region.lower.ravel(), region.upper.ravel(), flat(region.integer_mask),
+                          flat(region.open_lower), flat(region.open_upper))
 
 
 def build_spec(prop: Property, cert_margin: float) -> Spec:
@@ -134,4 +165,7 @@ def prepare(model, prop: Property, cfg) -> Problem:
     strategy = cfg.strategy
     if strategy == "auto":
         strategy = "input" if net.input_dim <= cfg.input_split_max_dim else "relu"
-    return Problem(net, run32, prop, lo, hi, mask, shape, strategy, build_spec(prop, cfg.cert_margin))
+    open_lo = None if prop.region.open_lower is None else prop.region.open_lower.ravel().copy()
+    open_hi = None if prop.region.open_upper is None else prop.region.open_upper.ravel().copy()
+    return Problem(net, run32, prop, lo, hi, mask, shape, strategy, build_spec(prop, cfg.cert_margin),
+                   open_lo, open_hi)

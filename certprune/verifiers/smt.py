@@ -74,6 +74,7 @@ def input_variables(region, prefix: str = "x") -> tuple[list, list, list]:
     import z3
     lo, hi = region.lower.ravel(), region.upper.ravel()
     mask = np.zeros(lo.size, bool) if region.integer_mask is None else region.integer_mask.ravel()
+    olo, ohi = region.open_lower_mask.ravel(), region.open_upper_mask.ravel()  # strict bounds
     variables, terms, cons = [], [], []
     for i in range(lo.size):
         if mask[i]:
@@ -82,7 +83,8 @@ def input_variables(region, prefix: str = "x") -> tuple[list, list, list]:
             terms.append(z3.ToReal(v))
         else:
             v = z3.Real(f"{prefix}{i}")
-            cons += [v >= rational(lo[i]), v <= rational(hi[i])]
+            cons += [v > rational(lo[i]) if olo[i] else v >= rational(lo[i]),
+                     v < rational(hi[i]) if ohi[i] else v <= rational(hi[i])]
             terms.append(v)
         variables.append(v)
     return variables, terms, cons
@@ -211,14 +213,15 @@ def encode_network(net: AffineReluNet, inputs: Sequence, pre_bounds=None, prefix
 
 
 def violation_formula(prop: Property, outputs: Sequence):
-    """z3 formula: OR over disjuncts of AND of ``A y <= b`` (exact rationals)."""
+    """z3 formula: OR over disjuncts of AND of ``A y <= b`` (``<`` on strict rows; exact rationals)."""
     import z3
     ors = []
     for d in prop.disjuncts:
         rows = []
-        for a_row, b_val in zip(d.A, d.b):
+        for a_row, b_val, strict in zip(d.A, d.b, d.strict):
             terms = [rational(c) * outputs[i] for i, c in enumerate(a_row) if c != 0.0]
-            rows.append((z3.Sum(terms) if terms else z3.RealVal(0)) <= rational(b_val))
+            lhs = z3.Sum(terms) if terms else z3.RealVal(0)
+            rows.append(lhs < rational(b_val) if strict else lhs <= rational(b_val))
         ors.append(z3.And(rows))
     return ors[0] if len(ors) == 1 else z3.Or(ors)
 

@@ -109,10 +109,11 @@ def pair_box(layout: TwinLayout, spec: FairnessSpec, lo: np.ndarray, hi: np.ndar
 
 
 def violation_disjuncts() -> tuple[LinearConstraints, ...]:
-    """Decisions differ over outputs [y, y'], non-strict (an over-approximation of
-    ``y > 0 >= y'`` or ``y' > 0 >= y``): (-y <= 0, y' <= 0) or (y <= 0, -y' <= 0)."""
-    return (LinearConstraints(np.array([[-1.0, 0.0], [0.0, 1.0]]), np.zeros(2)),
-            LinearConstraints(np.array([[1.0, 0.0], [0.0, -1.0]]), np.zeros(2)))
+    """Decisions differ over outputs [y, y'] (decision 1 iff logit > 0): ``y > 0 >= y'`` or
+    ``y' > 0 >= y``, i.e. (-y < 0, y' <= 0) or (y <= 0, -y' < 0); the ``<`` rows are strict
+    (bounds read them non-strictly, counterexamples and z3 exactly)."""
+    return (LinearConstraints(np.array([[-1.0, 0.0], [0.0, 1.0]]), np.zeros(2), np.array([True, False])),
+            LinearConstraints(np.array([[1.0, 0.0], [0.0, -1.0]]), np.zeros(2), np.array([False, True])))
 
 
 def partition_properties(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> list[Property]:

@@ -20,7 +20,8 @@ Soundness conventions
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
   equal the float32 rounding of a box bound where no float32 number lies inside), given as float32
   values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
-  property (margin <= 0). The Result carries that point and that output.
+  property (``Property.is_violated``: margin <= 0, strict rows strictly). The Result carries that
+  point and that output.
 - Out of time -> UNKNOWN (never an exception); the deadline is checked between batches, and
   single LP calls get the remaining time.
 """
