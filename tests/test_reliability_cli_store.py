@@ -187,3 +187,19 @@ def test_certify_busy_out_and_out_a_file(tmp_path, holder, capsys):
     assert main(_certify(f, "-n", "2")) == 2
     err = capsys.readouterr().err.strip()
     assert "exists and is not a directory" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["fairness", "certify"])
+def test_out_that_is_a_file_or_cannot_be_created_is_one_line_exit_2(tmp_path, capsys, command):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out, text in ((f, "exists and is not a directory"), (f / "sub", "cannot create output directory")):
+        if command == "fairness":
+            args = ["fairness", str(GERMAN_MODEL), "--dataset", "german", "--protected", "age", "--timeout", "5",
+                    "--no-progress", "--out", str(out)]
+        else:
+            args = _certify(out, "-n", "2")
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and len(err.splitlines()) == 1
+    assert f.read_text() == "x"
