@@ -181,3 +181,17 @@ def test_fairness_data_dir_reports_the_models_test_accuracy(tmp_path, capsys, sh
     assert f"test accuracy {meta['test_accuracy']:.4f} on the {meta['test_rows']} test rows of compas" in out
     assert main(_fairness("--protected", "race", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path))) == 2
     assert "certprune: error:" in _err(capsys)
+
+
+def test_fairness_spec_from_schema_accepts_old_spellings():
+    from certprune.datasets.tabular import get_schema
+    from certprune.errors import SpecError
+    from certprune.fairness_spec import FairnessSpec
+    s = get_schema("compas")
+    old = FairnessSpec.from_schema(s, ("Race", "Female"), {"Number_of_Priors": 1})
+    new = FairnessSpec.from_schema(s, ("race", "female"), {"number_of_priors": 1})
+    assert old.protected == new.protected == ("race", "female")
+    assert old.relaxed == new.relaxed == (("number_of_priors", 1),)
+    assert old.protected_indices == (3, 4)
+    with pytest.raises(SpecError, match="unknown protected attribute 'religion'"):
+        FairnessSpec.from_schema(s, ("religion",))

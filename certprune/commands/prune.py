@@ -6,8 +6,9 @@ images 0..7999, the parts the bundled models were trained on); accuracy is repor
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of
-``DEFAULT_FINETUNE_EPOCHS`` (fine-tuning on the training part after pruning, so accuracy is kept), and for stability scores or the
-stability loss an ``--epsilon`` of the data set's usual radius (``DEFAULT_EPSILON``). A warning
+``DEFAULT_FINETUNE_EPOCHS`` (fine-tuning on the training part after pruning, so accuracy is
+kept), and for stability scores or the stability loss an ``--epsilon`` of the data set's usual
+radius (``DEFAULT_EPSILON``). A warning
 goes to stderr when held-out accuracy drops by more than 5 points. Exit code 0 on success, 2 on
 bad input.
 """
