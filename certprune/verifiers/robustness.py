@@ -69,30 +69,25 @@ def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: 
 
     net = as_network(model) if not isinstance(model, (str, Path)) else _load(model)
     X, y, idx = _check_inputs(net, X, y, eps, timeout, indices)
-    if out_dir is None:
-        return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, None)
-    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset))
+    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset)) if out_dir is not None else None
     try:
-        return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, store)
-    finally:
-        store.close()
-
-
-def _certify(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, store) -> RobustnessReport:
-    """Resume from ``store`` (or None), run the missing samples, report over exactly ``idx``."""
-    asked = {int(i) for i in idx}
-    done = {i: r for i, r in store.load().items() if i in asked} if store else {}
-    todo = [k for k in range(len(X)) if int(idx[k]) not in done]
-    rows = list(done.values())
-    t0 = time.monotonic()
-    for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, steps, restarts, progress):
-        rows.append(row)
+        asked = {int(i) for i in idx}
+        done = {i: r for i, r in store.load().items() if i in asked} if store else {}  # exactly the asked samples
+        todo = [k for k in range(len(X)) if int(idx[k]) not in done]
+        rows = list(done.values())
+        t0 = time.monotonic()
+        for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, pgd_steps, pgd_restarts,
+                        progress):
+            rows.append(row)
+            if store:
+                store.append(row)
+        report = _report(rows, eps, time.monotonic() - t0)
         if store:
-            store.append(row)
-    report = _report(rows, eps, time.monotonic() - t0)
-    if store:
-        store.write_summary(report)
-    return report
+            store.write_summary(report)
+        return report
+    finally:
+        if store:
+            store.close()
 
 
 def _identity(net, X, y, idx, eps, timeout, clip, dataset) -> dict[str, Any]:
