@@ -2,8 +2,11 @@
 provides ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their
 sub-command runs, so start-up stays fast.
 
-Exit codes: 0 success / decided; 2 usage or input error (one clear line on stderr, traceback only
-with --debug); other codes are documented by each sub-command (e.g. verify: 3 unknown/timeout).
+Exit codes: 0 success / decided; 2 usage or input error (one clear line on stderr; with --debug
+the traceback is printed too, the exit code stays 2); other codes are documented by each
+sub-command (e.g. verify: 3 unknown/timeout). Besides certprune's own errors, file-system errors
+(OSError), a corrupt SQLite store (sqlite3.Error) and unreadable JSON (json.JSONDecodeError) are
+input errors.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ def _command_module(name: str):
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Top-level parser; only the chosen sub-command's module is imported."""
     parser = _Parser(prog="certprune", description="Prune ReLU networks, certify robustness and fairness.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help="also print the traceback of an error (exit code unchanged)")
+    parser.add_argument("--version", action="version", version=f"certprune {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, help_text in COMMANDS.items():
@@ -45,28 +49,61 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed package's version (``certprune.__version__`` when run from a checkout)."""
+    from certprune import __version__
+    return __version__
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exception types reported as bad input: one line on stderr, exit code 2."""
+    import json
+    import sqlite3
+
+    from certprune.errors import CertpruneError
+    return (CertpruneError, OSError, sqlite3.Error, json.JSONDecodeError)
+
+
+def _describe(e: BaseException) -> str:
+    """One line naming the problem: certprune's message, or the OS / SQLite / JSON error and its file."""
+    import json
+    import sqlite3
+
+    from certprune.errors import CertpruneError
+    if isinstance(e, CertpruneError):
+        return str(e)
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, sqlite3.Error):
+        return f"SQLite store: {e} (corrupt or truncated file? use another --out)"
+    if isinstance(e, json.JSONDecodeError):
+        return f"invalid JSON: {e}"
+    return str(e) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``certprune`` command line; returns the exit code (see module doc)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    from certprune.errors import CertpruneError
     try:
         return int(_command_module(args.command).run(args) or 0)
-    except CertpruneError as e:
+    except _input_errors() as e:
+        if isinstance(e, BrokenPipeError):  # e.g. `certprune info M | head`: stop quietly like other Unix tools
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if args.debug:
-            raise
-        print(f"certprune: error: {e}", file=sys.stderr)
+            import traceback
+            traceback.print_exc()
+        print(f"certprune: error: {_describe(e).replace(chr(10), ' ')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("certprune: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `certprune info M | head`: stop quietly like other Unix tools
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -36,3 +36,7 @@ class DatasetError(CertpruneError):
 
 class ConfigError(CertpruneError):
     """A configuration value is invalid (unknown key, out-of-range number, unknown method)."""
+
+
+class StoreBusyError(CertpruneError):
+    """A result store (``--out`` folder) is locked by another running certprune process."""

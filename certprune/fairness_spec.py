@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from certprune.errors import ShapeMismatchError, SpecError
+from certprune.errors import DatasetError, ShapeMismatchError, SpecError
 
 
 def _frozen_int(a) -> np.ndarray:
@@ -127,4 +127,22 @@ class FairnessSpec:
             lo, hi = schema.lower, schema.upper
         lo = lo() if callable(lo) else lo
         hi = hi() if callable(hi) else hi
+        protected, relaxed = _schema_spellings(schema, protected, relaxed)
         return cls(tuple(names), np.asarray(lo), np.asarray(hi), protected, relaxed, schema, name)
+
+
+def _schema_spellings(schema: Any, protected, relaxed):
+    """Attribute names in the schema's spelling where ``schema.canonical`` knows an alias (``Race`` ->
+    ``race``); unknown names are left as given, so the spec's own check reports them."""
+    canon = getattr(schema, "canonical", None)
+    if canon is None:
+        return protected, relaxed
+
+    def fix(n):
+        try:
+            return canon(n)
+        except DatasetError:  # unknown name: left for FairnessSpec's SpecError
+            return n
+    prot = fix(protected) if isinstance(protected, str) else tuple(fix(p) for p in protected)
+    pairs = relaxed.items() if isinstance(relaxed, Mapping) else relaxed
+    return prot, tuple((fix(n), d) for n, d in pairs)

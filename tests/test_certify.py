@@ -89,15 +89,20 @@ def test_resume_skips_finished_samples(digits, tmp_path, monkeypatch):
     monkeypatch.setattr(v, "verify", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = certify_robustness(net, X[:6], y[:6], 0.02, timeout=10, out_dir=tmp_path, indices=range(1500, 1506))
     assert calls == [] and again.counts == first.counts
-    more = certify_robustness(net, X[:9], y[:9], 0.02, timeout=10, out_dir=tmp_path, indices=range(1500, 1509))
-    assert more.n == 9 and len(calls) <= 3
+    # another n or offset is another run (its identity differs): refused, never mixed into the totals
+    with pytest.raises(ConfigError, match="n, samples_sha256"):
+        certify_robustness(net, X[:9], y[:9], 0.02, timeout=10, out_dir=tmp_path, indices=range(1500, 1509))
+    with pytest.raises(ConfigError, match="offset"):
+        certify_robustness(net, X[1:7], y[1:7], 0.02, timeout=10, out_dir=tmp_path, indices=range(1501, 1507))
     # a row cut off by a crash is redone, not trusted
-    text = (tmp_path / "samples.csv").read_text()
-    (tmp_path / "samples.csv").write_text(text + "1509,3,3,True")
-    rep = certify_robustness(net, X[:10], y[:10], 0.02, timeout=10, out_dir=tmp_path, indices=range(1500, 1510))
-    assert [r["index"] for r in rep.rows] == list(range(1500, 1510))
+    lines = (tmp_path / "samples.csv").read_text().splitlines(keepends=True)
+    redo = int(lines[-1].split(",")[0])
+    (tmp_path / "samples.csv").write_text("".join(lines[:-1]) + lines[-1][:9])
+    rep = certify_robustness(net, X[:6], y[:6], 0.02, timeout=10, out_dir=tmp_path, indices=range(1500, 1506))
+    assert [r["index"] for r in rep.rows] == list(range(1500, 1506)) and len(calls) <= 1
+    assert rep.counts == first.counts and redo in range(1500, 1506)
     with pytest.raises(ConfigError, match="eps"):
-        certify_robustness(net, X[:6], y[:6], 0.05, timeout=10, out_dir=tmp_path)
+        certify_robustness(net, X[:6], y[:6], 0.05, timeout=10, out_dir=tmp_path, indices=range(1500, 1506))
 
 
 def test_bad_inputs(digits):

@@ -89,7 +89,7 @@ def test_schema_domains_and_protected_attributes():
     assert get_schema("adult").protected_indices == (7, 8)
     assert get_schema("german").protected_indices == (11, 19)
     assert get_schema("bank").protected_indices == (0,)
-    assert get_schema("compas").protected[0] == "Race"
+    assert get_schema("compas").protected[0] == "race"
     g = get_schema("german")
     assert g.feature("credit_amount").low == 0 and g.feature("credit_amount").high == 20000
     b = get_schema("bank")

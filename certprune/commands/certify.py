@@ -4,7 +4,11 @@ Clean, PGD and certified accuracy of a classifier on the held-out split of a dat
 per-sample verdicts in ``DIR/samples.csv`` and totals in ``DIR/summary.json``; rerunning into the
 same DIR resumes (finished samples are skipped). Default samples: the held-out part the bundled
 models were not trained on: digits images 1500..1796, MNIST test images 8000..9999
-(``--offset`` changes the start). Exit code 0 when the run finished, 2 on bad input.
+(``--offset`` changes the start). ``--eps`` must lie in [0, 1] (pixels are in [0, 1]); ``-n`` may
+not reach past the end of the data set (an error says how many samples remain). A rerun with
+another model, eps, timeout, data set, offset or n into the same ``--out`` is refused, and so is
+a second run on the same ``--out`` while the first is running. Exit code 0 when the run
+finished, 2 on bad input.
 """
 from __future__ import annotations
 
@@ -38,16 +42,22 @@ def run(args: argparse.Namespace) -> int:
     start = HELD_OUT[args.dataset] if args.offset is None else args.offset
     if not 0 <= start < len(X):
         raise ConfigError(f"--offset {start} is outside the {len(X)} images of {args.dataset}")
+    if not 0.0 <= args.eps <= 1.0:
+        raise ConfigError(f"--eps must lie in [0, 1] (pixel units), got {args.eps:g}")
     if args.n is not None and args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
+    if args.n is not None and start + args.n > len(X):
+        raise ConfigError(f"-n {args.n} from offset {start} goes past the {len(X)} images of {args.dataset}: "
+                          f"at most -n {len(X) - start}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     import torch
     torch.set_num_threads(args.threads)
-    stop = len(X) if args.n is None else min(len(X), start + args.n)
+    stop = len(X) if args.n is None else start + args.n
     model = load_model(args.model)
     rep = certify_robustness(model, X[start:stop], y[start:stop], args.eps, timeout=args.timeout, out_dir=args.out,
-                             indices=range(start, stop), progress=not args.no_progress)
+                             indices=range(start, stop), progress=not args.no_progress,
+                             dataset=args.dataset)
     c = rep.counts
     print(f"{args.dataset} samples {start}..{stop - 1} (n={rep.n}), eps={args.eps:g}, timeout {args.timeout:g} s/sample")
     print(f"clean accuracy     {rep.clean_accuracy:.4f}")

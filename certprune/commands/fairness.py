@@ -1,9 +1,15 @@
 """``certprune fairness MODEL --dataset NAME --protected ATTR [--relax ATTR=DELTA ...]
-[--partition-size T] [--timeout S] [--workers N] [--ray ADDRESS] --out DIR``.
+[--partition-size T] [--timeout S] [--workers N] [--ray ADDRESS] [--data-dir D] --out DIR``.
 
 Writes DIR/summary.json, partitions.csv, counterexamples.csv (+ counterexamples_decoded.csv),
 report.html and the resumable DIR/audit.sqlite. Prints the summary table. Exit codes: 0 when
 every partition is decided (certified or falsified), 3 when some stay undecided, 2 on bad input.
+
+Attribute names are matched ignoring case and ``-`` vs ``_`` (``Race`` = ``race``) and then
+written in the schema's lower-case spelling; naming the same attribute twice (``--protected age
+--protected age``, or protected and relaxed at once) is an error, not silently merged. With
+``--data-dir`` the data set's test split is read from that root and the model's test accuracy is
+printed before the audit (a check that model and encoding belong together).
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="global budget in seconds (default 600)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run partitions on the Ray cluster at ADDRESS")
+    p.add_argument("--data-dir", default=None,
+                   help="data root holding fairness/<dataset> (default: none read); prints the model's test accuracy")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output directory (rerunning with it resumes)")
 
@@ -35,6 +43,8 @@ def parse_relax(items: list[str]) -> dict[str, int]:
     out = {}
     for it in items:
         name, sep, val = it.partition("=")
+        if name.strip() in out:
+            raise ConfigError(f"--relax {name.strip()} given more than once; name each attribute once")
         try:
             out[name.strip()] = int(val)
         except ValueError:
@@ -42,6 +52,48 @@ def parse_relax(items: list[str]) -> dict[str, int]:
         if not sep or not name.strip():
             raise ConfigError(f"--relax expects ATTR=DELTA with an integer DELTA, got {it!r}")
     return out
+
+
+def attribute_names(schema, protected: list[str], relaxed: dict[str, int]) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Canonical (schema) spellings of the protected and relaxed names; ConfigError when a name
+    is given twice (in any spelling) or both protected and relaxed."""
+    from certprune.errors import ConfigError
+    prot = [_canonical(schema, p, "protected attribute") for p in protected]
+    twice = sorted({p for p in prot if prot.count(p) > 1})
+    if twice:
+        raise ConfigError(f"--protected {', '.join(twice)} given more than once; name each attribute once")
+    rel: dict[str, int] = {}
+    for name, delta in relaxed.items():
+        key = _canonical(schema, name, "relaxed attribute")
+        if key in rel:
+            raise ConfigError(f"--relax {key} given more than once; name each attribute once")
+        rel[key] = delta
+    both = sorted(set(prot) & set(rel))
+    if both:
+        raise ConfigError(f"{', '.join(both)} cannot be both --protected and --relax")
+    return tuple(prot), rel
+
+
+def _canonical(schema, name: str, what: str) -> str:
+    """The schema's spelling of ``name``, or SpecError naming ``what`` and the valid features."""
+    from certprune.errors import DatasetError, SpecError
+    try:
+        return schema.canonical(name)
+    except DatasetError:
+        raise SpecError(f"unknown {what} {name!r}; the features are: {', '.join(schema.names)}") from None
+
+
+def model_test_accuracy(model, dataset: str, data_dir) -> tuple[float, int]:
+    """(accuracy, rows) of the model's float32 decisions on the data set's test split (one logit:
+    label 1 iff logit > 0; two logits: argmax)."""
+    import numpy as np
+
+    from certprune.datasets.tabular import load_tabular
+    data = load_tabular(dataset, data_dir)
+    data.schema.validate_model_inputs(int(np.prod(model.info.input_shape)))
+    out = np.asarray(model.run_float32(data.X_test.astype(np.float32))).reshape(len(data.X_test), -1)
+    pred = out[:, 0] > 0 if out.shape[1] == 1 else out.argmax(1) == 1
+    return float(np.mean(pred == (data.y_test == 1))), len(data.y_test)
 
 
 def default_partition_size(dataset: str) -> int:
@@ -63,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
     schema = get_schema(args.dataset)
-    spec = FairnessSpec.from_schema(schema, tuple(args.protected), parse_relax(args.relax), name=args.dataset)
+    protected, relaxed = attribute_names(schema, args.protected, parse_relax(args.relax))
+    spec = FairnessSpec.from_schema(schema, protected, relaxed, name=args.dataset)
     model = load_from_args(args)
+    if args.data_dir is not None:
+        acc, rows = model_test_accuracy(model, args.dataset, args.data_dir)
+        print(f"test accuracy {acc:.4f} on the {rows} test rows of {args.dataset} ({args.data_dir})")
     size = args.partition_size if args.partition_size is not None else default_partition_size(args.dataset)
     res = audit_fairness(model, spec, size, timeout=args.timeout, workers=args.workers, ray_address=args.ray,
                          out_dir=args.out, progress=not args.no_progress)

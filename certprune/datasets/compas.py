@@ -3,8 +3,9 @@
 The file holds X_train (4937x6), y_train, X_val (617), y_val, X_test (618), y_test, int64; the
 80/10/10 split is FairQuant's (seed 42). ``load`` returns train = train + validation so that
 ``TabularData`` keeps two parts; use :func:`load_with_validation` for the three-way split.
-Inputs: Two_yr_Recidivism, Number_of_Priors (0..38), Age (1 if not below 25), Race (0 white,
-1 other), Female, Misdemeanor. Label: ``score_factor`` (1 = high COMPAS risk score); the
+Inputs: two_yr_recidivism, number_of_priors (0..38), age (1 if not below 25), race (0 white,
+1 other), female, misdemeanor (lower case like every data set; FairQuant's capitalised
+``Race``, ``Female``, ... are accepted as aliases by the schema's lookups). Label: ``score_factor`` (1 = high COMPAS risk score); the
 favourable outcome for the defendant is 0.
 """
 from __future__ import annotations
@@ -16,14 +17,14 @@ from certprune.datasets.schema import Feature, TabularSchema
 SCHEMA = TabularSchema(
     name="compas",
     features=(
-        Feature("Two_yr_Recidivism", 0, 1, "binary", ("no", "yes")),
-        Feature("Number_of_Priors", 0, 38, "integer"),
-        Feature("Age", 0, 1, "binary", ("<25", ">=25")),
-        Feature("Race", 0, 1, "binary", ("white", "non-white")),
-        Feature("Female", 0, 1, "binary", ("male", "female")),
-        Feature("Misdemeanor", 0, 1, "binary", ("no", "yes")),
+        Feature("two_yr_recidivism", 0, 1, "binary", ("no", "yes")),
+        Feature("number_of_priors", 0, 38, "integer"),
+        Feature("age", 0, 1, "binary", ("<25", ">=25")),
+        Feature("race", 0, 1, "binary", ("white", "non-white")),
+        Feature("female", 0, 1, "binary", ("male", "female")),
+        Feature("misdemeanor", 0, 1, "binary", ("no", "yes")),
     ),
-    protected=("Race", "Female", "Age"),
+    protected=("race", "female", "age"),
     target="score_factor",
     favourable_label="0 (low risk score)",
 )

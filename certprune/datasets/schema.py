@@ -6,6 +6,10 @@ Conventions
 - ``labels[i]`` (when present) is the readable category of code ``low + i``. A code the schema
   has no label for (a value allowed by the verification domain that never occurs in the data)
   decodes to ``"code <v>"``.
+- Feature names are lower case in every data set (``age``, ``race``, ``sex``). Lookups
+  (:meth:`TabularSchema.index`, :meth:`TabularSchema.canonical`) also accept other spellings that
+  differ only in case or in ``-`` vs ``_`` (e.g. COMPAS's former ``Race``, ``Female``; Adult's
+  ``hours_per_week`` for ``hours-per-week``) and return the canonical name.
 - The ranges are the *verification domain* (for Adult, German and Bank: Fairify's, exactly). A
   data row may fall outside it (e.g. German ``property = 3``); see ``TabularSchema.outside``.
 """
@@ -54,6 +58,11 @@ class Feature:
         return self.labels[i] if 0 <= i < len(self.labels) else f"code {v}"
 
 
+def _fold(name: str) -> str:
+    """Spelling-insensitive key of a feature name: lower case, ``-`` read as ``_``."""
+    return str(name).strip().lower().replace("-", "_")
+
+
 @dataclass(frozen=True)
 class TabularSchema:
     """Features in model input order, protected attribute names, target column, favourable label."""
@@ -84,12 +93,20 @@ class TabularSchema:
         return tuple(self.index(p) for p in self.protected)
 
     def index(self, name: str) -> int:
-        """Position of feature ``name`` in the model input (DatasetError listing valid names)."""
-        for i, f in enumerate(self.features):
-            if f.name == name:
-                return i
-        raise DatasetError(f"unknown feature {name!r} in data set {self.name!r}; "
-                           f"valid names: {', '.join(self.names)}")
+        """Position of feature ``name`` (or an alias, see module doc) in the model input
+        (DatasetError listing valid names)."""
+        return self.names.index(self.canonical(name))
+
+    def canonical(self, name: str) -> str:
+        """The schema's spelling of feature ``name``: exact match first, then ignoring case and
+        ``-`` vs ``_`` (DatasetError listing valid names when nothing matches)."""
+        if name in self.names:
+            return name
+        hits = [n for n in self.names if _fold(n) == _fold(name)]
+        if len(hits) != 1:
+            raise DatasetError(f"unknown feature {name!r} in data set {self.name!r}; "
+                               f"valid names: {', '.join(self.names)}")
+        return hits[0]
 
     def feature(self, name: str) -> Feature:
         """The Feature called ``name``."""

@@ -99,8 +99,11 @@ def select_units(scores: dict[str, torch.Tensor], amount: float, scope: str = "g
     keep = unstructured_masks(scores, amount, scope)
     for name, k in keep.items():
         if not k.any():
-            raise ConfigError(f"pruning {amount:.0%} {scope}ly would remove all {k.numel()} units of layer {name!r} "
-                              "(zero width); lower the amount, set min_keep or use scope='local'")
+            how = "of each layer" if scope == "local" else "under one global threshold"
+            hint = "" if scope == "local" else ", or prune per layer (scope='local', --scope local)"
+            raise ConfigError(f"removing a fraction {amount:.3g} of the units {how} would remove all {k.numel()} "
+                              f"units of layer {name!r} (zero width); lower the amount, keep a share of every "
+                              f"layer (min_keep, --min-keep){hint}")
         if min_keep > 0 and torch.isinf(scores[name][~k]).any():
             raise ConfigError(f"amount {amount} cannot be reached while keeping min_keep={min_keep} of every layer")
     return {name: torch.nonzero(~k).flatten().tolist() for name, k in keep.items()}

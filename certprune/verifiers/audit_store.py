@@ -4,6 +4,11 @@ One row per partition; each batch of finished partitions is one committed transa
 journal), so a run killed with SIGKILL loses no finished partition. ``meta`` holds the audit's
 identity (model hash, spec, partitioning); reopening with a different identity is refused so a
 resume never mixes two audits. 'unknown' rows are retried by the next run.
+
+Safety: the store is locked for its lifetime (``audit.sqlite.lock``, see
+:mod:`certprune.verifiers.store_lock`; forked workers join their parent's lock, another process
+is refused), and a finished verdict (certified / falsified) is never replaced by a later write.
+A file that is not a readable SQLite store is refused with a ConfigError.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from certprune.errors import ConfigError
+from certprune.verifiers.store_lock import StoreLock, ensure_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -24,6 +30,11 @@ CREATE TABLE IF NOT EXISTS partitions (
   seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL);
 """
 FINISHED = ("certified", "falsified")
+# upsert that keeps decided rows: a later write only replaces an undecided ('unknown') row
+_UPSERT = ("INSERT INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(pid) DO UPDATE SET "
+           "verdict=excluded.verdict, points=excluded.points, nodes=excluded.nodes, z3_calls=excluded.z3_calls, "
+           "seconds=excluded.seconds, x=excluded.x, x_prime=excluded.x_prime, logit_x=excluded.logit_x, "
+           "logit_x_prime=excluded.logit_x_prime WHERE partitions.verdict NOT IN ('certified', 'falsified')")
 
 
 class AuditStore:
@@ -31,18 +42,33 @@ class AuditStore:
 
     def __init__(self, path: str | Path, identity: dict):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
-        ident = json.dumps(identity, sort_keys=True)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
-        if row is None:
-            self.conn.execute("INSERT INTO meta VALUES ('identity', ?)", (ident,))
-        elif row[0] != ident:
-            raise ConfigError(f"{self.path} holds results of a different audit (model, spec or partitioning "
-                              f"differ); use another --out directory or delete it")
+        ensure_dir(self.path.parent)
+        self.lock = StoreLock(self.path.with_name(self.path.name + ".lock"), "audit store").acquire()
+        try:
+            row = self._open()
+            ident = json.dumps(identity, sort_keys=True)
+            if row is None:
+                self.conn.execute("INSERT INTO meta VALUES ('identity', ?)", (ident,))
+            elif row[0] != ident:
+                raise ConfigError(f"{self.path} holds results of a different audit (model, spec or partitioning "
+                                  f"differ); use another --out directory or delete it")
+        except BaseException:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            self.lock.release()
+            raise
+
+    def _open(self):
+        """Connect, create the tables, return the stored identity row (ConfigError if corrupt)."""
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+            return self.conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path} is not a readable audit store ({e}); it may be corrupt or "
+                              "truncated: delete it or use another --out directory") from None
 
     def finished(self) -> set[int]:
         """Partition ids with a final verdict (certified / falsified)."""
@@ -50,18 +76,21 @@ class AuditStore:
         return {r[0] for r in rows}
 
     def write(self, outcomes: Iterable, points: dict[int, float]) -> None:
-        """Insert or replace a batch of PartitionOutcome rows in one transaction."""
+        """Insert a batch of PartitionOutcome rows in one transaction; decided rows are kept as they are."""
         rows = [(o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
                  None if o.x is None else json.dumps([int(v) for v in np.asarray(o.x)]),
                  None if o.x_prime is None else json.dumps([int(v) for v in np.asarray(o.x_prime)]),
                  o.logit_x, o.logit_x_prime) for o in outcomes]
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT OR REPLACE INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self.conn.executemany(_UPSERT, rows)
 
     def frame(self) -> pd.DataFrame:
         """All rows, ordered by partition id."""
         return pd.read_sql_query("SELECT * FROM partitions ORDER BY pid", self.conn)
 
     def close(self) -> None:
+        """Close the connection and release the lock."""
         self.conn.close()
+        self.lock.release()
+

@@ -10,10 +10,13 @@ and the L-inf ball ``|x' - x| <= eps`` clipped to ``[clip_min, clip_max]`` (``Ro
 3. verify: :func:`certprune.verifiers.verify.verify` with ``timeout`` seconds per sample
    (verdicts ``certified`` / ``falsified`` / ``unknown``).
 
-Accuracies are fractions of all samples: certified <= PGD <= clean. With ``out_dir`` every finished
-sample is appended (and flushed) to ``out_dir/samples.csv``; a rerun into the same folder skips the
-samples already there (after checking that model, eps and timeout match ``out_dir/config.json``)
-and ``out_dir/summary.json`` is rewritten from all rows.
+Accuracies are fractions of the samples asked for: certified <= PGD <= clean. With ``out_dir``
+every finished sample is appended (and flushed) to ``out_dir/samples.csv``; a rerun into the same
+folder skips the samples already there, after checking that the run's identity (model hash, eps,
+timeout, clip, data set name, first index, n and a hash of the samples) equals the one in
+``out_dir/config.json``; ``out_dir/summary.json`` is rewritten from exactly the samples asked for.
+A ``samples.csv`` without its ``config.json`` is refused, and the folder is locked while the run
+writes (:mod:`certprune.verifiers.store_lock`): a second process on it gets a StoreBusyError.
 """
 from __future__ import annotations
 
@@ -55,28 +58,47 @@ class RobustnessReport:
 
 def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: str | Path | None = None, *,
                        indices=None, clip: tuple[float, float] = (0.0, 1.0), config=None,
-                       pgd_steps: int = 40, pgd_restarts: int = 4, progress: bool = False) -> RobustnessReport:
+                       pgd_steps: int = 40, pgd_restarts: int = 4, progress: bool = False,
+                       dataset: str | None = None) -> RobustnessReport:
     """Clean / PGD / certified accuracy of ``model`` on ``X`` (N, *input_shape), labels ``y``; see module doc.
 
-    ``indices`` names the samples in the CSV (default ``0..N-1``); ``config`` goes to ``verify``.
+    ``indices`` names the samples in the CSV (default ``0..N-1``); ``config`` goes to ``verify``;
+    ``dataset`` names the data set in the stored run identity.
     """
     from certprune.network import as_network
 
     net = as_network(model) if not isinstance(model, (str, Path)) else _load(model)
     X, y, idx = _check_inputs(net, X, y, eps, timeout, indices)
-    store = _Store(out_dir, net, eps, timeout, clip) if out_dir is not None else None
-    done = store.load() if store else {}
-    todo = [k for k in range(len(X)) if int(idx[k]) not in done]
-    rows = list(done.values())
-    t0 = time.monotonic()
-    for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, pgd_steps, pgd_restarts, progress):
-        rows.append(row)
+    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset)) if out_dir is not None else None
+    try:
+        asked = {int(i) for i in idx}
+        done = {i: r for i, r in store.load().items() if i in asked} if store else {}  # exactly the asked samples
+        todo = [k for k in range(len(X)) if int(idx[k]) not in done]
+        rows = list(done.values())
+        t0 = time.monotonic()
+        for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, pgd_steps, pgd_restarts,
+                        progress):
+            rows.append(row)
+            if store:
+                store.append(row)
+        report = _report(rows, eps, time.monotonic() - t0)
         if store:
-            store.append(row)
-    report = _report(rows, eps, time.monotonic() - t0)
-    if store:
-        store.write_summary(report)
-    return report
+            store.write_summary(report)
+        return report
+    finally:
+        if store:
+            store.close()
+
+
+def _identity(net, X, y, idx, eps, timeout, clip, dataset) -> dict[str, Any]:
+    """What a resumed run must share with the stored one (see module doc)."""
+    import hashlib
+    h = hashlib.sha256(np.ascontiguousarray(X).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(np.ascontiguousarray(idx).tobytes())
+    return {"model_sha256": net.info.sha256 or _module_digest(net), "eps": float(eps), "timeout": timeout,
+            "clip": [float(c) for c in clip], "dataset": dataset,
+            "offset": int(idx[0]) if len(idx) else None, "n": int(len(idx)), "samples_sha256": h.hexdigest()}
 
 
 def _load(path):
@@ -227,23 +249,32 @@ def _true(v) -> bool:
 
 
 class _Store:
-    """``samples.csv`` (append + flush per row), ``config.json`` (resume guard), ``summary.json``."""
+    """``samples.csv`` (append + flush per row), ``config.json`` (run identity), ``summary.json``;
+    the folder is locked (``samples.lock``) from construction to :meth:`close`."""
 
-    def __init__(self, out_dir, net, eps, timeout, clip):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out_dir, identity: dict[str, Any]):
+        from certprune.verifiers.store_lock import StoreLock, ensure_dir
+        self.dir = ensure_dir(out_dir)
         self.csv = self.dir / "samples.csv"
-        self.config = {"model_sha256": net.info.sha256 or _module_digest(net), "eps": float(eps),
-                       "timeout": timeout, "clip": list(clip)}
+        self.config = identity
+        self.lock = StoreLock(self.dir / "samples.lock", "certify store").acquire()
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        self.lock.release()
 
     def load(self) -> dict[int, dict]:
+        """Rows already in ``samples.csv`` by index, after checking the stored identity."""
         cfg_path = self.dir / "config.json"
         if cfg_path.exists():
-            old = json.loads(cfg_path.read_text())
+            old = _read_config(cfg_path)
             diff = [k for k in self.config if old.get(k) != self.config[k]]
             if diff:
                 raise ConfigError(f"{self.dir} holds results of another run (different {', '.join(diff)}); "
                                   "use a new --out folder")
+        elif self.csv.exists():
+            raise ConfigError(f"{self.csv} has no config.json beside it, so it cannot be told which run it "
+                              "belongs to; move it away or use a new --out folder")
         else:
             cfg_path.write_text(json.dumps(self.config, indent=1))
         if not self.csv.exists():
@@ -274,6 +305,17 @@ class _Store:
 
     def write_summary(self, report: RobustnessReport) -> None:
         (self.dir / "summary.json").write_text(json.dumps({**self.config, **report.summary()}, indent=1))
+
+
+def _read_config(path: Path) -> dict:
+    """The stored identity, or ConfigError when ``config.json`` is not a JSON object."""
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is corrupt ({e}); delete the folder or use a new --out") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path} is corrupt (not a JSON object); delete the folder or use a new --out")
+    return old
 
 
 def _module_digest(net) -> str:
