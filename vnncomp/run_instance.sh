@@ -6,7 +6,7 @@
 # The timeout (seconds) counts from the start of certprune's process, start-up included.
 # Settings per category (allowed by the rules; never per instance): vnncomp/config/CATEGORY.toml
 # if present, passed as --config. Exit code 0 when a result file was written (whatever its
-# word), 1 on wrong arguments.
+# word), 1 on wrong arguments or when no result file can be written there.
 
 VERSION_STRING=v1
 if [ "$#" -ne 6 ] || [ "$1" != "$VERSION_STRING" ]; then
@@ -25,11 +25,11 @@ if [ -f "$SCRIPT_DIR/config/$CATEGORY.toml" ]; then
     CONFIG_ARGS=(--config "$SCRIPT_DIR/config/$CATEGORY.toml")
 fi
 
-rm -f "$RESULTS_FILE"
+rm -f "$RESULTS_FILE" 2>/dev/null
 "$CERTPRUNE_PY" -m certprune verify "$ONNX_FILE" "$VNNLIB_FILE" --timeout "$TIMEOUT" \
     --results-file "$RESULTS_FILE" --fast-exit "${CONFIG_ARGS[@]}"
 CODE=$?
-if [ ! -s "$RESULTS_FILE" ]; then
+if [ ! -f "$RESULTS_FILE" ] || [ ! -s "$RESULTS_FILE" ]; then
     # certprune could not write an answer (killed, or the results path is unusable): say error
     echo "run_instance.sh: certprune exited with code $CODE and no result file" >&2
     echo "error" > "$RESULTS_FILE" 2>/dev/null || exit 1

@@ -3,7 +3,7 @@
 ``instances.csv`` lines are ``onnx,vnnlib,timeout_seconds`` with paths relative to the file's
 folder (a path whose file is missing is also tried with ``.gz``, as in the VNN-COMP benchmark
 repositories). Each instance gets its own timeout, or ``timeout_cap`` when that is smaller;
-start-up (imports) is paid once, model loading is counted in each instance's time. Rows go to a
+start-up (imports, :func:`warm_up`) is paid once, model loading is counted in each instance's time. Rows go to a
 :class:`~certprune.verifiers.bench_store.BenchStore` as they finish, so a rerun resumes.
 
 Reference results (``--reference``) are read in the VNN-COMP results format, one line per
@@ -111,6 +111,9 @@ def run_bench(instances: Iterable[Instance], store, timeout_cap: float | None, c
     returns the rows of all ``instances`` in order (stored ones included). ``on_row(row, fresh)``
     is called after each instance (``fresh`` False for a row found in the store)."""
     done = store.done()
+    instances = list(instances)
+    if any((i.onnx, i.vnnlib) not in done for i in instances):
+        warm_up()
     rows = []
     for inst in instances:
         row = done.get((inst.onnx, inst.vnnlib))
@@ -122,6 +125,20 @@ def run_bench(instances: Iterable[Instance], store, timeout_cap: float | None, c
         if on_row is not None:
             on_row(row, fresh)
     return rows
+
+
+def warm_up() -> None:
+    """Import what the first instance would otherwise pay for (onnx, onnxruntime for the load-time
+    self-check, the verifier's modules): the start-up is paid once, outside every instance's time."""
+    import importlib
+
+    for name in ("onnx", "onnxruntime", "certprune.network", "certprune.io.onnx_loader", "certprune.io.onnx_check",
+                 "certprune.vnnlib", "certprune.verifiers.verify", "certprune.verifiers.attack",
+                 "certprune.verifiers.problem", "certprune.verifiers.bab", "certprune.verifiers.lp_leaf"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional (onnxruntime): the instance pays for nothing it does not use
+            pass
 
 
 def summarize(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
