@@ -103,4 +103,4 @@ def test_run_instance_timeout_word_and_wall_time(shared_data, tmp_path):
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert res.read_text() == "timeout\n"
-    assert wall < 5 * 1.15, wall
+    assert wall < 5 * 1.15 + 0.5, wall   # +0.5 s: bash and a loaded machine
