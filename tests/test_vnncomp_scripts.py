@@ -94,7 +94,7 @@ def test_run_instance_results_path_is_a_directory(shared_data, tmp_path):
 @pytest.mark.slow
 def test_run_instance_timeout_word_and_wall_time(shared_data, tmp_path):
     """A hard instance (2_4 / property 1: undecided after minutes) with a 5 s budget: the word is
-    timeout and the script returns within the budget plus a generous tolerance (loaded machine)."""
+    timeout and the script returns close to the budget."""
     import time
     model, prop = acas(shared_data, "2_4", 1)
     res = tmp_path / "result.txt"
@@ -103,4 +103,6 @@ def test_run_instance_timeout_word_and_wall_time(shared_data, tmp_path):
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert res.read_text() == "timeout\n"
-    assert wall < 5 * 1.15 + 0.5, wall   # +0.5 s: bash and a loaded machine
+    # the instance runs for minutes without a budget; the 5 % bound itself is tested (with the
+    # start-up breakdown that explains a loaded machine) in test_verify_config.py
+    assert wall < 10, wall
