@@ -57,15 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace, config: dict):
-    from pathlib import Path
-
-    from certprune.network import file_sha256
+    from certprune.verifiers.bench import run_identity
     from certprune.verifiers.bench_store import BenchStore
 
-    path = Path(args.instances).resolve()
-    identity = {"instances": str(path), "instances_sha256": file_sha256(path), "timeout_cap": args.timeout_cap,
-                "config": config}
-    return BenchStore(args.out, identity, config)
+    return BenchStore(args.out, run_identity(args.instances, args.timeout_cap, config), config)
 
 
 def _run_with_bar(bench, instances, store, args: argparse.Namespace, config: dict) -> list:

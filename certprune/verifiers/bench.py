@@ -78,6 +78,15 @@ def _resolve(root: Path, rel: str) -> Path:
     return gz if not p.exists() and gz.exists() else p
 
 
+def run_identity(instances_path: str | Path, timeout_cap: float | None, config: Mapping[str, Any]) -> dict:
+    """What makes two bench runs the same run (checked by the store before resuming)."""
+    from certprune.network import file_sha256
+
+    path = Path(instances_path).resolve()
+    return {"instances": str(path), "instances_sha256": file_sha256(path), "timeout_cap": timeout_cap,
+            "config": dict(config)}
+
+
 def budget(inst: Instance, timeout_cap: float | None) -> float:
     """The instance's timeout, or the cap when that is smaller."""
     return inst.timeout if timeout_cap is None else min(inst.timeout, timeout_cap)
