@@ -154,3 +154,27 @@ def test_bad_instances_file_exit_2(tmp_path, capsys, text, needle):
     assert main(["bench", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_bad_instance_is_an_error_row_and_the_run_goes_on(tmp_path, capsys):
+    """A model that does not exist: that row says error with the reason; the next row still runs."""
+    import numpy as np
+
+    from certprune.specs import RobustnessSpec
+    from certprune.vnnlib import write_vnnlib
+    model = Path(__file__).resolve().parents[1] / "certprune" / "models" / "digits_mlp.onnx"
+    write_vnnlib(RobustnessSpec(np.full(64, 0.5), 0.0001, 0).to_property(10), tmp_path / "p.vnnlib")
+    (tmp_path / "m.onnx").symlink_to(model)
+    inst = tmp_path / "instances.csv"
+    inst.write_text("missing.onnx,p.vnnlib,30\nm.onnx,p.vnnlib,30\n")
+    assert main(["bench", str(inst), "--out", str(tmp_path / "o")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    assert rows[0]["result"] == "error" and "missing.onnx" in rows[0]["message"]
+    assert rows[1]["result"] in ("sat", "unsat") and rows[1]["message"] == ""
+
+
+def test_bad_timeout_cap_exit_2(tmp_path, capsys):
+    inst = tmp_path / "instances.csv"
+    inst.write_text("a.onnx,p.vnnlib,30\n")
+    assert main(["bench", str(inst), "--timeout-cap", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--timeout-cap" in capsys.readouterr().err
