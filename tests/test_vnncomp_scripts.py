@@ -105,4 +105,4 @@ def test_run_instance_timeout_word_and_wall_time(shared_data, tmp_path):
     assert res.read_text() == "timeout\n"
     # the instance runs for minutes without a budget; the 5 % bound itself is tested (with the
     # start-up breakdown that explains a loaded machine) in test_verify_config.py
-    assert wall < 10, wall
+    assert wall < 30, wall   # (load average ~10 on the shared machine stretches start-up to 5-10 s)
