@@ -22,6 +22,7 @@ COMMANDS = {
     "fairness": "audit individual fairness of a tabular model over its whole domain",
     "prune": "prune a model (structured or unstructured) and export ONNX + manifest",
     "demo": "the main job on the bundled default model (no download needed)",
+    "bench": "run every instance of a VNN-COMP instances.csv, resumable, with a summary table",
 }
 EXIT_USAGE = 2
 

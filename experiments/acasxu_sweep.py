@@ -1,32 +1,30 @@
 """All 186 ACAS Xu instances in one process: a short pass with a small budget, then a longer pass
-on what stayed undecided. Rows are appended to a CSV as they finish, so a rerun resumes.
+on what stayed undecided. Both passes are `certprune bench` runs (certprune.verifiers.bench), so
+rows are appended as they finish and a rerun resumes.
 
-    python experiments/acasxu_sweep.py [--first 2] [--second 20] [--out experiments/results/acasxu_sweep.csv]
+    python experiments/acasxu_sweep.py [--first 2] [--second 20] [--out experiments/results/acasxu_sweep]
 
-Verdicts per instance: FALSIFIED if any input box is falsified, CERTIFIED if all are certified.
-Times exclude Python start-up (in-process); see bench_verify.py for per-instance CLI runs vs Marabou.
+writes OUT/pass1/ and OUT/pass2/ (results.csv, summary.json, counterexamples/) and prints the
+combined counts. Times exclude Python start-up (paid once); see bench_verify.py for per-instance
+CLI runs vs Marabou.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import os
-import time
 from pathlib import Path
 
 
-def decide(root: Path, onnx: str, vnn: str, timeout: float) -> str:
-    import certprune
-    from certprune.vnnlib import property_for_model, read_vnnlib
+def run_pass(instances, instances_path: Path, out: Path, cap: float, config: dict) -> dict:
+    """One bench pass over ``instances`` with ``cap`` seconds each; {key: result word}."""
+    from certprune.verifiers import bench
+    from certprune.verifiers.bench_store import BenchStore
 
-    net = certprune.load_model(root / onnx)
-    props = read_vnnlib(root / vnn, num_outputs=net.info.num_outputs)
-    words = [certprune.verify(net, property_for_model(p, net.info.input_shape), timeout=timeout).verdict.name
-             for p in props]
-    if "FALSIFIED" in words:
-        return "FALSIFIED"
-    return "CERTIFIED" if all(w == "CERTIFIED" for w in words) else "UNKNOWN"
+    store = BenchStore(out, bench.run_identity(instances_path, cap, config), config)
+    rows = bench.run_bench(instances, store, cap, config)
+    print(bench.format_summary(bench.summarize(rows)), flush=True)
+    return {(r["onnx"], r["vnnlib"]): r["result"] for r in rows}
 
 
 def main() -> None:
@@ -34,35 +32,21 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("CERTPRUNE_DATA", "../shared/data"))
     ap.add_argument("--first", type=float, default=2.0, help="seconds per instance, first pass")
     ap.add_argument("--second", type=float, default=20.0, help="seconds per undecided instance, second pass")
-    ap.add_argument("--out", default="experiments/results/acasxu_sweep.csv")
+    ap.add_argument("--out", default="experiments/results/acasxu_sweep")
     args = ap.parse_args()
     import torch
+
+    from certprune.verifiers import bench
+    from certprune.verifiers.config_file import effective_config
     torch.set_num_threads(1)
-    root = Path(args.data) / "vnncomp" / "acasxu"
-    out = Path(args.out)
-    done = {}
-    if out.exists():
-        done = {(r["onnx"], r["vnnlib"], r["pass"]): r for r in csv.DictReader(open(out))}
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        w = csv.DictWriter(f, ["onnx", "vnnlib", "pass", "timeout", "verdict", "seconds"])
-        if new:
-            w.writeheader()
-        final = {}
-        for p, budget in (("1", args.first), ("2", args.second)):
-            for onnx, vnn, _ in csv.reader(open(root / "instances.csv")):
-                if p == "2" and final[(onnx, vnn)] != "UNKNOWN":
-                    continue
-                row = done.get((onnx, vnn, p))
-                if row is None:
-                    t0 = time.monotonic()
-                    verdict = decide(root, onnx, vnn, budget)
-                    row = {"onnx": onnx, "vnnlib": vnn, "pass": p, "timeout": budget, "verdict": verdict,
-                           "seconds": round(time.monotonic() - t0, 2)}
-                    w.writerow(row)
-                    f.flush()
-                final[(onnx, vnn)] = row["verdict"]
-            print(f"after pass {p} ({budget:g} s):", dict(collections.Counter(final.values())), flush=True)
+    path = Path(args.data) / "vnncomp" / "acasxu" / "instances.csv"
+    instances = bench.read_instances(path)
+    config = effective_config({"threads": 1})
+    final = run_pass(instances, path, Path(args.out) / "pass1", args.first, config)
+    print(f"after pass 1 ({args.first:g} s):", dict(collections.Counter(final.values())), flush=True)
+    rest = [i for i in instances if final[(i.onnx, i.vnnlib)] not in bench.DECIDED]
+    final.update(run_pass(rest, path, Path(args.out) / "pass2", args.second, config))
+    print(f"after pass 2 ({args.second:g} s):", dict(collections.Counter(final.values())), flush=True)
 
 
 if __name__ == "__main__":

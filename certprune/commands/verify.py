@@ -1,19 +1,26 @@
-"""``certprune verify MODEL PROPERTY [--timeout S] [--results-file F]``: one VNN-COMP instance.
+"""``certprune verify MODEL PROPERTY [--timeout S] [--results-file F] [--config FILE.toml] [--verbose]``.
 
 Prints the result word (``unsat`` / ``sat`` / ``timeout`` / ``unknown`` / ``error``) on stdout and
 writes the VNN-COMP result file (see :mod:`certprune.vnncomp`). Exit codes: 0 decided (sat or
 unsat), 3 undecided (timeout or unknown), 2 bad input (unreadable model, unknown VNN-LIB construct,
-output index beyond the model, empty input box), 1 internal error.
+output index beyond the model, empty input box, a results file that cannot be written, a bad
+config file), 1 internal error.
 
-A file can hold several input boxes (e.g. ACAS Xu property 6): the instance is ``sat`` when any
-box is falsified, ``unsat`` when every box is certified; the time budget is shared in order.
+``--timeout`` counts from the process start (interpreter start-up and imports included) when the
+process is the ``certprune`` command, from the call otherwise (``cli.main`` inside another program). The
+effective configuration (``--config`` file, then ``--strategy`` / ``--threads``) is written beside
+the result file as ``<results-file>.config.toml``. With a ``--timeout`` the ``certprune`` process
+leaves right after writing its results (as with ``--fast-exit``), skipping interpreter teardown. Progress goes to stderr: every phase with
+``--verbose``, otherwise a line every few seconds once a run has lasted 5 s.
 Heavy modules (torch, the verifier) are imported inside :func:`run`, after argument parsing.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 EXIT_DECIDED, EXIT_INTERNAL, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
 
@@ -22,33 +29,59 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.onnx, .onnx.gz, .h5, .pt)")
     p.add_argument("property", help="VNN-LIB 1.0 property file (.vnnlib or .vnnlib.gz)")
     p.add_argument("--timeout", type=float, default=None,
-                   help="seconds for the whole instance, model loading included (default: no limit)")
+                   help="seconds for the whole process, start-up and model loading included (default: no limit)")
     p.add_argument("--results-file", default=None, help="write the VNN-COMP result file here")
     p.add_argument("--stats-file", default=None,
                    help="write a JSON breakdown of the time (imports, model loading, each phase) here")
     p.add_argument("--fast-exit", action="store_true",
                    help="leave the process right after writing the results, skipping interpreter teardown "
                         "(0.5-4 s with torch loaded); for benchmark harnesses, never inside another program")
-    p.add_argument("--threads", type=int, default=1,
+    add_config_arguments(p)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--threads``, ``--strategy`` and ``--verbose`` (shared with ``bench``)."""
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="verifier configuration: TOML 'key = value' lines, one per VerifyConfig field "
+                        "(e.g. cert_margin = 1e-6); unknown keys are refused")
+    p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1: these small networks gain little from more, and on a "
                         "busy machine 2 threads ran PGD 30x slower than 1 in our measurement)")
-    p.add_argument("--strategy", choices=("auto", "input", "relu"), default="auto",
-                   help="branching: input splitting, ReLU splitting, or chosen from the input size")
+    p.add_argument("--strategy", choices=("auto", "input", "relu"), default=None,
+                   help="branching: input splitting, ReLU splitting, or chosen from the input size (default auto)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print each phase, the domains in the queue and the global bound on stderr")
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    """Every VerifyConfig field: the --config file's values, then --strategy / --threads on top."""
+    from certprune.verifiers.config_file import effective_config, read_config_file
+
+    if args.threads is not None and args.threads < 1:
+        raise _config_error(f"--threads must be >= 1, got {args.threads}")
+    values = read_config_file(args.config) if args.config else {}
+    if args.strategy is not None:
+        values["strategy"] = args.strategy
+    if args.threads is not None:
+        values["threads"] = args.threads
+    return effective_config(values)
 
 
 def run(args: argparse.Namespace) -> int:
+    from certprune.commands._clock import command_start
     from certprune.errors import CertpruneError
 
-    start = time.monotonic()
-    if args.timeout is not None and not args.timeout > 0:
-        _finish(args, "error")
-        raise _config_error(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.threads < 1:
-        _finish(args, "error")
-        raise _config_error(f"--threads must be >= 1, got {args.threads}")
+    start = command_start()
+    if args.results_file:
+        check_writable(args.results_file, "--results-file")  # before any work: an answer is never lost
     try:
-        stats: dict = {}
-        word, x, y = decide(args.model, args.property, args.timeout, start, args.strategy, stats, args.threads)
+        if args.timeout is not None and not args.timeout > 0:
+            raise _config_error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        config = config_from_args(args)
+        if args.results_file:
+            from certprune.verifiers.config_file import write_config
+            write_config(args.results_file + ".config.toml", config)
+        out = decide_with_progress(args, config, start)
     except CertpruneError:
         _finish(args, "error")
         raise
@@ -58,19 +91,56 @@ def run(args: argparse.Namespace) -> int:
         _finish(args, "error")
         print(f"certprune: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    _finish(args, word, x, y)
+    _finish(args, out.word, out.x, out.y)
     if args.stats_file:
-        import json
-        stats["seconds_total"] = time.monotonic() - start
-        with open(args.stats_file, "w") as f:
-            json.dump({"result": word, **stats}, f, indent=1, default=str)
-    code = EXIT_DECIDED if word in ("sat", "unsat") else EXIT_UNDECIDED
-    if getattr(args, "fast_exit", False):  # every file above is closed; only teardown is skipped
-        import os
+        _write_stats(args.stats_file, out, start)
+    code = EXIT_DECIDED if out.word in ("sat", "unsat") else EXIT_UNDECIDED
+    if _fast_exit(args):  # every file above is closed; only teardown is skipped
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _fast_exit(args: argparse.Namespace) -> bool:
+    """Skip interpreter teardown when asked, or when a --timeout binds the ``certprune`` process
+    itself (teardown with torch loaded takes 0.3-4 s, which the timeout would not cover)."""
+    from certprune.commands._clock import is_certprune_process
+
+    return bool(getattr(args, "fast_exit", False)) or (args.timeout is not None and is_certprune_process())
+
+
+def decide_with_progress(args: argparse.Namespace, config: dict, start: float):
+    """Run the instance with a stderr progress printer (see module doc)."""
+    from certprune.commands._progress import ProgressPrinter
+    from certprune.verifiers.instance import decide_instance
+
+    printer = ProgressPrinter(start, verbose=args.verbose)
+    return decide_instance(args.model, args.property, args.timeout, start, config, printer)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """ConfigError (exit 2) unless ``path`` can be written as a file: not a directory, and its
+    nearest existing parent folder writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise _config_error(f"{flag} {path} is a directory; give a file name")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise _config_error(f"{flag} {path} is not writable")
+        return
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise _config_error(f"{flag} {path}: cannot create a file in {parent}")
+
+
+def _write_stats(path: str, out, start: float) -> None:
+    import json
+    stats = dict(out.stats, seconds_total=time.monotonic() - start)
+    with open(path, "w") as f:
+        json.dump({"result": out.word, **stats}, f, indent=1, default=str)
 
 
 def _config_error(msg: str):
@@ -88,62 +158,12 @@ def _finish(args, word: str, x=None, y=None) -> None:
 
 def decide(model_path: str, prop_path: str, timeout: float | None, start: float | None = None,
            strategy: str = "auto", stats: dict | None = None, threads: int | None = None):
-    """(word, x, y) for one instance; x/y (flat float32 values) only for ``sat``. ``stats`` (if
-    given) receives seconds since ``start`` after imports and after loading, and each verify's stats."""
-    import numpy as np
+    """(word, x, y) for one instance (kept for callers of the old API; see
+    :func:`certprune.verifiers.instance.decide_instance`)."""
+    from certprune.verifiers.instance import decide_instance
 
-    from certprune.network import load_model
-    from certprune.vnnlib import property_for_model, read_vnnlib
-    from certprune.verifiers.verify import verify
-
-    start = time.monotonic() if start is None else start
-    if threads is not None:
-        import torch
-        torch.set_num_threads(threads)
-    stats = {} if stats is None else stats
-    stats["seconds_after_imports"] = time.monotonic() - start
-    model = load_model(model_path)
-    shape, n_out = model.info.input_shape, model.info.num_outputs
-    props = [property_for_model(p, shape, n_out)
-             for p in read_vnnlib(prop_path, num_inputs=int(np.prod(shape)), num_outputs=n_out)]
-    stats["seconds_after_loading"] = time.monotonic() - start
-    stats["verify"] = []
-    words = []
-    for prop in props:
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            words.append("timeout")
-            break
-        res = verify(model, prop, timeout=left, config={"strategy": strategy})
-        stats["verify"].append(res.stats)
-        if res.verdict.value == "falsified":
-            x, y = _recheck(model, prop, res.counterexample)
-            return "sat", x, y
-        words.append(_word(res))
-    if words and all(w == "unsat" for w in words) and len(words) == len(props):
-        return "unsat", None, None
-    return ("timeout" if "timeout" in words else "unknown"), None, None
-
-
-def _word(res) -> str:
-    """VNN-COMP word of one Result; UNKNOWN is ``timeout`` when the verifier ran out of time."""
-    timed_out = res.stats.get("reason") == "timeout"
-    return res.verdict.vnncomp_word(timed_out=timed_out)
-
-
-def _recheck(model, prop, cex):
-    """Belt and braces: the counterexample (float32) is in the box and violates the property on the
-    loaded model; returns flat (x, y). A failed check is an internal error, never ``sat``."""
-    import numpy as np
-
-    from certprune.verifiers.problem import in_region_float32
-
-    x = np.asarray(cex, dtype=np.float32).reshape(model.info.input_shape)
-    y = model.run_float32(x)[0]
-    # the same box test verify() uses: a coordinate may equal the float32 rounding of a bound
-    # when no float32 number lies inside the box along that input (point boxes such as [0.1, 0.1]);
-    # open (strict) bounds are excluded, and strict output rows must hold strictly (is_violated)
-    inside = in_region_float32(prop.region, x)
-    if not (inside.all() and prop.is_violated(y[None]).all()):
-        raise RuntimeError("verifier returned a counterexample that does not violate the property in float32")
-    return x.ravel(), y.ravel()
+    config = {"strategy": strategy, **({} if threads is None else {"threads": threads})}
+    out = decide_instance(model_path, prop_path, timeout, start, config)
+    if stats is not None:
+        stats.update(out.stats)
+    return out.word, out.x, out.y

@@ -83,7 +83,8 @@ class BranchAndBound:
 
     def __init__(self, net: AffineReluNet, spec: Spec, lo: np.ndarray, hi: np.ndarray,
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
-                 attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+                 attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 progress: Callable[[dict], None] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
@@ -98,6 +99,15 @@ class BranchAndBound:
         self._per_domain: float | None = None
         self.attack = attack  # (lo (k, n), hi (k, n)) -> candidate points, or None
         self._last_attack = time.monotonic()
+        self.progress = progress  # called about twice a second with the queue size and global bound
+        self._last_progress = time.monotonic()
+
+    def _report(self) -> None:
+        """Tell ``progress`` the queue size and the global lower bound (min key; > 0 means refuted)."""
+        if self.progress is not None and time.monotonic() - self._last_progress > 0.5:
+            self.progress({"phase": "bab", "domains": len(self.queue), "bound": self.queue.min_key(),
+                           "processed": self.stats["domains"]})
+            self._last_progress = time.monotonic()
 
     def _attack_boxes(self, batch: list[Domain]) -> None:
         """About once a second: PGD inside the boxes of the domains just popped (the lowest keys),
@@ -139,6 +149,7 @@ class BranchAndBound:
             self._per_domain = (time.monotonic() - t0) / (2 * len(batch))
             if self.attack is not None and self.found is None and t0 - self._last_attack > 1.0:
                 self._attack_boxes(batch)
+            self._report()
         if self.found is not None:
             return BabOutcome("falsified", self.found, self._final_stats("falsified"))
         if self.timed_out:

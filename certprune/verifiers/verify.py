@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -103,12 +103,15 @@ def _model_hash(model) -> str | None:
     return getattr(info, "sha256", None) or None
 
 
-def verify(model, prop: Property, timeout: float | None = None, config: VerifyConfig | Mapping | None = None) -> Result:
+def verify(model, prop: Property, timeout: float | None = None, config: VerifyConfig | Mapping | None = None,
+           progress: Callable[[dict], None] | None = None) -> Result:
     """Decide ``prop`` on ``model`` (Network, nn.Module or AffineReluNet); see module doc.
 
     ``timeout`` in seconds (None = no limit: complete on ReLU networks). Result.stats holds
     ``strategy``, ``phase`` (which phase decided), ``time_<phase>`` seconds, ``domains``,
-    ``max_depth`` and the attack's evaluation count.
+    ``max_depth`` and the attack's evaluation count. ``progress`` (optional) is called with
+    ``{"phase": name}`` as each phase starts and, during branch and bound, about twice a second
+    with ``{"phase": "bab", "domains": queued, "bound": global lower bound, "processed": n}``.
     """
     from certprune.verifiers.problem import prepare
 
@@ -121,15 +124,20 @@ def verify(model, prop: Property, timeout: float | None = None, config: VerifyCo
     stats: dict[str, Any] = {"strategy": pb.strategy, "input_dim": pb.net.input_dim,
                              "relus": sum(pb.net.relu_sizes)}
     with torch_threads(cfg.threads):
-        res = _run(pb, cfg, deadline, stats)
+        res = _run(pb, cfg, deadline, stats, progress or _silent)
     stats["time_total"] = time.monotonic() - t_start
     return dataclasses.replace(res, stats=stats, model_hash=_model_hash(model))
 
 
-def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
+def _silent(event: dict) -> None:
+    """The default progress callback: ignores every event."""
+
+
+def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: Callable[[dict], None]) -> Result:
     from certprune.verifiers.attack import falsify
     from certprune.verifiers.bab import BabSettings, BranchAndBound
 
+    progress({"phase": "falsify"})
     t0 = time.monotonic()
     att = falsify(pb.run32, pb.prop, pb.lo, pb.hi, restarts=cfg.attack_restarts, steps=cfg.attack_steps,
                   samples=cfg.attack_samples, corners=cfg.attack_corners, seed=cfg.seed, int_mask=pb.int_mask,
@@ -141,6 +149,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
             return pb.falsified(hit, stats, "falsify")
     if _timed_out(deadline):
         return _unknown(stats, "falsify")
+    progress({"phase": "bound"})
     t0 = time.monotonic()
     alive = pb.root_alive(cfg, deadline)
     stats["time_bound"] = time.monotonic() - t0
@@ -149,11 +158,13 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict) -> Result:
         return Result(Verdict.CERTIFIED, stats=stats, message="every disjunct refuted by bounds on the whole region")
     if _timed_out(deadline):
         return _unknown(stats, "bound")
+    progress({"phase": "bab", "domains": 1, "bound": None, "processed": 0})
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                            cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit)
     out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
-                         attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None).run(alive)
+                         attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
+                         progress=progress).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
     if out.status == "falsified":

@@ -1,0 +1,225 @@
+"""Benchmark runner: every instance of a VNN-COMP ``instances.csv`` in this one process.
+
+``instances.csv`` lines are ``onnx,vnnlib,timeout_seconds`` with paths relative to the file's
+folder (a path whose file is missing is also tried with ``.gz``, as in the VNN-COMP benchmark
+repositories). Each instance gets its own timeout, or ``timeout_cap`` when that is smaller;
+start-up (imports, :func:`warm_up`) is paid once, model loading is counted in each instance's time. Rows go to a
+:class:`~certprune.verifiers.bench_store.BenchStore` as they finish, so a rerun resumes.
+
+Reference results (``--reference``) are read in the VNN-COMP results format, one line per
+instance ``category,onnx,vnnlib,prepare_seconds,result,run_seconds`` (no header; the 2021 words
+``holds`` / ``violated`` read as ``unsat`` / ``sat``), or a results.csv written by this runner.
+Instances are matched on the file names of onnx and vnnlib without ``.gz``. A disagreement is a
+``sat`` against an ``unsat``: one of the two tools is wrong.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from certprune.errors import CertpruneError, ConfigError
+
+DECIDED = ("sat", "unsat")
+_OLD_WORDS = {"holds": "unsat", "violated": "sat"}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One line of an instances file: paths as written there, resolved files, timeout (s)."""
+
+    onnx: str
+    vnnlib: str
+    timeout: float
+    onnx_path: Path
+    vnnlib_path: Path
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return instance_key(self.onnx, self.vnnlib)
+
+
+def instance_key(onnx: str, vnnlib: str) -> tuple[str, str]:
+    """Tool-independent name of an instance: the two file names without ``.gz``."""
+    return Path(onnx.strip()).name.removesuffix(".gz"), Path(vnnlib.strip()).name.removesuffix(".gz")
+
+
+def read_instances(path: str | Path) -> list[Instance]:
+    """The instances of a VNN-COMP ``instances.csv``; ConfigError for a malformed line or a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"instances file {path} does not exist")
+    out = []
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 3:
+                raise ConfigError(f"{path}:{n}: expected 'onnx,vnnlib,timeout_seconds', got {','.join(row)!r}")
+            try:
+                timeout = float(row[2])
+            except ValueError:
+                raise ConfigError(f"{path}:{n}: timeout {row[2]!r} is not a number") from None
+            if not timeout > 0:
+                raise ConfigError(f"{path}:{n}: timeout must be positive, got {row[2]}")
+            onnx, vnn = row[0].strip(), row[1].strip()
+            out.append(Instance(onnx, vnn, timeout, _resolve(path.parent, onnx), _resolve(path.parent, vnn)))
+    if not out:
+        raise ConfigError(f"instances file {path} lists no instances")
+    return out
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = root / rel
+    gz = p.with_name(p.name + ".gz")
+    return gz if not p.exists() and gz.exists() else p
+
+
+def run_identity(instances_path: str | Path, timeout_cap: float | None, config: Mapping[str, Any]) -> dict:
+    """What makes two bench runs the same run (checked by the store before resuming)."""
+    from certprune.network import file_sha256
+
+    path = Path(instances_path).resolve()
+    return {"instances": str(path), "instances_sha256": file_sha256(path), "timeout_cap": timeout_cap,
+            "config": dict(config)}
+
+
+def budget(inst: Instance, timeout_cap: float | None) -> float:
+    """The instance's timeout, or the cap when that is smaller."""
+    return inst.timeout if timeout_cap is None else min(inst.timeout, timeout_cap)
+
+
+Row = dict[str, Any]
+
+
+def run_instance(inst: Instance, timeout: float, config: Mapping[str, Any],
+                 progress: Callable[[dict], None] | None = None):
+    """(row, outcome) for one instance; a bad instance is an ``error`` row, never an exception."""
+    from certprune.verifiers.instance import InstanceOutcome, decide_instance
+
+    t0 = time.monotonic()
+    message = ""
+    try:
+        out = decide_instance(str(inst.onnx_path), str(inst.vnnlib_path), timeout, t0, config, progress)
+    except CertpruneError as e:
+        out, message = InstanceOutcome("error"), str(e)
+    except Exception as e:  # an internal error on one instance must not stop the benchmark
+        out, message = InstanceOutcome("error"), f"internal error: {type(e).__name__}: {e}"
+    row = {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "timeout": timeout, "result": out.word,
+           "seconds": round(time.monotonic() - t0, 3), "message": message}
+    return row, out
+
+
+def run_bench(instances: Iterable[Instance], store, timeout_cap: float | None, config: Mapping[str, Any],
+              on_row: Callable[[Row, bool], None] | None = None,
+              progress: Callable[[dict], None] | None = None) -> list[Row]:
+    """Run every instance not yet in ``store`` (a BenchStore), appending each row as it finishes;
+    returns the rows of all ``instances`` in order (stored ones included). ``on_row(row, fresh)``
+    is called after each instance (``fresh`` False for a row found in the store)."""
+    done = store.done()
+    instances = list(instances)
+    if any((i.onnx, i.vnnlib) not in done for i in instances):
+        warm_up()
+    rows = []
+    for inst in instances:
+        row = done.get((inst.onnx, inst.vnnlib))
+        fresh = row is None
+        if fresh:
+            row, out = run_instance(inst, budget(inst, timeout_cap), config, progress)
+            store.append(row, out.x, out.y)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row, fresh)
+    return rows
+
+
+def warm_up() -> None:
+    """Import what the first instance would otherwise pay for (onnx, onnxruntime for the load-time
+    self-check, the verifier's modules): the start-up is paid once, outside every instance's time."""
+    import importlib
+
+    for name in ("onnx", "onnxruntime", "certprune.network", "certprune.io.onnx_loader", "certprune.io.onnx_check",
+                 "certprune.vnnlib", "certprune.verifiers.verify", "certprune.verifiers.attack",
+                 "certprune.verifiers.problem", "certprune.verifiers.bab", "certprune.verifiers.lp_leaf"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional (onnxruntime): the instance pays for nothing it does not use
+            pass
+
+
+def summarize(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts per result word, solved (sat + unsat), total and median seconds over all rows."""
+    words = [r["result"] for r in rows]
+    seconds = [float(r["seconds"]) for r in rows]
+    counts = {w: words.count(w) for w in ("unsat", "sat", "timeout", "unknown", "error")}
+    return {"instances": len(rows), "solved": counts["unsat"] + counts["sat"], **counts,
+            "total_seconds": round(sum(seconds), 3),
+            "median_seconds": round(statistics.median(seconds), 3) if seconds else 0.0}
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A two-line text table of :func:`summarize`'s numbers."""
+    cols = ("instances", "solved", "unsat", "sat", "timeout", "unknown", "error", "total_seconds", "median_seconds")
+    heads = ("instances", "solved", "unsat", "sat", "timeout", "unknown", "error", "total s", "median s")
+    cells = [str(summary[c]) for c in cols]
+    widths = [max(len(h), len(c)) for h, c in zip(heads, cells)]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in (heads, cells))
+
+
+def read_reference(path: str | Path) -> dict[tuple[str, str], str]:
+    """{instance key: result word} from a VNN-COMP results CSV or a results.csv of this runner."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"reference file {path} does not exist")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if rows and "result" in [c.strip() for c in rows[0]]:  # our own results.csv (with a header)
+        head = [c.strip() for c in rows[0]]
+        return {instance_key(r[head.index("onnx")], r[head.index("vnnlib")]): _ref_word(r[head.index("result")])
+                for r in rows[1:] if len(r) == len(head)}
+    out = {}
+    for n, r in enumerate(rows, 1):
+        if len(r) < 5:
+            raise ConfigError(f"{path}:{n}: expected 'category,onnx,vnnlib,prepare_time,result,run_time', "
+                              f"got {','.join(r)!r}")
+        out[instance_key(r[1], r[2])] = _ref_word(r[4])
+    return out
+
+
+def _ref_word(word: str) -> str:
+    w = word.strip().lower()
+    return _OLD_WORDS.get(w, w)
+
+
+@dataclass
+class Comparison:
+    """How our rows compare with a reference: disagreements (sat vs unsat) and who solved what."""
+
+    disagreements: list[tuple[str, str, str, str]]  # (onnx, vnnlib, ours, reference)
+    agree: int
+    only_ours: int
+    only_reference: int
+    missing: int  # our instances the reference does not list
+
+
+def compare(rows: list[Mapping[str, Any]], reference: Mapping[tuple[str, str], str]) -> Comparison:
+    """Compare result words instance by instance (see module doc for the matching)."""
+    cmp = Comparison([], 0, 0, 0, 0)
+    for r in rows:
+        theirs = reference.get(instance_key(r["onnx"], r["vnnlib"]))
+        ours = r["result"]
+        if theirs is None:
+            cmp.missing += 1
+        elif ours in DECIDED and theirs in DECIDED:
+            if ours == theirs:
+                cmp.agree += 1
+            else:
+                cmp.disagreements.append((r["onnx"], r["vnnlib"], ours, theirs))
+        elif ours in DECIDED:
+            cmp.only_ours += 1
+        elif theirs in DECIDED:
+            cmp.only_reference += 1
+    return cmp
