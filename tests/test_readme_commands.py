@@ -77,6 +77,11 @@ COMMANDS = {
     "certprune fairness model.onnx --dataset adult --protected sex --relax age=2 --workers 2 --out out/":
         Run(subst={"model.onnx": str(MODELS / "adult_mlp.onnx"), "out/": "{tmp}/out"},
             overrides={"--timeout": "3", **FAST}, ok=(0, 3), slow=True),
+    "certprune verify MODEL PROP.vnnlib [--config FILE.toml] [--strategy auto|input|relu] [--threads N] [--verbose]":
+        Run(subst={"FILE.toml": "{tmp}/verify.toml", "N": "1"}),
+    "certprune bench INSTANCES.csv [--timeout-cap S] [--out DIR] [--reference RESULTS.csv] [--config FILE.toml]":
+        Run(subst={"INSTANCES.csv": "{tmp}/instances.csv", "S": "10", "RESULTS.csv": "{tmp}/reference.csv",
+                   "FILE.toml": "{tmp}/verify.toml"}),
     "certprune prune MODEL.onnx --method magnitude --amount 0.5 --granularity neuron --dataset digits|mnist "
     "[--scope global|local] [--min-keep F] [--epsilon E] [--finetune-epochs E] [--stability-weight L] --out PRUNED.onnx":
         Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/pruned.onnx"}),
@@ -130,6 +135,13 @@ def _write_property(path: Path) -> None:
     write_vnnlib(RobustnessSpec(X[1500].ravel(), 0.002, int(y[1500])).to_property(10), path)
 
 
+def _write_bench_inputs(tmp: Path) -> None:
+    """A one-instance instances.csv (the digits property), a reference result for it, a config."""
+    (tmp / "instances.csv").write_text(f"{DIGITS},prop.vnnlib,10\n")
+    (tmp / "reference.csv").write_text(f"digits,{DIGITS},prop.vnnlib,0.0,unsat,1.0\n")
+    (tmp / "verify.toml").write_text('strategy = "auto"\n')
+
+
 def test_every_readme_command_has_an_entry_and_every_entry_a_line():
     lines = readme_command_lines((REPO / "README.md").read_text())
     missing = [l for l in lines if l not in COMMANDS]
@@ -165,6 +177,7 @@ def _params():
 def test_readme_command_runs(line, run, tmp_path, monkeypatch, capsys, request):
     data = request.getfixturevalue("shared_data") if run.needs_data else REPO / "no-data"
     _write_property(tmp_path / "prop.vnnlib")
+    _write_bench_inputs(tmp_path)
     monkeypatch.chdir(tmp_path)
     argv = expand(line, run, tmp_path, data)
     try:
