@@ -14,6 +14,7 @@ from certprune.pruning import masks as masklib
 from certprune.pruning.criteria import criterion
 from certprune.pruning.criteria.base import ScoreContext
 from certprune.pruning.finetune import FinetuneConfig, finetune
+from certprune.pruning.learners import METHODS as LEARNERS, prune_learned
 from certprune.pruning.layers import base_module, unit_layers, weight_layers
 from certprune.pruning.manifest import Manifest, PruneStep, apply_manifest, encode_mask, unit_entry
 from certprune.pruning.schedules import cumulative_amounts, silo_max_lr
@@ -113,6 +114,8 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     used for data-driven criteria and fine-tuning. ``epsilon``: L-inf radius for stability.
     See :class:`PruneOptions` for the rest.
     """
+    if method in LEARNERS:  # mask learners train while pruning: certprune.pruning.learners
+        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options)
     opts = make_options(options)
     crit = criterion(method)
     if granularity not in GRANULARITIES:
