@@ -46,3 +46,29 @@ class StepMask(nn.Module):
         if gate.dim() < self.ndim:
             gate = gate.reshape(gate.shape + (1,) * (self.ndim - gate.dim()))
         return w * gate
+
+
+class _SurgeryMask(torch.autograd.Function):
+    """``w * T`` forward; the gradient reaches every ``w``, masked or not (``d(w*T)/dw := 1``)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return w * t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return grad, None
+
+
+class RecoverableMask(nn.Module):
+    """Parametrization ``w -> w * T`` with a buffer ``T`` in {0, 1}; with ``recover`` the
+    gradient of the effective weight is applied to pruned weights too (dynamic network surgery),
+    without it pruned weights get no gradient (a fixed mask)."""
+
+    def __init__(self, shape: torch.Size, recover: bool = True):
+        super().__init__()
+        self.register_buffer("t", torch.ones(shape))
+        self.recover = recover
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return _SurgeryMask.apply(w, self.t) if self.recover else w * self.t
