@@ -19,15 +19,17 @@ from torch import nn
 
 from certprune.errors import ConfigError
 
-_MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain"}
+_MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain", "gating": "gating"}
 METHODS = tuple(_MODULES)
 
 
 @dataclass
 class Learned:
-    """What a learner decided: weight keep-masks (True = kept) or unit indices to remove,
-    plus statistics of the run (JSON-serialisable) stored in the manifest's config."""
+    """What a learner decided: weight keep-masks (True = kept) or unit indices to remove, or a
+    replacement ``model`` (runtime gating), plus statistics of the run (JSON-serialisable)
+    stored in the manifest's config."""
 
+    model: nn.Module | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     removal: dict[str, list[int]] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
@@ -71,6 +73,7 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     shape = _input_shape(model, X, opts)
     work = copy.deepcopy(base_module(model)).float().eval()
     learned = mod.learn(work, X, y, amount, granularity, cfg, opts, seed)
+    work = learned.model if learned.model is not None else work
     manifest = Manifest(method, granularity, learned.stats.get("amount", amount), list(shape), seed, None,
                         config={**dataclasses.asdict(opts), **dataclasses.asdict(cfg), "learned": learned.stats,
                                 "finetune_epochs": finetune_epochs})
