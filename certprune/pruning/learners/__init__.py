@@ -19,7 +19,8 @@ from torch import nn
 
 from certprune.errors import ConfigError
 
-_MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain", "gating": "gating"}
+_MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain", "gating": "gating",
+            "agn": "agn"}
 METHODS = tuple(_MODULES)
 
 
