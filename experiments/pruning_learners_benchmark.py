@@ -1,13 +1,21 @@
 """Benchmark of the mask learners (certprune.pruning.learners) against magnitude pruning on the
-MNIST MLP of experiments/pruning_benchmark.py (784-128-128-10; train on the first 8,000 test-split
-images, evaluate on the other 2,000).
+MNIST MLP of experiments/pruning_benchmark.py (784-128-128-10). Data: the 10,000-image MNIST test
+split; the dense net and every method train on its first 6,400 images; methods that stop or
+choose on a validation set (brain, agn) get the next 1,600 as that set (never trained on);
+everything is evaluated on the last 2,000.
 
 Rows per method and seed: params, nonzeros, compression, clean accuracy (2,000 held-out images),
 unstable ReLUs per input at ``--eps`` (CROWN), CROWN certified accuracy on the first
 ``--verify-samples`` held-out images, and the time the method took. Training budget: the learners
 train ``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines
 (global magnitude, random) fine-tune ``FT + LEARN`` epochs, so every row gets the same epochs
-after the dense training (brain: one epoch per round, as many rounds as the tolerance allows). Every (method, seed) row is
+after the dense training (brain: one epoch per round, as many rounds as the tolerance allows).
+Extra columns: ``dnr`` (dynamic dead-neuron rate on the evaluation images; AP rows wrap the
+same base with ``activate_while_pruning``); gating: ``runtime_macs`` per input and no
+certification (refused: the gate is not a ReLU graph); agn: ``energy_saving``, the simulated
+approximate network's accuracy ``approx_acc`` and ``approx_cert_acc`` (CROWN with each layer's
+worst-case multiplier error as a bounded perturbation), and the same two figures for the plan with
+every layer's truncation capped at 4 columns (``_t4``). Every (method, seed) row is
 appended to experiments/results/pruning_learners.csv as soon as it is done and skipped when the
 script is run again (resumable); experiments/results/pruning_learners.md is the mean +- std over
 the seeds present. Single-threaded (``torch.set_num_threads(1)``).
@@ -40,12 +48,21 @@ METHODS = {
     "gibbs@0.8": dict(method="gibbs", amount=0.8, gibbs_epochs=4, finetune_epochs=FT),
     "gibbs-neuron@0.5": dict(method="gibbs", granularity="neuron", amount=0.5, gibbs_epochs=4, finetune_epochs=FT),
     "brain": dict(method="brain", brain_rate=0.3, brain_epochs=1),
+    "magnitude-neuron@0.5": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
+                                 finetune_epochs=(FT + LEARN) // 2),
+    "magnitude-neuron@0.5+AP": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
+                                    finetune_epochs=(FT + LEARN) // 2, activate_while_pruning=True),
+    "magnitude@0.8+AP": dict(method="magnitude", amount=0.8, finetune_epochs=FT + LEARN, activate_while_pruning=True),
+    "gating@0.5": dict(method="gating", granularity="neuron", amount=0.5, gating_epochs=LEARN, finetune_epochs=FT),
+    "agn": dict(method="agn", agn_epochs=LEARN, finetune_epochs=0),
 }
+WITH_VALIDATION = ("brain", "agn")
 
 
 def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int) -> dict:
     """Prune ``dense`` with one method and measure it (one table row)."""
     import certprune
+    from certprune.pruning.learners.activate import dynamic_dnr
     from certprune.pruning.metrics import pruning_metrics
 
     t = time.time()
@@ -55,22 +72,61 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int) -> d
         model, manifest = certprune.prune(dense, data=data, seed=seed, **spec)
         learned = manifest.config.get("learned", {})
     seconds = time.time() - t
-    row = pruning_metrics({"dense": dense, name: model}, eval_data, args.eps, reference="dense",
-                          verify_samples=args.verify_samples).iloc[-1].to_dict()
+    if spec.get("method") == "gating":
+        row = gating_row(model, learned, eval_data)
+    else:
+        row = pruning_metrics({"dense": dense, name: model}, eval_data, args.eps, reference="dense",
+                              verify_samples=args.verify_samples).iloc[-1].to_dict()
+        row["dnr"] = dynamic_dnr(model, eval_data[0])
+    if spec.get("method") == "agn":
+        row.update(agn_columns(model, learned, eval_data, args))
     row.update(method=name, seed=seed, prune_s=seconds, learned_amount=learned.get("amount"))
     return row
 
 
+def gating_row(model, learned: dict, eval_data) -> dict:
+    """Accuracy and run-time MACs of a gated model; it is not certified (refused by design)."""
+    X, y = eval_data
+    with torch.no_grad():
+        acc = float((model(X).argmax(1) == y).float().mean())
+    params = sum(p.numel() for p in model.parameters())
+    return {"params": params, "nonzeros": params, "compression": float("nan"), "clean_acc": acc,
+            "unstable_per_input": float("nan"), "crown_cert_acc": float("nan"),
+            "runtime_macs": learned["runtime_macs"]}
+
+
+def agn_columns(model, learned: dict, eval_data, args) -> dict:
+    """Energy saving, simulated approximate accuracy, certified accuracy under multiplier error."""
+    from certprune.pruning.learners import agn
+
+    X, y = eval_data
+    plans = agn.plans_from_stats(learned)
+    approx = float((agn.simulate(model, X, plans, learned["bits"]).argmax(1) == y).double().mean())
+    n = args.verify_samples
+    cert = agn.certified_with_multiplier_error(model, X[:n], y[:n], args.eps, plans)
+    capped = [agn.LayerPlan(min(p.t, 4), p.dw, p.dx) for p in plans]  # a verification-friendly plan
+    cert4 = agn.certified_with_multiplier_error(model, X[:n], y[:n], args.eps, capped)
+    return {"energy_saving": learned["energy_saving"], "approx_acc": approx,
+            "approx_cert_acc": float(cert.double().mean()), "truncation": str(learned["truncation"]),
+            "energy_saving_t4": agn.energy_saving(model, capped, learned["bits"]),
+            "approx_cert_acc_t4": float(cert4.double().mean())}
+
+
 def summary(table: pd.DataFrame) -> str:
     """Markdown: mean +- std over seeds per method."""
-    cols = ["params", "nonzeros", "compression", "clean_acc", "unstable_per_input", "crown_cert_acc", "prune_s"]
+    cols = ["params", "nonzeros", "compression", "clean_acc", "unstable_per_input", "crown_cert_acc", "dnr", "prune_s"]
+    cols += [c for c in ("runtime_macs", "energy_saving", "approx_acc", "approx_cert_acc", "energy_saving_t4",
+                         "approx_cert_acc_t4") if c in table]
     g = table.groupby("method", sort=False)
     lines = ["| method | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for method, sub in g:
         cells = []
         for c in cols:
             m, s = sub[c].mean(), sub[c].std(ddof=0)
-            cells.append(f"{m:.0f}" if c in ("params", "nonzeros") else f"{m:.3f} ± {s:.3f}")
+            if pd.isna(m):
+                cells.append("—")
+            else:
+                cells.append(f"{m:.0f}" if c in ("params", "nonzeros", "runtime_macs") else f"{m:.3f} ± {s:.3f}")
         lines.append(f"| {method} | {len(sub)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -92,7 +148,8 @@ def main(argv=None) -> int:
     from certprune.datasets import load_mnist
 
     X, y = (torch.from_numpy(a) for a in load_mnist())
-    Xtr, ytr = X[:8000].reshape(8000, -1), y[:8000]
+    Xtr, ytr = X[:6400].reshape(6400, -1), y[:6400]
+    Xval, yval = X[:8000].reshape(8000, -1), y[:8000]  # training images + 1,600 validation images
     Xte, yte = X[8000:].reshape(len(X) - 8000, -1), y[8000:]
     args.out.mkdir(parents=True, exist_ok=True)
     csv = args.out / ("pruning_learners_quick.csv" if args.quick else "pruning_learners.csv")
@@ -103,14 +160,16 @@ def main(argv=None) -> int:
         for name in args.methods.split(","):
             if ((done.method == name) & (done.seed == seed)).any():
                 continue
-            row = run_one(name, METHODS.get(name, {}), dense, (Xtr, ytr), (Xte, yte), args, seed)
+            data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
+            row = run_one(name, METHODS.get(name, {}), dense, data, (Xte, yte), args, seed)
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
             done.to_csv(csv, index=False)
             print(f"seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
                   f"nonzeros {row['nonzeros']} ({row['prune_s']:.0f}s)", flush=True)
     md = csv.with_suffix(".md")
     md.write_text(f"MNIST MLP 784-128-128-10, eps={args.eps}, CROWN on {args.verify_samples} held-out images; "
-                  f"mean ± std over seeds; machine shared and loaded (timings indicative).\n\n"
+                  f"mean ± std over seeds; machine shared and loaded (timings indicative). "
+                  f"Written by experiments/pruning_learners_benchmark.py (see its docstring).\n\n"
                   + summary(done) + "\n")
     print(summary(done))
     return 0
