@@ -22,7 +22,7 @@ def _data(n=512, d=10, seed=0):
 def gated():
     X, y = _data()
     model, manifest = certprune.prune(random_mlp([10, 16, 16, 3], seed=1), method="gating", amount=0.75,
-                                      granularity="neuron", data=(X, y), gating_epochs=15, lr=0.01, batch_size=32)
+                                      granularity="neuron", data=(X, y), gating_epochs=8, lr=0.01, batch_size=32)
     return model, manifest, X, y
 
 
