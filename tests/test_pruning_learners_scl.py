@@ -109,3 +109,19 @@ def test_bad_scl_options_and_granularity_are_rejected():
         certprune.prune(random_mlp([8, 4, 3]), method="scl")
     with pytest.raises(ConfigError, match="unknown prune option"):
         certprune.prune(random_mlp([8, 4, 3]), method="scl", data=(X, y), scl_wieght=1.0)
+
+
+def test_network_in_network_out_and_the_manifest_replays_the_learned_pattern():
+    from certprune.pruning import apply_manifest
+    from conftest import REPO
+    net = certprune.load_model(REPO / "certprune" / "models" / "digits_mlp.onnx")
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(128, *net.info.input_shape, generator=g)
+    y = torch.randint(0, 10, (128,), generator=g)
+    pruned, manifest = certprune.prune(net, method="scl", data=(X, y), scl_weight=1.0, scl_epochs=3, scl_mask_lr=0.02,
+                                       batch_size=16)
+    assert hasattr(pruned, "info") and tuple(pruned.info.input_shape) == tuple(net.info.input_shape)
+    replay = apply_manifest(net, manifest)
+    zeros = lambda m: [(p == 0) for n, p in m.named_parameters() if n.endswith("weight")]  # noqa: E731
+    assert manifest.amount > 0.05
+    assert all(torch.equal(a, a & b) for a, b in zip(zeros(replay), zeros(pruned)))  # replayed zeros stay zero
