@@ -5,7 +5,9 @@ smallest subnetwork that still solves the task.
 
 Importance of the connection ``j -> i`` of a layer: ``|w_ij| * f_j``, with ``f_j`` the firing
 frequency of its presynaptic neuron on the training data (share of inputs on which the layer's
-input ``j`` is > 0; for a Conv2d input channel, the share over inputs and positions). Each round
+input ``j`` is > 0; for a Conv2d input channel, the share over inputs and positions). This is
+the score the certprune issue defines; NNrelief itself scores a connection by its share of the
+neuron's mean absolute input ``|w_ij x_j|``, which also weighs how strongly ``j`` fires. Each round
 removes ``brain_rate`` of the connections still alive (globally, lowest importance first),
 fine-tunes ``brain_epochs`` epochs with the masks fixed, and measures accuracy on a validation
 split (the last ``brain_val`` share of the data, never trained on). The run stops before the
