@@ -47,7 +47,7 @@ METHODS = {
     "dynamic-surgery@0.8": dict(method="dynamic-surgery", amount=0.8, surgery_epochs=4, finetune_epochs=FT),
     "gibbs@0.8": dict(method="gibbs", amount=0.8, gibbs_epochs=4, finetune_epochs=FT),
     "gibbs-neuron@0.5": dict(method="gibbs", granularity="neuron", amount=0.5, gibbs_epochs=4, finetune_epochs=FT),
-    "brain": dict(method="brain", brain_rate=0.3, brain_epochs=1),
+    "brain": dict(method="brain", brain_rate=0.2, brain_epochs=1, lr=3e-4),
     "magnitude-neuron@0.5": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
                                  finetune_epochs=(FT + LEARN) // 2),
     "magnitude-neuron@0.5+AP": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
