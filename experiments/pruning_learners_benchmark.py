@@ -18,7 +18,8 @@ worst-case multiplier error as a bounded perturbation), and the same two figures
 every layer's truncation capped at 4 columns (``_t4``). Every (method, seed) row is
 appended to experiments/results/pruning_learners.csv as soon as it is done and skipped when the
 script is run again (resumable); experiments/results/pruning_learners.md is the mean +- std over
-the seeds present. Single-threaded (``torch.set_num_threads(1)``).
+the seeds present, pruning_learners.png plots clean and certified accuracy against compression.
+Single-threaded (``torch.set_num_threads(1)``).
 
 Usage: python experiments/pruning_learners_benchmark.py [--seeds 0,1,2] [--methods ...] [--quick]
 """
@@ -131,6 +132,27 @@ def summary(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Clean and CROWN-certified accuracy against compression (mean and std over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = table[table.compression.notna()].groupby("method", sort=False)
+    stats = g[["compression", "clean_acc", "crown_cert_acc"]].agg(["mean", "std"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
+    colours = plt.get_cmap("tab20").colors
+    for ax, col, title in zip(axes, ("clean_acc", "crown_cert_acc"), ("clean accuracy", "CROWN certified accuracy")):
+        for i, (method, row) in enumerate(stats.iterrows()):
+            ax.errorbar(row[("compression", "mean")], row[(col, "mean")], xerr=row[("compression", "std")],
+                        yerr=row[(col, "std")], fmt="osD^v<>"[i % 7], color=colours[i % 20], capsize=3, label=method)
+        ax.set(xscale="log", xlabel="compression (dense params / non-zeros)", ylabel=title, title=f"MNIST MLP: {title}")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -155,11 +177,12 @@ def main(argv=None) -> int:
     csv = args.out / ("pruning_learners_quick.csv" if args.quick else "pruning_learners.csv")
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
     for seed in seeds:
+        todo = [n for n in args.methods.split(",") if not ((done.method == n) & (done.seed == seed)).any()]
+        if not todo:
+            continue
         torch.manual_seed(seed)
         dense = train(build("mlp")[1:], Xtr, ytr, args.train_epochs, seed)  # without Flatten: flat inputs
-        for name in args.methods.split(","):
-            if ((done.method == name) & (done.seed == seed)).any():
-                continue
+        for name in todo:
             data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
             row = run_one(name, METHODS.get(name, {}), dense, data, (Xte, yte), args, seed)
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
@@ -171,6 +194,7 @@ def main(argv=None) -> int:
                   f"mean ± std over seeds; machine shared and loaded (timings indicative). "
                   f"Written by experiments/pruning_learners_benchmark.py (see its docstring).\n\n"
                   + summary(done) + "\n")
+    plot(done, csv.with_suffix(".png"))
     print(summary(done))
     return 0
 
