@@ -109,6 +109,8 @@ def test_bad_scl_options_and_granularity_are_rejected():
         certprune.prune(random_mlp([8, 4, 3]), method="scl")
     with pytest.raises(ConfigError, match="unknown prune option"):
         certprune.prune(random_mlp([8, 4, 3]), method="scl", data=(X, y), scl_wieght=1.0)
+    with pytest.raises(ConfigError, match="steps"):
+        certprune.prune(random_mlp([8, 4, 3]), method="dynamic-surgery", amount=0.5, data=(X, y), steps=3)
 
 
 def test_network_in_network_out_and_the_manifest_replays_the_learned_pattern():

@@ -65,6 +65,8 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
         raise ConfigError(f"method {method!r} supports granularity {', '.join(mod.GRANULARITIES)}, not {granularity!r}")
     cfg, rest = split_options(mod, options)
     opts = make_options(rest)
+    if opts.steps != 1 or opts.rewind or opts.silo:
+        raise ConfigError(f"method {method!r} learns its masks while training; steps, rewind and silo do not apply")
     if amount is None and not getattr(mod, "AMOUNT_OPTIONAL", False):
         raise ConfigError("amount is required (fraction in [0, 1) of weights or units to remove)")
     amount = None if amount is None else check_amount(amount)
