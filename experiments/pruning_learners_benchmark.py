@@ -21,7 +21,12 @@ script is run again (resumable); experiments/results/pruning_learners.md is the 
 the seeds present, pruning_learners.png plots clean and certified accuracy against compression.
 Single-threaded (``torch.set_num_threads(1)``).
 
-Usage: python experiments/pruning_learners_benchmark.py [--seeds 0,1,2] [--methods ...] [--quick]
+With ``--bab-samples N`` the first seed's models of ``--bab-methods`` are also verified by branch
+and bound (``certprune.verify``, ``--bab-timeout`` s per input) on the first N evaluation images
+(pruning_learners_bab.csv, resumable, and a second table in the .md).
+
+Usage: python experiments/pruning_learners_benchmark.py [--seeds 0,1,2] [--methods ...]
+       [--bab-samples 30 --bab-timeout 1] [--quick]
 """
 from __future__ import annotations
 
@@ -113,6 +118,34 @@ def agn_columns(model, learned: dict, eval_data, args) -> dict:
             "approx_cert_acc_t4": float(cert4.double().mean())}
 
 
+def bab_rows(args, Xtr, ytr, Xval, yval, Xte, yte) -> pd.DataFrame:
+    """Branch-and-bound certified accuracy (certprune.verify, ``--bab-timeout`` s per input) on the
+    first ``--bab-samples`` evaluation images, first seed only; resumable per method."""
+    import certprune
+    from certprune.pruning.metrics import bab_certified
+
+    csv = args.out / "pruning_learners_bab.csv"
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method"])
+    todo = [m for m in args.bab_methods.split(",") if m not in set(done.method)]
+    if not todo:
+        return done
+    seed = int(args.seeds.split(",")[0])
+    torch.manual_seed(seed)
+    dense = train(build("mlp")[1:], Xtr, ytr, args.train_epochs, seed)
+    n = args.bab_samples
+    for name in todo:
+        data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
+        model = dense if name == "dense" else certprune.prune(dense, data=data, seed=seed, **METHODS[name])[0]
+        t = time.time()
+        cert = bab_certified(model, Xte[:n], yte[:n], args.eps, args.bab_timeout)
+        row = {"method": name, "seed": seed, "samples": n, "timeout_s": args.bab_timeout,
+               "bab_cert_acc": float(cert.mean()), "bab_s_per_input": (time.time() - t) / n}
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+        done.to_csv(csv, index=False)
+        print(f"bab {name}: {row['bab_cert_acc']:.3f} ({row['bab_s_per_input']:.2f} s/input)", flush=True)
+    return done
+
+
 def summary(table: pd.DataFrame) -> str:
     """Markdown: mean +- std over seeds per method."""
     cols = ["params", "nonzeros", "compression", "clean_acc", "unstable_per_input", "crown_cert_acc", "dnr", "prune_s"]
@@ -161,6 +194,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-epochs", type=int, default=8)
     p.add_argument("--verify-samples", type=int, default=200)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--bab-samples", type=int, default=0, help="branch and bound on this many images (first seed)")
+    p.add_argument("--bab-timeout", type=float, default=1.0)
+    p.add_argument("--bab-methods", default="dense,magnitude@0.8,scl,scl-neuron,dynamic-surgery@0.8,gibbs@0.8,"
+                                            "gibbs-neuron@0.5,brain,agn")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, 20 verified inputs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -189,11 +226,16 @@ def main(argv=None) -> int:
             done.to_csv(csv, index=False)
             print(f"seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
                   f"nonzeros {row['nonzeros']} ({row['prune_s']:.0f}s)", flush=True)
+    bab = bab_rows(args, Xtr, ytr, Xval, yval, Xte, yte) if args.bab_samples and not args.quick else None
     md = csv.with_suffix(".md")
+    bab_md = "" if bab is None else (
+        f"\n\nBranch and bound (certprune.verify, {args.bab_timeout:g} s per input, first {args.bab_samples} "
+        f"evaluation images, seed {args.seeds.split(',')[0]} only):\n\n| method | bab_cert_acc | s/input |\n|---|---|---|\n"
+        + "\n".join(f"| {r.method} | {r.bab_cert_acc:.3f} | {r.bab_s_per_input:.2f} |" for r in bab.itertuples()))
     md.write_text(f"MNIST MLP 784-128-128-10, eps={args.eps}, CROWN on {args.verify_samples} held-out images; "
                   f"mean ± std over seeds; machine shared and loaded (timings indicative). "
                   f"Written by experiments/pruning_learners_benchmark.py (see its docstring).\n\n"
-                  + summary(done) + "\n")
+                  + summary(done) + bab_md + "\n")
     plot(done, csv.with_suffix(".png"))
     print(summary(done))
     return 0
