@@ -14,6 +14,7 @@ from certprune.pruning import masks as masklib
 from certprune.pruning.criteria import criterion
 from certprune.pruning.criteria.base import ScoreContext
 from certprune.pruning.finetune import FinetuneConfig, finetune
+from certprune.pruning.learners import METHODS as LEARNERS, prune_learned
 from certprune.pruning.layers import base_module, unit_layers, weight_layers
 from certprune.pruning.manifest import Manifest, PruneStep, apply_manifest, encode_mask, unit_entry
 from certprune.pruning.schedules import cumulative_amounts, silo_max_lr
@@ -103,7 +104,7 @@ def _input_shape(model: nn.Module, X: torch.Tensor | None, opts: PruneOptions) -
 
 def prune(model: nn.Module, method: str = "magnitude", amount: float | None = None, granularity: str = "unstructured",
           data=None, epsilon: float | None = None, n: int = 2, m: int = 4, seed: int = 0,
-          finetune_epochs: int = 0, **options) -> tuple[nn.Module, Manifest]:
+          finetune_epochs: int = 0, activate_while_pruning: bool = False, **options) -> tuple[nn.Module, Manifest]:
     """Prune a copy of ``model`` (the input is not modified); returns ``(pruned, manifest)``.
 
     ``granularity``: unstructured (weight masks), nm (N:M masks, ``n`` of every ``m``; ``amount``
@@ -111,8 +112,13 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     (both); the last three remove units physically. ``amount`` in [0, 1): fraction of weights or
     of units removed, exactly (rounded to the nearest count). ``data``: (X, y) or a DataLoader,
     used for data-driven criteria and fine-tuning. ``epsilon``: L-inf radius for stability.
-    See :class:`PruneOptions` for the rest.
+    ``activate_while_pruning``: after each step, re-activate dead units (AP,
+    :mod:`certprune.pruning.learners.activate`; needs data). See :class:`PruneOptions` for the rest.
     """
+    if method in LEARNERS:  # mask learners train while pruning: certprune.pruning.learners
+        if activate_while_pruning:
+            raise ConfigError(f"activate_while_pruning wraps a scoring criterion, not the mask learner {method!r}")
+        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options)
     opts = make_options(options)
     crit = criterion(method)
     if granularity not in GRANULARITIES:
@@ -150,9 +156,18 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
         manifest.steps.append(step)
         if opts.rewind:
             work = base_module(apply_manifest(original, manifest))
+        if activate_while_pruning:
+            manifest.config.setdefault("activate_while_pruning", []).append(_activate(work, X))
         if finetune_epochs > 0:
             _finetune(work, X, y, epsilon, seed + k, opts, finetune_epochs, k, steps, masks)
     return rewrap(model, work.eval()), manifest
+
+
+def _activate(work, X) -> dict:
+    if X is None:
+        raise ConfigError("activate_while_pruning needs data=(inputs, labels) to measure dead neurons")
+    from certprune.pruning.learners.activate import activate
+    return activate(work, X)
 
 
 def _context(work, X, y, epsilon, seed, opts: PruneOptions) -> ScoreContext:
