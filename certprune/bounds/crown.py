@@ -11,9 +11,12 @@ a backward pass to the input over the ReLUs below it. Options:
 - ``intersect``: intersect every CROWN bound with the interval image of the tightest bounds of
   the node's inputs (sound, tighter; off = auto_LiRPA 0.3's semantics with dense intermediate
   bounds, which the agreement tests check);
-- ``sparse`` (needs ``intersect``): run CROWN only for neurons that are unstable by interval
-  arithmetic in some box of the batch -- a stable neuron's relaxation is exact whatever its
-  bounds, so the output bound is the same and the cost drops with the unstable count;
+- ``sparse`` (needs ``intersect``): on layers wider than ``SPARSE_MIN`` neurons, run CROWN only
+  for neurons that are unstable by interval arithmetic in some box of the batch. A stable
+  neuron's relaxation is exact whatever its bounds, so this costs nothing in the CROWN part; it
+  does lose the tighter interval images that CROWN bounds of stable neurons give later layers
+  (measured on ACAS Xu: much looser), hence only on wide (convolutional) layers, where the
+  identity-spec backward pass is what costs;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
   (forced inactive: u <= 0) / 0, applied by clamping; crossing bounds mark the domain infeasible.
 All arithmetic is float64: bounds enclose the real-arithmetic network up to float64 rounding.
@@ -29,6 +32,7 @@ from certprune.graph.op import Interval
 from certprune.graph.relu import ReLU, Relaxation
 
 ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds (caps memory)
+SPARSE_MIN = 1024  # sparse intermediate bounds only on layers with more neurons than this
 
 
 @dataclass
@@ -117,7 +121,7 @@ def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: boo
         return interval
     N, shape = st.lo.shape[0], graph.nodes[p].shape
     il, iu = interval[0].reshape(N, -1), interval[1].reshape(N, -1)
-    if sparse and intersect:
+    if sparse and intersect and graph.nodes[p].size > SPARSE_MIN:
         rows = torch.nonzero(((il < 0) & (iu > 0)).any(0)).flatten()
         low, up = il.clone(), iu.clone()
         if len(rows):
