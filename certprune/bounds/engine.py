@@ -71,3 +71,34 @@ def interval_output(graph: Graph, bounds, C: torch.Tensor | None) -> Interval:
     c, r = ((x[0] + x[1]) / 2).unsqueeze(-1), ((x[1] - x[0]) / 2).unsqueeze(-1)
     mid, rad = (W @ c).squeeze(-1) + b, (W.abs() @ r).squeeze(-1)
     return mid - rad, mid + rad
+
+
+def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
+                  C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
+                  deadline: float | None = None):
+    """Bounds of ``C y + c`` on N branch-and-bound domains of a graph (the graph counterpart of
+    ``split_bounds.bound_domains``, same result type). ``splits[j]`` (N, n_j) belongs to the j-th
+    ReLU node; intermediate bounds are intersected with interval bounds; with ``iters > 0`` the
+    lower ReLU slopes are optimised (alpha-CROWN; split constraints enter by clamping only)."""
+    from certprune.verifiers.split_bounds import DomainBounds
+    N = lo.shape[0]
+    sp = dict(zip(graph.relu_nodes, splits))
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp)
+    A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
+    bw = crown.backward(graph, graph.output, A, st, record=True)
+    lower = bw.lower.expand(N, C.shape[0]) + c
+    if iters > 0 and st.relax:
+        tgt = None if target is None else target - c
+        lower = torch.maximum(lower, alpha_mod.optimize(graph, st, A, iters, target=tgt, deadline=deadline) + c)
+    scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
+              else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
+    pre = [_flat(st.pre[i]) for i in graph.relu_nodes]
+    return DomainBounds(lower, pre, st.infeasible, bw.lam_x.expand(N, *bw.lam_x.shape[1:]), scores)
+
+
+def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,
+               iters: int, target: torch.Tensor, lr: float = alpha_mod.LR, deadline: float | None = None) -> torch.Tensor:
+    """Lower bounds (1, m) of ``C y + c`` on one box: intersected CROWN, then alpha-CROWN."""
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True)
+    A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
+    return alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline) + c

@@ -70,7 +70,7 @@ class _Builder:
     def add(self, op: Op, inputs: tuple[int, ...], label: str = "") -> int:
         try:
             y = op.forward(*[self.samples[j] for j in inputs])
-        except RuntimeError as e:
+        except (RuntimeError, IndexError) as e:
             raise ShapeMismatchError(f"{op!r} rejects inputs of shape {[self.nodes[j].shape for j in inputs]}: "
                                      f"{str(e).splitlines()[0]}") from None
         self.nodes.append(Node(op, tuple(inputs), tuple(y.shape[1:]), label))
