@@ -166,7 +166,7 @@ def test_pooling_pad_permute_and_matmul_ops_are_sound():
 def test_sparse_intermediate_bounds_are_sound_and_keep_the_output_bound(name, monkeypatch):
     """CROWN on interval-unstable neurons only (forced on small layers here): sound at every node,
     never looser than plain interval bounds, and the output bound contains the samples."""
-    monkeypatch.setattr(crown, "SPARSE_MIN", 0)
+    monkeypatch.setattr(crown, "SPARSE_WORK", 0)
     make, shape = GRAPHS[name]
     g = build_graph(make(7), shape)
     lo, hi = _boxes(shape, 2, seed=8)

@@ -11,12 +11,15 @@ a backward pass to the input over the ReLUs below it. Options:
 - ``intersect``: intersect every CROWN bound with the interval image of the tightest bounds of
   the node's inputs (sound, tighter; off = auto_LiRPA 0.3's semantics with dense intermediate
   bounds, which the agreement tests check);
-- ``sparse`` (needs ``intersect``): on layers wider than ``SPARSE_MIN`` neurons, run CROWN only
-  for neurons that are unstable by interval arithmetic in some box of the batch. A stable
+- ``sparse`` (needs ``intersect``): where a dense pass is costly (neurons x values below the
+  node > ``SPARSE_WORK``), run CROWN only for neurons that are unstable by interval arithmetic
+  in some box of the batch. A stable
   neuron's relaxation is exact whatever its bounds, so this costs nothing in the CROWN part; it
   does lose the tighter interval images that CROWN bounds of stable neurons give later layers
-  (measured on ACAS Xu: much looser), hence only on wide (convolutional) layers, where the
-  identity-spec backward pass is what costs;
+  (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
+  what costs (convolutional layers, deep ResNets);
+- a node that is a single linear operator applied to the input box (the first Linear / Conv)
+  has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
   (forced inactive: u <= 0) / 0, applied by clamping; crossing bounds mark the domain infeasible.
 All arithmetic is float64: bounds enclose the real-arithmetic network up to float64 rounding.
@@ -32,7 +35,8 @@ from certprune.graph.op import Interval
 from certprune.graph.relu import ReLU, Relaxation
 
 ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds (caps memory)
-SPARSE_MIN = 1024  # sparse intermediate bounds only on layers with more neurons than this
+SPARSE_WORK = 1 << 21  # sparse intermediate bounds where (neurons x values below the node) exceeds this
+_BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coordinatewise / permutation)
 
 
 @dataclass
@@ -121,7 +125,9 @@ def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: boo
         return interval
     N, shape = st.lo.shape[0], graph.nodes[p].shape
     il, iu = interval[0].reshape(N, -1), interval[1].reshape(N, -1)
-    if sparse and intersect and graph.nodes[p].size > SPARSE_MIN:
+    if _interval_exact(graph, p):
+        return interval
+    if sparse and intersect and graph.nodes[p].size * _volume_below(graph, p) > SPARSE_WORK:
         rows = torch.nonzero(((il < 0) & (iu > 0)).any(0)).flatten()
         low, up = il.clone(), iu.clone()
         if len(rows):
@@ -132,6 +138,27 @@ def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: boo
         if intersect:
             low, up = torch.maximum(low, il), torch.minimum(up, iu)
     return low.reshape(N, *shape), up.reshape(N, *shape)
+
+
+def _is_box(graph: Graph, i: int) -> bool:
+    """Node i's value set is exactly a box: the input, or coordinatewise maps of a box."""
+    while i != 0:
+        node = graph.nodes[i]
+        if node.op.kind not in _BOX_OPS:
+            return False
+        i = node.inputs[0]
+    return True
+
+
+def _interval_exact(graph: Graph, p: int) -> bool:
+    """Interval arithmetic is exact at p: one linear single-input operator applied to a box."""
+    node = graph.nodes[p]
+    return p == 0 or (not node.op.nonlinear and len(node.inputs) == 1 and _is_box(graph, node.inputs[0]))
+
+
+def _volume_below(graph: Graph, p: int) -> int:
+    """Number of values (neurons) in the nodes node p depends on."""
+    return sum(graph.nodes[j].size for j in graph.ancestors(p))
 
 
 def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bool = False, sparse: bool = False,
