@@ -32,6 +32,7 @@ import torch
 
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
+from certprune.graph.ops_linear import Linear
 from certprune.graph.relu import ReLU, Relaxation
 
 ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds (caps memory)
@@ -68,17 +69,23 @@ def backward(graph: Graph, target: int, A: torch.Tensor, st: State,
              alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
     """Lower bound of ``sum(A * v_target)`` over the boxes; ``A`` (K, m, *shape_target), K in {1, N}.
     ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN)."""
-    acc: dict[int, torch.Tensor] = {target: A}
-    bias = A.new_zeros(A.shape[0], A.shape[1])
+    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record)
+
+
+def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Tensor, st: State,
+          alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+    """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
+    some nodes and the bias collected so far (see :func:`backward`)."""
+    A = next(iter(acc.values()))
     scores: dict[int, torch.Tensor] = {}
-    for i in range(target, 0, -1):
+    for i in range(start, 0, -1):
         coef = acc.pop(i, None)
         if coef is None:
             continue
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
-            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a)
+            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record)
             if record:
                 scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
             ins, bias = [new], bias + b
@@ -107,13 +114,20 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     rows = torch.arange(n) if rows is None else rows
     N = st.lo.shape[0]
     lows, ups = [], []
+    node = graph.nodes[t]
     for part in rows.split(ROW_CHUNK):
         k = len(part)
-        A = st.lo.new_zeros(1, 2 * k, n)
-        ar = torch.arange(k)
-        A[0, ar, part] = 1.0
-        A[0, ar + k, part] = -1.0
-        r = backward(graph, t, A.reshape(1, 2 * k, *graph.nodes[t].shape), st).lower.expand(N, 2 * k)
+        if type(node.op) is Linear and node.op.bias is not None and len(node.shape) == 1:
+            # identity rows through a Linear are +-W's rows: start one step further down
+            w, b = node.op.weight[part], node.op.bias[part]
+            acc = {node.inputs[0]: torch.cat([w, -w]).unsqueeze(0)}
+            r = sweep(graph, t - 1, acc, torch.cat([b, -b]).unsqueeze(0), st).lower.expand(N, 2 * k)
+        else:
+            A = st.lo.new_zeros(1, 2 * k, n)
+            ar = torch.arange(k)
+            A[0, ar, part] = 1.0
+            A[0, ar + k, part] = -1.0
+            r = backward(graph, t, A.reshape(1, 2 * k, *node.shape), st).lower.expand(N, 2 * k)
         lows.append(r[:, :k])
         ups.append(-r[:, k:])
     return torch.cat(lows, 1), torch.cat(ups, 1)

@@ -17,6 +17,8 @@ class Linear(Op):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight, self.bias = weight, bias
         self.abs_weight = weight.abs()
+        # [W | b]: one matrix product carries the bias term of the backward step as well
+        self.augmented = None if bias is None else torch.cat([weight, bias.unsqueeze(1)], 1)
 
     def forward(self, x):
         y = x @ self.weight.T
@@ -28,8 +30,10 @@ class Linear(Op):
         return zc - zr, zc + zr
 
     def backward(self, A):
-        bias = None if self.bias is None else sum_trailing(A @ self.bias.unsqueeze(-1))
-        return [A @ self.weight], bias
+        if self.bias is None:
+            return [A @ self.weight], None
+        out = A @ self.augmented
+        return [out[..., :-1]], sum_trailing(out[..., -1:])
 
 
 class MatMul(Op):

@@ -51,13 +51,20 @@ class ReLU(Op):
         return Relaxation(alpha, s, t, unstable)
 
     @staticmethod
-    def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(coefficients of z, bias (K, m), per-neuron intercept loss (K, m, *shape)) for the lower
-        bound of ``sum(A * relu(z))``; ``alpha`` (N, m, *shape) replaces the unstable lower slopes."""
+    def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(coefficients of z, bias (K, m), per-neuron intercept loss (K, m, *shape) if ``record``)
+        for the lower bound of ``sum(A * relu(z))``; ``alpha`` (N, m, *shape) replaces the
+        unstable lower slopes. Computed as ``A * a + min(A, 0) * (s - a)`` (alpha on positive,
+        chord slope on negative coefficients) with the intercept term as one matrix product."""
         a = r.alpha.unsqueeze(1)
         if alpha is not None:
             a = torch.where(r.unstable.unsqueeze(1), alpha, a)
-        pos, neg = A.clamp(min=0), A.clamp(max=0)
-        loss = -(neg * r.intercept.unsqueeze(1))
-        return pos * a + neg * r.slope.unsqueeze(1), -sum_trailing(loss), loss
+        neg = A.clamp(max=0)
+        new = A * a
+        new = new.addcmul(neg, r.slope.unsqueeze(1) - a) if new.requires_grad else new.addcmul_(neg, r.slope.unsqueeze(1) - a)
+        K, m = neg.shape[:2]
+        t = r.intercept.reshape(r.intercept.shape[0], -1, 1)
+        bias = (neg.reshape(K, m, -1) @ t).squeeze(-1)  # <= 0: the chord intercepts on negative coefficients
+        loss = -(neg * r.intercept.unsqueeze(1)) if record else None
+        return new, bias, loss
