@@ -179,3 +179,21 @@ def test_sparse_intermediate_bounds_are_sound_and_keep_the_output_bound(name, mo
             assert _inside(vals[t], st.bounds[t][0][box], st.bounds[t][1][box]), t
             assert (st.bounds[t][0][box] >= boxes_ibp[t][0][box] - 1e-12).all()
         assert _inside(vals[g.output], l[box], u[box])
+
+
+def test_conv1d_and_dense_fallback_are_sound():
+    """Conv1d runs as a convolution; a layer without an operator of its own (ConvTranspose2d)
+    becomes one dense affine map read off the unit basis; both bound soundly."""
+    torch.manual_seed(3)
+    m1 = nn.Sequential(nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.BatchNorm1d(3).eval(), nn.ReLU(),
+                       nn.Flatten(), nn.Linear(9, 2)).eval()
+    m2 = nn.Sequential(nn.ConvTranspose2d(1, 2, 2, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
+    for m, shape, kind in ((m1, (2, 6), "conv"), (m2, (1, 2, 2), "dense")):
+        g = build_graph(m, shape)
+        assert kind in [n.op.kind for n in g.nodes[1:]]
+        x = torch.randn(5, *shape, dtype=torch.float64)
+        torch.testing.assert_close(g.forward(x), m.double()(x), rtol=0, atol=1e-10)
+        lo, hi = _boxes(shape, 1, seed=2)
+        for method in ("ibp", "crown", "alpha-crown"):
+            b = graph_bounds(g, lo, hi, method)
+            assert _inside(g.forward(_samples(lo, hi, 0, 1)), b.lower[0], b.upper[0]), (kind, method)

@@ -116,24 +116,24 @@ class Scale(Op):
         return [A if self.scale is None else A * self.scale], bias
 
 
-class Dense(Linear):
+class Dense(Op):
     """Any other affine layer as one dense matrix on the flattened sample (a fallback read off
     the unit basis by ``affine._densify``; convolutions never take this path)."""
 
     kind = "dense"
 
     def __init__(self, weight, bias, in_shape, out_shape):
-        super().__init__(weight, bias)
+        self.linear = Linear(weight, bias)
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
 
     def forward(self, x):
-        return super().forward(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
+        return self.linear.forward(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
 
     def interval(self, b: Interval) -> Interval:
-        l, u = super().interval((b[0].reshape(len(b[0]), -1), b[1].reshape(len(b[1]), -1)))
+        l, u = self.linear.interval((b[0].reshape(len(b[0]), -1), b[1].reshape(len(b[1]), -1)))
         return l.reshape(len(l), *self.out_shape), u.reshape(len(u), *self.out_shape)
 
     def backward(self, A):
         K, m = A.shape[:2]
-        (a,), bias = super().backward(A.reshape(K, m, -1))
+        (a,), bias = self.linear.backward(A.reshape(K, m, -1))
         return [a.reshape(K, m, *self.in_shape)], bias
