@@ -197,3 +197,18 @@ def test_conv1d_and_dense_fallback_are_sound():
         for method in ("ibp", "crown", "alpha-crown"):
             b = graph_bounds(g, lo, hi, method)
             assert _inside(g.forward(_samples(lo, hi, 0, 1)), b.lower[0], b.upper[0]), (kind, method)
+
+
+def test_row_chunking_does_not_change_bounds(monkeypatch):
+    """Intermediate bounds computed a few identity rows per pass (memory cap) equal one pass."""
+    make, shape = GRAPHS["conv_residual"]
+    g = build_graph(make(9), shape)
+    lo, hi = _boxes(shape, 3, seed=4)
+    ref = graph_bounds(g, lo, hi, "crown")
+    monkeypatch.setattr(crown, "ROW_BUDGET", 3 * 2 * 64 * 5)  # 5 rows per pass on the widest node (64)
+    small = graph_bounds(g, lo, hi, "crown")
+    torch.testing.assert_close(small.lower, ref.lower, rtol=0, atol=1e-12)
+    torch.testing.assert_close(small.upper, ref.upper, rtol=0, atol=1e-12)
+    for (a, b), (c, d) in zip(small.intermediate, ref.intermediate):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, d, rtol=0, atol=1e-12)

@@ -35,7 +35,8 @@ from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear
 from certprune.graph.relu import ReLU, Relaxation
 
-ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds (caps memory)
+ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds
+ROW_BUDGET = 1 << 25  # values per coefficient tensor (boxes x rows x node size, 256 MB in float64)
 SPARSE_WORK = 1 << 21  # sparse intermediate bounds where (neurons x values below the node) exceeds this
 _BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coordinatewise / permutation)
 
@@ -115,7 +116,9 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     N = st.lo.shape[0]
     lows, ups = [], []
     node = graph.nodes[t]
-    for part in rows.split(ROW_CHUNK):
+    widest = max(graph.nodes[j].size for j in graph.ancestors(t))
+    chunk = max(1, min(ROW_CHUNK, ROW_BUDGET // (2 * N * widest)))  # caps the memory of one pass
+    for part in rows.split(chunk):
         k = len(part)
         if type(node.op) is Linear and node.op.bias is not None and len(node.shape) == 1:
             # identity rows through a Linear are +-W's rows: start one step further down
