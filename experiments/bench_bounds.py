@@ -12,6 +12,12 @@ subset of boxes (auto_LiRPA's takes ~100x longer per box). "max abs diff" is the
 between native and auto_LiRPA bounds over all boxes and outputs; for alpha-CROWN, where both
 engines optimise differently, it reports the mean bound width of each engine instead.
 
+The native engine is the graph engine (``certprune.graph`` + ``certprune.bounds``): convolutions
+run as convolutions. Rows on real VNN-COMP 2022 nets bound the first instance's input box of
+oval21 (cifar_base_kw) and sri_resnet_a (the ResNet with residual adds), repeated ``--vnn-boxes``
+times, CROWN without a spec matrix (all 10 logits); they need the shared data folder
+(``CERTPRUNE_DATA``, default ../shared/data) and are skipped without it.
+
 Run: ``python experiments/bench_bounds.py`` (writes experiments/results/bench_bounds.md).
 """
 from __future__ import annotations
@@ -91,13 +97,13 @@ def lirpa_default_float32(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, 
             return timed(lambda: bm.compute_bounds(x=(x,), method="CROWN"))[1]
 
 
-def compare(name, model, shape, lo, hi, method, mode="backward"):
+def compare(name, model, shape, lo, hi, method, mode="backward", warm: int | None = None):
     """One table row: boxes/s of both engines, ratio, disagreement."""
-    net = affine_net(model, shape)
-    w = min(len(lo), 1024 if method != "alpha-crown" else 8)  # warm-up at full chunk size (allocator, caches)
-    compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native")
+    net = affine_net(model, shape) if mode == "forward" else model  # forward mode: chain form only
+    w = min(len(lo), 1024 if method != "alpha-crown" else 8) if warm is None else warm  # warm-up (allocator, caches)
+    compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native", input_shape=shape)
     compute_bounds(model, lo[:w], hi[:w], method=method, mode=mode, engine="lirpa", input_shape=shape)
-    a, ta = timed(lambda: compute_bounds(net, lo, hi, method=method, mode=mode, engine="native"))
+    a, ta = timed(lambda: compute_bounds(net, lo, hi, method=method, mode=mode, engine="native", input_shape=shape))
     b, tb = timed(lambda: compute_bounds(model, lo, hi, method=method, mode=mode, engine="lirpa", input_shape=shape))
     n = len(lo)
     if method == "alpha-crown":
@@ -105,8 +111,16 @@ def compare(name, model, shape, lo, hi, method, mode="backward"):
     else:
         diff = f"{float(torch.maximum((a.lower - b.lower).abs().max(), (a.upper - b.upper).abs().max())):.1e}"
     label = method if mode == "backward" else f"{method} ({mode})"
-    print(f"{name} {label}: native {n / ta:,.0f}/s, lirpa {n / tb:,.0f}/s", flush=True)
-    return [name, label, n, f"{n / ta:,.0f}", f"{n / tb:,.0f}", f"{tb / ta:.1f}x", diff]
+    print(f"{name} {label}: native {n / ta:,.1f}/s, lirpa {n / tb:,.1f}/s", flush=True)
+    return [name, label, n, f"{n / ta:,.1f}", f"{n / tb:,.1f}", f"{tb / ta:.2f}x", diff]
+
+
+def native_only(name, model, shape, lo, hi, note: str) -> list:
+    """A CROWN row for the native engine alone (when auto_LiRPA cannot bound the model)."""
+    compute_bounds(model, lo[:1], hi[:1], engine="native", input_shape=shape)
+    a, ta = timed(lambda: compute_bounds(model, lo, hi, engine="native", input_shape=shape))
+    print(f"{name} crown: native {len(lo) / ta:,.2f}/s ({note})", flush=True)
+    return [name, "crown", len(lo), f"{len(lo) / ta:,.2f}", note, "", ""]
 
 
 def alpha_full_row(model, lo, hi, alpha_row) -> list:
@@ -128,11 +142,32 @@ def alpha_full_row(model, lo, hi, alpha_row) -> list:
             f"{n / sec / lirpa_rate:.1f}x", f"width {width:.4g} vs {alpha_row[6].split()[-1]}"]
 
 
+def vnn_box(bench: str, n: int):
+    """(network, input shape, lo, hi): the first instance of a VNN-COMP benchmark, its box repeated
+    n times; None when the shared data folder is missing."""
+    import csv
+
+    from certprune.network import load_model
+    from certprune.vnnlib import read_vnnlib
+    root = Path(os.environ.get("CERTPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    d = root / "vnncomp" / bench
+    if not (d / "instances.csv").is_file():
+        return None
+    with (d / "instances.csv").open() as f:
+        onnx_rel, prop_rel, _ = next(csv.reader(f))
+    net = load_model(d / (onnx_rel.strip() + ".gz"))
+    region = read_vnnlib(d / (prop_rel.strip() + ".gz"))[0].region
+    lo = torch.as_tensor(region.lower.ravel(), dtype=torch.float64).repeat(n, 1)
+    hi = torch.as_tensor(region.upper.ravel(), dtype=torch.float64).repeat(n, 1)
+    return net, tuple(net.info.input_shape), lo, hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boxes", type=int, default=10_000, help="MLP boxes (IBP, CROWN)")
     ap.add_argument("--alpha-boxes", type=int, default=500, help="MLP boxes for alpha-CROWN")
     ap.add_argument("--mnist-boxes", type=int, default=100, help="MNIST images (convnet)")
+    ap.add_argument("--vnn-boxes", type=int, default=4, help="boxes for the oval21 / sri_resnet_a rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -152,6 +187,14 @@ def main() -> None:
                  f"{args.boxes / t32:,.0f}", "", ""])
     mlo, mhi = mnist_boxes(args.mnist_boxes)
     rows += [compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, m) for m in ("ibp", "crown")]
+    for bench, label in (("oval21", "oval21 cifar_base_kw"), ("sri_resnet_a", "sri_resnet_a ResNet")):
+        got = vnn_box(bench, args.vnn_boxes)
+        if got is not None:
+            net, shape, vlo, vhi = got
+            try:
+                rows.append(compare(label, net, shape, vlo, vhi, "crown", warm=1))
+            except Exception as e:  # auto_LiRPA 0.3 fails on some graphs with this torch: time native alone
+                rows.append(native_only(label, net, shape, vlo, vhi, f"auto_LiRPA fails: {type(e).__name__}"))
     unit = "boxes/CPU-s" if args.clock == "cpu" else "boxes/s"
     head = ["net", "method", "boxes", f"native {unit}", f"auto_LiRPA {unit}", "native / auto_LiRPA",
             "max abs diff"]

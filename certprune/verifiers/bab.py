@@ -13,6 +13,12 @@ input. Every candidate point (box centers, CROWN primal vertices, LP optima) is 
 float32 model by ``confirm``; only a confirmed point ends the search as a violation.
 Without a deadline the search is complete on piecewise-linear networks, except that an LP
 optimum which violates in exact arithmetic but not in float32 leaves the answer UNKNOWN.
+
+``net`` is the chain's ``AffineReluNet`` (exact LP / MILP leaves) or a graph IR (``Graph``:
+residual, concat, twin networks), bounded by ``bounds.engine.domain_bounds``; graphs have no
+exact leaves yet, so a graph domain whose ReLUs are all stable but which bounds cannot refute
+is bisected along its inputs while the input depth allows, then counted as unresolved
+(UNKNOWN, never CERTIFIED).
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from certprune.bounds.engine import domain_bounds
+from certprune.graph import Graph
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bab_input import choose_input_dims, split_box
 from certprune.verifiers.bab_relu import choose_relus, split_relu
@@ -81,11 +89,13 @@ class BabSettings:
 class BranchAndBound:
     """State of one search; call :meth:`run` once."""
 
-    def __init__(self, net: AffineReluNet, spec: Spec, lo: np.ndarray, hi: np.ndarray,
+    def __init__(self, net: AffineReluNet | Graph, spec: Spec, lo: np.ndarray, hi: np.ndarray,
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
                  attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                  progress: Callable[[dict], None] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
+        self.exact_leaves = isinstance(net, AffineReluNet)
+        self._bound = bound_domains if self.exact_leaves else domain_bounds
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
         self.int_mask = None if int_mask is None or not int_mask.any() else torch.as_tensor(int_mask)
@@ -155,8 +165,9 @@ class BranchAndBound:
         if self.timed_out:
             return BabOutcome("unknown", stats=self._final_stats("timeout"))
         if self.stats["unresolved_leaves"]:
-            return BabOutcome("unknown", stats=self._final_stats(
-                "an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"))
+            why = ("an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"
+                   if self.exact_leaves else "stable graph domains left undecided at the input-split depth limit")
+            return BabOutcome("unknown", stats=self._final_stats(why))
         return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
 
     def _final_stats(self, reason: str) -> dict:
@@ -190,7 +201,7 @@ class BranchAndBound:
         hi = torch.stack([d.hi for d in doms])
         splits = torch.stack([d.splits for d in doms])
         alive = torch.stack([d.alive for d in doms])
-        db = bound_domains(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
+        db = self._bound(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
                            self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol,
                            self.deadline)
         self.stats["domains"] += len(doms)
@@ -210,6 +221,15 @@ class BranchAndBound:
         for i, d in enumerate(doms):
             if not bool(alive[i].any()):
                 continue
+            n_relu = int((d.splits != 0).sum())
+            input_open = int(in_dims[i]) >= 0 and d.depth - n_relu < self.settings.max_input_depth
+            if int(unstable[i]) == 0 and not self.exact_leaves:
+                if input_open:
+                    branch = ("input", int(in_dims[i]), float(in_vals[i]))
+                    self.queue.push(Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch))
+                else:
+                    self.stats["unresolved_leaves"] += 1
+                continue
             if int(unstable[i]) == 0:
                 if self._out_of_time():
                     self.timed_out = True
@@ -218,13 +238,11 @@ class BranchAndBound:
                 if self.found is not None:
                     return
                 continue
-            n_relu = int((d.splits != 0).sum())
-            input_open = int(in_dims[i]) >= 0 and d.depth - n_relu < self.settings.max_input_depth
             use_input = (self.settings.strategy == "input" and input_open
                          and int(unstable[i]) > self.settings.relu_switch_unstable)
             # MILP: for ReLU splitting, and for input splitting once the input depth is exhausted
             # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
-            milp_ok = self.settings.strategy == "relu" or not input_open
+            milp_ok = self.exact_leaves and (self.settings.strategy == "relu" or not input_open)
             branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
             dom = Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch, d.milp_tried)
             if milp_ok and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:

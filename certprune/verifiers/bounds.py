@@ -1,7 +1,12 @@
 """``compute_bounds``: one interface over the native engine and auto_LiRPA.
 
+The native engine is the graph engine (``certprune.graph`` IR + ``certprune.bounds``): IBP,
+backward CROWN and alpha-CROWN on any ReLU graph (chains, residual adds, concats, convolutions
+as convolutions). Only forward symbolic mode (``mode="forward"``) still runs on the dense
+chain form (``native_forward`` on an ``AffineReluNet``).
+
 Soundness convention: native bounds are computed in float64 and enclose the network in exact
-arithmetic (see ``native_bounds``). A caller that certifies a float32 model must demand a small
+arithmetic (see ``certprune.bounds.crown``). A caller that certifies a float32 model must demand a small
 positive margin; ``certprune.verify`` documents the one it uses.
 """
 from __future__ import annotations
@@ -15,7 +20,8 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError, InputRegionError, ShapeMismatchError, UnsupportedModelError
-from certprune.verifiers import native_bounds
+from certprune.bounds.engine import graph_bounds
+from certprune.graph import Graph, build_graph
 from certprune.verifiers.affine import AffineReluNet
 
 if TYPE_CHECKING:  # pandas costs ~1 s of import: only neuron_stability needs it
@@ -71,6 +77,32 @@ def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluN
     return net
 
 
+_GRAPH_CACHE: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
+
+
+def graph_of(model, input_shape: tuple[int, ...] | None = None) -> Graph:
+    """The model as a graph IR (cached per module until its weights change)."""
+    if isinstance(model, Graph):
+        return model
+    key = _fingerprint(model) if not isinstance(model, AffineReluNet) else ("affine",)
+    shape = tuple(input_shape) if input_shape else None
+    try:
+        hit = _GRAPH_CACHE.get(model)
+    except TypeError:
+        hit = None
+    if hit is not None and hit[0] == key and (shape is None or hit[1].input_shape == shape):
+        return hit[1]
+    if isinstance(model, nn.Module):
+        from certprune.network import check_finite_parameters
+        check_finite_parameters(model)  # NaN/inf weights: ModelLoadError naming the parameters
+    g = build_graph(model, shape or (None if isinstance(model, AffineReluNet) else _input_shape_of(model)))
+    try:
+        _GRAPH_CACHE[model] = (key, g)
+    except TypeError:
+        pass
+    return g
+
+
 def _input_shape_of(model) -> tuple[int, ...]:
     info = getattr(model, "info", None)
     if info is not None:
@@ -107,7 +139,8 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
     """Bounds on the outputs (or on ``C @ y``) of ``model`` over N boxes ``[lower, upper]``.
 
     ``lower``/``upper``: (N, *input_shape) or one box of input_shape. ``method``: ibp, crown,
-    alpha-crown. ``engine``: native (feed-forward ReLU nets, float64), lirpa (auto_LiRPA), or
+    alpha-crown. ``engine``: native (the graph engine of ``certprune.bounds``: ReLU graphs with
+    residual adds, concats, convolutions, float64), lirpa (auto_LiRPA), or
     auto (native where it supports the model, else lirpa). ``mode`` (method crown only):
     backward (classic CROWN, equal to auto_LiRPA's CROWN), forward (forward symbolic
     propagation, equal to auto_LiRPA's forward mode: cheaper for few input dimensions but often
@@ -122,21 +155,22 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
         raise ConfigError(f"unknown bound engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if mode not in MODES:
         raise ConfigError(f"unknown bound mode {mode!r}; choose one of {', '.join(MODES)}")
-    shape = tuple(input_shape) if input_shape else (model.input_shape if isinstance(model, AffineReluNet)
+    shape = tuple(input_shape) if input_shape else (model.input_shape if isinstance(model, (AffineReluNet, Graph))
                                                      else _input_shape_of(model))
     lo, hi = as_boxes(lower, upper, shape)
     Ct = None if C is None else torch.as_tensor(np.asarray(C, dtype=np.float64) if not torch.is_tensor(C) else C).double()
     if engine in ("auto", "native"):
+        forward = method == "crown" and mode == "forward"
         try:
-            net = affine_net(model, shape)
+            net = affine_net(model, shape) if forward else graph_of(model, shape)
         except UnsupportedModelError:
             if engine == "native":
                 raise
         else:
             _check_spec(Ct, net.output_dim, len(lo))
-            if method == "crown" and mode == "forward":
-                method = "forward"
-            return _native(net, lo, hi, method, return_intermediate, Ct, intersect_ibp)
+            if forward:  # forward symbolic mode is still the chain-only native_forward
+                return _forward(net, lo, hi, return_intermediate, Ct, intersect_ibp)
+            return _graph(net, lo, hi, method, return_intermediate, Ct, intersect_ibp)
     if intersect_ibp:
         raise ConfigError("intersect_ibp is an option of the native engine only; use engine='native'")
     from certprune.verifiers.lirpa_engine import lirpa_bounds
@@ -156,43 +190,34 @@ def _check_spec(C, n_out: int, n: int) -> None:
         raise InputRegionError("spec matrix C contains NaN or infinite values")
 
 
-def _native(net: AffineReluNet, lo, hi, method, return_intermediate, C, intersect_ibp: bool = False) -> Bounds:
+def _graph(g: Graph, lo, hi, method, return_intermediate, C, intersect_ibp: bool) -> Bounds:
+    """The graph engine over chunks of boxes (float64; see ``certprune.bounds``)."""
     parts = []
     chunk = _CHUNK if method != "alpha-crown" else 256
     for s in range(0, len(lo), chunk):
-        l, h = lo[s:s + chunk], hi[s:s + chunk]
         c = None if C is None else (C if C.dim() == 2 else C[s:s + chunk])
-        parts.append(_native_chunk(net, l, h, method, c, intersect_ibp))
-    lower = torch.cat([p[0] for p in parts])
-    upper = torch.cat([p[1] for p in parts])
+        parts.append(graph_bounds(g, lo[s:s + chunk], hi[s:s + chunk], method, c, intersect_ibp))
     inter = None
     if return_intermediate:
-        inter = tuple((torch.cat([p[2][j][0] for p in parts]), torch.cat([p[2][j][1] for p in parts]))
+        inter = tuple((torch.cat([p.intermediate[j][0] for p in parts]), torch.cat([p.intermediate[j][1] for p in parts]))
+                      for j in range(len(g.relu_nodes)))
+    return Bounds(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]), inter, method, "native")
+
+
+def _forward(net: AffineReluNet, lo, hi, return_intermediate, C, intersect_ibp: bool = False) -> Bounds:
+    """Forward symbolic CROWN (``native_forward``, chain nets only) over chunks of boxes."""
+    from certprune.verifiers.native_forward import forward_crown
+    parts = []
+    for s in range(0, len(lo), _CHUNK):
+        c = None if C is None else (C if C.dim() == 2 else C[s:s + _CHUNK])
+        parts.append(forward_crown(net, lo[s:s + _CHUNK], hi[s:s + _CHUNK], c, intersect_ibp=intersect_ibp))
+    lower = torch.cat([p[0][0] for p in parts])
+    upper = torch.cat([p[0][1] for p in parts])
+    inter = None
+    if return_intermediate:
+        inter = tuple((torch.cat([p[1][j][0] for p in parts]), torch.cat([p[1][j][1] for p in parts]))
                       for j in range(net.num_layers - 1))
-    return Bounds(lower, upper, inter, method, "native")
-
-
-def _native_chunk(net, lo, hi, method, C, intersect_ibp: bool = False):
-    if method == "ibp":
-        (yl, yu), pre = native_bounds.ibp(net, lo, hi)
-        if C is not None:  # exact interval image of the last affine layer composed with C
-            a_lo, a_hi = (pre[-1][0].clamp(min=0), pre[-1][1].clamp(min=0)) if pre else (lo, hi)
-            Cw, Cb = C @ net.weights[-1], C @ net.biases[-1]
-            c, r = ((a_lo + a_hi) / 2).unsqueeze(-1), ((a_hi - a_lo) / 2).unsqueeze(-1)
-            mid, rad = (Cw @ c).squeeze(-1) + Cb, (Cw.abs() @ r).squeeze(-1)
-            yl, yu = mid - rad, mid + rad
-        return yl, yu, pre
-    if method == "crown":
-        (yl, yu), pre = native_bounds.crown(net, lo, hi, C, intersect_ibp=intersect_ibp)
-        return yl, yu, pre
-    if method == "forward":
-        from certprune.verifiers.native_forward import forward_crown
-        (yl, yu), pre = forward_crown(net, lo, hi, C, intersect_ibp=intersect_ibp)
-        return yl, yu, pre
-    from certprune.verifiers.alpha_crown import alpha_crown
-    pre = native_bounds.crown_intermediate(net, lo, hi, intersect_ibp) if intersect_ibp else None
-    (yl, yu), pre = alpha_crown(net, lo, hi, C, pre=pre)
-    return yl, yu, pre
+    return Bounds(lower, upper, inter, "forward", "native")
 
 
 def neuron_stability(model, lower, upper, method: str = "crown", engine: str = "auto",

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from certprune.errors import ConfigError
+from certprune.errors import ConfigError, UnsupportedModelError
+from certprune.graph import Graph
 from certprune.results import Result, Verdict
 from certprune.specs import InputRegion, Property
 from certprune.verifiers.affine import AffineReluNet
@@ -23,7 +24,7 @@ class Problem:
     None; ``run32`` the float32 original model on flattened inputs; ``input_shape`` the model's;
     ``open_lo``/``open_hi`` flat masks of open (strict) bounds or None."""
 
-    net: AffineReluNet
+    net: AffineReluNet | Graph  # a chain's dense form, or the graph IR of any other ReLU graph
     run32: Float32Model
     prop: Property
     lo: np.ndarray
@@ -69,9 +70,13 @@ class Problem:
         from certprune.verifiers.split_bounds import optimize_spec, split_intermediate
 
         lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
+        iters = 20 if cfg.use_alpha_crown else 0
+        if isinstance(self.net, Graph):
+            from certprune.bounds.engine import root_lower
+            lower = root_lower(self.net, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
+            return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
         splits = [torch.zeros(1, n, dtype=torch.int8) for n in self.net.relu_sizes]
         pre, _ = split_intermediate(self.net, lo, hi, splits)
-        iters = 20 if cfg.use_alpha_crown else 0
         lower, _, _ = optimize_spec(self.net, pre, lo, hi, self.spec.C, self.spec.c, splits, iters, self.spec.tol,
                                     lr=0.5, deadline=deadline)
         return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
@@ -132,9 +137,11 @@ def build_spec(prop: Property, cert_margin: float) -> Spec:
     return Spec(C, -bb, rows, cert_margin * (1 + bb.abs()), A, b)
 
 
-def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet, Float32Model, tuple[int, ...]]:
-    """(affine form, float32 runner, model input shape) of a Network / nn.Module / AffineReluNet."""
-    from certprune.verifiers.bounds import affine_net
+def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet | Graph, Float32Model, tuple[int, ...]]:
+    """(bound form, float32 runner, model input shape) of a Network / nn.Module / AffineReluNet.
+    The bound form is the dense chain (``AffineReluNet``: exact LP/MILP leaves) where the model is
+    a chain of affine layers and ReLUs, else its graph IR (residual, concat, twin networks)."""
+    from certprune.verifiers.bounds import affine_net, graph_of
 
     if isinstance(model, AffineReluNet):
         shape = tuple(model.input_shape)
@@ -144,9 +151,14 @@ def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet, Fl
     info = getattr(model, "info", None)
     shape = tuple(info.input_shape) if info is not None else tuple(region_shape)
     first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
-    if info is None and isinstance(first, nn.Linear) and int(np.prod(shape)) != first.in_features:
+    if (info is None and isinstance(model, nn.Sequential) and isinstance(first, nn.Linear)
+            and int(np.prod(shape)) != first.in_features):
         shape = (first.in_features,)  # let check_shapes report the mismatch in words
-    return affine_net(model, shape), float32_forward(model, shape), shape
+    try:
+        form = affine_net(model, shape)
+    except UnsupportedModelError:  # not a chain: the graph IR (its error names the unsupported ops)
+        form = graph_of(model, shape)
+    return form, float32_forward(model, shape), shape
 
 
 def prepare(model, prop: Property, cfg) -> Problem:

@@ -1,0 +1,222 @@
+"""Backward CROWN over the graph IR (one implementation for every consumer).
+
+``backward`` bounds ``sum(A * v_t)`` from below for a target node ``t``: it sweeps the nodes in
+decreasing index (a reverse topological order), hands each node's accumulated coefficients to
+its operator's backward step and *adds* the contributions of all consumers of a node (residual
+connections, concat branches, twin copies), as auto_LiRPA's BoundedModule does, then
+concretises the linear function of the input over the box.
+
+``intermediate`` computes the pre-activation bounds of every ReLU in topological order, each by
+a backward pass to the input over the ReLUs below it. Options:
+- ``intersect``: intersect every CROWN bound with the interval image of the tightest bounds of
+  the node's inputs (sound, tighter; off = auto_LiRPA 0.3's semantics with dense intermediate
+  bounds, which the agreement tests check);
+- ``sparse`` (needs ``intersect``): where a dense pass is costly (neurons x values below the
+  node > ``SPARSE_WORK``), run CROWN only for neurons that are unstable by interval arithmetic
+  in some box of the batch. A stable
+  neuron's relaxation is exact whatever its bounds, so this costs nothing in the CROWN part; it
+  does lose the tighter interval images that CROWN bounds of stable neurons give later layers
+  (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
+  what costs (convolutional layers, deep ResNets);
+- a node that is a single linear operator applied to the input box (the first Linear / Conv)
+  has exact interval bounds, equal to CROWN's: no backward pass is run for it;
+- ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
+  (forced inactive: u <= 0) / 0, applied by clamping; crossing bounds mark the domain infeasible.
+All arithmetic is float64: bounds enclose the real-arithmetic network up to float64 rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from certprune.graph.ir import Graph
+from certprune.graph.op import Interval
+from certprune.graph.ops_linear import Linear
+from certprune.graph.relu import ReLU, Relaxation
+
+ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds
+ROW_BUDGET = 1 << 25  # values per coefficient tensor (boxes x rows x node size, 256 MB in float64)
+SPARSE_WORK = 1 << 21  # sparse intermediate bounds where (neurons x values below the node) exceeds this
+_BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coordinatewise / permutation)
+
+
+@dataclass
+class State:
+    """Boxes ``lo``/``hi`` (N, input_dim); ``bounds[i]`` the tightest known bounds of node i
+    (N, *shape); ``relax[i]`` and ``pre[i]`` (clamped input bounds) of each ReLU node i;
+    ``infeasible`` (N,) domains whose split constraints contradict the bounds."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    bounds: dict[int, Interval] = field(default_factory=dict)
+    relax: dict[int, Relaxation] = field(default_factory=dict)
+    pre: dict[int, Interval] = field(default_factory=dict)
+    infeasible: torch.Tensor | None = None
+
+
+@dataclass
+class Backward:
+    """A lower bound ``lower`` (K, m) of ``sum(A * v_t)``, the input coefficients ``lam_x``
+    (K, m, input_dim) of the final linear function, and per ReLU node the intercept loss
+    (K, m, n) of every neuron (``scores``, when recorded)."""
+
+    lower: torch.Tensor
+    lam_x: torch.Tensor
+    scores: dict[int, torch.Tensor]
+
+
+def backward(graph: Graph, target: int, A: torch.Tensor, st: State,
+             alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+    """Lower bound of ``sum(A * v_target)`` over the boxes; ``A`` (K, m, *shape_target), K in {1, N}.
+    ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN)."""
+    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record)
+
+
+def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Tensor, st: State,
+          alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+    """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
+    some nodes and the bias collected so far (see :func:`backward`)."""
+    A = next(iter(acc.values()))
+    scores: dict[int, torch.Tensor] = {}
+    for i in range(start, 0, -1):
+        coef = acc.pop(i, None)
+        if coef is None:
+            continue
+        node = graph.nodes[i]
+        if node.op.nonlinear:
+            a = None if alphas is None else alphas.get(i)
+            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record)
+            if record:
+                scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
+            ins, bias = [new], bias + b
+        else:
+            ins, b = node.op.backward(coef)
+            if b is not None:
+                bias = bias + b
+        for j, cj in zip(node.inputs, ins):
+            acc[j] = acc[j] + cj if j in acc else cj
+    lam = acc.get(0)
+    if lam is None:
+        lam = A.new_zeros(A.shape[0], A.shape[1], graph.input_dim)
+    lam = lam.reshape(lam.shape[0], lam.shape[1], -1)
+    return Backward(concretize_lower(lam, bias, st.lo, st.hi), lam, scores)
+
+
+def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Minimum of ``lam @ x + const`` over each box: lam (K, m, n), const (K, m), lo/hi (N, n)."""
+    center, radius = ((lo + hi) / 2).unsqueeze(-1), ((hi - lo) / 2).unsqueeze(-1)
+    return const + (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1)
+
+
+def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None) -> Interval:
+    """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k)."""
+    n = graph.nodes[t].size
+    rows = torch.arange(n) if rows is None else rows
+    N = st.lo.shape[0]
+    lows, ups = [], []
+    node = graph.nodes[t]
+    widest = max(graph.nodes[j].size for j in graph.ancestors(t))
+    chunk = max(1, min(ROW_CHUNK, ROW_BUDGET // (2 * N * widest)))  # caps the memory of one pass
+    for part in rows.split(chunk):
+        k = len(part)
+        if type(node.op) is Linear and node.op.bias is not None and len(node.shape) == 1:
+            # identity rows through a Linear are +-W's rows: start one step further down
+            w, b = node.op.weight[part], node.op.bias[part]
+            acc = {node.inputs[0]: torch.cat([w, -w]).unsqueeze(0)}
+            r = sweep(graph, t - 1, acc, torch.cat([b, -b]).unsqueeze(0), st).lower.expand(N, 2 * k)
+        else:
+            A = st.lo.new_zeros(1, 2 * k, n)
+            ar = torch.arange(k)
+            A[0, ar, part] = 1.0
+            A[0, ar + k, part] = -1.0
+            r = backward(graph, t, A.reshape(1, 2 * k, *node.shape), st).lower.expand(N, 2 * k)
+        lows.append(r[:, :k])
+        ups.append(-r[:, k:])
+    return torch.cat(lows, 1), torch.cat(ups, 1)
+
+
+def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: bool, sparse: bool) -> Interval:
+    """Bounds of node p (a ReLU input) by CROWN; see module doc for ``intersect``/``sparse``."""
+    if p == 0:
+        return interval
+    N, shape = st.lo.shape[0], graph.nodes[p].shape
+    il, iu = interval[0].reshape(N, -1), interval[1].reshape(N, -1)
+    if _interval_exact(graph, p):
+        return interval
+    if sparse and intersect and graph.nodes[p].size * _volume_below(graph, p) > SPARSE_WORK:
+        rows = torch.nonzero(((il < 0) & (iu > 0)).any(0)).flatten()
+        low, up = il.clone(), iu.clone()
+        if len(rows):
+            cl, cu = node_crown(graph, p, st, rows)
+            low[:, rows], up[:, rows] = torch.maximum(cl, il[:, rows]), torch.minimum(cu, iu[:, rows])
+    else:
+        low, up = node_crown(graph, p, st)
+        if intersect:
+            low, up = torch.maximum(low, il), torch.minimum(up, iu)
+    return low.reshape(N, *shape), up.reshape(N, *shape)
+
+
+def _is_box(graph: Graph, i: int) -> bool:
+    """Node i's value set is exactly a box: the input, or coordinatewise maps of a box."""
+    while i != 0:
+        node = graph.nodes[i]
+        if node.op.kind not in _BOX_OPS:
+            return False
+        i = node.inputs[0]
+    return True
+
+
+def _interval_exact(graph: Graph, p: int) -> bool:
+    """Interval arithmetic is exact at p: one linear single-input operator applied to a box."""
+    node = graph.nodes[p]
+    return p == 0 or (not node.op.nonlinear and len(node.inputs) == 1 and _is_box(graph, node.inputs[0]))
+
+
+def _volume_below(graph: Graph, p: int) -> int:
+    """Number of values (neurons) in the nodes node p depends on."""
+    return sum(graph.nodes[j].size for j in graph.ancestors(p))
+
+
+def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bool = False, sparse: bool = False,
+                 splits: dict[int, torch.Tensor] | None = None) -> State:
+    """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8."""
+    N = lo.shape[0]
+    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
+    st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
+    tight: set[int] = {0}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if node.op.nonlinear:
+            p = node.inputs[0]
+            if p not in tight:
+                st.bounds[p] = _tighten(graph, p, st, st.bounds[p], intersect, sparse)
+                tight.add(p)
+            l, u = st.bounds[p]
+            if splits is not None and i in splits:
+                s = splits[i].reshape(l.shape)
+                l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
+                bad = l > u
+                st.infeasible |= bad.reshape(N, -1).any(1)
+                l = torch.where(bad, u, l)
+            st.pre[i] = (l, u)
+            st.relax[i] = ReLU.relax(l, u)
+            st.bounds[i] = node.op.interval((l, u))
+        else:
+            st.bounds[i] = node.op.interval(*[st.bounds[j] for j in node.inputs])
+    return st
+
+
+def spec_matrix(C: torch.Tensor | None, n_out: int, dtype) -> torch.Tensor:
+    """The spec as (K, m, n_out): identity when None, (m, n_out) gets K = 1."""
+    if C is None:
+        C = torch.eye(n_out, dtype=dtype)
+    return C.unsqueeze(0) if C.dim() == 2 else C
+
+
+def output_bounds(graph: Graph, st: State, C: torch.Tensor | None = None) -> Interval:
+    """CROWN (lower, upper) of ``C @ y`` (identity if None), (N, m), given the relaxations in ``st``."""
+    Cs = spec_matrix(C, graph.output_dim, st.lo.dtype)
+    m = Cs.shape[1]
+    A = torch.cat([Cs, -Cs], 1).reshape(Cs.shape[0], 2 * m, *graph.nodes[graph.output].shape)
+    r = backward(graph, graph.output, A, st).lower.expand(st.lo.shape[0], 2 * m)
+    return r[:, :m], -r[:, m:]

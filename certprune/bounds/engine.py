@@ -1,0 +1,104 @@
+"""The graph engine's entry points: bounds of a model's outputs (``graph_bounds``, behind
+``compute_bounds(engine="native")``) and of a batch of branch-and-bound domains
+(``domain_bounds``, behind ``verify`` on graphs that are not ReLU chains)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from certprune.bounds import alpha as alpha_mod
+from certprune.bounds import crown
+from certprune.bounds.ibp import ibp
+from certprune.graph.ir import Graph
+from certprune.graph.op import Interval
+from certprune.graph.ops_linear import Linear
+
+
+@dataclass(frozen=True)
+class GraphBounds:
+    """(N, m) output bounds and, per ReLU node in topological order, its input bounds (N, n_j)."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    intermediate: tuple[Interval, ...]
+
+
+def _flat(b: Interval) -> Interval:
+    return b[0].reshape(len(b[0]), -1), b[1].reshape(len(b[1]), -1)
+
+
+def ibp_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None) -> GraphBounds:
+    """Interval bounds on ``C @ y`` (or y) and on every ReLU input."""
+    bs = ibp(graph, lo, hi)
+    inter = tuple(_flat(bs[graph.nodes[i].inputs[0]]) for i in graph.relu_nodes)
+    yl, yu = interval_output(graph, bs, C)
+    return GraphBounds(yl, yu, inter)
+
+
+def graph_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
+                 C: torch.Tensor | None = None, intersect_ibp: bool = False) -> GraphBounds:
+    """Bounds on ``C @ y`` (or y) over N flattened boxes; method ibp, crown or alpha-crown.
+    ``intersect_ibp`` intersects every ReLU input and the output with interval bounds (sound,
+    tighter, CROWN runs only on interval-unstable neurons); off = auto_LiRPA's semantics."""
+    if method == "ibp":
+        return ibp_bounds(graph, lo, hi, C)
+    st = crown.intermediate(graph, lo, hi, intersect=intersect_ibp, sparse=intersect_ibp)
+    if method == "alpha-crown":
+        yl, yu = alpha_mod.alpha_output_bounds(graph, st, C)
+    else:
+        yl, yu = crown.output_bounds(graph, st, C)
+    if intersect_ibp:
+        ib = interval_output(graph, st.bounds, C)
+        yl, yu = torch.maximum(yl, ib[0]), torch.minimum(yu, ib[1])
+    inter = tuple(_flat(st.bounds[graph.nodes[i].inputs[0]]) for i in graph.relu_nodes)
+    return GraphBounds(yl, yu, inter)
+
+
+def interval_output(graph: Graph, bounds, C: torch.Tensor | None) -> Interval:
+    """Interval image of ``C @ y`` (or y) from node bounds (``bounds[i]`` indexable): with a
+    Linear output node, ``C W`` is applied as one map (the exact interval image of the last
+    layer composed with C), else C is applied to the output's interval."""
+    out = graph.nodes[graph.output]
+    if C is None:
+        return _flat(bounds[graph.output])
+    if isinstance(out.op, Linear) and len(out.shape) == 1:
+        x = _flat(bounds[out.inputs[0]])
+        W = C @ out.op.weight
+        b = C @ out.op.bias if out.op.bias is not None else torch.zeros(C.shape[-2], dtype=x[0].dtype)
+    else:
+        x, W, b = _flat(bounds[graph.output]), C, torch.zeros(C.shape[-2], dtype=C.dtype)
+    c, r = ((x[0] + x[1]) / 2).unsqueeze(-1), ((x[1] - x[0]) / 2).unsqueeze(-1)
+    mid, rad = (W @ c).squeeze(-1) + b, (W.abs() @ r).squeeze(-1)
+    return mid - rad, mid + rad
+
+
+def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
+                  C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
+                  deadline: float | None = None):
+    """Bounds of ``C y + c`` on N branch-and-bound domains of a graph (the graph counterpart of
+    ``split_bounds.bound_domains``, same result type). ``splits[j]`` (N, n_j) belongs to the j-th
+    ReLU node; intermediate bounds are intersected with interval bounds; with ``iters > 0`` the
+    lower ReLU slopes are optimised (alpha-CROWN; split constraints enter by clamping only)."""
+    from certprune.verifiers.split_bounds import DomainBounds
+    N = lo.shape[0]
+    sp = dict(zip(graph.relu_nodes, splits))
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp)
+    A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
+    bw = crown.backward(graph, graph.output, A, st, record=True)
+    lower = bw.lower.expand(N, C.shape[0]) + c
+    if iters > 0 and st.relax:
+        tgt = None if target is None else target - c
+        lower = torch.maximum(lower, alpha_mod.optimize(graph, st, A, iters, target=tgt, deadline=deadline) + c)
+    scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
+              else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
+    pre = [_flat(st.pre[i]) for i in graph.relu_nodes]
+    return DomainBounds(lower, pre, st.infeasible, bw.lam_x.expand(N, *bw.lam_x.shape[1:]), scores)
+
+
+def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,
+               iters: int, target: torch.Tensor, lr: float = alpha_mod.LR, deadline: float | None = None) -> torch.Tensor:
+    """Lower bounds (1, m) of ``C y + c`` on one box: intersected CROWN, then alpha-CROWN."""
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True)
+    A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
+    return alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline) + c

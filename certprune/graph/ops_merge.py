@@ -1,0 +1,55 @@
+"""Operators with several tensor inputs: Add / Sub of two tensors (residual connections) and
+Concat. Their backward hands the coefficients to every input; the bound engine adds the
+contributions of all consumers of a node."""
+from __future__ import annotations
+
+import torch
+
+from certprune.graph.op import Interval, Op
+
+
+class AddSub(Op):
+    """``a + b`` or ``a - b`` of two tensors of the same shape."""
+
+    kind = "add"
+    arity = 2
+
+    def __init__(self, sign: float):
+        self.sign = float(sign)
+        self.kind = "add" if sign > 0 else "sub"
+
+    def forward(self, a, b):
+        return a + b if self.sign > 0 else a - b
+
+    def interval(self, a: Interval, b: Interval) -> Interval:
+        if self.sign > 0:
+            return a[0] + b[0], a[1] + b[1]
+        return a[0] - b[1], a[1] - b[0]
+
+    def backward(self, A):
+        return [A, A if self.sign > 0 else -A], None
+
+    def __repr__(self) -> str:
+        return f"AddSub({'+' if self.sign > 0 else '-'})"
+
+
+class Concat(Op):
+    """Concatenation along ``dim`` of the batched tensors (dim >= 1)."""
+
+    kind = "concat"
+
+    def __init__(self, dim: int, sizes: list[int]):
+        self.dim, self.sizes = int(dim), [int(s) for s in sizes]
+        self.arity = len(sizes)
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=self.dim)
+
+    def interval(self, *bs: Interval) -> Interval:
+        return torch.cat([b[0] for b in bs], dim=self.dim), torch.cat([b[1] for b in bs], dim=self.dim)
+
+    def backward(self, A):
+        return list(torch.split(A, self.sizes, dim=self.dim + 1)), None
+
+    def __repr__(self) -> str:
+        return f"Concat(dim={self.dim}, sizes={self.sizes})"

@@ -1,0 +1,120 @@
+"""Shape operators (no arithmetic): Reshape (Flatten / Reshape / Squeeze / Unsqueeze / Unflatten),
+Permute (Transpose), Select (Slice / Gather with constant indices), zero Pad, and the
+nonnegative linear pooling ops (AveragePool, global average) through their vector-Jacobian
+product, which is exact for a linear map."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from certprune.graph.op import Interval, Op, flat_rows, unflat_rows
+
+
+class Reshape(Op):
+    """Row-major reshape of each sample from ``in_shape`` to ``out_shape``."""
+
+    kind = "reshape"
+
+    def __init__(self, in_shape, out_shape):
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.out_shape)
+
+    def interval(self, b: Interval) -> Interval:
+        return self.forward(b[0]), self.forward(b[1])
+
+    def backward(self, A):
+        return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
+
+
+class Permute(Op):
+    """Transpose of the per-sample dims; ``perm`` indexes the batched tensor, ``perm[0] == 0``."""
+
+    kind = "permute"
+
+    def __init__(self, perm):
+        self.perm = tuple(int(p) for p in perm)
+        inv = [0] * len(self.perm)
+        for i, p in enumerate(self.perm):
+            inv[p] = i
+        self.inv = tuple(inv)
+
+    def forward(self, x):
+        return x.permute(*self.perm)
+
+    def interval(self, b: Interval) -> Interval:
+        return self.forward(b[0]), self.forward(b[1])
+
+    def backward(self, A):
+        return [A.permute(0, 1, *[i + 1 for i in self.inv[1:]])], None
+
+
+class Select(Op):
+    """Fixed entries of each flattened sample: ``x.reshape(N, -1)[:, index]`` shaped ``out_shape``."""
+
+    kind = "select"
+
+    def __init__(self, index: torch.Tensor, in_shape, out_shape):
+        self.index, self.in_shape, self.out_shape = index.long(), tuple(in_shape), tuple(out_shape)
+        self.n_in = 1
+        for d in in_shape:
+            self.n_in *= int(d)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)[:, self.index].reshape(x.shape[0], *self.out_shape)
+
+    def interval(self, b: Interval) -> Interval:
+        return self.forward(b[0]), self.forward(b[1])
+
+    def backward(self, A):
+        K, m = A.shape[:2]
+        out = A.new_zeros(K, m, self.n_in)
+        out.index_add_(2, self.index, A.reshape(K, m, -1))
+        return [out.reshape(K, m, *self.in_shape)], None
+
+
+class Pad(Op):
+    """Zero padding; ``pad`` in torch order (last dim first, before/after pairs)."""
+
+    kind = "pad"
+
+    def __init__(self, pad):
+        self.pad = tuple(int(p) for p in pad)
+
+    def forward(self, x):
+        return F.pad(x, self.pad)
+
+    def interval(self, b: Interval) -> Interval:
+        return self.forward(b[0]), self.forward(b[1])
+
+    def backward(self, A):
+        return [F.pad(A, tuple(-p for p in self.pad))], None
+
+
+class MonotoneLinear(Op):
+    """A linear map with nonnegative weights given as a torch function (average pooling):
+    interval = (f(lo), f(hi)); backward = its vector-Jacobian product."""
+
+    kind = "pool"
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], in_shape, label: str):
+        self.fn, self.in_shape, self.label = fn, tuple(in_shape), label
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def interval(self, b: Interval) -> Interval:
+        return self.fn(b[0]), self.fn(b[1])
+
+    def backward(self, A):
+        K, m = A.shape[:2]
+        with torch.enable_grad():
+            x = torch.zeros(K * m, *self.in_shape, dtype=A.dtype, requires_grad=True)
+            g, = torch.autograd.grad(self.fn(x), x, flat_rows(A), create_graph=A.requires_grad)
+        return [unflat_rows(g, K, m)], None
+
+    def __repr__(self) -> str:
+        return f"MonotoneLinear({self.label})"

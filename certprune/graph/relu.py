@@ -1,0 +1,70 @@
+"""ReLU: forward, interval, and the CROWN linear relaxation with optimisable lower slopes.
+
+On pre-activation bounds ``[l, u]``: stable active (l >= 0) is the identity, stable inactive
+(u <= 0) is zero; an unstable neuron has the upper chord ``s z + t`` (``s = u/(u-l)``,
+``t = -s l``) and the lower line ``alpha z`` for any alpha in [0, 1] (CROWN's adaptive default:
+1 if u > -l else 0). The backward step for a lower bound of ``sum(A * relu(z))`` uses alpha on
+positive and the chord on negative coefficients; the intercept loss ``-min(A, 0) * t`` per
+neuron is what branch and bound scores (BaBSR-style).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from certprune.graph.op import Interval, Op, sum_trailing
+
+
+@dataclass
+class Relaxation:
+    """Per neuron, batched (N, *shape): default lower slope, chord slope and chord intercept,
+    and the unstable mask (where an optimised alpha may replace the default)."""
+
+    alpha: torch.Tensor
+    slope: torch.Tensor
+    intercept: torch.Tensor
+    unstable: torch.Tensor
+
+
+class ReLU(Op):
+    """Elementwise max(x, 0)."""
+
+    kind = "relu"
+    nonlinear = True
+
+    def forward(self, x):
+        return torch.relu(x)
+
+    def interval(self, b: Interval) -> Interval:
+        return b[0].clamp(min=0), b[1].clamp(min=0)
+
+    @staticmethod
+    def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:
+        """The relaxation on ``[l, u]`` (see module doc)."""
+        active, inactive = l >= 0, u <= 0
+        unstable = ~(active | inactive)
+        denom = torch.where(unstable, u - l, torch.ones_like(u))
+        s = torch.where(unstable, u / denom, active.to(u.dtype))
+        t = torch.where(unstable, -s * l, torch.zeros_like(l))
+        alpha = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
+        return Relaxation(alpha, s, t, unstable)
+
+    @staticmethod
+    def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(coefficients of z, bias (K, m), per-neuron intercept loss (K, m, *shape) if ``record``)
+        for the lower bound of ``sum(A * relu(z))``; ``alpha`` (N, m, *shape) replaces the
+        unstable lower slopes. Computed as ``A * a + min(A, 0) * (s - a)`` (alpha on positive,
+        chord slope on negative coefficients) with the intercept term as one matrix product."""
+        a = r.alpha.unsqueeze(1)
+        if alpha is not None:
+            a = torch.where(r.unstable.unsqueeze(1), alpha, a)
+        neg = A.clamp(max=0)
+        new = A * a
+        new = new.addcmul(neg, r.slope.unsqueeze(1) - a) if new.requires_grad else new.addcmul_(neg, r.slope.unsqueeze(1) - a)
+        K, m = neg.shape[:2]
+        t = r.intercept.reshape(r.intercept.shape[0], -1, 1)
+        bias = (neg.reshape(K, m, -1) @ t).squeeze(-1)  # <= 0: the chord intercepts on negative coefficients
+        loss = -(neg * r.intercept.unsqueeze(1)) if record else None
+        return new, bias, loss
