@@ -11,6 +11,9 @@ _MODULES = {
     "random": "random", "magnitude": "magnitude", "l1": "magnitude", "l2": "magnitude",
     "taylor": "taylor", "obd": "obd", "hessian": "obd", "slimming": "slimming", "snip": "snip",
     "stability": "stability",
+    "taylor-group": "taylor_group", "taylor-group2": "taylor_group2", "nisp": "nisp", "singe": "singe",
+    "sosp-h": "sosp_h", "i-spasp": "i_spasp", "gradient-redundancy": "gradient_redundancy",
+    "causal-mi": "causal_mi", "o-information": "o_information", "m-info-flow": "m_info_flow",
 }
 METHODS = tuple(_MODULES)
 
