@@ -10,7 +10,7 @@ from certprune.errors import ConfigError
 from certprune.pruning.criteria.base import ScoreContext, require_data
 from certprune.pruning.layers import UnitLayer
 
-DEFAULT_SCOPE = "global"  # the paper compares every unit of the network with one threshold
+DEFAULT_SCOPE = "local"  # per-layer budgets: one global threshold starves a layer (issue 12)
 
 
 def unit_scores(ctx: ScoreContext, layers: list[UnitLayer]) -> dict[str, torch.Tensor]:
