@@ -17,7 +17,9 @@ for the dense and stability models branch-and-bound certified accuracy (certprun
 ``stability+loss`` is the certified-pruning recipe (Li et al. 2023): stability scores with
 per-layer budgets (every layer loses the same fraction), ``--recipe-steps`` iterative rounds,
 each followed by fine-tuning with the stability loss (weight ``--stability-weight``); its total
-fine-tuning epochs equal ``--finetune-epochs``. ``dense+loss`` applies the same fine-tuning
+fine-tuning epochs equal ``--finetune-epochs``. The loss is -tanh(1 + l*u) on the MLP and its
+radius-normalised form -tanh((center/radius)^2) on the convnets (``--stability-norm[-conv]``),
+where wide IBP bounds make the plain form flat. ``dense+loss`` applies the same fine-tuning
 without pruning (ablation: how much comes from pruning itself); ``magnitude+loss`` is the same
 recipe with magnitude scores instead of stability scores.
 
@@ -106,7 +108,7 @@ def scoring_seconds(method: str, dense: nn.Module, X, y, args, n: int) -> float:
     return time.time() - t
 
 
-def prune_one(method: str, amount: float, dense: nn.Module, X, y, args, n_score: int) -> nn.Module:
+def prune_one(method: str, amount: float, dense: nn.Module, X, y, args, n_score: int, norm: str) -> nn.Module:
     """The pruned and fine-tuned model of one row; ``X+loss`` is the recipe with criterion X."""
     import certprune
 
@@ -114,12 +116,12 @@ def prune_one(method: str, amount: float, dense: nn.Module, X, y, args, n_score:
                   score_samples=n_score, hvp_samples=8, min_keep=args.min_keep)
     if method == "dense+loss":
         return certprune.prune(dense, method="random", amount=0.0, finetune_epochs=args.finetune_epochs,
-                               stability_weight=args.stability_weight, **common)[0]
+                               stability_weight=args.stability_weight, stability_norm=norm, **common)[0]
     if method.endswith("+loss"):
         steps = args.recipe_steps
         return certprune.prune(dense, method=method[:-len("+loss")], amount=amount, steps=steps,
                                finetune_epochs=max(1, args.finetune_epochs // steps),
-                               stability_weight=args.stability_weight, **common)[0]
+                               stability_weight=args.stability_weight, stability_norm=norm, **common)[0]
     return certprune.prune(dense, method=method, amount=amount, finetune_epochs=args.finetune_epochs, **common)[0]
 
 
@@ -128,7 +130,7 @@ def measure(name: str, model: nn.Module, Xte, yte, args, n_verify: int) -> dict:
     from certprune.pruning.metrics import bab_certified, pruning_metrics
 
     row = pruning_metrics({name: model}, (Xte, yte), args.eps, verify_samples=n_verify).iloc[0].to_dict()
-    if args.bab_samples and name.startswith(("dense", "stability")):
+    if args.bab_samples and (name.startswith(("dense", "stability")) or "+loss" in name):
         t = time.time()
         cert = bab_certified(model, Xte[:args.bab_samples], yte[:args.bab_samples], args.eps, args.bab_timeout)
         row.update(bab_cert_acc=float(cert.mean()), bab_s_per_input=(time.time() - t) / args.bab_samples)
@@ -152,7 +154,8 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
             continue
         t = time.time()
         n_score = score_samples(net, method, args)
-        model = dense if method == "dense" else prune_one(method, amount, dense, Xtr4, ytr, args, n_score)
+        norm = args.stability_norm if net == "mlp" else args.stability_norm_conv
+        model = dense if method == "dense" else prune_one(method, amount, dense, Xtr4, ytr, args, n_score, norm)
         prune_s = time.time() - t
         score_s = (scoring_seconds(method.replace("+loss", ""), dense, Xtr4, ytr, args, n_score)
                    if method not in ("dense", "dense+loss") else 0.0)
@@ -208,6 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--eps", type=float, default=0.08)
     p.add_argument("--stability-weight", type=float, default=0.1)
     p.add_argument("--recipe-steps", type=int, default=3)
+    p.add_argument("--stability-norm", default="none", choices=("none", "radius"), help="stability loss, MLP")
+    p.add_argument("--stability-norm-conv", default="radius", choices=("none", "radius"), help="... convnets")
     p.add_argument("--train-epochs", type=int, default=10)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--score-samples", type=int, default=512)

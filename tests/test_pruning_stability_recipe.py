@@ -64,3 +64,23 @@ def test_recipe_rounds_finetune_with_the_stability_loss_and_keep_removed_units_o
     _, u_plain = crown_certified(plain, X[:64], y[:64], eps, domain=None)
     _, u_reg = crown_certified(reg, X[:64], y[:64], eps, domain=None)
     assert u_reg.mean() < u_plain.mean()  # the regulariser stabilises ReLUs
+
+
+def test_radius_normalised_loss_is_center_over_radius_squared_and_keeps_a_gradient_on_wide_bounds():
+    from certprune.pruning.stability import ibp_preactivations, perturbation_boxes, stability_loss
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.rand(5, 3, dtype=torch.float64)
+    lo, hi = perturbation_boxes(x, 0.1, (0.0, 1.0))
+    (l, u), = ibp_preactivations(net, lo, hi)
+    c, r = (l + u) / 2, (u - l) / 2
+    torch.testing.assert_close(stability_loss(net, x, 0.1, norm="radius"), -torch.tanh((c / r) ** 2).mean())
+    wide = nn.Sequential(nn.Linear(3, 1), nn.ReLU(), nn.Linear(1, 2)).double()
+    with torch.no_grad():  # center 5, radius 12 at x = 0.5: l*u = -119, tanh(1 + l*u) is flat at -1
+        wide[0].weight.fill_(40.0), wide[0].bias.fill_(-55.0)
+    x = torch.full((1, 3), 0.5, dtype=torch.float64)
+    (g_plain,) = torch.autograd.grad(stability_loss(wide, x, 0.1, domain=None), wide[0].bias)
+    (g_norm,) = torch.autograd.grad(stability_loss(wide, x, 0.1, domain=None, norm="radius"), wide[0].bias)
+    assert g_plain.abs().item() < 1e-30 and g_norm.item() < -1e-3  # the radius form pushes the center up
+    with pytest.raises(Exception, match="normalisation"):
+        stability_loss(net, x, 0.1, norm="bn")

@@ -34,6 +34,7 @@ class PruneOptions:
     ``score_samples``: data points used for scoring (first ones). ``min_keep``: fraction of every
     layer's units that unit pruning never removes (0: none protected; a layer emptied is an error).
     ``stability_reduce``: mean or sum over a channel's positions of its stability scores.
+    ``stability_norm``: none or radius, the stability loss's normalisation (radius for convnets).
     ``protected``: column of the inputs holding the protected attribute (criterion m-info-flow).
     Criteria that set per-layer budgets (``layer_budgets``) share each step's removals by them.
     """
@@ -57,6 +58,7 @@ class PruneOptions:
     min_keep: float = 0.0
     stability_reduce: str = "mean"
     protected: int | None = None
+    stability_norm: str = "none"
 
 
 def make_options(options: dict) -> PruneOptions:
@@ -198,5 +200,5 @@ def _finetune(work, X, y, epsilon, seed, opts: PruneOptions, epochs, k, steps, m
     lr = silo_max_lr(k, steps, opts.lr / 10, opts.lr) if opts.silo else opts.lr
     cfg = FinetuneConfig(epochs, lr, opts.batch_size, opts.lr_schedule, opts.stability_weight,
                          opts.train_epsilon if opts.train_epsilon is not None else epsilon,
-                         opts.slimming_weight, opts.domain, seed)
+                         opts.slimming_weight, opts.domain, seed, stability_norm=opts.stability_norm)
     finetune(work, X, y, cfg, masks or None)

@@ -113,8 +113,18 @@ def _ibp_affine(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.T
     raise UnsupportedModelError(f"the stability loss supports Linear, Conv2d, BatchNorm, Flatten and ReLU, not {type(m).__name__}")
 
 
-def stability_loss(model: nn.Module, x: torch.Tensor, epsilon: float, domain=(0.0, 1.0)) -> torch.Tensor:
-    """Mean over the batch and all ReLUs of -tanh(1 + l*u), IBP bounds at ``epsilon`` (differentiable)."""
+LOSS_NORMS = ("none", "radius")
+
+
+def stability_loss(model: nn.Module, x: torch.Tensor, epsilon: float, domain=(0.0, 1.0),
+                   norm: str = "none") -> torch.Tensor:
+    """Mean over the batch and all ReLUs of -tanh(1 + l*u / d), IBP bounds at ``epsilon``
+    (differentiable). ``norm="none"``: d = 1 (Xiao et al.); ``"radius"``: d = ((u - l) / 2)^2, so
+    1 + l*u/d = (center / radius)^2: scale-free, it does not saturate when IBP bounds are wide
+    (deep or convolutional nets, where -tanh(1 + l*u) is flat at -1 and gives no gradient)."""
+    if norm not in LOSS_NORMS:
+        raise ConfigError(f"unknown stability-loss normalisation {norm!r}; choose one of {', '.join(LOSS_NORMS)}")
     lo, hi = perturbation_boxes(x, epsilon, domain)
-    terms = [-torch.tanh(1 + l * u).reshape(len(x), -1) for l, u in ibp_preactivations(model, lo, hi)]
+    scale = (lambda l, u: 1.0) if norm == "none" else (lambda l, u: ((u - l) / 2).clamp(min=1e-6) ** 2)  # noqa: E731
+    terms = [-torch.tanh(1 + l * u / scale(l, u)).reshape(len(x), -1) for l, u in ibp_preactivations(model, lo, hi)]
     return torch.cat(terms, dim=1).mean() if terms else x.new_zeros(())
