@@ -28,6 +28,7 @@ skips the rows already there (delete the file to start over). Then pruning_bench
 pruning_certified_vs_sparsity.png are regenerated from every CSV in the folder.
 
 Usage: python experiments/pruning_benchmark.py [--nets mlp,conv,conv-bn] [--methods ...] [--quick]
+(``--nets ""`` rebuilds pruning_benchmark.md and the plot from the CSVs without running anything).
 """
 from __future__ import annotations
 
@@ -203,6 +204,24 @@ def markdown(t: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def targets(t: pd.DataFrame) -> str:
+    """Issue 12's targets for the recipe rows against the dense model of one net: clean-accuracy
+    change (points), unstable-ReLU reduction, certified-accuracy ratios (CROWN, BaB)."""
+    dense = t[t.model == "dense"]
+    if not len(dense):
+        return ""
+    d = dense.iloc[0]
+    lines = [f"Targets ({t.net.iloc[0]}): at 50% acc loss <= 1 pt, >= 4x fewer unstable, >= 3x certified; "
+             "at 80% acc loss <= 3 pt", "", "| model | acc change (pt) | unstable reduction | CROWN cert ratio | BaB cert ratio |",
+             "|---|---|---|---|---|"]
+    for _, r in t[t.model.str.contains("loss@")].iterrows():
+        bab = (r.get("bab_cert_acc", np.nan) / d.get("bab_cert_acc", np.nan)) if d.get("bab_cert_acc", 0) else np.nan
+        lines.append(f"| {r.model} | {100 * (r.clean_acc - d.clean_acc):+.1f} | "
+                     f"{d.unstable_per_input / max(r.unstable_per_input, 1e-9):.1f}x | "
+                     f"{r.crown_cert_acc / max(d.crown_cert_acc, 1e-9):.2f}x | {bab:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nets", default="mlp,conv-bn,conv")
@@ -240,10 +259,10 @@ def main(argv=None) -> int:
     X, y = (torch.from_numpy(a) for a in load_mnist())
     Xtr, ytr, Xte, yte = X[:8000], y[:8000], X[8000:], y[8000:]
     args.out.mkdir(parents=True, exist_ok=True)
-    for net in args.nets.split(","):
+    for net in [n for n in args.nets.split(",") if n]:  # --nets "" only regenerates the table and plot
         run_net(net, args, Xtr, ytr, Xte, yte)
     tables = [pd.read_csv(f) for f in sorted(args.out.glob("pruning_benchmark_*.csv"))]
-    (args.out / "pruning_benchmark.md").write_text("\n\n".join(markdown(t) for t in tables) + "\n")
+    (args.out / "pruning_benchmark.md").write_text("\n\n".join(markdown(t) + "\n\n" + targets(t) for t in tables) + "\n")
     plot(tables, args.out / "pruning_certified_vs_sparsity.png")
     return 0
 

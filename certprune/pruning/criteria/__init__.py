@@ -1,5 +1,9 @@
 """Pruning criteria. Each module offers ``weight_scores(ctx, [(name, module)])`` and
-``unit_scores(ctx, [UnitLayer])``; higher score = more important, lowest removed first."""
+``unit_scores(ctx, [UnitLayer])``; higher score = more important, lowest removed first.
+Optional: ``DEFAULT_SCOPE`` (global or local, for unit pruning) and
+``layer_budgets(ctx, layers, amount) -> {layer: share}`` (how a step's removals are split between
+layers; see :mod:`certprune.pruning.criteria.budgets`). ``METHODS`` is the registry the CLI and
+scripts read the names from."""
 from __future__ import annotations
 
 import importlib
