@@ -5,8 +5,8 @@ For each data set, criterion (m-info-flow, magnitude, random) and amount (fracti
 neurons removed, no fine-tuning: the bundled models have one logit, fine-tuning in certprune is
 cross-entropy over classes), on the test split: accuracy, demographic-parity gap
 |P(yhat=1 | g=1) - P(yhat=1 | g=0)| and equalised-odds gap (the larger of the true- and
-false-positive-rate gaps). Groups: sex for Adult and German, age above/below the training median
-for Bank. Scores use the first ``--score-samples`` training rows; m-info-flow's message Z is the
+false-positive-rate gaps). Groups: sex for Adult and German, age for Bank (all three 0/1 columns in
+these schemas). Scores use the first ``--score-samples`` training rows; m-info-flow's message Z is the
 protected column's raw values. The individual-fairness audit is not run here.
 
 Usage: python experiments/pruning_fairness.py [--amounts 0.1,0.25,0.5]
@@ -50,7 +50,7 @@ def run(dataset: str, args) -> list[dict]:
     data = load_tabular(dataset)
     col = data.schema.index(PROTECTED[dataset])
     raw = data.X_test[:, col]
-    g = (raw == raw.max()).astype(int) if dataset != "bank" else (raw > np.median(data.X_train[:, col])).astype(int)
+    g = (raw == raw.max()).astype(int)  # the three protected columns are 0/1 in these schemas
     net = certprune.load_model(MODELS / f"{dataset}_mlp.onnx")
     rows = [{"dataset": dataset, "criterion": "dense", "amount": 0.0, **evaluate(net, data.X_test, data.y_test, g)}]
     n = args.score_samples
