@@ -214,11 +214,16 @@ def targets(t: pd.DataFrame) -> str:
     lines = [f"Targets ({t.net.iloc[0]}): at 50% acc loss <= 1 pt, >= 4x fewer unstable, >= 3x certified; "
              "at 80% acc loss <= 3 pt", "", "| model | acc change (pt) | unstable reduction | CROWN cert ratio | BaB cert ratio |",
              "|---|---|---|---|---|"]
+    def ratio(new, base) -> str:
+        if not np.isfinite(new) or not np.isfinite(base):
+            return "n/a"
+        return f"{new / base:.2f}x" if base > 0 else f"dense 0, pruned {new:.3f}"
+
     for _, r in t[t.model.str.contains("loss@")].iterrows():
-        bab = (r.get("bab_cert_acc", np.nan) / d.get("bab_cert_acc", np.nan)) if d.get("bab_cert_acc", 0) else np.nan
         lines.append(f"| {r.model} | {100 * (r.clean_acc - d.clean_acc):+.1f} | "
                      f"{d.unstable_per_input / max(r.unstable_per_input, 1e-9):.1f}x | "
-                     f"{r.crown_cert_acc / max(d.crown_cert_acc, 1e-9):.2f}x | {bab:.2f}x |")
+                     f"{ratio(r.crown_cert_acc, d.crown_cert_acc)} | "
+                     f"{ratio(r.get('bab_cert_acc', np.nan), d.get('bab_cert_acc', np.nan))} |")
     return "\n".join(lines)
 
 
