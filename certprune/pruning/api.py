@@ -13,6 +13,7 @@ from certprune.errors import ConfigError, ShapeMismatchError
 from certprune.pruning import masks as masklib
 from certprune.pruning.criteria import criterion
 from certprune.pruning.criteria.base import ScoreContext
+from certprune.pruning.criteria.budgets import budget_counts, select_by_counts
 from certprune.pruning.finetune import FinetuneConfig, finetune
 from certprune.pruning.learners import METHODS as LEARNERS, prune_learned
 from certprune.pruning.layers import base_module, unit_layers, weight_layers
@@ -34,6 +35,9 @@ class PruneOptions:
     ``score_samples``: data points used for scoring (first ones). ``min_keep``: fraction of every
     layer's units that unit pruning never removes (0: none protected; a layer emptied is an error).
     ``stability_reduce``: mean or sum over a channel's positions of its stability scores.
+    ``stability_norm``: none or radius, the stability loss's normalisation (radius for convnets).
+    ``protected``: column of the inputs holding the protected attribute (criterion m-info-flow).
+    Criteria that set per-layer budgets (``layer_budgets``) share each step's removals by them.
     """
 
     scope: str | None = None
@@ -54,6 +58,8 @@ class PruneOptions:
     input_shape: tuple[int, ...] | None = None
     min_keep: float = 0.0
     stability_reduce: str = "mean"
+    protected: int | None = None
+    stability_norm: str = "none"
 
 
 def make_options(options: dict) -> PruneOptions:
@@ -131,7 +137,7 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     amount = masklib.check_amount(amount) if granularity != "nm" else amount
     X, y = as_tensors(data)
     shape = _input_shape(model, X, opts)
-    scope = opts.scope or ("global" if method == "stability" or granularity == "unstructured" else "local")
+    scope = opts.scope or ("global" if granularity == "unstructured" else getattr(crit, "DEFAULT_SCOPE", "local"))
     manifest = Manifest(method, granularity, amount, list(shape), seed, epsilon,
                         config={**dataclasses.asdict(opts), "scope": scope, "n": n, "m": m,
                                 "finetune_epochs": finetune_epochs})
@@ -142,13 +148,14 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     total_units = sum(l.width for l in unit_layers(work, granularity)) if granularity in ("neuron", "channel", "structured") else 0
     removed_units = 0
     for k, cumulative in enumerate(cumulative_amounts(amount, steps)):
-        ctx = _context(work, X, y, epsilon, seed + k, opts)
         if granularity in ("unstructured", "nm"):
+            ctx = _context(work, X, y, epsilon, seed + k, opts, cumulative)
             masks = _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, masks)
             step = PruneStep(k, method, granularity, cumulative, masks={n_: encode_mask(v) for n_, v in masks.items()})
         else:
             target = round(cumulative * total_units)
             current = total_units - removed_units
+            ctx = _context(work, X, y, epsilon, seed + k, opts, (target - removed_units) / current)
             removal = _unit_step(crit, ctx, work, granularity, (target - removed_units) / current, scope, shape,
                                  opts.min_keep)
             removed_units += sum(len(v) for v in removal[1].values())
@@ -170,11 +177,11 @@ def _activate(work, X) -> dict:
     return activate(work, X)
 
 
-def _context(work, X, y, epsilon, seed, opts: PruneOptions) -> ScoreContext:
+def _context(work, X, y, epsilon, seed, opts: PruneOptions, amount: float) -> ScoreContext:
     n = opts.score_samples
     return ScoreContext(work, None if X is None else X[:n], None if y is None else y[:n], epsilon, seed,
                         opts.norm, opts.hvp_samples, opts.domain, opts.bound_method, opts.batch_size,
-                        opts.stability_reduce)
+                        opts.stability_reduce, amount=amount, protected=opts.protected)
 
 
 def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):
@@ -191,7 +198,13 @@ def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):
 def _unit_step(crit, ctx, work, granularity, step_amount, scope, shape, min_keep):
     layers = unit_layers(work, granularity)
     widths = {l.name: l.width for l in layers}
-    removal = select_units(crit.unit_scores(ctx, layers), min(max(step_amount, 0.0), 0.999999), scope, min_keep)
+    step_amount = min(max(step_amount, 0.0), 0.999999)
+    scores = crit.unit_scores(ctx, layers)
+    if hasattr(crit, "layer_budgets"):
+        counts = budget_counts(crit.layer_budgets(ctx, layers, step_amount), widths, step_amount)
+        removal = select_by_counts(scores, counts)
+    else:
+        removal = select_units(scores, step_amount, scope, min_keep)
     remove_units(work, removal, torch.zeros(1, *shape))
     return {k: unit_entry(v, widths[k]) for k, v in removal.items()}, removal
 
@@ -202,5 +215,5 @@ def _finetune(work, X, y, epsilon, seed, opts: PruneOptions, epochs, k, steps, m
     lr = silo_max_lr(k, steps, opts.lr / 10, opts.lr) if opts.silo else opts.lr
     cfg = FinetuneConfig(epochs, lr, opts.batch_size, opts.lr_schedule, opts.stability_weight,
                          opts.train_epsilon if opts.train_epsilon is not None else epsilon,
-                         opts.slimming_weight, opts.domain, seed)
+                         opts.slimming_weight, opts.domain, seed, stability_norm=opts.stability_norm)
     finetune(work, X, y, cfg, masks or None)

@@ -20,7 +20,8 @@ from certprune.pruning.schedules import lr_factor
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Epochs, base learning rate, batch size, LR schedule, loss weights, seed."""
+    """Epochs, base learning rate, batch size, LR schedule, loss weights, seed, and the
+    stability loss's normalisation (see :func:`certprune.pruning.stability.stability_loss`)."""
 
     epochs: int = 0
     lr: float = 1e-3
@@ -31,6 +32,7 @@ class FinetuneConfig:
     slimming_weight: float = 0.0
     domain: tuple[float, float] | None = (0.0, 1.0)
     seed: int = 0
+    stability_norm: str = "none"
 
 
 def finetune(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: FinetuneConfig,
@@ -65,7 +67,7 @@ def _train(module: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: FinetuneCon
             xb, yb = X[idx], y[idx]
             loss = F.cross_entropy(module(xb), yb)
             if cfg.stability_weight > 0:
-                loss = loss + cfg.stability_weight * stability_loss(module, xb, cfg.epsilon, cfg.domain)
+                loss = loss + cfg.stability_weight * stability_loss(module, xb, cfg.epsilon, cfg.domain, cfg.stability_norm)
             if cfg.slimming_weight > 0:
                 loss = loss + cfg.slimming_weight * slimming_penalty(module)
             opt.zero_grad()

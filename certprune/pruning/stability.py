@@ -17,7 +17,8 @@ from torch import nn
 from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.pruning.layers import BN_TYPES, UnitLayer, base_module, named_leaves, unit_layers
 
-_CELLS = 4e7  # float64 entries per CROWN chunk (N * 2n * n_in), keeps memory near 300 MB
+_CELLS = 4e7
+DEAD_SCORE = -2.0  # below tanh's range: units never active on the scored boxes go first  # float64 entries per CROWN chunk (N * 2n * n_in), keeps memory near 300 MB
 
 
 def perturbation_boxes(X: torch.Tensor, epsilon: float, domain: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +58,10 @@ def stability_scores(model: nn.Module, X: torch.Tensor, epsilon: float, layers: 
                      domain=(0.0, 1.0), method: str = "crown", reduce: str = "mean") -> dict[str, torch.Tensor]:
     """Per unit, mean over points of tanh(1 + l*u / s^2), and over a channel's spatial positions
     the mean (``reduce="mean"``) or the sum (``"sum"``: a channel weighs as many ReLUs as it has
-    positions when one global threshold compares channels with neurons); low = unstable."""
+    positions when one global threshold compares channels with neurons); low = unstable. A unit
+    that is inactive on every box (u <= 0 everywhere) scores ``DEAD_SCORE`` (times the positions
+    for ``"sum"``), below every other:
+    removing it changes nothing on those boxes, so it goes first."""
     if reduce not in ("mean", "sum"):
         raise ConfigError(f"unknown stability reduction {reduce!r}; choose mean or sum")
     bounds = preactivation_bounds(model, X, epsilon, domain, method)
@@ -71,7 +75,10 @@ def stability_scores(model: nn.Module, X: torch.Tensor, epsilon: float, layers: 
         s2 = bn_scale(layer).clamp(min=1e-12) ** 2
         lu = (l * u).reshape(len(l), layer.width, -1) / s2.reshape(1, -1, 1)
         t = torch.tanh(1 + lu).mean(dim=0)
-        out[layer.name] = t.mean(dim=1) if reduce == "mean" else t.sum(dim=1)
+        score = t.mean(dim=1) if reduce == "mean" else t.sum(dim=1)
+        dead = (u.reshape(len(u), layer.width, -1) <= 0).all(dim=2).all(dim=0)
+        floor = DEAD_SCORE * (lu.shape[2] if reduce == "sum" else 1)
+        out[layer.name] = torch.where(dead, torch.full_like(score, floor), score)
     return out
 
 
@@ -106,8 +113,18 @@ def _ibp_affine(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.T
     raise UnsupportedModelError(f"the stability loss supports Linear, Conv2d, BatchNorm, Flatten and ReLU, not {type(m).__name__}")
 
 
-def stability_loss(model: nn.Module, x: torch.Tensor, epsilon: float, domain=(0.0, 1.0)) -> torch.Tensor:
-    """Mean over the batch and all ReLUs of -tanh(1 + l*u), IBP bounds at ``epsilon`` (differentiable)."""
+LOSS_NORMS = ("none", "radius")
+
+
+def stability_loss(model: nn.Module, x: torch.Tensor, epsilon: float, domain=(0.0, 1.0),
+                   norm: str = "none") -> torch.Tensor:
+    """Mean over the batch and all ReLUs of -tanh(1 + l*u / d), IBP bounds at ``epsilon``
+    (differentiable). ``norm="none"``: d = 1 (Xiao et al.); ``"radius"``: d = ((u - l) / 2)^2, so
+    1 + l*u/d = (center / radius)^2: scale-free, it does not saturate when IBP bounds are wide
+    (deep or convolutional nets, where -tanh(1 + l*u) is flat at -1 and gives no gradient)."""
+    if norm not in LOSS_NORMS:
+        raise ConfigError(f"unknown stability-loss normalisation {norm!r}; choose one of {', '.join(LOSS_NORMS)}")
     lo, hi = perturbation_boxes(x, epsilon, domain)
-    terms = [-torch.tanh(1 + l * u).reshape(len(x), -1) for l, u in ibp_preactivations(model, lo, hi)]
+    scale = (lambda l, u: 1.0) if norm == "none" else (lambda l, u: ((u - l) / 2).clamp(min=1e-6) ** 2)  # noqa: E731
+    terms = [-torch.tanh(1 + l * u / scale(l, u)).reshape(len(x), -1) for l, u in ibp_preactivations(model, lo, hi)]
     return torch.cat(terms, dim=1).mean() if terms else x.new_zeros(())

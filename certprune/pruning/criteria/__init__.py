@@ -1,5 +1,9 @@
 """Pruning criteria. Each module offers ``weight_scores(ctx, [(name, module)])`` and
-``unit_scores(ctx, [UnitLayer])``; higher score = more important, lowest removed first."""
+``unit_scores(ctx, [UnitLayer])``; higher score = more important, lowest removed first.
+Optional: ``DEFAULT_SCOPE`` (global or local, for unit pruning) and
+``layer_budgets(ctx, layers, amount) -> {layer: share}`` (how a step's removals are split between
+layers; see :mod:`certprune.pruning.criteria.budgets`). ``METHODS`` is the registry the CLI and
+scripts read the names from."""
 from __future__ import annotations
 
 import importlib
@@ -11,6 +15,9 @@ _MODULES = {
     "random": "random", "magnitude": "magnitude", "l1": "magnitude", "l2": "magnitude",
     "taylor": "taylor", "obd": "obd", "hessian": "obd", "slimming": "slimming", "snip": "snip",
     "stability": "stability",
+    "taylor-group": "taylor_group", "taylor-group2": "taylor_group2", "nisp": "nisp", "singe": "singe",
+    "sosp-h": "sosp_h", "i-spasp": "i_spasp", "gradient-redundancy": "gradient_redundancy",
+    "causal-mi": "causal_mi", "o-information": "o_information", "m-info-flow": "m_info_flow",
 }
 METHODS = tuple(_MODULES)
 

@@ -10,6 +10,8 @@ from certprune.errors import ConfigError
 from certprune.pruning.criteria.base import ScoreContext, require_data
 from certprune.pruning.layers import UnitLayer
 
+DEFAULT_SCOPE = "local"  # per-layer budgets: one global threshold starves a layer (issue 12)
+
 
 def unit_scores(ctx: ScoreContext, layers: list[UnitLayer]) -> dict[str, torch.Tensor]:
     """Stability score per unit at ``ctx.epsilon``; low = unstable."""
