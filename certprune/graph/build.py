@@ -21,6 +21,9 @@ from certprune.io import onnx_ops
 from certprune.verifiers.affine import _densify, is_affine_module
 
 
+_UNSUPPORTED = "the native engine supports piecewise-linear ReLU graphs only; unsupported layers: "
+
+
 def build_graph(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     """The graph of ``model`` (see module doc); ``input_shape`` excludes the batch dim."""
     from certprune.verifiers.affine import AffineReluNet
@@ -33,8 +36,7 @@ def build_graph(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     b = _Builder(tuple(int(d) for d in input_shape))
     out = b.module(inner, 0)
     if b.unsupported:
-        raise UnsupportedModelError("the native engine supports piecewise-linear ReLU graphs only; "
-                                    "unsupported layers: " + ", ".join(sorted(b.unsupported)))
+        raise UnsupportedModelError(_UNSUPPORTED + ", ".join(sorted(b.unsupported)))
     return Graph(tuple(b.nodes), out)
 
 
@@ -71,6 +73,8 @@ class _Builder:
         try:
             y = op.forward(*[self.samples[j] for j in inputs])
         except (RuntimeError, IndexError) as e:
+            if self.unsupported:  # a skipped unsupported module changed the shape: name it, not the symptom
+                raise UnsupportedModelError(_UNSUPPORTED + ", ".join(sorted(self.unsupported))) from None
             raise ShapeMismatchError(f"{op!r} rejects inputs of shape {[self.nodes[j].shape for j in inputs]}: "
                                      f"{str(e).splitlines()[0]}") from None
         self.nodes.append(Node(op, tuple(inputs), tuple(y.shape[1:]), label))
