@@ -18,7 +18,7 @@ timeout, clip, data set name, first index, n and a hash of the samples) equals t
 A ``samples.csv`` without its ``config.json`` is refused, and the folder is locked while the run
 writes (:mod:`certprune.verifiers.store_lock`): a second process on it gets a StoreBusyError.
 
-Evidence per row: ``crown_margin`` is the float64 CROWN lower bound, over the whole ball, of the
+Evidence per row (every sample): ``crown_margin`` is the float64 CROWN lower bound, over the whole ball, of the
 worst logit margin ``min_{j != label} f_label - f_j`` (> 0: CROWN alone certifies; certified rows
 with ``crown_margin <= 0`` were closed by alpha-CROWN or branch and bound; empty where the model
 is not a feed-forward ReLU net), ``unstable_relus`` the number of ReLUs CROWN leaves unstable on
@@ -169,11 +169,12 @@ def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, 
     props = [_prop(X[k], eps, int(y[k]), clip, n_out) for k in range(len(X))]
     broken, points = _pgd_hits(net, X, y, props, steps, restarts) if len(X) else (np.zeros(0, bool), {})
     t_pgd = (time.monotonic() - t0) / max(len(X), 1)
+    margins, unstable = _root_margins(net, X, y, eps, clip)
     pending = []
     for k in range(len(X)):
         base = {"index": int(idx[k]), "label": int(y[k]), "predicted": int(pred[k]),
-                "clean_correct": bool(pred[k] == y[k]), "seconds_pgd": round(t_pgd, 4), "crown_margin": "",
-                "unstable_relus": "", "adversarial": "", "adversarial_margin": ""}
+                "clean_correct": bool(pred[k] == y[k]), "seconds_pgd": round(t_pgd, 4), "crown_margin": margins[k],
+                "unstable_relus": unstable[k], "adversarial": "", "adversarial_margin": ""}
         if not base["clean_correct"]:
             yield {**base, "pgd_robust": False, "verdict": "misclassified", "phase": "clean", "seconds_verify": 0.0}
         elif broken[k]:
@@ -181,9 +182,6 @@ def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, 
                                                  "seconds_verify": 0.0}, points[k])
         else:
             pending.append((k, base))
-    margins, unstable = _root_margins(net, X[[k for k, _ in pending]], y[[k for k, _ in pending]], eps, clip)
-    for j, (k, base) in enumerate(pending):
-        base.update(crown_margin=margins[j], unstable_relus=unstable[j])
     verified = _verify_all(net, [(props[k], base) for k, base in pending], timeout, config, runner)
     for prop, row, cex in _progress(verified, progress, len(pending)):
         yield _with_evidence(net, prop, row, cex) if cex is not None else row
