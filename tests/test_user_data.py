@@ -55,7 +55,8 @@ def test_certify_on_a_data_file_equals_the_named_data_set(tmp_path, digits4, cap
     ref = {r["index"]: r["verdict"] for r in csv.DictReader(open(tmp_path / "ref" / "samples.csv"))}
     for name, args in forms.items():
         out = tmp_path / f"out_{name}"
-        assert main(base + ["--data", *args, "--out", str(out)]) == 0, name
+        workers = ["--workers", "2"] if name == "npz" else []  # the local runner gives the serial verdicts
+        assert main(base + ["--data", *args, *workers, "--out", str(out)]) == 0, name
         got = {str(int(r["index"]) + 1500): r["verdict"] for r in csv.DictReader(open(out / "samples.csv"))}
         assert got == ref, name
     assert "file:d.csv samples 0..3 (n=4)" in capsys.readouterr().out
@@ -120,3 +121,19 @@ def test_default_cifar10_model_with_its_normalisation_classifies_the_images():
     net = load_model(default_model_path())
     assert (with_normalization(net, OVAL21_MEAN, OVAL21_STD).run_float32(X).argmax(1) == y).sum() == 73
     assert (net.run_float32(X).argmax(1) == y).sum() < 20
+
+
+def test_default_model_and_option_conflicts_are_one_line_exit_2(tmp_path, digits4, capsys):
+    X, y = digits4
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    base = ["certify", "--eps", "0.01", "--no-progress", "--out", str(tmp_path / "o")]
+    cases = [(["default", "--data", str(tmp_path / "d.npz")], "needs a named --dataset"),
+             (["default", "--dataset", "cifar10", "--mean", "0.5"], "drop --mean/--std"),
+             ([str(DIGITS_MODEL), "--dataset", "digits", "--labels", str(tmp_path / "d.npz")], "--labels goes with"),
+             ([str(DIGITS_MODEL), "--dataset", "digits", "--workers", "0"], "--workers must be >= 1"),
+             ([str(DIGITS_MODEL), "--dataset", "digits", "--mean", "a,b"], "--mean takes comma-separated numbers"),
+             ([str(DIGITS_MODEL), "--dataset", "digits", "--std", "0.5,0.5"], "--std has 2 values")]
+    for extra, needle in cases:
+        assert main(base[:1] + extra + base[1:]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
