@@ -35,24 +35,29 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def certified_vs_sparsity(table: pd.DataFrame, eps: float) -> bytes:
-    """PNG: clean, PGD, certified (bounds) and certified (BaB) accuracy against sparsity."""
+    """PNG: certified accuracy (solid: bounds + BaB, dotted: bounds only) and clean accuracy
+    (crosses) against sparsity; one colour per pruning method, each line starting at the
+    reference (first) model."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    t = table.sort_values("sparsity")
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for col, label, style in [("clean_acc", "clean", "o-"), ("pgd_acc", "PGD", "s--"),
-                              ("cert_acc_bab", "certified (bounds + BaB)", "^-"),
-                              ("cert_acc_bounds", "certified (bounds only)", "v:")]:
-        ax.plot(t["sparsity"], t[col], style, label=label)
-    for _, r in t.iterrows():
+    ref = table.iloc[[0]]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    methods = [m for m in dict.fromkeys(table["method"]) if m != ref["method"].iloc[0]] or [ref["method"].iloc[0]]
+    for k, method in enumerate(methods):
+        t = pd.concat([ref, table[table["method"] == method]]).drop_duplicates("model").sort_values("sparsity")
+        color = f"C{k % 10}"
+        ax.plot(t["sparsity"], t["cert_acc_bab"], "o-", color=color, label=f"{method}: certified")
+        ax.plot(t["sparsity"], t["cert_acc_bounds"], "v:", color=color, label=f"{method}: certified by bounds")
+        ax.plot(t["sparsity"], t["clean_acc"], "x", color=color, alpha=0.6)
+    for _, r in table.iterrows():
         ax.annotate(r["model"], (r["sparsity"], r["cert_acc_bab"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
     ax.set_xlabel("sparsity (1 - non-zeros / reference parameters)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (x: clean)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"accuracy against sparsity, eps = {eps:g}")
-    ax.legend(fontsize=8)
+    ax.set_title(f"certified accuracy against sparsity, eps = {eps:g}")
+    ax.legend(fontsize=7, loc="lower left")
     return _png(fig)
 
 
