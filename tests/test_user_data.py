@@ -137,3 +137,30 @@ def test_default_model_and_option_conflicts_are_one_line_exit_2(tmp_path, digits
         assert main(base[:1] + extra + base[1:]) == 2, extra
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.slow
+def test_certify_default_cifar10_model_end_to_end(tmp_path, capsys):
+    """OVAL21 base net on the first 4 CIFAR-10 images at eps 0.004 (about 30 s): every falsified
+    sample's saved input breaks the normalised model in float32; certified ones survive sampling."""
+    from certprune.datasets.cifar10 import OVAL21_MEAN, OVAL21_STD, default_model_path, load_cifar10
+    from certprune.network import load_model
+    out = tmp_path / "c"
+    assert main(["certify", "default", "--dataset", "cifar10", "-n", "4", "--eps", "0.004", "--timeout", "5",
+                 "--no-progress", "--out", str(out)]) == 0
+    X, y = load_cifar10()
+    net = with_normalization(load_model(default_model_path()), OVAL21_MEAN, OVAL21_STD)
+    rows = list(csv.DictReader(open(out / "samples.csv")))
+    assert len(rows) == 4 and any(r["verdict"] == "certified" for r in rows)
+    g = np.random.default_rng(0)
+    for r in rows:
+        k = int(r["index"])
+        if r["verdict"] == "falsified":
+            x = np.load(out / r["adversarial"])
+            out_k = net.run_float32(x)[0]
+            assert np.abs(x - X[k]).max() <= 0.004 + 1e-7
+            assert out_k[y[k]] - np.delete(out_k, y[k]).max() <= 0   # the property's violation (non-strict)
+        if r["verdict"] == "certified":
+            pts = np.clip(X[k] + g.uniform(-0.004, 0.004, (256, *X[k].shape)), 0, 1).astype(np.float32)
+            assert (net.run_float32(pts).argmax(1) == y[k]).all()
+    assert (out / "adversarial" / "grid.png").exists() == any(r["verdict"] == "falsified" for r in rows)
