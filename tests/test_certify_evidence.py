@@ -88,3 +88,18 @@ def test_ray_on_localhost_gives_the_serial_verdicts(run):
     finally:
         ray.shutdown()
     assert {r["index"]: r["verdict"] for r in par.rows} == {r["index"]: r["verdict"] for r in rep.rows}
+
+
+def _square(v: int) -> int:
+    if v == 7:
+        raise ValueError("boom")
+    return v * v
+
+
+def test_map_items_local_workers_return_every_result_and_report_a_dead_worker():
+    from certprune.verifiers.parallel import map_items
+    items = [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert sorted(map_items(_square, items, workers=2)) == [v * v for v in items]
+    assert list(map_items(_square, items, workers=1)) == [v * v for v in items]  # serial keeps the order
+    with pytest.raises(RuntimeError, match="worker"):
+        list(map_items(_square, items + [7], workers=2))

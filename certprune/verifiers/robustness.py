@@ -187,9 +187,10 @@ def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, 
         yield _with_evidence(net, prop, row, cex) if cex is not None else row
 
 
-def _verify_one(net, prop, base: dict, timeout, config) -> tuple:
-    """(prop, finished row, counterexample or None) of one sample through ``verify``."""
+def _verify_job(net, job: tuple, timeout, config) -> tuple:
+    """(prop, finished row, counterexample or None) of one ``(prop, base row)`` job through ``verify``."""
     from certprune.verifiers.verify import verify
+    prop, base = job
     t1 = time.monotonic()
     res = verify(net, prop, timeout=timeout, config=config)
     row = {**base, "pgd_robust": True, "verdict": _verdict(res), "phase": res.stats.get("phase", ""),
@@ -198,17 +199,13 @@ def _verify_one(net, prop, base: dict, timeout, config) -> tuple:
 
 
 def _verify_all(net, jobs: list, timeout, config, runner):
-    """``_verify_one`` over ``jobs`` ((prop, base) pairs) serially, in local workers or on Ray."""
+    """``_verify_job`` over ``jobs`` ((prop, base) pairs) serially, in local workers or on Ray."""
     from functools import partial
 
     from certprune.verifiers.parallel import map_items
     workers, address = runner
     fn = partial(_verify_job, net, timeout=timeout, config=config)
     return map_items(fn, jobs, workers=workers, ray_address=address)
-
-
-def _verify_job(net, job: tuple, timeout, config) -> tuple:
-    return _verify_one(net, job[0], job[1], timeout, config)
 
 
 def _with_evidence(net, prop, row: dict, x) -> dict:
