@@ -19,6 +19,7 @@ COMMANDS = {
     "bounds": "print output bounds of a model over a VNN-LIB property's input box",
     "verify": "decide a VNN-LIB property (VNN-COMP result format)",
     "certify": "certified accuracy of a classifier over a data set",
+    "compare": "certify a dense model and its pruned variants: one table, plots and an HTML page",
     "fairness": "audit individual fairness of a tabular model over its whole domain",
     "prune": "prune a model (structured or unstructured) and export ONNX + manifest",
     "demo": "the main job on the bundled default model (no download needed)",

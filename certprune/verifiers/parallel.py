@@ -1,4 +1,5 @@
-"""Running the partition engine serially, in local worker processes, or on a Ray cluster.
+"""Running the partition engine serially, in local worker processes, or on a Ray cluster; and
+:func:`map_items`, the same three runners for independent items (certify's samples).
 
 All three run the same :class:`TwinBab` on disjoint sets of partitions, so verdicts do not depend
 on the runner (the engine is sound and complete per partition; only which counterexample is found
@@ -10,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -80,14 +81,80 @@ def _ray_task(job: Job, pids: np.ndarray, seconds: float) -> list:
 
 def run_ray(job: Job, pids: np.ndarray, address: str, on_done: Callable, chunks: int = 64) -> None:
     """Decide ``pids`` as Ray tasks on the cluster at ``address`` (``ray.init(address=...)``)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs the optional Ray extra: pip install 'certprune[ray]'") from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    ray = _ray(address)
     task = ray.remote(_ray_task)
     seconds = max(0.0, job.deadline - time.monotonic())
     refs = [task.remote(job, s, seconds) for s in np.array_split(pids, min(chunks, max(1, len(pids)))) if len(s)]
     while refs:
         ready, refs = ray.wait(refs, num_returns=1)
         on_done(ray.get(ready[0]))
+
+
+# -- a plain map over independent items (certify's samples): same three runners, results in
+# completion order; only the calling process writes results.
+
+def map_items(fn: Callable, items: list, workers: int = 1, ray_address: str | None = None) -> Iterator:
+    """Yield ``fn(item)`` for every item: in this process (``workers == 1``), in ``workers`` forked
+    processes (interleaved shards, results sent back over a queue), or as Ray tasks at
+    ``ray_address``. Order: serial keeps the item order; the others yield as results arrive."""
+    if ray_address is not None:
+        return _map_ray(fn, items, ray_address)
+    if workers <= 1 or len(items) <= 1:
+        return (fn(it) for it in items)
+    return _map_local(fn, items, workers)
+
+
+def _map_worker(fn: Callable, shard: list, queue) -> None:
+    import torch
+    torch.set_num_threads(1)
+    for it in shard:
+        queue.put(fn(it))
+
+
+def _map_local(fn: Callable, items: list, workers: int) -> Iterator:
+    import queue as queue_mod
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_map_worker, args=(fn, items[k::workers], q), daemon=True)
+             for k in range(min(workers, len(items)))]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(len(items)):
+            while True:
+                try:
+                    yield q.get(timeout=0.5)
+                    break
+                except queue_mod.Empty:
+                    bad = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if bad:
+                        raise RuntimeError(f"{len(bad)} worker(s) failed (exit codes {bad})") from None
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+
+
+def _ray_chunk(fn: Callable, chunk: list) -> list:
+    return [fn(it) for it in chunk]
+
+
+def _map_ray(fn: Callable, items: list, address: str, chunks: int = 64) -> Iterator:
+    ray = _ray(address)
+    task = ray.remote(_ray_chunk)
+    bounds = np.array_split(np.arange(len(items)), min(chunks, max(1, len(items))))
+    refs = [task.remote(fn, [items[i] for i in b]) for b in bounds if len(b)]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        yield from ray.get(ready[0])
+
+
+def _ray(address: str):
+    """The ``ray`` module, connected to ``address`` (ConfigError when the extra is not installed)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the optional Ray extra: pip install 'certprune[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    return ray

@@ -17,6 +17,21 @@ timeout, clip, data set name, first index, n and a hash of the samples) equals t
 ``out_dir/config.json``; ``out_dir/summary.json`` is rewritten from exactly the samples asked for.
 A ``samples.csv`` without its ``config.json`` is refused, and the folder is locked while the run
 writes (:mod:`certprune.verifiers.store_lock`): a second process on it gets a StoreBusyError.
+
+Evidence per row (every sample): ``crown_margin`` is the float64 CROWN lower bound, over the whole ball, of the
+worst logit margin ``min_{j != label} f_label - f_j`` (> 0: CROWN alone certifies; certified rows
+with ``crown_margin <= 0`` were closed by alpha-CROWN or branch and bound; empty where the model
+is not a feed-forward ReLU net), ``unstable_relus`` the number of ReLUs CROWN leaves unstable on
+the ball. A falsified row names its adversarial input (``adversarial/<index>.npy`` under
+``out_dir``, float32, the model's input shape), which was re-run in float32 on the model just
+before it was saved; ``adversarial_margin`` is that run's ``f_label - max_{j != label} f_j``
+(<= 0). A point that fails this last check does not make the row falsified (it becomes unknown).
+For image inputs ``adversarial/grid.png`` shows clean and adversarial images side by side.
+
+``workers`` > 1 verifies the samples left after PGD in that many forked processes, and
+``ray_address`` as Ray tasks (:mod:`certprune.verifiers.parallel`); only this process writes the
+store, and verdicts equal a serial run's (``verify`` is deterministic for a fixed seed; a sample
+near its timeout may still differ).
 """
 from __future__ import annotations
 
@@ -32,7 +47,8 @@ import numpy as np
 from certprune.errors import ConfigError, ShapeMismatchError, SpecError
 
 FIELDS = ["index", "label", "predicted", "clean_correct", "pgd_robust", "verdict", "phase",
-          "seconds_pgd", "seconds_verify"]
+          "seconds_pgd", "seconds_verify", "crown_margin", "unstable_relus", "adversarial", "adversarial_margin"]
+STORE_VERSION = 2  # 2: evidence columns (crown_margin, unstable_relus, adversarial, adversarial_margin)
 VERDICTS = ("certified", "falsified", "unknown", "misclassified")
 
 
@@ -59,35 +75,50 @@ class RobustnessReport:
 def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: str | Path | None = None, *,
                        indices=None, clip: tuple[float, float] = (0.0, 1.0), config=None,
                        pgd_steps: int = 40, pgd_restarts: int = 4, progress: bool = False,
-                       dataset: str | None = None) -> RobustnessReport:
+                       dataset: str | None = None, workers: int = 1,
+                       ray_address: str | None = None) -> RobustnessReport:
     """Clean / PGD / certified accuracy of ``model`` on ``X`` (N, *input_shape), labels ``y``; see module doc.
 
     ``indices`` names the samples in the CSV (default ``0..N-1``); ``config`` goes to ``verify``;
-    ``dataset`` names the data set in the stored run identity.
+    ``dataset`` names the data set in the stored run identity; ``workers`` / ``ray_address``
+    choose the runner of the verification phase.
     """
     from certprune.network import as_network
 
     net = as_network(model) if not isinstance(model, (str, Path)) else _load(model)
     X, y, idx = _check_inputs(net, X, y, eps, timeout, indices)
-    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset)) if out_dir is not None else None
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    runner = (workers, ray_address)
+    if out_dir is None:
+        return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, None, runner)
+    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset))
     try:
-        asked = {int(i) for i in idx}
-        done = {i: r for i, r in store.load().items() if i in asked} if store else {}  # exactly the asked samples
-        todo = [k for k in range(len(X)) if int(idx[k]) not in done]
-        rows = list(done.values())
-        t0 = time.monotonic()
-        for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, pgd_steps, pgd_restarts,
-                        progress):
-            rows.append(row)
-            if store:
-                store.append(row)
-        report = _report(rows, eps, time.monotonic() - t0)
-        if store:
-            store.write_summary(report)
-        return report
+        return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, store, runner)
     finally:
+        store.close()
+
+
+def _certify(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, store,
+             runner=(1, None)) -> RobustnessReport:
+    """Resume from ``store`` (or None), run the missing samples, report over exactly ``idx``."""
+    asked = {int(i) for i in idx}
+    done = {i: r for i, r in store.load().items() if i in asked} if store else {}
+    todo = [k for k in range(len(X)) if int(idx[k]) not in done]
+    rows = list(done.values())
+    t0 = time.monotonic()
+    for row in _run(net, X[todo], y[todo], idx[todo], eps, timeout, clip, config, steps, restarts, progress, runner):
+        adv = row.pop("_adversarial", None)
+        if store and adv is not None:
+            row["adversarial"] = store.save_adversarial(row["index"], adv)
+        rows.append(row)
         if store:
-            store.close()
+            store.append(row)
+    report = _report(rows, eps, time.monotonic() - t0)
+    if store:
+        store.write_summary(report)
+        store.write_grid(X, idx)
+    return report
 
 
 def _identity(net, X, y, idx, eps, timeout, clip, dataset) -> dict[str, Any]:
@@ -98,7 +129,8 @@ def _identity(net, X, y, idx, eps, timeout, clip, dataset) -> dict[str, Any]:
     h.update(np.ascontiguousarray(idx).tobytes())
     return {"model_sha256": net.info.sha256 or _module_digest(net), "eps": float(eps), "timeout": timeout,
             "clip": [float(c) for c in clip], "dataset": dataset,
-            "offset": int(idx[0]) if len(idx) else None, "n": int(len(idx)), "samples_sha256": h.hexdigest()}
+            "offset": int(idx[0]) if len(idx) else None, "n": int(len(idx)), "samples_sha256": h.hexdigest(),
+            "store_version": STORE_VERSION}
 
 
 def _load(path):
@@ -128,31 +160,98 @@ def _check_inputs(net, X, y, eps, timeout, indices):
     return X, y, idx
 
 
-def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress):
-    """Yield one finished row per sample: first misclassified and PGD-falsified ones, then verified ones."""
-    from certprune.verifiers.verify import verify
-
+def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, runner=(1, None)):
+    """Yield one finished row per sample: first misclassified and PGD-falsified ones, then verified
+    ones (in completion order). A falsified row carries its checked point under ``_adversarial``."""
     n_out = net.info.num_outputs
     t0 = time.monotonic()
     pred = np.argmax(net.run_float32(X), axis=1) if len(X) else np.zeros(0, np.int64)
     props = [_prop(X[k], eps, int(y[k]), clip, n_out) for k in range(len(X))]
-    broken = _pgd_hits(net, X, y, props, steps, restarts) if len(X) else np.zeros(0, bool)
+    broken, points = _pgd_hits(net, X, y, props, steps, restarts) if len(X) else (np.zeros(0, bool), {})
     t_pgd = (time.monotonic() - t0) / max(len(X), 1)
+    margins, unstable = _root_margins(net, X, y, eps, clip)
     pending = []
     for k in range(len(X)):
         base = {"index": int(idx[k]), "label": int(y[k]), "predicted": int(pred[k]),
-                "clean_correct": bool(pred[k] == y[k]), "seconds_pgd": round(t_pgd, 4)}
+                "clean_correct": bool(pred[k] == y[k]), "seconds_pgd": round(t_pgd, 4), "crown_margin": margins[k],
+                "unstable_relus": unstable[k], "adversarial": "", "adversarial_margin": ""}
         if not base["clean_correct"]:
             yield {**base, "pgd_robust": False, "verdict": "misclassified", "phase": "clean", "seconds_verify": 0.0}
         elif broken[k]:
-            yield {**base, "pgd_robust": False, "verdict": "falsified", "phase": "pgd", "seconds_verify": 0.0}
+            yield _with_evidence(net, props[k], {**base, "pgd_robust": False, "verdict": "falsified", "phase": "pgd",
+                                                 "seconds_verify": 0.0}, points[k])
         else:
             pending.append((k, base))
-    for k, base in _progress(pending, progress):
-        t1 = time.monotonic()
-        res = verify(net, props[k], timeout=timeout, config=config)
-        yield {**base, "pgd_robust": True, "verdict": _verdict(res), "phase": res.stats.get("phase", ""),
-               "seconds_verify": round(time.monotonic() - t1, 4)}
+    verified = _verify_all(net, [(props[k], base) for k, base in pending], timeout, config, runner)
+    for prop, row, cex in _progress(verified, progress, len(pending)):
+        yield _with_evidence(net, prop, row, cex) if cex is not None else row
+
+
+def _verify_job(net, job: tuple, timeout, config) -> tuple:
+    """(prop, finished row, counterexample or None) of one ``(prop, base row)`` job through ``verify``."""
+    from certprune.verifiers.verify import verify
+    prop, base = job
+    t1 = time.monotonic()
+    res = verify(net, prop, timeout=timeout, config=config)
+    row = {**base, "pgd_robust": True, "verdict": _verdict(res), "phase": res.stats.get("phase", ""),
+           "seconds_verify": round(time.monotonic() - t1, 4)}
+    return prop, row, res.counterexample
+
+
+def _verify_all(net, jobs: list, timeout, config, runner):
+    """``_verify_job`` over ``jobs`` ((prop, base) pairs) serially, in local workers or on Ray."""
+    from functools import partial
+
+    from certprune.verifiers.parallel import map_items
+    workers, address = runner
+    fn = partial(_verify_job, net, timeout=timeout, config=config)
+    return map_items(fn, jobs, workers=workers, ray_address=address)
+
+
+def _with_evidence(net, prop, row: dict, x) -> dict:
+    """The falsified ``row`` with its point re-run in float32 on ``net`` (see module doc); a point
+    that does not violate the property there turns the row into ``unknown``."""
+    from certprune.verifiers.problem import in_box_float32
+    x = np.asarray(x, dtype=np.float32).reshape(net.info.input_shape)
+    out = net.run_float32(x[None]).astype(np.float64)
+    inside = bool(in_box_float32(x.reshape(1, -1).astype(np.float64), prop.region.lower.ravel(),
+                                 prop.region.upper.ravel(), None)[0])
+    if not (inside and bool(prop.is_violated(out)[0])):
+        return {**row, "verdict": "unknown", "phase": f"{row['phase']}-recheck"}
+    label = row["label"]
+    m = out[0, label] - np.max(np.delete(out[0], label))
+    return {**row, "adversarial_margin": float(m), "_adversarial": x}
+
+
+def _root_margins(net, X, y, eps, clip) -> tuple[list, list]:
+    """Per sample: CROWN lower bound of ``min_{j != y} f_y - f_j`` over the ball and the number of
+    unstable ReLUs (float64, :func:`certprune.verifiers.bounds.compute_bounds`); empty strings
+    where the native engine does not take the model."""
+    import torch
+
+    from certprune.errors import CertpruneError
+    from certprune.verifiers.bounds import affine_net, compute_bounds
+    if not len(X):
+        return [], []
+    try:
+        anet = affine_net(net, tuple(net.info.input_shape))
+    except CertpruneError:
+        return [""] * len(X), [""] * len(X)
+    k = net.info.num_outputs
+    eye = torch.eye(k, dtype=torch.float64)
+    margins, unstable = [], []
+    for s in range(0, len(X), 32):
+        xs = torch.from_numpy(X[s:s + 32].astype(np.float64))
+        ys = torch.from_numpy(y[s:s + 32])
+        lo, hi = (xs - eps).clamp(*clip), (xs + eps).clamp(*clip)
+        C = eye[ys].unsqueeze(1) - eye.unsqueeze(0)
+        b = compute_bounds(anet, lo, hi, method="crown", C=C, return_intermediate=True, engine="native")
+        low = b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[ys], torch.inf).min(1).values
+        margins += [float(v) for v in low]
+        counts = sum(((lo_ < 0) & (up > 0)).sum(1) for lo_, up in b.intermediate) if b.intermediate else \
+            torch.zeros(len(low), dtype=torch.long)
+        unstable += [int(v) for v in counts]
+    return margins, unstable
 
 
 def _verdict(res) -> str:
@@ -165,20 +264,22 @@ def _prop(x, eps, label, clip, n_out):
     return RobustnessSpec(x, eps, label, clip_min=clip[0], clip_max=clip[1]).to_property(n_out)
 
 
-def _progress(items, enabled: bool):
+def _progress(items, enabled: bool, total: int | None = None):
     if not enabled:
         return items
     from tqdm import tqdm
-    return tqdm(items, desc="verify", unit="sample")
+    return tqdm(items, desc="verify", unit="sample", total=total)
 
 
-def _pgd_hits(net, X, y, props, steps: int, restarts: int, chunk: int = 256) -> np.ndarray:
-    """Boolean per sample: batched PGD found a point that the float32 re-check confirms.
+def _pgd_hits(net, X, y, props, steps: int, restarts: int, chunk: int = 256) -> tuple[np.ndarray, dict]:
+    """(boolean per sample: batched PGD found a point that the float32 re-check confirms,
+    {sample: that point, float32 of the input shape}).
 
     Hand-written rather than ``attack.falsify``: that attacks one region at a time, here every
     sample has its own ball and one batched pass over all of them is much faster.
     """
     hits = np.zeros(len(X), bool)
+    points: dict[int, np.ndarray] = {}
     for s in range(0, len(X), chunk):
         sl = slice(s, s + chunk)
         cands = _pgd_batch(net, X[sl], y[sl], [p.region for p in props[sl]], steps, restarts)
@@ -188,8 +289,11 @@ def _pgd_hits(net, X, y, props, steps: int, restarts: int, chunk: int = 256) -> 
             ok = p.region.contains(pts.astype(np.float64))
             if ok.any():
                 out = net.run_float32(pts[ok])
-                hits[s + j] = bool(p.is_violated(out.astype(np.float64)).any())
-    return hits
+                bad = p.is_violated(out.astype(np.float64))
+                hits[s + j] = bool(bad.any())
+                if hits[s + j]:
+                    points[s + j] = pts[ok][int(np.argmax(bad))].astype(np.float32)
+    return hits, points
 
 
 def _pgd_batch(net, X, y, regions, steps: int, restarts: int) -> np.ndarray:
@@ -305,6 +409,25 @@ class _Store:
 
     def write_summary(self, report: RobustnessReport) -> None:
         (self.dir / "summary.json").write_text(json.dumps({**self.config, **report.summary()}, indent=1))
+
+    def save_adversarial(self, index: int, x: np.ndarray) -> str:
+        """Write ``adversarial/<index>.npy`` (float32); returns that path relative to the folder."""
+        rel = f"adversarial/{int(index)}.npy"
+        (self.dir / "adversarial").mkdir(exist_ok=True)
+        np.save(self.dir / rel, np.asarray(x, dtype=np.float32))
+        return rel
+
+    def write_grid(self, X: np.ndarray, idx: np.ndarray) -> None:
+        """``adversarial/grid.png`` over the asked samples with a saved adversarial input (images only)."""
+        from certprune.report.evidence import adversarial_grid, is_image_shape
+        found = [(k, self.dir / "adversarial" / f"{int(i)}.npy") for k, i in enumerate(idx)]
+        found = [(k, f) for k, f in found if f.exists()]
+        if not found or not is_image_shape(tuple(X.shape[1:])):
+            return
+        clean = [X[k] for k, _ in found]
+        adv = [np.load(f).reshape(X.shape[1:]) for _, f in found]
+        png = adversarial_grid(clean, adv, [f"#{int(idx[k])}" for k, _ in found], tuple(self.config["clip"]))
+        (self.dir / "adversarial" / "grid.png").write_bytes(png)
 
 
 def _read_config(path: Path) -> dict:
