@@ -22,6 +22,7 @@ is no longer in the README.
 from __future__ import annotations
 
 import re
+import shutil
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from certprune.cli import main
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "certprune" / "models"
 DIGITS = str(MODELS / "digits_mlp.onnx")
+MNIST = str(MODELS / "mnist_mlp.onnx")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Run:
     ok: tuple[int, ...] = (0,)
     needs_data: bool = False
     slow: bool = False
+    copies: dict[str, str] = field(default_factory=dict)  # files made in the run's folder first: name -> source
 
 
 # value of a placeholder by the option it follows ({tmp}: the run's folder, {data}: the data root)
@@ -82,6 +85,16 @@ COMMANDS = {
     "certprune bench INSTANCES.csv [--timeout-cap S] [--out DIR] [--reference RESULTS.csv] [--config FILE.toml]":
         Run(subst={"INSTANCES.csv": "{tmp}/instances.csv", "S": "10", "RESULTS.csv": "{tmp}/reference.csv",
                    "FILE.toml": "{tmp}/verify.toml"}),
+    "certprune prune $M --method magnitude --amount 0.5 --dataset mnist --finetune-epochs 1 --out mnist_mag50.onnx":
+        Run(subst={"$M": MNIST}, needs_data=True),
+    "certprune prune $M --method magnitude --amount 0.8 --dataset mnist --finetune-epochs 1 --out mnist_mag80.onnx":
+        Run(subst={"$M": MNIST}, needs_data=True, slow=True),
+    "certprune prune $M --method stability --amount 0.5 --granularity neuron --epsilon 0.02 --finetune-epochs 1 "
+    "--stability-weight 1 --dataset mnist --out mnist_stab50.onnx": Run(subst={"$M": MNIST}, needs_data=True, slow=True),
+    # the pruned files come from the lines above in the README; here copies of the dense model stand in
+    "certprune compare $M mnist_mag50.onnx mnist_mag80.onnx mnist_stab50.onnx --dataset mnist -n 50 --eps 0.02 "
+    "--timeout 5 --out cmp": Run(subst={"$M": MNIST}, overrides={"-n": "2"}, needs_data=True,
+                                 copies={f"mnist_{k}.onnx": MNIST for k in ("mag50", "mag80", "stab50")}),
     "certprune prune MODEL.onnx --method magnitude --amount 0.5 --granularity neuron --dataset digits|mnist "
     "[--scope global|local] [--min-keep F] [--epsilon E] [--finetune-epochs E] [--stability-weight L] --out PRUNED.onnx":
         Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/pruned.onnx"}),
@@ -178,6 +191,8 @@ def test_readme_command_runs(line, run, tmp_path, monkeypatch, capsys, request):
     data = request.getfixturevalue("shared_data") if run.needs_data else REPO / "no-data"
     _write_property(tmp_path / "prop.vnnlib")
     _write_bench_inputs(tmp_path)
+    for name, src in run.copies.items():
+        shutil.copyfile(src, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     argv = expand(line, run, tmp_path, data)
     try:
