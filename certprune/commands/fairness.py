@@ -1,13 +1,18 @@
 """``certprune fairness MODEL --dataset NAME --protected ATTR [--relax ATTR=DELTA ...]
-[--partition-size T] [--timeout S] [--workers N] [--ray ADDRESS] --out DIR``.
+[--partition-size T] [--semantics exact|float32] [--undecided-tolerance P] [--timeout S]
+[--workers N] [--ray ADDRESS] --out DIR``.
 
-Writes DIR/summary.json, partitions.csv, counterexamples.csv (+ counterexamples_decoded.csv),
-report.html and the resumable DIR/audit.sqlite. Prints the summary table. Exit codes: 0 when
-every partition is decided (certified or falsified), 3 when some stay undecided, 2 on bad input.
+Counts individuals: proven fair, proven unfair, undecided (exact integers). Without
+``--partition-size`` the whole domain is one partition. Writes DIR/summary.json, partitions.csv,
+counterexamples.csv (+ counterexamples_decoded.csv), report.html and the resumable
+DIR/audit.sqlite. Prints the summary table. Exit codes: 0 when the audit is complete (undecided
+share <= the tolerance), 3 when more stays undecided, 2 on bad input.
 """
 from __future__ import annotations
 
 import argparse
+
+from certprune.semantics import CHOICES
 
 EXIT_UNDECIDED = 3
 
@@ -21,7 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relax", action="append", default=[], metavar="ATTR=DELTA",
                    help="relaxed attribute: |x - x'| <= DELTA (integer), both inside the partition")
     p.add_argument("--partition-size", type=int, default=None,
-                   help="Fairify's chunk size T (default: 10 for adult, 100 otherwise)")
+                   help="Fairify's chunk size T (default: the whole domain as one partition)")
+    p.add_argument("--semantics", default=None, choices=CHOICES,
+                   help="soundness policy: exact (real-arithmetic network, default) or float32")
+    p.add_argument("--undecided-tolerance", type=float, default=0.0, metavar="P",
+                   help="stop once at most this share of the domain is undecided (default 0: complete)")
     p.add_argument("--timeout", type=float, default=600.0, help="global budget in seconds (default 600)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run partitions on the Ray cluster at ADDRESS")
@@ -53,8 +62,10 @@ def print_summary(summary: dict, out) -> None:
     """Print the verdict table and where the outputs are."""
     from certprune.report.tables import summary_table
     print(summary_table(summary).to_string(index=False))
-    print(f"{summary['partitions']} partitions in {summary['seconds']} s; "
-          f"{'fully decided' if summary['fully_decided'] else 'some partitions undecided'}; outputs in {out}")
+    ind = summary["individuals"]
+    print(f"{ind['total']} individuals, {summary['partitions']} partitions, {summary['counterexample_pairs']} "
+          f"validated counterexample pairs, semantics {summary['semantics']}, {summary['seconds']} s; "
+          f"{'complete' if summary['complete'] else 'some individuals undecided'}; outputs in {out}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     schema = get_schema(args.dataset)
     spec = FairnessSpec.from_schema(schema, tuple(args.protected), parse_relax(args.relax), name=args.dataset)
     model = load_from_args(args)
-    size = args.partition_size if args.partition_size is not None else default_partition_size(args.dataset)
-    res = audit_fairness(model, spec, size, timeout=args.timeout, workers=args.workers, ray_address=args.ray,
-                         out_dir=args.out, progress=not args.no_progress)
+    res = audit_fairness(model, spec, args.partition_size, timeout=args.timeout, workers=args.workers,
+                         ray_address=args.ray, out_dir=args.out, progress=not args.no_progress,
+                         semantics=args.semantics, undecided_tolerance=args.undecided_tolerance)
     print_summary(res.summary, args.out)
-    return 0 if res.summary["fully_decided"] else EXIT_UNDECIDED
+    return 0 if res.summary["complete"] else EXIT_UNDECIDED

@@ -21,7 +21,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS partitions (
   pid INTEGER PRIMARY KEY, verdict TEXT NOT NULL, points REAL, nodes INTEGER, z3_calls INTEGER,
-  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL);
+  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL,
+  fair TEXT, unfair TEXT, undecided TEXT, pairs TEXT);
 """
 FINISHED = ("certified", "falsified")
 
@@ -50,14 +51,29 @@ class AuditStore:
         return {r[0] for r in rows}
 
     def write(self, outcomes: Iterable, points: dict[int, float]) -> None:
-        """Insert or replace a batch of PartitionOutcome rows in one transaction."""
-        rows = [(o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
-                 None if o.x is None else json.dumps([int(v) for v in np.asarray(o.x)]),
-                 None if o.x_prime is None else json.dumps([int(v) for v in np.asarray(o.x_prime)]),
-                 o.logit_x, o.logit_x_prime) for o in outcomes]
+        """Insert or replace a batch of PartitionOutcome rows in one transaction. Individual counts
+        are stored as decimal text (exact, beyond 64 bits); ``pairs`` as JSON [[x, x', l, l'], ...]."""
+        rows = []
+        for o in outcomes:
+            first = o.pairs[0] if o.pairs else None
+            rows.append((o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
+                         None if first is None else json.dumps([int(v) for v in np.asarray(first[0])]),
+                         None if first is None else json.dumps([int(v) for v in np.asarray(first[1])]),
+                         None if first is None else first[2], None if first is None else first[3],
+                         str(int(o.fair)), str(int(o.unfair)), str(int(o.undecided)),
+                         json.dumps([[list(map(int, a)), list(map(int, b)), float(la), float(lb)]
+                                     for a, b, la, lb in o.pairs])))
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT OR REPLACE INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self.conn.executemany("INSERT OR REPLACE INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def add_seconds(self, seconds: float) -> float:
+        """Add this run's wall time to the audit's total (kept across resumes); returns the total."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='seconds'").fetchone()
+        total = (float(row[0]) if row else 0.0) + float(seconds)
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('seconds', ?)", (repr(total),))
+        return total
 
     def frame(self) -> pd.DataFrame:
         """All rows, ordered by partition id."""

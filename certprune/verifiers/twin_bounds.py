@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.native_bounds import relu_relaxation
 from certprune.verifiers.twin import TwinLayout
@@ -47,15 +48,33 @@ class TwinBounds:
     unstable: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
 
-    def closed(self) -> torch.Tensor:
-        """True where no float32 decision flip is possible on the box (both disjuncts refuted):
-        flip y>0>=y' needs y > -tau and y' <= tau'; flip y'>0>=y needs y' > -tau' and y <= tau."""
-        (yl, yu), (pl, pu), (dl, du), (t, tp) = self.y, self.yp, self.diff, self.tau
-        yl, yu, pl, pu = (torch.maximum(yl, pl + dl), torch.minimum(yu, pu + du),
-                          torch.maximum(pl, yl - du), torch.minimum(pu, yu - dl))
-        d1 = (yu <= -t) | (pl > tp) | (du < -(t + tp))
-        d2 = (pu <= -tp) | (yl > t) | (dl > t + tp)
+    def _tight(self):
+        """y and y' bounds intersected with what the difference bound implies."""
+        (yl, yu), (pl, pu), (dl, du) = self.y, self.yp, self.diff
+        return (torch.maximum(yl, pl + dl), torch.minimum(yu, pu + du),
+                torch.maximum(pl, yl - du), torch.minimum(pu, yu - dl))
+
+    def closed(self, semantics: Semantics = Semantics.FLOAT32) -> torch.Tensor:
+        """True where no decision flip is possible on the box (both disjuncts refuted), each bound
+        clearing zero by ``semantics.slack`` (float32: flip y>0>=y' needs y > -tau and y' <= tau';
+        exact: the margin 1e-7 (1 + |b|) of the real-arithmetic network)."""
+        yl, yu, pl, pu = self._tight()
+        (dl, du), (t, tp) = self.diff, self.tau
+        s = semantics.slack
+        d1 = (yu + s(yu, t) <= 0) | (pl - s(pl, tp) > 0) | (du + s(du, t + tp) < 0)
+        d2 = (pu + s(pu, tp) <= 0) | (yl - s(yl, t) > 0) | (dl - s(dl, t + tp) > 0)
         return d1 & d2
+
+    def signs(self, semantics: Semantics = Semantics.FLOAT32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per box, the decision of each copy where the bounds fix it: +1 (yes on the whole box),
+        -1 (no on the whole box), 0 (not fixed); (sign of y, sign of y')."""
+        yl, yu, pl, pu = self._tight()
+        t, tp = self.tau
+        s = semantics.slack
+
+        def sign(lo, hi, tau):
+            return (lo - s(lo, tau) > 0).to(torch.int8) - (hi + s(hi, tau) <= 0).to(torch.int8)
+        return sign(yl, yu, t), sign(pl, pu, tp)
 
 
 def _concretize(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor):

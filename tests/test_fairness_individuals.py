@@ -1,0 +1,154 @@
+"""Exact individual counts: the audit's proven fair / unfair / undecided equal a brute-force
+count over every integer point of small domains (each input decided alone in float32), on fair,
+unfair and mixed models, with relaxed and multi-valued protected attributes; proven-unfair boxes
+are checked by sampling; a resumed audit keeps its counts."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from certprune.fairness_spec import FairnessSpec
+from certprune.verifiers import fairness_bab
+from certprune.verifiers.fairness import audit_fairness
+from certprune.verifiers.fairness_bab import BabConfig
+from test_fairness_exact import biased_mlp, small_spec
+
+BOUNDS_ONLY = BabConfig(enum_points=0, z3_depth=0)  # every decision from bounds (or single points)
+
+
+def _decide_alone(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    """Float32 decision of each input run on its own (the reference decision of an individual)."""
+    with torch.no_grad():
+        out = np.concatenate([model(torch.tensor(x[None], dtype=torch.float32)).numpy() for x in X])
+    return out[:, 0] > 0 if out.shape[1] == 1 else np.argmax(out, axis=1) == 1
+
+
+def brute_counts(model: nn.Module, spec: FairnessSpec) -> tuple[int, int, set]:
+    """(fair, unfair, set of unfair points) over every integer point of the domain: x is unfair
+    iff some x' of the domain, differing on a protected feature, relaxed ones within delta and
+    the rest equal, gets the other decision."""
+    pts = list(itertools.product(*[range(int(l), int(h) + 1) for l, h in zip(spec.lower, spec.upper)]))
+    dec = dict(zip(pts, _decide_alone(model, np.array(pts, dtype=np.float64))))
+    prot, rel = set(spec.protected_indices), dict(zip(spec.relaxed_indices, spec.relaxed_deltas))
+    offs = [range(-rel.get(i, 0), rel.get(i, 0) + 1) if i not in prot else
+            range(int(spec.lower[i]), int(spec.upper[i]) + 1) for i in range(spec.num_features)]
+    unfair = set()
+    for x in pts:
+        for c in itertools.product(*offs):
+            xp = tuple(c[i] if i in prot else x[i] + c[i] for i in range(len(x)))
+            if xp in dec and any(xp[i] != x[i] for i in prot) and dec[xp] != dec[x]:
+                unfair.add(x)
+                break
+    return len(pts) - len(unfair), len(unfair), unfair
+
+
+def _check(res, model, spec):
+    fair, unfair, _ = brute_counts(model, spec)
+    ind = res.summary["individuals"]
+    assert ind == {"total": fair + unfair, "fair": fair, "unfair": unfair, "undecided": 0}
+    assert all(type(v) is int for v in ind.values())
+    return fair, unfair
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("relaxed", [{}, {"a": 1}])
+def test_counts_equal_brute_force(seed, relaxed):
+    model, spec = biased_mlp(seed), small_spec(relaxed=relaxed)
+    for size, cfg in ((4, None), (None, None), (None, BOUNDS_ONLY)):
+        _check(audit_fairness(model, spec, size, timeout=60, progress=False, config=cfg), model, spec)
+
+
+def test_fixture_family_has_fair_unfair_and_mixed_models():
+    """A model ignoring p (all fair), one deciding by p alone (all unfair) and a mixed one."""
+    spec = small_spec()
+    fair_m, unfair_m = biased_mlp(0), biased_mlp(0)
+    with torch.no_grad():
+        fair_m[0].weight[:, 2] = 0.0
+        unfair_m[0].weight.zero_()
+        unfair_m[0].weight[:, 2] = 1.0
+        unfair_m[0].bias.zero_()
+        for m in unfair_m[2:]:
+            if isinstance(m, nn.Linear):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+        unfair_m[-1].bias.fill_(-0.5)
+    for model, want in ((fair_m, "fair"), (unfair_m, "unfair"), (biased_mlp(2), "mixed")):
+        res = audit_fairness(model, spec, None, timeout=60, progress=False, config=BOUNDS_ONLY)
+        fair, unfair = _check(res, model, spec)
+        assert {"fair": unfair == 0, "unfair": fair == 0, "mixed": fair > 0 and unfair > 0}[want]
+        assert res.summary["fair_on_domain"] == (want == "fair")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_multi_valued_and_several_protected_attributes(seed):
+    """p in {0, 1, 2} (every pair of values), and p with a second protected attribute b."""
+    model = biased_mlp(seed)
+    for spec in (FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 3, 2, 6], ("p",)),
+                 FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 2, 2, 6], ("p", "b"), {"c": 1})):
+        for cfg in (None, BOUNDS_ONLY):
+            _check(audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg), model, spec)
+
+
+def test_proven_unfair_boxes_hold_on_samples(monkeypatch):
+    """Every box the bounds prove unfair: sampled individuals in it all flip (brute force)."""
+    model, spec = biased_mlp(1), FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 9, 2, 12], ("p",))
+    seen = []
+    orig = fairness_bab.TwinBab._record_proven
+
+    def spy(self, u, unfair, proof, zlo, zhi, st):
+        for k, v in np.argwhere(unfair):
+            seen.append((u.lo[k].copy(), u.hi[k].copy(), self.values[v].copy()))
+        return orig(self, u, unfair, proof, zlo, zhi, st)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_record_proven", spy)
+    res = audit_fairness(model, spec, None, timeout=60, progress=False, config=BOUNDS_ONLY)
+    _, _, truth = brute_counts(model, spec)
+    assert len(seen) > 0
+    rng = np.random.default_rng(0)
+    for lo, hi, val in seen:
+        for _ in range(20):
+            x = rng.integers(lo, hi + 1)
+            x[2] = val[0]
+            assert tuple(int(v) for v in x) in truth
+    assert res.summary["individuals"]["unfair"] == len(truth)
+
+
+def test_resume_keeps_counts_and_time(tmp_path):
+    model, spec = biased_mlp(3), small_spec(relaxed={"c": 1})
+    first = audit_fairness(model, spec, 2, timeout=60, out_dir=tmp_path, progress=False, report=False)
+    again = audit_fairness(model, spec, 2, timeout=60, out_dir=tmp_path, progress=False, report=False)
+    assert again.summary["individuals"] == first.summary["individuals"]
+    assert again.summary["seconds"] >= first.summary["seconds"]
+    _check(again, model, spec)
+    parts = pd.read_csv(tmp_path / "partitions.csv")
+    assert np.isfinite(parts["seconds"]).all() and (parts["seconds"] >= 0).all()
+    assert parts["points"].dtype.kind == "i" and parts["points"].sum() == first.summary["individuals"]["total"]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["semantics"] == "exact" and s["individuals"] == first.summary["individuals"]
+
+
+def test_counterexample_pairs_are_valid_and_counted():
+    model, spec = biased_mlp(1), small_spec(relaxed={"c": 2})
+    res = audit_fairness(model, spec, 4, timeout=60, progress=False)
+    cex = res.counterexamples
+    assert res.summary["counterexample_pairs"] == len(cex) > 0
+    names = list(spec.feature_names)
+    X, Xp = cex[[f"x.{n}" for n in names]].to_numpy(float), cex[[f"x_prime.{n}" for n in names]].to_numpy(float)
+    assert (_decide_alone(model, X) != _decide_alone(model, Xp)).all()
+    assert (X[:, 2] != Xp[:, 2]).all() and (np.abs(X[:, 3] - Xp[:, 3]) <= 2).all() and (X[:, :2] == Xp[:, :2]).all()
+    assert len({tuple(r) for r in np.hstack([X, Xp])}) == len(cex)
+
+
+def test_undecided_tolerance_stops_early_and_stays_sound():
+    """With tolerance 1 nothing needs refining: counts are partial but never wrong."""
+    model, spec = biased_mlp(2), small_spec()
+    res = audit_fairness(model, spec, None, timeout=60, progress=False, undecided_tolerance=1.0)
+    fair, unfair, _ = brute_counts(model, spec)
+    ind = res.summary["individuals"]
+    assert ind["fair"] <= fair and ind["unfair"] <= unfair and sum(ind[k] for k in ("fair", "unfair", "undecided")) == ind["total"]
+    assert res.summary["complete"]
