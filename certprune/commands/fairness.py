@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="global budget in seconds (default 600)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run partitions on the Ray cluster at ADDRESS")
+    p.add_argument("--records", choices=("test", "train", "both", "none"), default="test",
+                   help="real records to check one by one for unfairness (default: the test split)")
+    p.add_argument("--samples", type=int, default=10000,
+                   help="uniform domain points for the sampled unfair share (default 10000; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output directory (rerunning with it resumes)")
 
@@ -63,9 +67,35 @@ def print_summary(summary: dict, out) -> None:
     from certprune.report.tables import summary_table
     print(summary_table(summary).to_string(index=False))
     ind = summary["individuals"]
+    est, rec = summary.get("sampled_unfair_share"), summary.get("records")
+    if est:
+        print(f"sampled unfair share {100 * est['share']:.3g}% (95% CI {100 * est['low']:.3g}-{100 * est['high']:.3g}%, "
+              f"{est['samples']} points); proven {100 * summary['individual_share']['unfair']:.3g}%-"
+              f"{100 * (summary['individual_share']['unfair'] + summary['individual_share']['undecided']):.3g}%")
+    if rec:
+        print(f"real records: {rec['unfair']} of {rec['in_domain']} in the domain are unfair individuals")
     print(f"{ind['total']} individuals, {summary['partitions']} partitions, {summary['counterexample_pairs']} "
           f"validated counterexample pairs, semantics {summary['semantics']}, {summary['seconds']} s; "
           f"{'complete' if summary['complete'] else 'some individuals undecided'}; outputs in {out}")
+
+
+def _records(args: argparse.Namespace):
+    """The data set's real records asked for by --records (None when none or not available)."""
+    import sys
+
+    import numpy as np
+
+    from certprune.datasets.tabular import load_tabular
+    from certprune.errors import DatasetError
+    if args.records == "none":
+        return None
+    try:
+        data = load_tabular(args.dataset, getattr(args, "data_dir", None))
+    except DatasetError as e:
+        print(f"note: no real records checked ({e})", file=sys.stderr)
+        return None
+    parts = {"test": [data.X_test], "train": [data.X_train], "both": [data.X_test, data.X_train]}[args.records]
+    return np.concatenate(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
     schema = get_schema(args.dataset)
     spec = FairnessSpec.from_schema(schema, tuple(args.protected), parse_relax(args.relax), name=args.dataset)
     model = load_from_args(args)
+    records = _records(args)
     res = audit_fairness(model, spec, args.partition_size, timeout=args.timeout, workers=args.workers,
                          ray_address=args.ray, out_dir=args.out, progress=not args.no_progress,
-                         semantics=args.semantics, undecided_tolerance=args.undecided_tolerance)
+                         semantics=args.semantics, undecided_tolerance=args.undecided_tolerance,
+                         records=records, samples=args.samples)
     print_summary(res.summary, args.out)
     return 0 if res.summary["complete"] else EXIT_UNDECIDED

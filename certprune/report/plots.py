@@ -19,20 +19,21 @@ def _png(fig) -> bytes:
 
 
 def share_plot(summary: dict) -> bytes:
-    """Horizontal bars: share of the integer domain and of the partitions per verdict."""
+    """Horizontal bars: share of the individuals proven fair / unfair / undecided, and share of the
+    domain per partition verdict."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     vs = list(COLORS)
     fig, ax = plt.subplots(figsize=(6, 2.2))
-    total = max(1, summary["partitions"])
-    for row, (label, vals) in enumerate([("domain", [summary["domain_share"][v] for v in vs]),
-                                         ("partitions", [summary["counts"][v] / total for v in vs])]):
+    ind = summary["individual_share"]
+    for row, (label, vals) in enumerate([("individuals", [ind["fair"], ind["unfair"], ind["undecided"]]),
+                                         ("partitions", [summary["domain_share"][v] for v in vs])]):
         left = 0.0
         for v, w in zip(vs, vals):
-            ax.barh(row, w, left=left, color=COLORS[v], label=v if row == 0 else None)
+            ax.barh(row, w, left=left, color=COLORS[v], label=v if row == 1 else None)
             left += w
-    ax.set_yticks([0, 1], ["share of domain", "share of partitions"])
+    ax.set_yticks([0, 1], ["individuals (fair / unfair / undecided)", "domain by partition verdict"])
     ax.set_xlim(0, 1)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     return _png(fig)

@@ -54,12 +54,14 @@ class EngineFactory:
 
 @dataclass
 class AuditResult:
-    """Summary dict (see :func:`summarize`), one row per partition, one row per counterexample."""
+    """Summary dict (see :func:`summarize`), one row per partition, one row per counterexample pair,
+    and the real records that are unfair individuals (when records were given)."""
 
     summary: dict
     partitions: pd.DataFrame
     counterexamples: pd.DataFrame
     out_dir: Path | None
+    affected: pd.DataFrame | None = None
 
 
 def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
@@ -98,7 +100,8 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
                    timeout: float = 600.0, workers: int = 1, ray_address: str | None = None,
                    out_dir: str | Path | None = None, progress: bool = True, config: BabConfig | None = None,
                    report: bool = True, semantics: str | Semantics | None = None,
-                   undecided_tolerance: float = 0.0) -> AuditResult:
+                   undecided_tolerance: float = 0.0, records: np.ndarray | None = None,
+                   samples: int = 10000) -> AuditResult:
     """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec``, counting individuals.
 
     ``partition_size``: Fairify's grid chunk T (None and no ``partitions``: the whole domain).
@@ -108,6 +111,9 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     ``out_dir``: where the SQLite store and outputs go (a temporary store is used when None);
     rerunning with the same out_dir resumes (incomplete partitions are redone).
     ``workers`` > 1 forks local processes; ``ray_address`` uses Ray.
+    ``records``: real records (N, n) to check one by one (exact: which of them are unfair
+    individuals); ``samples``: uniform domain points for a sampled unfair share with a 95 %
+    Wilson interval (0: none). Both are written into the summary.
     """
     import tempfile
     from certprune.verifiers import parallel
@@ -167,8 +173,9 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     frame = store.frame()
     seconds = store.add_seconds(time.perf_counter() - t0)
     store.close()
+    who = _who_is_affected(factory, spec, records, samples)
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
-                     undecided_tolerance)
+                     undecided_tolerance, who)
     if tmp is not None:
         tmp.cleanup()
     return result
@@ -180,10 +187,12 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds: float, out: Path | None,
-            report: bool, semantics: Semantics, tolerance: float) -> AuditResult:
+            report: bool, semantics: Semantics, tolerance: float, who: tuple[dict, pd.DataFrame | None]) -> AuditResult:
     from certprune.report.tables import counterexample_frames, partition_frame, summarize
     parts = partition_frame(frame, part)
     summary = summarize(parts, spec, part, seconds, semantics.value, tolerance)
+    summary.update(who[0])
+    affected = who[1]
     cex, decoded = counterexample_frames(frame, spec)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +200,27 @@ def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds
         parts.to_csv(out / "partitions.csv", index=False)
         cex.to_csv(out / "counterexamples.csv", index=False)
         decoded.to_csv(out / "counterexamples_decoded.csv", index=False)
+        if affected is not None:
+            affected.to_csv(out / "affected_records.csv", index=False)
         if report:
             from certprune.report.html import write_report
-            write_report(out / "report.html", summary, parts, decoded, spec, part)
-    return AuditResult(summary, parts, cex, out)
+            write_report(out / "report.html", summary, parts, decoded, spec, part, affected)
+    return AuditResult(summary, parts, cex, out, affected)
+
+
+def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, samples: int) -> tuple[dict, pd.DataFrame | None]:
+    """Summary entries (sampled unfair share, record counts) and the decoded unfair records."""
+    from certprune.verifiers.affected import affected_records, sample_unfair_share
+    decide = factory().decide
+    extra: dict = {}
+    if samples:
+        extra["sampled_unfair_share"] = sample_unfair_share(decide, spec, int(samples)).as_dict()
+    if records is None:
+        return extra, None
+    X = np.asarray(records, dtype=np.float64).reshape(len(records), -1)
+    spec.check_model_inputs(X.shape[1])
+    mask, inside = affected_records(decide, spec, X)
+    extra["records"] = {"checked": int(len(X)), "in_domain": int(inside.sum()), "unfair": int(mask.sum()),
+                        "unfair_share": float(mask.sum() / max(1, inside.sum()))}
+    rows = [{"record": int(i), **spec.decode(X[i])} for i in np.flatnonzero(mask)]
+    return extra, pd.DataFrame(rows, columns=["record", *spec.feature_names])
