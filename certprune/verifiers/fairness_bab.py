@@ -43,6 +43,7 @@ from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
 from certprune.verifiers.twin_bounds import twin_bounds
+from certprune.verifiers.unit_pool import UnitPool, Units
 
 NEAR_ZERO = 1e-2  # batched logits this close to 0 are re-decided one input at a time
 
@@ -53,11 +54,12 @@ class BabConfig:
     forward passes), a box goes to z3 (0 = never) once its unit has at most ``z3_unstable``
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
     timeout per box and z3 calls per run; counterexample pairs kept per partition; open units
-    beyond ``pool_cap`` are drained deepest first instead of largest first."""
+    beyond ``pool_cap`` are drained deepest first instead of largest first. z3 is off by default:
+    on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
     enum_points: int = 512
-    z3_depth: int = 20
+    z3_depth: int = 0
     z3_unstable: int = -1
     z3_every: int = 4
     z3_timeout: float = 1.0
@@ -118,29 +120,6 @@ class Float32Decider:
 
 
 @dataclass
-class _Pool:
-    """Open units: bounds (N, n), partition index, open-value mask (N, V), depth, volume."""
-
-    lo: np.ndarray
-    hi: np.ndarray
-    part: np.ndarray
-    open: np.ndarray
-    depth: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.part)
-
-    def take(self, idx: np.ndarray) -> "_Pool":
-        return _Pool(self.lo[idx], self.hi[idx], self.part[idx], self.open[idx], self.depth[idx])
-
-    def extend(self, other: "_Pool") -> "_Pool":
-        return _Pool(*(np.concatenate([a, b]) for a, b in zip(self.astuple(), other.astuple())))
-
-    def astuple(self):
-        return self.lo, self.hi, self.part, self.open, self.depth
-
-
-@dataclass
 class _State:
     plo: np.ndarray
     phi: np.ndarray
@@ -188,13 +167,14 @@ class TwinBab:
         self.trace = False
 
     # ----- units and their twin boxes --------------------------------------------------------
-    def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> _Pool:
+    def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
         """One unit per partition: its box, the protected values inside it open."""
         vals = self.values
         inside = np.all((vals[None] >= plo[:, None, self.prot]) & (vals[None] <= phi[:, None, self.prot]), axis=2)
-        return _Pool(plo.copy(), phi.copy(), part, inside, np.zeros(len(part), np.int64))
+        size = np.prod(phi[:, self.free] - plo[:, self.free] + 1, axis=1)
+        return Units(plo.copy(), phi.copy(), part, inside, np.zeros(len(part), np.int64), size)
 
-    def _twin_boxes(self, u: _Pool):
+    def _twin_boxes(self, u: Units):
         """Twin boxes of the open values of each unit: (zlo, zhi, unit, value, partner value)."""
         L, V = self.layout, len(self.values)
         off = L.n + len(self.prot)
@@ -268,7 +248,7 @@ class TwinBab:
             ehi[..., r] = np.minimum(self.dom_hi[r], hi[..., r] + d)
         return elo, ehi
 
-    def _enum_cost(self, u: _Pool) -> np.ndarray:
+    def _enum_cost(self, u: Units) -> np.ndarray:
         elo, ehi = self._extended(u.lo, u.hi)
         return np.prod(ehi[:, self.free] - elo[:, self.free] + 1, axis=1) * len(self.values)
 
@@ -283,7 +263,7 @@ class TwinBab:
         pts[:, :, self.prot] = self.values[:, None, :]
         return pts.reshape(-1, self.spec.num_features), (V, *[len(a) for a in axes])
 
-    def _enumerate(self, u: _Pool, st: _State, chunk_points: int = 200000) -> None:
+    def _enumerate(self, u: Units, st: _State, chunk_points: int = 200000) -> None:
         """Decide every individual of the small units exactly (float32, each input alone near 0)."""
         elo, ehi = self._extended(u.lo, u.hi)
         k0 = 0
@@ -299,7 +279,7 @@ class TwinBab:
                 self._count_enumerated(dec_all[start:start + len(g)].reshape(shape), u, k, elo[k], st)
                 start += len(g)
 
-    def _count_enumerated(self, dec: np.ndarray, u: _Pool, k: int, elo: np.ndarray, st: _State) -> None:
+    def _count_enumerated(self, dec: np.ndarray, u: Units, k: int, elo: np.ndarray, st: _State) -> None:
         """Count unit k's individuals from the decisions ``dec`` (V, free widths) of its extended
         box: (u, v) is unfair iff some other value w has, within the relaxed window around u, a
         point of the other decision (window min/max by scipy.ndimage; clipped at the domain)."""
@@ -380,7 +360,7 @@ class TwinBab:
         return status == "unsat"
 
     # ----- one round -------------------------------------------------------------------------
-    def _round(self, u: _Pool, st: _State) -> _Pool:
+    def _round(self, u: Units, st: _State) -> Units:
         """Process one batch of units; returns the children still open."""
         np.add.at(st.nodes, u.part, 1)
         small = (self._enum_cost(u) <= self.cfg.enum_points) | np.all(u.lo[:, self.free] == u.hi[:, self.free], axis=1)
@@ -430,7 +410,7 @@ class TwinBab:
             proof[own[flip], val[flip]] = np.flatnonzero(flip)
         return fair & has, unfair, proof
 
-    def _record_proven(self, u: _Pool, unfair, proof, zlo, zhi, st: _State) -> None:
+    def _record_proven(self, u: Units, unfair, proof, zlo, zhi, st: _State) -> None:
         """A validated pair for partitions with proven-unfair values: centre and corners of the
         proving box (both of its points lie in the unit's partition, so either order is valid)."""
         for k, v in np.argwhere(unfair):
@@ -442,7 +422,7 @@ class TwinBab:
             self._fix_coupling(z)
             self._check_points(z, np.full(3, p), st)
 
-    def _z3_stalled(self, zlo, zhi, own, vi, vj, closed, unstable, u: _Pool, st: _State) -> bool:
+    def _z3_stalled(self, zlo, zhi, own, vi, vj, closed, unstable, u: Units, st: _State) -> bool:
         """Open boxes of units that reached z3_depth (every z3_every splits) go to z3; unsat closes
         them. A unit stops at its first box z3 does not close (that value cannot be fair, and a
         z3 timeout on one box predicts more). Returns whether any box was closed."""
@@ -465,7 +445,7 @@ class TwinBab:
                 failed.add(k)
         return changed
 
-    def _account(self, u: _Pool, fair: np.ndarray, unfair: np.ndarray, st: _State) -> None:
+    def _account(self, u: Units, fair: np.ndarray, unfair: np.ndarray, st: _State) -> None:
         """Add newly decided (unit, value) individuals to their partition's counts; close them."""
         fair = fair & u.open
         unfair = unfair & u.open & ~fair
@@ -478,7 +458,7 @@ class TwinBab:
                 st.unfair[p] += nk * int(unfair[k].sum())
         u.open = u.open & ~fair & ~unfair
 
-    def _split(self, u: _Pool, score: np.ndarray) -> _Pool:
+    def _split(self, u: Units, score: np.ndarray) -> Units:
         """Halve each unit along its highest-scoring splittable free feature (widest as tie-break)."""
         width = u.hi - u.lo
         s = np.where(width > 0, score + 1e-12 * width, -1.0)
@@ -490,25 +470,13 @@ class TwinBab:
         hi1[r, dim] = mid
         lo2 = u.lo.copy()
         lo2[r, dim] = mid + 1
-        return _Pool(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
-                     np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]))
+        w = u.hi[r, dim] - u.lo[r, dim] + 1
+        s1 = u.size * (mid - u.lo[r, dim] + 1) / w
+        return Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
+                     np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
+                     np.concatenate([s1, u.size - s1]))
 
     # ----- driver ----------------------------------------------------------------------------
-    def _volume(self, u: _Pool) -> np.ndarray:
-        return np.prod(u.hi[:, self.free] - u.lo[:, self.free] + 1, axis=1) * u.open.sum(1)
-
-    def _select(self, pool: _Pool) -> tuple[_Pool, _Pool]:
-        """The next batch: the largest open units (the deepest once the pool exceeds pool_cap)."""
-        B = self.cfg.batch
-        if len(pool) <= B:
-            return pool, pool.take(np.zeros(0, np.int64))
-        vol = self._volume(pool)
-        key = -vol if len(pool) <= self.cfg.pool_cap else vol
-        idx = np.argpartition(key, B - 1)[:B]
-        mask = np.zeros(len(pool), dtype=bool)
-        mask[idx] = True
-        return pool.take(mask), pool.take(~mask)
-
     def _emit(self, st: _State, p: int, verdict: str) -> None:
         und = st.points[p] - st.fair[p] - st.unfair[p]
         now = time.perf_counter()
@@ -529,23 +497,23 @@ class TwinBab:
         st = _State(plo, phi, np.asarray(pids), _count(plo, phi, list(range(plo.shape[1]))), [0] * P, [0] * P,
                     np.zeros(P, np.int64), np.zeros(P, bool), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
-        pool = self.initial_units(plo[:0], phi[:0], np.zeros(0, np.int64))
+        pool = UnitPool()
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         while True:
             while len(pool) < 4 * self.cfg.batch and next_p < P:
                 sel = np.arange(next_p, min(P, next_p + chunk))
                 next_p = sel[-1] + 1
-                pool = pool.extend(self.initial_units(plo[sel], phi[sel], sel))
+                pool.add(self.initial_units(plo[sel], phi[sel], sel))
                 st.loaded[sel] = True
                 st.started[sel] = time.perf_counter()
                 np.add.at(st.units, sel, 1)
                 unloaded[sel] = 0.0
             if len(pool) == 0 or time.monotonic() > deadline:
                 break
-            if float(self._volume(pool).sum()) + float(unloaded.sum()) <= tolerance_points:
+            if tolerance_points > 0 and pool.volume_sum() + float(unloaded.sum()) <= tolerance_points:
                 break
-            batch, pool = self._select(pool)
+            batch = pool.pop(self.cfg.batch, largest=len(pool) <= self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
             kids = self._round(batch, st)
@@ -553,7 +521,7 @@ class TwinBab:
                 print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
                       f"t={time.perf_counter() - t0:.3f}")
             np.add.at(st.units, kids.part, 1)
-            pool = pool.extend(kids)
+            pool.add(kids)
             for p in np.unique(batch.part):
                 if st.units[p] == 0 and not st.done[p]:
                     self._emit(st, p, "falsified" if st.unfair[p] else "certified")
