@@ -60,8 +60,11 @@ def _check(res, model, spec):
 @pytest.mark.parametrize("relaxed", [{}, {"a": 1}])
 def test_counts_equal_brute_force(seed, relaxed):
     model, spec = biased_mlp(seed), small_spec(relaxed=relaxed)
-    for size, cfg in ((4, None), (None, None), (None, BOUNDS_ONLY)):
-        _check(audit_fairness(model, spec, size, timeout=60, progress=False, config=cfg), model, spec)
+    for size, cfg, sem in ((4, None, "exact"), (None, None, "float32"), (None, BOUNDS_ONLY, "exact"),
+                           (None, BOUNDS_ONLY, "float32")):
+        res = audit_fairness(model, spec, size, timeout=60, progress=False, config=cfg, semantics=sem, samples=0)
+        _check(res, model, spec)
+        assert res.summary["semantics"] == sem
 
 
 def test_fixture_family_has_fair_unfair_and_mixed_models():
@@ -152,3 +155,33 @@ def test_undecided_tolerance_stops_early_and_stays_sound():
     ind = res.summary["individuals"]
     assert ind["fair"] <= fair and ind["unfair"] <= unfair and sum(ind[k] for k in ("fair", "unfair", "undecided")) == ind["total"]
     assert res.summary["complete"]
+
+
+def test_semantics_policy():
+    from certprune.errors import ConfigError
+    from certprune.semantics import DEFAULT, Semantics, parse_semantics
+    assert parse_semantics(None) is DEFAULT is Semantics.EXACT and parse_semantics("Float32") is Semantics.FLOAT32
+    with pytest.raises(ConfigError, match="exact, float32"):
+        parse_semantics("float16")
+    assert Semantics.EXACT.slack(-3.0, 0.5) == pytest.approx(4e-7)   # 1e-7 (1 + |b|), tau ignored
+    assert Semantics.FLOAT32.slack(-3.0, 0.5) == 0.5
+    t = Semantics.EXACT.slack(torch.tensor([0.0, 10.0]), torch.tensor([1.0, 1.0]))
+    assert torch.allclose(t, torch.tensor([1e-7, 1.1e-6]))
+
+
+def test_cli_semantics_and_whole_domain(tmp_path, shared_data, capsys):
+    """The CLI writes the semantics and exact counts; an unknown semantics is exit 2."""
+    from certprune.cli import main
+    model = shared_data / "fairness" / "fairify_models" / "GC-4.h5"
+    out = tmp_path / "gc4"
+    rc = main(["fairness", str(model), "--dataset", "german", "--protected", "age", "--semantics", "float32",
+               "--timeout", "5", "--samples", "500", "--no-progress", "--out", str(out)])
+    s = json.loads((out / "summary.json").read_text())
+    assert rc in (0, 3) and s["semantics"] == "float32" and s["partitions"] == 1
+    ind = s["individuals"]
+    assert ind["fair"] + ind["unfair"] + ind["undecided"] == ind["total"] and ind["fair"] > 0
+    assert "proven fair" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["fairness", str(model), "--dataset", "german", "--protected", "age", "--semantics", "nope",
+              "--out", str(out)])
+    assert e.value.code == 2
