@@ -185,3 +185,27 @@ def test_cli_semantics_and_whole_domain(tmp_path, shared_data, capsys):
         main(["fairness", str(model), "--dataset", "german", "--protected", "age", "--semantics", "nope",
               "--out", str(out)])
     assert e.value.code == 2
+
+
+def test_point_error_bound_holds_for_batched_and_single_float32():
+    """point_logits' bound encloses every float32 execution: batched and one input at a time."""
+    from certprune.verifiers.bounds import affine_net
+    from certprune.network import as_network
+    from certprune.verifiers.twin import decision_logit_net
+    from certprune.verifiers.twin_bounds import point_logits
+    for seed, sizes in ((0, (4, 8, 8, 1)), (1, (4, 16, 2))):
+        model = biased_mlp(seed, sizes=sizes)
+        net = affine_net(as_network(model))
+        last = None
+        if net.output_dim == 2:
+            w, b = net.weights[-1], net.biases[-1]
+            last = ((w[0].abs() + w[1].abs())[None], (b[0].abs() + b[1].abs())[None])
+        X = np.random.default_rng(seed).integers(-3000, 3000, size=(2000, 4)).astype(np.float64)
+        y, err = point_logits(decision_logit_net(net), X, last)
+        with torch.no_grad():
+            batched = model(torch.tensor(X, dtype=torch.float32)).double().numpy()
+            alone = np.concatenate([model(torch.tensor(x[None], dtype=torch.float32)).double().numpy() for x in X[:200]])
+        for out in (batched, alone):
+            lg = out[:, 0] if out.shape[1] == 1 else out[:, 1] - out[:, 0]
+            assert np.all(np.abs(lg - y[:len(lg)]) <= err[:len(lg)])
+        assert np.all(err > 0) and np.median(err / (np.abs(y) + 1)) < 1e-3

@@ -42,7 +42,7 @@ from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
-from certprune.verifiers.twin_bounds import twin_bounds
+from certprune.verifiers.twin_bounds import point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
 NEAR_ZERO = 1e-2  # batched logits this close to 0 are re-decided one input at a time
@@ -54,7 +54,8 @@ class BabConfig:
     forward passes), a box goes to z3 (0 = never) once its unit has at most ``z3_unstable``
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
     timeout per box and z3 calls per run; counterexample pairs kept per partition; open units
-    beyond ``pool_cap`` are drained deepest first instead of largest first. z3 is off by default:
+    beyond ``pool_cap`` are drained deepest first instead of largest first; at most
+    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds). z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -66,6 +67,7 @@ class BabConfig:
     z3_max_calls: int = 5000
     pairs_per_partition: int = 3
     pool_cap: int = 200000
+    enum_per_round: int = 262144
 
 
 @dataclass
@@ -273,11 +275,20 @@ class TwinBab:
                 grids.append(self._grid(elo[k0], ehi[k0]))
                 total += len(grids[-1][0])
                 k0 += 1
-            dec_all = self.decide.validated(np.concatenate([g for g, _ in grids]))
+            dec_all = self._decide_points(np.concatenate([g for g, _ in grids]))
             start, first = 0, k0 - len(grids)
             for k, (g, shape) in enumerate(grids, start=first):
                 self._count_enumerated(dec_all[start:start + len(g)].reshape(shape), u, k, elo[k], st)
                 start += len(g)
+
+    def _decide_points(self, X: np.ndarray) -> np.ndarray:
+        """Per-individual float32 decisions of many points: batched, and re-run one input at a
+        time only where the rigorous float32 error bound does not fix the sign (point_logits)."""
+        d, _ = self.decide(X)
+        y, err = point_logits(self.net, X, self.last_abs)
+        for k in np.flatnonzero(np.abs(y) <= err):
+            d[k] = self.decide(X[k:k + 1])[0][0]
+        return d
 
     def _count_enumerated(self, dec: np.ndarray, u: Units, k: int, elo: np.ndarray, st: _State) -> None:
         """Count unit k's individuals from the decisions ``dec`` (V, free widths) of its extended
@@ -363,12 +374,16 @@ class TwinBab:
     def _round(self, u: Units, st: _State) -> Units:
         """Process one batch of units; returns the children still open."""
         np.add.at(st.nodes, u.part, 1)
-        small = (self._enum_cost(u) <= self.cfg.enum_points) | np.all(u.lo[:, self.free] == u.hi[:, self.free], axis=1)
+        cost = self._enum_cost(u)
+        small = (cost <= self.cfg.enum_points) | np.all(u.lo[:, self.free] == u.hi[:, self.free], axis=1)
+        later = small & (np.cumsum(np.where(small, cost, 0)) > max(self.cfg.enum_per_round, self.cfg.enum_points))
+        small &= ~later
         if small.any():
             self._enumerate(u.take(small), st)
-        u = u.take(~small)
+        back = u.take(later)  # over this round's enumeration budget: back to the pool as they are
+        u = u.take(~small & ~later)
         if len(u) == 0:
-            return u
+            return back
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)
         closed = tb.closed(self.semantics).numpy()
@@ -388,7 +403,8 @@ class TwinBab:
         alive = u.open.any(1)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
-        return self._split(u.take(alive), score[alive])
+        kids = self._split(u.take(alive), score[alive])
+        return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
     @staticmethod
     def _decide_values(N, V, own, vi, vj, closed, sy, sp):

@@ -189,3 +189,22 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     v2 = torch.where(gy - gp > 0, zlo, zhi)
     return TwinBounds((l[:N, 0], u[:N, 0]), (l[N:, 0], u[N:, 0]), (dl, du), (tau[:N], tau[N:]), score,
                       (v1, v2), nunst[:N] + nunst[N:], pre if keep_pre else None)
+
+
+def point_logits(net: AffineReluNet, X: np.ndarray,
+                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 decision logit of the one-logit ``net`` at integer points ``X`` (N, n) and a rigorous
+    bound on |float32 logit - exact logit| for any summation order (the ``tau`` of a point box):
+    where |logit| exceeds it, every float32 execution (batched or alone) has the exact sign."""
+    h = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    m, e = h.abs(), torch.zeros_like(h)
+    L = net.num_layers
+    for k in range(L):
+        w, b = net.weights[k], net.biases[k]
+        aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
+        e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
+        h = h @ w.T + b
+        if k < L - 1:
+            h = h.clamp(min=0)
+            m = h + e
+    return h[:, 0].numpy(), (_SAFETY * e[:, 0] + 1e-9).numpy()
