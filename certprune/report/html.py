@@ -57,12 +57,18 @@ def write_report(path: str | Path, summary: dict, parts: pd.DataFrame, decoded: 
             "An individual (an integer point of the domain) is <i>unfair</i> when some point equal except on the "
             "protected features (relaxed ones within tolerance) gets the other float32 decision; counts are exact. "
             "Every counterexample pair was re-run on the original model.</p>",
+            f"<p>Model sha256 {html.escape(str(summary.get('model_sha256')))}; certprune "
+            f"{html.escape(str(summary.get('tool_version')))}; budget {summary.get('budget_seconds')} s.</p>",
             summary_table(summary).to_html(index=False), _who(summary),
             "<h2>Share of the domain by verdict</h2>", _img(share_plot(summary), "share by verdict"),
             "<h2>Verdict map</h2>", _img(verdict_map(parts, names), "verdict map")]
     if len(decoded):
         body += [f"<h2>Counterexamples ({len(decoded)}; first {min(max_rows, len(decoded))})</h2>",
                  _readable(decoded, names).head(max_rows).to_html(index=False)]
+    dom = summary.get("domain")
+    if dom:
+        body += ["<h2>Domain</h2>", pd.DataFrame([{"feature": n, "lower": lo, "upper": hi}
+                                                  for n, (lo, hi) in dom.items()]).to_html(index=False)]
     if affected is not None and len(affected):
         body += [f"<h2>Affected records ({len(affected)}; first {min(max_rows, len(affected))})</h2>",
                  affected.head(max_rows).to_html(index=False)]

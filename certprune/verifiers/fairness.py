@@ -174,6 +174,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     seconds = store.add_seconds(time.perf_counter() - t0)
     store.close()
     who = _who_is_affected(factory, spec, records, samples)
+    who[0].update(_audited(mhash, spec, timeout))
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
                      undecided_tolerance, who)
     if tmp is not None:
@@ -206,6 +207,13 @@ def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds
             from certprune.report.html import write_report
             write_report(out / "report.html", summary, parts, decoded, spec, part, affected)
     return AuditResult(summary, parts, cex, out, affected)
+
+
+def _audited(model_hash: str, spec: FairnessSpec, timeout: float) -> dict:
+    """What was audited: model hash, tool version, budget, domain per feature."""
+    from certprune import __version__
+    return {"model_sha256": model_hash, "tool_version": __version__, "budget_seconds": float(timeout),
+            "domain": {n: [int(lo), int(hi)] for n, lo, hi in zip(spec.feature_names, spec.lower, spec.upper)}}
 
 
 def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, samples: int) -> tuple[dict, pd.DataFrame | None]:
