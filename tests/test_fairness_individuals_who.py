@@ -57,7 +57,8 @@ def test_records_are_counted_and_listed(tmp_path):
     model, spec = biased_mlp(1), small_spec()
     X = _domain(spec)[::7]
     _, _, truth = brute_counts(model, spec)
-    res = audit_fairness(model, spec, None, timeout=60, progress=False, records=X, out_dir=tmp_path)
+    res = audit_fairness(model, spec, None, timeout=60, progress=False, records=X, out_dir=tmp_path,
+                         map_features=("a", "c"))
     want = [i for i, x in enumerate(X) if tuple(int(v) for v in x) in truth]
     assert res.summary["records"]["unfair"] == len(want) > 0
     assert res.affected["record"].tolist() == want
@@ -65,5 +66,13 @@ def test_records_are_counted_and_listed(tmp_path):
     assert saved["record"].tolist() == want
     html = (tmp_path / "report.html").read_text()
     assert "Affected records" in html and "Wilson" in html and "proven unfair" in html
+    assert "Unfair individuals by a and c" in html and html.count("data:image/png;base64,") == 3
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["records"]["unfair"] == len(want)
+
+
+def test_unknown_map_feature_is_a_spec_error():
+    import pytest
+    from certprune.errors import SpecError
+    with pytest.raises(SpecError, match="unknown feature"):
+        audit_fairness(biased_mlp(1), small_spec(), None, timeout=5, progress=False, map_features=("a", "zz"))

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real records to check one by one for unfairness (default: the test split)")
     p.add_argument("--samples", type=int, default=10000,
                    help="uniform domain points for the sampled unfair share (default 10000; 0: none)")
+    p.add_argument("--map-features", default=None, metavar="A,B",
+                   help="two features for the report's map of the sampled unfair share")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output directory (rerunning with it resumes)")
 
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     res = audit_fairness(model, spec, args.partition_size, timeout=args.timeout, workers=args.workers,
                          ray_address=args.ray, out_dir=args.out, progress=not args.no_progress,
                          semantics=args.semantics, undecided_tolerance=args.undecided_tolerance,
-                         records=records, samples=args.samples)
+                         records=records, samples=args.samples,
+                         map_features=tuple(args.map_features.split(",")) if args.map_features else None)
     print_summary(res.summary, args.out)
     return 0 if res.summary["complete"] else EXIT_UNDECIDED

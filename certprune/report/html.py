@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from certprune.report.plots import share_plot, verdict_map
+from certprune.report.plots import share_plot, unfair_map, verdict_map
 from certprune.report.tables import summary_table
 
 _STYLE = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}" \
@@ -46,7 +46,8 @@ def _who(summary: dict) -> str:
 
 
 def write_report(path: str | Path, summary: dict, parts: pd.DataFrame, decoded: pd.DataFrame, spec, part,
-                 affected: pd.DataFrame | None = None, max_rows: int = 50) -> Path:
+                 affected: pd.DataFrame | None = None, sampled: tuple | None = None,
+                 map_features: tuple[str, str] | None = None, max_rows: int = 50) -> Path:
     """Write the HTML report: headline, query, individuals table, plots, counterexamples, affected records."""
     names = list(spec.feature_names)
     relax = ", ".join(f"{n} (±{d})" for n, d in spec.relaxed) or "none"
@@ -62,6 +63,10 @@ def write_report(path: str | Path, summary: dict, parts: pd.DataFrame, decoded: 
             summary_table(summary).to_html(index=False), _who(summary),
             "<h2>Share of the domain by verdict</h2>", _img(share_plot(summary), "share by verdict"),
             "<h2>Verdict map</h2>", _img(verdict_map(parts, names), "verdict map")]
+    if sampled is not None and map_features is not None:
+        fi, fj = (names.index(f) for f in map_features)
+        body += [f"<h2>Unfair individuals by {html.escape(map_features[0])} and {html.escape(map_features[1])}</h2>",
+                 _img(unfair_map(sampled[0], sampled[1], names, (fi, fj)), "unfair map")]
     if len(decoded):
         body += [f"<h2>Counterexamples ({len(decoded)}; first {min(max_rows, len(decoded))})</h2>",
                  _readable(decoded, names).head(max_rows).to_html(index=False)]

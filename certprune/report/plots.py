@@ -77,3 +77,27 @@ def verdict_map(parts: pd.DataFrame, names: list[str], features: tuple[int, int]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     ax.set_title("verdicts over partitions (colour = mix of verdicts in the cell)")
     return _png(fig)
+
+
+def unfair_map(X: np.ndarray, unfair: np.ndarray, names: list[str], features: tuple[int, int], bins: int = 20) -> bytes:
+    """Share of sampled individuals that are unfair (exact per-point check) per cell of a grid over
+    two features (at most ``bins`` cells per axis; white = no sample)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fi, fj = features
+    edges = []
+    for f in (fi, fj):
+        lo, hi = X[:, f].min(), X[:, f].max()
+        edges.append(np.linspace(lo - 0.5, hi + 0.5, int(min(bins, hi - lo + 1)) + 1))
+    tot, _, _ = np.histogram2d(X[:, fi], X[:, fj], bins=edges)
+    bad, _, _ = np.histogram2d(X[unfair, fi], X[unfair, fj], bins=edges)
+    share = np.where(tot > 0, bad / np.maximum(tot, 1), np.nan)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    im = ax.imshow(share.T, origin="lower", aspect="auto", cmap="Reds", vmin=0, vmax=max(1e-9, np.nanmax(share)),
+                   extent=(edges[0][0], edges[0][-1], edges[1][0], edges[1][-1]), interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="unfair share of sampled individuals")
+    ax.set_xlabel(names[fi])
+    ax.set_ylabel(names[fj])
+    ax.set_title(f"unfair individuals by {names[fi]} and {names[fj]} ({len(X)} uniform samples)")
+    return _png(fig)

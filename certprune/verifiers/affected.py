@@ -69,15 +69,25 @@ class ShareEstimate:
                 "high": self.high, "confidence": self.confidence, "method": "wilson"}
 
 
+def sample_points(spec: FairnessSpec, samples: int, seed: int = 0) -> np.ndarray:
+    """``samples`` uniform integer points of the domain (N, n), float64."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(spec.lower, spec.upper + 1, size=(samples, spec.num_features)).astype(np.float64)
+
+
+def share_estimate(unfair: np.ndarray, confidence: float = 0.95) -> ShareEstimate:
+    """Unfair share of uniform samples with its Wilson interval."""
+    from scipy.stats import binomtest
+    n, k = int(len(unfair)), int(np.sum(unfair))
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return ShareEstimate(n, k, k / n, float(ci.low), float(ci.high), confidence)
+
+
 def sample_unfair_share(decide: Float32Decider, spec: FairnessSpec, samples: int = 10000, seed: int = 0,
                         confidence: float = 0.95) -> ShareEstimate:
     """Estimate the unfair share of the domain from ``samples`` uniform integer points."""
-    from scipy.stats import binomtest
-    rng = np.random.default_rng(seed)
-    X = rng.integers(spec.lower, spec.upper + 1, size=(samples, spec.num_features)).astype(np.float64)
-    k = int(unfair_individuals(decide, spec, X).sum())
-    ci = binomtest(k, samples).proportion_ci(confidence_level=confidence, method="wilson")
-    return ShareEstimate(samples, k, k / samples, float(ci.low), float(ci.high), confidence)
+    X = sample_points(spec, samples, seed)
+    return share_estimate(unfair_individuals(decide, spec, X), confidence)
 
 
 def affected_records(decide: Float32Decider, spec: FairnessSpec, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -101,7 +101,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
                    out_dir: str | Path | None = None, progress: bool = True, config: BabConfig | None = None,
                    report: bool = True, semantics: str | Semantics | None = None,
                    undecided_tolerance: float = 0.0, records: np.ndarray | None = None,
-                   samples: int = 10000) -> AuditResult:
+                   samples: int = 10000, map_features: tuple[str, str] | None = None) -> AuditResult:
     """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec``, counting individuals.
 
     ``partition_size``: Fairify's grid chunk T (None and no ``partitions``: the whole domain).
@@ -113,8 +113,15 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     ``workers`` > 1 forks local processes; ``ray_address`` uses Ray.
     ``records``: real records (N, n) to check one by one (exact: which of them are unfair
     individuals); ``samples``: uniform domain points for a sampled unfair share with a 95 %
-    Wilson interval (0: none). Both are written into the summary.
+    Wilson interval (0: none). Both are written into the summary. ``map_features``: two feature
+    names for the report's map of the sampled unfair share.
     """
+    if map_features is not None:
+        map_features = tuple(map_features)
+        if len(map_features) != 2:
+            raise ConfigError(f"--map-features takes two feature names, got {len(map_features)}")
+        for f in map_features:
+            spec.index(f)
     import tempfile
     from certprune.verifiers import parallel
     from certprune.verifiers.audit_store import AuditStore
@@ -176,7 +183,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     who = _who_is_affected(factory, spec, records, samples)
     who[0].update(_audited(mhash, spec, timeout))
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
-                     undecided_tolerance, who)
+                     undecided_tolerance, who, map_features)
     if tmp is not None:
         tmp.cleanup()
     return result
@@ -188,7 +195,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds: float, out: Path | None,
-            report: bool, semantics: Semantics, tolerance: float, who: tuple[dict, pd.DataFrame | None]) -> AuditResult:
+            report: bool, semantics: Semantics, tolerance: float, who: tuple, map_features=None) -> AuditResult:
     from certprune.report.tables import counterexample_frames, partition_frame, summarize
     parts = partition_frame(frame, part)
     summary = summarize(parts, spec, part, seconds, semantics.value, tolerance)
@@ -205,7 +212,7 @@ def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds
             affected.to_csv(out / "affected_records.csv", index=False)
         if report:
             from certprune.report.html import write_report
-            write_report(out / "report.html", summary, parts, decoded, spec, part, affected)
+            write_report(out / "report.html", summary, parts, decoded, spec, part, affected, who[2], map_features)
     return AuditResult(summary, parts, cex, out, affected)
 
 
@@ -216,19 +223,23 @@ def _audited(model_hash: str, spec: FairnessSpec, timeout: float) -> dict:
             "domain": {n: [int(lo), int(hi)] for n, lo, hi in zip(spec.feature_names, spec.lower, spec.upper)}}
 
 
-def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, samples: int) -> tuple[dict, pd.DataFrame | None]:
-    """Summary entries (sampled unfair share, record counts) and the decoded unfair records."""
-    from certprune.verifiers.affected import affected_records, sample_unfair_share
+def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, samples: int) -> tuple[dict, pd.DataFrame | None, tuple | None]:
+    """Summary entries (sampled unfair share, record counts), the decoded unfair records, and the
+    samples with their exact verdicts (for the map)."""
+    from certprune.verifiers.affected import affected_records, sample_points, share_estimate, unfair_individuals
     decide = factory().decide
     extra: dict = {}
+    sampled = None
     if samples:
-        extra["sampled_unfair_share"] = sample_unfair_share(decide, spec, int(samples)).as_dict()
+        X = sample_points(spec, int(samples))
+        sampled = (X, unfair_individuals(decide, spec, X))
+        extra["sampled_unfair_share"] = share_estimate(sampled[1]).as_dict()
     if records is None:
-        return extra, None
+        return extra, None, sampled
     X = np.asarray(records, dtype=np.float64).reshape(len(records), -1)
     spec.check_model_inputs(X.shape[1])
     mask, inside = affected_records(decide, spec, X)
     extra["records"] = {"checked": int(len(X)), "in_domain": int(inside.sum()), "unfair": int(mask.sum()),
                         "unfair_share": float(mask.sum() / max(1, inside.sum()))}
     rows = [{"record": int(i), **spec.decode(X[i])} for i in np.flatnonzero(mask)]
-    return extra, pd.DataFrame(rows, columns=["record", *spec.feature_names])
+    return extra, pd.DataFrame(rows, columns=["record", *spec.feature_names]), sampled
