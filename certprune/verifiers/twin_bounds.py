@@ -84,6 +84,16 @@ def _concretize(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tens
     return mid - rad, mid + rad
 
 
+def _concretize_lower(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Lower value of ``G z + g`` over the box (see :func:`_concretize`)."""
+    return g + (G @ c.unsqueeze(-1)).squeeze(-1) - (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
+
+
+def _concretize_upper(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Upper value of ``G z + g`` over the box (see :func:`_concretize`)."""
+    return g + (G @ c.unsqueeze(-1)).squeeze(-1) + (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
+
+
 def _tighten_diff(l, u, Dl, Du):
     """Intersect the difference interval z' - z with [l' - u, u' - l] from the copies' own bounds."""
     N = len(Dl)
@@ -140,9 +150,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     m = torch.cat([mz @ P[0].abs().T, mz @ P[1].abs().T])  # |x| bound per copy (2N, n)
     e = torch.zeros_like(m)
     W0 = net.weights[0]
-    G = (W0 @ P).repeat_interleave(N, dim=0)  # (2N, h, dz): same linear function for L and U
-    LG, Lg = G, net.biases[0].expand(2 * N, -1)
-    UG, Ug = G, Lg
+    G2 = W0 @ P  # (2, h, dz): the first layer is the same linear function of z for every box of a copy
+    LG = UG = G2.repeat_interleave(N, dim=0) if net.num_layers == 1 else None  # built lazily (k = 0)
+    Lg = Ug = net.biases[0].expand(2 * N, -1)
     Dl, Du = _concretize((W0 @ (P[1] - P[0])).expand(N, -1, -1), torch.zeros(N, W0.shape[0], dtype=W0.dtype),
                          c2[:N], r2[:N])
     pre = []
@@ -157,8 +167,12 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
             Dl, Du = Dl @ wp.T + Du @ wn.T, Du @ wp.T + Dl @ wn.T
         aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
         e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
-        l, _ = _concretize(LG, Lg, c2, r2)
-        _, u = _concretize(UG, Ug, c2, r2)
+        if LG is None:  # k = 0: per copy, one (h, dz) matrix for all boxes
+            mid = torch.cat([c2[:N] @ G2[0].T, c2[N:] @ G2[1].T]) + b
+            rad = torch.cat([r2[:N] @ G2[0].abs().T, r2[N:] @ G2[1].abs().T])
+            l, u = mid - rad, mid + rad
+        else:
+            l, u = _concretize_lower(LG, Lg, c2, r2), _concretize_upper(UG, Ug, c2, r2)
         Dl, Du = _tighten_diff(l, u, Dl, Du)
         if k == L - 1:
             break
@@ -171,8 +185,13 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         s = torch.where(unstable, u / torch.where(unstable, u - l, torch.ones_like(u)), active.to(u.dtype))
         t = torch.where(unstable, -s * l, torch.zeros_like(l))
         alpha = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
-        LG, Lg = LG * alpha.unsqueeze(-1), Lg * alpha
-        UG, Ug = UG * s.unsqueeze(-1), Ug * s + t
+        if LG is None:
+            h = G2.shape[1]
+            LG = (G2[:, None] * alpha.view(2, N, h, 1)).reshape(2 * N, h, dz)
+            UG = (G2[:, None] * s.view(2, N, h, 1)).reshape(2 * N, h, dz)
+        else:
+            LG, UG = LG * alpha.unsqueeze(-1), UG * s.unsqueeze(-1)
+        Lg, Ug = Lg * alpha, Ug * s + t
     c, r = c2[:N], r2[:N]
     cr = _twin_crown(net, P, pre, c, r)  # rows: y, -y, y', -y', y - y', y' - y (lower bounds)
     l = torch.cat([torch.maximum(l[:N, 0], cr[:, 0]), torch.maximum(l[N:, 0], cr[:, 2])])[:, None]
