@@ -6,20 +6,20 @@ import json
 
 import numpy as np
 import pandas as pd
-import torch
 
 from certprune.verifiers.affected import sample_unfair_share, unfair_individuals
 from certprune.verifiers.fairness import audit_fairness
-from certprune.verifiers.fairness_bab import Float32Decider
 from test_fairness_exact import biased_mlp, small_spec
 from test_fairness_individuals import brute_counts
 
 
-def _decider(model) -> Float32Decider:
-    def run(x):
-        with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-    return Float32Decider(run)
+def _decider(model):
+    """The engine's per-individual decisions (batched, re-run alone where the sign is open)."""
+    from certprune.network import as_network
+    from certprune.verifiers.fairness import EngineFactory
+    from certprune.verifiers.bounds import affine_net
+    from certprune.verifiers.fairness_bab import BabConfig
+    return EngineFactory(affine_net(as_network(model)), model, small_spec(), BabConfig())().decide_points
 
 
 def _domain(spec) -> np.ndarray:

@@ -3,19 +3,20 @@ unfair share of the domain with a confidence interval.
 
 An individual x is unfair when some partner x' of the domain (another protected value, relaxed
 features within delta, the rest equal) gets the other float32 decision of the original model;
-decisions are those of each input run alone (a batched logit near 0 is re-run on its own, see
-:meth:`Float32Decider.validated`). The check enumerates every partner, so it is exact.
+decisions are those of each input run alone (``decide`` is :meth:`TwinBab.decide_points`: batched,
+re-run alone where a rigorous float32 error bound leaves the sign open). The check enumerates
+every partner, so it is exact.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from certprune.errors import SpecError
 from certprune.fairness_spec import FairnessSpec
-from certprune.verifiers.fairness_bab import Float32Decider
 from certprune.verifiers.twin import protected_values
 
 
@@ -28,7 +29,10 @@ def _partner_moves(spec: FairnessSpec) -> tuple[np.ndarray, np.ndarray]:
     return vals[k[:, 0]], offs[k[:, 1]]
 
 
-def unfair_individuals(decide: Float32Decider, spec: FairnessSpec, X: np.ndarray, chunk: int = 20000) -> np.ndarray:
+Decide = Callable[[np.ndarray], np.ndarray]  # points (N, n) -> per-individual float32 decisions (N,)
+
+
+def unfair_individuals(decide: Decide, spec: FairnessSpec, X: np.ndarray, chunk: int = 20000) -> np.ndarray:
     """Per row of ``X`` (integer points of the domain): is the individual unfair? (exact)."""
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     if X.shape[1] != spec.num_features:
@@ -45,9 +49,9 @@ def unfair_individuals(decide: Float32Decider, spec: FairnessSpec, X: np.ndarray
         P[:, :, prot] = vals[None]
         P[:, :, rel] += offs[None]
         ok = np.any(P[:, :, prot] != x[:, None, prot], axis=2) & np.all((P >= spec.lower) & (P <= spec.upper), axis=2)
-        dx = decide.validated(x)
+        dx = decide(x)
         dp = np.zeros(ok.shape, dtype=bool)
-        dp[ok] = decide.validated(P[ok])
+        dp[ok] = decide(P[ok])
         out[s:s + per] = np.any(ok & (dp != dx[:, None]), axis=1)
     return out
 
@@ -83,14 +87,14 @@ def share_estimate(unfair: np.ndarray, confidence: float = 0.95) -> ShareEstimat
     return ShareEstimate(n, k, k / n, float(ci.low), float(ci.high), confidence)
 
 
-def sample_unfair_share(decide: Float32Decider, spec: FairnessSpec, samples: int = 10000, seed: int = 0,
+def sample_unfair_share(decide: Decide, spec: FairnessSpec, samples: int = 10000, seed: int = 0,
                         confidence: float = 0.95) -> ShareEstimate:
     """Estimate the unfair share of the domain from ``samples`` uniform integer points."""
     X = sample_points(spec, samples, seed)
     return share_estimate(unfair_individuals(decide, spec, X), confidence)
 
 
-def affected_records(decide: Float32Decider, spec: FairnessSpec, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def affected_records(decide: Decide, spec: FairnessSpec, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(unfair mask, in-domain mask) of real records; records outside the domain are skipped."""
     X = np.asarray(X, dtype=np.float64)
     inside = np.all((X >= spec.lower) & (X <= spec.upper), axis=1) & np.all(X == np.round(X), axis=1)

@@ -227,7 +227,7 @@ def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, sample
     """Summary entries (sampled unfair share, record counts), the decoded unfair records, and the
     samples with their exact verdicts (for the map)."""
     from certprune.verifiers.affected import affected_records, sample_points, share_estimate, unfair_individuals
-    decide = factory().decide
+    decide = factory().decide_points
     extra: dict = {}
     sampled = None
     if samples:

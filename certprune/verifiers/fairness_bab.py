@@ -110,16 +110,6 @@ class Float32Decider:
         dec = np.argmax(out, axis=1) == 1
         return dec, out[:, 1].astype(np.float64) - out[:, 0].astype(np.float64)
 
-    def validated(self, x: np.ndarray) -> np.ndarray:
-        """Per-individual decisions: batched, re-run one input at a time where the batched logit is
-        within NEAR_ZERO of 0 (batched kernels may round differently from a single input)."""
-        if len(x) == 0:
-            return np.zeros(0, dtype=bool)
-        d, lg = self(x)
-        for k in np.flatnonzero(np.abs(lg) < NEAR_ZERO):
-            d[k] = self(x[k:k + 1])[0][0]
-        return d
-
 
 @dataclass
 class _State:
@@ -130,7 +120,6 @@ class _State:
     fair: list
     unfair: list
     units: np.ndarray
-    loaded: np.ndarray
     done: np.ndarray
     started: np.ndarray
     nodes: np.ndarray
@@ -275,13 +264,13 @@ class TwinBab:
                 grids.append(self._grid(elo[k0], ehi[k0]))
                 total += len(grids[-1][0])
                 k0 += 1
-            dec_all = self._decide_points(np.concatenate([g for g, _ in grids]))
+            dec_all = self.decide_points(np.concatenate([g for g, _ in grids]))
             start, first = 0, k0 - len(grids)
             for k, (g, shape) in enumerate(grids, start=first):
                 self._count_enumerated(dec_all[start:start + len(g)].reshape(shape), u, k, elo[k], st)
                 start += len(g)
 
-    def _decide_points(self, X: np.ndarray) -> np.ndarray:
+    def decide_points(self, X: np.ndarray) -> np.ndarray:
         """Per-individual float32 decisions of many points: batched, and re-run one input at a
         time only where the rigorous float32 error bound does not fix the sign (point_logits)."""
         d, _ = self.decide(X)
@@ -511,7 +500,7 @@ class TwinBab:
         self.deadline = deadline
         plo, phi = plo.astype(np.float64), phi.astype(np.float64)
         st = _State(plo, phi, np.asarray(pids), _count(plo, phi, list(range(plo.shape[1]))), [0] * P, [0] * P,
-                    np.zeros(P, np.int64), np.zeros(P, bool), np.zeros(P, bool), np.full(P, np.inf),
+                    np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
         unloaded = np.asarray([float(n) for n in st.points])
@@ -521,7 +510,6 @@ class TwinBab:
                 sel = np.arange(next_p, min(P, next_p + chunk))
                 next_p = sel[-1] + 1
                 pool.add(self.initial_units(plo[sel], phi[sel], sel))
-                st.loaded[sel] = True
                 st.started[sel] = time.perf_counter()
                 np.add.at(st.units, sel, 1)
                 unloaded[sel] = 0.0
