@@ -209,3 +209,15 @@ def test_point_error_bound_holds_for_batched_and_single_float32():
             lg = out[:, 0] if out.shape[1] == 1 else out[:, 1] - out[:, 0]
             assert np.all(np.abs(lg - y[:len(lg)]) <= err[:len(lg)])
         assert np.all(err > 0) and np.median(err / (np.abs(y) + 1)) < 1e-3
+
+
+def test_unit_pool_pops_largest_and_drains_both_ends():
+    from certprune.verifiers.unit_pool import UnitPool, Units
+    sizes = np.array([5.0, 1.0, 9.0, 3.0, 7.0, 2.0])
+    u = Units(np.zeros((6, 2)), np.ones((6, 2)), np.arange(6), np.ones((6, 2), dtype=bool), np.zeros(6, np.int64), sizes)
+    pool = UnitPool()
+    pool.add(u)
+    assert sorted(pool.pop(2).size.tolist()) == [7.0, 9.0] and len(pool) == 4
+    assert sorted(pool.pop(2, drain=True).size.tolist()) == [1.0, 5.0] and len(pool) == 2
+    pool.add(u.take(np.array([0])))
+    assert sorted(pool.pop(10).part.tolist()) == [0, 3, 5] and len(pool) == 0

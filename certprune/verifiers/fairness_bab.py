@@ -53,8 +53,8 @@ class BabConfig:
     """Knobs of the engine (none affects soundness): units per round, exact-enumeration size (in
     forward passes), a box goes to z3 (0 = never) once its unit has at most ``z3_unstable``
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
-    timeout per box and z3 calls per run; counterexample pairs kept per partition; open units
-    beyond ``pool_cap`` are drained deepest first instead of largest first; at most
+    timeout per box and z3 calls per run; counterexample pairs kept per partition; beyond ``pool_cap`` open units,
+    half of each batch is the smallest units (they are enumerated, which drains the pool); at most
     ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds). z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
@@ -66,7 +66,7 @@ class BabConfig:
     z3_timeout: float = 1.0
     z3_max_calls: int = 5000
     pairs_per_partition: int = 3
-    pool_cap: int = 200000
+    pool_cap: int = 400000
     enum_per_round: int = 262144
 
 
@@ -517,7 +517,7 @@ class TwinBab:
                 break
             if tolerance_points > 0 and pool.volume_sum() + float(unloaded.sum()) <= tolerance_points:
                 break
-            batch = pool.pop(self.cfg.batch, largest=len(pool) <= self.cfg.pool_cap)
+            batch = pool.pop(self.cfg.batch, drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
             kids = self._round(batch, st)

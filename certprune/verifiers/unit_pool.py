@@ -68,12 +68,18 @@ class UnitPool:
         idx = np.flatnonzero(self.alive[:self.n])
         return float((self.buf[5][idx] * self.buf[3][idx].sum(1)).sum())
 
-    def pop(self, k: int, largest: bool = True) -> Units:
-        """Remove and return up to ``k`` units, those with the largest open volume (or smallest)."""
+    def pop(self, k: int, drain: bool = False) -> Units:
+        """Remove and return up to ``k`` units: those with the largest open volume, or (``drain``)
+        half the largest and half the smallest, so that enumerated small units shrink the pool
+        while the large ones keep being refined."""
         idx = np.flatnonzero(self.alive[:self.n])
         if len(idx) > k:
             vol = self.buf[5][idx] * self.buf[3][idx].sum(1)
-            idx = idx[np.argpartition(-vol if largest else vol, k - 1)[:k]]
+            if drain:
+                order = np.argsort(vol)
+                idx = idx[np.concatenate([order[-(k - k // 2):], order[:k // 2]])]
+            else:
+                idx = idx[np.argpartition(-vol, k - 1)[:k]]
         out = Units(*(b[idx].copy() for b in self.buf))
         self.alive[idx] = False
         self.count -= len(idx)
