@@ -67,7 +67,7 @@ class BabConfig:
     z3_max_calls: int = 5000
     pairs_per_partition: int = 3
     pool_cap: int = 400000
-    enum_per_round: int = 262144
+    enum_per_round: int = 65536
 
 
 @dataclass
