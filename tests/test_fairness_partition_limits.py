@@ -40,12 +40,14 @@ def test_user_box_with_single_protected_value_does_not_crash():
     spec = FairnessSpec(("sex", "age"), np.array([0, 0]), np.array([1, 3]), ("sex",))
     boxes = np.array([[[0, 0], [0, 3]]])
     box_partition(boxes, spec.lower, spec.upper)
-    audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
+    res = audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
+    ind = res.summary["individuals"]  # the box's 4 individuals are decided, the other 4 are outside it
+    assert ind["total"] == 8 and ind["fair"] + ind["unfair"] == 4 and ind["undecided"] == 4
 
 
 def test_user_partitions_splitting_the_protected_attribute_are_not_fair_on_domain():
-    """Boxes that each hold one race value are vacuously certified, but pairs across them were
-    never checked: the audit must not claim fairness on the domain."""
+    """Boxes that each hold one race value: an individual's partners range over the whole domain,
+    so pairs across the boxes are checked and every individual flips (race 2 vs the others)."""
     import torch
     from torch import nn
 
@@ -56,5 +58,6 @@ def test_user_partitions_splitting_the_protected_attribute_are_not_fair_on_domai
     spec = FairnessSpec(("race", "age"), np.array([0, 0]), np.array([2, 3]), ("race",))
     boxes = np.array([[[r, 0], [r, 3]] for r in range(3)])
     res = audit_fairness(m, spec, partitions=boxes, timeout=10, progress=False)
-    assert res.summary["counts"]["certified"] == 3
+    assert res.summary["counts"] == {"certified": 0, "falsified": 3, "undecided": 0}
+    assert res.summary["individuals"] == {"total": 12, "fair": 0, "unfair": 12, "undecided": 0}
     assert res.summary["fair_on_domain"] is False

@@ -66,6 +66,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     assert 0 < partial < ref.summary["partitions"], "the child should be killed mid-audit"
     res = audit_fairness(biased_mlp(3), _spec(), SIZE, timeout=120, out_dir=out, progress=False)
     assert _verdicts(res) == _verdicts(ref)
+    assert res.summary["individuals"] == ref.summary["individuals"]  # exact counts survive a SIGKILL
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()
 
 
@@ -81,6 +82,7 @@ def test_workers_match_serial(tmp_path):
     par = audit_fairness(biased_mlp(3), _spec(), SIZE, timeout=120, workers=2, out_dir=tmp_path, progress=False,
                          report=False, config=BabConfig(batch=16))
     assert _verdicts(par) == _verdicts(serial)
+    assert par.summary["individuals"] == serial.summary["individuals"]
     assert set(serial.partitions["verdict"]) == {"certified", "falsified"}
 
 
@@ -97,5 +99,6 @@ def test_ray_matches_serial(tmp_path):
         rr = audit_fairness(biased_mlp(3), _spec(), SIZE, timeout=120, ray_address=addr, out_dir=tmp_path,
                             progress=False, report=False)
         assert _verdicts(rr) == _verdicts(serial)
+        assert rr.summary["individuals"] == serial.summary["individuals"]
     finally:
         ray.shutdown()

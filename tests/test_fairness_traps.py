@@ -1,5 +1,5 @@
 """Soundness traps: a neuron that sampling never activates, a relaxed counterexample that needs
-x' outside the domain/partition, and an exact-arithmetic flip that float32 does not reproduce."""
+x' outside the domain, and an exact-arithmetic flip that float32 does not reproduce."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,19 +38,26 @@ def test_neuron_never_active_on_samples_still_counts():
     assert {row["x.p"], row["x_prime.p"]} == {0, 1}
 
 
-def test_relaxed_counterexample_outside_partition_is_not_reported():
+def test_relaxed_partner_outside_domain_is_not_counted_but_across_partitions_is():
     """y = r - 10.5 (decision r >= 11), relaxed r with delta 2. The only flips pair r <= 10 with
-    r' >= 11, i.e. x' in the other partition (T = 11) or, with domain [0, 10], outside it."""
+    r' >= 11. With domain [0, 10] that x' is outside the domain: everyone is fair. With domain
+    [0, 20] and T = 11 the partner lies in the other partition, which is still a valid partner
+    (an individual's partners range over the domain): r in 9..12 under both p are unfair."""
     model = _net([([[1.0, 0.0]], [0.0]), ([[1.0]], [-10.5])])
-    for upper, size in ((20, 11), (10, 11)):
-        spec = FairnessSpec(("r", "p"), [0, 0], [upper, 1], ("p",), relaxed={"r": 2})
-        res = audit_fairness(model, spec, size, timeout=60, progress=False)
-        assert res.summary["counts"] == {"certified": res.summary["partitions"], "falsified": 0, "undecided": 0}
-        assert len(res.counterexamples) == 0
-    # the same pair is rejected by the validity check, while a pair inside one partition is kept
+    spec = FairnessSpec(("r", "p"), [0, 0], [10, 1], ("p",), relaxed={"r": 2})
+    res = audit_fairness(model, spec, 11, timeout=60, progress=False)
+    assert res.summary["counts"] == {"certified": 1, "falsified": 0, "undecided": 0}
+    assert res.summary["individuals"] == {"total": 22, "fair": 22, "unfair": 0, "undecided": 0}
+    assert len(res.counterexamples) == 0
     spec = FairnessSpec(("r", "p"), [0, 0], [20, 1], ("p",), relaxed={"r": 2})
-    assert not valid_pairs(spec, np.array([10.0, 0]), np.array([11.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
-    assert valid_pairs(spec, np.array([9.0, 0]), np.array([10.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
+    res = audit_fairness(model, spec, 11, timeout=60, progress=False)
+    assert res.summary["individuals"] == {"total": 42, "fair": 34, "unfair": 8, "undecided": 0}
+    assert res.summary["counts"]["falsified"] == 2
+    # validity: x inside its partition, x' inside the domain
+    assert valid_pairs(spec, np.array([10.0, 0]), np.array([11.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
+    assert not valid_pairs(spec, np.array([11.0, 0]), np.array([12.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
+    small = FairnessSpec(("r", "p"), [0, 0], [10, 1], ("p",), relaxed={"r": 2})
+    assert not valid_pairs(small, np.array([10.0, 0]), np.array([11.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
 
 
 def test_exact_flip_that_float32_does_not_reproduce_is_not_falsified():
@@ -70,4 +77,5 @@ def test_exact_flip_that_float32_does_not_reproduce_is_not_falsified():
     res = audit_fairness(model, spec, 100, timeout=60, progress=False)
     assert res.summary["counts"]["falsified"] == 0
     assert res.summary["counts"]["certified"] == 1
+    assert res.summary["individuals"]["unfair"] == 0 and res.summary["individuals"]["undecided"] == 0
     assert len(res.counterexamples) == 0

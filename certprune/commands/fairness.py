@@ -1,9 +1,12 @@
 """``certprune fairness MODEL --dataset NAME --protected ATTR [--relax ATTR=DELTA ...]
-[--partition-size T] [--timeout S] [--workers N] [--ray ADDRESS] [--data-dir D] --out DIR``.
+[--partition-size T] [--semantics exact|float32] [--undecided-tolerance P] [--timeout S]
+[--workers N] [--ray ADDRESS] [--data-dir D] --out DIR``.
 
-Writes DIR/summary.json, partitions.csv, counterexamples.csv (+ counterexamples_decoded.csv),
-report.html and the resumable DIR/audit.sqlite. Prints the summary table. Exit codes: 0 when
-every partition is decided (certified or falsified), 3 when some stay undecided, 2 on bad input.
+Counts individuals: proven fair, proven unfair, undecided (exact integers). Without
+``--partition-size`` the whole domain is one partition. Writes DIR/summary.json, partitions.csv,
+counterexamples.csv (+ counterexamples_decoded.csv), report.html and the resumable
+DIR/audit.sqlite. Prints the summary table. Exit codes: 0 when the audit is complete (undecided
+share <= the tolerance), 3 when more stays undecided, 2 on bad input.
 
 Attribute names are matched ignoring case and ``-`` vs ``_`` (``Race`` = ``race``) and then
 written in the schema's lower-case spelling; naming the same attribute twice (``--protected age
@@ -14,6 +17,8 @@ printed before the audit (a check that model and encoding belong together).
 from __future__ import annotations
 
 import argparse
+
+from certprune.semantics import CHOICES
 
 EXIT_UNDECIDED = 3
 
@@ -27,12 +32,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relax", action="append", default=[], metavar="ATTR=DELTA",
                    help="relaxed attribute: |x - x'| <= DELTA (integer), both inside the partition")
     p.add_argument("--partition-size", type=int, default=None,
-                   help="Fairify's chunk size T (default: 10 for adult, 100 otherwise)")
+                   help="Fairify's chunk size T (default: the whole domain as one partition)")
+    p.add_argument("--semantics", default=None, choices=CHOICES,
+                   help="soundness policy: exact (real-arithmetic network, default) or float32")
+    p.add_argument("--undecided-tolerance", type=float, default=0.0, metavar="P",
+                   help="stop once at most this share of the domain is undecided (default 0: complete)")
     p.add_argument("--timeout", type=float, default=600.0, help="global budget in seconds (default 600)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run partitions on the Ray cluster at ADDRESS")
     p.add_argument("--data-dir", default=None,
                    help="data root holding fairness/<dataset> (default: none read); prints the model's test accuracy")
+    p.add_argument("--records", choices=("test", "train", "both", "none"), default="test",
+                   help="real records to check one by one for unfairness (default: the test split)")
+    p.add_argument("--samples", type=int, default=10000,
+                   help="uniform domain points for the sampled unfair share (default 10000; 0: none)")
+    p.add_argument("--map-features", default=None, metavar="A,B",
+                   help="two features for the report's map of the sampled unfair share")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output directory (rerunning with it resumes)")
 
@@ -96,17 +111,40 @@ def model_test_accuracy(model, dataset: str, data_dir) -> tuple[float, int]:
     return float(np.mean(pred == (data.y_test == 1))), len(data.y_test)
 
 
-def default_partition_size(dataset: str) -> int:
-    """Fairify's main-experiment T: 10 for Adult, 100 for German and Bank (and COMPAS)."""
-    return 10 if dataset == "adult" else 100
-
-
 def print_summary(summary: dict, out) -> None:
     """Print the verdict table and where the outputs are."""
     from certprune.report.tables import summary_table
     print(summary_table(summary).to_string(index=False))
-    print(f"{summary['partitions']} partitions in {summary['seconds']} s; "
-          f"{'fully decided' if summary['fully_decided'] else 'some partitions undecided'}; outputs in {out}")
+    ind = summary["individuals"]
+    est, rec = summary.get("sampled_unfair_share"), summary.get("records")
+    if est:
+        print(f"sampled unfair share {100 * est['share']:.3g}% (95% CI {100 * est['low']:.3g}-{100 * est['high']:.3g}%, "
+              f"{est['samples']} points); proven {100 * summary['individual_share']['unfair']:.3g}%-"
+              f"{100 * (summary['individual_share']['unfair'] + summary['individual_share']['undecided']):.3g}%")
+    if rec:
+        print(f"real records: {rec['unfair']} of {rec['in_domain']} in the domain are unfair individuals")
+    print(f"{ind['total']} individuals, {summary['partitions']} partitions, {summary['counterexample_pairs']} "
+          f"validated counterexample pairs, semantics {summary['semantics']}, {summary['seconds']} s; "
+          f"{'complete' if summary['complete'] else 'some individuals undecided'}; outputs in {out}")
+
+
+def _records(args: argparse.Namespace):
+    """The data set's real records asked for by --records (None when none or not available)."""
+    import sys
+
+    import numpy as np
+
+    from certprune.datasets.tabular import load_tabular
+    from certprune.errors import DatasetError
+    if args.records == "none":
+        return None
+    try:
+        data = load_tabular(args.dataset, getattr(args, "data_dir", None))
+    except DatasetError as e:
+        print(f"note: no real records checked ({e})", file=sys.stderr)
+        return None
+    parts = {"test": [data.X_test], "train": [data.X_train], "both": [data.X_test, data.X_train]}[args.records]
+    return np.concatenate(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         acc, rows = model_test_accuracy(model, args.dataset, args.data_dir)
         print(f"test accuracy {acc:.4f} on the {rows} test rows of {args.dataset} ({args.data_dir})")
-    size = args.partition_size if args.partition_size is not None else default_partition_size(args.dataset)
-    res = audit_fairness(model, spec, size, timeout=args.timeout, workers=args.workers, ray_address=args.ray,
-                         out_dir=args.out, progress=not args.no_progress)
+    records = _records(args)
+    res = audit_fairness(model, spec, args.partition_size, timeout=args.timeout, workers=args.workers,
+                         ray_address=args.ray, out_dir=args.out, progress=not args.no_progress,
+                         semantics=args.semantics, undecided_tolerance=args.undecided_tolerance,
+                         records=records, samples=args.samples,
+                         map_features=tuple(args.map_features.split(",")) if args.map_features else None)
     print_summary(res.summary, args.out)
-    return 0 if res.summary["fully_decided"] else EXIT_UNDECIDED
+    return 0 if res.summary["complete"] else EXIT_UNDECIDED

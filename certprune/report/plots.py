@@ -19,20 +19,21 @@ def _png(fig) -> bytes:
 
 
 def share_plot(summary: dict) -> bytes:
-    """Horizontal bars: share of the integer domain and of the partitions per verdict."""
+    """Horizontal bars: share of the individuals proven fair / unfair / undecided, and share of the
+    domain per partition verdict."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     vs = list(COLORS)
     fig, ax = plt.subplots(figsize=(6, 2.2))
-    total = max(1, summary["partitions"])
-    for row, (label, vals) in enumerate([("domain", [summary["domain_share"][v] for v in vs]),
-                                         ("partitions", [summary["counts"][v] / total for v in vs])]):
+    ind = summary["individual_share"]
+    for row, (label, vals) in enumerate([("individuals", [ind["fair"], ind["unfair"], ind["undecided"]]),
+                                         ("partitions", [summary["domain_share"][v] for v in vs])]):
         left = 0.0
         for v, w in zip(vs, vals):
-            ax.barh(row, w, left=left, color=COLORS[v], label=v if row == 0 else None)
+            ax.barh(row, w, left=left, color=COLORS[v], label=v if row == 1 else None)
             left += w
-    ax.set_yticks([0, 1], ["share of domain", "share of partitions"])
+    ax.set_yticks([0, 1], ["individuals (fair / unfair / undecided)", "domain by partition verdict"])
     ax.set_xlim(0, 1)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     return _png(fig)
@@ -75,4 +76,28 @@ def verdict_map(parts: pd.DataFrame, names: list[str], features: tuple[int, int]
     handles = [matplotlib.patches.Patch(color=c, label=v) for v, c in COLORS.items()]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     ax.set_title("verdicts over partitions (colour = mix of verdicts in the cell)")
+    return _png(fig)
+
+
+def unfair_map(X: np.ndarray, unfair: np.ndarray, names: list[str], features: tuple[int, int], bins: int = 20) -> bytes:
+    """Share of sampled individuals that are unfair (exact per-point check) per cell of a grid over
+    two features (at most ``bins`` cells per axis; white = no sample)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fi, fj = features
+    edges = []
+    for f in (fi, fj):
+        lo, hi = X[:, f].min(), X[:, f].max()
+        edges.append(np.linspace(lo - 0.5, hi + 0.5, int(min(bins, hi - lo + 1)) + 1))
+    tot, _, _ = np.histogram2d(X[:, fi], X[:, fj], bins=edges)
+    bad, _, _ = np.histogram2d(X[unfair, fi], X[unfair, fj], bins=edges)
+    share = np.where(tot > 0, bad / np.maximum(tot, 1), np.nan)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    im = ax.imshow(share.T, origin="lower", aspect="auto", cmap="Reds", vmin=0, vmax=max(1e-9, np.nanmax(share)),
+                   extent=(edges[0][0], edges[0][-1], edges[1][0], edges[1][-1]), interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="unfair share of sampled individuals")
+    ax.set_xlabel(names[fi])
+    ax.set_ylabel(names[fj])
+    ax.set_title(f"unfair individuals by {names[fi]} and {names[fj]} ({len(X)} uniform samples)")
     return _png(fig)

@@ -1,72 +1,104 @@
 """Audit tables (pandas): per-partition rows, the summary dict, counterexample CSVs.
 
-Verdict words in tables: certified / falsified / undecided (the engine's 'unknown'). Shares are
-fractions of the integer domain's points (``FairnessSpec.domain_points``).
+Individuals (integer points of the domain) are counted exactly: proven fair, proven unfair,
+undecided (Python ints; ``total`` = every point of the domain). Partition verdicts in tables:
+*certified* (complete, every individual fair), *falsified* (holds a validated counterexample
+pair; it may still have undecided individuals), *undecided* (neither).
 """
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 
 VERDICTS = ("certified", "falsified", "undecided")
+CLASSES = ("fair", "unfair", "undecided")
+
+
+def domain_total(spec) -> int:
+    """Exact number of integer points of the domain (every feature, protected ones included)."""
+    return math.prod(int(h - l + 1) for l, h in zip(spec.lower, spec.upper))
+
+
+def _pairs(cell) -> list:
+    return json.loads(cell) if isinstance(cell, str) else []
 
 
 def partition_frame(rows: pd.DataFrame, part) -> pd.DataFrame:
-    """One row per partition id 0..count-1 (missing rows are undecided), with its bounds."""
+    """One row per partition id 0..count-1 (missing rows are undecided), with exact counts of
+    individuals, the number of recorded counterexample pairs and its bounds."""
     ids = np.arange(part.count)
     lo, hi = part.bounds(ids)
-    df = pd.DataFrame({"partition": ids, "points": part.points(ids)})
-    r = rows.rename(columns={"pid": "partition"})[["partition", "verdict", "nodes", "z3_calls", "seconds"]]
+    points = [math.prod(int(w) for w in r) for r in (hi - lo + 1).astype(np.int64).tolist()]
+    df = pd.DataFrame({"partition": ids, "points": pd.Series(points, dtype=object)})
+    r = rows.rename(columns={"pid": "partition"})[["partition", "verdict", "nodes", "z3_calls", "seconds",
+                                                    "fair", "unfair", "pairs"]]
     df = df.merge(r, on="partition", how="left")
-    df["verdict"] = df["verdict"].fillna("unknown").replace({"unknown": "undecided"})
+    npairs = [len(_pairs(c)) for c in df["pairs"]]
+    fair = [int(v) if isinstance(v, str) else 0 for v in df["fair"]]
+    unfair = [int(v) if isinstance(v, str) else 0 for v in df["unfair"]]
+    complete = df["verdict"].isin(["certified", "falsified"]).to_numpy()
+    df["verdict"] = ["falsified" if n else ("certified" if c and u == 0 else "undecided")
+                     for n, c, u in zip(npairs, complete, unfair)]
+    df["fair"] = pd.Series(fair, dtype=object)
+    df["unfair"] = pd.Series(unfair, dtype=object)
+    df["undecided"] = pd.Series([p - f - u for p, f, u in zip(points, fair, unfair)], dtype=object)
+    df["pairs"] = npairs
     df[["nodes", "z3_calls"]] = df[["nodes", "z3_calls"]].fillna(0).astype(int)
-    df["seconds"] = df["seconds"].fillna(0.0)
+    df["seconds"] = df["seconds"].fillna(0.0).clip(lower=0.0)
     df["lo"] = [json.dumps([int(v) for v in r]) for r in lo]
     df["hi"] = [json.dumps([int(v) for v in r]) for r in hi]
     return df
 
 
-def summarize(parts: pd.DataFrame, spec, part, seconds: float) -> dict:
-    """Counts and domain shares per verdict, plus the query (what summary.json holds)."""
-    total_pts = spec.domain_points()
+def individuals(parts: pd.DataFrame, spec) -> dict:
+    """``{"total", "fair", "unfair", "undecided"}``: exact ints; points outside every partition
+    (user boxes that do not cover the domain) are undecided."""
+    total = domain_total(spec)
+    fair, unfair = int(sum(parts["fair"])), int(sum(parts["unfair"]))
+    return {"total": total, "fair": fair, "unfair": unfair, "undecided": total - fair - unfair}
+
+
+def summarize(parts: pd.DataFrame, spec, part, seconds: float, semantics: str = "exact",
+              tolerance: float = 0.0) -> dict:
+    """What summary.json holds: exact individual counts and shares, partition counts and domain
+    shares per partition verdict, the number of validated counterexample pairs, the query."""
+    total_pts = float(domain_total(spec))
     counts = {v: int((parts["verdict"] == v).sum()) for v in VERDICTS}
-    shares = {v: float(parts.loc[parts["verdict"] == v, "points"].sum() / total_pts) for v in VERDICTS}
+    shares = {v: float(sum(parts.loc[parts["verdict"] == v, "points"]) / total_pts) for v in VERDICTS}
+    ind = individuals(parts, spec)
     return {"model_features": len(spec.feature_names), "protected": list(spec.protected),
-            "relaxed": {n: d for n, d in spec.relaxed}, "partitions": int(part.count),
+            "relaxed": {n: d for n, d in spec.relaxed}, "semantics": semantics, "undecided_tolerance": tolerance,
+            "individuals": ind,
+            "individual_share": {k: ind[k] / ind["total"] for k in CLASSES},
+            "counterexample_pairs": int(parts["pairs"].sum()),
+            "partitions": int(part.count),
             "counts": counts, "domain_share": shares, "fully_decided": counts["undecided"] == 0,
-            "fair_on_domain": counts["certified"] == part.count and _protected_whole(parts, spec),
+            "complete": ind["undecided"] <= tolerance * ind["total"],
+            "fair_on_domain": ind["fair"] == ind["total"],
             "seconds": round(float(seconds), 3)}
 
 
-def _protected_whole(parts: pd.DataFrame, spec) -> bool:
-    """Whether every partition lets the protected attributes range over their whole domain. If a
-    (user-given) partition holds fewer protected values, pairs across partitions were never
-    checked, so certifying every partition does not make the model fair on the domain."""
-    idx = list(spec.protected_indices)
-    lo = np.array([json.loads(v) for v in parts["lo"]], dtype=np.float64).reshape(len(parts), -1)[:, idx]
-    hi = np.array([json.loads(v) for v in parts["hi"]], dtype=np.float64).reshape(len(parts), -1)[:, idx]
-    return bool(np.all(lo == spec.lower[idx]) and np.all(hi == spec.upper[idx]))
-
-
 def summary_table(summary: dict) -> pd.DataFrame:
-    """Verdict / partitions / share-of-domain table for printing."""
-    return pd.DataFrame({"verdict": list(VERDICTS),
-                         "partitions": [summary["counts"][v] for v in VERDICTS],
-                         "share of domain": [f"{100 * summary['domain_share'][v]:.4g}%" for v in VERDICTS]})
+    """Individuals (exact counts and shares) and partitions per verdict, for printing."""
+    ind, sh = summary["individuals"], summary["individual_share"]
+    return pd.DataFrame({"individuals": ["proven fair", "proven unfair", "undecided"],
+                         "count": [ind[k] for k in CLASSES],
+                         "share": [f"{100 * sh[k]:.4g}%" for k in CLASSES],
+                         "partitions": [f"{summary['counts'][v]} {v}" for v in VERDICTS]})
 
 
 def counterexample_frames(rows: pd.DataFrame, spec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(encoded, decoded) counterexample tables: partition, x.<f>..., x_prime.<f>..., logits."""
-    f = rows[rows["verdict"] == "falsified"]
+    """(encoded, decoded) counterexample tables, one row per validated pair: partition,
+    x.<f>..., x_prime.<f>..., float32 logits of each input run alone."""
     names = list(spec.feature_names)
     enc_cols = ["partition"] + [f"x.{n}" for n in names] + [f"x_prime.{n}" for n in names] + ["logit_x", "logit_x_prime"]
     enc, dec = [], []
-    for _, r in f.iterrows():
-        x, xp = np.array(json.loads(r["x"])), np.array(json.loads(r["x_prime"]))
-        enc.append([int(r["pid"]), *x.tolist(), *xp.tolist(), r["logit_x"], r["logit_x_prime"]])
-        dx, dxp = spec.decode(x), spec.decode(xp)
-        dec.append([int(r["pid"]), *[dx.get(n) for n in names], *[dxp.get(n) for n in names],
-                    r["logit_x"], r["logit_x_prime"]])
+    for pid, cell in zip(rows["pid"], rows["pairs"]):
+        for x, xp, lx, lxp in _pairs(cell):
+            enc.append([int(pid), *x, *xp, lx, lxp])
+            dx, dxp = spec.decode(np.array(x)), spec.decode(np.array(xp))
+            dec.append([int(pid), *[dx.get(n) for n in names], *[dxp.get(n) for n in names], lx, lxp])
     return pd.DataFrame(enc, columns=enc_cols), pd.DataFrame(dec, columns=enc_cols)

@@ -27,14 +27,16 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS partitions (
   pid INTEGER PRIMARY KEY, verdict TEXT NOT NULL, points REAL, nodes INTEGER, z3_calls INTEGER,
-  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL);
+  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL,
+  fair TEXT, unfair TEXT, undecided TEXT, pairs TEXT);
 """
 FINISHED = ("certified", "falsified")
 # upsert that keeps decided rows: a later write only replaces an undecided ('unknown') row
-_UPSERT = ("INSERT INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(pid) DO UPDATE SET "
-           "verdict=excluded.verdict, points=excluded.points, nodes=excluded.nodes, z3_calls=excluded.z3_calls, "
-           "seconds=excluded.seconds, x=excluded.x, x_prime=excluded.x_prime, logit_x=excluded.logit_x, "
-           "logit_x_prime=excluded.logit_x_prime WHERE partitions.verdict NOT IN ('certified', 'falsified')")
+_COLUMNS = ("verdict", "points", "nodes", "z3_calls", "seconds", "x", "x_prime", "logit_x", "logit_x_prime",
+            "fair", "unfair", "undecided", "pairs")
+_UPSERT = ("INSERT INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(pid) DO UPDATE SET "
+           + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS)
+           + " WHERE partitions.verdict NOT IN ('certified', 'falsified')")
 
 
 class AuditStore:
@@ -76,14 +78,30 @@ class AuditStore:
         return {r[0] for r in rows}
 
     def write(self, outcomes: Iterable, points: dict[int, float]) -> None:
-        """Insert a batch of PartitionOutcome rows in one transaction; decided rows are kept as they are."""
-        rows = [(o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
-                 None if o.x is None else json.dumps([int(v) for v in np.asarray(o.x)]),
-                 None if o.x_prime is None else json.dumps([int(v) for v in np.asarray(o.x_prime)]),
-                 o.logit_x, o.logit_x_prime) for o in outcomes]
+        """Insert a batch of PartitionOutcome rows in one transaction; a decided (complete) row is
+        never replaced, an undecided one is. Individual counts
+        are stored as decimal text (exact, beyond 64 bits); ``pairs`` as JSON [[x, x', l, l'], ...]."""
+        rows = []
+        for o in outcomes:
+            first = o.pairs[0] if o.pairs else None
+            rows.append((o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
+                         None if first is None else json.dumps([int(v) for v in np.asarray(first[0])]),
+                         None if first is None else json.dumps([int(v) for v in np.asarray(first[1])]),
+                         None if first is None else first[2], None if first is None else first[3],
+                         str(int(o.fair)), str(int(o.unfair)), str(int(o.undecided)),
+                         json.dumps([[list(map(int, a)), list(map(int, b)), float(la), float(lb)]
+                                     for a, b, la, lb in o.pairs])))
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(_UPSERT, rows)
+
+    def add_seconds(self, seconds: float) -> float:
+        """Add this run's wall time to the audit's total (kept across resumes); returns the total."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='seconds'").fetchone()
+        total = (float(row[0]) if row else 0.0) + float(seconds)
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('seconds', ?)", (repr(total),))
+        return total
 
     def frame(self) -> pd.DataFrame:
         """All rows, ordered by partition id."""

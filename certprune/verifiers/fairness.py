@@ -5,9 +5,13 @@ partition the integer domain -> decide every partition with the twin-network eng
 processes or on Ray) -> store rows as they finish (SQLite, resumable) -> write summary.json,
 partitions.csv, counterexamples.csv (+ a decoded copy) and report.html.
 
-Verdict semantics: CERTIFIED = no valid pair flips the float32 decision in the partition (bounds
-in float64 with an explicit float32 rounding margin, see :mod:`twin_bounds`); FALSIFIED = a valid
-pair that flips it when the original model is run in float32; UNKNOWN = budget spent.
+The unit is the individual (an integer point of the domain; unfair when some x' of the domain,
+equal except on the protected features and relaxed ones within delta, gets the other float32
+decision). Every partition is refined until each of its individuals is proven fair, proven unfair
+or the budget ends (``undecided_tolerance``: stop once at most that share of the domain is open);
+summary.json holds the exact counts. Bounds decide under one :mod:`certprune.semantics` policy
+(``exact`` by default); counterexample pairs are always re-run in float32 on the original model.
+Partition verdicts: certified (every individual fair), falsified (a validated pair), undecided.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 
 from certprune.errors import ConfigError
 from certprune.fairness_spec import FairnessSpec
+from certprune.semantics import DEFAULT, Semantics, parse_semantics
 from certprune.verifiers.fairness_bab import BabConfig, Float32Decider, TwinBab
 from certprune.verifiers.partition import Partitioning, box_partition, grid_partition
 
@@ -36,6 +41,7 @@ class EngineFactory:
     module: torch.nn.Module
     spec: FairnessSpec
     config: BabConfig
+    semantics: Semantics = DEFAULT
 
     def __call__(self) -> TwinBab:
         mod = self.module
@@ -43,17 +49,19 @@ class EngineFactory:
         def run32(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return mod(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).reshape(len(x), -1).numpy()
-        return TwinBab(self.exact, Float32Decider(run32), self.spec, self.config)
+        return TwinBab(self.exact, Float32Decider(run32), self.spec, self.config, self.semantics)
 
 
 @dataclass
 class AuditResult:
-    """Summary dict (see :func:`summarize`), one row per partition, one row per counterexample."""
+    """Summary dict (see :func:`summarize`), one row per partition, one row per counterexample pair,
+    and the real records that are unfair individuals (when records were given)."""
 
     summary: dict
     partitions: pd.DataFrame
     counterexamples: pd.DataFrame
     out_dir: Path | None
+    affected: pd.DataFrame | None = None
 
 
 def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
@@ -71,31 +79,49 @@ def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
 
 
 def make_partitioning(spec: FairnessSpec, partition_size: int | None, partitions=None) -> Partitioning:
-    """Fairify's grid for ``partition_size`` T, or the user's boxes (K, 2, n)."""
+    """Fairify's grid for ``partition_size`` T, the user's boxes (K, 2, n), or (neither given) the
+    whole domain as one partition."""
     if partitions is not None:
         return box_partition(partitions, spec.lower, spec.upper)
     if partition_size is None:
-        raise ConfigError("give a partition size (positive integer) or explicit partitions")
+        return box_partition(np.stack([spec.lower, spec.upper])[None], spec.lower, spec.upper)
     return grid_partition(spec.lower, spec.upper, partition_size, spec.protected_indices)
 
 
-def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning) -> dict:
+def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning, semantics: Semantics) -> dict:
     pb = part.boxes.tolist() if part.boxes is not None else [s.tolist()[:1] + [len(s)] for s in part.starts]
     return {"model": model_hash, "features": list(spec.feature_names), "lower": spec.lower.tolist(),
             "upper": spec.upper.tolist(), "protected": list(spec.protected), "relaxed": [list(r) for r in spec.relaxed],
-            "partitions": hashlib.sha256(json.dumps(pb).encode()).hexdigest(), "count": part.count}
+            "partitions": hashlib.sha256(json.dumps(pb).encode()).hexdigest(), "count": part.count,
+            "semantics": semantics.value, "engine": "individuals-1"}
 
 
 def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None, *, partitions=None,
                    timeout: float = 600.0, workers: int = 1, ray_address: str | None = None,
                    out_dir: str | Path | None = None, progress: bool = True, config: BabConfig | None = None,
-                   report: bool = True) -> AuditResult:
-    """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec`` over every partition.
+                   report: bool = True, semantics: str | Semantics | None = None,
+                   undecided_tolerance: float = 0.0, records: np.ndarray | None = None,
+                   samples: int = 10000, map_features: tuple[str, str] | None = None) -> AuditResult:
+    """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec``, counting individuals.
 
-    ``timeout``: global budget in seconds; partitions still open then are UNKNOWN. ``out_dir``:
-    where the SQLite store and outputs go (a temporary store is used when None); rerunning with
-    the same out_dir resumes. ``workers`` > 1 forks local processes; ``ray_address`` uses Ray.
+    ``partition_size``: Fairify's grid chunk T (None and no ``partitions``: the whole domain).
+    ``timeout``: global budget in seconds; individuals still open then are undecided.
+    ``undecided_tolerance``: stop refining once at most this share of the domain is undecided.
+    ``semantics``: ``exact`` (default) or ``float32`` (see :mod:`certprune.semantics`).
+    ``out_dir``: where the SQLite store and outputs go (a temporary store is used when None);
+    rerunning with the same out_dir resumes (incomplete partitions are redone).
+    ``workers`` > 1 forks local processes; ``ray_address`` uses Ray.
+    ``records``: real records (N, n) to check one by one (exact: which of them are unfair
+    individuals); ``samples``: uniform domain points for a sampled unfair share with a 95 %
+    Wilson interval (0: none). Both are written into the summary. ``map_features``: two feature
+    names for the report's map of the sampled unfair share.
     """
+    if map_features is not None:
+        map_features = tuple(map_features)
+        if len(map_features) != 2:
+            raise ConfigError(f"--map-features takes two feature names, got {len(map_features)}")
+        for f in map_features:
+            spec.index(f)
     import tempfile
     from certprune.verifiers import parallel
     from certprune.verifiers.audit_store import AuditStore
@@ -103,6 +129,9 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if not (timeout > 0):
         raise ConfigError(f"timeout must be positive, got {timeout!r}")
+    sem = parse_semantics(semantics)
+    if not (0.0 <= undecided_tolerance <= 1.0):
+        raise ConfigError(f"undecided tolerance must be a share in [0, 1], got {undecided_tolerance!r}")
     exact, module, mhash = _prepare_model(model)
     spec.check_model_inputs(exact.input_dim)
     part = make_partitioning(spec, partition_size, partitions)
@@ -112,17 +141,19 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
         out = Path(tmp.name)
     else:
         out = Path(out_dir)
-    ident = _identity(mhash, spec, part)
+    ident = _identity(mhash, spec, part, sem)
     store_path = out / "audit.sqlite"
     store = AuditStore(store_path, ident)
     done = store.finished()
     todo = np.setdiff1d(np.arange(part.count, dtype=np.int64), np.fromiter(done, dtype=np.int64, count=len(done)))
-    factory = EngineFactory(exact, module, spec, config or BabConfig())
-    job = parallel.Job(factory, part, time.monotonic() + timeout)
+    factory = EngineFactory(exact, module, spec, config or BabConfig(), sem)
+    shards = min(64, max(1, len(todo))) if ray_address else (workers if workers > 1 and len(todo) > 1 else 1)
+    job = parallel.Job(factory, part, time.monotonic() + timeout,
+                       undecided_tolerance * float(np.prod((spec.upper - spec.lower + 1).astype(np.float64))) / shards)
 
     def points(outs) -> dict[int, float]:
         ids = [o.pid for o in outs]
-        return dict(zip(ids, part.points(ids).tolist())) if ids else {}
+        return dict(zip(ids, part.points(ids).tolist())) if ids else {}  # float: for the store only
 
     bar = _progress(part.count, len(done), progress)
     t0 = time.perf_counter()
@@ -147,8 +178,12 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     finally:
         bar.close()
     frame = store.frame()
+    seconds = store.add_seconds(time.perf_counter() - t0)
     store.close()
-    result = _finish(frame, spec, part, time.perf_counter() - t0, out if out_dir is not None else None, report)
+    who = _who_is_affected(factory, spec, records, samples)
+    who[0].update(_audited(mhash, spec, timeout))
+    result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
+                     undecided_tolerance, who, map_features)
     if tmp is not None:
         tmp.cleanup()
     return result
@@ -160,10 +195,12 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds: float, out: Path | None,
-            report: bool) -> AuditResult:
+            report: bool, semantics: Semantics, tolerance: float, who: tuple, map_features=None) -> AuditResult:
     from certprune.report.tables import counterexample_frames, partition_frame, summarize
     parts = partition_frame(frame, part)
-    summary = summarize(parts, spec, part, seconds)
+    summary = summarize(parts, spec, part, seconds, semantics.value, tolerance)
+    summary.update(who[0])
+    affected = who[1]
     cex, decoded = counterexample_frames(frame, spec)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +208,38 @@ def _finish(frame: pd.DataFrame, spec: FairnessSpec, part: Partitioning, seconds
         parts.to_csv(out / "partitions.csv", index=False)
         cex.to_csv(out / "counterexamples.csv", index=False)
         decoded.to_csv(out / "counterexamples_decoded.csv", index=False)
+        if affected is not None:
+            affected.to_csv(out / "affected_records.csv", index=False)
         if report:
             from certprune.report.html import write_report
-            write_report(out / "report.html", summary, parts, decoded, spec, part)
-    return AuditResult(summary, parts, cex, out)
+            write_report(out / "report.html", summary, parts, decoded, spec, part, affected, who[2], map_features)
+    return AuditResult(summary, parts, cex, out, affected)
+
+
+def _audited(model_hash: str, spec: FairnessSpec, timeout: float) -> dict:
+    """What was audited: model hash, tool version, budget, domain per feature."""
+    from certprune import __version__
+    return {"model_sha256": model_hash, "tool_version": __version__, "budget_seconds": float(timeout),
+            "domain": {n: [int(lo), int(hi)] for n, lo, hi in zip(spec.feature_names, spec.lower, spec.upper)}}
+
+
+def _who_is_affected(factory: EngineFactory, spec: FairnessSpec, records, samples: int) -> tuple[dict, pd.DataFrame | None, tuple | None]:
+    """Summary entries (sampled unfair share, record counts), the decoded unfair records, and the
+    samples with their exact verdicts (for the map)."""
+    from certprune.verifiers.affected import affected_records, sample_points, share_estimate, unfair_individuals
+    decide = factory().decide_points
+    extra: dict = {}
+    sampled = None
+    if samples:
+        X = sample_points(spec, int(samples))
+        sampled = (X, unfair_individuals(decide, spec, X))
+        extra["sampled_unfair_share"] = share_estimate(sampled[1]).as_dict()
+    if records is None:
+        return extra, None, sampled
+    X = np.asarray(records, dtype=np.float64).reshape(len(records), -1)
+    spec.check_model_inputs(X.shape[1])
+    mask, inside = affected_records(decide, spec, X)
+    extra["records"] = {"checked": int(len(X)), "in_domain": int(inside.sum()), "unfair": int(mask.sum()),
+                        "unfair_share": float(mask.sum() / max(1, inside.sum()))}
+    rows = [{"record": int(i), **spec.decode(X[i])} for i in np.flatnonzero(mask)]
+    return extra, pd.DataFrame(rows, columns=["record", *spec.feature_names]), sampled

@@ -1,21 +1,36 @@
-"""Batched integer branch and bound over the twin boxes of many partitions at once.
+"""Batched integer branch and bound that counts individuals, over the units of many partitions.
 
-Each box lives in twin coordinates z (see :mod:`certprune.verifiers.twin`) and belongs to one
-partition. Per round, on a batch of boxes from many partitions:
-1. boxes with at most ``enum_points`` integer points are enumerated exactly in float32 on the
-   original model (the ground truth, so these boxes are closed or yield a counterexample);
-2. the others get forward symbolic bounds (:mod:`twin_bounds`); a box is closed only when the
-   bounds rule out a float32 flip including the rounding margin;
-3. cheap falsification: the attack vertices and the center of every open box are run in float32;
-4. open boxes that reached ``z3_depth`` splits go once to z3 on the reduced network (sound
-   pre-activation bounds), else they are split in two along one integer dimension.
-A partition is CERTIFIED when its last box closes, FALSIFIED as soon as a pair is found that is
-valid (integral, inside domain and partition, protected differs, relaxed within delta) and
-flips the float32 decision; what is open at the deadline is UNKNOWN. Split choice and candidate
-points are heuristics; only bounds, exhaustive enumeration and z3 close boxes.
+An *individual* is an integer point x of the domain; it is *unfair* when some x' of the domain
+that differs from it on a protected feature (relaxed ones within delta, the others equal) gets the
+other float32 decision (see FairnessSpec). A *unit* is an integer box U of the non-protected
+features (the protected ones range over their domain) in one partition, with a mask of the
+protected values v whose individuals (u, v), u in U, are still undecided. Per round, on a batch of
+units taken largest first:
+
+1. units whose exact check costs at most ``enum_points`` forward passes (or that are single
+   points) are enumerated: every point of U and of its relaxed neighbourhood under every protected
+   value is decided in float32 on the original model (one input at a time where the batched logit
+   is near 0), which is exact per individual;
+2. the others get one twin box per (value v, partner value w) and forward symbolic bounds
+   (:mod:`twin_bounds`): the individuals (U, v) are proven fair when every box of v is closed,
+   proven unfair when the bounds fix decision(U, v) one way and decision(x') the other way for
+   every x' of one box of v (every x in the box flips); boxes of units stalled at ``z3_depth``
+   splits go to z3 on the reduced network (unsat closes a box);
+3. candidate points (bound vertices, centres) are run in float32; validated flipping pairs are
+   recorded as counterexamples (they close nothing: a partition with a pair is refined further);
+4. units with open values are halved along the non-protected feature with the largest
+   gradient x width score (FairQuant's rule, summed over the unit's twin boxes).
+
+When no relaxed attribute is given, one unordered box {v, w} serves both values. Bounds decide
+under a :class:`~certprune.semantics.Semantics` (``exact``: real arithmetic with the 1e-7
+relative margin; ``float32``: rigorous float32 rounding margin). Counts are exact Python ints.
+A partition is complete when its last unit is decided; what is open at the deadline (or once the
+open volume is within ``tolerance_points``) is reported with its partial counts as 'unknown'.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,47 +39,61 @@ import numpy as np
 import torch
 
 from certprune.fairness_spec import FairnessSpec
+from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
-from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_pairs, twin_layout, valid_pairs
-from certprune.verifiers.twin_bounds import twin_bounds
-
+from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
+from certprune.verifiers.twin_bounds import point_logits, twin_bounds
+from certprune.verifiers.unit_pool import UnitPool, Units
 
 NEAR_ZERO = 1e-2  # batched logits this close to 0 are re-decided one input at a time
-MAX_RECHECK = 10000
 
 
 @dataclass(frozen=True)
 class BabConfig:
-    """Knobs of the engine (none affects soundness): batch size, exhaustive-enumeration size,
-    a box goes to z3 (0 = never) once it has at most ``z3_unstable`` unstable ReLUs or reached
-    ``z3_depth`` splits, and again every ``z3_every`` further splits; z3 timeout per box and z3
-    calls per run."""
+    """Knobs of the engine (none affects soundness): units per round, exact-enumeration size (in
+    forward passes), a box goes to z3 (0 = never) once its unit has at most ``z3_unstable``
+    unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
+    timeout per box and z3 calls per run; counterexample pairs kept per partition; beyond ``pool_cap`` open units,
+    half of each batch is the smallest units (they are enumerated, which drains the pool); at most
+    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds). z3 is off by default:
+    on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
-    enum_points: int = 64
-    z3_depth: int = 20
+    enum_points: int = 512
+    z3_depth: int = 0
     z3_unstable: int = -1
     z3_every: int = 4
     z3_timeout: float = 1.0
     z3_max_calls: int = 5000
-    sweep_samples: int = 8
-    max_sweeps: int = 6
+    pairs_per_partition: int = 3
+    pool_cap: int = 400000
+    enum_per_round: int = 65536
 
 
 @dataclass
 class PartitionOutcome:
-    """Verdict of one partition ('certified' | 'falsified' | 'unknown') with its counterexample
-    pair (encoded integers) and float32 logits when falsified."""
+    """One partition: ``verdict`` 'certified' (complete, every individual fair) | 'falsified'
+    (complete, some individual unfair) | 'unknown' (budget spent); exact counts of individuals
+    proven fair / unfair / undecided; validated counterexample pairs ``(x, x', logit, logit')``
+    (encoded integers, float32 logits of each input run alone)."""
 
     pid: int
     verdict: str
-    x: np.ndarray | None = None
-    x_prime: np.ndarray | None = None
-    logit_x: float | None = None
-    logit_x_prime: float | None = None
+    fair: int = 0
+    unfair: int = 0
+    undecided: int = 0
+    pairs: list = field(default_factory=list)
     nodes: int = 0
     z3_calls: int = 0
     seconds: float = 0.0
+
+    @property
+    def x(self):
+        return self.pairs[0][0] if self.pairs else None
+
+    @property
+    def x_prime(self):
+        return self.pairs[0][1] if self.pairs else None
 
 
 class Float32Decider:
@@ -87,117 +116,219 @@ class _State:
     plo: np.ndarray
     phi: np.ndarray
     pids: np.ndarray
-    open_count: np.ndarray
+    points: list
+    fair: list
+    unfair: list
+    units: np.ndarray
     done: np.ndarray
     started: np.ndarray
     nodes: np.ndarray
     z3: np.ndarray
+    pairs: list
     outcomes: list = field(default_factory=list)
 
 
-class TwinBab:
-    """The engine for one (model, spec); :meth:`run` decides a list of partitions."""
+def _count(lo: np.ndarray, hi: np.ndarray, dims: list[int]) -> list[int]:
+    """Exact number of integer points of each box over ``dims`` (Python ints, no overflow)."""
+    w = (hi[:, dims] - lo[:, dims] + 1).astype(np.int64)
+    return [math.prod(r) for r in w.tolist()]
 
-    def __init__(self, exact: AffineReluNet, decider: Float32Decider, spec: FairnessSpec, config: BabConfig):
-        self.spec, self.cfg, self.decide = spec, config, decider
+
+class TwinBab:
+    """The engine for one (model, spec, semantics); :meth:`run` decides a list of partitions."""
+
+    def __init__(self, exact: AffineReluNet, decider: Float32Decider, spec: FairnessSpec, config: BabConfig,
+                 semantics: Semantics = DEFAULT):
+        self.spec, self.cfg, self.decide, self.semantics = spec, config, decider, semantics
         self.layout: TwinLayout = twin_layout(spec)
         self.net = decision_logit_net(exact)
         self.last_abs = None
         if exact.output_dim == 2:
             w, b = exact.weights[-1], exact.biases[-1]
             self.last_abs = ((w[0].abs() + w[1].abs())[None], (b[0].abs() + b[1].abs())[None])
+        self.values = np.array(protected_values(spec), dtype=np.float64).reshape(-1, len(spec.protected))
+        self.prot = list(spec.protected_indices)
+        self.free = [i for i in range(spec.num_features) if i not in self.prot]
+        self.dom_lo = spec.lower.astype(np.float64)
+        self.dom_hi = spec.upper.astype(np.float64)
+        self.unordered = not spec.relaxed
         self.z3_calls = 0
         self.deadline = float("inf")
         self._solver = None
         self.trace = False
 
-    # ----- initial boxes -------------------------------------------------------------------
-    def initial_boxes(self, plo: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All twin boxes (one per unordered protected pair) of partitions with bounds plo/phi."""
-        L, prot = self.layout, list(self.layout.protected)
-        keys = [tuple(r) for r in np.concatenate([plo[:, prot], phi[:, prot]], axis=1).astype(np.int64)]
-        groups: dict[tuple, list[int]] = {}
-        for i, k in enumerate(keys):
-            groups.setdefault(k, []).append(i)
-        los, his, parts = [], [], []
-        off = L.n + len(prot)
-        for _, idx in groups.items():
-            idx = np.asarray(idx)
-            for a, b in protected_pairs(self.spec, plo[idx[0]], phi[idx[0]]):
-                zlo = np.zeros((len(idx), L.dz))
-                zhi = np.zeros((len(idx), L.dz))
-                zlo[:, :L.n], zhi[:, :L.n] = plo[idx], phi[idx]
-                for j, i in enumerate(prot):
-                    zlo[:, i] = zhi[:, i] = a[j]
-                    zlo[:, L.n + j] = zhi[:, L.n + j] = b[j]
-                for j, (i, d) in enumerate(zip(L.relaxed, L.deltas)):
-                    w = np.minimum(d, phi[idx, i] - plo[idx, i])
-                    zlo[:, off + j], zhi[:, off + j] = -w, w
-                los.append(zlo)
-                his.append(zhi)
-                parts.append(idx)
-        if not los:  # no partition has two protected values: no twin box at all
-            return np.zeros((0, L.dz)), np.zeros((0, L.dz)), np.zeros(0, dtype=np.int64)
-        return np.concatenate(los), np.concatenate(his), np.concatenate(parts)
+    # ----- units and their twin boxes --------------------------------------------------------
+    def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
+        """One unit per partition: its box, the protected values inside it open."""
+        vals = self.values
+        inside = np.all((vals[None] >= plo[:, None, self.prot]) & (vals[None] <= phi[:, None, self.prot]), axis=2)
+        size = np.prod(phi[:, self.free] - plo[:, self.free] + 1, axis=1)
+        return Units(plo.copy(), phi.copy(), part, inside, np.zeros(len(part), np.int64), size)
 
-    # ----- helpers -------------------------------------------------------------------------
-    def _tighten(self, zlo, zhi, part, st: _State) -> np.ndarray:
-        """Intersect each relaxed offset with {d : x_r + d in the partition}; False = empty box."""
+    def _twin_boxes(self, u: Units):
+        """Twin boxes of the open values of each unit: (zlo, zhi, unit, value, partner value)."""
+        L, V = self.layout, len(self.values)
+        off = L.n + len(self.prot)
+        los, his, owners, vi, vj = [], [], [], [], []
+        for i, j in itertools.permutations(range(V), 2):
+            m = u.open[:, i].copy()
+            if self.unordered:
+                m &= ~(u.open[:, j] & (j < i))
+            k = np.flatnonzero(m)
+            if len(k) == 0:
+                continue
+            zlo = np.zeros((len(k), L.dz))
+            zhi = np.zeros((len(k), L.dz))
+            zlo[:, :L.n], zhi[:, :L.n] = u.lo[k], u.hi[k]
+            zlo[:, self.prot] = zhi[:, self.prot] = self.values[i]
+            zlo[:, L.n:off] = zhi[:, L.n:off] = self.values[j]
+            for c, (r, d) in enumerate(zip(L.relaxed, L.deltas)):
+                zlo[:, off + c] = np.maximum(-d, self.dom_lo[r] - u.hi[k, r])
+                zhi[:, off + c] = np.minimum(d, self.dom_hi[r] - u.lo[k, r])
+            los.append(zlo), his.append(zhi), owners.append(k)
+            vi.append(np.full(len(k), i)), vj.append(np.full(len(k), j))
+        if not los:
+            e = np.zeros(0, np.int64)
+            return np.zeros((0, L.dz)), np.zeros((0, L.dz)), e, e, e
+        return tuple(np.concatenate(a) for a in (los, his, owners, vi, vj))
+
+    def _fix_coupling(self, z: np.ndarray) -> None:
+        """Clip relaxed offsets so that x'_r = x_r + d_r stays inside the domain."""
         L = self.layout
         off = L.n + len(L.protected)
-        ok = np.ones(len(zlo), dtype=bool)
-        for j, i in enumerate(L.relaxed):
-            c = off + j
-            zlo[:, c] = np.maximum(zlo[:, c], st.plo[part, i] - zhi[:, i])
-            zhi[:, c] = np.minimum(zhi[:, c], st.phi[part, i] - zlo[:, i])
-            ok &= zlo[:, c] <= zhi[:, c]
-        return ok
+        for c, r in enumerate(L.relaxed):
+            z[:, off + c] = np.clip(z[:, off + c], self.dom_lo[r] - z[:, r], self.dom_hi[r] - z[:, r])
 
-    def _check_points(self, z: np.ndarray, part: np.ndarray, st: _State) -> None:
-        """Run candidate twin points in float32; record the first valid flip per partition."""
+    # ----- counterexamples -------------------------------------------------------------------
+    def _check_points(self, z: np.ndarray, part: np.ndarray, st: _State, only_new: bool = True) -> None:
+        """Run candidate twin points in float32; keep validated flipping pairs (each input re-run
+        alone) for partitions with room for more (``only_new``: only those without any pair)."""
         if len(z) == 0:
             return
+        cap = 1 if only_new else self.cfg.pairs_per_partition
+        room = np.array([len(st.pairs[p]) < cap for p in part], dtype=bool)
+        if not room.any():
+            return
+        z, part = z[room], part[room]
         x, xp = self.layout.split(z)
         ok = valid_pairs(self.spec, x, xp, st.plo[part], st.phi[part])
-        if not ok.any():
-            return
         x, xp, part = x[ok], xp[ok], part[ok]
+        if len(x) == 0:
+            return
         d, lg = self.decide(x)
         dp, lgp = self.decide(xp)
-        # the reference decision is the model run on one input alone; batched kernels may round
-        # differently, so pairs with a near-zero batched logit are re-decided one input at a time
         near = np.flatnonzero((d == dp) & ((np.abs(lg) < NEAR_ZERO) | (np.abs(lgp) < NEAR_ZERO)))
-        for k in near[:MAX_RECHECK]:
+        for k in near:
             d[k], dp[k] = self.decide(x[k:k + 1])[0][0], self.decide(xp[k:k + 1])[0][0]
         for k in np.flatnonzero(d != dp):
             p = int(part[k])
-            if st.done[p]:
+            pair = (tuple(int(v) for v in x[k]), tuple(int(v) for v in xp[k]))
+            if len(st.pairs[p]) >= cap or any(q[:2] == pair for q in st.pairs[p]):
                 continue
-            # float32 results depend on the batch (kernel choice); the reported pair must also
-            # flip when each input is run on its own, and those are the logits we report
             (d1,), (l1,) = self.decide(x[k:k + 1])
             (d2,), (l2,) = self.decide(xp[k:k + 1])
-            if d1 == d2:
+            if d1 != d2:
+                st.pairs[p].append((*pair, float(l1), float(l2)))
+
+    # ----- exact enumeration -----------------------------------------------------------------
+    def _extended(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The box with relaxed features widened by delta (within the domain): every partner."""
+        elo, ehi = lo.copy(), hi.copy()
+        for r, d in zip(self.layout.relaxed, self.layout.deltas):
+            elo[..., r] = np.maximum(self.dom_lo[r], lo[..., r] - d)
+            ehi[..., r] = np.minimum(self.dom_hi[r], hi[..., r] + d)
+        return elo, ehi
+
+    def _enum_cost(self, u: Units) -> np.ndarray:
+        elo, ehi = self._extended(u.lo, u.hi)
+        return np.prod(ehi[:, self.free] - elo[:, self.free] + 1, axis=1) * len(self.values)
+
+    def _grid(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+        """All points of the box over the free features, under every protected value: (V*M, n),
+        in C order (value slowest); and the grid shape (V, widths of the free features)."""
+        axes = [np.arange(lo[i], hi[i] + 1) for i in self.free]
+        g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(self.free))
+        V = len(self.values)
+        pts = np.empty((V, len(g), self.spec.num_features))
+        pts[:, :, self.free] = g[None]
+        pts[:, :, self.prot] = self.values[:, None, :]
+        return pts.reshape(-1, self.spec.num_features), (V, *[len(a) for a in axes])
+
+    def _enumerate(self, u: Units, st: _State, chunk_points: int = 200000) -> None:
+        """Decide every individual of the small units exactly (float32, each input alone near 0)."""
+        elo, ehi = self._extended(u.lo, u.hi)
+        k0 = 0
+        while k0 < len(u):
+            grids, total = [], 0
+            while k0 < len(u) and (not grids or total < chunk_points):
+                grids.append(self._grid(elo[k0], ehi[k0]))
+                total += len(grids[-1][0])
+                k0 += 1
+            dec_all = self.decide_points(np.concatenate([g for g, _ in grids]))
+            start, first = 0, k0 - len(grids)
+            for k, (g, shape) in enumerate(grids, start=first):
+                self._count_enumerated(dec_all[start:start + len(g)].reshape(shape), u, k, elo[k], st)
+                start += len(g)
+
+    def decide_points(self, X: np.ndarray) -> np.ndarray:
+        """Per-individual float32 decisions of many points: batched, and re-run one input at a
+        time only where the rigorous float32 error bound does not fix the sign (point_logits)."""
+        d, _ = self.decide(X)
+        y, err = point_logits(self.net, X, self.last_abs)
+        for k in np.flatnonzero(np.abs(y) <= err):
+            d[k] = self.decide(X[k:k + 1])[0][0]
+        return d
+
+    def _count_enumerated(self, dec: np.ndarray, u: Units, k: int, elo: np.ndarray, st: _State) -> None:
+        """Count unit k's individuals from the decisions ``dec`` (V, free widths) of its extended
+        box: (u, v) is unfair iff some other value w has, within the relaxed window around u, a
+        point of the other decision (window min/max by scipy.ndimage; clipped at the domain)."""
+        from scipy.ndimage import maximum_filter, minimum_filter
+        rel = dict(zip(self.layout.relaxed, self.layout.deltas))
+        win = [1] + [2 * rel.get(i, 0) + 1 for i in self.free]
+        if max(win) > 1:
+            d8 = dec.astype(np.uint8)
+            mx = maximum_filter(d8, size=win, mode="nearest").astype(bool)
+            mn = minimum_filter(d8, size=win, mode="nearest").astype(bool)
+        else:
+            mx = mn = dec
+        sl = (slice(None),) + tuple(slice(int(u.lo[k, i] - elo[i]), int(u.hi[k, i] - elo[i]) + 1) for i in self.free)
+        d, mx, mn = dec[sl], mx[sl], mn[sl]
+        p = int(u.part[k])
+        for i in np.flatnonzero(u.open[k]):
+            others = np.arange(len(self.values)) != i
+            bad = (d[i] & ~mn[others].all(0)) | (~d[i] & mx[others].any(0))
+            n_bad = int(bad.sum())
+            st.unfair[p] += n_bad
+            st.fair[p] += int(bad.size) - n_bad
+            if n_bad and len(st.pairs[p]) < self.cfg.pairs_per_partition:
+                self._record_enumerated(np.argwhere(bad)[0], i, dec, elo, u.lo[k], st, p)
+
+    def _record_enumerated(self, idx, i: int, dec: np.ndarray, elo: np.ndarray, ulo: np.ndarray, st: _State,
+                           p: int) -> None:
+        """Find an explicit flipping partner of one enumerated unfair individual and record it."""
+        x = np.empty(self.spec.num_features)
+        x[self.free] = ulo[self.free] + idx
+        x[self.prot] = self.values[i]
+        rel = dict(zip(self.layout.relaxed, self.layout.deltas))
+        ranges = [range(-rel.get(f, 0), rel.get(f, 0) + 1) for f in self.free]
+        base = (x[self.free] - elo[self.free]).astype(int)
+        for j in range(len(self.values)):
+            if j == i:
                 continue
-            lg[k], lgp[k] = l1, l2
-            st.done[p] = True
-            st.outcomes.append(PartitionOutcome(int(st.pids[p]), "falsified", x[k], xp[k], float(lg[k]), float(lgp[k]),
-                                                int(st.nodes[p]), int(st.z3[p]), time.perf_counter() - st.started[p]))
+            for off in itertools.product(*ranges):
+                e = base + np.array(off, dtype=int)
+                if np.any(e < 0) or np.any(e >= np.array(dec.shape[1:])):
+                    continue
+                if dec[(j, *e)] != dec[(i, *base)]:
+                    xp = x.copy()
+                    xp[self.free] = elo[self.free] + e
+                    xp[self.prot] = self.values[j]
+                    z = np.concatenate([x, self.values[j], xp[list(self.layout.relaxed)] - x[list(self.layout.relaxed)]])
+                    self._check_points(z[None], np.array([p]), st, only_new=False)
+                    return
 
-    def _enumerate(self, zlo, zhi, part, st: _State) -> None:
-        """Exhaustively check every integer point of small boxes (float32 ground truth)."""
-        n = (zhi - zlo + 1).astype(np.int64)
-        K = int(n.prod(axis=1).max())
-        t = np.arange(K)[None, :].repeat(len(zlo), 0)
-        count = n.prod(axis=1)
-        pts = np.empty((len(zlo), K, zlo.shape[1]))
-        rem = t.copy()
-        for d in range(zlo.shape[1]):
-            pts[:, :, d] = zlo[:, d:d + 1] + rem % n[:, d:d + 1]
-            rem //= n[:, d:d + 1]
-        mask = t < count[:, None]
-        self._check_points(pts[mask], np.repeat(part, count), st)
-
+    # ----- z3 leaf ---------------------------------------------------------------------------
     def _widened_pre(self, zlo, zhi, pre_t) -> list[tuple[np.ndarray, np.ndarray]]:
         """twin_bounds' float64 pre-activations widened outward per copy by smt.widen_bounds (so
         the phases z3 is told hold in exact arithmetic); each entry (2, h_k) for copies (x, x')."""
@@ -211,8 +342,9 @@ class TwinBab:
         return [(np.stack([per_copy[0][k][0], per_copy[1][k][0]]), np.stack([per_copy[0][k][1], per_copy[1][k][1]]))
                 for k in range(len(pre_t))]
 
-    def _z3(self, zlo, zhi, p, st: _State) -> str:
-        """One stalled box to z3 on the reduced network; returns 'closed', 'falsified' or 'open'."""
+    def _z3(self, zlo, zhi, p, st: _State) -> bool:
+        """One twin box to z3 on the reduced network; True when z3 proves it has no flip (a sat
+        model is only a candidate pair, re-run in float32)."""
         if self._solver is None:
             from certprune.verifiers.fairness_smt import TwinSolver
             self._solver = TwinSolver(self.net, self.layout)
@@ -221,212 +353,186 @@ class TwinBab:
         pre = self._widened_pre(zlo, zhi, tb.pre)
         self.z3_calls += 1
         st.z3[p] += 1
-        status, z = self._solver.solve(zlo, zhi, st.plo[p], st.phi[p], pre,
-                                       (float(tb.tau[0][0]), float(tb.tau[1][0])), self.cfg.z3_timeout)
-        if status == "unsat":
-            return "closed"
+        tau = (0.0, 0.0) if self.semantics is Semantics.EXACT else (float(tb.tau[0][0]), float(tb.tau[1][0]))
+        status, z = self._solver.solve(zlo, zhi, self.dom_lo, self.dom_hi, pre, tau, self.cfg.z3_timeout)
         if status == "sat":
             self._check_points(z[None], np.array([p]), st)
-            if st.done[p]:
-                return "falsified"
-        return "open"
+        return status == "unsat"
 
-    # ----- one round -----------------------------------------------------------------------
-    def _round(self, zlo, zhi, part, depth, st: _State):
-        """Process one batch; returns the children (zlo, zhi, part, depth) still open."""
-        np.add.at(st.nodes, part, 1)
-        st.started[part] = np.minimum(st.started[part], time.perf_counter())
-        keep = self._tighten(zlo, zhi, part, st) & ~st.done[part]
-        npts = np.prod(zhi - zlo + 1, axis=1)
-        small = keep & (npts <= self.cfg.enum_points)
+    # ----- one round -------------------------------------------------------------------------
+    def _round(self, u: Units, st: _State) -> Units:
+        """Process one batch of units; returns the children still open."""
+        np.add.at(st.nodes, u.part, 1)
+        cost = self._enum_cost(u)
+        small = (cost <= self.cfg.enum_points) | np.all(u.lo[:, self.free] == u.hi[:, self.free], axis=1)
+        later = small & (np.cumsum(np.where(small, cost, 0)) > max(self.cfg.enum_per_round, self.cfg.enum_points))
+        small &= ~later
         if small.any():
-            self._enumerate(zlo[small], zhi[small], part[small], st)
-        big = keep & ~small
-        zlo, zhi, part, depth = zlo[big], zhi[big], part[big], depth[big]
-        fresh = depth == 0  # falsify-first on new boxes: one cheap point may spare a bound pass
-        if fresh.any():
-            c = np.floor((zlo[fresh] + zhi[fresh]) / 2)
-            self._fix_coupling(c, part[fresh], st)
-            self._check_points(c, part[fresh], st)
-            alive = ~st.done[part]
-            zlo, zhi, part, depth = zlo[alive], zhi[alive], part[alive], depth[alive]
-        if len(zlo) == 0:
-            return None
+            self._enumerate(u.take(small), st)
+        back = u.take(later)  # over this round's enumeration budget: back to the pool as they are
+        u = u.take(~small & ~later)
+        if len(u) == 0:
+            return back
+        zlo, zhi, own, vi, vj = self._twin_boxes(u)
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)
-        opn = ~tb.closed().numpy()
-        zlo, zhi, part, depth = zlo[opn], zhi[opn], part[opn], depth[opn]
-        score = tb.score.numpy()[opn]
-        unst = tb.unstable.numpy()[opn]
-        cands = [tb.vertices[0].numpy()[opn], tb.vertices[1].numpy()[opn], np.floor((zlo + zhi) / 2)]
-        for c in cands:
-            self._fix_coupling(c, part, st)
-            self._check_points(c, part, st)
-        alive = ~st.done[part]
-        zlo, zhi, part, depth, score = zlo[alive], zhi[alive], part[alive], depth[alive], score[alive]
-        unst = unst[alive]
-        if len(zlo) == 0:
-            return None
-        if self.cfg.z3_depth > 0:
-            eligible = (unst <= self.cfg.z3_unstable) | (depth >= self.cfg.z3_depth)
-            stalled = np.flatnonzero(eligible & (depth % self.cfg.z3_every == 0))
-            drop = np.zeros(len(zlo), dtype=bool)
-            for k in stalled:
-                if self.z3_calls >= self.cfg.z3_max_calls or time.monotonic() > self.deadline:
-                    break
-                drop[k] = self._z3(zlo[k], zhi[k], int(part[k]), st) != "open"
-            keep = ~drop & ~st.done[part]
-            zlo, zhi, part, depth, score = zlo[keep], zhi[keep], part[keep], depth[keep], score[keep]
-        return self._split(zlo, zhi, part, depth, score)
-
-    def _fix_coupling(self, z: np.ndarray, part: np.ndarray, st: _State) -> None:
-        L = self.layout
-        off = L.n + len(L.protected)
-        for j, i in enumerate(L.relaxed):
-            z[:, off + j] = np.clip(z[:, off + j], st.plo[part, i] - z[:, i], st.phi[part, i] - z[:, i])
+        closed = tb.closed(self.semantics).numpy()
+        sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
+        fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp)
+        self._account(u, fair, unfair, st)
+        self._record_proven(u, unfair & ~fair, proof, zlo, zhi, st)
+        if self._z3_stalled(zlo, zhi, own, vi, vj, closed, tb.unstable.numpy(), u, st):
+            fair, _, _ = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp)
+            self._account(u, fair, np.zeros_like(fair), st)
+        opn = ~closed & u.open[own, vi]
+        if opn.any():  # candidate flips: bound vertices and centres of the open boxes
+            c = [tb.vertices[0].numpy()[opn], tb.vertices[1].numpy()[opn], np.floor((zlo[opn] + zhi[opn]) / 2)]
+            for z in c:
+                self._fix_coupling(z)
+                self._check_points(z, u.part[own[opn]], st)
+        alive = u.open.any(1)
+        score = np.zeros((len(u), self.layout.n))
+        np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
+        kids = self._split(u.take(alive), score[alive])
+        return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
     @staticmethod
-    def _split(zlo, zhi, part, depth, score):
-        """Halve each box along its highest-scoring splittable dimension (widest as tie-break)."""
-        width = zhi - zlo
-        s = np.where(width > 0, score + 1e-12 * width, -1.0)
-        dim = np.argmax(s, axis=1)
-        r = np.arange(len(zlo))
-        mid = np.floor((zlo[r, dim] + zhi[r, dim]) / 2)
-        hi1 = zhi.copy()
-        hi1[r, dim] = mid
-        lo2 = zlo.copy()
-        lo2[r, dim] = mid + 1
-        return (np.concatenate([zlo, lo2]), np.concatenate([hi1, zhi]), np.concatenate([part, part]),
-                np.concatenate([depth + 1, depth + 1]))
+    def _decide_values(N, V, own, vi, vj, closed, sy, sp):
+        """Per unit and value: all its boxes closed (fair); some box with the own decision fixed
+        one way and the partner's the other (unfair; ``proof`` = that box); views of unordered
+        boxes count for both values."""
+        fair = np.ones((N, V), dtype=bool)
+        unfair = np.zeros((N, V), dtype=bool)
+        proof = np.full((N, V), -1, dtype=np.int64)
+        views = [(vi, sy, sp)]
+        if len(vj):
+            views.append((vj, sp, sy))
+        has = np.zeros((N, V), dtype=bool)
+        for val, mine, other in views:
+            np.logical_and.at(fair, (own, val), closed)
+            np.logical_or.at(has, (own, val), True)
+            flip = (mine != 0) & (other == -mine)
+            unfair[own[flip], val[flip]] = True
+            proof[own[flip], val[flip]] = np.flatnonzero(flip)
+        return fair & has, unfair, proof
 
-    def _sweep(self, st: _State, chunk: int, deadline: float, rng: np.random.Generator) -> None:
-        """Falsification sweep over every partition before any bound: box centres and
-        ``sweep_samples`` random integer points per twin box (a heuristic; it only finds pairs)."""
-        for s0 in range(0, len(st.pids), chunk):
-            if time.monotonic() > deadline:
-                return
-            sel = np.arange(s0, min(len(st.pids), s0 + chunk))
-            sel = sel[~st.done[sel]]
-            if len(sel) == 0:
+    def _record_proven(self, u: Units, unfair, proof, zlo, zhi, st: _State) -> None:
+        """A validated pair for partitions with proven-unfair values: centre and corners of the
+        proving box (both of its points lie in the unit's partition, so either order is valid)."""
+        for k, v in np.argwhere(unfair):
+            p = int(u.part[k])
+            if st.pairs[p]:
                 continue
-            zlo, zhi, part = self.initial_boxes(st.plo[sel], st.phi[sel])
-            part = sel[part]
-            ok = self._tighten(zlo, zhi, part, st)
-            zlo, zhi, part = zlo[ok], zhi[ok], part[ok]
-            if len(zlo) == 0:
-                continue
-            zs, ys = [], []
-            for k in range(self.cfg.sweep_samples + 1):
-                live = ~st.done[part]
-                z = np.floor((zlo + zhi) / 2) if k == 0 else np.floor(rng.uniform(zlo, zhi + 1))
-                z = np.minimum(z, zhi)
-                self._fix_coupling(z, part, st)
-                self._check_points(z[live], part[live], st)
-                zs.append(z)
-                ys.append(self.decide(self.layout.split(z)[0])[1])
-            # pair the i-th highest logit with the i-th lowest and bisect every pair whose
-            # decisions differ: flips sit next to the decision boundary
-            Z, Y = np.stack(zs, 1), np.stack(ys, 1)
-            order = np.argsort(-Y, axis=1)
-            h = Z.shape[1] // 2
-            r = np.arange(len(Z))[:, None]
-            a, b = Z[r, order[:, :h]], Z[r, order[:, ::-1][:, :h]]
-            ya, yb = Y[r, order[:, :h]], Y[r, order[:, ::-1][:, :h]]
-            use = ((ya > 0) & (yb <= 0) & ~st.done[part][:, None]).ravel()
-            self._bisect(a.reshape(-1, Z.shape[2]), b.reshape(-1, Z.shape[2]), use, np.repeat(part, h), st)
+            b = proof[k, v]
+            z = np.stack([np.floor((zlo[b] + zhi[b]) / 2), zlo[b], zhi[b]])
+            self._fix_coupling(z)
+            self._check_points(z, np.full(3, p), st)
 
-    def _bisect(self, a: np.ndarray, b: np.ndarray, use: np.ndarray, part: np.ndarray, st: _State) -> None:
-        """Walk the segment between a point decided 'yes' (a) and one decided 'no' (b) towards the
-        decision boundary, checking every midpoint as a candidate pair (flips live there)."""
-        a, b, part = a[use], b[use], part[use]
-        for _ in range(40):
-            if len(a) == 0 or np.all(np.abs(a - b).max(axis=1) <= 1):
+    def _z3_stalled(self, zlo, zhi, own, vi, vj, closed, unstable, u: Units, st: _State) -> bool:
+        """Open boxes of units that reached z3_depth (every z3_every splits) go to z3; unsat closes
+        them. A unit stops at its first box z3 does not close (that value cannot be fair, and a
+        z3 timeout on one box predicts more). Returns whether any box was closed."""
+        if self.cfg.z3_depth <= 0:
+            return False
+        d = u.depth[own]
+        eligible = ((unstable <= self.cfg.z3_unstable) | (d >= self.cfg.z3_depth)) & (d % self.cfg.z3_every == 0)
+        failed: set = set()
+        changed = False
+        for b in np.flatnonzero(eligible & ~closed):
+            k = int(own[b])
+            vals = [int(vi[b])] + ([int(vj[b])] if len(vj) and u.open[k, vj[b]] else [])
+            if k in failed or not any(u.open[k, v] for v in vals):
+                continue
+            if self.z3_calls >= self.cfg.z3_max_calls or time.monotonic() > self.deadline:
                 break
-            m = np.floor((a + b) / 2)
-            self._fix_coupling(m, part, st)
-            self._check_points(m, part, st)
-            yes = self.decide(self.layout.split(m)[0])[0]
-            a = np.where(yes[:, None], m, a)
-            b = np.where(yes[:, None], b, m)
-            live = ~st.done[part]
-            a, b, part = a[live], b[live], part[live]
-        self._check_points(b, part, st)
+            closed[b] = self._z3(zlo[b], zhi[b], int(u.part[k]), st)
+            changed |= bool(closed[b])
+            if not closed[b]:
+                failed.add(k)
+        return changed
 
-    @staticmethod
-    def _finish_empty(sel: np.ndarray, st: _State) -> None:
-        """Partitions without any twin box (a single protected value) are vacuously certified."""
-        for p in sel[st.open_count[sel] == 0]:
-            st.done[p] = True
-            st.outcomes.append(PartitionOutcome(int(st.pids[p]), "certified"))
+    def _account(self, u: Units, fair: np.ndarray, unfair: np.ndarray, st: _State) -> None:
+        """Add newly decided (unit, value) individuals to their partition's counts; close them."""
+        fair = fair & u.open
+        unfair = unfair & u.open & ~fair
+        rows = np.flatnonzero(fair.any(1) | unfair.any(1))
+        if len(rows):
+            n = _count(u.lo[rows], u.hi[rows], self.free)
+            for k, nk in zip(rows, n):
+                p = int(u.part[k])
+                st.fair[p] += nk * int(fair[k].sum())
+                st.unfair[p] += nk * int(unfair[k].sum())
+        u.open = u.open & ~fair & ~unfair
 
-    # ----- driver --------------------------------------------------------------------------
+    def _split(self, u: Units, score: np.ndarray) -> Units:
+        """Halve each unit along its highest-scoring splittable free feature (widest as tie-break)."""
+        width = u.hi - u.lo
+        s = np.where(width > 0, score + 1e-12 * width, -1.0)
+        s[:, self.prot] = -1.0
+        dim = np.argmax(s, axis=1)
+        r = np.arange(len(u))
+        mid = np.floor((u.lo[r, dim] + u.hi[r, dim]) / 2)
+        hi1 = u.hi.copy()
+        hi1[r, dim] = mid
+        lo2 = u.lo.copy()
+        lo2[r, dim] = mid + 1
+        w = u.hi[r, dim] - u.lo[r, dim] + 1
+        s1 = u.size * (mid - u.lo[r, dim] + 1) / w
+        return Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
+                     np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
+                     np.concatenate([s1, u.size - s1]))
+
+    # ----- driver ----------------------------------------------------------------------------
+    def _emit(self, st: _State, p: int, verdict: str) -> None:
+        und = st.points[p] - st.fair[p] - st.unfair[p]
+        now = time.perf_counter()
+        st.done[p] = True
+        st.outcomes.append(PartitionOutcome(int(st.pids[p]), verdict, st.fair[p], st.unfair[p], und, list(st.pairs[p]),
+                                            int(st.nodes[p]), int(st.z3[p]),
+                                            now - st.started[p] if np.isfinite(st.started[p]) else 0.0))
+
     def run(self, pids: np.ndarray, plo: np.ndarray, phi: np.ndarray, deadline: float,
-            on_done: Callable[[list[PartitionOutcome]], None], chunk: int = 2000) -> None:
-        """Decide partitions ``pids`` (bounds plo/phi) until ``deadline`` (time.monotonic);
-        ``on_done`` receives outcomes as they finish, and the undecided ones at the end."""
+            on_done: Callable[[list[PartitionOutcome]], None], chunk: int = 2000,
+            tolerance_points: float = 0.0) -> None:
+        """Decide the individuals of partitions ``pids`` (bounds plo/phi) until ``deadline``
+        (time.monotonic) or until at most ``tolerance_points`` individuals are open; ``on_done``
+        receives outcomes as partitions complete, and the unfinished ones at the end."""
         P = len(pids)
         self.deadline = deadline
-        st = _State(plo.astype(np.float64), phi.astype(np.float64), np.asarray(pids), np.zeros(P, np.int64),
-                    np.zeros(P, bool), np.full(P, np.inf), np.zeros(P, np.int64), np.zeros(P, np.int64))
-        stack: list[tuple] = []
+        plo, phi = plo.astype(np.float64), phi.astype(np.float64)
+        st = _State(plo, phi, np.asarray(pids), _count(plo, phi, list(range(plo.shape[1]))), [0] * P, [0] * P,
+                    np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
+                    np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
+        pool = UnitPool()
+        unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
-        # repeat the sweep (fresh random points) while it keeps paying off, within half the budget
-        half = time.monotonic() + 0.5 * max(0.0, deadline - time.monotonic())
-        rng = np.random.default_rng(0)
-        for _ in range(self.cfg.max_sweeps):
-            before = int(st.done.sum())
-            self._sweep(st, chunk, half, rng)
-            open_left = P - int(st.done.sum())
-            if open_left == 0 or int(st.done.sum()) - before < 0.05 * (P - before):
-                break
         while True:
-            if len(st.outcomes) > emitted:
-                on_done(st.outcomes[emitted:])
-                emitted = len(st.outcomes)
-            size = sum(len(b[0]) for b in stack)
-            while size < self.cfg.batch and next_p < P:
+            while len(pool) < 4 * self.cfg.batch and next_p < P:
                 sel = np.arange(next_p, min(P, next_p + chunk))
                 next_p = sel[-1] + 1
-                sel = sel[~st.done[sel]]
-                if len(sel) == 0:
-                    continue
-                zlo, zhi, part = self.initial_boxes(st.plo[sel], st.phi[sel])
-                part = sel[part]
-                np.add.at(st.open_count, part, 1)
-                self._finish_empty(sel, st)
-                stack.append((zlo, zhi, part, np.zeros(len(part), np.int64)))
-                size += len(part)
-            if not stack:
+                pool.add(self.initial_units(plo[sel], phi[sel], sel))
+                st.started[sel] = time.perf_counter()
+                np.add.at(st.units, sel, 1)
+                unloaded[sel] = 0.0
+            if len(pool) == 0 or time.monotonic() > deadline:
                 break
-            if time.monotonic() > deadline:
+            if tolerance_points > 0 and pool.volume_sum() + float(unloaded.sum()) <= tolerance_points:
                 break
-            zlo, zhi, part, depth = stack.pop()
-            if len(zlo) > self.cfg.batch:
-                b = self.cfg.batch
-                stack.append((zlo[b:], zhi[b:], part[b:], depth[b:]))
-                zlo, zhi, part, depth = zlo[:b], zhi[:b], part[:b], depth[:b]
-            np.subtract.at(st.open_count, part, 1)
-            t0, z0 = time.perf_counter(), self.z3_calls
-            kids = self._round(zlo.copy(), zhi.copy(), part, depth, st)
+            batch = pool.pop(self.cfg.batch, drain=len(pool) > self.cfg.pool_cap)
+            np.subtract.at(st.units, batch.part, 1)
+            t0 = time.perf_counter()
+            kids = self._round(batch, st)
             if self.trace:
-                print(f"round n={len(zlo)} depth={depth.max()} kids={0 if kids is None else len(kids[0])} "
-                      f"z3={self.z3_calls - z0} t={time.perf_counter() - t0:.3f} done={st.done.sum()}")
-            if kids is not None and len(kids[0]):
-                np.add.at(st.open_count, kids[2], 1)
-                stack.append(kids)
-            fin = np.unique(part)
-            fin = fin[(st.open_count[fin] == 0) & ~st.done[fin]]
-            now = time.perf_counter()
-            for p in fin:
-                st.done[p] = True
-                st.outcomes.append(PartitionOutcome(int(st.pids[p]), "certified", nodes=int(st.nodes[p]),
-                                                    z3_calls=int(st.z3[p]), seconds=now - st.started[p]))
+                print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
+                      f"t={time.perf_counter() - t0:.3f}")
+            np.add.at(st.units, kids.part, 1)
+            pool.add(kids)
+            for p in np.unique(batch.part):
+                if st.units[p] == 0 and not st.done[p]:
+                    self._emit(st, p, "falsified" if st.unfair[p] else "certified")
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)
+        for p in np.flatnonzero(~st.done):
+            self._emit(st, p, "unknown")
         if len(st.outcomes) > emitted:
             on_done(st.outcomes[emitted:])
-        rest = [PartitionOutcome(int(st.pids[p]), "unknown", nodes=int(st.nodes[p]), z3_calls=int(st.z3[p]))
-                for p in np.flatnonzero(~st.done)]
-        if rest:
-            on_done(rest)

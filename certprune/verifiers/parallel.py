@@ -21,11 +21,13 @@ from certprune.errors import ConfigError
 @dataclass
 class Job:
     """Everything a worker needs: a factory for the engine, the partitioning and the deadline
-    (``time.monotonic`` seconds; Ray tasks get the remaining seconds instead)."""
+    (``time.monotonic`` seconds; Ray tasks get the remaining seconds instead), and the open
+    individuals each shard may leave (the undecided tolerance, split across shards)."""
 
     make_engine: Callable
     partitioning: object
     deadline: float
+    tolerance_points: float = 0.0  # this shard may stop once at most this many individuals are open
 
 
 def _run_shard(job: Job, pids: np.ndarray, on_done: Callable) -> None:
@@ -33,7 +35,7 @@ def _run_shard(job: Job, pids: np.ndarray, on_done: Callable) -> None:
     torch.set_num_threads(1)  # one process per core; torch's own pool fights the workers
     engine = job.make_engine()
     lo, hi = job.partitioning.bounds(pids)
-    engine.run(pids, lo, hi, job.deadline, on_done)
+    engine.run(pids, lo, hi, job.deadline, on_done, tolerance_points=job.tolerance_points)
 
 
 def run_serial(job: Job, pids: np.ndarray, on_done: Callable) -> None:

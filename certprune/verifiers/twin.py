@@ -129,14 +129,21 @@ def partition_properties(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> 
     return props
 
 
+def protected_values(spec: FairnessSpec) -> list[tuple[int, ...]]:
+    """Every protected-value tuple of the domain, in C order (last protected feature fastest)."""
+    ranges = [range(int(spec.lower[i]), int(spec.upper[i]) + 1) for i in spec.protected_indices]
+    return list(itertools.product(*ranges))
+
+
 def valid_pairs(spec: FairnessSpec, x: np.ndarray, xp: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per row: both points integral and inside [lo, hi] (partition within the domain), differ on a
-    protected feature, relaxed features within delta, every other feature equal."""
+    """Per row: both points integral, x inside [lo, hi] (its partition, within the domain) and x'
+    inside the domain, differ on a protected feature, relaxed features within delta, every other
+    feature equal. (An individual x is unfair when some such x' gets the other decision.)"""
     x, xp = np.atleast_2d(x), np.atleast_2d(xp)
     lo = np.maximum(lo, spec.lower)
     hi = np.minimum(hi, spec.upper)
     ok = np.all((x == np.round(x)) & (xp == np.round(xp)), axis=1)
-    ok &= np.all((x >= lo) & (x <= hi) & (xp >= lo) & (xp <= hi), axis=1)
+    ok &= np.all((x >= lo) & (x <= hi) & (xp >= spec.lower) & (xp <= spec.upper), axis=1)
     prot, rel = list(spec.protected_indices), list(spec.relaxed_indices)
     ok &= np.any(x[:, prot] != xp[:, prot], axis=1)
     if rel:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.native_bounds import relu_relaxation
 from certprune.verifiers.twin import TwinLayout
@@ -47,15 +48,33 @@ class TwinBounds:
     unstable: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
 
-    def closed(self) -> torch.Tensor:
-        """True where no float32 decision flip is possible on the box (both disjuncts refuted):
-        flip y>0>=y' needs y > -tau and y' <= tau'; flip y'>0>=y needs y' > -tau' and y <= tau."""
-        (yl, yu), (pl, pu), (dl, du), (t, tp) = self.y, self.yp, self.diff, self.tau
-        yl, yu, pl, pu = (torch.maximum(yl, pl + dl), torch.minimum(yu, pu + du),
-                          torch.maximum(pl, yl - du), torch.minimum(pu, yu - dl))
-        d1 = (yu <= -t) | (pl > tp) | (du < -(t + tp))
-        d2 = (pu <= -tp) | (yl > t) | (dl > t + tp)
+    def _tight(self):
+        """y and y' bounds intersected with what the difference bound implies."""
+        (yl, yu), (pl, pu), (dl, du) = self.y, self.yp, self.diff
+        return (torch.maximum(yl, pl + dl), torch.minimum(yu, pu + du),
+                torch.maximum(pl, yl - du), torch.minimum(pu, yu - dl))
+
+    def closed(self, semantics: Semantics = Semantics.FLOAT32) -> torch.Tensor:
+        """True where no decision flip is possible on the box (both disjuncts refuted), each bound
+        clearing zero by ``semantics.slack`` (float32: flip y>0>=y' needs y > -tau and y' <= tau';
+        exact: the margin 1e-7 (1 + |b|) of the real-arithmetic network)."""
+        yl, yu, pl, pu = self._tight()
+        (dl, du), (t, tp) = self.diff, self.tau
+        s = semantics.slack
+        d1 = (yu + s(yu, t) <= 0) | (pl - s(pl, tp) > 0) | (du + s(du, t + tp) < 0)
+        d2 = (pu + s(pu, tp) <= 0) | (yl - s(yl, t) > 0) | (dl - s(dl, t + tp) > 0)
         return d1 & d2
+
+    def signs(self, semantics: Semantics = Semantics.FLOAT32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per box, the decision of each copy where the bounds fix it: +1 (yes on the whole box),
+        -1 (no on the whole box), 0 (not fixed); (sign of y, sign of y')."""
+        yl, yu, pl, pu = self._tight()
+        t, tp = self.tau
+        s = semantics.slack
+
+        def sign(lo, hi, tau):
+            return (lo - s(lo, tau) > 0).to(torch.int8) - (hi + s(hi, tau) <= 0).to(torch.int8)
+        return sign(yl, yu, t), sign(pl, pu, tp)
 
 
 def _concretize(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor):
@@ -63,6 +82,16 @@ def _concretize(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tens
     mid = g + (G @ c.unsqueeze(-1)).squeeze(-1)
     rad = (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
     return mid - rad, mid + rad
+
+
+def _concretize_lower(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Lower value of ``G z + g`` over the box (see :func:`_concretize`)."""
+    return g + (G @ c.unsqueeze(-1)).squeeze(-1) - (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
+
+
+def _concretize_upper(G: torch.Tensor, g: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Upper value of ``G z + g`` over the box (see :func:`_concretize`)."""
+    return g + (G @ c.unsqueeze(-1)).squeeze(-1) + (G.abs() @ r.unsqueeze(-1)).squeeze(-1)
 
 
 def _tighten_diff(l, u, Dl, Du):
@@ -121,9 +150,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     m = torch.cat([mz @ P[0].abs().T, mz @ P[1].abs().T])  # |x| bound per copy (2N, n)
     e = torch.zeros_like(m)
     W0 = net.weights[0]
-    G = (W0 @ P).repeat_interleave(N, dim=0)  # (2N, h, dz): same linear function for L and U
-    LG, Lg = G, net.biases[0].expand(2 * N, -1)
-    UG, Ug = G, Lg
+    G2 = W0 @ P  # (2, h, dz): the first layer is the same linear function of z for every box of a copy
+    LG = UG = G2.repeat_interleave(N, dim=0) if net.num_layers == 1 else None  # built lazily (k = 0)
+    Lg = Ug = net.biases[0].expand(2 * N, -1)
     Dl, Du = _concretize((W0 @ (P[1] - P[0])).expand(N, -1, -1), torch.zeros(N, W0.shape[0], dtype=W0.dtype),
                          c2[:N], r2[:N])
     pre = []
@@ -138,8 +167,12 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
             Dl, Du = Dl @ wp.T + Du @ wn.T, Du @ wp.T + Dl @ wn.T
         aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
         e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
-        l, _ = _concretize(LG, Lg, c2, r2)
-        _, u = _concretize(UG, Ug, c2, r2)
+        if LG is None:  # k = 0: per copy, one (h, dz) matrix for all boxes
+            mid = torch.cat([c2[:N] @ G2[0].T, c2[N:] @ G2[1].T]) + b
+            rad = torch.cat([r2[:N] @ G2[0].abs().T, r2[N:] @ G2[1].abs().T])
+            l, u = mid - rad, mid + rad
+        else:
+            l, u = _concretize_lower(LG, Lg, c2, r2), _concretize_upper(UG, Ug, c2, r2)
         Dl, Du = _tighten_diff(l, u, Dl, Du)
         if k == L - 1:
             break
@@ -152,8 +185,13 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         s = torch.where(unstable, u / torch.where(unstable, u - l, torch.ones_like(u)), active.to(u.dtype))
         t = torch.where(unstable, -s * l, torch.zeros_like(l))
         alpha = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
-        LG, Lg = LG * alpha.unsqueeze(-1), Lg * alpha
-        UG, Ug = UG * s.unsqueeze(-1), Ug * s + t
+        if LG is None:
+            h = G2.shape[1]
+            LG = (G2[:, None] * alpha.view(2, N, h, 1)).reshape(2 * N, h, dz)
+            UG = (G2[:, None] * s.view(2, N, h, 1)).reshape(2 * N, h, dz)
+        else:
+            LG, UG = LG * alpha.unsqueeze(-1), UG * s.unsqueeze(-1)
+        Lg, Ug = Lg * alpha, Ug * s + t
     c, r = c2[:N], r2[:N]
     cr = _twin_crown(net, P, pre, c, r)  # rows: y, -y, y', -y', y - y', y' - y (lower bounds)
     l = torch.cat([torch.maximum(l[:N, 0], cr[:, 0]), torch.maximum(l[N:, 0], cr[:, 2])])[:, None]
@@ -170,3 +208,22 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     v2 = torch.where(gy - gp > 0, zlo, zhi)
     return TwinBounds((l[:N, 0], u[:N, 0]), (l[N:, 0], u[N:, 0]), (dl, du), (tau[:N], tau[N:]), score,
                       (v1, v2), nunst[:N] + nunst[N:], pre if keep_pre else None)
+
+
+def point_logits(net: AffineReluNet, X: np.ndarray,
+                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 decision logit of the one-logit ``net`` at integer points ``X`` (N, n) and a rigorous
+    bound on |float32 logit - exact logit| for any summation order (the ``tau`` of a point box):
+    where |logit| exceeds it, every float32 execution (batched or alone) has the exact sign."""
+    h = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    m, e = h.abs(), torch.zeros_like(h)
+    L = net.num_layers
+    for k in range(L):
+        w, b = net.weights[k], net.biases[k]
+        aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
+        e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
+        h = h @ w.T + b
+        if k < L - 1:
+            h = h.clamp(min=0)
+            m = h + e
+    return h[:, 0].numpy(), (_SAFETY * e[:, 0] + 1e-9).numpy()

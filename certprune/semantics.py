@@ -1,0 +1,53 @@
+"""The one soundness policy: what a certificate is a certificate *of*.
+
+Two semantics, named in every output that certifies:
+
+- ``exact`` (the default): the real-arithmetic network. Bounds are computed in float64 and a
+  bound only decides when it clears zero by the outward margin ``1e-7 * (1 + |b|)`` (what
+  ``verify`` does, and what Fairify, FairQuant, Marabou and alpha-beta-CROWN certify).
+- ``float32``: the certificate also holds for the model executed in float32; a bound only decides
+  when it clears zero by a rigorous float32 rounding-error bound ``tau`` of the quantity (for the
+  fairness engine: :mod:`certprune.verifiers.twin_bounds`' ``tau``).
+
+Counterexamples are re-run in float32 on the original model under both semantics.
+
+API: :class:`Semantics`, :data:`DEFAULT`, :func:`parse_semantics`, :meth:`Semantics.slack`.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from certprune.errors import ConfigError
+
+REL_MARGIN = 1e-7  # exact semantics: a bound b decides only beyond REL_MARGIN * (1 + |b|)
+
+
+class Semantics(str, Enum):
+    """``exact`` | ``float32`` (see module doc); the value is the word written into outputs."""
+
+    EXACT = "exact"
+    FLOAT32 = "float32"
+
+    def slack(self, bound, float32_error):
+        """Margin by which ``bound`` must clear zero to decide a sign: ``1e-7 (1 + |bound|)`` for
+        exact, ``float32_error`` (a rigorous bound on |float32 - exact|) for float32. Works on
+        floats, numpy arrays and torch tensors alike (elementwise)."""
+        if self is Semantics.EXACT:
+            return REL_MARGIN * (1 + abs(bound))
+        return float32_error + 0 * bound
+
+
+DEFAULT = Semantics.EXACT
+CHOICES = tuple(s.value for s in Semantics)
+
+
+def parse_semantics(value: "str | Semantics | None") -> Semantics:
+    """A Semantics from its name (None = :data:`DEFAULT`); unknown names raise ConfigError."""
+    if value is None:
+        return DEFAULT
+    if isinstance(value, Semantics):
+        return value
+    try:
+        return Semantics(str(value).strip().lower())
+    except ValueError:
+        raise ConfigError(f"unknown semantics {value!r}; choose one of: {', '.join(CHOICES)}") from None
