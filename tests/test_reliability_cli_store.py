@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,8 +52,9 @@ def holder():
 
 
 def _outcome(pid: int, verdict: str, x=None):
-    return SimpleNamespace(pid=pid, verdict=verdict, nodes=1, z3_calls=0, seconds=0.1, x=x,
-                           x_prime=None if x is None else x, logit_x=None, logit_x_prime=None)
+    from certprune.verifiers.fairness_bab import PartitionOutcome
+    pairs = [] if x is None else [(x, x, 0.5, -0.5)]
+    return PartitionOutcome(pid, verdict, pairs=pairs, nodes=1, seconds=0.1)
 
 
 def test_second_process_is_refused_and_a_killed_owner_leaves_no_stale_lock(tmp_path, holder):
