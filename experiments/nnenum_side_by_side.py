@@ -75,12 +75,17 @@ def run_nnenum(python: str, src: Path, onnx: Path, vnnlib: Path, timeout: float,
     result.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        subprocess.run([python, "-m", "nnenum.nnenum", str(onnx), str(vnnlib), str(timeout), str(result), "1"],
-                       env=env, capture_output=True, timeout=timeout + 60)
+        p = subprocess.run([python, "-m", "nnenum.nnenum", str(onnx), str(vnnlib), str(timeout), str(result), "1"],
+                           env=env, capture_output=True, text=True, timeout=timeout + 60)
     except subprocess.TimeoutExpired:
         return "timeout", round(time.perf_counter() - t0, 2)
     wall = round(time.perf_counter() - t0, 2)
-    return (nnenum_result(result.read_text()) if result.exists() else "error"), wall
+    word = nnenum_result(result.read_text()) if result.exists() else "error"
+    if word == "error":  # keep the tail of its output to see why
+        log = result.parent / "nnenum_errors" / f"{onnx.stem}.{vnnlib.stem}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"exit {p.returncode}\n" + (p.stdout + p.stderr)[-4000:])
+    return word, wall
 
 
 def run_certprune(root: Path, onnx: str, vnnlib: str, timeout: float) -> tuple[str, float]:
@@ -104,6 +109,12 @@ def run_tool(tool: str, rows: list, a: argparse.Namespace, out: Path) -> None:
     """Run ``tool`` on every instance not yet in its CSV, appending a row as each finishes."""
     path = out / f"nnenum_side_by_side_{tool}.csv"
     done = load_rows(path)
+    if a.retry_errors and any(r["result"] == "error" for r in done.values()):
+        done = {k: r for k, r in done.items() if r["result"] != "error"}
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            w.writeheader()
+            w.writerows({k: r[k] for k in FIELDS} for r in done.values())
     root = Path(a.instances).parent
     new = not path.exists()
     with open(path, "a", newline="") as f:
@@ -177,6 +188,7 @@ def main() -> None:
     ap.add_argument("--tools", default="nnenum,certprune", help="which to run, in this order")
     ap.add_argument("--interleave", action="store_true", help="round-robin over properties (partial runs cover all)")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the table from the CSVs")
+    ap.add_argument("--retry-errors", action="store_true", help="drop a tool's 'error' rows first, so they run again")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     out = Path(a.out)
