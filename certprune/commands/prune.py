@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=2, help="N of N:M sparsity (default 2)")
     p.add_argument("--m", type=int, default=4, help="M of N:M sparsity (default 4)")
     p.add_argument("--scope", choices=("global", "local"), default=None,
-                   help="one threshold over all layers or one per layer (default: global for unstructured and "
-                        "stability, local otherwise)")
+                   help="one threshold over all layers or one per layer (default: global for unstructured, "
+                        "otherwise the criterion's own: local for most, including stability)")
     p.add_argument("--min-keep", type=float, default=0.0,
                    help="fraction of every layer's units that is never removed (default 0)")
     p.add_argument("--steps", type=int, default=1, help="iterative prune/fine-tune steps (default 1: one-shot)")
