@@ -128,3 +128,10 @@ def test_finetuning_a_one_logit_tabular_model_is_refused(tmp_path, capsys):
             "--dataset", "german", "--finetune-epochs", "2", "--out", str(tmp_path / "g.onnx")]
     assert main(argv) == 2
     assert "--finetune-epochs" in _one_error_line(capsys)
+
+
+def test_loss_based_method_on_a_one_logit_tabular_model_is_refused(tmp_path, capsys):
+    argv = ["prune", GERMAN, "--method", "taylor", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--out", str(tmp_path / "g.onnx")]
+    assert main(argv) == 2
+    assert "one-logit" in _one_error_line(capsys)

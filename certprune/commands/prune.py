@@ -8,7 +8,8 @@ images 0..7999, the parts the bundled models were trained on; the training split
 accuracy is reported on the rest (one-logit tabular models decide ``logit > 0``). ``--protected``
 names the tabular feature that m-info-flow measures the flow of (mapped to its column through the
 data set's schema); the one-logit tabular models are not fine-tuned (cross-entropy needs two
-logits), so ``--finetune-epochs`` defaults to 0 there.
+logits), so ``--finetune-epochs`` defaults to 0 there, and only the methods that do not score by
+the loss (``TABULAR_METHODS``) are accepted on them.
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of
@@ -34,6 +35,9 @@ DEFAULT_EPSILON = {"digits": 0.02, "mnist": 0.02}
 # MNIST 0.955 -> 0.954 with 3; about 250 optimiser steps either way; 0 epochs: 0.31 and 0.58)
 DEFAULT_FINETUNE_EPOCHS = {"digits": 20, "mnist": 3, **{name: 0 for name in TABULAR_NAMES}}
 NEEDS_PROTECTED = ("m-info-flow",)
+# methods whose scores do not use the cross-entropy gradient, which is identically zero on the one-logit
+# tabular models (the ones pruning_fairness.py runs); the others are refused on tabular data sets
+TABULAR_METHODS = ("m-info-flow", "magnitude", "l1", "l2", "random")
 ACCURACY_DROP_WARNING = 0.05
 
 
@@ -91,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         from certprune.errors import ConfigError
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     protected = protected_column(args.method, args.dataset, args.protected)
+    if args.dataset in TABULAR_NAMES and args.method not in TABULAR_METHODS:
+        from certprune.errors import ConfigError
+        raise ConfigError(f"--method {args.method} uses the cross-entropy loss, which is constant on the one-logit "
+                          f"{args.dataset} models; on tabular data sets use one of {', '.join(TABULAR_METHODS)}")
     if args.dataset in TABULAR_NAMES and args.finetune_epochs > 0:
         from certprune.errors import ConfigError
         raise ConfigError(f"--finetune-epochs {args.finetune_epochs}: the one-logit {args.dataset} models cannot be "
