@@ -101,6 +101,12 @@ COMMANDS = {
     "certprune prune MODEL.onnx --method magnitude --amount 0.5 --granularity neuron --dataset digits|mnist "
     "[--scope global|local] [--min-keep F] [--epsilon E] [--finetune-epochs E] [--stability-weight L] --out PRUNED.onnx":
         Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/pruned.onnx"}),
+    "certprune prune MODEL.onnx --method taylor-group --amount 0.5 --granularity neuron --dataset digits "
+    "--activate-while-pruning --out PRUNED.onnx": Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/ap.onnx"}),
+    "certprune prune certprune/models/german_mlp.onnx --method m-info-flow --amount 0.25 --granularity neuron "
+    "--dataset german --protected sex --out german_mif.onnx":
+        Run(subst={"certprune/models/german_mlp.onnx": str(MODELS / "german_mlp.onnx"),
+                   "german_mif.onnx": "{tmp}/german_mif.onnx"}, needs_data=True),
 }
 
 

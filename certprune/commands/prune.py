@@ -1,8 +1,15 @@
 """``certprune prune MODEL --method NAME --amount A [--granularity G] [--finetune-epochs E]
---dataset digits|mnist [--epsilon E] --out PRUNED.onnx``.
+--dataset NAME [--epsilon E] [--activate-while-pruning] [--protected ATTR] --out PRUNED.onnx``.
 
+``--method`` choices are read from the library's registries (the scoring criteria of
+:mod:`certprune.pruning.criteria` and the mask learners of :mod:`certprune.pruning.learners`).
 Scores, fine-tuning data: the training part of the data set (digits images 0..1499, MNIST test
-images 0..7999, the parts the bundled models were trained on); accuracy is reported on the rest.
+images 0..7999, the parts the bundled models were trained on; the training split of a tabular set);
+accuracy is reported on the rest (one-logit tabular models decide ``logit > 0``). ``--protected``
+names the tabular feature that m-info-flow measures the flow of (mapped to its column through the
+data set's schema); the one-logit tabular models are not fine-tuned (cross-entropy needs two
+logits), so ``--finetune-epochs`` defaults to 0 there, and only the methods that do not score by
+the loss (``TABULAR_METHODS``) are accepted on them.
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of
@@ -17,13 +24,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from certprune.datasets.tabular import TABULAR_NAMES
+
 TRAIN_END = {"digits": 1500, "mnist": 8000}
+DATASETS = (*sorted(TRAIN_END), *TABULAR_NAMES)
 GRANULARITIES = ("unstructured", "nm", "neuron", "channel", "structured")
 # the L-inf radius (pixels in [0, 1]) of the README's certify tables for the bundled models
 DEFAULT_EPSILON = {"digits": 0.02, "mnist": 0.02}
 # fine-tuning epochs that keep held-out accuracy (magnitude, 50% of neurons: digits 0.91 -> 0.90 with 20,
 # MNIST 0.955 -> 0.954 with 3; about 250 optimiser steps either way; 0 epochs: 0.31 and 0.58)
-DEFAULT_FINETUNE_EPOCHS = {"digits": 20, "mnist": 3}
+DEFAULT_FINETUNE_EPOCHS = {"digits": 20, "mnist": 3, **{name: 0 for name in TABULAR_NAMES}}
+NEEDS_PROTECTED = ("m-info-flow",)
+# methods whose scores do not use the cross-entropy gradient, which is identically zero on the one-logit
+# tabular models (the ones pruning_fairness.py runs); the others are refused on tabular data sets
+TABULAR_METHODS = ("m-info-flow", "magnitude", "l1", "l2", "random")
 ACCURACY_DROP_WARNING = 0.05
 
 
@@ -31,15 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from certprune.commands._model_args import add_model_arguments
 
     add_model_arguments(p)
-    p.add_argument("--method", required=True, help="random, magnitude, l1, l2, taylor, obd, snip, slimming, stability")
+    criteria, learners = method_names()
+    p.add_argument("--method", required=True, choices=(*criteria, *learners), metavar="NAME",
+                   help=f"scoring criterion ({', '.join(criteria)}) or mask learner ({', '.join(learners)})")
     p.add_argument("--amount", type=float, default=None, help="fraction in [0, 1) of weights/units to remove")
     p.add_argument("--granularity", default="unstructured", choices=GRANULARITIES)
     p.add_argument("--structured", action="store_true", help="same as --granularity structured")
     p.add_argument("--n", type=int, default=2, help="N of N:M sparsity (default 2)")
     p.add_argument("--m", type=int, default=4, help="M of N:M sparsity (default 4)")
     p.add_argument("--scope", choices=("global", "local"), default=None,
-                   help="one threshold over all layers or one per layer (default: global for unstructured and "
-                        "stability, local otherwise)")
+                   help="one threshold over all layers or one per layer (default: global for unstructured, "
+                        "otherwise the criterion's own: local for most, including stability)")
     p.add_argument("--min-keep", type=float, default=0.0,
                    help="fraction of every layer's units that is never removed (default 0)")
     p.add_argument("--steps", type=int, default=1, help="iterative prune/fine-tune steps (default 1: one-shot)")
@@ -49,7 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "which keeps held-out accuracy; 0 = none)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--stability-weight", type=float, default=0.0, help="weight of the stability loss in fine-tuning")
-    p.add_argument("--dataset", required=True, choices=sorted(TRAIN_END))
+    p.add_argument("--activate-while-pruning", action="store_true",
+                   help="after each step re-activate dead ReLUs (AP; wraps a scoring criterion, not a mask learner)")
+    p.add_argument("--protected", default=None, metavar="ATTR",
+                   help="protected attribute of a tabular --dataset (feature name; needed by "
+                        f"{', '.join(NEEDS_PROTECTED)})")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", default=None, help="data root (default: $CERTPRUNE_DATA or ../shared/data)")
     p.add_argument("--epsilon", type=float, default=None,
                    help="L-inf radius for stability scores and loss (default for --method stability or "
@@ -73,31 +94,73 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_epochs < 0:
         from certprune.errors import ConfigError
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    protected = protected_column(args.method, args.dataset, args.protected)
+    if args.dataset in TABULAR_NAMES and args.method not in TABULAR_METHODS:
+        from certprune.errors import ConfigError
+        raise ConfigError(f"--method {args.method} uses the cross-entropy loss, which is constant on the one-logit "
+                          f"{args.dataset} models; on tabular data sets use one of {', '.join(TABULAR_METHODS)}")
+    if args.dataset in TABULAR_NAMES and args.finetune_epochs > 0:
+        from certprune.errors import ConfigError
+        raise ConfigError(f"--finetune-epochs {args.finetune_epochs}: the one-logit {args.dataset} models cannot be "
+                          "fine-tuned with cross-entropy; use --finetune-epochs 0")
     epsilon = _epsilon(args)
     network = load_from_args(args)
-    X, y = _dataset(args.dataset, args.data_dir, network.info.input_shape)
-    cut = TRAIN_END[args.dataset]
+    (X, y), (X_test, y_test) = _splits(args.dataset, args.data_dir, network.info.input_shape)
     options = dict(scope=args.scope, steps=args.steps, lr=args.lr, stability_weight=args.stability_weight,
                    min_keep=args.min_keep)
+    if protected is not None:
+        options["protected"] = protected
     pruned, manifest = prune(network, method=args.method, amount=args.amount,
                              granularity="structured" if args.structured else args.granularity,
-                             data=(X[:cut], y[:cut]), epsilon=epsilon, n=args.n, m=args.m, seed=args.seed,
-                             finetune_epochs=args.finetune_epochs, **options)
+                             data=(X, y), epsilon=epsilon, n=args.n, m=args.m, seed=args.seed,
+                             finetune_epochs=args.finetune_epochs,
+                             activate_while_pruning=args.activate_while_pruning, **options)
     onnx_path, json_path = save_pruned(pruned, manifest, args.out)
-    with torch.no_grad():
-        before = float((network(X[cut:]).argmax(1) == y[cut:]).float().mean())
-        after = float((pruned(X[cut:]).argmax(1) == y[cut:]).float().mean())
+    before, after = accuracy(network, X_test, y_test), accuracy(pruned, X_test, y_test)
     n_before = sum(p.numel() for p in network.parameters())
     nz_after = sum(int(torch.count_nonzero(p)) for p in pruned.parameters())
-    print(f"{args.method} {manifest.granularity} {manifest.amount:.3g}: parameters {n_before} -> "
+    amount = "learned" if manifest.amount is None else f"{manifest.amount:.3g}"
+    print(f"{args.method} {manifest.granularity} {amount}: parameters {n_before} -> "
           f"{sum(p.numel() for p in pruned.parameters())} ({nz_after} non-zero); held-out accuracy "
-          f"{before:.4f} -> {after:.4f} on {len(X) - cut} {args.dataset} images")
+          f"{before:.4f} -> {after:.4f} on {len(X_test)} {args.dataset} inputs")
     print(f"wrote {onnx_path} and {json_path}")
     if before - after > ACCURACY_DROP_WARNING:
         print(f"certprune: warning: held-out accuracy dropped by {100 * (before - after):.1f} points "
               f"({before:.4f} -> {after:.4f}); try more --finetune-epochs (now {args.finetune_epochs}), "
               "a smaller --amount or more --steps", file=sys.stderr)
     return 0
+
+
+def method_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(scoring criteria, mask learners): every name ``prune(method=...)`` accepts, from the registries."""
+    from certprune.pruning.criteria import METHODS as criteria
+    from certprune.pruning.learners import METHODS as learners
+    return tuple(criteria), tuple(learners)
+
+
+def protected_column(method: str, dataset: str, attr: str | None) -> int | None:
+    """Input column of ``--protected ATTR`` in the tabular data set's schema; ConfigError when the
+    method needs one and it is missing, or when the data set is not tabular."""
+    from certprune.errors import ConfigError
+    if attr is None:
+        if method in NEEDS_PROTECTED:
+            raise ConfigError(f"--method {method} needs --protected ATTR (a feature of a tabular --dataset: "
+                              f"{', '.join(TABULAR_NAMES)})")
+        return None
+    if dataset not in TABULAR_NAMES:
+        raise ConfigError(f"--protected needs a tabular --dataset ({', '.join(TABULAR_NAMES)}); {dataset} has no "
+                          "feature schema")
+    from certprune.datasets import get_schema
+    return get_schema(dataset).index(attr)
+
+
+def accuracy(model, X, y) -> float:
+    """Share of ``X`` classified as ``y``: argmax of the logits, or ``logit > 0`` for a one-logit model."""
+    import torch
+    with torch.no_grad():
+        out = model(X).reshape(len(X), -1)
+    pred = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
+    return float((pred == y).float().mean())
 
 
 def check_out(model: str, out: str, force: bool) -> None:
@@ -124,9 +187,31 @@ def _epsilon(args: argparse.Namespace) -> float | None:
     """``--epsilon``, or the data set's default when stability scores or loss need one (said on stderr)."""
     if args.epsilon is not None or not (args.method == "stability" or args.stability_weight > 0):
         return args.epsilon
+    if args.dataset not in DEFAULT_EPSILON:
+        from certprune.errors import ConfigError
+        raise ConfigError(f"stability scores and loss need --epsilon on {args.dataset} (no default radius)")
     eps = DEFAULT_EPSILON[args.dataset]
     print(f"certprune: using --epsilon {eps:g} (the default for {args.dataset})", file=sys.stderr)
     return eps
+
+
+def _splits(name: str, data_dir, input_shape):
+    """((X, y) for scoring and fine-tuning, (X, y) held out) as tensors, X in the model's input shape."""
+    if name in TABULAR_NAMES:
+        import torch
+
+        from certprune.datasets import load_tabular
+        from certprune.errors import ShapeMismatchError
+        d = load_tabular(name, data_dir)
+        n = int(torch.Size(input_shape).numel())
+        if d.X_train.shape[1] != n:
+            raise ShapeMismatchError(f"{name} rows have {d.X_train.shape[1]} features; the model expects input shape "
+                                     f"{input_shape}")
+        return ((torch.from_numpy(d.X_train).float(), torch.from_numpy(d.y_train)),
+                (torch.from_numpy(d.X_test).float(), torch.from_numpy(d.y_test)))
+    X, y = _dataset(name, data_dir, input_shape)
+    cut = TRAIN_END[name]
+    return (X[:cut], y[:cut]), (X[cut:], y[cut:])
 
 
 def _dataset(name: str, data_dir, input_shape):

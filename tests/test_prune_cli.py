@@ -1,0 +1,137 @@
+"""`certprune prune`: --method choices come from the library registries, --activate-while-pruning
+reaches prune(), --protected maps a tabular feature to its column for m-info-flow, bad input is
+one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from certprune.cli import build_parser, main
+from certprune.commands.prune import method_names, protected_column
+from certprune.datasets import data_root, get_schema
+from certprune.pruning import criteria, learners
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "certprune" / "models"
+DIGITS = str(MODELS / "digits_mlp.onnx")
+GERMAN = str(MODELS / "german_mlp.onnx")
+HAS_GERMAN = (data_root() / "fairness" / "german" / "german.data").exists()
+
+
+def _args(method: str, *extra: str) -> list[str]:
+    return ["prune", DIGITS, "--method", method, "--amount", "0.3", "--dataset", "digits", "--out", "p.onnx", *extra]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("certprune: error:"), err
+    return err
+
+
+def test_method_names_are_the_registries():
+    crit, learn = method_names()
+    assert set(crit) == set(criteria.METHODS) and set(learn) == set(learners.METHODS)
+    for name in ("taylor-group", "taylor-group2", "nisp", "singe", "sosp-h", "i-spasp", "gradient-redundancy",
+                 "causal-mi", "o-information", "m-info-flow", "scl", "gibbs", "brain", "dynamic-surgery", "gating",
+                 "agn", "stability", "magnitude"):
+        assert name in crit + learn
+
+
+@pytest.mark.parametrize("method", [*criteria.METHODS, *learners.METHODS])
+def test_every_registered_method_is_accepted_and_listed(method):
+    argv = _args(method)
+    args = build_parser(argv).parse_args(argv)
+    assert args.method == method
+    prune_parser = build_parser(argv)._subparsers._group_actions[0].choices["prune"]
+    assert method in "".join(prune_parser.format_help().split())  # argparse wraps at hyphens
+
+
+def test_unknown_method_is_one_line_exit_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:  # argparse's own error: one line, exit code 2
+        main(_args("no-such-method"))
+    assert e.value.code == 2
+    assert "--method" in _one_error_line(capsys)
+
+
+def test_activate_while_pruning_reaches_prune(tmp_path, capsys):
+    out = tmp_path / "ap.onnx"
+    argv = ["prune", DIGITS, "--method", "magnitude", "--amount", "0.3", "--granularity", "neuron", "--dataset",
+            "digits", "--finetune-epochs", "0", "--activate-while-pruning", "--out", str(out)]
+    assert main(argv) == 0
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    ap = manifest["config"]["activate_while_pruning"]
+    assert len(ap) == 1  # one record per pruning step, written by prune()'s AP hook
+    out2 = tmp_path / "plain.onnx"
+    assert main([a if a != str(out) else str(out2) for a in argv if a != "--activate-while-pruning"]) == 0
+    assert "activate_while_pruning" not in json.loads(out2.with_suffix(".manifest.json").read_text())["config"]
+
+
+def test_activate_while_pruning_with_a_mask_learner_is_refused(tmp_path, capsys):
+    argv = ["prune", DIGITS, "--method", "scl", "--amount", "0.3", "--dataset", "digits", "--finetune-epochs", "0",
+            "--activate-while-pruning", "--out", str(tmp_path / "x.onnx")]
+    assert main(argv) == 2
+    assert "activate_while_pruning" in _one_error_line(capsys)
+
+
+def test_m_info_flow_without_protected_is_one_line_exit_2(tmp_path, capsys):
+    argv = ["prune", GERMAN, "--method", "m-info-flow", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--out", str(tmp_path / "g.onnx")]
+    assert main(argv) == 2
+    assert "--protected" in _one_error_line(capsys)
+    assert not (tmp_path / "g.onnx").exists()
+
+
+def test_protected_on_an_image_data_set_is_one_line_exit_2(tmp_path, capsys):
+    assert main(_args("m-info-flow", "--protected", "age", "--granularity", "neuron")) == 2
+    assert "tabular" in _one_error_line(capsys)
+
+
+def test_protected_column_follows_the_schema():
+    schema = get_schema("german")
+    assert protected_column("m-info-flow", "german", "sex") == schema.names.index("sex")
+    assert protected_column("m-info-flow", "german", "age") == schema.names.index("age") != schema.names.index("sex")
+    assert protected_column("magnitude", "german", None) is None
+
+
+def test_unknown_protected_feature_is_one_line_exit_2(tmp_path, capsys):
+    argv = ["prune", GERMAN, "--method", "m-info-flow", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--protected", "shoe-size", "--out", str(tmp_path / "g.onnx")]
+    assert main(argv) == 2
+    assert "shoe-size" in _one_error_line(capsys)
+
+
+@pytest.mark.skipif(not HAS_GERMAN, reason="needs the German credit data in $CERTPRUNE_DATA/fairness/german")
+def test_m_info_flow_with_protected_on_german(tmp_path, capsys):
+    out = tmp_path / "g.onnx"
+    argv = ["prune", GERMAN, "--method", "m-info-flow", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--protected", "age", "--out", str(out)]
+    assert main(argv) == 0
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["method"] == "m-info-flow"
+    assert manifest["config"]["protected"] == get_schema("german").index("age")
+    removed = sum(len(u["removed"]) if isinstance(u, dict) else len(u)
+                  for step in manifest["steps"] for u in step["units"].values())
+    assert removed > 0
+    text = capsys.readouterr().out
+    assert "held-out accuracy" in text and "german inputs" in text
+
+    from certprune.network import load_model
+    pruned, dense = load_model(str(out)), load_model(GERMAN)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in dense.parameters())
+
+
+@pytest.mark.skipif(not HAS_GERMAN, reason="needs the German credit data in $CERTPRUNE_DATA/fairness/german")
+def test_finetuning_a_one_logit_tabular_model_is_refused(tmp_path, capsys):
+    argv = ["prune", GERMAN, "--method", "magnitude", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--finetune-epochs", "2", "--out", str(tmp_path / "g.onnx")]
+    assert main(argv) == 2
+    assert "--finetune-epochs" in _one_error_line(capsys)
+
+
+def test_loss_based_method_on_a_one_logit_tabular_model_is_refused(tmp_path, capsys):
+    argv = ["prune", GERMAN, "--method", "taylor", "--amount", "0.3", "--granularity", "neuron",
+            "--dataset", "german", "--out", str(tmp_path / "g.onnx")]
+    assert main(argv) == 2
+    assert "one-logit" in _one_error_line(capsys)
