@@ -353,7 +353,10 @@ class TwinBab:
         pre = self._widened_pre(zlo, zhi, tb.pre)
         self.z3_calls += 1
         st.z3[p] += 1
-        tau = (0.0, 0.0) if self.semantics is Semantics.EXACT else (float(tb.tau[0][0]), float(tb.tau[1][0]))
+        # exact semantics: the policy's margin around an exact tie (slack of a zero bound), as the
+        # bound path uses; without it z3 certifies a real-arithmetic tie that float32 breaks
+        tau = ((float(self.semantics.slack(0.0, 0.0)),) * 2 if self.semantics is Semantics.EXACT
+               else (float(tb.tau[0][0]), float(tb.tau[1][0])))
         status, z = self._solver.solve(zlo, zhi, self.dom_lo, self.dom_hi, pre, tau, self.cfg.z3_timeout)
         if status == "sat":
             self._check_points(z[None], np.array([p]), st)
