@@ -83,3 +83,45 @@ def test_unknown_semantics_is_a_config_error():
     m, prop = _cancelling_model()
     with pytest.raises(ConfigError, match="unknown semantics"):
         certprune.verify(m, prop, timeout=5, config={"semantics": "float16"})
+
+
+def _write_instance(tmp_path):
+    from certprune.io.onnx_export import save_onnx
+    m, _ = _cancelling_model()
+    model = tmp_path / "m.onnx"
+    save_onnx(m, model, (2,))
+    prop = tmp_path / "p.vnnlib"
+    prop.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                    "(assert (>= X_0 1.7))\n(assert (<= X_0 1.9))\n(assert (>= X_1 0.3))\n(assert (<= X_1 0.61))\n"
+                    "(assert (<= Y_0 0.0))\n")
+    return model, prop
+
+
+@pytest.mark.parametrize("semantics,word", [(None, "unsat"), ("float32", None)])
+def test_cli_verify_semantics_flag_is_written_into_every_output(tmp_path, capsys, semantics, word):
+    import json
+    import tomllib
+
+    from certprune.cli import main
+    model, prop = _write_instance(tmp_path)
+    res, stats = tmp_path / "r.txt", tmp_path / "s.json"
+    argv = ["verify", str(model), str(prop), "--timeout", "20", "--results-file", str(res), "--stats-file", str(stats)]
+    code = main(argv + (["--semantics", semantics] if semantics else []))
+    out = capsys.readouterr().out.split()[0]
+    name = semantics or "exact"
+    assert (out == word) if word else (out != "unsat" and code in (0, 3))
+    assert json.loads(stats.read_text())["semantics"] == name
+    with open(str(res) + ".config.toml", "rb") as f:
+        assert tomllib.load(f)["semantics"] == name
+
+
+def test_cli_float32_semantics_on_a_conv_model_is_one_line_exit_2(tmp_path, capsys):
+    from certprune.cli import main
+    from certprune.io.onnx_export import save_onnx
+    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
+    save_onnx(m, tmp_path / "c.onnx", (1, 3, 3))
+    decl = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n" for i in range(9))
+    (tmp_path / "p.vnnlib").write_text(decl + "(declare-const Y_0 Real)\n(assert (<= Y_0 -1000000.0))\n")
+    code = main(["verify", str(tmp_path / "c.onnx"), str(tmp_path / "p.vnnlib"), "--semantics", "float32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "chain MLPs" in err[0]
