@@ -197,14 +197,23 @@ def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Te
     (conv, merged affine runs, graphs) raises UnsupportedModelError."""
     from certprune.verifiers.split_bounds import split_intermediate
 
-    if not _is_linear_chain(model, net):
-        raise UnsupportedModelError(
-            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers) only; use --semantics exact")
+    require_float32_chain(model, net)
     lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
     splits = [torch.zeros(1, n, dtype=torch.int8) for n in net.relu_sizes]
     pre, _ = split_intermediate(net, lo_t, hi_t, splits)
     return chain_float32_error(net.weights, net.biases, torch.maximum(lo_t.abs(), hi_t.abs())[0],
                                [u[0] for _, u in pre])
+
+
+def require_float32_chain(model, net=None) -> None:
+    """Raise UnsupportedModelError (one line) unless ``--semantics float32`` applies to ``model``
+    (``net``: its bound form from :func:`model_forms`, built here when None)."""
+    if net is None:
+        info = getattr(model, "info", None)
+        net = model_forms(model, tuple(info.input_shape) if info is not None else ())[0]
+    if not _is_linear_chain(model, net):
+        raise UnsupportedModelError(
+            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers) only; use --semantics exact")
 
 
 def _is_linear_chain(model, net) -> bool:
