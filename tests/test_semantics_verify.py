@@ -125,3 +125,24 @@ def test_cli_float32_semantics_on_a_conv_model_is_one_line_exit_2(tmp_path, caps
     code = main(["verify", str(tmp_path / "c.onnx"), str(tmp_path / "p.vnnlib"), "--semantics", "float32"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "chain MLPs" in err[0]
+
+
+def test_certify_records_semantics_and_refuses_float32_on_conv(tmp_path):
+    import json
+
+    from certprune.verifiers.robustness import certify_robustness
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    X = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    with torch.no_grad():
+        y = m(torch.from_numpy(X)).argmax(1).numpy()
+    rep = certify_robustness(m, X, y, 1e-4, timeout=5, out_dir=tmp_path / "s", semantics="float32")
+    assert rep.semantics == "float32" and rep.counts["certified"] == 3
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["semantics"] == "float32"
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["semantics"] == "float32"
+    assert certify_robustness(m, X, y, 1e-4, timeout=5).semantics == "exact"
+    from certprune.network import as_network
+    conv = as_network(nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), (1, 3, 3))
+    with pytest.raises(UnsupportedModelError, match="chain MLPs"):
+        certify_robustness(conv, np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.int64), 1e-3, timeout=5,
+                           semantics="float32")
