@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     store = _open_store(args, config)
     rows = _run_with_bar(bench, instances, store, args, config)
     summary = bench.summarize(rows)
+    summary["semantics"] = config["semantics"]
     print(bench.format_summary(summary))
     code = EXIT_OK
     if reference is not None:

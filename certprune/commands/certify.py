@@ -80,6 +80,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "busy machine 2 threads ran PGD 30x slower than 1 in our measurement)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes for verification (default 1)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="verify on the Ray cluster at ADDRESS")
+    from certprune.semantics import CHOICES, DEFAULT
+    p.add_argument("--semantics", choices=CHOICES, default=DEFAULT.value,
+                   help=f"soundness policy (default {DEFAULT.value}; see 'certprune verify --help'): exact = the "
+                        "real-arithmetic network; float32 = also holds for float32 execution (chain MLPs only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -93,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
     rep = certify_robustness(net, X, inputs.y[inputs.start:inputs.stop], args.eps, timeout=args.timeout,
                              out_dir=args.out, indices=range(inputs.start, inputs.stop),
                              progress=not args.no_progress, dataset=inputs.name, clip=inputs.clip,
-                             workers=args.workers, ray_address=args.ray)
+                             workers=args.workers, ray_address=args.ray, semantics=args.semantics)
     c = rep.counts
     print(f"{inputs.name} samples {inputs.start}..{inputs.stop - 1} (n={rep.n}), eps={args.eps:g}, "
-          f"timeout {args.timeout:g} s/sample")
+          f"timeout {args.timeout:g} s/sample, semantics {rep.semantics}")
     print(f"clean accuracy     {rep.clean_accuracy:.4f}")
     print(f"PGD accuracy       {rep.pgd_accuracy:.4f}")
     print(f"certified accuracy {rep.certified_accuracy:.4f}  (certified {c['certified']}, falsified "

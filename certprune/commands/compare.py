@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from certprune.commands.certify import check_run_arguments, fit_inputs, load_inputs, load_network
     from certprune.report.compare_report import console_table, write_outputs
-    from certprune.verifiers.compare import SEMANTICS, compare_models, store_names
+    from certprune.verifiers.compare import compare_models, store_names
     from certprune.verifiers.store_lock import ensure_dir
 
     inputs = load_inputs(args)
@@ -39,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
     res = compare_models(nets, X, inputs.y[inputs.start:inputs.stop], args.eps, out,
                          paths=dict(zip(names, args.models)), indices=range(inputs.start, inputs.stop),
                          timeout=args.timeout, clip=inputs.clip, dataset=inputs.name, workers=args.workers,
-                         ray_address=args.ray, progress=not args.no_progress)
+                         ray_address=args.ray, progress=not args.no_progress,
+                         config={"semantics": args.semantics})
     query = {"dataset": inputs.name, "eps": args.eps, "n": inputs.stop - inputs.start, "timeout": args.timeout,
-             "semantics": SEMANTICS}
+             "semantics": args.semantics}
     paths = write_outputs(out, res.table, res.rows, query)
     print(f"{inputs.name} samples {inputs.start}..{inputs.stop - 1} (n={query['n']}), eps={args.eps:g}, "
-          f"timeout {args.timeout:g} s/sample, semantics {SEMANTICS}")
+          f"timeout {args.timeout:g} s/sample, semantics {args.semantics}")
     print(console_table(res.table))
     print(f"-> {paths['md']}, {paths['html']}")
     return 0

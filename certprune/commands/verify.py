@@ -1,4 +1,4 @@
-"""``certprune verify MODEL PROPERTY [--timeout S] [--results-file F] [--config FILE.toml] [--verbose]``.
+"""``certprune verify MODEL PROPERTY [--timeout S] [--results-file F] [--config FILE.toml] [--semantics exact|float32] [--verbose]``.
 
 Prints the result word (``unsat`` / ``sat`` / ``timeout`` / ``unknown`` / ``error``) on stdout and
 writes the VNN-COMP result file (see :mod:`certprune.vnncomp`). Exit codes: 0 decided (sat or
@@ -8,7 +8,7 @@ config file), 1 internal error.
 
 ``--timeout`` counts from the process start (interpreter start-up and imports included) when the
 process is the ``certprune`` command, from the call otherwise (``cli.main`` inside another program). The
-effective configuration (``--config`` file, then ``--strategy`` / ``--threads``) is written beside
+effective configuration (``--config`` file, then ``--strategy`` / ``--threads`` / ``--semantics``) is written beside
 the result file as ``<results-file>.config.toml``. With a ``--timeout`` the ``certprune`` process
 leaves right after writing its results (as with ``--fast-exit``), skipping interpreter teardown. Progress goes to stderr: every phase with
 ``--verbose``, otherwise a line every few seconds once a run has lasted 5 s.
@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """``--config``, ``--threads``, ``--strategy`` and ``--verbose`` (shared with ``bench``)."""
+    """``--config``, ``--threads``, ``--strategy``, ``--semantics`` and ``--verbose`` (shared with ``bench``)."""
+    from certprune.semantics import CHOICES, DEFAULT
+
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="verifier configuration: TOML 'key = value' lines, one per VerifyConfig field "
                         "(e.g. cert_margin = 1e-6); unknown keys are refused")
@@ -49,12 +51,16 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         "busy machine 2 threads ran PGD 30x slower than 1 in our measurement)")
     p.add_argument("--strategy", choices=("auto", "input", "relu"), default=None,
                    help="branching: input splitting, ReLU splitting, or chosen from the input size (default auto)")
+    p.add_argument("--semantics", choices=CHOICES, default=None,
+                   help=f"soundness policy (default {DEFAULT.value}): exact = the real-arithmetic network, float64 "
+                        "bounds with a 1e-7 relative margin; float32 = the certificate also holds for float32 "
+                        "execution (rigorous rounding-error bound; chain MLPs only)")
     p.add_argument("--verbose", action="store_true",
                    help="print each phase, the domains in the queue and the global bound on stderr")
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
-    """Every VerifyConfig field: the --config file's values, then --strategy / --threads on top."""
+    """Every VerifyConfig field: the --config file's values, then --strategy / --threads / --semantics on top."""
     from certprune.verifiers.config_file import effective_config, read_config_file
 
     if args.threads is not None and args.threads < 1:
@@ -64,6 +70,8 @@ def config_from_args(args: argparse.Namespace) -> dict:
         values["strategy"] = args.strategy
     if args.threads is not None:
         values["threads"] = args.threads
+    if getattr(args, "semantics", None) is not None:
+        values["semantics"] = args.semantics
     return effective_config(values)
 
 
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
     _finish(args, out.word, out.x, out.y)
     if args.stats_file:
-        _write_stats(args.stats_file, out, start)
+        _write_stats(args.stats_file, out, start, config["semantics"])
     code = EXIT_DECIDED if out.word in ("sat", "unsat") else EXIT_UNDECIDED
     if _fast_exit(args):  # every file above is closed; only teardown is skipped
         sys.stdout.flush()
@@ -136,9 +144,10 @@ def check_writable(path: str, flag: str) -> None:
         raise _config_error(f"{flag} {path}: cannot create a file in {parent}")
 
 
-def _write_stats(path: str, out, start: float) -> None:
+def _write_stats(path: str, out, start: float, semantics: str) -> None:
     import json
     stats = dict(out.stats, seconds_total=time.monotonic() - start)
+    stats.setdefault("semantics", semantics)
     with open(path, "w") as f:
         json.dump({"result": out.word, **stats}, f, indent=1, default=str)
 

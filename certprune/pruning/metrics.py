@@ -9,8 +9,9 @@ ReLUs per input at epsilon, CROWN), crown_cert_acc and crown_s_per_input, and wi
 bound). MACs count Linear and Conv2d multiply-accumulates only.
 
 CROWN certification: input i is certified iff it is classified correctly and the float64 CROWN
-lower bound of y_label - y_j exceeds ``CERT_MARGIN`` for every j != label (margin for the float32
-rounding of the model's own execution).
+lower bound of y_label - y_j exceeds ``CERT_MARGIN`` for every j != label: the margin of the one
+soundness policy's default (:data:`certprune.semantics.DEFAULT`, ``exact``) for a row ``y_label -
+y_j > 0``, i.e. ``1e-7 * (1 + 0)``, the criterion ``verify`` uses (it was an absolute 1e-6 before).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from torch import nn
 
 from certprune.pruning.layers import base_module
 from certprune.pruning.stability import perturbation_boxes
+from certprune.semantics import DEFAULT
 
-CERT_MARGIN = 1e-6
+CERT_MARGIN = float(DEFAULT.slack(0.0, 0.0))  # exact policy, row constant b = 0
 _CELLS = 4e7
 
 

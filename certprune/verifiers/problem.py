@@ -13,7 +13,8 @@ from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.graph import Graph
 from certprune.results import Result, Verdict
 from certprune.specs import InputRegion, Property
-from certprune.verifiers.affine import AffineReluNet
+from certprune.semantics import Semantics, chain_float32_error, parse_semantics
+from certprune.verifiers.affine import AffineReluNet, flatten_modules
 from certprune.verifiers.attack import Float32Model, float32_forward, float32_margin
 from certprune.verifiers.bab import Spec
 
@@ -179,5 +180,57 @@ def prepare(model, prop: Property, cfg) -> Problem:
         strategy = "input" if net.input_dim <= cfg.input_split_max_dim else "relu"
     open_lo = None if prop.region.open_lower is None else prop.region.open_lower.ravel().copy()
     open_hi = None if prop.region.open_upper is None else prop.region.open_upper.ravel().copy()
-    return Problem(net, run32, prop, lo, hi, mask, shape, strategy, build_spec(prop, cfg.cert_margin),
-                   open_lo, open_hi)
+    spec = build_spec(prop, cfg.cert_margin)
+    if parse_semantics(getattr(cfg, "semantics", None)) is Semantics.FLOAT32:
+        spec.tol = spec.tol + spec.C.abs() @ float32_output_error(model, net, lo, hi)
+    return Problem(net, run32, prop, lo, hi, mask, shape, strategy, spec, open_lo, open_hi)
+
+
+_CHAIN_PASSIVE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    """``--semantics float32``: a rigorous bound (n_out,) on |float32 output - exact output| over
+    the box, from :func:`certprune.semantics.chain_float32_error` with CROWN pre-activation bounds
+    of the whole region (valid on every sub-domain). Only for chain MLPs executed layer by layer
+    (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact weights): anything else
+    (conv, merged affine runs, graphs) raises UnsupportedModelError."""
+    from certprune.verifiers.split_bounds import split_intermediate
+
+    require_float32_chain(model, net)
+    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
+    splits = [torch.zeros(1, n, dtype=torch.int8) for n in net.relu_sizes]
+    pre, _ = split_intermediate(net, lo_t, hi_t, splits)
+    return chain_float32_error(net.weights, net.biases, torch.maximum(lo_t.abs(), hi_t.abs())[0],
+                               [u[0] for _, u in pre])
+
+
+def require_float32_chain(model, net=None) -> None:
+    """Raise UnsupportedModelError (one line) unless ``--semantics float32`` applies to ``model``
+    (``net``: its bound form from :func:`model_forms`, built here when None)."""
+    if net is None:
+        info = getattr(model, "info", None)
+        net = model_forms(model, tuple(info.input_shape) if info is not None else ())[0]
+    if not _is_linear_chain(model, net):
+        raise UnsupportedModelError(
+            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers) only; use --semantics exact")
+
+
+def _is_linear_chain(model, net) -> bool:
+    """Whether float32 execution of ``model`` computes exactly ``net``'s layers, one matmul each."""
+    if not isinstance(net, AffineReluNet):
+        return False
+    if isinstance(model, AffineReluNet):
+        return all(bool((w.float().double() == w).all()) for w in model.weights + model.biases)
+    mods = flatten_modules(model)
+    if any(not isinstance(m, (nn.Linear,) + _CHAIN_PASSIVE) for m in mods):
+        return False
+    linears_per_segment, count = [], 0
+    for m in mods:
+        if isinstance(m, nn.ReLU):
+            linears_per_segment.append(count)
+            count = 0
+        elif isinstance(m, nn.Linear):
+            count += 1
+    linears_per_segment.append(count)
+    return all(c == 1 for c in linears_per_segment) and len(linears_per_segment) == net.num_layers

@@ -36,6 +36,7 @@ near its timeout may still differ).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,7 @@ class RobustnessReport:
     counts: dict[str, int]
     seconds: dict[str, float]
     rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    semantics: str = "exact"  # the soundness policy (certprune.semantics) of the certified rows
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready totals (no rows)."""
@@ -76,27 +78,43 @@ def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: 
                        indices=None, clip: tuple[float, float] = (0.0, 1.0), config=None,
                        pgd_steps: int = 40, pgd_restarts: int = 4, progress: bool = False,
                        dataset: str | None = None, workers: int = 1,
-                       ray_address: str | None = None) -> RobustnessReport:
+                       ray_address: str | None = None, semantics: str | None = None) -> RobustnessReport:
     """Clean / PGD / certified accuracy of ``model`` on ``X`` (N, *input_shape), labels ``y``; see module doc.
 
     ``indices`` names the samples in the CSV (default ``0..N-1``); ``config`` goes to ``verify``;
     ``dataset`` names the data set in the stored run identity; ``workers`` / ``ray_address``
-    choose the runner of the verification phase.
+    choose the runner of the verification phase. ``semantics`` (exact | float32, default exact; or
+    ``config["semantics"]``) is the soundness policy (:mod:`certprune.semantics`), stored in the run
+    identity (``config.json``) and the summary.
     """
     from certprune.network import as_network
 
     net = as_network(model) if not isinstance(model, (str, Path)) else _load(model)
     X, y, idx = _check_inputs(net, X, y, eps, timeout, indices)
+    config, sem = _with_semantics(config, semantics)
+    if sem == "float32":
+        from certprune.verifiers.problem import require_float32_chain
+        require_float32_chain(net)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     runner = (workers, ray_address)
     if out_dir is None:
         return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, None, runner)
-    store = _Store(out_dir, _identity(net, X, y, idx, eps, timeout, clip, dataset))
+    store = _Store(out_dir, {**_identity(net, X, y, idx, eps, timeout, clip, dataset), "semantics": sem})
     try:
         return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, store, runner)
     finally:
         store.close()
+
+
+def _with_semantics(config, semantics) -> tuple[Any, str]:
+    """(verify config carrying the semantics, its name): ``semantics`` wins over the config's."""
+    from certprune.verifiers.verify import _config
+
+    cfg = _config(config)
+    if semantics is not None:
+        cfg = dataclasses.replace(cfg, semantics=semantics)  # validated again in __post_init__
+    return cfg, cfg.semantics
 
 
 def _certify(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, store,
@@ -114,7 +132,7 @@ def _certify(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progre
         rows.append(row)
         if store:
             store.append(row)
-    report = _report(rows, eps, time.monotonic() - t0)
+    report = dataclasses.replace(_report(rows, eps, time.monotonic() - t0), semantics=config.semantics)
     if store:
         store.write_summary(report)
         store.write_grid(X, idx)

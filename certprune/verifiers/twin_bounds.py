@@ -20,18 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from certprune.semantics import Semantics
+from certprune.semantics import Semantics, float32_error_finish, float32_error_step
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.native_bounds import relu_relaxation
 from certprune.verifiers.twin import TwinLayout
-
-_U32 = 2.0 ** -24
-_SAFETY = 1.25
-
-
-def _gamma(k: int) -> float:
-    return (k * _U32) / (1 - k * _U32)
-
 
 @dataclass(frozen=True, eq=False)
 class TwinBounds:
@@ -166,7 +158,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
             Lg, Ug = Lg @ wp.T + Ug @ wn.T + b, Ug @ wp.T + Lg @ wn.T + b
             Dl, Du = Dl @ wp.T + Du @ wn.T, Du @ wp.T + Dl @ wn.T
         aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
-        e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
+        e = float32_error_step(e, m, aw, ab)
         if LG is None:  # k = 0: per copy, one (h, dz) matrix for all boxes
             mid = torch.cat([c2[:N] @ G2[0].T, c2[N:] @ G2[1].T]) + b
             rad = torch.cat([r2[:N] @ G2[0].abs().T, r2[N:] @ G2[1].abs().T])
@@ -200,7 +192,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     dUG, dUg = UG[:N, 0] - LG[N:, 0], Ug[:N, 0] - Lg[N:, 0]
     dl = torch.maximum(torch.maximum(dLg + (dLG * c).sum(-1) - (dLG.abs() * r).sum(-1), -Du[:, 0]), cr[:, 4])
     du = torch.minimum(torch.minimum(dUg + (dUG * c).sum(-1) + (dUG.abs() * r).sum(-1), -Dl[:, 0]), -cr[:, 5])
-    tau = _SAFETY * e[:, 0] + 1e-9
+    tau = float32_error_finish(e[:, 0])
     gy = (LG[:N, 0] + UG[:N, 0]) / 2
     gp = (LG[N:, 0] + UG[N:, 0]) / 2
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
@@ -221,9 +213,9 @@ def point_logits(net: AffineReluNet, X: np.ndarray,
     for k in range(L):
         w, b = net.weights[k], net.biases[k]
         aw, ab = (w.abs(), b.abs()) if (k < L - 1 or last_abs is None) else last_abs
-        e = e @ aw.T + _gamma(w.shape[1] + 1) * (m @ aw.T + ab)
+        e = float32_error_step(e, m, aw, ab)
         h = h @ w.T + b
         if k < L - 1:
             h = h.clamp(min=0)
             m = h + e
-    return h[:, 0].numpy(), (_SAFETY * e[:, 0] + 1e-9).numpy()
+    return h[:, 0].numpy(), float32_error_finish(e[:, 0]).numpy()

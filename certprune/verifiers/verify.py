@@ -15,8 +15,10 @@ Soundness conventions
   It is not a rigorous float32 bound: on ill-conditioned nets (large cancelling weights) float32
   execution can differ from exact arithmetic by more (see tests/test_redteam_soundness.py; a
   rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
-  block nearly every certificate). Raise ``cert_margin`` for such nets. The fairness audit, which
-  decides on near-zero logits, does use a rigorous per-box float32 margin.
+  block nearly every certificate). Raise ``cert_margin`` for such nets, or ask for
+  ``semantics = "float32"`` (chain MLPs): each row's margin then also adds ``|A_r| e``, where ``e``
+  is the rigorous float32 rounding-error bound of :func:`certprune.semantics.chain_float32_error`
+  over the whole region (the bound the fairness audit uses per box). ``stats["semantics"]`` names it.
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
   equal the float32 rounding of a box bound where no float32 number lies inside), given as float32
   values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
@@ -37,6 +39,7 @@ import numpy as np
 
 from certprune.errors import ConfigError, ShapeMismatchError
 from certprune.results import Result, Verdict
+from certprune.semantics import DEFAULT, parse_semantics
 from certprune.specs import Property
 
 STRATEGIES = ("auto", "input", "relu")
@@ -63,8 +66,10 @@ class VerifyConfig:
     milp_max_unstable: int = 48         # ReLU branching: hand domains with this few unstable ReLUs to the MILP
     milp_time_limit: float = 5.0        # seconds per MILP call (a domain it leaves open is branched further)
     optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
+    semantics: str = DEFAULT.value      # exact | float32 (certprune.semantics; float32: chain MLPs only)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "semantics", parse_semantics(self.semantics).value)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         for name in ("batch", "queue_cap", "max_input_depth"):
@@ -121,7 +126,7 @@ def verify(model, prop: Property, timeout: float | None = None, config: VerifyCo
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
     deadline = None if timeout is None else t_start + 0.95 * timeout
     pb = prepare(model, prop, cfg)
-    stats: dict[str, Any] = {"strategy": pb.strategy, "input_dim": pb.net.input_dim,
+    stats: dict[str, Any] = {"semantics": cfg.semantics, "strategy": pb.strategy, "input_dim": pb.net.input_dim,
                              "relus": sum(pb.net.relu_sizes)}
     with torch_threads(cfg.threads):
         res = _run(pb, cfg, deadline, stats, progress or _silent)
