@@ -29,9 +29,6 @@ from pathlib import Path
 
 FIELDS = ["onnx", "vnnlib", "timeout", "result", "seconds"]
 NNENUM_WORDS = {"holds": "unsat", "violated": "sat", "timeout": "timeout"}
-CERTPRUNE_WORDS = {"CERTIFIED": "unsat", "FALSIFIED": "sat", "UNKNOWN": "timeout"}
-
-
 def nnenum_result(text: str) -> str:
     """nnenum's result-file word -> unsat / sat / timeout / unknown / error (VNN-COMP words)."""
     word = text.strip().splitlines()[0].strip() if text.strip() else ""
@@ -89,11 +86,13 @@ def run_nnenum(python: str, src: Path, onnx: Path, vnnlib: Path, timeout: float,
 
 
 def run_certprune(root: Path, onnx: str, vnnlib: str, timeout: float) -> tuple[str, float]:
-    """certprune in process via acasxu_sweep.decide; (VNN-COMP word, wall seconds)."""
-    from acasxu_sweep import decide
+    """certprune in process via the bench runner's per-instance path; (VNN-COMP word, wall seconds)."""
+    from certprune.verifiers.bench import resolve_path
+    from certprune.verifiers.instance import decide_instance
     t0 = time.perf_counter()
     try:
-        word = CERTPRUNE_WORDS[decide(root, onnx, vnnlib, timeout)]
+        word = decide_instance(str(resolve_path(root, onnx)), str(resolve_path(root, vnnlib)), timeout,
+                               config={"threads": 1}).word
     except Exception as e:  # noqa: BLE001 - a crash on one instance is recorded, the run goes on
         print(f"certprune error on {onnx} {vnnlib}: {e}", file=sys.stderr, flush=True)
         word = "error"

@@ -599,7 +599,7 @@ def test_fairness_partition_size_one_does_not_crash():
 
 
 def test_cli_point_box_without_float32_value_is_sat(tmp_path):
-    from certprune.commands.verify import decide
+    from certprune.verifiers.instance import decide_instance
     m = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))
     with torch.no_grad():
         m[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
@@ -610,5 +610,4 @@ def test_cli_point_box_without_float32_value_is_sat(tmp_path):
                       dynamo=False)
     (tmp_path / "p.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
                                        "(assert (>= X_0 0.1))\n(assert (<= X_0 0.1))\n(assert (>= Y_0 0.05))\n")
-    word, _, _ = decide(str(tmp_path / "abs.onnx"), str(tmp_path / "p.vnnlib"), 20.0)
-    assert word == "sat"
+    assert decide_instance(str(tmp_path / "abs.onnx"), str(tmp_path / "p.vnnlib"), 20.0).word == "sat"

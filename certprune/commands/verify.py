@@ -163,16 +163,3 @@ def _finish(args, word: str, x=None, y=None) -> None:
     if args.results_file:
         from certprune.vnncomp import write_result
         write_result(args.results_file, word, x, y)
-
-
-def decide(model_path: str, prop_path: str, timeout: float | None, start: float | None = None,
-           strategy: str = "auto", stats: dict | None = None, threads: int | None = None):
-    """(word, x, y) for one instance (kept for callers of the old API; see
-    :func:`certprune.verifiers.instance.decide_instance`)."""
-    from certprune.verifiers.instance import decide_instance
-
-    config = {"strategy": strategy, **({} if threads is None else {"threads": threads})}
-    out = decide_instance(model_path, prop_path, timeout, start, config)
-    if stats is not None:
-        stats.update(out.stats)
-    return out.word, out.x, out.y

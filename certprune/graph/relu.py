@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certprune.graph.op import Interval, Op, sum_trailing
+from certprune.graph.op import Interval, Op
 
 
 @dataclass

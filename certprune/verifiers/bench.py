@@ -66,13 +66,14 @@ def read_instances(path: str | Path) -> list[Instance]:
             if not timeout > 0:
                 raise ConfigError(f"{path}:{n}: timeout must be positive, got {row[2]}")
             onnx, vnn = row[0].strip(), row[1].strip()
-            out.append(Instance(onnx, vnn, timeout, _resolve(path.parent, onnx), _resolve(path.parent, vnn)))
+            out.append(Instance(onnx, vnn, timeout, resolve_path(path.parent, onnx), resolve_path(path.parent, vnn)))
     if not out:
         raise ConfigError(f"instances file {path} lists no instances")
     return out
 
 
-def _resolve(root: Path, rel: str) -> Path:
+def resolve_path(root: Path, rel: str) -> Path:
+    """``root / rel``, or its ``.gz`` twin when only that exists (instances.csv names the plain file)."""
     p = root / rel
     gz = p.with_name(p.name + ".gz")
     return gz if not p.exists() and gz.exists() else p

@@ -20,7 +20,6 @@ layer (lowest ``w^2``) or neurons of each layer (lowest mean ``w^2``) are remove
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
