@@ -146,3 +146,14 @@ def test_certify_records_semantics_and_refuses_float32_on_conv(tmp_path):
     with pytest.raises(UnsupportedModelError, match="chain MLPs"):
         certify_robustness(conv, np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.int64), 1e-3, timeout=5,
                            semantics="float32")
+
+
+def test_float32_semantics_refuses_a_float64_net_whose_weights_float32_rounds():
+    # the bounds would use the float64 weights while the float32 run rounds them: no certificate
+    m = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    with torch.no_grad():
+        m[2].bias.fill_(50.0 + 1e-12)  # not a float32 number
+    prop = Property(InputRegion(np.array([-0.1, -0.1]), np.array([0.1, 0.1])), (LinearConstraints([[1.0]], [0.0]),))
+    with pytest.raises(UnsupportedModelError, match="weights exact in float32"):
+        certprune.verify(m, prop, timeout=5, config={"semantics": "float32"})
+    assert certprune.verify(m.float(), prop, timeout=10, config={"semantics": "float32"}).verdict.name == "CERTIFIED"

@@ -213,15 +213,19 @@ def require_float32_chain(model, net=None) -> None:
         net = model_forms(model, tuple(info.input_shape) if info is not None else ())[0]
     if not _is_linear_chain(model, net):
         raise UnsupportedModelError(
-            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers) only; use --semantics exact")
+            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers, weights exact in float32) only; "
+            "use --semantics exact")
 
 
 def _is_linear_chain(model, net) -> bool:
     """Whether float32 execution of ``model`` computes exactly ``net``'s layers, one matmul each."""
     if not isinstance(net, AffineReluNet):
         return False
+    # the bounds use net's (float64) weights while the float32 run rounds them: they must agree
+    if not all(bool((w.float().double() == w).all()) for w in net.weights + net.biases):
+        return False
     if isinstance(model, AffineReluNet):
-        return all(bool((w.float().double() == w).all()) for w in model.weights + model.biases)
+        return True
     mods = flatten_modules(model)
     if any(not isinstance(m, (nn.Linear,) + _CHAIN_PASSIVE) for m in mods):
         return False
