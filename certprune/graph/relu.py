@@ -27,6 +27,24 @@ class Relaxation:
     unstable: torch.Tensor
 
 
+def relu_relaxation(l: torch.Tensor, u: torch.Tensor, lower_slope: torch.Tensor | None = None):
+    """Linear relaxation of ReLU on [l, u]: returns (lower slope, upper slope, upper intercept).
+
+    Lower line ``alpha * z`` (alpha in [0, 1]; CROWN's adaptive choice 1 if u > -l else 0 unless
+    ``lower_slope`` is given for unstable neurons); upper line ``s * z + t`` with the chord
+    ``s = u / (u - l)``, ``t = -s * l``. Stable neurons get exact slopes 1 or 0.
+    """
+    active, inactive = l >= 0, u <= 0
+    unstable = ~(active | inactive)
+    denom = torch.where(unstable, u - l, torch.ones_like(u))
+    s = torch.where(unstable, u / denom, active.to(u.dtype))
+    t = torch.where(unstable, -s * l, torch.zeros_like(l))
+    if lower_slope is None:
+        lower_slope = (u > -l).to(u.dtype)
+    alpha = torch.where(unstable, lower_slope, active.to(u.dtype))
+    return alpha, s, t
+
+
 class ReLU(Op):
     """Elementwise max(x, 0)."""
 
@@ -42,13 +60,8 @@ class ReLU(Op):
     @staticmethod
     def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:
         """The relaxation on ``[l, u]`` (see module doc)."""
-        active, inactive = l >= 0, u <= 0
-        unstable = ~(active | inactive)
-        denom = torch.where(unstable, u - l, torch.ones_like(u))
-        s = torch.where(unstable, u / denom, active.to(u.dtype))
-        t = torch.where(unstable, -s * l, torch.zeros_like(l))
-        alpha = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
-        return Relaxation(alpha, s, t, unstable)
+        alpha, s, t = relu_relaxation(l, u)
+        return Relaxation(alpha, s, t, ~((l >= 0) | (u <= 0)))
 
     @staticmethod
     def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False

@@ -27,6 +27,8 @@ import weakref
 
 import torch
 
+from certprune.bounds.crown import concretize_lower as _concretize_lower
+from certprune.graph.relu import relu_relaxation
 from certprune.verifiers.affine import AffineReluNet
 
 LayerBounds = tuple[torch.Tensor, torch.Tensor]
@@ -51,30 +53,6 @@ def ibp(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor) -> tuple[LayerBo
         pre.append((zl, zu))
         lo, hi = zl.clamp(min=0), zu.clamp(min=0)
     raise AssertionError("unreachable")
-
-
-def relu_relaxation(l: torch.Tensor, u: torch.Tensor, lower_slope: torch.Tensor | None = None):
-    """Linear relaxation of ReLU on [l, u]: returns (lower slope, upper slope, upper intercept).
-
-    Lower line ``alpha * z`` (alpha in [0, 1]; CROWN's adaptive choice 1 if u > -l else 0 unless
-    ``lower_slope`` is given for unstable neurons); upper line ``s * z + t`` with the chord
-    ``s = u / (u - l)``, ``t = -s * l``. Stable neurons get exact slopes 1 or 0.
-    """
-    active, inactive = l >= 0, u <= 0
-    unstable = ~(active | inactive)
-    denom = torch.where(unstable, u - l, torch.ones_like(u))
-    s = torch.where(unstable, u / denom, active.to(u.dtype))
-    t = torch.where(unstable, -s * l, torch.zeros_like(l))
-    if lower_slope is None:
-        lower_slope = (u > -l).to(u.dtype)
-    alpha = torch.where(unstable, lower_slope, active.to(u.dtype))
-    return alpha, s, t
-
-
-def _concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Minimum of ``lam @ x + const`` over the box: lam (N, m, n_in) or (m, n_in), const (N, m)."""
-    center, radius = ((lo + hi) / 2).unsqueeze(-1), ((hi - lo) / 2).unsqueeze(-1)
-    return const + (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1)
 
 
 _AUGMENTED: "weakref.WeakKeyDictionary[AffineReluNet, list[torch.Tensor]]" = weakref.WeakKeyDictionary()
