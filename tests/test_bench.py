@@ -178,3 +178,17 @@ def test_bad_timeout_cap_exit_2(tmp_path, capsys):
     inst.write_text("a.onnx,p.vnnlib,30\n")
     assert main(["bench", str(inst), "--timeout-cap", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--timeout-cap" in capsys.readouterr().err
+
+
+def test_second_bench_on_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    from certprune.verifiers.bench_store import BenchStore
+    first = BenchStore(tmp_path / "out", {"a": 1}, {})
+    import subprocess
+    import sys
+    code = ("import sys; from certprune.verifiers.bench_store import BenchStore; "
+            "BenchStore(sys.argv[1], {'a': 1}, {})")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode != 0 and "StoreBusyError" in out.stderr
+    first.close()
+    BenchStore(tmp_path / "out", {"a": 1}, {}).close()  # free again once the first run closed it

@@ -135,3 +135,24 @@ def test_loss_based_method_on_a_one_logit_tabular_model_is_refused(tmp_path, cap
             "--dataset", "german", "--out", str(tmp_path / "g.onnx")]
     assert main(argv) == 2
     assert "one-logit" in _one_error_line(capsys)
+
+
+def test_gating_is_refused_before_any_training(tmp_path, capsys):
+    from certprune.cli import main
+    rc = main(["prune", str(Path(__file__).resolve().parents[1] / "certprune" / "models" / "digits_mlp.onnx"),
+               "--method", "gating", "--amount", "0.5", "--dataset", "digits", "--out", str(tmp_path / "g.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "GatedBlock" in err[0] and not (tmp_path / "g.onnx").exists()
+
+
+def test_mask_learners_refuse_options_their_training_does_not_use():
+    import torch
+    from torch import nn
+
+    import certprune
+    from certprune.errors import ConfigError
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    X, y = torch.rand(32, 4), torch.randint(0, 2, (32,))
+    for opt in ({"stability_weight": 0.1}, {"min_keep": 0.2}):
+        with pytest.raises(ConfigError, match="do not apply"):
+            certprune.prune(m, "scl", None, "unstructured", data=(X, y), **opt)

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     instances = bench.read_instances(args.instances)
     reference = bench.read_reference(args.reference) if args.reference else None
     store = _open_store(args, config)
-    rows = _run_with_bar(bench, instances, store, args, config)
+    try:
+        rows = _run_with_bar(bench, instances, store, args, config)
+    finally:
+        store.close()
     summary = bench.summarize(rows)
     summary["semantics"] = config["semantics"]
     print(bench.format_summary(summary))

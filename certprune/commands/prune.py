@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from certprune.pruning.export import save_pruned
 
     check_out(args.model, args.out, args.force)
+    if args.method == "gating":  # the gate cannot be exported to ONNX: refuse before training, not after
+        from certprune.errors import UnsupportedModelError
+        from certprune.pruning.learners.gating import REFUSAL
+        raise UnsupportedModelError(f"--method gating cannot write {args.out}: {REFUSAL}")
     if args.finetune_epochs is None:
         args.finetune_epochs = DEFAULT_FINETUNE_EPOCHS[args.dataset]
     if args.finetune_epochs < 0:

@@ -17,8 +17,8 @@ from torch import nn
 from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.pruning.layers import BN_TYPES, UnitLayer, base_module, named_leaves, unit_layers
 
-_CELLS = 4e7
-DEAD_SCORE = -2.0  # below tanh's range: units never active on the scored boxes go first  # float64 entries per CROWN chunk (N * 2n * n_in), keeps memory near 300 MB
+_CELLS = 4e7  # float64 entries per CROWN chunk (N * 2n * n_in), keeps memory near 300 MB
+DEAD_SCORE = -2.0  # below tanh's range: units never active on the scored boxes go first
 
 
 def perturbation_boxes(X: torch.Tensor, epsilon: float, domain: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:

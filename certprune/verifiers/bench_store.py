@@ -7,7 +7,8 @@
 
 A rerun into the same folder skips the rows already there, but only for the same identity: a
 folder holding another run (other instances, cap or configuration), or a results.csv without its
-bench.json, is refused with a ConfigError rather than mixed in.
+bench.json, is refused with a ConfigError rather than mixed in; a second process on the same
+folder is refused while the first holds ``DIR/bench.lock``.
 """
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ class BenchStore:
     def _open(self, config: Mapping[str, Any]) -> None:
         from certprune.verifiers.config_file import write_config
 
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ConfigError(f"--out {self.folder} is a file, not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        from certprune.verifiers.store_lock import StoreLock, ensure_dir
+
+        ensure_dir(self.folder)
+        # one run per folder, as the fairness and certify stores (released by the kernel on exit)
+        self.lock = StoreLock(self.folder / "bench.lock", "bench results folder").acquire()
         ident = self.folder / "bench.json"
         if ident.exists():
             try:
@@ -56,6 +59,10 @@ class BenchStore:
         else:
             ident.write_text(json.dumps(self.identity, indent=1, sort_keys=True) + "\n")
         write_config(self.folder / "config.toml", config)
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        self.lock.release()
 
     def done(self) -> dict[tuple[str, str], dict[str, str]]:
         """Rows already stored, by (onnx, vnnlib) as written in the instances file."""

@@ -67,6 +67,9 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     opts = make_options(rest)
     if opts.steps != 1 or opts.rewind or opts.silo:
         raise ConfigError(f"method {method!r} learns its masks while training; steps, rewind and silo do not apply")
+    if opts.stability_weight > 0 or opts.min_keep > 0:  # the learners' training has no such term: say so
+        raise ConfigError(f"method {method!r} learns its masks while training; stability_weight and min_keep "
+                          "do not apply to it")
     if amount is None and not getattr(mod, "AMOUNT_OPTIONAL", False):
         raise ConfigError("amount is required (fraction in [0, 1) of weights or units to remove)")
     amount = None if amount is None else check_amount(amount)
