@@ -221,3 +221,16 @@ def test_unit_pool_pops_largest_and_drains_both_ends():
     assert sorted(pool.pop(2, drain=True).size.tolist()) == [1.0, 5.0] and len(pool) == 2
     pool.add(u.take(np.array([0])))
     assert sorted(pool.pop(10).part.tolist()) == [0, 3, 5] and len(pool) == 0
+
+
+def test_overlapping_user_partitions_are_refused():
+    # counts are per box: an overlap would count individuals twice and could claim a fair domain
+    import numpy as np
+    import pytest
+
+    from certprune.errors import SpecError
+    from certprune.verifiers.partition import box_partition
+    lo, hi = np.array([0, 0]), np.array([3, 3])
+    box_partition([[[0, 0], [1, 3]], [[2, 0], [3, 3]]], lo, hi)  # disjoint: accepted
+    with pytest.raises(SpecError, match="overlap"):
+        box_partition([[[0, 0], [2, 3]], [[2, 0], [3, 3]]], lo, hi)

@@ -91,7 +91,8 @@ def _suggest(lower, upper, whole) -> int:
 
 def box_partition(boxes, lower: np.ndarray, upper: np.ndarray) -> Partitioning:
     """A user-given partition: boxes (K, 2, n) of inclusive integer bounds inside the domain.
-    Boxes may overlap (each is audited on its own); they need not cover the domain."""
+    Boxes must not overlap (individuals are counted per box, so an overlap would count some twice
+    and could report a domain as fair that was never fully audited); they need not cover it."""
     b = np.asarray(boxes, dtype=np.float64)
     n = len(lower)
     if b.ndim != 3 or b.shape[1:] != (2, n):
@@ -102,4 +103,9 @@ def box_partition(boxes, lower: np.ndarray, upper: np.ndarray) -> Partitioning:
         raise SpecError("a user partition has lower > upper")
     if np.any(b[:, 0] < lower) or np.any(b[:, 1] > upper):
         raise SpecError("a user partition leaves the domain")
+    for k in range(len(b) - 1):
+        rest = b[k + 1:]
+        hit = np.all((rest[:, 0] <= b[k, 1]) & (b[k, 0] <= rest[:, 1]), axis=1)
+        if hit.any():
+            raise SpecError(f"user partitions {k} and {k + 1 + int(np.argmax(hit))} overlap; give disjoint boxes")
     return Partitioning(boxes=b)
