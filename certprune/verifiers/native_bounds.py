@@ -96,31 +96,6 @@ def backsubstitute(net: AffineReluNet, layer: int, relax: list[Relaxation], lo: 
     return _concretize_lower(lam, const, lo, hi)
 
 
-def backward_lower(net: AffineReluNet, layer: int, pre: list[LayerBounds], lo: torch.Tensor, hi: torch.Tensor,
-                   C: torch.Tensor, alphas: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """CROWN lower bound of ``C @ z_layer`` (z_layer = output of affine layer ``layer``) over the
-    box. ``C`` is (N, m, n_layer) or (m, n_layer); ``pre[j]`` bounds the pre-activations of ReLU
-    layer j < layer. ``alphas[j]`` optionally overrides the lower slopes of unstable neurons
-    (alpha-CROWN), shape (N, n_j) or (N, m, n_j). Returns (N, m)."""
-    relax = [relu_relaxation(l, u) for l, u in pre[:layer]]
-    if alphas is not None:
-        alphas = masked_alphas(pre[:layer], alphas)
-    lam = C @ net.weights[layer]
-    const = (C @ net.biases[layer]).expand(lo.shape[0], C.shape[-2])
-    return backsubstitute(net, layer, relax, lo, hi, lam, const, alphas)
-
-
-def masked_alphas(pre: list[LayerBounds], alphas: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Lower slopes with stable neurons forced to their exact slope (1 active, 0 inactive)."""
-    out = []
-    for (l, u), a in zip(pre, alphas):
-        unstable, active = (l < 0) & (u > 0), (l >= 0).to(l.dtype)
-        if a.dim() == 3:
-            unstable, active = unstable.unsqueeze(1), active.unsqueeze(1)
-        out.append(torch.where(unstable, a, active))
-    return out
-
-
 def _two_sided(net: AffineReluNet, layer: int, relax: list[Relaxation], lo: torch.Tensor, hi: torch.Tensor,
                alphas: list[torch.Tensor | None] | None = None) -> LayerBounds:
     """CROWN (lower, upper) of every output of affine layer ``layer`` (one backward pass, 2n rows)."""
@@ -142,19 +117,6 @@ def _intersect(net: AffineReluNet, layer: int, pre: list[LayerBounds], low: torc
     il, iu = interval_affine(net.weights[layer], net.biases[layer], pre[layer - 1][0].clamp(min=0),
                              pre[layer - 1][1].clamp(min=0))
     return torch.maximum(low, il), torch.minimum(up, iu)
-
-
-def crown_layer_bounds(net: AffineReluNet, layer: int, pre: list[LayerBounds], lo: torch.Tensor, hi: torch.Tensor,
-                       alphas: list[torch.Tensor] | None = None, intersect_ibp: bool = True) -> LayerBounds:
-    """CROWN bounds of the outputs of affine layer ``layer`` given ``pre`` for the layers below.
-
-    ``intersect_ibp`` (default True here, for branch and bound callers that clamp ``pre`` by
-    splits) intersects with the interval image of ``pre[layer - 1]``."""
-    relax = [relu_relaxation(l, u) for l, u in pre[:layer]]
-    if alphas is not None:
-        alphas = masked_alphas(pre[:layer], alphas)
-    low, up = _two_sided(net, layer, relax, lo, hi, alphas)
-    return _intersect(net, layer, pre, low, up) if intersect_ibp else (low, up)
 
 
 def crown_intermediate(net: AffineReluNet, lo: torch.Tensor, hi: torch.Tensor, intersect_ibp: bool = False
