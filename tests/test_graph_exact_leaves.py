@@ -167,3 +167,44 @@ def test_verify_residual_net_through_the_milp_leaf_agrees_with_exact_milp(side):
     if side == "falsified":
         y = m.float()(torch.as_tensor(res.counterexample).reshape(1, -1)).detach().double().numpy().ravel()
         assert float(a @ y) <= b
+
+
+def _other_op_nets():
+    """AvgPool, zero Pad, Permute, MatMul by a constant, a constant Sub (Scale), Conv1d with
+    BatchNorm1d, and the dense fallback (ConvTranspose2d): every remaining operator's encoding."""
+    from torch import nn
+
+    from certprune.io import onnx_ops as ops
+    torch.manual_seed(0)
+    pool = nn.Sequential(ops.ConstantPad((1, 0, 0, 1)), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.AvgPool2d(2),
+                         ops.Permute((0, 2, 3, 1)), ops.MatMulConst(np.random.default_rng(0).normal(size=(3, 2))),
+                         ops.ConstBinary("Sub", np.float32(0.5), True), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval()
+    c1 = nn.Sequential(nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.BatchNorm1d(3).eval(), nn.ReLU(),
+                       nn.Flatten(), nn.Linear(9, 2)).eval()
+    dense = nn.Sequential(nn.ConvTranspose2d(1, 2, 2, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
+    rows = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval()  # Linear on (2, 3)
+    return [(pool, (2, 5, 5), "pool"), (c1, (2, 6), "conv"), (dense, (1, 2, 2), "dense"), (rows, (2, 3), "linear")]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_every_operator_encodes_its_linear_piece_and_the_milp_is_attained(k):
+    m, shape, kind = _other_op_nets()[k]
+    g = build_graph(m, shape)
+    assert kind in [n.op.kind for n in g.nodes[1:]]
+    lo, _, rng = _box(g, 7)
+    hi = lo + 1e-7
+    pre, _ = _pre(g, lo, hi)
+    enc = encode(g, pre)
+    assert enc.n_vars == g.input_dim  # one linear piece
+    x = lo + rng.random((10, g.input_dim)) * (hi - lo)
+    y = g.forward(torch.as_tensor(x)).reshape(10, -1).numpy()
+    np.testing.assert_allclose(x @ enc.out.M.toarray().T + enc.out.c, y, rtol=1e-10, atol=1e-10)
+    hi = lo + 0.3  # now with unstable neurons: the MILP optimum is attained and below the samples
+    pre, _ = _pre(g, lo, hi)
+    a = rng.normal(size=g.output_dim)
+    out = solve_milp(g, lo, hi, pre, a[None], np.array([1e3]), 1e-9, 60.0)
+    assert out.status == "candidate"
+    t = float(a @ g.forward(torch.as_tensor(out.x)[None]).reshape(-1).numpy())
+    assert t - 1e3 == pytest.approx(out.bound, abs=1e-5)
+    xs = lo + rng.random((3000, g.input_dim)) * (hi - lo)
+    assert (g.forward(torch.as_tensor(xs)).reshape(3000, -1).numpy() @ a >= t - 1e-6).all()

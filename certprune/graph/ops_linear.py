@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from certprune.graph.op import Interval, Op, flat_rows, sum_trailing, unflat_rows
 
 
-def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None):
-    """``x @ W.T + b`` on the last dim of an expression: W's rows, block-diagonal over the
-    leading dims (exact encoding of Linear and Dense)."""
+def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat: bool = False):
+    """``x @ W.T + b`` on the last dim of an expression (on the flattened value if ``flat``): W's
+    rows, block-diagonal over the leading dims (exact encoding of Linear and Dense)."""
     import numpy as np
     import scipy.sparse as sp
 
     from certprune.graph.encode import cached
-    rows = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 else 1
+    rows = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 and not flat else 1
     W = cached(op, ("w",), lambda: sp.csr_matrix(weight.numpy()))
     J = W if rows == 1 else cached(op, ("kron", rows), lambda: sp.kron(sp.eye(rows), W, format="csr"))
     b = None if bias is None else np.tile(bias.numpy(), rows)
@@ -166,7 +166,7 @@ class Dense(Op):
         return l.reshape(len(l), *self.out_shape), u.reshape(len(u), *self.out_shape)
 
     def encode(self, enc, x):
-        return _linear_encode(self, x, self.linear.weight, self.linear.bias)
+        return _linear_encode(self, x, self.linear.weight, self.linear.bias, flat=True)
 
     def backward(self, A):
         K, m = A.shape[:2]
