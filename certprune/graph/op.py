@@ -8,7 +8,11 @@ Conventions (all operators):
   linear function ``sum(A * y)`` of the operator's output and returns one coefficient tensor per
   input and a bias ``(K, m)`` (or None) such that ``sum(A * y) = sum_i sum(A_i * x_i) + bias``
   exactly (linear operators) -- the backward (CROWN) step. Nonlinear operators (ReLU) take
-  their relaxation as well: see :mod:`certprune.graph.relu`.
+  their relaxation as well: see :mod:`certprune.graph.relu`;
+- ``encode(enc, *exprs)`` maps the affine expressions (``certprune.graph.encode.LinExpr``) of
+  the inputs' values to the output's: the exact LP/MILP encoding. The default serves linear
+  single-input operators through their sparse Jacobian; ReLU adds its variables and constraints
+  through the encoder.
 """
 from __future__ import annotations
 
@@ -32,6 +36,13 @@ class Op:
 
     def backward(self, A: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         raise NotImplementedError
+
+    def encode(self, enc, *xs):
+        """Exact encoding (see module doc); the default is for bias-free linear single-input ops."""
+        from certprune.graph.encode import affine_encode
+        if len(xs) != 1:
+            raise NotImplementedError(f"{type(self).__name__} has no exact encoding")
+        return affine_encode(self, xs[0])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -9,6 +9,20 @@ import torch.nn.functional as F
 from certprune.graph.op import Interval, Op, flat_rows, sum_trailing, unflat_rows
 
 
+def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat: bool = False):
+    """``x @ W.T + b`` on the last dim of an expression (on the flattened value if ``flat``): W's
+    rows, block-diagonal over the leading dims (exact encoding of Linear and Dense)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from certprune.graph.encode import cached
+    rows = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 and not flat else 1
+    W = cached(op, ("w",), lambda: sp.csr_matrix(weight.numpy()))
+    J = W if rows == 1 else cached(op, ("kron", rows), lambda: sp.kron(sp.eye(rows), W, format="csr"))
+    b = None if bias is None else np.tile(bias.numpy(), rows)
+    return x.map(J, b, ())
+
+
 class Linear(Op):
     """``y = x @ W.T + b`` on the last dim; W (out, in), b (out,) or None."""
 
@@ -28,6 +42,9 @@ class Linear(Op):
         c, r = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
         zc, zr = self.forward(c), r @ self.abs_weight.T
         return zc - zr, zc + zr
+
+    def encode(self, enc, x):
+        return _linear_encode(self, x, self.weight, self.bias)
 
     def backward(self, A):
         if self.bias is None:
@@ -79,6 +96,14 @@ class Conv(Op):
         zc, zr = self._conv(c, self.weight, self.bias), self._conv(r, self.abs_weight, None)
         return zc - zr, zc + zr
 
+    def encode(self, enc, x):
+        from certprune.graph.encode import affine_encode
+        bias = None
+        if self.bias is not None:
+            bias = (torch.zeros(1, *self.out_shape, dtype=self.bias.dtype)
+                    + self.bias.reshape(-1, *([1] * self.d))).reshape(-1).numpy()
+        return affine_encode(self, x, lambda e: self._conv(e, self.weight, None), bias)
+
     def backward(self, A):
         K, m = A.shape[:2]
         # the transposed convolution, as the input gradient of the convolution (measured 1.6x
@@ -111,6 +136,13 @@ class Scale(Op):
         zr = r if self.scale is None else r * self.scale.abs()
         return zc - zr, zc + zr
 
+    def encode(self, enc, x):
+        import scipy.sparse as sp
+        one = torch.ones(1, *x.shape, dtype=torch.float64)
+        sc = (one if self.scale is None else one * self.scale).reshape(-1).numpy()
+        sh = None if self.shift is None else (torch.zeros_like(one) + self.shift).reshape(-1).numpy()
+        return x.map(sp.diags(sc, format="csr"), sh, ())
+
     def backward(self, A):
         bias = None if self.shift is None else sum_trailing(A * self.shift)
         return [A if self.scale is None else A * self.scale], bias
@@ -132,6 +164,9 @@ class Dense(Op):
     def interval(self, b: Interval) -> Interval:
         l, u = self.linear.interval((b[0].reshape(len(b[0]), -1), b[1].reshape(len(b[1]), -1)))
         return l.reshape(len(l), *self.out_shape), u.reshape(len(u), *self.out_shape)
+
+    def encode(self, enc, x):
+        return _linear_encode(self, x, self.linear.weight, self.linear.bias, flat=True)
 
     def backward(self, A):
         K, m = A.shape[:2]

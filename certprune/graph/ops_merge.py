@@ -29,6 +29,10 @@ class AddSub(Op):
     def backward(self, A):
         return [A, A if self.sign > 0 else -A], None
 
+    def encode(self, enc, a, b):
+        from certprune.graph.encode import LinExpr
+        return LinExpr(a.M + b.M if self.sign > 0 else a.M - b.M, a.c + b.c if self.sign > 0 else a.c - b.c, a.shape)
+
     def __repr__(self) -> str:
         return f"AddSub({'+' if self.sign > 0 else '-'})"
 
@@ -50,6 +54,10 @@ class Concat(Op):
 
     def backward(self, A):
         return list(torch.split(A, self.sizes, dim=self.dim + 1)), None
+
+    def encode(self, enc, *xs):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, *xs)
 
     def __repr__(self) -> str:
         return f"Concat(dim={self.dim}, sizes={self.sizes})"

@@ -29,6 +29,10 @@ class Reshape(Op):
     def backward(self, A):
         return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
 
+    def encode(self, enc, x):
+        from certprune.graph.encode import LinExpr
+        return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
+
 
 class Permute(Op):
     """Transpose of the per-sample dims; ``perm`` indexes the batched tensor, ``perm[0] == 0``."""
@@ -50,6 +54,10 @@ class Permute(Op):
 
     def backward(self, A):
         return [A.permute(0, 1, *[i + 1 for i in self.inv[1:]])], None
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
 
 
 class Select(Op):
@@ -75,6 +83,10 @@ class Select(Op):
         out.index_add_(2, self.index, A.reshape(K, m, -1))
         return [out.reshape(K, m, *self.in_shape)], None
 
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
+
 
 class Pad(Op):
     """Zero padding; ``pad`` in torch order (last dim first, before/after pairs)."""
@@ -92,6 +104,10 @@ class Pad(Op):
 
     def backward(self, A):
         return [F.pad(A, tuple(-p for p in self.pad))], None
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
 
 
 class MonotoneLinear(Op):

@@ -3,6 +3,7 @@ and the float32 confirmation of counterexamples on the ORIGINAL model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,11 @@ class Problem:
     open_lo: np.ndarray | None = None
     open_hi: np.ndarray | None = None
 
+    @cached_property
+    def graph(self) -> Graph:
+        """The graph IR every bound and exact leaf runs on (a chain's dense form as a graph)."""
+        return chain_graph(self.net)
+
     def confirm(self, pts: np.ndarray) -> np.ndarray | None:
         """The point (float32 values, as float64, flat) among ``pts`` that lies in the region and
         whose float32 output violates the property exactly (strict rows strictly:
@@ -67,20 +73,19 @@ class Problem:
 
     def root_alive(self, cfg: Any, deadline: float | None) -> np.ndarray:
         """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN
-        (``split_bounds.optimize_spec``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
-        from certprune.verifiers.split_bounds import optimize_spec, split_intermediate
+        (``bounds.engine.root_lower``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
+        from certprune.bounds.engine import root_lower
 
         lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
         iters = 20 if cfg.use_alpha_crown else 0
-        if isinstance(self.net, Graph):
-            from certprune.bounds.engine import root_lower
-            lower = root_lower(self.net, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
-            return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
-        splits = [torch.zeros(1, n, dtype=torch.int8) for n in self.net.relu_sizes]
-        pre, _ = split_intermediate(self.net, lo, hi, splits)
-        lower, _, _ = optimize_spec(self.net, pre, lo, hi, self.spec.C, self.spec.c, splits, iters, self.spec.tol,
-                                    lr=0.5, deadline=deadline)
+        lower = root_lower(self.graph, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
         return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
+
+
+def chain_graph(net: AffineReluNet | Graph) -> Graph:
+    """``net`` as a graph (an AffineReluNet becomes its Linear/ReLU chain)."""
+    from certprune.graph import build_graph
+    return net if isinstance(net, Graph) else build_graph(net)
 
 
 def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, open_lo: np.ndarray | None = None,
@@ -195,14 +200,14 @@ def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Te
     of the whole region (valid on every sub-domain). Only for chain MLPs executed layer by layer
     (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact weights): anything else
     (conv, merged affine runs, graphs) raises UnsupportedModelError."""
-    from certprune.verifiers.split_bounds import split_intermediate
+    from certprune.bounds import crown
 
     require_float32_chain(model, net)
     lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-    splits = [torch.zeros(1, n, dtype=torch.int8) for n in net.relu_sizes]
-    pre, _ = split_intermediate(net, lo_t, hi_t, splits)
+    g = chain_graph(net)
+    st = crown.intermediate(g, lo_t, hi_t, intersect=True, sparse=True)
     return chain_float32_error(net.weights, net.biases, torch.maximum(lo_t.abs(), hi_t.abs())[0],
-                               [u[0] for _, u in pre])
+                               [st.pre[i][1].reshape(-1) for i in g.relu_nodes])
 
 
 def require_float32_chain(model, net=None) -> None:

@@ -167,7 +167,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                            cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit)
-    out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
+    out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
                          attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
                          progress=progress).run(alive)
     stats.update(out.stats)
