@@ -92,11 +92,14 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
             res.bounds[i] = node.op.interval((l, u))
         else:
             fns[i] = node.op.forward_linear(*ins)
-            box = node.op.interval(*[res.bounds[j] for j in node.inputs])
             if i in feeds_relu or i in keep or every_node:
                 fl, fu = fns[i]
-                cl, cu = concretize(fl, lo, hi, False), concretize(fu, lo, hi, True)
-                box = (torch.maximum(cl, box[0]), torch.minimum(cu, box[1])) if intersect_ibp else (cl, cu)
+                box = concretize(fl, lo, hi, False), concretize(fu, lo, hi, True)
+                if intersect_ibp:
+                    il, iu = node.op.interval(*[res.bounds[j] for j in node.inputs])
+                    box = (torch.maximum(box[0], il), torch.minimum(box[1], iu))
+            else:
+                box = node.op.interval(*[res.bounds[j] for j in node.inputs])
             res.bounds[i] = box
         for j in node.inputs:
             if last_use[j] == i and j not in keep:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, sum_trailing, unflat_rows
+from certprune.graph.op import FnPair, Interval, LinFn, Op, flat_rows, signed_forward, sum_trailing, unflat_rows
 from certprune.semantics import gamma
 
 
@@ -45,8 +45,21 @@ class Linear(Op):
         return [out[..., :-1]], sum_trailing(out[..., -1:])
 
     def forward_linear(self, f: FnPair) -> FnPair:
-        wp, wn = _pos_neg(self, self.weight)
-        return signed_forward(f, lambda x: x @ self.weight.T, lambda x: x @ wp.T, lambda x: x @ wn.T, self.bias)
+        lo, up = f
+        if lo is up or lo.A.shape[0] != up.A.shape[0]:
+            wp, wn = _pos_neg(self, self.weight)
+            return signed_forward(f, lambda x: x @ self.weight.T, lambda x: x @ wp.T, lambda x: x @ wn.T, self.bias)
+        # [L', U'] = [L, U] @ [[W+^T, W-^T], [W-^T, W+^T]]: one matrix product for both functions
+        B = self.__dict__.get("_stacked")
+        if B is None:
+            wp, wn = _pos_neg(self, self.weight)
+            B = self._stacked = torch.cat([torch.cat([wp.T, wn.T], 1), torch.cat([wn.T, wp.T], 1)])
+        h = self.weight.shape[0]
+        A = torch.cat([lo.A, up.A], -1) @ B
+        b = torch.cat([lo.b, up.b], -1) @ B
+        if self.bias is not None:
+            b = b + self.bias.repeat(2)
+        return LinFn(A[..., :h], b[..., :h]), LinFn(A[..., h:], b[..., h:])
 
     rounding_abs: tuple[torch.Tensor, torch.Tensor | None] | None = None
     """(|W|, |b|) of the float32 computation this operator stands for, where it differs from the
