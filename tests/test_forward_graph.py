@@ -16,27 +16,14 @@ from certprune.io import onnx_ops as ops
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bounds import compute_bounds
 from tests.graph_nets import GRAPHS, graph
+from tests.test_graph_bounds import N_SAMPLES, _inside
+from tests.test_graph_bounds import _boxes as graph_boxes
+from tests.test_graph_bounds import _samples as _points
 
-N_SAMPLES = 10_000
-TOL = 1e-9
 
 
 def _boxes(d: int, n: int, seed: int, width: float = 0.6):
-    g = torch.Generator().manual_seed(seed)
-    lo = torch.rand(n, d, generator=g, dtype=torch.float64) * 2 - 1
-    return lo, lo + width * torch.rand(n, d, generator=g, dtype=torch.float64)
-
-
-def _points(lo, hi, box: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(N_SAMPLES, lo.shape[1], generator=g, dtype=torch.float64)
-    u[:64] = (u[:64] > 0.5).double()  # some corners
-    return lo[box] + u * (hi[box] - lo[box])
-
-
-def _inside(v: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> bool:
-    v = v.reshape(len(v), -1)
-    return bool((v >= l.reshape(1, -1) - TOL).all() and (v <= u.reshape(1, -1) + TOL).all())
+    return graph_boxes((d,), n, seed, width)
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
@@ -126,3 +113,28 @@ def test_compute_bounds_forward_mode_runs_on_graphs_with_a_spec(name):
     for box in range(2):
         y = g.forward(_points(lo, hi, box, seed=3)).reshape(N_SAMPLES, -1) @ C.T
         assert _inside(y, b.lower[box], b.upper[box])
+
+
+def _every_op_net() -> nn.Module:
+    """Pad, Conv, ReLU, AvgPool, Permute, MatMul by a constant, constant Mul/Add, Flatten, Linear."""
+    torch.manual_seed(4)
+    return nn.Sequential(ops.ConstantPad((1, 1, 1, 1)), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.AvgPool2d(2),
+                         ops.Permute((0, 2, 3, 1)), ops.MatMulConst(np.random.default_rng(0).normal(size=(3, 4))),
+                         ops.ConstBinary("Mul", np.float32(-0.75), False),
+                         ops.ConstBinary("Add", np.linspace(-1, 1, 4).astype(np.float32), False), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
+def test_every_operator_forward_map_is_sound_by_sampling():
+    m = _every_op_net()
+    g = build_graph(m, (2, 4, 4))
+    kinds = {n.op.kind for n in g.nodes[1:]}
+    assert {"pad", "conv", "relu", "pool", "permute", "matmul", "scale", "reshape", "linear"} <= kinds
+    lo, hi = _boxes(g.input_dim, 2, 9)
+    res = forward_pass(g, lo, hi, every_node=True)
+    for box in range(2):
+        x = _points(lo, hi, box, seed=box)
+        vals = g.forward(x, keep=True)
+        torch.testing.assert_close(vals[g.output], m.double()(x.reshape(-1, 2, 4, 4)), rtol=0, atol=1e-10)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], res.bounds[t][0][box], res.bounds[t][1][box]), g.nodes[t]
