@@ -99,7 +99,7 @@ def lirpa_default_float32(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, 
 
 def compare(name, model, shape, lo, hi, method, mode="backward", warm: int | None = None):
     """One table row: boxes/s of both engines, ratio, disagreement."""
-    net = affine_net(model, shape) if mode == "forward" else model  # forward mode: chain form only
+    net = model
     w = min(len(lo), 1024 if method != "alpha-crown" else 8) if warm is None else warm  # warm-up (allocator, caches)
     compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native", input_shape=shape)
     compute_bounds(model, lo[:w], hi[:w], method=method, mode=mode, engine="lirpa", input_shape=shape)

@@ -6,7 +6,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from certprune.graph.op import Interval, Op, flat_rows, sum_trailing, unflat_rows
+from certprune.graph.op import FnPair, Interval, LinFn, Op, flat_rows, signed_forward, sum_trailing, unflat_rows
+from certprune.semantics import gamma
+
+
+def _pos_neg(op, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max(w, 0), min(w, 0)), computed once per operator."""
+    pn = op.__dict__.get("_pn")
+    if pn is None:
+        pn = op._pn = (w.clamp(min=0), w.clamp(max=0))
+    return pn
 
 
 def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat: bool = False):
@@ -52,6 +61,33 @@ class Linear(Op):
         out = A @ self.augmented
         return [out[..., :-1]], sum_trailing(out[..., -1:])
 
+    def forward_linear(self, f: FnPair) -> FnPair:
+        lo, up = f
+        if lo is up or lo.A.shape[0] != up.A.shape[0]:
+            wp, wn = _pos_neg(self, self.weight)
+            return signed_forward(f, lambda x: x @ self.weight.T, lambda x: x @ wp.T, lambda x: x @ wn.T, self.bias)
+        # [L', U'] = [L, U] @ [[W+^T, W-^T], [W-^T, W+^T]]: one matrix product for both functions
+        B = self.__dict__.get("_stacked")
+        if B is None:
+            wp, wn = _pos_neg(self, self.weight)
+            B = self._stacked = torch.cat([torch.cat([wp.T, wn.T], 1), torch.cat([wn.T, wp.T], 1)])
+        h = self.weight.shape[0]
+        A = torch.cat([lo.A, up.A], -1) @ B
+        b = torch.cat([lo.b, up.b], -1) @ B
+        if self.bias is not None:
+            b = b + self.bias.repeat(2)
+        return LinFn(A[..., :h], b[..., :h]), LinFn(A[..., h:], b[..., h:])
+
+    rounding_abs: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    """(|W|, |b|) of the float32 computation this operator stands for, where it differs from the
+    operator's own (a two-logit difference y1 - y0 computes both rows: |w1| + |w0|)."""
+
+    def float32_error(self, es, ms):
+        """Higham Thm 3.5: ``e |W|^T + gamma_{n+1} (m |W|^T + |b|)`` (any order, FMA or not)."""
+        aw, ab = self.rounding_abs or (self.abs_weight, None if self.bias is None else self.bias.abs())
+        t = ms[0] @ aw.T
+        return es[0] @ aw.T + gamma(aw.shape[1] + 1) * (t if ab is None else t + ab)
+
 
 class MatMul(Op):
     """``y = x @ W`` for a constant W (ONNX MatMul on tensors of rank > 2)."""
@@ -71,6 +107,15 @@ class MatMul(Op):
 
     def backward(self, A):
         return [torch.matmul(A, self.weight.transpose(-1, -2))], None
+
+    def forward_linear(self, f: FnPair) -> FnPair:
+        wp, wn = _pos_neg(self, self.weight)
+        return signed_forward(f, lambda x: torch.matmul(x, self.weight), lambda x: torch.matmul(x, wp),
+                              lambda x: torch.matmul(x, wn), None)
+
+    def float32_error(self, es, ms):
+        k = self.weight.shape[-2]
+        return torch.matmul(es[0], self.abs_weight) + gamma(k) * torch.matmul(ms[0], self.abs_weight)
 
 
 class Conv(Op):
@@ -117,6 +162,18 @@ class Conv(Op):
             bias = A.sum(dim=spatial) @ self.bias
         return [unflat_rows(out, K, m)], bias
 
+    def forward_linear(self, f: FnPair) -> FnPair:
+        wp, wn = _pos_neg(self, self.weight)
+        shift = None if self.bias is None else self.bias.reshape(-1, *([1] * self.d))
+        return signed_forward(f, lambda x: self._conv(x, self.weight, None), lambda x: self._conv(x, wp, None),
+                              lambda x: self._conv(x, wn, None), shift)
+
+    def float32_error(self, es, ms):
+        """As Linear, with n = the products per output (in channels / groups x kernel size)."""
+        k = self.weight[0].numel()
+        ab = None if self.bias is None else self.bias.abs()
+        return self._conv(es[0], self.abs_weight, None) + gamma(k + 1) * self._conv(ms[0], self.abs_weight, ab)
+
 
 class Scale(Op):
     """Elementwise ``y = x * scale + shift``; scale/shift broadcast to the per-sample shape."""
@@ -147,6 +204,12 @@ class Scale(Op):
         bias = None if self.shift is None else sum_trailing(A * self.shift)
         return [A if self.scale is None else A * self.scale], bias
 
+    def forward_linear(self, f: FnPair) -> FnPair:
+        if self.scale is None:
+            return signed_forward(f, lambda x: x, lambda x: x, None, self.shift)
+        sp, sn = _pos_neg(self, self.scale)
+        return signed_forward(f, lambda x: x * self.scale, lambda x: x * sp, lambda x: x * sn, self.shift)
+
 
 class Dense(Op):
     """Any other affine layer as one dense matrix on the flattened sample (a fallback read off
@@ -172,3 +235,11 @@ class Dense(Op):
         K, m = A.shape[:2]
         (a,), bias = self.linear.backward(A.reshape(K, m, -1))
         return [a.reshape(K, m, *self.in_shape)], bias
+
+    def forward_linear(self, f: FnPair) -> FnPair:
+        wp, wn = _pos_neg(self, self.linear.weight)
+
+        def via(w):
+            return lambda x: (x.reshape(x.shape[0], -1) @ w.T).reshape(x.shape[0], *self.out_shape)
+        b = None if self.linear.bias is None else self.linear.bias.reshape(self.out_shape)
+        return signed_forward(f, via(self.linear.weight), via(wp), via(wn), b)

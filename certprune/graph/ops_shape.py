@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from certprune.graph.op import Interval, Op, flat_rows, unflat_rows
+from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, structural_forward, unflat_rows
 
 
 class Reshape(Op):
@@ -32,6 +32,11 @@ class Reshape(Op):
     def encode(self, enc, x):
         from certprune.graph.encode import LinExpr
         return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class Permute(Op):
@@ -58,6 +63,11 @@ class Permute(Op):
     def encode(self, enc, x):
         from certprune.graph.encode import moved_encode
         return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class Select(Op):
@@ -86,6 +96,11 @@ class Select(Op):
     def encode(self, enc, x):
         from certprune.graph.encode import moved_encode
         return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class Pad(Op):
@@ -108,6 +123,11 @@ class Pad(Op):
     def encode(self, enc, x):
         from certprune.graph.encode import moved_encode
         return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class MonotoneLinear(Op):
@@ -131,6 +151,9 @@ class MonotoneLinear(Op):
             x = torch.zeros(K * m, *self.in_shape, dtype=A.dtype, requires_grad=True)
             g, = torch.autograd.grad(self.fn(x), x, flat_rows(A), create_graph=A.requires_grad)
         return [unflat_rows(g, K, m)], None
+
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return signed_forward(f, self.fn, self.fn, None, None)  # nonnegative weights, no offset
 
     def __repr__(self) -> str:
         return f"MonotoneLinear({self.label})"

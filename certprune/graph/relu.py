@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certprune.graph.op import Interval, Op
+from certprune.graph.op import FnPair, Interval, LinFn, Op
 
 
 @dataclass
@@ -60,6 +60,17 @@ class ReLU(Op):
     def encode(self, enc, z):
         """Exact encoding on the encoder's current domain (``certprune.graph.encode``)."""
         return enc.relu(z)
+
+    @staticmethod
+    def forward_relaxed(f: FnPair, r: Relaxation) -> FnPair:
+        """Forward symbolic step: lower ``alpha L(x)``, upper ``s U(x) + t`` (valid because
+        alpha, s >= 0); ``r`` holds (N, *shape) slopes."""
+        a, s = r.alpha.unsqueeze(1), r.slope.unsqueeze(1)
+        lo, up = f
+        return LinFn(lo.A * a, lo.b * r.alpha), LinFn(up.A * s, up.b * r.slope + r.intercept)
+
+    def float32_error(self, es, ms):
+        return es[0]  # ReLU is exact in float32 and 1-Lipschitz: the input error passes unchanged
 
     @staticmethod
     def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:

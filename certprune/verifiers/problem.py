@@ -14,7 +14,7 @@ from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.graph import Graph
 from certprune.results import Result, Verdict
 from certprune.specs import InputRegion, Property
-from certprune.semantics import Semantics, chain_float32_error, parse_semantics
+from certprune.semantics import Semantics, parse_semantics
 from certprune.verifiers.affine import AffineReluNet, flatten_modules
 from certprune.verifiers.attack import Float32Model, float32_forward, float32_margin
 from certprune.verifiers.bab import Spec
@@ -196,18 +196,18 @@ _CHAIN_PASSIVE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
 
 def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
     """``--semantics float32``: a rigorous bound (n_out,) on |float32 output - exact output| over
-    the box, from :func:`certprune.semantics.chain_float32_error` with CROWN pre-activation bounds
-    of the whole region (valid on every sub-domain). Only for chain MLPs executed layer by layer
-    (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact weights): anything else
-    (conv, merged affine runs, graphs) raises UnsupportedModelError."""
+    the box, from :func:`certprune.bounds.float32.output_error` on the graph of ``net`` with
+    intersected CROWN bounds of the whole region (valid on every sub-domain). Only for chain MLPs
+    executed layer by layer (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact
+    weights): anything else (conv, merged affine runs, graphs) raises UnsupportedModelError."""
     from certprune.bounds import crown
+    from certprune.bounds.float32 import output_error
+    from certprune.verifiers.bounds import graph_of
 
     require_float32_chain(model, net)
-    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-    g = chain_graph(net)
-    st = crown.intermediate(g, lo_t, hi_t, intersect=True, sparse=True)
-    return chain_float32_error(net.weights, net.biases, torch.maximum(lo_t.abs(), hi_t.abs())[0],
-                               [st.pre[i][1].reshape(-1) for i in g.relu_nodes])
+    g = graph_of(net)
+    st = crown.intermediate(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], intersect=True)
+    return output_error(g, st.bounds)[0]
 
 
 def require_float32_chain(model, net=None) -> None:
