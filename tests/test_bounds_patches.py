@@ -86,3 +86,19 @@ def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):
     dl, du = _dense(g, 3, st, monkeypatch)
     torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
     torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
+
+
+def test_blas_matmul_equals_torch_and_keeps_autograd():
+    """``ops_linear.matmul`` (numpy's BLAS for large float64 products) equals torch's product,
+    and products that need gradients (alpha-CROWN) stay in torch."""
+    from certprune.graph.ops_linear import matmul
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(64, 30, 50, generator=g, dtype=torch.float64)
+    W = torch.randn(50, 21, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(matmul(A, W), A @ W, rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(matmul(A[:, ::2], W), A[:, ::2] @ W, rtol=1e-13, atol=1e-12)  # non-contiguous
+    Ag = A.clone().requires_grad_(True)
+    out = matmul(Ag, W)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    torch.testing.assert_close(Ag.grad, W.sum(1).expand(64, 30, 50), rtol=0, atol=1e-12)
