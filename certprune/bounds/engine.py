@@ -89,7 +89,8 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
     lower = bw.lower.expand(N, C.shape[0]) + c
     if iters > 0 and st.relax:
         tgt = None if target is None else target - c
-        lower = torch.maximum(lower, alpha_mod.optimize(graph, st, A, iters, target=tgt, deadline=deadline) + c)
+        lower = torch.maximum(lower, alpha_mod.optimize(graph, st, A, iters, target=tgt, deadline=deadline,
+                                                        start=bw.lower) + c)
     scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
               else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
     pre = [_flat(st.pre[i]) for i in graph.relu_nodes]
