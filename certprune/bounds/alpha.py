@@ -25,14 +25,17 @@ LR = 0.5
 
 def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATIONS, lr: float = LR,
              target: torch.Tensor | None = None, deadline: float | None = None,
-             splits: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+             splits: dict[int, torch.Tensor] | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
     """Best lower bound (N, m) of ``sum(A * y)`` (A (K, m, *out_shape)) over the iterations;
     stops early once every entry exceeds ``target`` (m,) or at ``deadline`` (time.monotonic()).
     ``splits`` (ReLU node -> (N, n) int8 with +1 / -1 / 0, the phases the domains fix) adds the
-    beta multipliers of the nodes with a split neuron."""
+    beta multipliers of the nodes with a split neuron. ``start``: the plain CROWN bound of the same
+    ``A`` and ``st`` (beta = 0) where the caller has it (not recomputed)."""
     N, m = st.lo.shape[0], A.shape[1]
-    with torch.no_grad():
-        best = backward(graph, graph.output, A, st).lower.expand(N, m).clone()
+    if start is None:
+        with torch.no_grad():
+            start = backward(graph, graph.output, A, st).lower
+    best = start.detach().expand(N, m).clone()
     if iterations <= 0 or not st.relax or _done(best, target):
         return best
     alphas = {i: r.alpha.unsqueeze(1).expand(N, m, *r.alpha.shape[1:]).clone().requires_grad_(True)

@@ -18,6 +18,9 @@ a backward pass to the input over the ReLUs below it. Options:
   does lose the tighter interval images that CROWN bounds of stable neurons give later layers
   (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
   what costs (convolutional layers, deep ResNets);
+- patches mode (:mod:`certprune.bounds.patches`): the identity-spec pass of a convolutional node
+  keeps each neuron's coefficients on its receptive field only, where that is cheaper than the
+  dense pass (same bounds);
 - a node that is a single linear operator applied to the input box (the first Linear / Conv)
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from certprune.bounds import patches
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear
@@ -117,6 +121,9 @@ def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, h
 def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None) -> Interval:
     """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k)."""
     n = graph.nodes[t].size
+    pc = patches.patch_crown(graph, t, st, ROW_BUDGET, 1.0 if rows is None else len(rows) / n)
+    if pc is not None:  # convolutional node: the pass on local windows (patches mode)
+        return pc if rows is None else (pc[0][:, rows], pc[1][:, rows])
     rows = torch.arange(n) if rows is None else rows
     N = st.lo.shape[0]
     lows, ups = [], []

@@ -114,7 +114,7 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
     lower = bw.lower.expand(N, C.shape[0]) + c
     if iters > 0 and st.relax:
         tgt = None if target is None else target - c
-        opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp)
+        opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp, start=bw.lower)
         lower = torch.maximum(lower, opt + c)
     scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
               else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]

@@ -31,6 +31,30 @@ def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat:
     b = None if bias is None else np.tile(bias.numpy(), rows)
     return x.map(J, b, ())
 
+_BLAS_THREADS: list[int] = []  # the thread count last given to numpy's BLAS
+
+
+def matmul(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``A @ W`` for A (..., n) and a 2-D W (n, p). float64 CPU products without autograd run
+    through numpy's BLAS (OpenBLAS: measured 2.5-3x faster than torch's MKL on the small-inner-
+    dimension products of backward passes on AMD CPUs; same values up to float64 rounding),
+    with as many BLAS threads as torch uses (``torch.set_num_threads``)."""
+    if (A.dtype != torch.float64 or W.dtype != torch.float64 or A.requires_grad or W.requires_grad
+            or A.device.type != "cpu" or A.dim() < 2 or A.numel() < (1 << 14)):
+        return A @ W
+    n = torch.get_num_threads()
+    if not _BLAS_THREADS or _BLAS_THREADS[-1] != n:
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=n, user_api="blas")
+        except Exception:  # no threadpoolctl: numpy keeps its own thread count
+            pass
+        _BLAS_THREADS.append(n)
+    a = A.reshape(-1, A.shape[-1])
+    if not a.is_contiguous():
+        a = a.contiguous()
+    return torch.from_numpy(a.numpy() @ W.numpy()).reshape(*A.shape[:-1], W.shape[1])
+
 
 class Linear(Op):
     """``y = x @ W.T + b`` on the last dim; W (out, in), b (out,) or None."""
@@ -57,8 +81,8 @@ class Linear(Op):
 
     def backward(self, A):
         if self.bias is None:
-            return [A @ self.weight], None
-        out = A @ self.augmented
+            return [matmul(A, self.weight)], None
+        out = matmul(A, self.augmented)
         return [out[..., :-1]], sum_trailing(out[..., -1:])
 
     def forward_linear(self, f: FnPair) -> FnPair:
