@@ -163,3 +163,20 @@ def test_box_points_is_exact_beyond_int64():
     part = grid_partition(np.zeros(3), np.array([9.0, 4.0, 1.0]), 4, whole=[2])
     assert part.points(range(part.count)) == box_points(*part.bounds(range(part.count)))
     assert sum(part.points(range(part.count))) == 10 * 5 * 2
+
+
+def test_serial_audit_records_coverage_over_time():
+    """summary.json's ``progress``: seconds rise, shares never fall and end at the summary's."""
+    model = biased_mlp(1)
+    spec = small_spec()
+    res = audit_fairness(model, spec, timeout=60, progress=False, samples=0)
+    pr, sh = res.summary["progress"], res.summary["individual_share"]
+    assert pr["seconds"][0] == 0.0 and pr["fair_share"][0] == 0.0 and len(pr["seconds"]) >= 2
+    assert all(a <= b for a, b in zip(pr["seconds"], pr["seconds"][1:]))
+    assert all(a <= b for a, b in zip(pr["fair_share"], pr["fair_share"][1:]))
+    assert pr["fair_share"][-1] == sh["fair"] and pr["unfair_share"][-1] == sh["unfair"]
+    from certprune.verifiers.fairness import Progress
+    p = Progress(cap=8)
+    for k in range(1, 40):
+        p(k, 0)
+    assert len(p.rows) <= 9 and p.rows[0][1] == 0 and p.rows[-1][1] == 39

@@ -150,7 +150,8 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     todo = np.setdiff1d(np.arange(part.count, dtype=np.int64), np.fromiter(done, dtype=np.int64, count=len(done)))
     factory = EngineFactory(exact, module, spec, config or BabConfig(), sem)
     domain = float(box_points(spec.lower, spec.upper)[0])
-    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain)
+    progress = Progress(_decided(store.frame())) if not ray_address and not (workers > 1 and len(todo) > 1) else None
+    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain, progress)
     bar = _progress(part.count, len(done), progress)
     t0 = time.perf_counter()
 
@@ -178,11 +179,44 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     store.close()
     who = _who_is_affected(factory, spec, records, samples)
     who[0].update(_audited(mhash, spec, timeout))
+    if progress is not None:
+        who[0]["progress"] = progress.as_dict(domain)
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
                      undecided_tolerance, who, map_features)
     if tmp is not None:
         tmp.cleanup()
     return result
+
+
+class Progress:
+    """Coverage over time of a serial run: after each engine round, seconds since the run began and
+    the individuals proven fair / unfair so far (``base``: those of partitions finished by an
+    earlier run). Kept to at most ``cap`` samples (every other one dropped when full)."""
+
+    def __init__(self, base: tuple[int, int] = (0, 0), cap: int = 400):
+        self.t0, self.base, self.cap = time.perf_counter(), base, cap
+        self.rows: list[tuple[float, int, int]] = [(0.0, *base)]
+
+    def __call__(self, fair: int, unfair: int) -> None:
+        row = (time.perf_counter() - self.t0, self.base[0] + fair, self.base[1] + unfair)
+        if row[1:] == self.rows[-1][1:]:
+            return
+        self.rows.append(row)
+        if len(self.rows) > self.cap:
+            kept = self.rows[::2]
+            self.rows = kept if kept[-1] is self.rows[-1] else kept + [self.rows[-1]]
+
+    def as_dict(self, total: float) -> dict:
+        """``{"seconds": [...], "fair_share": [...], "unfair_share": [...]}`` (shares of the domain)."""
+        return {"seconds": [round(t, 3) for t, _, _ in self.rows],
+                "fair_share": [f / total for _, f, _ in self.rows],
+                "unfair_share": [u / total for _, _, u in self.rows]}
+
+
+def _decided(frame: pd.DataFrame) -> tuple[int, int]:
+    """Individuals proven fair / unfair in the finished rows of a store frame."""
+    done = frame[frame["verdict"].isin(["certified", "falsified"])]
+    return sum(int(v) for v in done["fair"]), sum(int(v) for v in done["unfair"])
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -141,6 +141,11 @@ class _State:
     z3: np.ndarray
     pairs: list
     outcomes: list = field(default_factory=list)
+    npairs: np.ndarray | None = None  # len(pairs[p]) per partition, kept in step with ``pairs``
+
+    def __post_init__(self) -> None:
+        if self.npairs is None:
+            self.npairs = np.array([len(q) for q in self.pairs], dtype=np.int64)
 
 
 class ExactLogit:
@@ -208,6 +213,7 @@ class TwinBab:
         self.deadline = float("inf")
         self._solver = None
         self.trace = False
+        self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run, per round
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
@@ -259,7 +265,7 @@ class TwinBab:
         if len(z) == 0:
             return
         cap = 1 if only_new else self.cfg.pairs_per_partition
-        room = np.array([len(st.pairs[p]) < cap for p in part], dtype=bool)
+        room = st.npairs[part] < cap
         if not room.any():
             return
         z, part = z[room], part[room]
@@ -280,6 +286,7 @@ class TwinBab:
             (d2,), (l2,) = self.decide(xp[k:k + 1])
             if d1 != d2:
                 st.pairs[p].append((*pair, float(l1), float(l2)))
+                st.npairs[p] += 1
 
     # ----- exact enumeration -----------------------------------------------------------------
     def _extended(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -612,6 +619,8 @@ class TwinBab:
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)
+            if self.on_progress is not None:
+                self.on_progress(sum(st.fair), sum(st.unfair))
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, "unknown")
         if len(st.outcomes) > emitted:

@@ -29,6 +29,7 @@ class Job:
     partitioning: object
     deadline: float
     tolerance_points: float = 0.0  # the job may stop once at most this many individuals are open
+    on_progress: Callable | None = None  # engine.on_progress (serial runs only: it runs in the caller)
 
 
 def _run_shard(job: Job, pids: np.ndarray, on_done: Callable, shards: int = 1) -> None:
@@ -36,17 +37,20 @@ def _run_shard(job: Job, pids: np.ndarray, on_done: Callable, shards: int = 1) -
     import torch
     torch.set_num_threads(1)  # one process per core; torch's own pool fights the workers
     engine = job.make_engine()
+    engine.on_progress = job.on_progress
     lo, hi = job.partitioning.bounds(pids)
     engine.run(pids, lo, hi, job.deadline, on_done, tolerance_points=job.tolerance_points / max(1, shards))
 
 
 def run_serial(job: Job, pids: np.ndarray, on_done: Callable) -> None:
-    """Decide ``pids`` in this process (one shard: the whole tolerance)."""
+    """Decide ``pids`` in this process (one shard: the whole tolerance; ``job.on_progress`` is
+    called after every round)."""
     if len(pids):
         _run_shard(job, pids, on_done)
 
 
 def _local_worker(job: Job, pids: np.ndarray, open_store: Callable, shards: int) -> None:
+    job.on_progress = None  # a forked child cannot report to the parent's callback
     store = open_store()
     _run_shard(job, pids, store.write, shards)
     store.close()
@@ -87,6 +91,7 @@ def run_ray(job: Job, pids: np.ndarray, address: str, on_done: Callable, chunks:
     ray = _ray(address)
     task = ray.remote(_ray_task)
     seconds = max(0.0, job.deadline - time.monotonic())
+    job = Job(job.make_engine, job.partitioning, job.deadline, job.tolerance_points)  # no callback to ship
     parts = [s for s in np.array_split(pids, min(chunks, max(1, len(pids)))) if len(s)]
     refs = [task.remote(job, s, seconds, len(parts)) for s in parts]
     while refs:
