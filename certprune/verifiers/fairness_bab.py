@@ -42,7 +42,6 @@ open volume is within ``tolerance_points``) is reported with its partial counts 
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,8 +52,8 @@ import torch
 from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
-from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
 from certprune.verifiers.partition import box_points
+from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
 from certprune.verifiers.twin_bounds import point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
@@ -185,7 +184,8 @@ def _scaled(v: float, s: int) -> int:
     """``v * 2^s`` as an exact Python int (``v`` has at most ``s`` binary digits after the point)."""
     from fractions import Fraction
     f = Fraction(float(v)) * (1 << s)
-    assert f.denominator == 1
+    if f.denominator != 1:
+        raise ValueError(f"{v!r} needs more than {s} binary digits after the point")
     return f.numerator
 
 
