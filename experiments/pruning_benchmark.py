@@ -160,7 +160,8 @@ def net_eps(net: str, args) -> float:
 
 def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
     """Every (criterion, amount) row of one net, appended to its CSV as it finishes."""
-    args = argparse.Namespace(**{**vars(args), "eps": net_eps(net, args)})
+    bab = args.bab_samples_conv if net != "mlp" and args.bab_samples_conv is not None else args.bab_samples
+    args = argparse.Namespace(**{**vars(args), "eps": net_eps(net, args), "bab_samples": bab})
     path = args.out / f"pruning_benchmark_{net}.csv"
     done = set(pd.read_csv(path).model) if path.is_file() else set()
     t0 = time.time()
@@ -270,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--verify-samples", type=int, default=300)
     p.add_argument("--verify-samples-conv", type=int, default=100)
     p.add_argument("--bab-samples", type=int, default=0)
+    p.add_argument("--bab-samples-conv", type=int, default=None, help="for the convnets (default: --bab-samples)")
     p.add_argument("--bab-timeout", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-keep", type=float, default=0.1, help="fraction of every layer never removed")
