@@ -399,9 +399,10 @@ class _Store:
                               "belongs to; move it away or use a new --out folder")
         else:
             cfg_path.write_text(json.dumps(self.config, indent=1))
+        from certprune.verifiers.store_lock import drop_partial_line
         if not self.csv.exists():
             return {}
-        self._drop_partial_line()
+        drop_partial_line(self.csv)
         rows = {}
         for r in csv.DictReader(open(self.csv, newline="")):
             if r.get("verdict") in VERDICTS:  # a row cut off by a crash is redone
@@ -409,12 +410,6 @@ class _Store:
                      "clean_correct": _true(r["clean_correct"]), "pgd_robust": _true(r["pgd_robust"])}
                 rows[r["index"]] = r
         return rows
-
-    def _drop_partial_line(self) -> None:
-        """A crash mid-write leaves a line without newline: cut it so the next append starts clean."""
-        data = self.csv.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.csv.write_bytes(data[:data.rfind(b"\n") + 1])
 
     def append(self, row: dict) -> None:
         new = not self.csv.exists() or self.csv.stat().st_size == 0
