@@ -32,6 +32,7 @@ from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
 
+
 @dataclass(frozen=True, eq=False)
 class TwinBounds:
     """Per box (N,): bounds on y, y', y - y' (exact arithmetic), float32 margins of y and y',
@@ -161,13 +162,14 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
     v1 = torch.where(gy - gp > 0, zhi, zlo)  # pushes y up and y' down
     v2 = torch.where(gy - gp > 0, zlo, zhi)
-    unstable = sum(res.relax[i].unstable.reshape(N, -1).sum(1) for pair in tg.relus for i in pair)
+    unstable = torch.zeros(N, dtype=torch.int64)
+    for i in (i for pair in tg.relus for i in pair):
+        unstable += res.relax[i].unstable.reshape(N, -1).sum(1)
     pre = None
     if keep_pre:
         pre = [tuple(torch.cat([res.pre[a][k].reshape(N, -1), res.pre[b][k].reshape(N, -1)]) for k in (0, 1))
                for a, b in tg.relus]
-    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2),
-                      unstable if torch.is_tensor(unstable) else torch.zeros(N, dtype=torch.int64), pre)
+    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre)
 
 
 def point_logits(net: AffineReluNet, X: np.ndarray,
