@@ -206,10 +206,14 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
             l, u = st.bounds[p]
             if splits is not None and i in splits:
                 s = splits[i].reshape(l.shape)
-                l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
-                bad = l > u
+                # empty only where a split contradicts the bounds beyond rounding: bounds of a
+                # constant value may cross by an ulp (CROWN and interval images intersected)
+                tol = 1e-9 * (1 + torch.maximum(l.abs(), u.abs()))
+                bad = ((s > 0) & (u < -tol)) | ((s < 0) & (l > tol))
                 st.infeasible |= bad.reshape(N, -1).any(1)
-                l = torch.where(bad, u, l)
+                l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
+                cross = l > u
+                l, u = torch.where(cross & (s < 0), u, l), torch.where(cross & (s >= 0), l, u)
             st.pre[i] = (l, u)
             st.relax[i] = ReLU.relax(l, u)
             st.bounds[i] = node.op.interval((l, u))
