@@ -14,10 +14,15 @@ pre-activation bounds ``[l, u]`` (sound on the domain) and its split vector:
   ``-z <= 0`` or ``z <= 0`` (scaled to unit max coefficient) to ``split_rows``: the domain
   is the box with those rows, and its bounds are only sound there.
 
-Variables: the flattened input ``x`` first (``n_in``), then ``a, d`` per unstable neuron in
-topological order. With every ReLU stable the encoding is the affine map ``y = H x + h`` of the
-domain's linear piece, which ``lp_leaf`` decides with an LP; otherwise ``milp_leaf`` solves the
-MILP. Arithmetic is float64 on the graph's float64 weights.
+Two forms. ``lifted=False`` (LP leaves, every ReLU stable): expressions are composed down to
+the input, so the output is the affine map ``y = H x + h`` of the domain's linear piece, which
+``lp_leaf`` decides with an LP. ``lifted=True`` (``milp_leaf``): every ReLU input gets a variable
+``z`` in ``[l, u]`` tied to its expression by an equality row, so rows stay sparse (each refers to
+the previous ReLU layers' variables only, as a layer-by-layer MILP does) and the LP relaxation
+keeps the bounds ``l <= z <= u`` of every neuron (valid cuts the big-M rows alone do not imply);
+the clamped bounds also carry the split constraints. Variables: the flattened input ``x``
+first (``n_in``), then per ReLU node in topological order its ``z`` (lifted only) and ``a, d``
+per unstable neuron. Arithmetic is float64 on the graph's float64 weights.
 """
 from __future__ import annotations
 
@@ -86,13 +91,28 @@ class Encoder:
     row_M: list = field(default_factory=list)
     row_lo: list = field(default_factory=list)
     row_hi: list = field(default_factory=list)
+    lifted: bool = False
+
+    def _new_vars(self, lo: np.ndarray, hi: np.ndarray, integral: float) -> np.ndarray:
+        idx = self.next_var + np.arange(len(lo))
+        self.next_var += len(lo)
+        self.var_lo.append(lo)
+        self.var_hi.append(hi)
+        self.integ.append(np.full(len(lo), integral))
+        return idx
 
     def relu(self, z: LinExpr) -> LinExpr:
         """The value of ReLU node ``self.node`` on input ``z`` (see module doc)."""
         l, u = self.pre[self.node]
         s = self.splits.get(self.node)
         n = len(l)
-        if s is not None and s.any():
+        if self.lifted:  # z becomes a variable in [l, u] (the clamped bounds carry the splits)
+            zv = self._new_vars(l.copy(), u.copy(), 0.0)
+            self.row_M.append(sp.csr_matrix((np.ones(n), (np.arange(n), zv)), shape=(n, self.n_vars)) - z.M)
+            self.row_lo.append(z.c.copy())
+            self.row_hi.append(z.c.copy())
+            z = LinExpr(sp.csr_matrix((np.ones(n), (np.arange(n), zv)), shape=(n, self.n_vars)), np.zeros(n), z.shape)
+        elif s is not None and s.any():
             idx = np.flatnonzero(s)
             sign = np.where(s[idx] > 0, -1.0, 1.0)
             Zi = z.M[idx]
@@ -106,12 +126,8 @@ class Encoder:
         c = active * z.c
         if len(unst):
             k = len(unst)
-            a = self.next_var + np.arange(k)
-            d = a + k
-            self.next_var += 2 * k
-            self.var_lo += [np.zeros(k), np.zeros(k)]
-            self.var_hi += [u[unst], np.ones(k)]
-            self.integ += [np.zeros(k), np.ones(k)]
+            a = self._new_vars(np.zeros(k), u[unst], 0.0)
+            d = self._new_vars(np.zeros(k), np.ones(k), 1.0)
             Zu, cu, lu, uu = z.M[unst], z.c[unst], l[unst], u[unst]
             ar = np.arange(k)
             Ea = sp.csr_matrix((np.ones(k), (ar, a)), shape=(k, self.n_vars))
@@ -124,20 +140,19 @@ class Encoder:
         return LinExpr(sp.csr_matrix(M), c, z.shape)
 
 
-def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None
-           ) -> Encoding:
+def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None,
+           lifted: bool = False) -> Encoding:
     """Encode the graph on one domain: ``pre[j]`` (l, u) flat bounds of the j-th ReLU node's input
-    (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits)."""
+    (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits); ``lifted``: a
+    variable per ReLU input (see module doc)."""
     relus = graph.relu_nodes
     splits = [np.zeros(len(l), np.int8) for l, _ in pre] if splits is None else splits
     n_in = graph.input_dim
     n_unst = sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre)
-    n_vars = n_in + 2 * n_unst
+    n_vars = n_in + 2 * n_unst + (sum(len(l) for l, _ in pre) if lifted else 0)
     enc = Encoder(n_vars, {i: (np.asarray(l, np.float64), np.asarray(u, np.float64)) for i, (l, u) in zip(relus, pre)},
-                  {i: np.asarray(s) for i, s in zip(relus, splits)}, next_var=n_in)
-    enc.var_lo.append(np.full(n_in, -np.inf))
-    enc.var_hi.append(np.full(n_in, np.inf))
-    enc.integ.append(np.zeros(n_in))
+                  {i: np.asarray(s) for i, s in zip(relus, splits)}, lifted=lifted)
+    enc._new_vars(np.full(n_in, -np.inf), np.full(n_in, np.inf), 0.0)
     live = graph.ancestors(graph.output)
     vals: dict[int, LinExpr] = {0: LinExpr(sp.eye(n_in, n_vars, format="csr"), np.zeros(n_in), graph.input_shape)}
     for i, node in enumerate(graph.nodes[1:], start=1):
@@ -153,6 +168,7 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     R = sp.vstack(enc.row_M, format="csr") if enc.row_M else empty
     rlo = np.concatenate(enc.row_lo) if enc.row_lo else np.zeros(0)
     rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
+    assert enc.next_var == n_vars
     return Encoding(vals[graph.output], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
                     np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
 
