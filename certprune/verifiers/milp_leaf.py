@@ -21,10 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from certprune.graph import Graph
-from certprune.graph.encode import encode
 
 SOLVER_SLACK = 1e-5
 
@@ -43,7 +41,10 @@ def solve_milp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
                int_mask: np.ndarray | None = None, splits: list[np.ndarray] | None = None) -> MilpOutcome:
     """Decide one disjunct ``A y <= b`` on the domain: box ``lo``/``hi``, flat bounds ``pre`` of
     every ReLU node's input (sound on the domain), ``splits`` the domain's split vectors."""
+    import scipy.sparse as sp
     from scipy.optimize import LinearConstraint, milp
+
+    from certprune.graph.encode import encode
 
     enc = encode(graph, pre, splits, lifted=True)
     n = enc.n_vars + 1  # the last variable is t
