@@ -35,19 +35,29 @@ import torch
 from certprune.graph.ir import Graph
 
 
+def _keep(M):
+    """A product's result in the expression's storage: CSR when sparse, else a dense array."""
+    return sp.csr_matrix(M) if sp.issparse(M) else np.asarray(M)
+
+
+def _vstack(blocks: list):
+    return np.vstack(blocks) if isinstance(blocks[0], np.ndarray) else sp.vstack(blocks, format="csr")
+
+
 @dataclass
 class LinExpr:
-    """The value of a node, flattened row-major: ``M @ v + c``; ``shape`` the per-sample shape."""
+    """The value of a node, flattened row-major: ``M @ v + c``; ``shape`` the per-sample shape.
+    ``M`` is CSR (MILP encodings) or a dense array (linear pieces over the input alone, where
+    the rows are dense anyway and numpy is much faster than scipy.sparse)."""
 
-    M: sp.csr_matrix
+    M: "sp.csr_matrix | np.ndarray"
     c: np.ndarray
     shape: tuple[int, ...]
 
     def map(self, J, bias: np.ndarray | None, shape) -> "LinExpr":
         """``J @ value + bias`` (J sparse or dense, (n_out, n_in))."""
-        M = sp.csr_matrix(J @ self.M) if sp.issparse(J) else sp.csr_matrix(np.asarray(J) @ self.M)
         c = np.asarray(J @ self.c).ravel()
-        return LinExpr(M, c if bias is None else c + bias, tuple(shape))
+        return LinExpr(_keep(J @ self.M), c if bias is None else c + bias, tuple(shape))
 
     def rows(self, index: np.ndarray, shape) -> "LinExpr":
         """Entry ``index[k]`` of the value at position k."""
@@ -116,13 +126,13 @@ class Encoder:
             idx = np.flatnonzero(s)
             sign = np.where(s[idx] > 0, -1.0, 1.0)
             Zi = z.M[idx]
-            scale = np.maximum(abs(Zi).max(axis=1).toarray().ravel(), 1e-12)
-            f = sign / scale
-            self.split_M.append(sp.diags(f) @ Zi)
+            big = np.abs(Zi).max(axis=1) if isinstance(Zi, np.ndarray) else abs(Zi).max(axis=1).toarray().ravel()
+            f = sign / np.maximum(big, 1e-12)
+            self.split_M.append(f[:, None] * Zi if isinstance(Zi, np.ndarray) else sp.diags(f) @ Zi)
             self.split_c.append(f * z.c[idx])
         active = (l >= 0).astype(np.float64)
         unst = np.flatnonzero((l < 0) & (u > 0))
-        M = sp.diags(active) @ z.M
+        M = active[:, None] * z.M if isinstance(z.M, np.ndarray) else sp.diags(active) @ z.M
         c = active * z.c
         if len(unst):
             k = len(unst)
@@ -137,7 +147,7 @@ class Encoder:
             self.row_hi += [np.full(k, np.inf), cu - lu, np.zeros(k)]
             sel = sp.csr_matrix((np.ones(k), (unst, a)), shape=(n, self.n_vars))
             M = M + sel
-        return LinExpr(sp.csr_matrix(M), c, z.shape)
+        return LinExpr(_keep(M), c, z.shape)
 
 
 def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None,
@@ -154,7 +164,9 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
                   {i: np.asarray(s) for i, s in zip(relus, splits)}, lifted=lifted)
     enc._new_vars(np.full(n_in, -np.inf), np.full(n_in, np.inf), 0.0)
     live = graph.ancestors(graph.output)
-    vals: dict[int, LinExpr] = {0: LinExpr(sp.eye(n_in, n_vars, format="csr"), np.zeros(n_in), graph.input_shape)}
+    dense = n_vars == n_in  # a linear piece over the input alone: dense rows
+    eye = np.eye(n_in) if dense else sp.eye(n_in, n_vars, format="csr")
+    vals: dict[int, LinExpr] = {0: LinExpr(eye, np.zeros(n_in), graph.input_shape)}
     for i, node in enumerate(graph.nodes[1:], start=1):
         if i not in live:
             continue
@@ -162,10 +174,10 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
         v = node.op.encode(enc, *[vals[j] for j in node.inputs])
         v.shape = tuple(node.shape)
         vals[i] = v
-    empty = sp.csr_matrix((0, n_vars))
-    P = sp.vstack(enc.split_M, format="csr") if enc.split_M else empty
+    empty = np.zeros((0, n_vars)) if dense else sp.csr_matrix((0, n_vars))
+    P = _vstack(enc.split_M) if enc.split_M else empty
     p = np.concatenate(enc.split_c) if enc.split_c else np.zeros(0)
-    R = sp.vstack(enc.row_M, format="csr") if enc.row_M else empty
+    R = sp.vstack(enc.row_M, format="csr") if enc.row_M else sp.csr_matrix((0, n_vars))
     rlo = np.concatenate(enc.row_lo) if enc.row_lo else np.zeros(0)
     rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
     assert enc.next_var == n_vars
@@ -229,8 +241,8 @@ def index_map(fn, *in_shapes) -> np.ndarray:
 
 def moved(exprs: list[LinExpr], index: np.ndarray, shape) -> LinExpr:
     """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero)."""
-    M = sp.vstack([e.M for e in exprs], format="csr") if len(exprs) > 1 else exprs[0].M
+    M = _vstack([e.M for e in exprs]) if len(exprs) > 1 else exprs[0].M
     c = np.concatenate([e.c for e in exprs])
     ok = index >= 0
     sel = sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), index[ok])), shape=(len(index), M.shape[0]))
-    return LinExpr(sp.csr_matrix(sel @ M), sel @ c, tuple(shape))
+    return LinExpr(_keep(sel @ M), sel @ c, tuple(shape))

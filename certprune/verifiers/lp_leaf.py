@@ -45,7 +45,7 @@ def affine_pieces(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits
     if enc.n_vars != enc.n_in:
         raise ValueError("affine_pieces needs every ReLU stable on the domain")
     P, p = enc.split_rows
-    return enc.out.M.toarray(), enc.out.c, P.toarray(), p
+    return np.asarray(enc.out.M), enc.out.c, np.asarray(P), p
 
 
 def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],

@@ -59,7 +59,8 @@ def solve_milp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
 
     R, rlo, rhi = enc.rows
     P, p = enc.split_rows
-    G = sp.csr_matrix(A) @ enc.out.M
+    P = sp.csr_matrix(P)
+    G = sp.csr_matrix(sp.csr_matrix(A) @ enc.out.M)
     g = A @ enc.out.c - b
     out = sp.hstack([G, sp.csr_matrix(-np.ones((G.shape[0], 1)))], format="csr")
     cons = LinearConstraint(sp.vstack([widen(R), widen(P), out], format="csr"),
