@@ -116,13 +116,9 @@ class Encoder:
         l, u = self.pre[self.node]
         s = self.splits.get(self.node)
         n = len(l)
-        if self.lifted:  # z becomes a variable in [l, u] (the clamped bounds carry the splits)
-            zv = self._new_vars(l.copy(), u.copy(), 0.0)
-            self.row_M.append(sp.csr_matrix((np.ones(n), (np.arange(n), zv)), shape=(n, self.n_vars)) - z.M)
-            self.row_lo.append(z.c.copy())
-            self.row_hi.append(z.c.copy())
-            z = LinExpr(sp.csr_matrix((np.ones(n), (np.arange(n), zv)), shape=(n, self.n_vars)), np.zeros(n), z.shape)
-        elif s is not None and s.any():
+        if self.lifted:
+            return self._relu_lifted(z, l, u)
+        if s is not None and s.any():
             idx = np.flatnonzero(s)
             sign = np.where(s[idx] > 0, -1.0, 1.0)
             Zi = z.M[idx]
@@ -148,6 +144,34 @@ class Encoder:
             sel = sp.csr_matrix((np.ones(k), (unst, a)), shape=(n, self.n_vars))
             M = M + sel
         return LinExpr(_keep(M), c, z.shape)
+
+    def _relu_lifted(self, z: LinExpr, l: np.ndarray, u: np.ndarray) -> LinExpr:
+        """Lifted form: z becomes a variable in [l, u] (the clamped bounds carry the splits),
+        tied to its expression by equality rows; the big-M rows refer to z, a, d only."""
+        n, N = len(l), self.n_vars
+        ar = np.arange(n)
+        zv = self._new_vars(l.copy(), u.copy(), 0.0)
+        self.row_M.append(sp.csr_matrix((np.ones(n), (ar, zv)), shape=(n, N)) - z.M)
+        self.row_lo.append(z.c.copy())
+        self.row_hi.append(z.c.copy())
+        active, unst = np.flatnonzero(l >= 0), np.flatnonzero((l < 0) & (u > 0))
+        k = len(unst)
+        a = self._new_vars(np.zeros(k), u[unst], 0.0)
+        d = self._new_vars(np.zeros(k), np.ones(k), 1.0)
+        if k:
+            r = np.arange(k)
+            zu, lu, uu = zv[unst], l[unst], u[unst]
+            one = np.ones(k)
+            rows = np.concatenate([r, r, r + k, r + k, r + k, r + 2 * k, r + 2 * k])
+            cols = np.concatenate([a, zu, a, zu, d, a, d])
+            vals = np.concatenate([one, -one, one, -one, -lu, one, -uu])
+            self.row_M.append(sp.csr_matrix((vals, (rows, cols)), shape=(3 * k, N)))  # a - z >= 0,
+            self.row_lo.append(np.r_[np.zeros(k), np.full(2 * k, -np.inf)])        # a - z - l d <= -l,
+            self.row_hi.append(np.r_[np.full(k, np.inf), -lu, np.zeros(k)])          # a - u d <= 0
+        out_rows = np.concatenate([active, unst])
+        out_cols = np.concatenate([zv[active], a])
+        M = sp.csr_matrix((np.ones(len(out_rows)), (out_rows, out_cols)), shape=(n, N))
+        return LinExpr(M, np.zeros(n), z.shape)
 
 
 def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None,
