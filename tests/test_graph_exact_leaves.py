@@ -58,7 +58,7 @@ def test_encoding_of_a_linear_piece_equals_the_forward_pass(name):
     assert enc.n_vars == g.input_dim
     x = lo + rng.random((20, g.input_dim)) * (hi - lo)
     y = g.forward(torch.as_tensor(x)).reshape(20, -1).numpy()
-    np.testing.assert_allclose(x @ enc.out.M.toarray().T + enc.out.c, y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(x @ np.asarray(enc.out.M).T + enc.out.c, y, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["residual_mlp", "residual_relu_add", "concat_branches", "twin_mlp", "chain"])
@@ -198,7 +198,7 @@ def test_every_operator_encodes_its_linear_piece_and_the_milp_is_attained(k):
     assert enc.n_vars == g.input_dim  # one linear piece
     x = lo + rng.random((10, g.input_dim)) * (hi - lo)
     y = g.forward(torch.as_tensor(x)).reshape(10, -1).numpy()
-    np.testing.assert_allclose(x @ enc.out.M.toarray().T + enc.out.c, y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(x @ np.asarray(enc.out.M).T + enc.out.c, y, rtol=1e-10, atol=1e-10)
     hi = lo + 0.3  # now with unstable neurons: the MILP optimum is attained and below the samples
     pre, _ = _pre(g, lo, hi)
     a = rng.normal(size=g.output_dim)

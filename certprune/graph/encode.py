@@ -14,10 +14,15 @@ pre-activation bounds ``[l, u]`` (sound on the domain) and its split vector:
   ``-z <= 0`` or ``z <= 0`` (scaled to unit max coefficient) to ``split_rows``: the domain
   is the box with those rows, and its bounds are only sound there.
 
-Variables: the flattened input ``x`` first (``n_in``), then ``a, d`` per unstable neuron in
-topological order. With every ReLU stable the encoding is the affine map ``y = H x + h`` of the
-domain's linear piece, which ``lp_leaf`` decides with an LP; otherwise ``milp_leaf`` solves the
-MILP. Arithmetic is float64 on the graph's float64 weights.
+Two forms. ``lifted=False`` (LP leaves, every ReLU stable): expressions are composed down to
+the input, so the output is the affine map ``y = H x + h`` of the domain's linear piece, which
+``lp_leaf`` decides with an LP. ``lifted=True`` (``milp_leaf``): every ReLU input gets a variable
+``z`` in ``[l, u]`` tied to its expression by an equality row, so rows stay sparse (each refers to
+the previous ReLU layers' variables only, as a layer-by-layer MILP does) and the LP relaxation
+keeps the bounds ``l <= z <= u`` of every neuron (valid cuts the big-M rows alone do not imply);
+the clamped bounds also carry the split constraints. Variables: the flattened input ``x``
+first (``n_in``), then per ReLU node in topological order its ``z`` (lifted only) and ``a, d``
+per unstable neuron. Arithmetic is float64 on the graph's float64 weights.
 """
 from __future__ import annotations
 
@@ -30,19 +35,29 @@ import torch
 from certprune.graph.ir import Graph
 
 
+def _keep(M):
+    """A product's result in the expression's storage: CSR when sparse, else a dense array."""
+    return sp.csr_matrix(M) if sp.issparse(M) else np.asarray(M)
+
+
+def _vstack(blocks: list):
+    return np.vstack(blocks) if isinstance(blocks[0], np.ndarray) else sp.vstack(blocks, format="csr")
+
+
 @dataclass
 class LinExpr:
-    """The value of a node, flattened row-major: ``M @ v + c``; ``shape`` the per-sample shape."""
+    """The value of a node, flattened row-major: ``M @ v + c``; ``shape`` the per-sample shape.
+    ``M`` is CSR (MILP encodings) or a dense array (linear pieces over the input alone, where
+    the rows are dense anyway and numpy is much faster than scipy.sparse)."""
 
-    M: sp.csr_matrix
+    M: "sp.csr_matrix | np.ndarray"
     c: np.ndarray
     shape: tuple[int, ...]
 
     def map(self, J, bias: np.ndarray | None, shape) -> "LinExpr":
         """``J @ value + bias`` (J sparse or dense, (n_out, n_in))."""
-        M = sp.csr_matrix(J @ self.M) if sp.issparse(J) else sp.csr_matrix(np.asarray(J) @ self.M)
         c = np.asarray(J @ self.c).ravel()
-        return LinExpr(M, c if bias is None else c + bias, tuple(shape))
+        return LinExpr(_keep(J @ self.M), c if bias is None else c + bias, tuple(shape))
 
     def rows(self, index: np.ndarray, shape) -> "LinExpr":
         """Entry ``index[k]`` of the value at position k."""
@@ -86,32 +101,39 @@ class Encoder:
     row_M: list = field(default_factory=list)
     row_lo: list = field(default_factory=list)
     row_hi: list = field(default_factory=list)
+    lifted: bool = False
+
+    def _new_vars(self, lo: np.ndarray, hi: np.ndarray, integral: float) -> np.ndarray:
+        idx = self.next_var + np.arange(len(lo))
+        self.next_var += len(lo)
+        self.var_lo.append(lo)
+        self.var_hi.append(hi)
+        self.integ.append(np.full(len(lo), integral))
+        return idx
 
     def relu(self, z: LinExpr) -> LinExpr:
         """The value of ReLU node ``self.node`` on input ``z`` (see module doc)."""
         l, u = self.pre[self.node]
         s = self.splits.get(self.node)
         n = len(l)
+        if self.lifted:
+            return self._relu_lifted(z, l, u)
         if s is not None and s.any():
             idx = np.flatnonzero(s)
             sign = np.where(s[idx] > 0, -1.0, 1.0)
             Zi = z.M[idx]
-            scale = np.maximum(abs(Zi).max(axis=1).toarray().ravel(), 1e-12)
-            f = sign / scale
-            self.split_M.append(sp.diags(f) @ Zi)
+            big = np.abs(Zi).max(axis=1) if isinstance(Zi, np.ndarray) else abs(Zi).max(axis=1).toarray().ravel()
+            f = sign / np.maximum(big, 1e-12)
+            self.split_M.append(f[:, None] * Zi if isinstance(Zi, np.ndarray) else sp.diags(f) @ Zi)
             self.split_c.append(f * z.c[idx])
         active = (l >= 0).astype(np.float64)
         unst = np.flatnonzero((l < 0) & (u > 0))
-        M = sp.diags(active) @ z.M
+        M = active[:, None] * z.M if isinstance(z.M, np.ndarray) else sp.diags(active) @ z.M
         c = active * z.c
         if len(unst):
             k = len(unst)
-            a = self.next_var + np.arange(k)
-            d = a + k
-            self.next_var += 2 * k
-            self.var_lo += [np.zeros(k), np.zeros(k)]
-            self.var_hi += [u[unst], np.ones(k)]
-            self.integ += [np.zeros(k), np.ones(k)]
+            a = self._new_vars(np.zeros(k), u[unst], 0.0)
+            d = self._new_vars(np.zeros(k), np.ones(k), 1.0)
             Zu, cu, lu, uu = z.M[unst], z.c[unst], l[unst], u[unst]
             ar = np.arange(k)
             Ea = sp.csr_matrix((np.ones(k), (ar, a)), shape=(k, self.n_vars))
@@ -121,25 +143,54 @@ class Encoder:
             self.row_hi += [np.full(k, np.inf), cu - lu, np.zeros(k)]
             sel = sp.csr_matrix((np.ones(k), (unst, a)), shape=(n, self.n_vars))
             M = M + sel
-        return LinExpr(sp.csr_matrix(M), c, z.shape)
+        return LinExpr(_keep(M), c, z.shape)
+
+    def _relu_lifted(self, z: LinExpr, l: np.ndarray, u: np.ndarray) -> LinExpr:
+        """Lifted form: z becomes a variable in [l, u] (the clamped bounds carry the splits),
+        tied to its expression by equality rows; the big-M rows refer to z, a, d only."""
+        n, N = len(l), self.n_vars
+        ar = np.arange(n)
+        zv = self._new_vars(l.copy(), u.copy(), 0.0)
+        self.row_M.append(sp.csr_matrix((np.ones(n), (ar, zv)), shape=(n, N)) - z.M)
+        self.row_lo.append(z.c.copy())
+        self.row_hi.append(z.c.copy())
+        active, unst = np.flatnonzero(l >= 0), np.flatnonzero((l < 0) & (u > 0))
+        k = len(unst)
+        a = self._new_vars(np.zeros(k), u[unst], 0.0)
+        d = self._new_vars(np.zeros(k), np.ones(k), 1.0)
+        if k:
+            r = np.arange(k)
+            zu, lu, uu = zv[unst], l[unst], u[unst]
+            one = np.ones(k)
+            rows = np.concatenate([r, r, r + k, r + k, r + k, r + 2 * k, r + 2 * k])
+            cols = np.concatenate([a, zu, a, zu, d, a, d])
+            vals = np.concatenate([one, -one, one, -one, -lu, one, -uu])
+            self.row_M.append(sp.csr_matrix((vals, (rows, cols)), shape=(3 * k, N)))  # a - z >= 0,
+            self.row_lo.append(np.r_[np.zeros(k), np.full(2 * k, -np.inf)])        # a - z - l d <= -l,
+            self.row_hi.append(np.r_[np.full(k, np.inf), -lu, np.zeros(k)])          # a - u d <= 0
+        out_rows = np.concatenate([active, unst])
+        out_cols = np.concatenate([zv[active], a])
+        M = sp.csr_matrix((np.ones(len(out_rows)), (out_rows, out_cols)), shape=(n, N))
+        return LinExpr(M, np.zeros(n), z.shape)
 
 
-def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None
-           ) -> Encoding:
+def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None,
+           lifted: bool = False) -> Encoding:
     """Encode the graph on one domain: ``pre[j]`` (l, u) flat bounds of the j-th ReLU node's input
-    (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits)."""
+    (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits); ``lifted``: a
+    variable per ReLU input (see module doc)."""
     relus = graph.relu_nodes
     splits = [np.zeros(len(l), np.int8) for l, _ in pre] if splits is None else splits
     n_in = graph.input_dim
     n_unst = sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre)
-    n_vars = n_in + 2 * n_unst
+    n_vars = n_in + 2 * n_unst + (sum(len(l) for l, _ in pre) if lifted else 0)
     enc = Encoder(n_vars, {i: (np.asarray(l, np.float64), np.asarray(u, np.float64)) for i, (l, u) in zip(relus, pre)},
-                  {i: np.asarray(s) for i, s in zip(relus, splits)}, next_var=n_in)
-    enc.var_lo.append(np.full(n_in, -np.inf))
-    enc.var_hi.append(np.full(n_in, np.inf))
-    enc.integ.append(np.zeros(n_in))
+                  {i: np.asarray(s) for i, s in zip(relus, splits)}, lifted=lifted)
+    enc._new_vars(np.full(n_in, -np.inf), np.full(n_in, np.inf), 0.0)
     live = graph.ancestors(graph.output)
-    vals: dict[int, LinExpr] = {0: LinExpr(sp.eye(n_in, n_vars, format="csr"), np.zeros(n_in), graph.input_shape)}
+    dense = n_vars == n_in  # a linear piece over the input alone: dense rows
+    eye = np.eye(n_in) if dense else sp.eye(n_in, n_vars, format="csr")
+    vals: dict[int, LinExpr] = {0: LinExpr(eye, np.zeros(n_in), graph.input_shape)}
     for i, node in enumerate(graph.nodes[1:], start=1):
         if i not in live:
             continue
@@ -147,12 +198,13 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
         v = node.op.encode(enc, *[vals[j] for j in node.inputs])
         v.shape = tuple(node.shape)
         vals[i] = v
-    empty = sp.csr_matrix((0, n_vars))
-    P = sp.vstack(enc.split_M, format="csr") if enc.split_M else empty
+    empty = np.zeros((0, n_vars)) if dense else sp.csr_matrix((0, n_vars))
+    P = _vstack(enc.split_M) if enc.split_M else empty
     p = np.concatenate(enc.split_c) if enc.split_c else np.zeros(0)
-    R = sp.vstack(enc.row_M, format="csr") if enc.row_M else empty
+    R = sp.vstack(enc.row_M, format="csr") if enc.row_M else sp.csr_matrix((0, n_vars))
     rlo = np.concatenate(enc.row_lo) if enc.row_lo else np.zeros(0)
     rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
+    assert enc.next_var == n_vars
     return Encoding(vals[graph.output], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
                     np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
 
@@ -213,8 +265,8 @@ def index_map(fn, *in_shapes) -> np.ndarray:
 
 def moved(exprs: list[LinExpr], index: np.ndarray, shape) -> LinExpr:
     """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero)."""
-    M = sp.vstack([e.M for e in exprs], format="csr") if len(exprs) > 1 else exprs[0].M
+    M = _vstack([e.M for e in exprs]) if len(exprs) > 1 else exprs[0].M
     c = np.concatenate([e.c for e in exprs])
     ok = index >= 0
     sel = sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), index[ok])), shape=(len(index), M.shape[0]))
-    return LinExpr(sp.csr_matrix(sel @ M), sel @ c, tuple(shape))
+    return LinExpr(_keep(sel @ M), sel @ c, tuple(shape))

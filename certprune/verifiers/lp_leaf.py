@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from certprune.graph import Graph
-from certprune.graph.encode import encode
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,13 @@ class LeafOutcome:
 def affine_pieces(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray]):
     """(H, h, P, p): output ``y = H x + h`` on the domain's linear piece (every ReLU stable under
     ``pre``) and split rows ``P x + p <= 0`` (one per split neuron), dense float64."""
+    from certprune.graph.encode import encode  # scipy.sparse: imported on the first leaf only
+
     enc = encode(graph, pre, splits)
     if enc.n_vars != enc.n_in:
         raise ValueError("affine_pieces needs every ReLU stable on the domain")
     P, p = enc.split_rows
-    return enc.out.M.toarray(), enc.out.c, P.toarray(), p
+    return np.asarray(enc.out.M), enc.out.c, np.asarray(P), p
 
 
 def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],

@@ -3,9 +3,10 @@ HiGHS branch and cut) over the domain's box, its split constraints and its sound
 pre-activation bounds, built by the one exact encoder (``certprune.graph.encode``: chains,
 residual adds, concats, convolutions, twin graphs).
 
-Variables: inputs ``x`` (integral where the region says so), per unstable neuron ``a`` in
-``[0, u]`` and a binary ``d`` with ``a >= z``, ``a <= z - l (1 - d)``, ``a <= u d``; stable
-neurons are exact (``a = z`` or ``a = 0``) and split neurons add their split rows. The
+Variables (the lifted encoding): inputs ``x`` (integral where the region says so), per ReLU
+input ``z`` in ``[l, u]`` (the domain's clamped bounds, which also encode its split
+constraints), per unstable neuron ``a`` in ``[0, u]`` and a binary ``d`` with ``a >= z``,
+``a <= z - l (1 - d)``, ``a <= u d``; stable neurons are exact (``a = z`` or ``a = 0``). The
 objective is ``min t`` with ``A y - b <= t`` for one disjunct.
 
 Tolerances: HiGHS works with feasibility/integrality tolerances around 1e-6, so this back end
@@ -20,10 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from certprune.graph import Graph
-from certprune.graph.encode import encode
 
 SOLVER_SLACK = 1e-5
 
@@ -42,9 +41,12 @@ def solve_milp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
                int_mask: np.ndarray | None = None, splits: list[np.ndarray] | None = None) -> MilpOutcome:
     """Decide one disjunct ``A y <= b`` on the domain: box ``lo``/``hi``, flat bounds ``pre`` of
     every ReLU node's input (sound on the domain), ``splits`` the domain's split vectors."""
+    import scipy.sparse as sp
     from scipy.optimize import LinearConstraint, milp
 
-    enc = encode(graph, pre, splits)
+    from certprune.graph.encode import encode
+
+    enc = encode(graph, pre, splits, lifted=True)
     n = enc.n_vars + 1  # the last variable is t
     vlo, vhi = np.r_[enc.var_lo, -np.inf], np.r_[enc.var_hi, np.inf]
     vlo[:enc.n_in], vhi[:enc.n_in] = lo, hi
@@ -57,7 +59,8 @@ def solve_milp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
 
     R, rlo, rhi = enc.rows
     P, p = enc.split_rows
-    G = sp.csr_matrix(A) @ enc.out.M
+    P = sp.csr_matrix(P)
+    G = sp.csr_matrix(sp.csr_matrix(A) @ enc.out.M)
     g = A @ enc.out.c - b
     out = sp.hstack([G, sp.csr_matrix(-np.ones((G.shape[0], 1)))], format="csr")
     cons = LinearConstraint(sp.vstack([widen(R), widen(P), out], format="csr"),
