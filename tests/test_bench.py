@@ -86,6 +86,73 @@ def test_bench_resumes_without_rerunning(first_run, monkeypatch):
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 3
 
 
+def _rows_of(out: Path) -> dict:
+    return {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader(open(out / "results.csv"))}
+
+
+def test_bench_two_workers_give_the_serial_results_and_one_store(first_run, tmp_path, shared_data):
+    """--workers 2: every instance once in results.csv (only the driver writes), the serial words,
+    and the sat instance's counterexample file written and valid."""
+    from tests.test_vnncomp_scripts import acas, check_witness
+    inst, serial_out, *_ = first_run
+    out = tmp_path / "par"
+    code, stdout, stderr = run_cli(["bench", str(inst), "--timeout-cap", CAP, "--out", str(out), "--workers", "2"])
+    assert code == 0, stderr
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(ACAS)
+    assert {k: r["result"] for k, r in _rows_of(out).items()} == \
+        {k: r["result"] for k, r in _rows_of(serial_out).items()}
+    assert stdout.splitlines()[1].split()[:4] == ["3", "2", "1", "1"]
+    model, prop = acas(shared_data, "2_3", 2)
+    check_witness(model, prop, (out / "counterexamples" / f"{model.name}__{prop.name}.txt").read_text())
+
+
+def test_bench_workers_resume_a_partial_store(first_run, tmp_path, monkeypatch):
+    """A store holding two rows (one torn third row): --workers 2 runs only the missing instance."""
+    inst, serial_out, *_ = first_run
+    out = tmp_path / "part"
+    out.mkdir()
+    for name in ("bench.json", "config.toml"):
+        (out / name).write_text((serial_out / name).read_text())
+    head, *rows = (serial_out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text(head + rows[0] + rows[1] + rows[2][:12])
+    seen = []
+    real = bench.run_instance
+    monkeypatch.setattr(bench, "run_instance", lambda i, *a, **k: (seen.append(i.onnx), real(i, *a, **k))[1])
+    code, _, stderr = run_cli(["bench", str(inst), "--timeout-cap", CAP, "--out", str(out), "--workers", "2"])
+    assert code == 0, stderr
+    assert (out / "results.csv").read_text().count("\n") == 4      # header + 3 whole rows, torn one cut
+    assert {k: r["result"] for k, r in _rows_of(out).items()} == \
+        {k: r["result"] for k, r in _rows_of(serial_out).items()}
+    assert seen == ["onnx/ACASXU_run2a_2_4_batch_2000.onnx"]   # one item left: map_items runs it here
+
+
+@pytest.mark.parametrize("argv,needle", [(["--workers", "0"], "--workers"),
+                                         (["--workers", "2", "--ray", "auto"], "not both")])
+def test_bench_bad_scaleout_options_exit_2(first_run, tmp_path, capsys, argv, needle):
+    inst, *_ = first_run
+    assert main(["bench", str(inst), "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+@pytest.mark.slow
+def test_bench_on_a_local_ray_gives_the_serial_results(first_run, tmp_path):
+    """A local Ray cluster on 127.0.0.1 (skips without the ray extra)."""
+    ray = pytest.importorskip("ray")
+    inst, serial_out, *_ = first_run
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        addr = getattr(ray.get_runtime_context(), "gcs_address", None) or "auto"
+        code, _, stderr = run_cli(["bench", str(inst), "--timeout-cap", CAP, "--out", str(tmp_path / "r"),
+                                   "--ray", addr])
+    finally:
+        ray.shutdown()
+    assert code == 0, stderr
+    assert {k: r["result"] for k, r in _rows_of(tmp_path / "r").items()} == \
+        {k: r["result"] for k, r in _rows_of(serial_out).items()}
+
+
 def test_bench_refuses_a_folder_of_another_run(first_run, capsys):
     inst, out, *_ = first_run
     assert main(["bench", str(inst), "--timeout-cap", "7", "--out", str(out)]) == 2

@@ -58,10 +58,63 @@ def test_verified_rows_carry_their_crown_margin_and_it_agrees_with_the_verdict(r
     for r in verified:
         k = r["index"] - 1500
         assert isinstance(r["crown_margin"], float) and isinstance(r["unstable_relus"], int)
-        assert r["unstable_relus"] == int(unstable[k])                  # same CROWN pass, other code path
+        assert r["unstable_relus"] == int(unstable[k])                  # the one CROWN margin function
         if r["crown_margin"] > CERT_MARGIN:
             assert cert[k] and r["verdict"] == "certified"               # a positive bound cannot be falsified
     assert any(r["verdict"] == "certified" and r["crown_margin"] != "" for r in verified)
+
+
+def test_crown_margins_are_exact_on_an_affine_model():
+    """No ReLU: CROWN is exact, min over the box of (w_y - w_j) x + (b_y - b_j) per coordinate."""
+    from certprune.verifiers.robustness import crown_margins
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 4).double()
+    model = torch.nn.Sequential(lin)
+    lo = torch.rand(6, 5, dtype=torch.float64) * 0.5
+    hi = lo + torch.rand(6, 5, dtype=torch.float64) * 0.3
+    labels = np.array([0, 1, 2, 3, 1, 2])
+    m, u = crown_margins(model, lo, hi, labels)
+    W, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    for i, c in enumerate(labels):
+        exact = min(float(np.minimum((W[c] - W[j]) * lo[i].numpy(), (W[c] - W[j]) * hi[i].numpy()).sum()
+                          + b[c] - b[j]) for j in range(4) if j != c)
+        assert m[i] == pytest.approx(exact, abs=1e-9)
+    assert u.tolist() == [0] * 6
+
+
+def test_crown_is_run_once_and_verify_only_gets_what_it_cannot_certify(run, monkeypatch):
+    """Samples whose batched root CROWN margin clears verify's criterion are certified without a
+    verify call (phase bound), and verify agrees on each of them; the rest go to verify."""
+    from certprune.results import Verdict
+    from certprune.specs import RobustnessSpec
+    from certprune.verifiers import robustness
+    from certprune.verifiers.verify import verify
+    net, X, y, rep, _ = run
+    calls = []
+    real = robustness._verify_job
+    monkeypatch.setattr(robustness, "_verify_job", lambda n, job, **k: (calls.append(job[1]["index"]),
+                                                                         real(n, job, **k))[1])
+    again = certify_robustness(net, X, y, EPS, timeout=5, indices=range(1500, 1512))
+    assert {r["index"]: r["verdict"] for r in again.rows} == {r["index"]: r["verdict"] for r in rep.rows}
+    shortcut = [r for r in again.rows if r["verdict"] == "certified" and r["crown_margin"] > 1e-7]
+    assert shortcut, "the digits MLP has CROWN-certified samples at this eps"
+    waited = [r["index"] for r in again.rows if r["clean_correct"] and r["pgd_robust"] and r not in shortcut]
+    assert sorted(calls) == sorted(waited)
+    for r in shortcut:
+        assert r["phase"] == "bound"
+        prop = RobustnessSpec(X[r["index"] - 1500], EPS, int(y[r["index"] - 1500])).to_property(10)
+        assert verify(net, prop, timeout=5).verdict is Verdict.CERTIFIED
+
+
+def test_float32_semantics_sends_every_sample_to_verify(run, monkeypatch):
+    from certprune.verifiers import robustness
+    net, X, y, _, _ = run
+    calls = []
+    real = robustness._verify_job
+    monkeypatch.setattr(robustness, "_verify_job", lambda n, job, **k: (calls.append(job[1]["index"]),
+                                                                         real(n, job, **k))[1])
+    rep = certify_robustness(net, X[:6], y[:6], EPS, timeout=5, indices=range(1500, 1506), semantics="float32")
+    assert sorted(calls) == [r["index"] for r in rep.rows if r["clean_correct"] and r["pgd_robust"]]
 
 
 def test_workers_two_gives_the_serial_verdicts(run):

@@ -109,6 +109,26 @@ COMMANDS = {
                    "german_mif.onnx": "{tmp}/german_mif.onnx"}, needs_data=True),
 }
 
+# experiments/compare_pruned.py writes these lines into README.md (between the compare-table markers) and
+# runs them in experiments/results/compare_pruned/, where the nets it trained and pruned are kept: copies
+# of those files go into the test's folder (prune on the convnets trains an epoch: slow)
+_CP = REPO / "experiments" / "results" / "compare_pruned"
+_VARIANTS = {"mag50": "--amount 0.5", "mag80": "--amount 0.8", "magS50": "--amount 0.5 --granularity structured"}
+for _net in ("mlp", "conv", "conv-bn"):
+    _dense = f"mnist_{_net}.onnx"
+    for _v, _opts in _VARIANTS.items():
+        COMMANDS[f"certprune prune {_dense} --method magnitude {_opts} --dataset mnist --finetune-epochs 1 "
+                 f"--out mnist_{_net}_{_v}.onnx"] = Run(copies={_dense: str(_CP / _dense)}, needs_data=True,
+                                                         slow=_net != "mlp")
+    _files = [_dense, *(f"mnist_{_net}_{v}.onnx" for v in _VARIANTS)]
+    COMMANDS[f"certprune compare {' '.join(_files)} --dataset mnist -n 30 --eps 0.02 --timeout 3 --no-progress "
+             f"--out {_net}"] = Run(overrides={"-n": "2"}, needs_data=True, copies={f: str(_CP / f) for f in _files})
+_OVAL = "$CERTPRUNE_DATA/vnncomp/oval21/onnx/cifar_base_kw.onnx.gz"
+COMMANDS[f"certprune compare {_OVAL} cifar_base_mag30.onnx --dataset cifar10 --mean 0.485,0.456,0.406 --std "
+         "0.225,0.225,0.225 -n 10 --eps 0.004 --timeout 5 --no-progress --out cifar10"] = \
+    Run(subst={_OVAL: "{data}/vnncomp/oval21/onnx/cifar_base_kw.onnx.gz"}, overrides={"-n": "2"}, needs_data=True,
+        slow=True, copies={"cifar_base_mag30.onnx": str(_CP / "cifar_base_mag30.onnx")})
+
 
 def readme_command_lines(text: str) -> list[str]:
     """The normalised ``certprune ...`` lines of the fenced code blocks, in order, without repeats."""

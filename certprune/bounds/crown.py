@@ -72,14 +72,18 @@ class Backward:
 
 
 def backward(graph: Graph, target: int, A: torch.Tensor, st: State,
-             alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+             alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
+             betas: dict[int, torch.Tensor] | None = None) -> Backward:
     """Lower bound of ``sum(A * v_target)`` over the boxes; ``A`` (K, m, *shape_target), K in {1, N}.
-    ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN)."""
-    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record)
+    ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN);
+    ``betas[i]`` (N, m, *shape) are ReLU node i's signed split multipliers (beta-CROWN, see
+    ``ReLU.backward_relaxed``)."""
+    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record, betas)
 
 
 def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Tensor, st: State,
-          alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+          alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
+          betas: dict[int, torch.Tensor] | None = None) -> Backward:
     """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
     some nodes and the bias collected so far (see :func:`backward`)."""
     A = next(iter(acc.values()))
@@ -91,7 +95,8 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
-            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record)
+            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record,
+                                                 None if betas is None else betas.get(i))
             if record:
                 scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
             ins, bias = [new], bias + b

@@ -1,9 +1,11 @@
-"""``certprune bench INSTANCES.csv [--timeout-cap S] [--out DIR] [--reference RESULTS.csv]``.
+"""``certprune bench INSTANCES.csv [--timeout-cap S] [--out DIR] [--reference RESULTS.csv]
+[--workers N | --ray ADDRESS]``.
 
-Runs every instance of a VNN-COMP ``instances.csv`` in this process (start-up paid once), with a
-progress bar on stderr; rows are appended to ``DIR/results.csv`` as they finish (a rerun skips
-them; see :mod:`certprune.verifiers.bench_store`), then a summary table is printed and written to
-``DIR/summary.json``. ``--reference`` compares with another tool's results (VNN-COMP results CSV)
+Runs every instance of a VNN-COMP ``instances.csv`` in this process (start-up paid once), or in
+N local worker processes / as Ray tasks (``certprune.verifiers.parallel``; this process alone
+writes the results), with a progress bar on stderr; rows are appended to ``DIR/results.csv`` as
+they finish (a rerun skips them; see :mod:`certprune.verifiers.bench_store`), then a summary
+table is printed and written to ``DIR/summary.json``. ``--reference`` compares with another tool's results (VNN-COMP results CSV)
 and prints every disagreement (one says sat, the other unsat).
 
 Exit codes: 0 every instance ran (whatever the verdicts), 4 a disagreement with the reference,
@@ -27,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="results folder (default ./bench-results); rerunning into it resumes")
     p.add_argument("--reference", default=None, metavar="RESULTS.csv",
                    help="another tool's results (VNN-COMP results CSV) to compare with")
+    from certprune.commands.certify import add_scaleout_arguments
+    add_scaleout_arguments(p, "instances")
     add_config_arguments(p)
 
 
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeout_cap is not None and not args.timeout_cap > 0:
         raise ConfigError(f"--timeout-cap must be a positive number of seconds, got {args.timeout_cap}")
+    from certprune.commands.certify import check_scaleout
+    check_scaleout(args)
     config = config_from_args(args)
     instances = bench.read_instances(args.instances)
     reference = bench.read_reference(args.reference) if args.reference else None
@@ -88,7 +94,8 @@ def _run_with_bar(bench, instances, store, args: argparse.Namespace, config: dic
         printer = ProgressPrinter(time.monotonic(), verbose=True, stream=_TqdmStream())
         progress = printer
     try:
-        return bench.run_bench(instances, store, args.timeout_cap, config, on_row, progress)
+        return bench.run_bench(instances, store, args.timeout_cap, config, on_row, progress,
+                               workers=args.workers, ray_address=args.ray)
     finally:
         bar.close()
 

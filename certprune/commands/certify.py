@@ -78,13 +78,28 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: these small networks gain little from more, and on a "
                         "busy machine 2 threads ran PGD 30x slower than 1 in our measurement)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes for verification (default 1)")
-    p.add_argument("--ray", default=None, metavar="ADDRESS", help="verify on the Ray cluster at ADDRESS")
+    add_scaleout_arguments(p, "verification")
     from certprune.semantics import CHOICES, DEFAULT
     p.add_argument("--semantics", choices=CHOICES, default=DEFAULT.value,
                    help=f"soundness policy (default {DEFAULT.value}; see 'certprune verify --help'): exact = the "
                         "real-arithmetic network; float32 = also holds for float32 execution (chain MLPs only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_scaleout_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``--workers N`` and ``--ray ADDRESS`` (certify, compare, bench; checked by :func:`check_scaleout`)."""
+    p.add_argument("--workers", type=int, default=1, help=f"local worker processes for {what} (default 1)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help=f"{what} as tasks on the Ray cluster at ADDRESS ('local' starts one in this process)")
+
+
+def check_scaleout(args: argparse.Namespace) -> None:
+    """ConfigError unless ``--workers`` >= 1 and not both ``--workers`` and ``--ray``."""
+    from certprune.errors import ConfigError
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.ray is not None and args.workers != 1:
+        raise ConfigError("give either --workers N (local processes) or --ray ADDRESS, not both")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,10 +164,7 @@ def check_run_arguments(args: argparse.Namespace, inputs: Inputs) -> None:
         raise ConfigError(f"--eps must lie in [0, {width:g}] ({units}), got {args.eps:g}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.ray is not None and args.workers != 1:
-        raise ConfigError("give either --workers N (local processes) or --ray ADDRESS, not both")
+    check_scaleout(args)
     import torch
     torch.set_num_threads(args.threads)
 

@@ -27,7 +27,6 @@ from certprune.pruning.stability import perturbation_boxes
 from certprune.semantics import DEFAULT
 
 CERT_MARGIN = float(DEFAULT.slack(0.0, 0.0))  # exact policy, row constant b = 0
-_CELLS = 4e7
 
 
 def mac_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -70,26 +69,15 @@ def latency_ms(model: nn.Module, X: torch.Tensor, repeats: int = 20) -> float:
 
 def crown_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float,
                     domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(certified mask, unstable ReLUs per input) from one CROWN pass per input (see module doc)."""
-    from certprune.verifiers.bounds import affine_net, compute_bounds
+    """(certified mask, unstable ReLUs per input) from one CROWN pass per input (see module doc;
+    the margins are :func:`certprune.verifiers.robustness.crown_margins`, certify's copy)."""
+    from certprune.verifiers.robustness import crown_margins
 
-    shape = tuple(X.shape[1:])
-    net = affine_net(base_module(model), shape)
-    k = net.output_dim
-    chunk = max(1, int(_CELLS // (2 * max(net.relu_sizes + [k]) * net.input_dim)))
     lo, hi = perturbation_boxes(X.double(), epsilon, domain)
+    margins, unstable = crown_margins(base_module(model), lo, hi, y)
     with torch.no_grad():
         correct = base_module(model)(X).argmax(1) == y
-    C = torch.eye(k, dtype=torch.float64)[y].unsqueeze(1) - torch.eye(k, dtype=torch.float64).unsqueeze(0)
-    certified, unstable = [], []
-    for s in range(0, len(X), chunk):
-        b = compute_bounds(net, lo[s:s + chunk], hi[s:s + chunk], method="crown", C=C[s:s + chunk],
-                           return_intermediate=True, input_shape=shape)
-        others = b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[y[s:s + chunk]], torch.inf)
-        certified.append((others.min(dim=1).values > CERT_MARGIN).numpy())
-        unstable.append(sum(((l < 0) & (u > 0)).sum(1) for l, u in b.intermediate).numpy()
-                        if b.intermediate else np.zeros(len(others)))
-    return np.concatenate(certified) & correct.numpy(), np.concatenate(unstable)
+    return (margins > CERT_MARGIN) & correct.numpy(), unstable
 
 
 def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,

@@ -1,4 +1,5 @@
-"""Benchmark runner: every instance of a VNN-COMP ``instances.csv`` in this one process.
+"""Benchmark runner: every instance of a VNN-COMP ``instances.csv``, in this one process or on
+the shared runner of :mod:`certprune.verifiers.parallel` (local workers, Ray).
 
 ``instances.csv`` lines are ``onnx,vnnlib,timeout_seconds`` with paths relative to the file's
 folder (a path whose file is missing is also tried with ``.gz``, as in the VNN-COMP benchmark
@@ -116,25 +117,45 @@ def run_instance(inst: Instance, timeout: float, config: Mapping[str, Any],
 
 def run_bench(instances: Iterable[Instance], store, timeout_cap: float | None, config: Mapping[str, Any],
               on_row: Callable[[Row, bool], None] | None = None,
-              progress: Callable[[dict], None] | None = None) -> list[Row]:
+              progress: Callable[[dict], None] | None = None, *, workers: int = 1,
+              ray_address: str | None = None) -> list[Row]:
     """Run every instance not yet in ``store`` (a BenchStore), appending each row as it finishes;
     returns the rows of all ``instances`` in order (stored ones included). ``on_row(row, fresh)``
-    is called after each instance (``fresh`` False for a row found in the store)."""
+    is called after each instance (``fresh`` False for a row found in the store; stored rows first).
+
+    ``workers`` > 1 runs the instances in that many forked processes, ``ray_address`` as Ray tasks
+    (:func:`certprune.verifiers.parallel.map_items`, the runner of certify and the fairness audit);
+    only this process writes the store, so it stays the one record of the run. ``progress`` (the
+    verbose lines) is passed to serial runs only."""
+    from functools import partial
+
+    from certprune.verifiers.parallel import map_items
+
     done = store.done()
     instances = list(instances)
-    if any((i.onnx, i.vnnlib) not in done for i in instances):
-        warm_up()
-    rows = []
-    for inst in instances:
-        row = done.get((inst.onnx, inst.vnnlib))
-        fresh = row is None
-        if fresh:
-            row, out = run_instance(inst, budget(inst, timeout_cap), config, progress)
-            store.append(row, out.x, out.y)
-        rows.append(row)
+    rows: dict[int, Row] = {k: done[(i.onnx, i.vnnlib)] for k, i in enumerate(instances) if (i.onnx, i.vnnlib) in done}
+    for k in sorted(rows):
         if on_row is not None:
-            on_row(row, fresh)
-    return rows
+            on_row(rows[k], False)
+    todo = [(k, inst) for k, inst in enumerate(instances) if k not in rows]
+    if todo:
+        warm_up()  # before forking: workers inherit the imports
+    serial = workers <= 1 and ray_address is None
+    fn = partial(_run_item, timeout_cap=timeout_cap, config=dict(config), progress=progress if serial else None)
+    for k, row, x, y in map_items(fn, todo, workers=workers, ray_address=ray_address):
+        store.append(row, x, y)
+        rows[k] = row
+        if on_row is not None:
+            on_row(row, True)
+    return [rows[k] for k in range(len(instances))]
+
+
+def _run_item(item: tuple[int, Instance], timeout_cap, config, progress=None) -> tuple:
+    """(position, row, counterexample input, output) of one instance, in whichever process runs it."""
+    k, inst = item
+    warm_up()  # a Ray worker's first instance would otherwise pay the imports in its time
+    row, out = run_instance(inst, budget(inst, timeout_cap), config, progress)
+    return k, row, out.x, out.y
 
 
 def warm_up() -> None:

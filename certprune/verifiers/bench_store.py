@@ -73,15 +73,14 @@ class BenchStore:
 
     def append(self, row: Mapping[str, Any], x: np.ndarray | None = None, y: np.ndarray | None = None) -> None:
         """Write one finished row (flushed at once) and, for ``sat``, its counterexample file."""
+        from certprune.verifiers.store_lock import drop_partial_line
         from certprune.vnncomp import write_result
 
         if row["result"] == "sat":
             write_result(self.counterexample_path(row["onnx"], row["vnnlib"]), "sat", x, y)
-        new = not self.results_path.exists()
-        torn = not new and _ends_mid_line(self.results_path)
+        drop_partial_line(self.results_path)  # half a row of a killed run: cut (it is redone)
+        new = not self.results_path.exists() or self.results_path.stat().st_size == 0
         with open(self.results_path, "a", newline="") as f:
-            if torn:  # a run killed while writing left half a row: end it (it has no result and is redone)
-                f.write("\r\n")
             w = csv.DictWriter(f, COLUMNS)
             if new:
                 w.writeheader()
@@ -97,11 +96,3 @@ def _complete(row: Mapping[str, Any]) -> bool:
     from certprune.vnncomp import WORDS
     return row.get("message") is not None and row.get("result") in WORDS
 
-
-def _ends_mid_line(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        if f.tell() == 0:
-            return False
-        f.seek(-1, 2)
-        return f.read(1) != b"\n"

@@ -7,7 +7,10 @@ and the L-inf ball ``|x' - x| <= eps`` clipped to ``[clip_min, clip_max]`` (``Ro
 2. PGD: one batched attack over all remaining samples on the margin ``f_label - max_{j!=label} f_j``;
    a point counts only after it is re-run in float32 on the original model, lies in the ball and
    violates the property there (verdict ``falsified``, ``pgd_robust = False``);
-3. verify: :func:`certprune.verifiers.verify.verify` with ``timeout`` seconds per sample
+3. root CROWN, once, batched over all samples (:func:`crown_margins`, also the evidence below):
+   under the exact policy a sample whose margin clears ``verify``'s criterion is certified here
+   (phase ``bound``; ``verify`` would compute the same bound again);
+4. verify: :func:`certprune.verifiers.verify.verify` with ``timeout`` seconds per remaining sample
    (verdicts ``certified`` / ``falsified`` / ``unknown``).
 
 Accuracies are fractions of the samples asked for: certified <= PGD <= clean. With ``out_dir``
@@ -187,7 +190,9 @@ def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, 
     props = [_prop(X[k], eps, int(y[k]), clip, n_out) for k in range(len(X))]
     broken, points = _pgd_hits(net, X, y, props, steps, restarts) if len(X) else (np.zeros(0, bool), {})
     t_pgd = (time.monotonic() - t0) / max(len(X), 1)
-    margins, unstable = _root_margins(net, X, y, eps, clip)
+    t0 = time.monotonic()
+    margins, unstable = _root_margins(net, props, y)
+    t_crown = (time.monotonic() - t0) / max(len(X), 1)
     pending = []
     for k in range(len(X)):
         base = {"index": int(idx[k]), "label": int(y[k]), "predicted": int(pred[k]),
@@ -198,11 +203,22 @@ def _run(net, X, y, idx, eps, timeout, clip, config, steps, restarts, progress, 
         elif broken[k]:
             yield _with_evidence(net, props[k], {**base, "pgd_robust": False, "verdict": "falsified", "phase": "pgd",
                                                  "seconds_verify": 0.0}, points[k])
+        elif _crown_certifies(margins[k], config):
+            yield {**base, "pgd_robust": True, "verdict": "certified", "phase": "bound",
+                   "seconds_verify": round(t_crown, 4)}
         else:
             pending.append((k, base))
     verified = _verify_all(net, [(props[k], base) for k, base in pending], timeout, config, runner)
     for prop, row, cex in _progress(verified, progress, len(pending)):
         yield _with_evidence(net, prop, row, cex) if cex is not None else row
+
+
+def _crown_certifies(margin, config) -> bool:
+    """The batched root CROWN margin already certifies the sample under ``verify``'s own exact
+    criterion (lower bound of every row ``f_label - f_j`` > ``cert_margin * (1 + 0)``), so verify
+    would only compute that bound again. Float32 semantics always goes through ``verify`` (its
+    certificate adds the rigorous rounding-error bound)."""
+    return config.semantics == "exact" and margin != "" and margin > config.cert_margin
 
 
 def _verify_job(net, job: tuple, timeout, config) -> tuple:
@@ -241,35 +257,50 @@ def _with_evidence(net, prop, row: dict, x) -> dict:
     return {**row, "adversarial_margin": float(m), "_adversarial": x}
 
 
-def _root_margins(net, X, y, eps, clip) -> tuple[list, list]:
-    """Per sample: CROWN lower bound of ``min_{j != y} f_y - f_j`` over the ball and the number of
-    unstable ReLUs (float64, :func:`certprune.verifiers.bounds.compute_bounds`); empty strings
-    where the native engine does not take the model."""
+def crown_margins(model, lower, upper, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Per box ``[lower[i], upper[i]]`` (float64, (N, *input_shape)): the float64 CROWN lower bound
+    of ``min_{j != labels[i]} f_label - f_j`` over the box and the number of ReLUs CROWN leaves
+    unstable on it (native engine, chunked to bound memory). The one copy: certify's evidence and
+    shortcut, and :func:`certprune.pruning.metrics.crown_certified`, call it. CertpruneError
+    (UnsupportedModelError) where the native engine does not take the model."""
     import torch
 
-    from certprune.errors import CertpruneError
     from certprune.verifiers.bounds import affine_net, compute_bounds
-    if not len(X):
-        return [], []
-    try:
-        anet = affine_net(net, tuple(net.info.input_shape))
-    except CertpruneError:
-        return [""] * len(X), [""] * len(X)
-    k = net.info.num_outputs
+    lower, upper = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    shape = tuple(lower.shape[1:])
+    anet = affine_net(model, shape)
+    k = anet.output_dim
+    chunk = max(1, int(_CROWN_CELLS // (2 * max(anet.relu_sizes + [k]) * anet.input_dim)))
     eye = torch.eye(k, dtype=torch.float64)
-    margins, unstable = [], []
-    for s in range(0, len(X), 32):
-        xs = torch.from_numpy(X[s:s + 32].astype(np.float64))
-        ys = torch.from_numpy(y[s:s + 32])
-        lo, hi = (xs - eps).clamp(*clip), (xs + eps).clamp(*clip)
+    margins, unstable = [np.zeros(0)], [np.zeros(0, np.int64)]
+    for s in range(0, len(lower), chunk):
+        ys = labels[s:s + chunk]
         C = eye[ys].unsqueeze(1) - eye.unsqueeze(0)
-        b = compute_bounds(anet, lo, hi, method="crown", C=C, return_intermediate=True, engine="native")
-        low = b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[ys], torch.inf).min(1).values
-        margins += [float(v) for v in low]
-        counts = sum(((lo_ < 0) & (up > 0)).sum(1) for lo_, up in b.intermediate) if b.intermediate else \
-            torch.zeros(len(low), dtype=torch.long)
-        unstable += [int(v) for v in counts]
-    return margins, unstable
+        b = compute_bounds(anet, lower[s:s + chunk], upper[s:s + chunk], method="crown", C=C,
+                           return_intermediate=True, input_shape=shape, engine="native")
+        margins.append(b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[ys], torch.inf).min(1).values.numpy())
+        unstable.append(sum(((lo < 0) & (up > 0)).sum(1) for lo, up in b.intermediate).numpy().astype(np.int64)
+                        if b.intermediate else np.zeros(len(ys), np.int64))
+    return np.concatenate(margins), np.concatenate(unstable)
+
+
+_CROWN_CELLS = 4e7  # float64 cells of one CROWN chunk (about 320 MB)
+
+
+def _root_margins(net, props, y) -> tuple[list, list]:
+    """:func:`crown_margins` on each property's region, as store values (float, int; empty strings
+    where the native engine does not take the model)."""
+    from certprune.errors import CertpruneError
+    if not props:
+        return [], []
+    lo = np.stack([p.region.lower for p in props])
+    hi = np.stack([p.region.upper for p in props])
+    try:
+        m, u = crown_margins(net, lo, hi, y)
+    except CertpruneError:
+        return [""] * len(props), [""] * len(props)
+    return [float(v) for v in m], [int(v) for v in u]
 
 
 def _verdict(res) -> str:
@@ -399,9 +430,10 @@ class _Store:
                               "belongs to; move it away or use a new --out folder")
         else:
             cfg_path.write_text(json.dumps(self.config, indent=1))
+        from certprune.verifiers.store_lock import drop_partial_line
         if not self.csv.exists():
             return {}
-        self._drop_partial_line()
+        drop_partial_line(self.csv)
         rows = {}
         for r in csv.DictReader(open(self.csv, newline="")):
             if r.get("verdict") in VERDICTS:  # a row cut off by a crash is redone
@@ -409,12 +441,6 @@ class _Store:
                      "clean_correct": _true(r["clean_correct"]), "pgd_robust": _true(r["pgd_robust"])}
                 rows[r["index"]] = r
         return rows
-
-    def _drop_partial_line(self) -> None:
-        """A crash mid-write leaves a line without newline: cut it so the next append starts clean."""
-        data = self.csv.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.csv.write_bytes(data[:data.rfind(b"\n") + 1])
 
     def append(self, row: dict) -> None:
         new = not self.csv.exists() or self.csv.stat().st_size == 0

@@ -95,3 +95,22 @@ def ensure_dir(path: str | Path) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot create output directory {path}: {e.strerror or e}") from None
     return path
+
+
+def drop_partial_line(path: str | Path) -> None:
+    """Cut a last line without its newline (a run killed mid-write) so the next append starts a
+    clean row; the CSV stores of ``certify`` and ``bench`` call it before appending."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)

@@ -1,0 +1,220 @@
+"""The exact (LP / MILP) encoding of a graph on one branch-and-bound domain.
+
+One walk over the IR: every node's value is an affine expression ``M v + c`` (``LinExpr``:
+scipy sparse rows over the problem's variables ``v``) and every operator maps the expressions
+of its inputs to its own (``Op.encode``, next to its forward, interval and backward steps).
+Linear operators compose the rows (a convolution or pooling contributes its sparse Jacobian,
+shape operators pick rows); only ReLU adds variables and constraints, given the domain's
+pre-activation bounds ``[l, u]`` (sound on the domain) and its split vector:
+
+- stable active (``l >= 0``): the identity; stable inactive (``u <= 0``): zero;
+- unstable (``l < 0 < u``): a variable ``a`` in ``[0, u]`` and a binary ``d`` with ``a >= z``,
+  ``a <= z - l (1 - d)``, ``a <= u d`` (big-M; exact for d integral);
+- a neuron that branch and bound split (+1: ``z >= 0``, -1: ``z <= 0``) adds the split row
+  ``-z <= 0`` or ``z <= 0`` (scaled to unit max coefficient) to ``split_rows``: the domain
+  is the box with those rows, and its bounds are only sound there.
+
+Variables: the flattened input ``x`` first (``n_in``), then ``a, d`` per unstable neuron in
+topological order. With every ReLU stable the encoding is the affine map ``y = H x + h`` of the
+domain's linear piece, which ``lp_leaf`` decides with an LP; otherwise ``milp_leaf`` solves the
+MILP. Arithmetic is float64 on the graph's float64 weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from certprune.graph.ir import Graph
+
+
+@dataclass
+class LinExpr:
+    """The value of a node, flattened row-major: ``M @ v + c``; ``shape`` the per-sample shape."""
+
+    M: sp.csr_matrix
+    c: np.ndarray
+    shape: tuple[int, ...]
+
+    def map(self, J, bias: np.ndarray | None, shape) -> "LinExpr":
+        """``J @ value + bias`` (J sparse or dense, (n_out, n_in))."""
+        M = sp.csr_matrix(J @ self.M) if sp.issparse(J) else sp.csr_matrix(np.asarray(J) @ self.M)
+        c = np.asarray(J @ self.c).ravel()
+        return LinExpr(M, c if bias is None else c + bias, tuple(shape))
+
+    def rows(self, index: np.ndarray, shape) -> "LinExpr":
+        """Entry ``index[k]`` of the value at position k."""
+        return LinExpr(self.M[index], self.c[index], tuple(shape))
+
+
+@dataclass
+class Encoding:
+    """The domain's exact encoding: ``out`` the output expression; ``split_rows`` (P, p) with
+    ``P v + p <= 0`` on the domain; ``rows`` the ReLU constraints ``lo <= R v <= hi``; per
+    variable bounds and integrality (1 for the binaries; the caller marks integer inputs)."""
+
+    out: LinExpr
+    split_rows: tuple[sp.csr_matrix, np.ndarray]
+    rows: tuple[sp.csr_matrix, np.ndarray, np.ndarray]
+    var_lo: np.ndarray
+    var_hi: np.ndarray
+    integrality: np.ndarray
+    n_in: int
+
+    @property
+    def n_vars(self) -> int:
+        return len(self.var_lo)
+
+
+@dataclass
+class Encoder:
+    """The walk's state: the domain's ReLU bounds/splits by node, the variables allocated so far
+    and the constraint rows collected (see module doc)."""
+
+    n_vars: int
+    pre: dict[int, tuple[np.ndarray, np.ndarray]]
+    splits: dict[int, np.ndarray]
+    var_lo: list = field(default_factory=list)
+    var_hi: list = field(default_factory=list)
+    integ: list = field(default_factory=list)
+    next_var: int = 0
+    node: int = -1
+    split_M: list = field(default_factory=list)
+    split_c: list = field(default_factory=list)
+    row_M: list = field(default_factory=list)
+    row_lo: list = field(default_factory=list)
+    row_hi: list = field(default_factory=list)
+
+    def relu(self, z: LinExpr) -> LinExpr:
+        """The value of ReLU node ``self.node`` on input ``z`` (see module doc)."""
+        l, u = self.pre[self.node]
+        s = self.splits.get(self.node)
+        n = len(l)
+        if s is not None and s.any():
+            idx = np.flatnonzero(s)
+            sign = np.where(s[idx] > 0, -1.0, 1.0)
+            Zi = z.M[idx]
+            scale = np.maximum(abs(Zi).max(axis=1).toarray().ravel(), 1e-12)
+            f = sign / scale
+            self.split_M.append(sp.diags(f) @ Zi)
+            self.split_c.append(f * z.c[idx])
+        active = (l >= 0).astype(np.float64)
+        unst = np.flatnonzero((l < 0) & (u > 0))
+        M = sp.diags(active) @ z.M
+        c = active * z.c
+        if len(unst):
+            k = len(unst)
+            a = self.next_var + np.arange(k)
+            d = a + k
+            self.next_var += 2 * k
+            self.var_lo += [np.zeros(k), np.zeros(k)]
+            self.var_hi += [u[unst], np.ones(k)]
+            self.integ += [np.zeros(k), np.ones(k)]
+            Zu, cu, lu, uu = z.M[unst], z.c[unst], l[unst], u[unst]
+            ar = np.arange(k)
+            Ea = sp.csr_matrix((np.ones(k), (ar, a)), shape=(k, self.n_vars))
+            Ed = sp.csr_matrix((np.ones(k), (ar, d)), shape=(k, self.n_vars))
+            self.row_M += [Ea - Zu, Ea - Zu - sp.diags(lu) @ Ed, Ea - sp.diags(uu) @ Ed]
+            self.row_lo += [cu, np.full(k, -np.inf), np.full(k, -np.inf)]
+            self.row_hi += [np.full(k, np.inf), cu - lu, np.zeros(k)]
+            sel = sp.csr_matrix((np.ones(k), (unst, a)), shape=(n, self.n_vars))
+            M = M + sel
+        return LinExpr(sp.csr_matrix(M), c, z.shape)
+
+
+def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None
+           ) -> Encoding:
+    """Encode the graph on one domain: ``pre[j]`` (l, u) flat bounds of the j-th ReLU node's input
+    (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits)."""
+    relus = graph.relu_nodes
+    splits = [np.zeros(len(l), np.int8) for l, _ in pre] if splits is None else splits
+    n_in = graph.input_dim
+    n_unst = sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre)
+    n_vars = n_in + 2 * n_unst
+    enc = Encoder(n_vars, {i: (np.asarray(l, np.float64), np.asarray(u, np.float64)) for i, (l, u) in zip(relus, pre)},
+                  {i: np.asarray(s) for i, s in zip(relus, splits)}, next_var=n_in)
+    enc.var_lo.append(np.full(n_in, -np.inf))
+    enc.var_hi.append(np.full(n_in, np.inf))
+    enc.integ.append(np.zeros(n_in))
+    live = graph.ancestors(graph.output)
+    vals: dict[int, LinExpr] = {0: LinExpr(sp.eye(n_in, n_vars, format="csr"), np.zeros(n_in), graph.input_shape)}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if i not in live:
+            continue
+        enc.node = i
+        v = node.op.encode(enc, *[vals[j] for j in node.inputs])
+        v.shape = tuple(node.shape)
+        vals[i] = v
+    empty = sp.csr_matrix((0, n_vars))
+    P = sp.vstack(enc.split_M, format="csr") if enc.split_M else empty
+    p = np.concatenate(enc.split_c) if enc.split_c else np.zeros(0)
+    R = sp.vstack(enc.row_M, format="csr") if enc.row_M else empty
+    rlo = np.concatenate(enc.row_lo) if enc.row_lo else np.zeros(0)
+    rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
+    return Encoding(vals[graph.output], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
+                    np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
+
+
+JACOBIAN_CHUNK = 256  # unit vectors per forward call when reading a linear operator's Jacobian
+
+
+def jacobian(fn, in_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(J, b) with ``fn(x).ravel() = J @ x.ravel() + b`` for an affine single-input ``fn`` on
+    batched float64 tensors ``(k, *in_shape)``: read off the unit basis in chunks, kept sparse
+    (exact zeros dropped), so a convolution gives its sparse rows."""
+    n = int(np.prod(in_shape))
+    with torch.no_grad():
+        b = fn(torch.zeros(1, *in_shape, dtype=torch.float64)).reshape(-1)
+        parts = []
+        for s in range(0, n, JACOBIAN_CHUNK):
+            k = min(JACOBIAN_CHUNK, n - s)
+            e = torch.zeros(k, n, dtype=torch.float64)
+            e[torch.arange(k), s + torch.arange(k)] = 1.0
+            cols = (fn(e.reshape(k, *in_shape)).reshape(k, -1) - b).numpy()
+            parts.append(sp.csr_matrix(cols.T))
+    return sp.hstack(parts, format="csr"), b.numpy()
+
+
+def cached(op, key, make):
+    """``make()`` once per operator and key (Jacobians and index maps are reused by every leaf)."""
+    store = op.__dict__.setdefault("_encode_cache", {})
+    if key not in store:
+        store[key] = make()
+    return store[key]
+
+
+def affine_encode(op, x: LinExpr, fn=None, bias: np.ndarray | None = None) -> LinExpr:
+    """Encoding of a single-input linear operator through its sparse Jacobian (``fn``, bias-free,
+    defaults to ``op.forward``), plus ``bias`` (flat) if given."""
+    J, b = cached(op, ("jac", x.shape), lambda: jacobian(fn or op.forward, x.shape))
+    return x.map(J, b if bias is None else b + bias, ())
+
+
+def moved_encode(op, *xs: LinExpr) -> LinExpr:
+    """Encoding of an operator that only moves or zero-fills entries (see :func:`index_map`)."""
+    idx = cached(op, ("index",) + tuple(x.shape for x in xs), lambda: index_map(op.forward, *[x.shape for x in xs]))
+    return moved(list(xs), idx, ())
+
+
+def index_map(fn, *in_shapes) -> np.ndarray:
+    """For an operator that only moves or zero-fills entries (reshape, permute, pad, concat):
+    per output entry the index into the concatenated flattened inputs, or -1 for a zero."""
+    offs, xs = 1, []
+    for shp in in_shapes:
+        n = int(np.prod(shp))
+        xs.append(torch.arange(offs, offs + n, dtype=torch.float64).reshape(1, *shp))
+        offs += n
+    with torch.no_grad():
+        out = fn(*xs).reshape(-1)
+    return out.numpy().astype(np.int64) - 1
+
+
+def moved(exprs: list[LinExpr], index: np.ndarray, shape) -> LinExpr:
+    """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero)."""
+    M = sp.vstack([e.M for e in exprs], format="csr") if len(exprs) > 1 else exprs[0].M
+    c = np.concatenate([e.c for e in exprs])
+    ok = index >= 0
+    sel = sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), index[ok])), shape=(len(index), M.shape[0]))
+    return LinExpr(sp.csr_matrix(sel @ M), sel @ c, tuple(shape))
