@@ -1,6 +1,7 @@
-"""Patches mode (``certprune.bounds.patches``): the identity-spec CROWN pass on local windows
-equals the dense pass on every convolutional node (strided / padded convs, BatchNorm, Pad,
-residual adds), whatever the location chunking, and falls back to dense where it does not apply."""
+"""The fast paths of the identity-spec CROWN passes give the bounds of the plain sweep: patches
+mode (``certprune.bounds.patches``, local windows) on every convolutional node (strided /
+padded convs, BatchNorm, Pad, residual adds) whatever the location chunking, with a dense
+fallback where it does not apply; the one-product ReLU -> Linear step; numpy's BLAS products."""
 from __future__ import annotations
 
 import pytest
@@ -102,3 +103,39 @@ def test_blas_matmul_equals_torch_and_keeps_autograd():
     assert out.grad_fn is not None
     out.sum().backward()
     torch.testing.assert_close(Ag.grad, W.sum(1).expand(64, 30, 50), rtol=0, atol=1e-12)
+
+
+def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
+    """node_crown's one-product step through ReLU -> Linear (``crown._relu_linear_step``, used
+    from 16 boxes on) gives the intermediate and output bounds of the plain sweep, with and
+    without a bias on the Linear below, and with split-clamped relaxations."""
+    from certprune.verifiers.bounds import compute_bounds
+    from tests.conftest import random_mlp
+    m = random_mlp([6, 12, 10, 8, 3], seed=2)
+    with torch.no_grad():
+        m[2].bias = None  # a Linear without bias below the second ReLU
+    g = build_graph(m, (6,))
+    gen = torch.Generator().manual_seed(3)
+    lo = torch.rand(40, 6, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.6 * torch.rand(40, 6, generator=gen, dtype=torch.float64)
+    used = []
+    real = crown._relu_linear_step
+    monkeypatch.setattr(crown, "_relu_linear_step", lambda *a: used.append(real(*a)) or used[-1])
+    splits = {g.relu_nodes[0]: (torch.rand(40, 12, generator=gen) * 3).long().sub(1).to(torch.int8)}
+    fast = crown.intermediate(g, lo, hi, splits=splits)
+    fast_out = crown.output_bounds(g, fast)
+    b_fast = compute_bounds(m, lo, hi, engine="native", return_intermediate=True)
+    assert sum(u is not None for u in used) >= 4  # two intermediate nodes, two calls each
+    monkeypatch.setattr(crown, "_relu_linear_step", lambda *a: None)
+    slow = crown.intermediate(g, lo, hi, splits=splits)
+    slow_out = crown.output_bounds(g, slow)
+    b_slow = compute_bounds(m, lo, hi, engine="native", return_intermediate=True)
+    for i in slow.bounds:
+        torch.testing.assert_close(fast.bounds[i][0], slow.bounds[i][0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(fast.bounds[i][1], slow.bounds[i][1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_out[0], slow_out[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_fast.lower, b_slow.lower, rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_fast.upper, b_slow.upper, rtol=0, atol=1e-12)
+    for (a, b), (c, d) in zip(b_fast.intermediate, b_slow.intermediate):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, d, rtol=0, atol=1e-12)

@@ -144,10 +144,14 @@ def _sweep(graph: Graph, t: int, geo: dict[int, Geo], P: torch.Tensor, st, l0: i
     Lc = P.shape[1]
     sl = slice(l0, l0 + Lc)
 
-    def windows(key, i: int, x: torch.Tensor) -> torch.Tensor:  # (B, Lc, 1, C, ph, pw)
+    def windows(key, i: int, x: torch.Tensor) -> torch.Tensor:  # (B, Lc, 1, C * ph * pw)
         if (key, i) not in cache:
-            cache[key, i] = _unfold(x, geo[i], hw)
-        return cache[key, i][:, sl].unsqueeze(2)
+            u = _unfold(x, geo[i], hw)
+            cache[key, i] = u.reshape(u.shape[0], u.shape[1], 1, -1)
+        return cache[key, i][:, sl]
+
+    def flat(P: torch.Tensor) -> torch.Tensor:  # (K, Lc, R, C * ph * pw): broadcasts on leading dims only
+        return P.reshape(*P.shape[:3], -1)
 
     def full(i: int, v: torch.Tensor) -> torch.Tensor:  # a per-sample parameter as (1, C, H, W)
         return torch.broadcast_to(v, graph.nodes[i].shape).unsqueeze(0).to(st.lo.dtype)
@@ -162,12 +166,17 @@ def _sweep(graph: Graph, t: int, geo: dict[int, Geo], P: torch.Tensor, st, l0: i
         op = node.op
         if op.kind == "relu":
             r = st.relax[i]
-            a, s, c = windows("alpha", i, r.alpha), windows("slope", i, r.slope), windows("intercept", i, r.intercept)
-            neg = P.clamp(max=0)
-            bias = bias + (neg * c).sum((-3, -2, -1))
-            ins = [(P - neg) * a + neg * s]
+            a = windows("alpha", i, r.alpha)
+            gap = windows("gap", i, r.slope - r.alpha)  # chord slope - lower slope
+            c = windows("intercept", i, r.intercept)
+            shp, Pf = P.shape, flat(P)
+            neg = Pf.clamp(max=0)
+            bias = bias + (neg @ c.transpose(-1, -2)).squeeze(-1)
+            new = torch.addcmul(Pf * a, neg, gap)  # alpha on positive, chord on negative coefficients
+            ins = [new.reshape(new.shape[0], *shp[1:])]
         else:
-            P = P * windows("mask", i, torch.ones(1, 1, *node.shape[1:], dtype=st.lo.dtype))
+            mask = windows("mask", i, torch.ones(1, 1, *node.shape[1:], dtype=st.lo.dtype))
+            P = P * mask.reshape(1, Lc, 1, 1, g[0], g[1])
             if op.kind == "conv":
                 if op.bias is not None:
                     bias = bias + P.sum((-2, -1)) @ op.bias
@@ -178,8 +187,8 @@ def _sweep(graph: Graph, t: int, geo: dict[int, Geo], P: torch.Tensor, st, l0: i
                 ins = [out.reshape(K, Lc, R, *out.shape[1:])]
             elif op.kind == "scale":
                 if op.shift is not None:
-                    bias = bias + (P * windows("shift", i, full(i, op.shift))).sum((-3, -2, -1))
-                ins = [P if op.scale is None else P * windows("scale", i, full(i, op.scale))]
+                    bias = bias + (flat(P) @ windows("shift", i, full(i, op.shift)).transpose(-1, -2)).squeeze(-1)
+                ins = [P if op.scale is None else (flat(P) * windows("scale", i, full(i, op.scale))).reshape(P.shape)]
             elif op.kind in ("add", "sub"):
                 ins = [P, P if op.kind == "add" else -P]
             else:  # pad: the window only moves
@@ -192,8 +201,7 @@ def _sweep(graph: Graph, t: int, geo: dict[int, Geo], P: torch.Tensor, st, l0: i
     if P is None:  # node t does not depend on the input
         return bias.expand(st.lo.shape[0], Lc, bias.shape[2])
     lo, hi = st.bounds[0]
-    X = P.shape[-3] * P.shape[-2] * P.shape[-1]
-    center = windows("center", 0, (lo + hi) / 2).reshape(lo.shape[0], Lc, X, 1)
-    radius = windows("radius", 0, (hi - lo) / 2).reshape(lo.shape[0], Lc, X, 1)
-    Pf = P.reshape(*P.shape[:3], X)
+    center = windows("center", 0, (lo + hi) / 2).transpose(-1, -2)  # (N, Lc, X, 1)
+    radius = windows("radius", 0, (hi - lo) / 2).transpose(-1, -2)
+    Pf = flat(P)
     return bias + (Pf @ center).squeeze(-1) - (Pf.abs() @ radius).squeeze(-1)
