@@ -180,3 +180,24 @@ def test_serial_audit_records_coverage_over_time():
     for k in range(1, 40):
         p(k, 0)
     assert len(p.rows) <= 9 and p.rows[0][1] == 0 and p.rows[-1][1] == 39
+
+
+def test_scheduling_weight_discounts_boundary_boxes_and_keeps_counts():
+    """_weight: 1 for a unit whose boxes are closed or fixed, down to 0.1 for a box centred on the
+    decision boundary; the pool pops by volume x weight; counts equal brute force with it."""
+    from types import SimpleNamespace
+    from certprune.verifiers.unit_pool import UnitPool, Units
+    eng = _engine(biased_mlp(0), small_spec())
+    t = torch.tensor
+    tb = SimpleNamespace(y=(t([1.0, -1.0, -2.0]), t([2.0, 1.0, 2.0])), yp=(t([1.0, 0.5, -1.0]), t([3.0, 2.0, 1.0])))
+    w = eng._weight(3, np.array([0, 1, 2]), np.array([False, False, True]), tb)
+    assert np.allclose(w, [1.0, 0.1, 1.0])  # fixed; centred straddle; closed
+    u = Units(np.zeros((3, 1)), np.ones((3, 1)), np.arange(3), np.ones((3, 1), bool), np.zeros(3, np.int64),
+              np.array([10.0, 50.0, 20.0]), np.array([1.0, 0.1, 1.0]))
+    pool = UnitPool()
+    pool.add(u)
+    assert pool.pop(1).part.tolist() == [2] and pool.volume_sum() == 60.0  # 20 beats 50 x 0.1
+    from test_fairness_individuals import _check
+    for seed in (0, 2):
+        model = biased_mlp(seed)
+        _check(audit_fairness(model, small_spec(), timeout=120, progress=False, samples=0), model, small_spec())

@@ -18,6 +18,11 @@ class Units:
     open: np.ndarray
     depth: np.ndarray
     size: np.ndarray
+    weight: np.ndarray | None = None  # scheduling weight in (0, 1] (None: ones); pop order is volume x weight
+
+    def __post_init__(self) -> None:
+        if self.weight is None:
+            self.weight = np.ones(len(self.part))
 
     def __len__(self) -> int:
         return len(self.part)
@@ -26,7 +31,7 @@ class Units:
         return Units(*(a[idx] for a in self.astuple()))
 
     def astuple(self) -> tuple[np.ndarray, ...]:
-        return self.lo, self.hi, self.part, self.open, self.depth, self.size
+        return self.lo, self.hi, self.part, self.open, self.depth, self.size, self.weight
 
     def volume(self) -> np.ndarray:
         """Open individuals per unit (float)."""
@@ -45,6 +50,7 @@ class UnitPool:
         self.n = 0
         self.alive = np.zeros(0, dtype=bool)
         self.vol = np.zeros(0)
+        self.key = np.zeros(0)
         self.count = 0
 
     def __len__(self) -> int:
@@ -63,10 +69,12 @@ class UnitPool:
             cap = max(need, 2 * len(self.alive), 1024)
             self.buf = [_grown(b, self.n, cap) for b in self.buf]
             self.alive, self.vol = _grown(self.alive, self.n, cap), _grown(self.vol, self.n, cap)
+            self.key = _grown(self.key, self.n, cap)
         for b, a in zip(self.buf, arrs):
             b[self.n:need] = a
         self.alive[self.n:need] = True
         self.vol[self.n:need] = u.volume()
+        self.key[self.n:need] = self.vol[self.n:need] * u.weight
         self.n, self.count = need, self.count + len(u)
 
     def volume_sum(self) -> float:
@@ -80,7 +88,7 @@ class UnitPool:
         while the large ones keep being refined."""
         idx = np.flatnonzero(self.alive[:self.n])
         if len(idx) > k:
-            vol = self.vol[idx]
+            vol = self.key[idx]
             if drain:
                 order = np.argsort(vol)
                 idx = idx[np.concatenate([order[-(k - k // 2):], order[:k // 2]])]
@@ -92,7 +100,7 @@ class UnitPool:
         if self.n > 10000 and self.count < self.n // 2:
             keep = np.flatnonzero(self.alive[:self.n])
             self.buf = [b[keep] for b in self.buf]
-            self.vol = self.vol[keep]
+            self.vol, self.key = self.vol[keep], self.key[keep]
             self.alive = np.ones(len(keep), dtype=bool)
             self.n = len(keep)
         return out
