@@ -99,7 +99,7 @@ def lirpa_default_float32(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, 
 
 def compare(name, model, shape, lo, hi, method, mode="backward", warm: int | None = None):
     """One table row: boxes/s of both engines, ratio, disagreement."""
-    net = affine_net(model, shape) if mode == "forward" else model  # forward mode: chain form only
+    net = model
     w = min(len(lo), 1024 if method != "alpha-crown" else 8) if warm is None else warm  # warm-up (allocator, caches)
     compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native", input_shape=shape)
     compute_bounds(model, lo[:w], hi[:w], method=method, mode=mode, engine="lirpa", input_shape=shape)
@@ -121,25 +121,6 @@ def native_only(name, model, shape, lo, hi, note: str) -> list:
     a, ta = timed(lambda: compute_bounds(model, lo, hi, engine="native", input_shape=shape))
     print(f"{name} crown: native {len(lo) / ta:,.2f}/s ({note})", flush=True)
     return [name, "crown", len(lo), f"{len(lo) / ta:,.2f}", note, "", ""]
-
-
-def alpha_full_row(model, lo, hi, alpha_row) -> list:
-    """Native alpha-CROWN with optimised intermediate bounds, against the auto_LiRPA alpha-CROWN
-    throughput of ``alpha_row`` (auto_LiRPA's CROWN-Optimized also optimises intermediates)."""
-    from certprune.verifiers.alpha_crown import alpha_crown
-    net = affine_net(model, (20,))
-    alpha_crown(net, lo[:8], hi[:8], optimize_intermediate=True)
-    parts, sec = [], 0.0
-    for s in range(0, len(lo), 256):
-        out, dt = timed(lambda: alpha_crown(net, lo[s:s + 256], hi[s:s + 256], optimize_intermediate=True))
-        parts.append(out[0])
-        sec += dt
-    width = float(torch.cat([u - l for l, u in parts]).mean())
-    lirpa_rate = float(alpha_row[4].replace(",", ""))
-    n = len(lo)
-    print(f"alpha-crown (optimised intermediates): native {n / sec:,.0f}/s", flush=True)
-    return [alpha_row[0], "alpha-crown, intermediates optimised", n, f"{n / sec:,.0f}", alpha_row[4],
-            f"{n / sec / lirpa_rate:.1f}x", f"width {width:.4g} vs {alpha_row[6].split()[-1]}"]
 
 
 def vnn_box(bench: str, n: int):
@@ -181,7 +162,6 @@ def main() -> None:
     rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, "crown", mode="forward"))
     rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo[:args.alpha_boxes], hi[:args.alpha_boxes],
                         "alpha-crown"))
-    rows.append(alpha_full_row(mlp, lo[:args.alpha_boxes], hi[:args.alpha_boxes], rows[-1]))
     t32 = lirpa_default_float32(mlp, lo, hi, (20,))
     rows.append(["MLP 20-50-30-15-10-1", "crown: auto_LiRPA float32 defaults", args.boxes, "",
                  f"{args.boxes / t32:,.0f}", "", ""])

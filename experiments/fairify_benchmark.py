@@ -7,6 +7,8 @@ checkpointed to a CSV, so a rerun resumes.
 
 By default the whole domain is one partition (certprune's default); ``--grid`` uses Fairify's
 partitions (T = 10 Adult, 100 German and Bank). Individuals decided = proven fair + proven unfair.
+``s_to_fq``: seconds into the audit (summary.json's ``progress``) at which the proven-fair share
+first reaches FairQuant's certified share of the table below (blank: never, or no FairQuant row).
 Writes experiments/results/fairify_individuals.csv and .md (or fairify_individuals_grid.*).
 """
 from __future__ import annotations
@@ -27,6 +29,11 @@ FAIRQUANT = {"GC-1": (32.7, 67.3, 15.6), "GC-3": (58.4, 41.6, 7.1), "GC-4": (99.
              "GC-5": (99.8, 0.19, 1.2), "BM-1": (94.2, 5.8, 7.0), "BM-2": (93.4, 6.6, 5.6),
              "BM-4": (66.5, 33.5, 60.7), "BM-8": (90.8, 9.2, 27.4), "AC-3": (33.3, 66.7, 38.4),
              "AC-9": (91.1, 8.9, 5.9), "AC-12": (70.8, 29.2, 0.9)}
+
+
+def fq_protected(model: str) -> str:
+    """The attribute FairQuant audited on this model (sex on Adult, age on German and Bank)."""
+    return "sex" if model.startswith("AC") else "age"
 
 
 def models_dir() -> Path:
@@ -58,11 +65,15 @@ def audit_row(model: str, protected: str, timeout: float, workers: int, grid: bo
                          samples=0)
     sec = time.perf_counter() - t0
     c, sh = res.summary["counts"], res.summary["individual_share"]
+    fq, pr = FAIRQUANT.get(model) if protected == fq_protected(model) else None, res.summary.get("progress")
+    hit = None
+    if fq and pr:
+        hit = next((t for t, f in zip(pr["seconds"], pr["fair_share"]) if 100 * f >= fq[0] - 1e-9), None)
     return {"model": model, "protected": protected, "partitions": res.summary["partitions"],
             "certified": c["certified"], "falsified": c["falsified"], "undecided": c["undecided"],
             "fair_pct": round(100 * sh["fair"], 3), "unfair_pct": round(100 * sh["unfair"], 3),
             "undecided_pct": round(100 * sh["undecided"], 3), "pairs": res.summary["counterexample_pairs"],
-            "seconds": round(sec, 1)}
+            "seconds": round(sec, 1), "s_to_fq": hit}
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -71,7 +82,9 @@ def markdown(df: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         fq = FAIRQUANT.get(r.model)
-        fq_s = f"{fq[0]} / {fq[1]}, {fq[2]} s" if fq and r.protected == "age" else "-"
+        fq_s = f"{fq[0]} / {fq[1]}, {fq[2]} s" if fq and r.protected == fq_protected(r.model) else "-"
+        t_fq = r.get("s_to_fq")
+        fq_s += f" (certprune: {t_fq:.1f} s)" if fq_s != "-" and pd.notna(t_fq) else ""
         lines.append(f"| {r.model} | {r.protected} | {r.fair_pct:.4g} / {r.unfair_pct:.4g} / {r.undecided_pct:.4g} | "
                      f"{100 - r.undecided_pct:.4g} | {r.seconds:.1f} | {r.certified} / {r.falsified} / {r.undecided} | "
                      f"{fq_s} | {r.f_sat} / {r.f_unsat} / {r.f_unk} ({r.checked}) |")

@@ -22,7 +22,10 @@ shared/data/fairness/PEERS.md); for German and Adult the header already equals t
 FairQuant's rates are volume shares of the domain; its ``fal_rate`` only counts counterexample
 points, so its undecided share is the comparable figure. certprune's shares come from the
 ``individuals`` key of ``summary.json`` (exact counts of integer points) when present, else from the
-partition shares (``share_unit`` says which).
+partition shares (``share_unit`` says which). Speed to the same coverage: ``cp_t_fq`` is the
+first time (seconds into certprune's audit, from summary.json's ``progress``) at which certprune's
+proven-fair share reaches FairQuant's final certified share (blank if it never does), to compare
+with ``fq_seconds``; ``cp_fair_at_fq`` is certprune's proven-fair share at FairQuant's time.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ PROTECTED = {"german": "age", "bank": "age", "adult": "sex"}
 MODELS = "GC-1,GC-3,GC-4,GC-5,BM-1,BM-2,BM-4,BM-8,AC-3,AC-9,AC-12"
 FIELDS = ["model", "protected", "pa_index", "header_fixed", "timeout",
           "fq_cer", "fq_fal", "fq_und", "fq_seconds", "fq_wall", "fq_subproblems", "fq_cex", "fq_end",
-          "cp_fair", "cp_unfair", "cp_undecided", "cp_unit", "cp_seconds", "cp_wall", "cp_exit"]
+          "cp_fair", "cp_unfair", "cp_undecided", "cp_unit", "cp_seconds", "cp_wall", "cp_exit",
+          "cp_t_fq", "cp_fair_at_fq"]
 _TIME = re.compile(r"(?:Took\s+)?([\d.]+)\s*(?:sec|seconds)\s*\|\s*(\d+)\s*solved subp\w*\s*\|\s*(\d+)\s*(?:advs|#Cex)")
 _RATES = re.compile(r"cer_rate:\s*([\d.]+)%,\s*fal_rate:\s*([\d.]+)%,\s*und_rate:\s*([\d.]+)%")
 _ENDS = (("complete termination", "complete"), ("quasi-complete", "quasi-complete"),
@@ -85,6 +89,19 @@ def parse_certprune_summary(summary: dict) -> dict:
     return {"cp_fair": 100.0 * share["certified"], "cp_unfair": 100.0 * share["falsified"],
             "cp_undecided": 100.0 * share["undecided"], "cp_unit": "partitions",
             "cp_seconds": summary.get("seconds")}
+
+
+def coverage_race(progress: dict | None, fq_cer: float | None, fq_seconds: float | None) -> dict:
+    """From certprune's ``progress`` {seconds, fair_share}: the first second at which its proven-fair
+    share (percent) reaches FairQuant's ``fq_cer``, and its share at FairQuant's ``fq_seconds``."""
+    if not progress or fq_cer is None:
+        return {}
+    pts = list(zip(progress["seconds"], (100.0 * f for f in progress["fair_share"])))
+    hit = next((t for t, f in pts if f >= fq_cer - 1e-9), None)
+    row = {"cp_t_fq": hit}
+    if fq_seconds is not None:
+        row["cp_fair_at_fq"] = max((f for t, f in pts if t <= fq_seconds), default=0.0)
+    return row
 
 
 def _fmt(v: float) -> str:
@@ -153,7 +170,9 @@ def run_certprune(model: Path, dataset: str, protected: str, timeout: int, out: 
     row = {"cp_wall": wall, "cp_exit": p.returncode}
     summary = out / "summary.json"
     if summary.exists():
-        row.update(parse_certprune_summary(json.loads(summary.read_text())))
+        s = json.loads(summary.read_text())
+        row.update(parse_certprune_summary(s))
+        row["progress"] = s.get("progress")
     return row
 
 
@@ -169,6 +188,7 @@ def run_model(model: str, a: argparse.Namespace, scratch: Path) -> dict:
     row.update(run_fairquant(Path(a.fairquant_bin).resolve(), nnet, pa, a.timeout, scratch,
                              Path(a.out) / "fairquant" / f"{model}.log"))
     row.update(run_certprune(Path(a.models_dir) / f"{model}.h5", ds, prot, a.timeout, Path(a.out) / "certprune" / model))
+    row.update(coverage_race(row.pop("progress", None), row.get("fq_cer"), row.get("fq_seconds")))
     return row
 
 
@@ -182,14 +202,16 @@ def _num(v, fmt: str = "{:.1f}") -> str:
 
 def markdown(rows: list[dict]) -> str:
     """The side-by-side table: FairQuant cer / und %, time; certprune fair / unfair / undecided %, time."""
-    lines = ["| model | FairQuant cer / und % | FairQuant s | certprune fair / unfair / undecided % (unit) | certprune s (wall) |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | FairQuant cer / und % | FairQuant s | certprune fair / unfair / undecided % (unit) | certprune s (wall) "
+             "| certprune s to FairQuant's cer % | certprune fair % at FairQuant's s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         fix = " (header fixed)" if str(r.get("header_fixed")) == "True" else ""
         lines.append(f"| {r['model']} {r['protected']}{fix} | {_num(r.get('fq_cer'), '{:.2f}')} / {_num(r.get('fq_und'), '{:.2f}')}"
                      f" ({r.get('fq_end', '')}) | {_num(r.get('fq_seconds'))} | {_num(r.get('cp_fair'), '{:.2f}')} / "
                      f"{_num(r.get('cp_unfair'), '{:.2f}')} / {_num(r.get('cp_undecided'), '{:.2f}')} ({r.get('cp_unit', '–')}) | "
-                     f"{_num(r.get('cp_seconds'))} ({_num(r.get('cp_wall'))}) |")
+                     f"{_num(r.get('cp_seconds'))} ({_num(r.get('cp_wall'))}) | {_num(r.get('cp_t_fq'))} | "
+                     f"{_num(r.get('cp_fair_at_fq'), '{:.2f}')} |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,13 @@ fine-tuning epochs equal ``--finetune-epochs``. The loss is -tanh(1 + l*u) on th
 radius-normalised form -tanh((center/radius)^2) on the convnets (``--stability-norm[-conv]``),
 where wide IBP bounds make the plain form flat. ``dense+loss`` applies the same fine-tuning
 without pruning (ablation: how much comes from pruning itself); ``magnitude+loss`` is the same
-recipe with magnitude scores instead of stability scores.
+recipe with magnitude scores instead of stability scores, and ``stability-mix+loss`` the same
+recipe with stability scores mixed with the magnitude rank inside each layer (weight
+``--stability-mix``, see certprune.pruning.criteria.stability): unstable units with large weights
+are kept.
+
+The BatchNorm convnet runs at ``--eps-conv-bn`` (default 0.02): at 0.08 its dense model certifies
+nothing, so the certified ratios would be undefined.
 
 Rows are appended to experiments/results/pruning_benchmark_<net>.csv as they finish; a rerun
 skips the rows already there (delete the file to start over). Then pruning_benchmark.md and
@@ -47,8 +53,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ["random", "magnitude", "taylor", "obd", "snip", "slimming", "stability"]
 LITERATURE = ["taylor-group", "taylor-group2", "nisp", "singe", "sosp-h", "i-spasp", "gradient-redundancy",
               "causal-mi", "o-information"]
-METHODS = BASELINES + LITERATURE + ["stability+loss", "magnitude+loss"]
+METHODS = BASELINES + LITERATURE + ["stability+loss", "stability-mix+loss", "magnitude+loss"]
+MIXED = {"stability-mix": "stability"}  # stability scores mixed with the magnitude rank (--stability-mix)
 NEEDS_BN = {"slimming"}
+# Criteria without a row, and why (their refusal is a one-line ConfigError / UnsupportedModelError).
+REFUSED = {"slimming": "conv, mlp: network slimming scores BatchNorm scales; refused without a BatchNorm after "
+                       "every pruned layer",
+           "m-info-flow": "all nets: a fairness criterion, it needs a protected input attribute (MNIST has none) "
+                          "and Linear layers only (refuses Conv2d)"}
 
 
 def build(net: str) -> nn.Sequential:
@@ -103,9 +115,10 @@ def scoring_seconds(method: str, dense: nn.Module, X, y, args, n: int) -> float:
     from certprune.pruning.criteria.base import ScoreContext
     from certprune.pruning.layers import unit_layers
 
-    ctx = ScoreContext(dense, X[:n], y[:n], args.eps, args.seed, hvp_samples=8, amount=0.5)
+    mix = args.stability_mix if method in MIXED else 0.0
+    ctx = ScoreContext(dense, X[:n], y[:n], args.eps, args.seed, hvp_samples=8, amount=0.5, stability_magnitude=mix)
     t = time.time()
-    criterion(method).unit_scores(ctx, unit_layers(dense, "structured"))
+    criterion(MIXED.get(method, method)).unit_scores(ctx, unit_layers(dense, "structured"))
     return time.time() - t
 
 
@@ -119,8 +132,10 @@ def prune_one(method: str, amount: float, dense: nn.Module, X, y, args, n_score:
         return certprune.prune(dense, method="random", amount=0.0, finetune_epochs=args.finetune_epochs,
                                stability_weight=args.stability_weight, stability_norm=norm, **common)[0]
     if method.endswith("+loss"):
-        steps = args.recipe_steps
-        return certprune.prune(dense, method=method[:-len("+loss")], amount=amount, steps=steps,
+        steps, base = args.recipe_steps, method[:-len("+loss")]
+        if base in MIXED:
+            base, common["stability_magnitude"] = MIXED[base], args.stability_mix
+        return certprune.prune(dense, method=base, amount=amount, steps=steps,
                                finetune_epochs=max(1, args.finetune_epochs // steps),
                                stability_weight=args.stability_weight, stability_norm=norm, **common)[0]
     return certprune.prune(dense, method=method, amount=amount, finetune_epochs=args.finetune_epochs, **common)[0]
@@ -138,8 +153,15 @@ def measure(name: str, model: nn.Module, Xte, yte, args, n_verify: int) -> dict:
     return row
 
 
+def net_eps(net: str, args) -> float:
+    """The L-inf radius of one net: ``--eps``, or ``--eps-conv-bn`` for the BatchNorm convnet."""
+    return args.eps_conv_bn if net == "conv-bn" and args.eps_conv_bn is not None else args.eps
+
+
 def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
     """Every (criterion, amount) row of one net, appended to its CSV as it finishes."""
+    bab = args.bab_samples_conv if net != "mlp" and args.bab_samples_conv is not None else args.bab_samples
+    args = argparse.Namespace(**{**vars(args), "eps": net_eps(net, args), "bab_samples": bab})
     path = args.out / f"pruning_benchmark_{net}.csv"
     done = set(pd.read_csv(path).model) if path.is_file() else set()
     t0 = time.time()
@@ -160,7 +182,7 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
         prune_s = time.time() - t
         score_s = (scoring_seconds(method.replace("+loss", ""), dense, Xtr4, ytr, args, n_score)
                    if method not in ("dense", "dense+loss") else 0.0)
-        row = {"net": net, "model": name, "criterion": method, "amount": amount, "score_s": score_s,
+        row = {"net": net, "model": name, "criterion": method, "amount": amount, "eps": args.eps, "score_s": score_s,
                "prune_s": prune_s, **measure(name, model, Xte4, yte, args, n_verify)}
         row.pop("model", None)
         row = {"net": net, "model": name, **row}
@@ -211,7 +233,8 @@ def targets(t: pd.DataFrame) -> str:
     if not len(dense):
         return ""
     d = dense.iloc[0]
-    lines = [f"Targets ({t.net.iloc[0]}): at 50% acc loss <= 1 pt, >= 4x fewer unstable, >= 3x certified; "
+    at = f", eps {t.eps.iloc[0]:g}" if "eps" in t else ""
+    lines = [f"Targets ({t.net.iloc[0]}{at}): at 50% acc loss <= 1 pt, >= 4x fewer unstable, >= 3x certified; "
              "at 80% acc loss <= 3 pt", "", "| model | acc change (pt) | unstable reduction | CROWN cert ratio | BaB cert ratio |",
              "|---|---|---|---|---|"]
     def ratio(new, base) -> str:
@@ -233,7 +256,11 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--amounts", default="0.5,0.8")
     p.add_argument("--eps", type=float, default=0.08)
+    p.add_argument("--eps-conv-bn", type=float, default=0.02,
+                   help="eps of the BatchNorm convnet (its dense model certifies nothing at 0.08)")
     p.add_argument("--stability-weight", type=float, default=0.1)
+    p.add_argument("--stability-mix", type=float, default=0.5,
+                   help="weight of the magnitude rank in the stability-mix+loss recipe's scores")
     p.add_argument("--recipe-steps", type=int, default=3)
     p.add_argument("--stability-norm", default="none", choices=("none", "radius"), help="stability loss, MLP")
     p.add_argument("--stability-norm-conv", default="radius", choices=("none", "radius"), help="... convnets")
@@ -244,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--verify-samples", type=int, default=300)
     p.add_argument("--verify-samples-conv", type=int, default=100)
     p.add_argument("--bab-samples", type=int, default=0)
+    p.add_argument("--bab-samples-conv", type=int, default=None, help="for the convnets (default: --bab-samples)")
     p.add_argument("--bab-timeout", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-keep", type=float, default=0.1, help="fraction of every layer never removed")
@@ -267,7 +295,9 @@ def main(argv=None) -> int:
     for net in [n for n in args.nets.split(",") if n]:  # --nets "" only regenerates the table and plot
         run_net(net, args, Xtr, ytr, Xte, yte)
     tables = [pd.read_csv(f) for f in sorted(args.out.glob("pruning_benchmark_*.csv"))]
-    (args.out / "pruning_benchmark.md").write_text("\n\n".join(markdown(t) + "\n\n" + targets(t) for t in tables) + "\n")
+    refused = "Criteria without a row: " + "; ".join(f"`{k}` ({v})" for k, v in REFUSED.items()) + "."
+    (args.out / "pruning_benchmark.md").write_text(
+        "\n\n".join(markdown(t) + "\n\n" + targets(t) for t in tables) + "\n\n" + refused + "\n")
     plot(tables, args.out / "pruning_certified_vs_sparsity.png")
     return 0
 

@@ -1,32 +1,45 @@
-"""Benchmark of the mask learners (certprune.pruning.learners) against magnitude pruning on the
-MNIST MLP of experiments/pruning_benchmark.py (784-128-128-10). Data: the 10,000-image MNIST test
-split; the dense net and every method train on its first 6,400 images; methods that stop or
-choose on a validation set (brain, agn) get the next 1,600 as that set (never trained on);
-everything is evaluated on the last 2,000.
+"""Benchmark of the mask learners (certprune.pruning.learners) against magnitude, random and
+stability pruning on the networks of experiments/pruning_benchmark.py: the MNIST MLP
+(784-128-128-10), the convnet (Conv 8x4x4/2, Conv 16x4x4/2, Linear 64, Linear 10) and the same
+convnet with BatchNorm (``conv-bn``), ``--nets``. Data: the 10,000-image MNIST test split; the
+dense net and every method train on its first ``--train-images`` (6,400) images; methods that
+stop or choose on a validation set (brain, agn) also get the next ``--val-images`` (1,600) as that
+set (never trained on); everything is evaluated on the ``--eval-images`` (2,000) after those.
 
-Rows per method and seed: params, nonzeros, compression, clean accuracy (2,000 held-out images),
-unstable ReLUs per input at ``--eps`` (CROWN), CROWN certified accuracy on the first
-``--verify-samples`` held-out images, and the time the method took. Training budget: the learners
-train ``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines
-(global magnitude, random) fine-tune ``FT + LEARN`` epochs, so every row gets the same epochs
-after the dense training (brain: one epoch per round, as many rounds as the tolerance allows).
-Extra columns: ``dnr`` (dynamic dead-neuron rate on the evaluation images; AP rows wrap the
-same base with ``activate_while_pruning``); gating: ``runtime_macs`` per input and no
-certification (refused: the gate is not a ReLU graph); agn: ``energy_saving``, the simulated
+Rows per net, method and seed: params, nonzeros, compression and theoretical speed-up (one
+function for every row, :func:`certprune.pruning.metrics.pruning_metrics` with the dense net as
+reference: dense params / non-zeros, dense MACs / non-zero MACs), clean accuracy and its drop from
+the dense net of the same seed (``acc_drop``, in accuracy points), unstable ReLUs per input at
+``--eps`` (CROWN), CROWN certified accuracy on the first ``--verify-samples`` held-out images
+(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``,
+branch-and-bound certified accuracy (``certprune.verify``, ``--bab-timeout`` s per input, first
+``--bab-samples`` images), and the time the method took. Training budget: the learners train
+``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines fine-tune
+``FT + LEARN`` epochs (two-step unit pruning: half of that per step), so every row gets the same
+epochs after the dense training (brain: one epoch per round, as many rounds as its 1-point
+validation tolerance allows). Baselines: global (``magnitude@0.8``) and layer-wise
+(``magnitude-local@0.8``) magnitude masks, random masks, magnitude and stability unit pruning.
+``-neuron`` rows remove hidden Linear neurons (on the convnets only the Linear 64 layer),
+``-structured`` rows channels and neurons (at least 10% of every layer kept). Extra columns:
+``dnr`` (dynamic dead-neuron rate on the evaluation images; AP rows wrap the same base with
+``activate_while_pruning``); gating (MLP only): ``runtime_macs`` per input and no certification
+(refused: the gate is not a ReLU graph); agn (MLP only): ``energy_saving``, the simulated
 approximate network's accuracy ``approx_acc`` and ``approx_cert_acc`` (CROWN with each layer's
-worst-case multiplier error as a bounded perturbation), and the same two figures for the plan with
-every layer's truncation capped at 4 columns (``_t4``). Every (method, seed) row is
-appended to experiments/results/pruning_learners.csv as soon as it is done and skipped when the
-script is run again (resumable); experiments/results/pruning_learners.md is the mean +- std over
-the seeds present, pruning_learners.png plots clean and certified accuracy against compression.
-Single-threaded (``torch.set_num_threads(1)``).
+worst-case multiplier error as a bounded perturbation), and the same two figures for the plan
+with every layer's truncation capped at 4 columns (``_t4``).
 
-With ``--bab-samples N`` the first seed's models of ``--bab-methods`` are also verified by branch
-and bound (``certprune.verify``, ``--bab-timeout`` s per input) on the first N evaluation images
-(pruning_learners_bab.csv, resumable, and a second table in the .md).
+Resumable: every (method, seed) row is appended to experiments/results/pruning_learners<_net>.csv
+(``pruning_learners.csv`` for the MLP) as soon as it is done and skipped when the script is run
+again, so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
+their seeds, deterministically; ``--cache DIR`` keeps them). A tqdm bar shows the rows and, inside
+a row, the training epochs. Seeds are the outer loop (seed 0 on every net, then seed 1, ...), so a
+run stopped early has the same seeds on every method. pruning_learners.md is the mean +- std over
+the seeds present, one table per net; pruning_learners.png plots clean and certified accuracy
+against compression, one row of panels per net. Single-threaded (``torch.set_num_threads(1)``).
 
-Usage: python experiments/pruning_learners_benchmark.py [--seeds 0,1,2] [--methods ...]
-       [--bab-samples 30 --bab-timeout 1] [--quick]
+Usage: python experiments/pruning_learners_benchmark.py [--nets mlp,conv,conv-bn] [--seeds 0,1,2]
+       [--methods ...] [--bab-samples 30 --bab-timeout 1] [--quick]
+(``--nets ""`` only rewrites the .md and .png from the CSVs.)
 """
 from __future__ import annotations
 
@@ -37,15 +50,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning_benchmark import build, train  # noqa: E402  (the same nets and training)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NETS = ("mlp", "conv", "conv-bn")
 FT = 2  # fine-tuning epochs after every method that masks (the same for all)
 LEARN = 4  # epochs the learners train while pruning; one-shot baselines fine-tune FT + LEARN epochs
+UNITS = dict(amount=0.5, steps=2, finetune_epochs=(FT + LEARN) // 2)  # two-step unit pruning
 METHODS = {
     "magnitude@0.8": dict(method="magnitude", amount=0.8, finetune_epochs=FT + LEARN),
+    "magnitude-local@0.8": dict(method="magnitude", amount=0.8, scope="local", finetune_epochs=FT + LEARN),
     "random@0.8": dict(method="random", amount=0.8, finetune_epochs=FT + LEARN),
     "scl": dict(method="scl", scl_weight=0.5, scl_epochs=4, scl_mask_lr=2e-3, finetune_epochs=FT),
     "scl-neuron": dict(method="scl", granularity="neuron", scl_weight=0.5, scl_epochs=4, scl_mask_lr=2e-3,
@@ -54,22 +71,46 @@ METHODS = {
     "gibbs@0.8": dict(method="gibbs", amount=0.8, gibbs_epochs=4, finetune_epochs=FT),
     "gibbs-neuron@0.5": dict(method="gibbs", granularity="neuron", amount=0.5, gibbs_epochs=4, finetune_epochs=FT),
     "brain": dict(method="brain", brain_rate=0.2, brain_epochs=1, lr=3e-4),
-    "magnitude-neuron@0.5": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
-                                 finetune_epochs=(FT + LEARN) // 2),
-    "magnitude-neuron@0.5+AP": dict(method="magnitude", granularity="neuron", amount=0.5, steps=2,
-                                    finetune_epochs=(FT + LEARN) // 2, activate_while_pruning=True),
+    "magnitude-neuron@0.5": dict(method="magnitude", granularity="neuron", **UNITS),
+    "magnitude-neuron@0.5+AP": dict(method="magnitude", granularity="neuron", activate_while_pruning=True, **UNITS),
+    "magnitude-structured@0.5": dict(method="magnitude", granularity="structured", min_keep=0.1, **UNITS),
+    "stability-neuron@0.5": dict(method="stability", granularity="neuron", **UNITS),
+    "stability-structured@0.5": dict(method="stability", granularity="structured", min_keep=0.1, **UNITS),
     "magnitude@0.8+AP": dict(method="magnitude", amount=0.8, finetune_epochs=FT + LEARN, activate_while_pruning=True),
     "gating@0.5": dict(method="gating", granularity="neuron", amount=0.5, gating_epochs=LEARN, finetune_epochs=FT),
     "agn": dict(method="agn", agn_epochs=LEARN, finetune_epochs=0),
 }
 WITH_VALIDATION = ("brain", "agn")
+MLP_ONLY = ("gating@0.5", "agn", "stability-neuron@0.5")  # gating, agn: MLP learners; stability: -structured
+CONV_ONLY = ("magnitude-structured@0.5", "stability-structured@0.5")  # on the MLP: the -neuron rows
+BAB_DEFAULT = ("dense,magnitude@0.8,magnitude-local@0.8,scl,dynamic-surgery@0.8,gibbs@0.8,brain,"
+               "stability-neuron@0.5,stability-structured@0.5,agn")
 
 
-def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int) -> dict:
+def applies(name: str, net: str) -> bool:
+    """Whether method row ``name`` is run on ``net`` (MLP-only learners, convnet-only rows)."""
+    return not ((net != "mlp" and name in MLP_ONLY) or (net == "mlp" and name in CONV_ONLY))
+
+
+def spec_for(name: str, net: str, args) -> dict:
+    """The certprune.prune arguments of row ``name`` (stability rows get eps and score samples;
+    validation learners the validation share of their data)."""
+    spec = dict(METHODS.get(name, {}))
+    if spec.get("method") == "stability":
+        spec.update(epsilon=args.eps, score_samples=args.score_samples if net == "mlp" else args.score_samples_conv)
+    share = args.val_images / (args.train_images + args.val_images)
+    if spec.get("method") == "brain":
+        spec["brain_val"] = share
+    if spec.get("method") == "agn":
+        spec["agn_val"] = share
+    return spec
+
+
+def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab: bool) -> dict:
     """Prune ``dense`` with one method and measure it (one table row)."""
     import certprune
     from certprune.pruning.learners.activate import dynamic_dnr
-    from certprune.pruning.metrics import pruning_metrics
+    from certprune.pruning.metrics import bab_certified, pruning_metrics
 
     t = time.time()
     if name == "dense":
@@ -82,10 +123,15 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int) -> d
         row = gating_row(model, learned, eval_data)
     else:
         row = pruning_metrics({"dense": dense, name: model}, eval_data, args.eps, reference="dense",
-                              verify_samples=args.verify_samples).iloc[-1].to_dict()
+                              verify_samples=n_verify).iloc[-1].to_dict()
         row["dnr"] = dynamic_dnr(model, eval_data[0])
+        if bab:
+            n, t = args.bab_samples, time.time()
+            cert = bab_certified(model, eval_data[0][:n], eval_data[1][:n], args.eps, args.bab_timeout)
+            row.update(bab_cert_acc=float(cert.mean()), bab_s_per_input=(time.time() - t) / n, bab_samples=n,
+                       bab_timeout_s=args.bab_timeout)
     if spec.get("method") == "agn":
-        row.update(agn_columns(model, learned, eval_data, args))
+        row.update(agn_columns(model, learned, eval_data, args, n_verify))
     row.update(method=name, seed=seed, prune_s=seconds, learned_amount=learned.get("amount"))
     return row
 
@@ -101,14 +147,13 @@ def gating_row(model, learned: dict, eval_data) -> dict:
             "runtime_macs": learned["runtime_macs"]}
 
 
-def agn_columns(model, learned: dict, eval_data, args) -> dict:
+def agn_columns(model, learned: dict, eval_data, args, n: int) -> dict:
     """Energy saving, simulated approximate accuracy, certified accuracy under multiplier error."""
     from certprune.pruning.learners import agn
 
     X, y = eval_data
     plans = agn.plans_from_stats(learned)
     approx = float((agn.simulate(model, X, plans, learned["bits"]).argmax(1) == y).double().mean())
-    n = args.verify_samples
     cert = agn.certified_with_multiplier_error(model, X[:n], y[:n], args.eps, plans)
     capped = [agn.LayerPlan(min(p.t, 4), p.dw, p.dx) for p in plans]  # a verification-friendly plan
     cert4 = agn.certified_with_multiplier_error(model, X[:n], y[:n], args.eps, capped)
@@ -118,126 +163,196 @@ def agn_columns(model, learned: dict, eval_data, args) -> dict:
             "approx_cert_acc_t4": float(cert4.double().mean())}
 
 
-def bab_rows(args, Xtr, ytr, Xval, yval, Xte, yte) -> pd.DataFrame:
-    """Branch-and-bound certified accuracy (certprune.verify, ``--bab-timeout`` s per input) on the
-    first ``--bab-samples`` evaluation images, first seed only; resumable per method."""
-    import certprune
-    from certprune.pruning.metrics import bab_certified
+def csv_path(out: Path, net: str, quick: bool = False) -> Path:
+    """pruning_learners.csv (MLP, the first table's name) or pruning_learners_<net>.csv."""
+    return out / (f"pruning_learners{'' if net == 'mlp' else '_' + net}{'_quick' if quick else ''}.csv")
 
-    csv = args.out / "pruning_learners_bab.csv"
-    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method"])
-    todo = [m for m in args.bab_methods.split(",") if m not in set(done.method)]
-    if not todo:
-        return done
-    seed = int(args.seeds.split(",")[0])
+
+def dense_model(net: str, seed: int, Xtr, ytr, args):
+    """The dense net of ``seed`` (pruning_benchmark's training; cached in ``--cache`` if given)."""
+    path = args.cache / f"learners_{net}_s{seed}_e{args.train_epochs}_n{args.train_images}.pt" if args.cache else None
     torch.manual_seed(seed)
-    dense = train(build("mlp")[1:], Xtr, ytr, args.train_epochs, seed)
-    n = args.bab_samples
+    model = build(net)[1:] if net == "mlp" else build(net)  # the MLP without Flatten: flat inputs
+    if path is not None and path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    model = train(model, Xtr, ytr, args.train_epochs, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model
+
+
+def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
+    """Every missing row of (net, seed), appended to the net's CSV as it finishes."""
+    csv = csv_path(args.out, net, args.quick)
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
+    rows = [n for n in args.methods.split(",") if applies(n, net)]
+    todo = [n for n in rows if not ((done.method == n) & (done.seed == seed)).any()]
+    bar.update(len(rows) - len(todo))
+    if not todo:
+        return
+    (Xtr, ytr), (Xval, yval), (Xte, yte) = splits[net]
+    dense = dense_model(net, seed, Xtr, ytr, args)
+    n_verify = args.verify_samples if net == "mlp" else args.verify_samples_conv
+    bab_methods = set(args.bab_methods.split(","))
+    with torch.no_grad():
+        dense_acc = float((dense(Xte).argmax(1) == yte).float().mean())
     for name in todo:
+        bar.set_description(f"{net} s{seed} {name}")
         data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
-        model = dense if name == "dense" else certprune.prune(dense, data=data, seed=seed, **METHODS[name])[0]
-        t = time.time()
-        cert = bab_certified(model, Xte[:n], yte[:n], args.eps, args.bab_timeout)
-        row = {"method": name, "seed": seed, "samples": n, "timeout_s": args.bab_timeout,
-               "bab_cert_acc": float(cert.mean()), "bab_s_per_input": (time.time() - t) / n}
+        bab = bool(args.bab_samples) and seed == args.seed_list[0] and name in bab_methods
+        row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab)
+        row.update(net=net, acc_drop=100.0 * (dense_acc - row["clean_acc"]), verify_samples=n_verify)
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
         done.to_csv(csv, index=False)
-        print(f"bab {name}: {row['bab_cert_acc']:.3f} ({row['bab_s_per_input']:.2f} s/input)", flush=True)
-    return done
+        bar.update()
+        tqdm.write(f"{net} seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
+                   f"nonzeros {row['nonzeros']} ({row['prune_s']:.0f}s)")
+        sys.stdout.flush()
+
+
+SUMMARY = ["params", "nonzeros", "compression", "speedup", "clean_acc", "acc_drop", "unstable_per_input",
+           "crown_cert_acc", "bab_cert_acc", "dnr", "prune_s"]
+EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_cert_acc", "energy_saving_t4", "approx_cert_acc_t4"]
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Markdown: mean +- std over seeds per method."""
-    cols = ["params", "nonzeros", "compression", "clean_acc", "unstable_per_input", "crown_cert_acc", "dnr", "prune_s"]
-    cols += [c for c in ("runtime_macs", "energy_saving", "approx_acc", "approx_cert_acc", "energy_saving_t4",
-                         "approx_cert_acc_t4") if c in table]
+    """Markdown: mean +- std over seeds per method (BaB: first seed only, one number)."""
+    cols = [c for c in SUMMARY if c in table] + [c for c in EXTRA if c in table and table[c].notna().any()]
     g = table.groupby("method", sort=False)
     lines = ["| method | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for method, sub in g:
         cells = []
         for c in cols:
-            m, s = sub[c].mean(), sub[c].std(ddof=0)
+            vals = pd.to_numeric(sub[c], errors="coerce")
+            m, sd = vals.mean(), vals.std(ddof=0)
             if pd.isna(m):
                 cells.append("—")
+            elif c in ("params", "nonzeros", "runtime_macs"):
+                cells.append(f"{m:.0f}")
+            elif c == "bab_cert_acc":
+                cells.append(f"{m:.3f}")
+            elif c == "acc_drop":
+                cells.append(f"{m:.2f} ± {sd:.2f}")
             else:
-                cells.append(f"{m:.0f}" if c in ("params", "nonzeros", "runtime_macs") else f"{m:.3f} ± {s:.3f}")
+                cells.append(f"{m:.3f} ± {sd:.3f}")
         lines.append(f"| {method} | {len(sub)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
-    """Clean and CROWN-certified accuracy against compression (mean and std over seeds)."""
+TITLES = {"mlp": "MNIST MLP 784-128-128-10", "conv": "MNIST convnet", "conv-bn": "MNIST convnet + BatchNorm"}
+
+
+def header(net: str, table: pd.DataFrame, args) -> str:
+    """The sample sizes and settings of one net's table."""
+    n_verify = int(table.verify_samples.dropna().iloc[0]) if "verify_samples" in table and table.verify_samples.notna().any() \
+        else (args.verify_samples if net == "mlp" else args.verify_samples_conv)
+    bab = ""
+    if "bab_cert_acc" in table and table.bab_cert_acc.notna().any():
+        first = table[table.bab_cert_acc.notna()].iloc[0]
+        bab = (f"; BaB (certprune.verify, {first.bab_timeout_s:g} s per input) on the first {int(first.bab_samples)} "
+               f"images, seed {int(first.seed)} only")
+    return (f"### {TITLES.get(net, net)}\n\neps={args.eps}, train {args.train_images} / validation "
+            f"{args.val_images} / evaluation {args.eval_images} images, CROWN on the first {n_verify} evaluation "
+            f"images{bab}; seeds {', '.join(str(s) for s in sorted(table.seed.unique()))}; mean ± std over seeds; "
+            f"acc_drop in accuracy points vs the dense net of the same seed.")
+
+
+def plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    """Clean and CROWN-certified accuracy against compression, one row of panels per net."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = table[table.compression.notna()].groupby("method", sort=False)
-    stats = g[["compression", "clean_acc", "crown_cert_acc"]].agg(["mean", "std"])
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
+    fig, axes = plt.subplots(len(tables), 2, figsize=(13, 4.3 * len(tables)), squeeze=False)
     colours = plt.get_cmap("tab20").colors
-    for ax, col, title in zip(axes, ("clean_acc", "crown_cert_acc"), ("clean accuracy", "CROWN certified accuracy")):
-        for i, (method, row) in enumerate(stats.iterrows()):
-            ax.errorbar(row[("compression", "mean")], row[(col, "mean")], xerr=row[("compression", "std")],
-                        yerr=row[(col, "std")], fmt="osD^v<>"[i % 7], color=colours[i % 20], capsize=3, label=method)
-        ax.set(xscale="log", xlabel="compression (dense params / non-zeros)", ylabel=title, title=f"MNIST MLP: {title}")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    order = list(dict.fromkeys(["dense", *METHODS]))
+    for r, (net, table) in enumerate(tables.items()):
+        g = table[table.compression.notna()].groupby("method", sort=False)
+        stats = g[["compression", "clean_acc", "crown_cert_acc"]].agg(["mean", "std"])
+        for ax, col, title in zip(axes[r], ("clean_acc", "crown_cert_acc"), ("clean accuracy", "CROWN certified accuracy")):
+            for method, row in stats.iterrows():
+                i = order.index(method) if method in order else len(order)
+                ax.errorbar(row[("compression", "mean")], row[(col, "mean")], xerr=row[("compression", "std")],
+                            yerr=row[(col, "std")], fmt="osD^v<>"[i % 7], color=colours[i % 20], capsize=3, label=method)
+            ax.set(xscale="log", xlabel="compression (dense params / non-zeros)", ylabel=title,
+                   title=f"{TITLES.get(net, net)}: {title}")
+        axes[r][1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_report(args) -> str:
+    """pruning_learners.md and .png from every net's CSV present."""
+    tables = {net: pd.read_csv(csv_path(args.out, net, args.quick)) for net in NETS
+              if csv_path(args.out, net, args.quick).is_file()}
+    if not tables:
+        return ""
+    text = ("Mask learners vs magnitude, random and stability pruning. Written by "
+            "experiments/pruning_learners_benchmark.py (see its docstring); machine shared and loaded "
+            "(timings indicative).\n\n" + "\n\n".join(header(n, t, args) + "\n\n" + summary(t) for n, t in tables.items()) + "\n")
+    stem = "pruning_learners_quick" if args.quick else "pruning_learners"
+    (args.out / f"{stem}.md").write_text(text)
+    plot(tables, args.out / f"{stem}.png")
+    return text
+
+
+def data_splits(args) -> dict:
+    """Per net, (train, train + validation, evaluation) tensors, flat for the MLP."""
+    from certprune.datasets import load_mnist
+
+    X, y = (torch.from_numpy(a) for a in load_mnist())
+    a, b = args.train_images, args.train_images + args.val_images
+    c = b + args.eval_images
+    if c > len(X):
+        raise SystemExit(f"error: {c} images requested, the MNIST split has {len(X)}")
+    out = {}
+    for net in NETS:
+        Z = X.reshape(len(X), -1) if net == "mlp" else X.reshape(len(X), 1, 28, 28)
+        out[net] = ((Z[:a], y[:a]), (Z[:b], y[:b]), (Z[b:c], y[b:c]))
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nets", default=",".join(NETS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(["dense", *METHODS]))
     p.add_argument("--eps", type=float, default=0.02)
     p.add_argument("--train-epochs", type=int, default=8)
+    p.add_argument("--train-images", type=int, default=6400)
+    p.add_argument("--val-images", type=int, default=1600)
+    p.add_argument("--eval-images", type=int, default=2000)
     p.add_argument("--verify-samples", type=int, default=200)
+    p.add_argument("--verify-samples-conv", type=int, default=100)
+    p.add_argument("--score-samples", type=int, default=512, help="inputs the stability criterion scores (MLP)")
+    p.add_argument("--score-samples-conv", type=int, default=64, help="... on the convnets")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cache", type=Path, default=None, help="folder to keep the trained dense nets in")
     p.add_argument("--bab-samples", type=int, default=0, help="branch and bound on this many images (first seed)")
     p.add_argument("--bab-timeout", type=float, default=1.0)
-    p.add_argument("--bab-methods", default="dense,magnitude@0.8,scl,scl-neuron,dynamic-surgery@0.8,gibbs@0.8,"
-                                            "gibbs-neuron@0.5,brain,agn")
+    p.add_argument("--bab-methods", default=BAB_DEFAULT)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, 20 verified inputs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    nets = [n for n in args.nets.split(",") if n]
+    bad = [n for n in nets if n not in NETS] + [m for m in args.methods.split(",") if m != "dense" and m not in METHODS]
+    if bad:
+        raise SystemExit(f"error: unknown net or method {', '.join(bad)}")
     if args.quick:
-        seeds, args.train_epochs, args.verify_samples = seeds[:1], 1, 20
-    from certprune.datasets import load_mnist
-
-    X, y = (torch.from_numpy(a) for a in load_mnist())
-    Xtr, ytr = X[:6400].reshape(6400, -1), y[:6400]
-    Xval, yval = X[:8000].reshape(8000, -1), y[:8000]  # training images + 1,600 validation images
-    Xte, yte = X[8000:].reshape(len(X) - 8000, -1), y[8000:]
+        args.seed_list, args.train_epochs = args.seed_list[:1], 1
+        args.verify_samples = args.verify_samples_conv = 20
     args.out.mkdir(parents=True, exist_ok=True)
-    csv = args.out / ("pruning_learners_quick.csv" if args.quick else "pruning_learners.csv")
-    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
-    for seed in seeds:
-        todo = [n for n in args.methods.split(",") if not ((done.method == n) & (done.seed == seed)).any()]
-        if not todo:
-            continue
-        torch.manual_seed(seed)
-        dense = train(build("mlp")[1:], Xtr, ytr, args.train_epochs, seed)  # without Flatten: flat inputs
-        for name in todo:
-            data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
-            row = run_one(name, METHODS.get(name, {}), dense, data, (Xte, yte), args, seed)
-            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-            done.to_csv(csv, index=False)
-            print(f"seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
-                  f"nonzeros {row['nonzeros']} ({row['prune_s']:.0f}s)", flush=True)
-    bab = bab_rows(args, Xtr, ytr, Xval, yval, Xte, yte) if args.bab_samples and not args.quick else None
-    md = csv.with_suffix(".md")
-    bab_md = "" if bab is None else (
-        f"\n\nBranch and bound (certprune.verify, {args.bab_timeout:g} s per input, first {args.bab_samples} "
-        f"evaluation images, seed {args.seeds.split(',')[0]} only):\n\n| method | bab_cert_acc | s/input |\n|---|---|---|\n"
-        + "\n".join(f"| {r.method} | {r.bab_cert_acc:.3f} | {r.bab_s_per_input:.2f} |" for r in bab.itertuples()))
-    md.write_text(f"MNIST MLP 784-128-128-10, eps={args.eps}, CROWN on {args.verify_samples} held-out images; "
-                  f"mean ± std over seeds; machine shared and loaded (timings indicative). "
-                  f"Written by experiments/pruning_learners_benchmark.py (see its docstring).\n\n"
-                  + summary(done) + bab_md + "\n")
-    plot(done, csv.with_suffix(".png"))
-    print(summary(done))
+    splits = data_splits(args) if nets else {}
+    total = sum(applies(m, n) for n in nets for m in args.methods.split(",")) * len(args.seed_list)
+    with tqdm(total=total, desc="rows", unit="row", disable=None) as bar:
+        for seed in args.seed_list:
+            for net in nets:
+                run_net_seed(net, seed, args, splits, bar)
+    print(write_report(args))
     return 0
 
 

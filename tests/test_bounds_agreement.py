@@ -125,17 +125,19 @@ def test_alpha_crown_never_looser_than_crown(name):
 def test_alpha_crown_sound_for_any_slopes():
     """The bound with random slopes in [0, 1] still contains sampled outputs (soundness of the
     relaxation for every alpha, which is what makes optimising them safe)."""
+    from certprune.bounds import crown
+    from certprune.graph import build_graph
     from certprune.verifiers.bounds import affine_net
-    from certprune.verifiers.native_bounds import backward_lower, crown_intermediate
     model = random_mlp([4, 16, 16, 2], seed=3)
     net = affine_net(model, (4,))
+    g = build_graph(net)
     lo, hi = random_boxes((4,), 8, seed=6)
-    pre = crown_intermediate(net, lo, hi)
-    g = torch.Generator().manual_seed(1)
-    alphas = [torch.rand(8, 4, l.shape[1], generator=g, dtype=torch.float64) for l, _ in pre]
+    st = crown.intermediate(g, lo, hi)
+    gen = torch.Generator().manual_seed(1)
+    alphas = {i: torch.rand(8, 4, g.nodes[i].size, generator=gen, dtype=torch.float64) for i in g.relu_nodes}
     C = torch.cat([torch.eye(2), -torch.eye(2)]).double()
-    r = backward_lower(net, 2, pre, lo, hi, C, alphas)
-    x = lo.unsqueeze(1) + torch.rand(8, 5000, 4, generator=g, dtype=torch.float64) * (hi - lo).unsqueeze(1)
+    r = crown.backward(g, g.output, C.unsqueeze(0), st, alphas).lower
+    x = lo.unsqueeze(1) + torch.rand(8, 5000, 4, generator=gen, dtype=torch.float64) * (hi - lo).unsqueeze(1)
     y = net.forward(x.reshape(-1, 4)).reshape(8, 5000, 2)
     assert (y >= r[:, None, :2] - 1e-9).all() and (-y >= r[:, None, 2:] - 1e-9).all()
 
@@ -195,28 +197,6 @@ def test_lirpa_compat_patches_are_in_place_and_idempotent():
     attrs = {k: node[k] for k in node.attributeNames()}
     assert attrs["strides"] == [2, 2] and attrs["kernel_shape"] == [3, 3]
     assert "auto_LiRPA" in sys.modules or lirpa_compat.import_auto_lirpa() is not None
-
-
-def test_alpha_crown_with_optimised_intermediate_bounds_is_sound_and_tighter():
-    from certprune.verifiers.alpha_crown import alpha_crown
-    from certprune.verifiers.bounds import affine_net
-    from certprune.verifiers.native_bounds import crown
-    net = affine_net(random_mlp([6, 24, 24, 16, 3], seed=12), (6,))
-    lo, hi = random_boxes((6,), 16, seed=13)
-    (cl, cu), cpre = crown(net, lo, hi)
-    (al, au), _ = alpha_crown(net, lo, hi)
-    (fl, fu), fpre = alpha_crown(net, lo, hi, optimize_intermediate=True)
-    assert (fl >= cl - 1e-12).all() and (fu <= cu + 1e-12).all()
-    assert (fu - fl).sum() < (au - al).sum()  # optimising the intermediate slopes pays off here
-    for (l, u), (l0, u0) in zip(fpre, cpre):
-        assert (l >= l0 - 1e-12).all() and (u <= u0 + 1e-12).all()
-    x = lo.unsqueeze(1) + torch.rand(16, 5000, 6, dtype=torch.float64) * (hi - lo).unsqueeze(1)
-    y, pre = net.forward(x.reshape(-1, 6), return_preactivations=True)
-    y = y.reshape(16, 5000, -1)
-    assert (y >= fl[:, None] - 1e-9).all() and (y <= fu[:, None] + 1e-9).all()
-    for (l, u), z in zip(fpre, pre):
-        z = z.reshape(16, 5000, -1)
-        assert (z >= l[:, None] - 1e-9).all() and (z <= u[:, None] + 1e-9).all()
 
 
 def test_affine_cache_follows_data_edits_and_structural_changes():

@@ -60,10 +60,13 @@ def test_relaxed_partner_outside_domain_is_not_counted_but_across_partitions_is(
     assert not valid_pairs(small, np.array([10.0, 0]), np.array([11.0, 1]), np.array([0, 0]), np.array([10, 1]))[0]
 
 
-def test_exact_flip_that_float32_does_not_reproduce_is_not_falsified():
+def test_exact_flip_that_float32_does_not_reproduce_is_counted_by_the_semantics():
     """h = relu(a x), y = c - h - p with a = fl32(0.1), c = fl32(0.3). At x = 3, p = 0 the exact
     logit is c - 3a = +7.45e-9 > 0 (an exact-arithmetic flip against p = 1), but float32 rounds
-    3a to c, so y32 = 0 and both decisions are 'no'. Every other x in [3, 10] has y < 0."""
+    3a to c, so y32 = 0 and both decisions are 'no'. Every other x in [3, 10] has y < 0.
+    exact: the two individuals at x = 3 are unfair in real arithmetic (decided by rational
+    arithmetic, as the bounds would), no pair is listed (float32 does not flip), the partition is
+    not falsified; float32: every individual is fair."""
     a, c = float(np.float32(0.1)), float(np.float32(0.3))
     from fractions import Fraction
     exact = Fraction(c) - 3 * Fraction(a)
@@ -75,7 +78,11 @@ def test_exact_flip_that_float32_does_not_reproduce_is_not_falsified():
     assert out[0].item() <= 0 and out[1].item() < 0  # float32: both decisions 'no'
     spec = FairnessSpec(("x", "p"), [3, 0], [10, 1], ("p",))
     res = audit_fairness(model, spec, 100, timeout=60, progress=False)
-    assert res.summary["counts"]["falsified"] == 0
-    assert res.summary["counts"]["certified"] == 1
-    assert res.summary["individuals"]["unfair"] == 0 and res.summary["individuals"]["undecided"] == 0
+    assert res.summary["semantics"] == "exact" and "real-arithmetic" in res.summary["decisions"]
+    assert res.summary["counts"]["falsified"] == 0 and res.summary["counts"]["certified"] == 0
+    assert res.summary["individuals"] == {"total": 16, "fair": 14, "unfair": 2, "undecided": 0}
+    assert len(res.counterexamples) == 0
+    res = audit_fairness(model, spec, 100, timeout=60, progress=False, semantics="float32")
+    assert res.summary["counts"]["falsified"] == 0 and res.summary["counts"]["certified"] == 1
+    assert res.summary["individuals"] == {"total": 16, "fair": 16, "unfair": 0, "undecided": 0}
     assert len(res.counterexamples) == 0

@@ -61,13 +61,14 @@ def test_verify_graph_needs_branching_and_stays_sound():
 
 @pytest.mark.parametrize("side", ["certified", "falsified"])
 def test_verify_graph_with_relu_splitting_agrees_with_exact_milp(side):
-    """ReLU branching on a graph (split constraints by clamping, no LP leaves): right verdicts."""
+    """ReLU branching on a graph (split constraints clamped and as beta terms, LP leaves from the
+    IR; the MILP leaf switched off so that the search branches): right verdicts."""
     m, g, lo, hi, a = _query("concat_branches", 7)
     best = milp_min(g, lo, hi, a)
     b = best - 0.02 if side == "certified" else best + 0.02
     res = verify(m, box_property(lo, hi, a[None], np.array([b])), timeout=60,
                  config={"strategy": "relu", "use_alpha_crown": False, "attack_restarts": 0, "attack_samples": 0,
-                         "attack_corners": 0})
+                         "attack_corners": 0, "milp_max_unstable": 0})
     assert res.verdict == (Verdict.CERTIFIED if side == "certified" else Verdict.FALSIFIED), res.stats
     if side == "certified":
         assert res.stats["relu_splits"] > 0 and res.stats["input_splits"] == 0

@@ -139,3 +139,11 @@ def test_summary_and_disagreements():
     assert nn.disagreements(a, b) == [("n0", "p", "unsat", "sat")]
     md = nn.markdown({"nnenum": a, "certprune": b}, {"nnenum": "own", "certprune": "10 s"})
     assert "sat/unsat disagreements: 1" in md and "n0 p: nnenum unsat, certprune sat" in md
+
+
+def test_coverage_race_reads_certprune_progress():
+    prog = {"seconds": [0.0, 1.0, 2.5, 9.0], "fair_share": [0.0, 0.40, 0.585, 0.62], "unfair_share": [0.0] * 4}
+    r = fq.coverage_race(prog, 58.44, 2.0)
+    assert r == {"cp_t_fq": 2.5, "cp_fair_at_fq": 40.0}
+    assert fq.coverage_race(prog, 70.0, 60.0) == {"cp_t_fq": None, "cp_fair_at_fq": 62.0}
+    assert fq.coverage_race(None, 58.44, 2.0) == {}

@@ -193,6 +193,23 @@ def test_gradient_redundancy_of_a_binary_classifiers_last_layer_is_rank_one():
     assert len(units["2"]["removed"]) / 5 > len(units["0"]["removed"]) / 6  # the redundant layer gives more
 
 
+def test_gradient_redundancy_and_m_info_flow_run_the_model_once_per_step():
+    net, (X, y) = tiny(sizes=(3, 6, 5, 2)), data(60)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    crit, layers, ctx = criterion("gradient-redundancy"), unit_layers(net), ScoreContext(net, X, y)
+    scores, shares = crit.unit_scores(ctx, layers), crit.layer_budgets(ctx, layers, 0.5)  # as one prune step asks
+    assert len(calls) == 1  # scores and budgets share one gradient pass (60 rows: one batch)
+    assert set(scores) == set(shares) == {"0", "2"}
+    crit.layer_budgets(ScoreContext(net, X, y), layers, 0.5)
+    assert len(calls) == 2  # a new context (a new step) is analysed afresh
+    calls.clear()
+    Xz = X.clone()
+    Xz[:, 0] = (Xz[:, 0] > 0).double()
+    criterion("m-info-flow").unit_scores(ScoreContext(net.float(), Xz.float(), y, protected=0), unit_layers(net))
+    assert len(calls) == 1  # one forward pass for both hidden layers
+
+
 def test_budget_counts_are_exact_and_never_empty_a_layer():
     assert budget_counts({"a": 0.5, "b": 0.5}, {"a": 128, "b": 128}, 0.5) == {"a": 64, "b": 64}
     c = budget_counts({"a": 1.0, "b": 0.0}, {"a": 10, "b": 100}, 0.5)

@@ -84,3 +84,27 @@ def test_radius_normalised_loss_is_center_over_radius_squared_and_keeps_a_gradie
     assert g_plain.abs().item() < 1e-30 and g_norm.item() < -1e-3  # the radius form pushes the center up
     with pytest.raises(Exception, match="normalisation"):
         stability_loss(net, x, 0.1, norm="bn")
+
+
+def test_stability_magnitude_mix_keeps_an_unstable_unit_with_large_weights():
+    net = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():  # 0: dead; 1: unstable, weight 5; 2: unstable, weight 1; 3: always on, weight 2
+        net[0].weight.copy_(torch.tensor([[1.0], [5.0], [1.0], [2.0]]))
+        net[0].bias.copy_(torch.tensor([-5.0, 0.0, 0.01, 5.0]))
+    X, y = torch.zeros(4, 1), torch.zeros(4, dtype=torch.long)
+    layers = unit_layers(net)
+    plain = criterion("stability").unit_scores(ScoreContext(net, X, y, epsilon=0.1, domain=None), layers)["0"]
+    assert plain.argsort().tolist() == [0, 1, 2, 3]  # unit 1 (l*u = -0.25) is the least stable
+    ctx = ScoreContext(net, X, y, epsilon=0.1, domain=None, stability_magnitude=0.5)
+    mixed = criterion("stability").unit_scores(ctx, layers)["0"]
+    assert mixed[0].item() == -1.0 and mixed.argsort().tolist()[:2] == [0, 2]  # dead first, then the small unstable
+    # (stability rank, magnitude rank): unit 1 (1/3, 1), unit 2 (2/3, 1/3), unit 3 (1, 2/3)
+    torch.testing.assert_close(mixed[1:], torch.tensor([2 / 3, 0.5, 5 / 6], dtype=torch.float64))
+    _, manifest = certprune.prune(net, method="stability", amount=0.5, granularity="neuron", data=(X, y),
+                                  epsilon=0.1, domain=None, stability_magnitude=0.5)
+    assert manifest.steps[0].units["0"]["removed"] == [0, 2]
+    _, manifest = certprune.prune(net, method="stability", amount=0.5, granularity="neuron", data=(X, y),
+                                  epsilon=0.1, domain=None)
+    assert manifest.steps[0].units["0"]["removed"] == [0, 1]
+    with pytest.raises(certprune.errors.ConfigError, match="stability_magnitude"):
+        criterion("stability").unit_scores(ScoreContext(net, X, y, epsilon=0.1, stability_magnitude=2.0), layers)

@@ -81,7 +81,7 @@ def test_lock_is_released_on_close_and_reentrant_in_one_process(tmp_path):
 def _child_opens_store(path: str, queue) -> None:
     try:
         s = AuditStore(path, {"a": 1})
-        s.write([_outcome(7, "certified")], {7: 1.0})
+        s.write([_outcome(7, "certified")])
         s.close()
         queue.put("joined")
     except Exception as e:  # reported to the parent
@@ -107,15 +107,15 @@ def test_forked_worker_joins_its_parents_lock_but_a_stranger_does_not(tmp_path, 
 
 def test_decided_partition_is_never_downgraded(tmp_path):
     s = AuditStore(tmp_path / "audit.sqlite", {"a": 1})
-    s.write([_outcome(1, "falsified", x=np.array([1, 2])), _outcome(2, "unknown"), _outcome(3, "certified")],
-            {1: 5.0, 2: 5.0, 3: 5.0})
+    s.write([_outcome(1, "falsified", x=np.array([1, 2])), _outcome(2, "unknown"), _outcome(3, "certified")])
     s.write([_outcome(1, "unknown"), _outcome(2, "falsified", x=np.array([3, 4])), _outcome(3, "unknown"),
-             _outcome(4, "unknown")], {1: 5.0, 2: 5.0, 3: 5.0, 4: 5.0})
-    s.write([_outcome(3, "falsified", x=np.array([0, 0]))], {3: 5.0})  # a decided row is kept as it is
+             _outcome(4, "unknown")])
+    s.write([_outcome(3, "falsified", x=np.array([0, 0]))])  # a decided row is kept as it is
     f = s.frame().set_index("pid")
     s.close()
     assert f.verdict.to_dict() == {1: "falsified", 2: "falsified", 3: "certified", 4: "unknown"}
-    assert json.loads(f.loc[1, "x"]) == [1, 2] and json.loads(f.loc[2, "x"]) == [3, 4]
+    assert json.loads(f.loc[1, "pairs"])[0][0] == [1, 2] and json.loads(f.loc[2, "pairs"])[0][0] == [3, 4]
+    assert json.loads(f.loc[3, "pairs"]) == []
 
 
 def test_fairness_cli_on_a_busy_out_is_one_line_exit_2(tmp_path, holder, capsys):

@@ -1,10 +1,13 @@
-"""alpha-CROWN over the graph IR: CROWN whose unstable lower ReLU slopes are optimised.
+"""alpha-CROWN and beta-CROWN over the graph IR: the one bound optimiser.
 
-``relu(z) >= alpha z`` for every alpha in [0, 1], so the CROWN bound with any such slopes is
-sound; each output bound (each row of ``[C; -C]``) gets its own slopes for every unstable
-neuron, shape (N, 2m, *shape). Projected Adam (``torch.optim.Adam``) from CROWN's adaptive
-slopes; the elementwise best bound seen is kept, so the result is never looser than CROWN.
-Intermediate bounds stay the CROWN ones (auto_LiRPA's CROWN-Optimized also optimises those).
+alpha: ``relu(z) >= alpha z`` for every alpha in [0, 1], so the CROWN bound with any such slopes
+is sound; each output bound (each row of ``[C; -C]``) gets its own slopes for every unstable
+neuron, shape (N, 2m, *shape). beta (Wang et al. 2021): on a branch-and-bound domain whose ReLU
+splits say ``split * z >= 0``, the bound of ``f - beta * split * z`` (beta >= 0) is a lower bound
+of ``f`` on the domain; the multipliers (N, m, *shape) per split ReLU node start at 0 and are
+optimised with the slopes. Projected Adam from CROWN's adaptive slopes; the elementwise best
+bound seen is kept, so the result is never looser than CROWN. Intermediate bounds stay the
+CROWN ones (auto_LiRPA's CROWN-Optimized also optimises those).
 """
 from __future__ import annotations
 
@@ -21,31 +24,56 @@ LR = 0.5
 
 
 def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATIONS, lr: float = LR,
-             target: torch.Tensor | None = None, deadline: float | None = None) -> torch.Tensor:
+             target: torch.Tensor | None = None, deadline: float | None = None,
+             splits: dict[int, torch.Tensor] | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
     """Best lower bound (N, m) of ``sum(A * y)`` (A (K, m, *out_shape)) over the iterations;
-    stops early once every entry exceeds ``target`` (m,) or at ``deadline`` (time.monotonic())."""
+    stops early once every entry exceeds ``target`` (m,) or at ``deadline`` (time.monotonic()).
+    ``splits`` (ReLU node -> (N, n) int8 with +1 / -1 / 0, the phases the domains fix) adds the
+    beta multipliers of the nodes with a split neuron. ``start``: the plain CROWN bound of the same
+    ``A`` and ``st`` (beta = 0) where the caller has it (not recomputed)."""
     N, m = st.lo.shape[0], A.shape[1]
-    with torch.no_grad():
-        best = backward(graph, graph.output, A, st).lower.expand(N, m).clone()
+    if start is None:
+        with torch.no_grad():
+            start = backward(graph, graph.output, A, st).lower
+    best = start.detach().expand(N, m).clone()
     if iterations <= 0 or not st.relax or _done(best, target):
         return best
     alphas = {i: r.alpha.unsqueeze(1).expand(N, m, *r.alpha.shape[1:]).clone().requires_grad_(True)
               for i, r in st.relax.items()}
-    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
-    for _ in range(iterations):
-        value = backward(graph, graph.output, A, st, alphas).lower.expand(N, m)
+    signs = {i: s.reshape(N, 1, *st.relax[i].alpha.shape[1:]).to(st.lo.dtype)
+             for i, s in (splits or {}).items() if i in st.relax and bool((s != 0).any())}
+    betas = {i: torch.zeros(N, m, *sg.shape[2:], dtype=st.lo.dtype, requires_grad=True) for i, sg in signs.items()}
+    params = list(alphas.values()) + list(betas.values())
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+
+    def bound():
+        signed = {i: b * signs[i] for i, b in betas.items()} if betas else None
+        return backward(graph, graph.output, A, st, alphas, betas=signed).lower.expand(N, m)
+
+    for k in range(1, iterations + 1):
+        value = bound()
         best = torch.maximum(best, value.detach())
         if _done(best, target) or (deadline is not None and time.monotonic() > deadline):
             return best
-        opt.zero_grad()
-        (-value.sum()).backward()
-        opt.step()
+        grads = torch.autograd.grad(value.sum(), params)
         with torch.no_grad():
+            adam_ascent(params, grads, moments, k, lr)
             for a in alphas.values():
                 a.clamp_(0.0, 1.0)
+            for b in betas.values():
+                b.clamp_(min=0.0)
     with torch.no_grad():
-        best = torch.maximum(best, backward(graph, graph.output, A, st, alphas).lower.expand(N, m))
+        best = torch.maximum(best, bound())
     return best
+
+
+def adam_ascent(params, grads, moments, k: int, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
+    """One Adam ascent step in place (step ``k`` >= 1). Hand-written because the first use of
+    ``torch.optim`` imports torch._dynamo (~3 s), which alone would break short time limits."""
+    for p, g, (m, v) in zip(params, grads, moments):
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.add_(lr * (m / (1 - b1 ** k)) / ((v / (1 - b2 ** k)).sqrt() + 1e-8))
 
 
 def _done(best: torch.Tensor, target: torch.Tensor | None) -> bool:

@@ -18,6 +18,9 @@ a backward pass to the input over the ReLUs below it. Options:
   does lose the tighter interval images that CROWN bounds of stable neurons give later layers
   (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
   what costs (convolutional layers, deep ResNets);
+- patches mode (:mod:`certprune.bounds.patches`): the identity-spec pass of a convolutional node
+  keeps each neuron's coefficients on its receptive field only, where that is cheaper than the
+  dense pass (same bounds);
 - a node that is a single linear operator applied to the input box (the first Linear / Conv)
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
@@ -30,13 +33,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from certprune.bounds import patches
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
-from certprune.graph.ops_linear import Linear
+from certprune.graph.ops_linear import Linear, matmul
 from certprune.graph.relu import ReLU, Relaxation
 
 ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds
-ROW_BUDGET = 1 << 25  # values per coefficient tensor (boxes x rows x node size, 256 MB in float64)
+ROW_BUDGET = 1 << 21  # values per coefficient tensor (boxes x rows x node size, 16 MB in float64: larger
+# tensors are mmap-allocated by glibc and page-faulted on every pass, measured 1.4-1.8x slower on the MNIST convnet)
 SPARSE_WORK = 1 << 21  # sparse intermediate bounds where (neurons x values below the node) exceeds this
 _BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coordinatewise / permutation)
 
@@ -67,14 +72,18 @@ class Backward:
 
 
 def backward(graph: Graph, target: int, A: torch.Tensor, st: State,
-             alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+             alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
+             betas: dict[int, torch.Tensor] | None = None) -> Backward:
     """Lower bound of ``sum(A * v_target)`` over the boxes; ``A`` (K, m, *shape_target), K in {1, N}.
-    ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN)."""
-    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record)
+    ``alphas[i]`` (N, m, *shape) replace ReLU node i's unstable lower slopes (alpha-CROWN);
+    ``betas[i]`` (N, m, *shape) are ReLU node i's signed split multipliers (beta-CROWN, see
+    ``ReLU.backward_relaxed``)."""
+    return sweep(graph, target, {target: A}, A.new_zeros(A.shape[0], A.shape[1]), st, alphas, record, betas)
 
 
 def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Tensor, st: State,
-          alphas: dict[int, torch.Tensor] | None = None, record: bool = False) -> Backward:
+          alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
+          betas: dict[int, torch.Tensor] | None = None) -> Backward:
     """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
     some nodes and the bias collected so far (see :func:`backward`)."""
     A = next(iter(acc.values()))
@@ -86,7 +95,8 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
-            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record)
+            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record,
+                                                 None if betas is None else betas.get(i))
             if record:
                 scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
             ins, bias = [new], bias + b
@@ -112,6 +122,9 @@ def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, h
 def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None) -> Interval:
     """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k)."""
     n = graph.nodes[t].size
+    pc = patches.patch_crown(graph, t, st, ROW_BUDGET, 1.0 if rows is None else len(rows) / n)
+    if pc is not None:  # convolutional node: the pass on local windows (patches mode)
+        return pc if rows is None else (pc[0][:, rows], pc[1][:, rows])
     rows = torch.arange(n) if rows is None else rows
     N = st.lo.shape[0]
     lows, ups = [], []
@@ -120,11 +133,17 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     chunk = max(1, min(ROW_CHUNK, ROW_BUDGET // (2 * N * widest)))  # caps the memory of one pass
     for part in rows.split(chunk):
         k = len(part)
-        if type(node.op) is Linear and node.op.bias is not None and len(node.shape) == 1:
+        if type(node.op) is Linear and len(node.shape) == 1:
             # identity rows through a Linear are +-W's rows: start one step further down
-            w, b = node.op.weight[part], node.op.bias[part]
-            acc = {node.inputs[0]: torch.cat([w, -w]).unsqueeze(0)}
-            r = sweep(graph, t - 1, acc, torch.cat([b, -b]).unsqueeze(0), st).lower.expand(N, 2 * k)
+            w = node.op.weight[part]
+            b = node.op.bias[part] if node.op.bias is not None else w.new_zeros(k)
+            R, bias = torch.cat([w, -w]), torch.cat([b, -b]).unsqueeze(0)
+            two = _relu_linear_step(graph, node.inputs[0], R, st)
+            if two is not None:  # and through the ReLU and Linear below as one matrix product
+                j, coef, b2 = two
+                r = sweep(graph, j, {j: coef}, bias + b2, st).lower.expand(N, 2 * k)
+            else:
+                r = sweep(graph, t - 1, {node.inputs[0]: R.unsqueeze(0)}, bias, st).lower.expand(N, 2 * k)
         else:
             A = st.lo.new_zeros(1, 2 * k, n)
             ar = torch.arange(k)
@@ -134,6 +153,40 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
         lows.append(r[:, :k])
         ups.append(-r[:, k:])
     return torch.cat(lows, 1), torch.cat(ups, 1)
+
+
+TWO_STEP_VALUES = 1 << 20  # largest (2n, rows * (p + 1)) matrix of the two-step product
+
+
+def _relu_linear_step(graph: Graph, r: int, R: torch.Tensor, st: State):
+    """The backward step of rows ``R`` (m, n) (shared by all boxes) through ReLU node r and the
+    1-D Linear below it as one product: ``pos(R) * alpha + neg(R) * slope`` is linear in the
+    per-box slopes, so ``[alpha, slope] (N, 2n) @ T (2n, m (p + 1))`` with ``T`` the stacked
+    outer products of ``pos(R)`` / ``neg(R)`` columns with ``[W | b]`` rows gives the
+    coefficients on the Linear's input and its bias term at once (one large matrix product
+    instead of an (N, m, n) elementwise pass and N small ones; same values). Returns
+    (node j below the Linear, coefficients (N, m, p), bias (N, m)) or None where it does not
+    apply (not ReLU -> Linear, few boxes, or T too large)."""
+    relu = graph.nodes[r]
+    if relu.op is None or not relu.op.nonlinear or len(relu.shape) != 1 or st.lo.shape[0] < 16:
+        return None
+    q = relu.inputs[0]
+    lin = graph.nodes[q].op
+    if type(lin) is not Linear or len(graph.nodes[q].shape) != 1:
+        return None
+    m, n = R.shape
+    aug = lin.weight if lin.bias is None else lin.augmented  # (n, p (+ 1))
+    if 2 * n * m * aug.shape[1] > TWO_STEP_VALUES:
+        return None
+    pos, neg = R.clamp(min=0), R.clamp(max=0)
+    T = torch.cat([pos.T.unsqueeze(-1) * aug.unsqueeze(1), neg.T.unsqueeze(-1) * aug.unsqueeze(1)]).reshape(2 * n, -1)
+    rel = st.relax[r]
+    N = st.lo.shape[0]
+    out = matmul(torch.cat([rel.alpha.reshape(N, n), rel.slope.reshape(N, n)], 1), T).reshape(N, m, aug.shape[1])
+    bias = matmul(rel.intercept.reshape(N, n), neg.T.contiguous())  # the chord intercepts on negative rows
+    if lin.bias is None:
+        return graph.nodes[q].inputs[0], out, bias
+    return graph.nodes[q].inputs[0], out[..., :-1], bias + out[..., -1]
 
 
 def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: bool, sparse: bool) -> Interval:
@@ -194,10 +247,14 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
             l, u = st.bounds[p]
             if splits is not None and i in splits:
                 s = splits[i].reshape(l.shape)
-                l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
-                bad = l > u
+                # empty only where a split contradicts the bounds beyond rounding: bounds of a
+                # constant value may cross by an ulp (CROWN and interval images intersected)
+                tol = 1e-9 * (1 + torch.maximum(l.abs(), u.abs()))
+                bad = ((s > 0) & (u < -tol)) | ((s < 0) & (l > tol))
                 st.infeasible |= bad.reshape(N, -1).any(1)
-                l = torch.where(bad, u, l)
+                l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
+                cross = l > u
+                l, u = torch.where(cross & (s < 0), u, l), torch.where(cross & (s >= 0), l, u)
             st.pre[i] = (l, u)
             st.relax[i] = ReLU.relax(l, u)
             st.bounds[i] = node.op.interval((l, u))

@@ -1,6 +1,7 @@
 """The graph engine's entry points: bounds of a model's outputs (``graph_bounds``, behind
 ``compute_bounds(engine="native")``) and of a batch of branch-and-bound domains
-(``domain_bounds``, behind ``verify`` on graphs that are not ReLU chains)."""
+(``domain_bounds``, behind every ``verify`` branch and bound: chains, residual, concat and twin
+graphs alike)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,27 @@ from certprune.bounds.ibp import ibp
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear
+
+
+@dataclass
+class DomainBounds:
+    """``lower`` (N, m): lower bounds of ``C y + c``; ``pre[j]`` clamped pre-activation bounds of
+    the j-th ReLU node, flattened (N, n_j); ``infeasible`` (N,) empty domains; ``lam_x`` (N, m, n_in)
+    input coefficients of the (un-optimised) CROWN bound; ``relu_scores[j]`` (N, m, n_j) intercept
+    loss of each unstable neuron per spec row."""
+
+    lower: torch.Tensor
+    pre: list[tuple[torch.Tensor, torch.Tensor]]
+    infeasible: torch.Tensor
+    lam_x: torch.Tensor
+    relu_scores: list[torch.Tensor]
+
+    def unstable_count(self) -> torch.Tensor:
+        """Number of unstable (l < 0 < u) neurons per domain, (N,)."""
+        n = torch.zeros(self.lower.shape[0], dtype=torch.long)
+        for l, u in self.pre:
+            n += ((l < 0) & (u > 0)).sum(1)
+        return n
 
 
 @dataclass(frozen=True)
@@ -73,14 +95,17 @@ def interval_output(graph: Graph, bounds, C: torch.Tensor | None) -> Interval:
     return mid - rad, mid + rad
 
 
+BAB_LR = 0.1  # Adam step of the alpha/beta optimisation on branch-and-bound domains
+
+
 def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
                   C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
-                  deadline: float | None = None):
-    """Bounds of ``C y + c`` on N branch-and-bound domains of a graph (the graph counterpart of
-    ``split_bounds.bound_domains``, same result type). ``splits[j]`` (N, n_j) belongs to the j-th
-    ReLU node; intermediate bounds are intersected with interval bounds; with ``iters > 0`` the
-    lower ReLU slopes are optimised (alpha-CROWN; split constraints enter by clamping only)."""
-    from certprune.verifiers.split_bounds import DomainBounds
+                  deadline: float | None = None, lr: float = BAB_LR) -> DomainBounds:
+    """Bounds of ``C y + c`` on N branch-and-bound domains (boxes ``lo``/``hi`` (N, n_in) and
+    ``splits[j]`` (N, n_j) for the j-th ReLU node: +1 forced active, -1 inactive, 0 free).
+    Intermediate bounds are intersected with interval bounds and clamped by the splits (crossing
+    bounds: infeasible); with ``iters > 0`` the lower ReLU slopes and the split constraints'
+    multipliers are optimised towards ``target`` (alpha/beta-CROWN, ``alpha.optimize``)."""
     N = lo.shape[0]
     sp = dict(zip(graph.relu_nodes, splits))
     st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp)
@@ -89,7 +114,8 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
     lower = bw.lower.expand(N, C.shape[0]) + c
     if iters > 0 and st.relax:
         tgt = None if target is None else target - c
-        lower = torch.maximum(lower, alpha_mod.optimize(graph, st, A, iters, target=tgt, deadline=deadline) + c)
+        opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp, start=bw.lower)
+        lower = torch.maximum(lower, opt + c)
     scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
               else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
     pre = [_flat(st.pre[i]) for i in graph.relu_nodes]

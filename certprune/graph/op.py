@@ -9,8 +9,23 @@ Conventions (all operators):
   input and a bias ``(K, m)`` (or None) such that ``sum(A * y) = sum_i sum(A_i * x_i) + bias``
   exactly (linear operators) -- the backward (CROWN) step. Nonlinear operators (ReLU) take
   their relaxation as well: see :mod:`certprune.graph.relu`.
+- ``encode(enc, *exprs)`` maps the affine expressions (``certprune.graph.encode.LinExpr``) of
+  the inputs' values to the output's: the exact LP/MILP encoding. The default serves linear
+  single-input operators through their sparse Jacobian; ReLU adds its variables and constraints
+  through the encoder.
+- ``forward_linear(*fns)`` takes one ``(lower, upper)`` pair of :class:`LinFn` per input (linear
+  functions of the graph input bounding the input value from below / above over the box) and
+  returns the pair for the output -- the forward symbolic step (``certprune.bounds.forward``).
+  A pair whose two members are the same object is *exact* (the value equals the function).
+- ``float32_error(es, ms)`` takes per input a bound ``e`` on |float32 value - exact value| and a
+  bound ``m`` on |float32 value| (both (N, *shape)) and returns the bound ``e`` of the output
+  when the operator itself runs in float32 (``certprune.bounds.float32``); operators whose
+  float32 execution is not modelled raise UnsupportedModelError.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -33,8 +48,67 @@ class Op:
     def backward(self, A: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         raise NotImplementedError
 
+    def encode(self, enc, *xs):
+        """Exact encoding (see module doc); the default is for bias-free linear single-input ops."""
+        from certprune.graph.encode import affine_encode
+        if len(xs) != 1:
+            raise NotImplementedError(f"{type(self).__name__} has no exact encoding")
+        return affine_encode(self, xs[0])
+    def forward_linear(self, *fns: "FnPair") -> "FnPair":
+        raise NotImplementedError
+
+    def float32_error(self, es: list[torch.Tensor], ms: list[torch.Tensor]) -> torch.Tensor:
+        from certprune.errors import UnsupportedModelError
+        raise UnsupportedModelError(f"--semantics float32: no float32 rounding-error bound for {self!r} "
+                                    "(supported: Linear, MatMul, Conv, ReLU, Add/Sub, Concat and shape operators)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@dataclass(frozen=True, eq=False)
+class LinFn:
+    """A linear function ``sum_d A[:, d] * x_d + b`` of the flattened graph input x, batched:
+    ``A`` (K, n_in, *shape), ``b`` (K, *shape), K = 1 (the same for every box) or N."""
+
+    A: torch.Tensor
+    b: torch.Tensor
+
+    def map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> "LinFn":
+        """``f`` (a linear map without offset on batched values) applied to coefficients and offset."""
+        K, n = self.A.shape[:2]
+        A = f(self.A.reshape(K * n, *self.A.shape[2:]))
+        return LinFn(A.reshape(K, n, *A.shape[1:]), f(self.b))
+
+    def __add__(self, other: "LinFn") -> "LinFn":
+        return LinFn(self.A + other.A, self.b + other.b)
+
+    def __neg__(self) -> "LinFn":
+        return LinFn(-self.A, -self.b)
+
+    def shift(self, c: torch.Tensor | None) -> "LinFn":
+        return self if c is None else LinFn(self.A, self.b + c)
+
+
+FnPair = tuple[LinFn, LinFn]
+
+
+def structural_forward(f: FnPair, fn: Callable[[torch.Tensor], torch.Tensor]) -> FnPair:
+    """Forward step of an operator that moves entries without arithmetic (reshape, select, ...)."""
+    lo = f[0].map(fn)
+    return (lo, lo) if f[0] is f[1] else (lo, f[1].map(fn))
+
+
+def signed_forward(f: FnPair, lin, pos, neg, shift: torch.Tensor | None) -> FnPair:
+    """Forward step of ``y = lin(x) + shift`` with ``lin = pos + neg`` (nonnegative / nonpositive
+    weights; ``neg`` None when there are none): lower = pos(L) + neg(U) + shift, and the mirror."""
+    lo, up = f
+    if lo is up:
+        g = lo.map(lin).shift(shift)
+        return g, g
+    if neg is None:
+        return lo.map(pos).shift(shift), up.map(pos).shift(shift)
+    return (lo.map(pos) + up.map(neg)).shift(shift), (up.map(pos) + lo.map(neg)).shift(shift)
 
 
 def flat_rows(A: torch.Tensor) -> torch.Tensor:

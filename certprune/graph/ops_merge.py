@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from certprune.graph.op import Interval, Op
+from certprune.graph.op import FnPair, Interval, LinFn, Op
+from certprune.semantics import U32
 
 
 class AddSub(Op):
@@ -29,6 +30,20 @@ class AddSub(Op):
     def backward(self, A):
         return [A, A if self.sign > 0 else -A], None
 
+    def encode(self, enc, a, b):
+        from certprune.graph.encode import LinExpr
+        return LinExpr(a.M + b.M if self.sign > 0 else a.M - b.M, a.c + b.c if self.sign > 0 else a.c - b.c, a.shape)
+    def forward_linear(self, a: FnPair, b: FnPair) -> FnPair:
+        if self.sign > 0:
+            lo, up = a[0] + b[0], (None if a[0] is a[1] and b[0] is b[1] else a[1] + b[1])
+        else:
+            lo, up = a[0] + -b[1], (None if a[0] is a[1] and b[0] is b[1] else a[1] + -b[0])
+        return lo, (lo if up is None else up)
+
+    def float32_error(self, es, ms):
+        """One rounding of the sum: ``e_a + e_b + u (m_a + m_b)``."""
+        return es[0] + es[1] + U32 * (ms[0] + ms[1])
+
     def __repr__(self) -> str:
         return f"AddSub({'+' if self.sign > 0 else '-'})"
 
@@ -50,6 +65,21 @@ class Concat(Op):
 
     def backward(self, A):
         return list(torch.split(A, self.sizes, dim=self.dim + 1)), None
+
+    def encode(self, enc, *xs):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, *xs)
+    def forward_linear(self, *fs: FnPair) -> FnPair:
+        K = max(f[0].A.shape[0] for f in fs)
+
+        def cat(fns: list[LinFn]) -> LinFn:
+            A = torch.cat([g.A.expand(K, *g.A.shape[1:]) for g in fns], dim=self.dim + 1)
+            return LinFn(A, torch.cat([g.b.expand(K, *g.b.shape[1:]) for g in fns], dim=self.dim))
+        lo = cat([f[0] for f in fs])
+        return (lo, lo) if all(f[0] is f[1] for f in fs) else (lo, cat([f[1] for f in fs]))
+
+    def float32_error(self, es, ms):
+        return self.forward(*es)
 
     def __repr__(self) -> str:
         return f"Concat(dim={self.dim}, sizes={self.sizes})"

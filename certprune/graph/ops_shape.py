@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from certprune.graph.op import Interval, Op, flat_rows, unflat_rows
+from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, structural_forward, unflat_rows
 
 
 class Reshape(Op):
@@ -28,6 +28,15 @@ class Reshape(Op):
 
     def backward(self, A):
         return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import LinExpr
+        return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class Permute(Op):
@@ -50,6 +59,15 @@ class Permute(Op):
 
     def backward(self, A):
         return [A.permute(0, 1, *[i + 1 for i in self.inv[1:]])], None
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class Select(Op):
@@ -75,6 +93,15 @@ class Select(Op):
         out.index_add_(2, self.index, A.reshape(K, m, -1))
         return [out.reshape(K, m, *self.in_shape)], None
 
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
+
 
 class Pad(Op):
     """Zero padding; ``pad`` in torch order (last dim first, before/after pairs)."""
@@ -92,6 +119,15 @@ class Pad(Op):
 
     def backward(self, A):
         return [F.pad(A, tuple(-p for p in self.pad))], None
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
 
 
 class MonotoneLinear(Op):
@@ -115,6 +151,9 @@ class MonotoneLinear(Op):
             x = torch.zeros(K * m, *self.in_shape, dtype=A.dtype, requires_grad=True)
             g, = torch.autograd.grad(self.fn(x), x, flat_rows(A), create_graph=A.requires_grad)
         return [unflat_rows(g, K, m)], None
+
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return signed_forward(f, self.fn, self.fn, None, None)  # nonnegative weights, no offset
 
     def __repr__(self) -> str:
         return f"MonotoneLinear({self.label})"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certprune.graph.op import Interval, Op
+from certprune.graph.op import FnPair, Interval, LinFn, Op
 
 
 @dataclass
@@ -57,6 +57,21 @@ class ReLU(Op):
     def interval(self, b: Interval) -> Interval:
         return b[0].clamp(min=0), b[1].clamp(min=0)
 
+    def encode(self, enc, z):
+        """Exact encoding on the encoder's current domain (``certprune.graph.encode``)."""
+        return enc.relu(z)
+
+    @staticmethod
+    def forward_relaxed(f: FnPair, r: Relaxation) -> FnPair:
+        """Forward symbolic step: lower ``alpha L(x)``, upper ``s U(x) + t`` (valid because
+        alpha, s >= 0); ``r`` holds (N, *shape) slopes."""
+        a, s = r.alpha.unsqueeze(1), r.slope.unsqueeze(1)
+        lo, up = f
+        return LinFn(lo.A * a, lo.b * r.alpha), LinFn(up.A * s, up.b * r.slope + r.intercept)
+
+    def float32_error(self, es, ms):
+        return es[0]  # ReLU is exact in float32 and 1-Lipschitz: the input error passes unchanged
+
     @staticmethod
     def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:
         """The relaxation on ``[l, u]`` (see module doc)."""
@@ -64,18 +79,26 @@ class ReLU(Op):
         return Relaxation(alpha, s, t, ~((l >= 0) | (u <= 0)))
 
     @staticmethod
-    def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False,
+                         beta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(coefficients of z, bias (K, m), per-neuron intercept loss (K, m, *shape) if ``record``)
         for the lower bound of ``sum(A * relu(z))``; ``alpha`` (N, m, *shape) replaces the
         unstable lower slopes. Computed as ``A * a + min(A, 0) * (s - a)`` (alpha on positive,
-        chord slope on negative coefficients) with the intercept term as one matrix product."""
+        chord slope on negative coefficients) with the intercept term as one matrix product.
+
+        ``beta`` (N, m, *shape): signed split multipliers ``beta * split`` (beta >= 0, split +1
+        for z >= 0, -1 for z <= 0, 0 free) of beta-CROWN (Wang et al. 2021). The result then
+        bounds ``sum(A * relu(z)) - sum(beta * split * z)``, which is <= the original function
+        on every point of the split domain (``split * z >= 0`` there), so the bound stays sound
+        for any such multipliers and optimising them only tightens it."""
         a = r.alpha.unsqueeze(1)
         if alpha is not None:
             a = torch.where(r.unstable.unsqueeze(1), alpha, a)
         neg = A.clamp(max=0)
         new = A * a
         new = new.addcmul(neg, r.slope.unsqueeze(1) - a) if new.requires_grad else new.addcmul_(neg, r.slope.unsqueeze(1) - a)
+        if beta is not None:
+            new = new - beta
         K, m = neg.shape[:2]
         t = r.intercept.reshape(r.intercept.shape[0], -1, 1)
         bias = (neg.reshape(K, m, -1) @ t).squeeze(-1)  # <= 0: the chord intercepts on negative coefficients

@@ -37,6 +37,7 @@ class PruneOptions:
     ``stability_reduce``: mean or sum over a channel's positions of its stability scores.
     ``stability_norm``: none or radius, the stability loss's normalisation (radius for convnets).
     ``protected``: column of the inputs holding the protected attribute (criterion m-info-flow).
+    ``stability_magnitude``: weight in [0, 1] of the magnitude rank in stability scores (0: none).
     Criteria that set per-layer budgets (``layer_budgets``) share each step's removals by them.
     """
 
@@ -60,6 +61,7 @@ class PruneOptions:
     stability_reduce: str = "mean"
     protected: int | None = None
     stability_norm: str = "none"
+    stability_magnitude: float = 0.0
 
 
 def make_options(options: dict) -> PruneOptions:
@@ -181,7 +183,8 @@ def _context(work, X, y, epsilon, seed, opts: PruneOptions, amount: float) -> Sc
     n = opts.score_samples
     return ScoreContext(work, None if X is None else X[:n], None if y is None else y[:n], epsilon, seed,
                         opts.norm, opts.hvp_samples, opts.domain, opts.bound_method, opts.batch_size,
-                        opts.stability_reduce, amount=amount, protected=opts.protected)
+                        opts.stability_reduce, amount=amount, protected=opts.protected,
+                        stability_magnitude=opts.stability_magnitude)
 
 
 def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):

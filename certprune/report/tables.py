@@ -8,18 +8,31 @@ pair; it may still have undecided individuals), *undecided* (neither).
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
 
+from certprune.verifiers.partition import box_points
+
 VERDICTS = ("certified", "falsified", "undecided")
 CLASSES = ("fair", "unfair", "undecided")
+# summary.json "decisions": which arithmetic decides an individual, per semantics
+DECISIONS = {
+    "exact": "individuals are counted by their real-arithmetic decisions (bounds clear zero by the margin "
+             "1e-7 (1 + |b|); enumerated points by their float64 logit beyond that margin, by exact rational "
+             "arithmetic within it); each listed counterexample pair flips both in real arithmetic and in float32 "
+             "on the original model (each input run alone); a pair that flips in only one of the two arithmetics "
+             "is counted by its real-arithmetic decisions and not listed",
+    "float32": "individuals are counted by the float32 decisions of the original model, each input run alone "
+               "(bounds clear zero by the rigorous float32 rounding margin; enumerated points are run batched and "
+               "re-run alone where a rigorous error bound leaves the sign open); each listed counterexample pair "
+               "flips in float32; a pair that flips only in real arithmetic is fair under this semantics",
+}
 
 
 def domain_total(spec) -> int:
     """Exact number of integer points of the domain (every feature, protected ones included)."""
-    return math.prod(int(h - l + 1) for l, h in zip(spec.lower, spec.upper))
+    return box_points(spec.lower, spec.upper)[0]
 
 
 def _pairs(cell) -> list:
@@ -31,7 +44,7 @@ def partition_frame(rows: pd.DataFrame, part) -> pd.DataFrame:
     individuals, the number of recorded counterexample pairs and its bounds."""
     ids = np.arange(part.count)
     lo, hi = part.bounds(ids)
-    points = [math.prod(int(w) for w in r) for r in (hi - lo + 1).astype(np.int64).tolist()]
+    points = box_points(lo, hi)
     df = pd.DataFrame({"partition": ids, "points": pd.Series(points, dtype=object)})
     r = rows.rename(columns={"pid": "partition"})[["partition", "verdict", "nodes", "z3_calls", "seconds",
                                                     "fair", "unfair", "pairs"]]
@@ -70,7 +83,8 @@ def summarize(parts: pd.DataFrame, spec, part, seconds: float, semantics: str = 
     shares = {v: float(sum(parts.loc[parts["verdict"] == v, "points"]) / total_pts) for v in VERDICTS}
     ind = individuals(parts, spec)
     return {"model_features": len(spec.feature_names), "protected": list(spec.protected),
-            "relaxed": {n: d for n, d in spec.relaxed}, "semantics": semantics, "undecided_tolerance": tolerance,
+            "relaxed": {n: d for n, d in spec.relaxed}, "semantics": semantics, "decisions": DECISIONS[semantics],
+            "undecided_tolerance": tolerance,
             "individuals": ind,
             "individual_share": {k: ind[k] / ind["total"] for k in CLASSES},
             "counterexample_pairs": int(parts["pairs"].sum()),

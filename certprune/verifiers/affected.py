@@ -2,10 +2,10 @@
 unfair share of the domain with a confidence interval.
 
 An individual x is unfair when some partner x' of the domain (another protected value, relaxed
-features within delta, the rest equal) gets the other float32 decision of the original model;
-decisions are those of each input run alone (``decide`` is :meth:`TwinBab.decide_points`: batched,
-re-run alone where a rigorous float32 error bound leaves the sign open). The check enumerates
-every partner, so it is exact.
+features within delta, the rest equal) gets the other decision under the audit's semantics
+(``decide`` is :meth:`TwinBab.decide_points`: real-arithmetic decisions under ``exact``, float32
+decisions of the original model with each input run alone under ``float32``), the same decisions
+the audit counts with. The check enumerates every partner, so it is exact.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _partner_moves(spec: FairnessSpec) -> tuple[np.ndarray, np.ndarray]:
     return vals[k[:, 0]], offs[k[:, 1]]
 
 
-Decide = Callable[[np.ndarray], np.ndarray]  # points (N, n) -> per-individual float32 decisions (N,)
+Decide = Callable[[np.ndarray], np.ndarray]  # points (N, n) -> per-individual decisions (N,)
 
 
 def unfair_individuals(decide: Decide, spec: FairnessSpec, X: np.ndarray, chunk: int = 20000) -> np.ndarray:

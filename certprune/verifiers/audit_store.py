@@ -17,7 +17,6 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
 from certprune.errors import ConfigError
@@ -26,15 +25,13 @@ from certprune.verifiers.store_lock import StoreLock, ensure_dir
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS partitions (
-  pid INTEGER PRIMARY KEY, verdict TEXT NOT NULL, points REAL, nodes INTEGER, z3_calls INTEGER,
-  seconds REAL, x TEXT, x_prime TEXT, logit_x REAL, logit_x_prime REAL,
-  fair TEXT, unfair TEXT, undecided TEXT, pairs TEXT);
+  pid INTEGER PRIMARY KEY, verdict TEXT NOT NULL, nodes INTEGER, z3_calls INTEGER, seconds REAL,
+  fair TEXT, unfair TEXT, pairs TEXT);
 """
 FINISHED = ("certified", "falsified")
 # upsert that keeps decided rows: a later write only replaces an undecided ('unknown') row
-_COLUMNS = ("verdict", "points", "nodes", "z3_calls", "seconds", "x", "x_prime", "logit_x", "logit_x_prime",
-            "fair", "unfair", "undecided", "pairs")
-_UPSERT = ("INSERT INTO partitions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(pid) DO UPDATE SET "
+_COLUMNS = ("verdict", "nodes", "z3_calls", "seconds", "fair", "unfair", "pairs")
+_UPSERT = (f"INSERT INTO partitions VALUES ({', '.join('?' * (1 + len(_COLUMNS)))}) ON CONFLICT(pid) DO UPDATE SET "
            + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS)
            + " WHERE partitions.verdict NOT IN ('certified', 'falsified')")
 
@@ -77,20 +74,14 @@ class AuditStore:
         rows = self.conn.execute("SELECT pid FROM partitions WHERE verdict IN (?, ?)", FINISHED)
         return {r[0] for r in rows}
 
-    def write(self, outcomes: Iterable, points: dict[int, float]) -> None:
+    def write(self, outcomes: Iterable) -> None:
         """Insert a batch of PartitionOutcome rows in one transaction; a decided (complete) row is
-        never replaced, an undecided one is. Individual counts
-        are stored as decimal text (exact, beyond 64 bits); ``pairs`` as JSON [[x, x', l, l'], ...]."""
-        rows = []
-        for o in outcomes:
-            first = o.pairs[0] if o.pairs else None
-            rows.append((o.pid, o.verdict, points.get(o.pid), o.nodes, o.z3_calls, o.seconds,
-                         None if first is None else json.dumps([int(v) for v in np.asarray(first[0])]),
-                         None if first is None else json.dumps([int(v) for v in np.asarray(first[1])]),
-                         None if first is None else first[2], None if first is None else first[3],
-                         str(int(o.fair)), str(int(o.unfair)), str(int(o.undecided)),
-                         json.dumps([[list(map(int, a)), list(map(int, b)), float(la), float(lb)]
-                                     for a, b, la, lb in o.pairs])))
+        never replaced, an undecided one is. Individual counts are stored as decimal text (exact,
+        beyond 64 bits); ``pairs`` as JSON [[x, x', logit, logit'], ...] (undecided individuals and
+        box sizes are derived from the partitioning, not stored)."""
+        rows = [(o.pid, o.verdict, o.nodes, o.z3_calls, o.seconds, str(int(o.fair)), str(int(o.unfair)),
+                 json.dumps([[list(map(int, a)), list(map(int, b)), float(la), float(lb)] for a, b, la, lb in o.pairs]))
+                for o in outcomes]
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(_UPSERT, rows)

@@ -5,20 +5,17 @@ One loop serves both strategies; only the branching rule differs:
   switches to ReLU splitting once it has few unstable neurons left or its input depth reaches
   ``max_input_depth`` (boxes touching a ReLU's hyperplane never become stable by bisection).
 - ``relu``: split the unstable neuron with the best BaBSR-style score (``bab_relu``).
-Domains are bounded in batches (``split_bounds``; beta-CROWN on ReLU-split domains); a domain
-whose ReLUs are all stable is an exact LP leaf (``lp_leaf``); under ReLU branching a domain with
-few unstable ReLUs is first handed to the MILP (``milp_leaf``), and keeps branching if it stays
-open. Fractional values of integer inputs in an LP optimum branch on that
+Domains are bounded in batches on the graph engine (``bounds.engine.domain_bounds``: CROWN with
+interval-intersected intermediate bounds, splits clamped, alpha/beta-CROWN on ReLU-split
+domains); a domain whose ReLUs are all stable is an exact LP leaf (``lp_leaf``); under ReLU
+branching a domain with few unstable ReLUs is first handed to the MILP (``milp_leaf``), and
+keeps branching if it stays open. Both leaves are built from the same graph IR
+(``graph.encode``), so chains, residual adds, concats, convolutions and twin graphs take one
+path. Fractional values of integer inputs in an LP optimum branch on that
 input. Every candidate point (box centers, CROWN primal vertices, LP optima) is checked on the
 float32 model by ``confirm``; only a confirmed point ends the search as a violation.
 Without a deadline the search is complete on piecewise-linear networks, except that an LP
 optimum which violates in exact arithmetic but not in float32 leaves the answer UNKNOWN.
-
-``net`` is the chain's ``AffineReluNet`` (exact LP / MILP leaves) or a graph IR (``Graph``:
-residual, concat, twin networks), bounded by ``bounds.engine.domain_bounds``; graphs have no
-exact leaves yet, so a graph domain whose ReLUs are all stable but which bounds cannot refute
-is bisected along its inputs while the input depth allows, then counted as unresolved
-(UNKNOWN, never CERTIFIED).
 """
 from __future__ import annotations
 
@@ -31,12 +28,10 @@ import torch
 
 from certprune.bounds.engine import domain_bounds
 from certprune.graph import Graph
-from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bab_input import choose_input_dims, split_box
 from certprune.verifiers.bab_relu import choose_relus, split_relu
 from certprune.verifiers.domains import Domain, DomainQueue
 from certprune.verifiers.lp_leaf import solve_leaf
-from certprune.verifiers.split_bounds import bound_domains
 
 Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
 
@@ -89,13 +84,11 @@ class BabSettings:
 class BranchAndBound:
     """State of one search; call :meth:`run` once."""
 
-    def __init__(self, net: AffineReluNet | Graph, spec: Spec, lo: np.ndarray, hi: np.ndarray,
+    def __init__(self, net: Graph, spec: Spec, lo: np.ndarray, hi: np.ndarray,
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
                  attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                  progress: Callable[[dict], None] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
-        self.exact_leaves = isinstance(net, AffineReluNet)
-        self._bound = bound_domains if self.exact_leaves else domain_bounds
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
         self.int_mask = None if int_mask is None or not int_mask.any() else torch.as_tensor(int_mask)
@@ -165,8 +158,7 @@ class BranchAndBound:
         if self.timed_out:
             return BabOutcome("unknown", stats=self._final_stats("timeout"))
         if self.stats["unresolved_leaves"]:
-            why = ("an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"
-                   if self.exact_leaves else "stable graph domains left undecided at the input-split depth limit")
+            why = "an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"
             return BabOutcome("unknown", stats=self._final_stats(why))
         return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
 
@@ -201,7 +193,7 @@ class BranchAndBound:
         hi = torch.stack([d.hi for d in doms])
         splits = torch.stack([d.splits for d in doms])
         alive = torch.stack([d.alive for d in doms])
-        db = self._bound(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
+        db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
                            self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol,
                            self.deadline)
         self.stats["domains"] += len(doms)
@@ -223,13 +215,6 @@ class BranchAndBound:
                 continue
             n_relu = int((d.splits != 0).sum())
             input_open = int(in_dims[i]) >= 0 and d.depth - n_relu < self.settings.max_input_depth
-            if int(unstable[i]) == 0 and not self.exact_leaves:
-                if input_open:
-                    branch = ("input", int(in_dims[i]), float(in_vals[i]))
-                    self.queue.push(Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch))
-                else:
-                    self.stats["unresolved_leaves"] += 1
-                continue
             if int(unstable[i]) == 0:
                 if self._out_of_time():
                     self.timed_out = True
@@ -242,7 +227,7 @@ class BranchAndBound:
                          and int(unstable[i]) > self.settings.relu_switch_unstable)
             # MILP: for ReLU splitting, and for input splitting once the input depth is exhausted
             # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
-            milp_ok = self.exact_leaves and (self.settings.strategy == "relu" or not input_open)
+            milp_ok = self.settings.strategy == "relu" or not input_open
             branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
             dom = Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch, d.milp_tried)
             if milp_ok and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:
@@ -276,6 +261,7 @@ class BranchAndBound:
         t0 = time.monotonic()
         self.stats["milp_calls"] = self.stats.get("milp_calls", 0) + 1
         pre_np = [(l.numpy(), u.numpy()) for l, u in pre]
+        sp = [s.numpy() for s in torch.split(d.splits, self.sizes)] if self.sizes else []
         still = d.alive.clone()
         for k in np.flatnonzero(d.alive.numpy()):
             limit = self.settings.milp_time_limit
@@ -283,7 +269,7 @@ class BranchAndBound:
                 limit = min(limit, self.deadline - time.monotonic())
             tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
             out = solve_milp(self.net, d.lo.numpy(), d.hi.numpy(), pre_np, self.spec.A[k], self.spec.b[k], tol,
-                             limit, None if self.int_mask is None else self.int_mask.numpy())
+                             limit, None if self.int_mask is None else self.int_mask.numpy(), sp)
             if out.status == "refuted":
                 still[k] = False
             elif out.status == "candidate":
@@ -299,13 +285,13 @@ class BranchAndBound:
         """All ReLUs stable: decide each live disjunct by an LP; branch on fractional integers."""
         t0 = time.monotonic()
         self.stats["lp_leaves"] += 1
-        phases = [(l >= 0).numpy() for l, _ in pre]
+        pre_np = [(l.numpy(), u.numpy()) for l, u in pre]
         sp = [s.numpy() for s in torch.split(splits, self.sizes)] if self.sizes else []
         still = alive.clone()
         for k in np.flatnonzero(alive.numpy()):
             remaining = 60.0 if self.deadline is None else self.deadline - time.monotonic()
             tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
-            out = solve_leaf(self.net, lo.numpy(), hi.numpy(), phases, sp, self.spec.A[k], self.spec.b[k], tol,
+            out = solve_leaf(self.net, lo.numpy(), hi.numpy(), pre_np, sp, self.spec.A[k], self.spec.b[k], tol,
                              remaining, None if self.int_mask is None else self.int_mask.numpy())
             if out.status == "refuted":
                 still[k] = False

@@ -4,7 +4,7 @@ The score of an unstable neuron is the intercept its triangle (chord) relaxation
 CROWN lower bound, summed over the live specification rows (``DomainBounds.relu_scores``), plus a
 tiny multiple of the chord's gap ``-l u / (u - l)`` so that some unstable neuron is always
 chosen. Children get +1 (z >= 0) and -1 (z <= 0) at that neuron; the re-bounding in
-``split_bounds`` then clamps its pre-activation bounds and recomputes every later layer.
+``bounds.engine.domain_bounds`` then clamps its pre-activation bounds and recomputes every later layer.
 """
 from __future__ import annotations
 

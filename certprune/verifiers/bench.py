@@ -165,7 +165,8 @@ def warm_up() -> None:
 
     for name in ("onnx", "onnxruntime", "certprune.network", "certprune.io.onnx_loader", "certprune.io.onnx_check",
                  "certprune.vnnlib", "certprune.verifiers.verify", "certprune.verifiers.attack",
-                 "certprune.verifiers.problem", "certprune.verifiers.bab", "certprune.verifiers.lp_leaf"):
+                 "certprune.verifiers.problem", "certprune.verifiers.bab", "certprune.verifiers.lp_leaf",
+                 "certprune.graph.encode"):
         try:
             importlib.import_module(name)
         except ImportError:  # optional (onnxruntime): the instance pays for nothing it does not use

@@ -1,9 +1,9 @@
 """``compute_bounds``: one interface over the native engine and auto_LiRPA.
 
 The native engine is the graph engine (``certprune.graph`` IR + ``certprune.bounds``): IBP,
-backward CROWN and alpha-CROWN on any ReLU graph (chains, residual adds, concats, convolutions
-as convolutions). Only forward symbolic mode (``mode="forward"``) still runs on the dense
-chain form (``native_forward`` on an ``AffineReluNet``).
+backward CROWN, alpha-CROWN and forward symbolic mode (``mode="forward"``,
+``certprune.bounds.forward``) on any ReLU graph (chains, residual adds, concats, convolutions
+as convolutions).
 
 Soundness convention: native bounds are computed in float64 and enclose the network in exact
 arithmetic (see ``certprune.bounds.crown``). A caller that certifies a float32 model must demand a small
@@ -68,11 +68,17 @@ def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluN
         return model
     key = _fingerprint(model)
     hit = _AFFINE_CACHE.get(model)
+    if hit is not None and hit[0] == key and isinstance(hit[1], UnsupportedModelError):
+        raise hit[1]  # not a chain: the refusal is cached too (model_forms tries this first on every call)
     if hit is not None and hit[0] == key and (input_shape is None or hit[1].input_shape == tuple(input_shape)):
         return hit[1]
     from certprune.network import check_finite_parameters
     check_finite_parameters(model)  # NaN/inf weights: ModelLoadError naming the parameters
-    net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
+    try:
+        net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
+    except UnsupportedModelError as e:
+        _AFFINE_CACHE[model] = (key, e)
+        raise
     _AFFINE_CACHE[model] = (key, net)
     return net
 
@@ -144,7 +150,7 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
     auto (native where it supports the model, else lirpa). ``mode`` (method crown only):
     backward (classic CROWN, equal to auto_LiRPA's CROWN), forward (forward symbolic
     propagation, equal to auto_LiRPA's forward mode: cheaper for few input dimensions but often
-    much looser on deep nets; see ``native_forward``). ``intersect_ibp`` (native engine only)
+    much looser on deep nets; see ``certprune.bounds.forward``). ``intersect_ibp`` (native engine only)
     intersects every layer's bounds with the interval image of the previous layer's: sound and
     often much tighter on deep nets (ACAS Xu: mean CROWN output width halved), but no longer
     equal to auto_LiRPA.
@@ -162,13 +168,13 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
     if engine in ("auto", "native"):
         forward = method == "crown" and mode == "forward"
         try:
-            net = affine_net(model, shape) if forward else graph_of(model, shape)
+            net = graph_of(model, shape)
         except UnsupportedModelError:
             if engine == "native":
                 raise
         else:
             _check_spec(Ct, net.output_dim, len(lo))
-            if forward:  # forward symbolic mode is still the chain-only native_forward
+            if forward:
                 return _forward(net, lo, hi, return_intermediate, Ct, intersect_ibp)
             return _graph(net, lo, hi, method, return_intermediate, Ct, intersect_ibp)
     if intersect_ibp:
@@ -204,19 +210,21 @@ def _graph(g: Graph, lo, hi, method, return_intermediate, C, intersect_ibp: bool
     return Bounds(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]), inter, method, "native")
 
 
-def _forward(net: AffineReluNet, lo, hi, return_intermediate, C, intersect_ibp: bool = False) -> Bounds:
-    """Forward symbolic CROWN (``native_forward``, chain nets only) over chunks of boxes."""
-    from certprune.verifiers.native_forward import forward_crown
+def _forward(g: Graph, lo, hi, return_intermediate, C, intersect_ibp: bool = False) -> Bounds:
+    """Forward symbolic bounds (``certprune.bounds.forward``) over chunks of boxes."""
+    from certprune.bounds.forward import forward_bounds
     parts = []
     for s in range(0, len(lo), _CHUNK):
         c = None if C is None else (C if C.dim() == 2 else C[s:s + _CHUNK])
-        parts.append(forward_crown(net, lo[s:s + _CHUNK], hi[s:s + _CHUNK], c, intersect_ibp=intersect_ibp))
+        (yl, yu), res = forward_bounds(g, lo[s:s + _CHUNK], hi[s:s + _CHUNK], c, intersect_ibp)
+        pre = [tuple(b.reshape(len(b), -1) for b in res.pre[i]) for i in g.relu_nodes]
+        parts.append(((yl, yu), pre))
     lower = torch.cat([p[0][0] for p in parts])
     upper = torch.cat([p[0][1] for p in parts])
     inter = None
     if return_intermediate:
         inter = tuple((torch.cat([p[1][j][0] for p in parts]), torch.cat([p[1][j][1] for p in parts]))
-                      for j in range(net.num_layers - 1))
+                      for j in range(len(g.relu_nodes)))
     return Bounds(lower, upper, inter, "forward", "native")
 
 

@@ -6,12 +6,14 @@ processes or on Ray) -> store rows as they finish (SQLite, resumable) -> write s
 partitions.csv, counterexamples.csv (+ a decoded copy) and report.html.
 
 The unit is the individual (an integer point of the domain; unfair when some x' of the domain,
-equal except on the protected features and relaxed ones within delta, gets the other float32
-decision). Every partition is refined until each of its individuals is proven fair, proven unfair
+equal except on the protected features and relaxed ones within delta, gets the other decision).
+Every partition is refined until each of its individuals is proven fair, proven unfair
 or the budget ends (``undecided_tolerance``: stop once at most that share of the domain is open);
-summary.json holds the exact counts. Bounds decide under one :mod:`certprune.semantics` policy
-(``exact`` by default); counterexample pairs are always re-run in float32 on the original model.
-Partition verdicts: certified (every individual fair), falsified (a validated pair), undecided.
+summary.json holds the exact counts. One :mod:`certprune.semantics` policy decides bounds and
+points alike (``exact`` by default: real-arithmetic decisions; ``float32``: the original model run
+in float32; summary.json's ``decisions`` says how); counterexample pairs are always re-run in
+float32 on the original model. Partition verdicts: certified (every individual fair), falsified
+(a validated pair), undecided.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from certprune.errors import ConfigError
 from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics, parse_semantics
 from certprune.verifiers.fairness_bab import BabConfig, Float32Decider, TwinBab
-from certprune.verifiers.partition import Partitioning, box_partition, grid_partition
+from certprune.verifiers.partition import Partitioning, box_partition, box_points, grid_partition
 
 
 @dataclass
@@ -93,7 +95,7 @@ def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning, semantics
     return {"model": model_hash, "features": list(spec.feature_names), "lower": spec.lower.tolist(),
             "upper": spec.upper.tolist(), "protected": list(spec.protected), "relaxed": [list(r) for r in spec.relaxed],
             "partitions": hashlib.sha256(json.dumps(pb).encode()).hexdigest(), "count": part.count,
-            "semantics": semantics.value, "engine": "individuals-1"}
+            "semantics": semantics.value, "engine": "individuals-2"}
 
 
 def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None, *, partitions=None,
@@ -147,19 +149,14 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     done = store.finished()
     todo = np.setdiff1d(np.arange(part.count, dtype=np.int64), np.fromiter(done, dtype=np.int64, count=len(done)))
     factory = EngineFactory(exact, module, spec, config or BabConfig(), sem)
-    shards = min(64, max(1, len(todo))) if ray_address else (workers if workers > 1 and len(todo) > 1 else 1)
-    job = parallel.Job(factory, part, time.monotonic() + timeout,
-                       undecided_tolerance * float(np.prod((spec.upper - spec.lower + 1).astype(np.float64))) / shards)
-
-    def points(outs) -> dict[int, float]:
-        ids = [o.pid for o in outs]
-        return dict(zip(ids, part.points(ids).tolist())) if ids else {}  # float: for the store only
-
+    domain = float(box_points(spec.lower, spec.upper)[0])
+    progress = Progress(_decided(store.frame())) if not ray_address and not (workers > 1 and len(todo) > 1) else None
+    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain, progress)
     bar = _progress(part.count, len(done), progress)
     t0 = time.perf_counter()
 
     def on_done(outs) -> None:
-        store.write(outs, points(outs))
+        store.write(outs)
         bar.update(sum(o.verdict != "unknown" for o in outs))
 
     try:
@@ -172,7 +169,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
                 n = len(store.finished())
                 bar.update(n - seen[0])
                 seen[0] = n
-            parallel.run_local(job, todo, workers, lambda: AuditStore(store_path, ident), points, poll)
+            parallel.run_local(job, todo, workers, lambda: AuditStore(store_path, ident), poll)
         else:
             parallel.run_serial(job, todo, on_done)
     finally:
@@ -182,11 +179,44 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     store.close()
     who = _who_is_affected(factory, spec, records, samples)
     who[0].update(_audited(mhash, spec, timeout))
+    if progress is not None:
+        who[0]["progress"] = progress.as_dict(domain)
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
                      undecided_tolerance, who, map_features)
     if tmp is not None:
         tmp.cleanup()
     return result
+
+
+class Progress:
+    """Coverage over time of a serial run: after each engine round, seconds since the run began and
+    the individuals proven fair / unfair so far (``base``: those of partitions finished by an
+    earlier run). Kept to at most ``cap`` samples (every other one dropped when full)."""
+
+    def __init__(self, base: tuple[int, int] = (0, 0), cap: int = 400):
+        self.t0, self.base, self.cap = time.perf_counter(), base, cap
+        self.rows: list[tuple[float, int, int]] = [(0.0, *base)]
+
+    def __call__(self, fair: int, unfair: int) -> None:
+        row = (time.perf_counter() - self.t0, self.base[0] + fair, self.base[1] + unfair)
+        if row[1:] == self.rows[-1][1:]:
+            return
+        self.rows.append(row)
+        if len(self.rows) > self.cap:
+            kept = self.rows[::2]
+            self.rows = kept if kept[-1] is self.rows[-1] else kept + [self.rows[-1]]
+
+    def as_dict(self, total: float) -> dict:
+        """``{"seconds": [...], "fair_share": [...], "unfair_share": [...]}`` (shares of the domain)."""
+        return {"seconds": [round(t, 3) for t, _, _ in self.rows],
+                "fair_share": [f / total for _, f, _ in self.rows],
+                "unfair_share": [u / total for _, _, u in self.rows]}
+
+
+def _decided(frame: pd.DataFrame) -> tuple[int, int]:
+    """Individuals proven fair / unfair in the finished rows of a store frame."""
+    done = frame[frame["verdict"].isin(["certified", "falsified"])]
+    return sum(int(v) for v in done["fair"]), sum(int(v) for v in done["unfair"])
 
 
 def _progress(total: int, initial: int, enabled: bool):

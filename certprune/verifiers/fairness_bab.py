@@ -9,8 +9,8 @@ units taken largest first:
 
 1. units whose exact check costs at most ``enum_points`` forward passes (or that are single
    points) are enumerated: every point of U and of its relaxed neighbourhood under every protected
-   value is decided in float32 on the original model (one input at a time where the batched logit
-   is near 0), which is exact per individual;
+   value is decided under the audit's semantics (:meth:`TwinBab.decide_points`), which is exact
+   per individual;
 2. the others get one twin box per (value v, partner value w) and forward symbolic bounds
    (:mod:`twin_bounds`): the individuals (U, v) are proven fair when every box of v is closed,
    proven unfair when the bounds fix decision(U, v) one way and decision(x') the other way for
@@ -21,16 +21,27 @@ units taken largest first:
 4. units with open values are halved along the non-protected feature with the largest
    gradient x width score (FairQuant's rule, summed over the unit's twin boxes).
 
-When no relaxed attribute is given, one unordered box {v, w} serves both values. Bounds decide
-under a :class:`~certprune.semantics.Semantics` (``exact``: real arithmetic with the 1e-7
-relative margin; ``float32``: rigorous float32 rounding margin). Counts are exact Python ints.
+When no relaxed attribute is given, one unordered box {v, w} serves both values (a box closed or
+proving a flip counts for v and for w); with relaxed attributes the box (v, w) holds the
+individuals (U, v) and partners x' that may leave U, so a closed box counts for v only, and a box
+proving a flip proves (U, v) and also (U, w) unfair (every (u, w), u in U, is one of its x').
+
+One semantics per audit (:class:`~certprune.semantics.Semantics`), for bounds and points alike:
+``exact``: the real-arithmetic network; bounds clear zero by the 1e-7 (1 + |b|) margin, points are
+decided by their float64 logit where it clears the same margin (and a rigorous float64 error
+bound), in exact rational arithmetic elsewhere. ``float32``: the original model run in float32,
+each input alone; bounds clear zero by the rigorous float32 margin tau, points are run batched and
+re-run alone where the rigorous float32 error bound leaves the sign open. A recorded
+counterexample pair always flips in float32 on the original model (each input re-run alone); under
+``exact`` it must also flip in real arithmetic, so every listed pair agrees with the counts (a pair
+that flips in one arithmetic only is counted by the audit's semantics and not listed). Counts are
+exact Python ints.
 A partition is complete when its last unit is decided; what is open at the deadline (or once the
 open volume is within ``tolerance_points``) is reported with its partial counts as 'unknown'.
 """
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,11 +52,14 @@ import torch
 from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.partition import box_points
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
 from certprune.verifiers.twin_bounds import point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
-NEAR_ZERO = 1e-2  # batched logits this close to 0 are re-decided one input at a time
+# |float64 logit - exact logit| <= F64_ERROR * (point_logits' float32 bound): the same recurrence
+# with float64's unit roundoff (2^-53 vs 2^-24), times 2 for the float64 difference of two logits
+F64_ERROR = 2.0 ** -28
 
 
 @dataclass(frozen=True)
@@ -126,12 +140,53 @@ class _State:
     z3: np.ndarray
     pairs: list
     outcomes: list = field(default_factory=list)
+    npairs: np.ndarray | None = None  # len(pairs[p]) per partition, kept in step with ``pairs``
+
+    def __post_init__(self) -> None:
+        if self.npairs is None:
+            self.npairs = np.array([len(q) for q in self.pairs], dtype=np.int64)
 
 
-def _count(lo: np.ndarray, hi: np.ndarray, dims: list[int]) -> list[int]:
-    """Exact number of integer points of each box over ``dims`` (Python ints, no overflow)."""
-    w = (hi[:, dims] - lo[:, dims] + 1).astype(np.int64)
-    return [math.prod(r) for r in w.tolist()]
+class ExactLogit:
+    """The decision logit of an AffineReluNet in exact rational arithmetic at integer points: every
+    weight is a float32 (dyadic) value, so each layer is an integer matrix times 2^-s (Python ints
+    in numpy object arrays; no rounding anywhere). Slow: for the few points near a tie."""
+
+    def __init__(self, net: AffineReluNet):
+        self.layers = []
+        scale = 0
+        for w, b in zip(net.weights, net.biases):
+            w64, b64 = w.double().numpy(), b.double().numpy()
+            s = max(_frac_bits(w64), _frac_bits(b64) - scale, 0)
+            scale += s
+            W = np.array([[_scaled(v, s) for v in row] for row in w64], dtype=object)
+            B = np.array([_scaled(v, scale) for v in b64], dtype=object)
+            self.layers.append((W, B))
+
+    def __call__(self, x: np.ndarray) -> int:
+        """Sign (-1, 0, +1) of the decision logit (y for one output, y1 - y0 for two) at ``x``."""
+        h = np.array([int(v) for v in np.asarray(x, dtype=np.float64)], dtype=object)
+        for k, (W, B) in enumerate(self.layers):
+            h = W.dot(h) + B
+            if k < len(self.layers) - 1:
+                h = np.array([v if v > 0 else 0 for v in h], dtype=object)
+        y = h[0] if len(h) == 1 else h[1] - h[0]
+        return (y > 0) - (y < 0)
+
+
+def _frac_bits(a: np.ndarray) -> int:
+    """Binary digits after the point needed to write every value of ``a`` exactly."""
+    from fractions import Fraction
+    return max((Fraction(float(v)).denominator.bit_length() - 1 for v in a.ravel()), default=0)
+
+
+def _scaled(v: float, s: int) -> int:
+    """``v * 2^s`` as an exact Python int (``v`` has at most ``s`` binary digits after the point)."""
+    from fractions import Fraction
+    f = Fraction(float(v)) * (1 << s)
+    if f.denominator != 1:
+        raise ValueError(f"{v!r} needs more than {s} binary digits after the point")
+    return f.numerator
 
 
 class TwinBab:
@@ -141,6 +196,8 @@ class TwinBab:
                  semantics: Semantics = DEFAULT):
         self.spec, self.cfg, self.decide, self.semantics = spec, config, decider, semantics
         self.layout: TwinLayout = twin_layout(spec)
+        self.exact = exact
+        self._exact_logit = None
         self.net = decision_logit_net(exact)
         self.last_abs = None
         if exact.output_dim == 2:
@@ -156,13 +213,14 @@ class TwinBab:
         self.deadline = float("inf")
         self._solver = None
         self.trace = False
+        self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run, per round
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
         """One unit per partition: its box, the protected values inside it open."""
         vals = self.values
         inside = np.all((vals[None] >= plo[:, None, self.prot]) & (vals[None] <= phi[:, None, self.prot]), axis=2)
-        size = np.prod(phi[:, self.free] - plo[:, self.free] + 1, axis=1)
+        size = np.array(box_points(plo, phi, self.free), dtype=np.float64)
         return Units(plo.copy(), phi.copy(), part, inside, np.zeros(len(part), np.int64), size)
 
     def _twin_boxes(self, u: Units):
@@ -201,12 +259,13 @@ class TwinBab:
 
     # ----- counterexamples -------------------------------------------------------------------
     def _check_points(self, z: np.ndarray, part: np.ndarray, st: _State, only_new: bool = True) -> None:
-        """Run candidate twin points in float32; keep validated flipping pairs (each input re-run
-        alone) for partitions with room for more (``only_new``: only those without any pair)."""
+        """Run candidate twin points in float32 (:meth:`float32_points`); keep validated flipping
+        pairs (each input re-run alone; under ``exact`` also a flip in real arithmetic) for
+        partitions with room for more (``only_new``: only those without any pair)."""
         if len(z) == 0:
             return
         cap = 1 if only_new else self.cfg.pairs_per_partition
-        room = np.array([len(st.pairs[p]) < cap for p in part], dtype=bool)
+        room = st.npairs[part] < cap
         if not room.any():
             return
         z, part = z[room], part[room]
@@ -215,12 +274,10 @@ class TwinBab:
         x, xp, part = x[ok], xp[ok], part[ok]
         if len(x) == 0:
             return
-        d, lg = self.decide(x)
-        dp, lgp = self.decide(xp)
-        near = np.flatnonzero((d == dp) & ((np.abs(lg) < NEAR_ZERO) | (np.abs(lgp) < NEAR_ZERO)))
-        for k in near:
-            d[k], dp[k] = self.decide(x[k:k + 1])[0][0], self.decide(xp[k:k + 1])[0][0]
-        for k in np.flatnonzero(d != dp):
+        flips = np.flatnonzero(self.float32_points(x) != self.float32_points(xp))
+        if self.semantics is Semantics.EXACT and len(flips):
+            flips = flips[self.exact_points(x[flips]) != self.exact_points(xp[flips])]
+        for k in flips:
             p = int(part[k])
             pair = (tuple(int(v) for v in x[k]), tuple(int(v) for v in xp[k]))
             if len(st.pairs[p]) >= cap or any(q[:2] == pair for q in st.pairs[p]):
@@ -229,6 +286,7 @@ class TwinBab:
             (d2,), (l2,) = self.decide(xp[k:k + 1])
             if d1 != d2:
                 st.pairs[p].append((*pair, float(l1), float(l2)))
+                st.npairs[p] += 1
 
     # ----- exact enumeration -----------------------------------------------------------------
     def _extended(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,12 +329,34 @@ class TwinBab:
                 start += len(g)
 
     def decide_points(self, X: np.ndarray) -> np.ndarray:
-        """Per-individual float32 decisions of many points: batched, and re-run one input at a
-        time only where the rigorous float32 error bound does not fix the sign (point_logits)."""
+        """Per-individual decisions of integer points (N, n) under the audit's semantics:
+        :meth:`exact_points` or :meth:`float32_points`."""
+        if self.semantics is Semantics.EXACT:
+            return self.exact_points(X)
+        return self.float32_points(X)
+
+    def float32_points(self, X: np.ndarray) -> np.ndarray:
+        """Float32 decisions of the original model, each input as if run alone: batched, and re-run
+        one input at a time only where the rigorous float32 error bound (point_logits) does not fix
+        the sign. The one rule for float32 point decisions (counts and counterexamples)."""
+        X = np.asarray(X, dtype=np.float64)
         d, _ = self.decide(X)
         y, err = point_logits(self.net, X, self.last_abs)
         for k in np.flatnonzero(np.abs(y) <= err):
             d[k] = self.decide(X[k:k + 1])[0][0]
+        return d
+
+    def exact_points(self, X: np.ndarray) -> np.ndarray:
+        """Real-arithmetic decisions (logit > 0): the float64 logit where it clears the exact
+        margin 1e-7 (1 + |y|) and the float64 error bound, exact rational arithmetic elsewhere."""
+        X = np.asarray(X, dtype=np.float64)
+        y, err = point_logits(self.net, X, self.last_abs)
+        d = y > 0
+        near = np.flatnonzero(np.abs(y) <= np.maximum(Semantics.EXACT.slack(y, 0.0), F64_ERROR * err))
+        if len(near) and self._exact_logit is None:
+            self._exact_logit = ExactLogit(self.exact)
+        for k in near:
+            d[k] = self._exact_logit(X[k]) > 0
         return d
 
     def _count_enumerated(self, dec: np.ndarray, u: Units, k: int, elo: np.ndarray, st: _State) -> None:
@@ -380,13 +460,14 @@ class TwinBab:
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)
         closed = tb.closed(self.semantics).numpy()
         sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
-        fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp)
+        fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp,
+                                                  self.unordered)
         self._account(u, fair, unfair, st)
         self._record_proven(u, unfair & ~fair, proof, zlo, zhi, st)
         if self._z3_stalled(zlo, zhi, own, vi, vj, closed, tb.unstable.numpy(), u, st):
-            fair, _, _ = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp)
+            fair, _, _ = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp, self.unordered)
             self._account(u, fair, np.zeros_like(fair), st)
-        opn = ~closed & u.open[own, vi]
+        opn = ~closed & (u.open[own, vi] | (self.unordered & u.open[own, vj]))
         if opn.any():  # candidate flips: bound vertices and centres of the open boxes
             c = [tb.vertices[0].numpy()[opn], tb.vertices[1].numpy()[opn], np.floor((zlo[opn] + zhi[opn]) / 2)]
             for z in c:
@@ -399,20 +480,23 @@ class TwinBab:
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
     @staticmethod
-    def _decide_values(N, V, own, vi, vj, closed, sy, sp):
+    def _decide_values(N, V, own, vi, vj, closed, sy, sp, unordered: bool = True):
         """Per unit and value: all its boxes closed (fair); some box with the own decision fixed
-        one way and the partner's the other (unfair; ``proof`` = that box); views of unordered
-        boxes count for both values."""
+        one way and the partner's the other (unfair; ``proof`` = that box). The reverse view of a
+        box (value vj) proves unfair in both modes (every (u, vj), u in the unit, is a partner of
+        the box) but counts for fairness only for ``unordered`` boxes (an ordered box (vi, vj) says
+        nothing about the partners of (u, vj), which its own boxes (vj, .) cover)."""
         fair = np.ones((N, V), dtype=bool)
         unfair = np.zeros((N, V), dtype=bool)
         proof = np.full((N, V), -1, dtype=np.int64)
-        views = [(vi, sy, sp)]
+        views = [(vi, sy, sp, True)]
         if len(vj):
-            views.append((vj, sp, sy))
+            views.append((vj, sp, sy, unordered))
         has = np.zeros((N, V), dtype=bool)
-        for val, mine, other in views:
-            np.logical_and.at(fair, (own, val), closed)
-            np.logical_or.at(has, (own, val), True)
+        for val, mine, other, for_fair in views:
+            if for_fair:
+                np.logical_and.at(fair, (own, val), closed)
+                np.logical_or.at(has, (own, val), True)
             flip = (mine != 0) & (other == -mine)
             unfair[own[flip], val[flip]] = True
             proof[own[flip], val[flip]] = np.flatnonzero(flip)
@@ -442,7 +526,7 @@ class TwinBab:
         changed = False
         for b in np.flatnonzero(eligible & ~closed):
             k = int(own[b])
-            vals = [int(vi[b])] + ([int(vj[b])] if len(vj) and u.open[k, vj[b]] else [])
+            vals = [int(vi[b])] + ([int(vj[b])] if self.unordered and u.open[k, vj[b]] else [])
             if k in failed or not any(u.open[k, v] for v in vals):
                 continue
             if self.z3_calls >= self.cfg.z3_max_calls or time.monotonic() > self.deadline:
@@ -459,7 +543,7 @@ class TwinBab:
         unfair = unfair & u.open & ~fair
         rows = np.flatnonzero(fair.any(1) | unfair.any(1))
         if len(rows):
-            n = _count(u.lo[rows], u.hi[rows], self.free)
+            n = box_points(u.lo[rows], u.hi[rows], self.free)
             for k, nk in zip(rows, n):
                 p = int(u.part[k])
                 st.fair[p] += nk * int(fair[k].sum())
@@ -502,7 +586,7 @@ class TwinBab:
         P = len(pids)
         self.deadline = deadline
         plo, phi = plo.astype(np.float64), phi.astype(np.float64)
-        st = _State(plo, phi, np.asarray(pids), _count(plo, phi, list(range(plo.shape[1]))), [0] * P, [0] * P,
+        st = _State(plo, phi, np.asarray(pids), box_points(plo, phi), [0] * P, [0] * P,
                     np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
@@ -535,6 +619,8 @@ class TwinBab:
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)
+            if self.on_progress is not None:
+                self.on_progress(sum(st.fair), sum(st.unfair))
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, "unknown")
         if len(st.outcomes) > emitted:

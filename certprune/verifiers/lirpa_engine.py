@@ -8,7 +8,7 @@ rounding; certifying callers add their own margin for float32 execution.
 Options: ``sparse_intermediate_bounds`` is switched off so that every intermediate neuron gets
 full CROWN bounds (auto_LiRPA's default computes CROWN only for neurons that IBP finds unstable
 in *some* box of the batch, which makes results depend on the batch). This is the semantics
-the native engine reproduces (see ``native_bounds``). alpha-CROWN is auto_LiRPA's
+the native engine reproduces (see ``certprune.bounds.crown``). alpha-CROWN is auto_LiRPA's
 ``CROWN-Optimized`` with its default 20 iterations.
 """
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Exact leaves: with every ReLU phase fixed the network is affine, and one disjunct is an LP.
 
 On a domain (box ``[lo, hi]``, a phase for every ReLU, split constraints for the neurons that
-branch and bound fixed) the output is ``y = H x + h``. The LP (scipy ``linprog``, HiGHS)
+branch and bound fixed) the output is ``y = H x + h``, read off the graph IR by the one exact
+encoder (``certprune.graph.encode``: chains, residual adds, concats, convolutions, twin
+graphs). The LP (scipy ``linprog``, HiGHS)
 
     minimise t  s.t.  rows(x) <= t,  lo <= x <= hi
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from certprune.verifiers.affine import AffineReluNet
+from certprune.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -34,35 +36,26 @@ class LeafOutcome:
     value: float = float("nan")
 
 
-def affine_pieces(net: AffineReluNet, phases: list[np.ndarray], splits: list[np.ndarray]):
-    """(H, h, P, p): output ``y = H x + h`` under the phases (True = active) and split rows
-    ``P x + p <= 0`` (one per split neuron), all float64."""
-    n_in = net.input_dim
-    G, g = np.eye(n_in), np.zeros(n_in)
-    rows, rhs = [], []
-    for j in range(net.num_layers - 1):
-        W, b = net.weights[j].numpy(), net.biases[j].numpy()
-        Z, z = W @ G, W @ g + b
-        s = splits[j]
-        for i in np.flatnonzero(s):
-            sign = -1.0 if s[i] > 0 else 1.0  # active: -z <= 0; inactive: z <= 0
-            scale = max(float(np.abs(Z[i]).max()), 1e-12)
-            rows.append(sign * Z[i] / scale)
-            rhs.append(sign * z[i] / scale)
-        act = phases[j].astype(np.float64)
-        G, g = Z * act[:, None], z * act
-    W, b = net.weights[-1].numpy(), net.biases[-1].numpy()
-    P = np.array(rows).reshape(-1, n_in)
-    return W @ G, W @ g + b, P, np.array(rhs)
+def affine_pieces(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray]):
+    """(H, h, P, p): output ``y = H x + h`` on the domain's linear piece (every ReLU stable under
+    ``pre``) and split rows ``P x + p <= 0`` (one per split neuron), dense float64."""
+    from certprune.graph.encode import encode  # scipy.sparse: imported on the first leaf only
+
+    enc = encode(graph, pre, splits)
+    if enc.n_vars != enc.n_in:
+        raise ValueError("affine_pieces needs every ReLU stable on the domain")
+    P, p = enc.split_rows
+    return np.asarray(enc.out.M), enc.out.c, np.asarray(P), p
 
 
-def solve_leaf(net: AffineReluNet, lo: np.ndarray, hi: np.ndarray, phases: list[np.ndarray],
+def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],
                splits: list[np.ndarray], A: np.ndarray, b: np.ndarray, margin: float,
                time_limit: float, int_mask: np.ndarray | None = None) -> LeafOutcome:
-    """Decide one disjunct ``A y <= b`` on a fully fixed-phase domain (see module doc)."""
+    """Decide one disjunct ``A y <= b`` on a domain whose ReLUs are all stable under its sound
+    bounds ``pre`` (flat (l, u) per ReLU node; ``splits`` its split vectors; see module doc)."""
     from scipy.optimize import linprog
 
-    H, h, P, p = affine_pieces(net, phases, splits)
+    H, h, P, p = affine_pieces(graph, pre, splits)
     M = np.vstack([A @ H, P])           # rows(x) = M x + m
     m = np.concatenate([A @ h - b, p])
     n = M.shape[1]

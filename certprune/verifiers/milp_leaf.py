@@ -1,11 +1,13 @@
-"""Exact back end for small stalled domains: a big-M MILP of the whole network (scipy ``milp``,
-HiGHS branch and cut) over the domain's box and its sound pre-activation bounds.
+"""Exact back end for small stalled domains: a big-M MILP of the whole graph (scipy ``milp``,
+HiGHS branch and cut) over the domain's box, its split constraints and its sound
+pre-activation bounds, built by the one exact encoder (``certprune.graph.encode``: chains,
+residual adds, concats, convolutions, twin graphs).
 
-Variables: inputs ``x`` (integral where the region says so), per ReLU layer ``z`` in ``[l, u]``
-(the domain's clamped bounds, which also encode its split constraints), ``a`` in
-``[0, max(u, 0)]``, and a binary ``d`` per unstable neuron with ``a >= z``, ``a <= z - l (1 - d)``,
-``a <= u d``; stable neurons are exact (``a = z`` or ``a = 0``). The objective is
-``min t`` with ``A y - b <= t`` for one disjunct.
+Variables (the lifted encoding): inputs ``x`` (integral where the region says so), per ReLU
+input ``z`` in ``[l, u]`` (the domain's clamped bounds, which also encode its split
+constraints), per unstable neuron ``a`` in ``[0, u]`` and a binary ``d`` with ``a >= z``,
+``a <= z - l (1 - d)``, ``a <= u d``; stable neurons are exact (``a = z`` or ``a = 0``). The
+objective is ``min t`` with ``A y - b <= t`` for one disjunct.
 
 Tolerances: HiGHS works with feasibility/integrality tolerances around 1e-6, so this back end
 does not re-derive its refutations the way ``lp_leaf`` does. A disjunct is refuted only when
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from certprune.verifiers.affine import AffineReluNet
+from certprune.graph import Graph
 
 SOLVER_SLACK = 1e-5
 
@@ -34,62 +36,36 @@ class MilpOutcome:
     bound: float = float("nan")
 
 
-def _encode(net: AffineReluNet, lo: np.ndarray, hi: np.ndarray, pre, int_mask):
-    """Constraint rows (dense), row bounds, variable bounds, integrality; last variable is t."""
-    n_in = lo.size
-    sizes = [len(l) for l, _ in pre]
-    n = n_in + 3 * sum(sizes) + 1
-    vlo, vhi, integ = np.full(n, -np.inf), np.full(n, np.inf), np.zeros(n)
-    vlo[:n_in], vhi[:n_in] = lo, hi
-    if int_mask is not None:
-        integ[:n_in] = int_mask
-    rows, rlo, rhi = [], [], []
-    h, off = np.arange(n_in), n_in
-    for j, (l, u) in enumerate(pre):
-        W, b = net.weights[j].numpy(), net.biases[j].numpy()
-        k = len(l)
-        z, a, d = off + np.arange(k), off + k + np.arange(k), off + 2 * k + np.arange(k)
-        vlo[z], vhi[z] = l, u
-        vlo[a], vhi[a] = 0.0, np.maximum(u, 0.0)
-        vlo[d], vhi[d] = 0.0, 0.0
-        eq = np.zeros((k, n))
-        eq[np.arange(k), z] = 1.0
-        eq[:, h] = -W
-        rows.append(eq), rlo.append(b), rhi.append(b)
-        act, unst = l >= 0, (l < 0) & (u > 0)
-        ia = np.flatnonzero(act)
-        r = np.zeros((len(ia), n))
-        r[np.arange(len(ia)), a[ia]], r[np.arange(len(ia)), z[ia]] = 1.0, -1.0
-        rows.append(r), rlo.append(np.zeros(len(ia))), rhi.append(np.zeros(len(ia)))
-        iu = np.flatnonzero(unst)
-        vhi[d[iu]], integ[d[iu]] = 1.0, 1
-        m = len(iu)
-        r1, r2, r3 = np.zeros((m, n)), np.zeros((m, n)), np.zeros((m, n))
-        ar = np.arange(m)
-        r1[ar, a[iu]], r1[ar, z[iu]] = 1.0, -1.0                                      # a - z >= 0
-        r2[ar, a[iu]], r2[ar, z[iu]], r2[ar, d[iu]] = 1.0, -1.0, -l[iu]              # a - z - l d <= -l
-        r3[ar, a[iu]], r3[ar, d[iu]] = 1.0, -u[iu]                                    # a - u d <= 0
-        rows += [r1, r2, r3]
-        rlo += [np.zeros(m), np.full(m, -np.inf), np.full(m, -np.inf)]
-        rhi += [np.full(m, np.inf), -l[iu], np.zeros(m)]
-        h, off = a, off + 3 * k
-    return rows, rlo, rhi, vlo, vhi, integ, h, n
-
-
-def solve_milp(net: AffineReluNet, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],
+def solve_milp(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],
                A: np.ndarray, b: np.ndarray, margin: float, time_limit: float,
-               int_mask: np.ndarray | None = None) -> MilpOutcome:
-    """Decide one disjunct ``A y <= b`` on the domain (see module doc)."""
+               int_mask: np.ndarray | None = None, splits: list[np.ndarray] | None = None) -> MilpOutcome:
+    """Decide one disjunct ``A y <= b`` on the domain: box ``lo``/``hi``, flat bounds ``pre`` of
+    every ReLU node's input (sound on the domain), ``splits`` the domain's split vectors."""
+    import scipy.sparse as sp
     from scipy.optimize import LinearConstraint, milp
 
-    rows, rlo, rhi, vlo, vhi, integ, h, n = _encode(net, lo, hi, pre, int_mask)
-    W, bb = net.weights[-1].numpy(), net.biases[-1].numpy()
-    G, g = A @ W, A @ bb - b
-    out = np.zeros((len(G), n))
-    out[:, h] = G
-    out[:, -1] = -1.0
-    cons = LinearConstraint(np.vstack(rows + [out]), np.concatenate(rlo + [np.full(len(G), -np.inf)]),
-                            np.concatenate(rhi + [-g]))
+    from certprune.graph.encode import encode
+
+    enc = encode(graph, pre, splits, lifted=True)
+    n = enc.n_vars + 1  # the last variable is t
+    vlo, vhi = np.r_[enc.var_lo, -np.inf], np.r_[enc.var_hi, np.inf]
+    vlo[:enc.n_in], vhi[:enc.n_in] = lo, hi
+    integ = np.r_[enc.integrality, 0.0]
+    if int_mask is not None:
+        integ[:enc.n_in] = np.maximum(integ[:enc.n_in], int_mask)
+
+    def widen(M):
+        return sp.hstack([M, sp.csr_matrix((M.shape[0], 1))], format="csr")
+
+    R, rlo, rhi = enc.rows
+    P, p = enc.split_rows
+    P = sp.csr_matrix(P)
+    G = sp.csr_matrix(sp.csr_matrix(A) @ enc.out.M)
+    g = A @ enc.out.c - b
+    out = sp.hstack([G, sp.csr_matrix(-np.ones((G.shape[0], 1)))], format="csr")
+    cons = LinearConstraint(sp.vstack([widen(R), widen(P), out], format="csr"),
+                            np.concatenate([rlo, np.full(len(p), -np.inf), np.full(len(g), -np.inf)]),
+                            np.concatenate([rhi, -p, -g]))
     cost = np.zeros(n)
     cost[-1] = 1.0
     res = milp(cost, constraints=cons, integrality=integ, bounds=(vlo, vhi),

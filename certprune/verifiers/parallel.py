@@ -23,41 +23,46 @@ from certprune.errors import ConfigError
 class Job:
     """Everything a worker needs: a factory for the engine, the partitioning and the deadline
     (``time.monotonic`` seconds; Ray tasks get the remaining seconds instead), and the open
-    individuals each shard may leave (the undecided tolerance, split across shards)."""
+    individuals the whole job may leave (the undecided tolerance; each runner splits it evenly
+    across the shards it starts, so the shares add up to at most this)."""
 
     make_engine: Callable
     partitioning: object
     deadline: float
-    tolerance_points: float = 0.0  # this shard may stop once at most this many individuals are open
+    tolerance_points: float = 0.0  # the job may stop once at most this many individuals are open
+    on_progress: Callable | None = None  # engine.on_progress (serial runs only: it runs in the caller)
 
 
-def _run_shard(job: Job, pids: np.ndarray, on_done: Callable) -> None:
+def _run_shard(job: Job, pids: np.ndarray, on_done: Callable, shards: int = 1) -> None:
+    """Run the engine on ``pids``, one of ``shards`` shards (its share of the job's tolerance)."""
     import torch
     torch.set_num_threads(1)  # one process per core; torch's own pool fights the workers
     engine = job.make_engine()
+    engine.on_progress = job.on_progress
     lo, hi = job.partitioning.bounds(pids)
-    engine.run(pids, lo, hi, job.deadline, on_done, tolerance_points=job.tolerance_points)
+    engine.run(pids, lo, hi, job.deadline, on_done, tolerance_points=job.tolerance_points / max(1, shards))
 
 
 def run_serial(job: Job, pids: np.ndarray, on_done: Callable) -> None:
-    """Decide ``pids`` in this process."""
+    """Decide ``pids`` in this process (one shard: the whole tolerance; ``job.on_progress`` is
+    called after every round)."""
     if len(pids):
         _run_shard(job, pids, on_done)
 
 
-def _local_worker(job: Job, pids: np.ndarray, open_store: Callable, points: Callable) -> None:
+def _local_worker(job: Job, pids: np.ndarray, open_store: Callable, shards: int) -> None:
+    job.on_progress = None  # a forked child cannot report to the parent's callback
     store = open_store()
-    _run_shard(job, pids, lambda outs: store.write(outs, points(outs)))
+    _run_shard(job, pids, store.write, shards)
     store.close()
 
 
-def run_local(job: Job, pids: np.ndarray, workers: int, open_store: Callable, points: Callable,
-              poll: Callable[[], None]) -> None:
+def run_local(job: Job, pids: np.ndarray, workers: int, open_store: Callable, poll: Callable[[], None]) -> None:
     """Decide ``pids`` in ``workers`` forked processes (interleaved shards); each writes its own
     rows through ``open_store()``; ``poll`` is called every half second (progress bar)."""
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_local_worker, args=(job, pids[k::workers], open_store, points), daemon=True)
-             for k in range(workers) if len(pids[k::workers])]
+    shards = [pids[k::workers] for k in range(workers) if len(pids[k::workers])]
+    procs = [ctx.Process(target=_local_worker, args=(job, s, open_store, len(shards)), daemon=True) for s in shards]
     for p in procs:
         p.start()
     try:
@@ -75,10 +80,10 @@ def run_local(job: Job, pids: np.ndarray, workers: int, open_store: Callable, po
         raise RuntimeError(f"{len(bad)} fairness worker(s) failed (exit codes {bad})")
 
 
-def _ray_task(job: Job, pids: np.ndarray, seconds: float) -> list:
+def _ray_task(job: Job, pids: np.ndarray, seconds: float, shards: int) -> list:
     job.deadline = time.monotonic() + seconds
     outs: list = []
-    _run_shard(job, pids, outs.extend)
+    _run_shard(job, pids, outs.extend, shards)
     return outs
 
 
@@ -87,7 +92,9 @@ def run_ray(job: Job, pids: np.ndarray, address: str, on_done: Callable, chunks:
     ray = _ray(address)
     task = ray.remote(_ray_task)
     seconds = max(0.0, job.deadline - time.monotonic())
-    refs = [task.remote(job, s, seconds) for s in np.array_split(pids, min(chunks, max(1, len(pids)))) if len(s)]
+    job = Job(job.make_engine, job.partitioning, job.deadline, job.tolerance_points)  # no callback to ship
+    parts = [s for s in np.array_split(pids, min(chunks, max(1, len(pids)))) if len(s)]
+    refs = [task.remote(job, s, seconds, len(parts)) for s in parts]
     while refs:
         ready, refs = ray.wait(refs, num_returns=1)
         on_done(ray.get(ready[0]))

@@ -9,6 +9,7 @@ than ``MAX_PARTITIONS`` partitions are refused (ConfigError naming the count and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,16 @@ import numpy as np
 from certprune.errors import ConfigError, SpecError
 
 MAX_PARTITIONS = 10 ** 6  # ~3 KB of bookkeeping per partition: 10^6 fits in a few GB
+
+
+def box_points(lo, hi, dims=None) -> list[int]:
+    """Exact number of integer points of each inclusive box [lo, hi] (K, n) over the features
+    ``dims`` (all when None): Python ints, no int64 overflow. The one count of box sizes (partitions,
+    units, the domain)."""
+    lo, hi = np.atleast_2d(np.asarray(lo, dtype=np.float64)), np.atleast_2d(np.asarray(hi, dtype=np.float64))
+    if dims is not None:
+        lo, hi = lo[:, list(dims)], hi[:, list(dims)]
+    return [math.prod(r) for r in (hi - lo + 1).astype(np.int64).tolist()]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,10 +62,9 @@ class Partitioning:
         hi = np.stack([e[i] for e, i in zip(self.ends, idx)], axis=1).astype(np.float64)
         return lo, hi
 
-    def points(self, ids) -> np.ndarray:
-        """Number of integer points of each partition (float64)."""
-        lo, hi = self.bounds(ids)
-        return np.prod(hi - lo + 1, axis=1)
+    def points(self, ids) -> list[int]:
+        """Exact number of integer points of each partition (:func:`box_points`)."""
+        return box_points(*self.bounds(ids))
 
 
 def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int, whole=()) -> Partitioning:

@@ -3,6 +3,7 @@ and the float32 confirmation of counterexamples on the ORIGINAL model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from certprune.errors import ConfigError, UnsupportedModelError
 from certprune.graph import Graph
 from certprune.results import Result, Verdict
 from certprune.specs import InputRegion, Property
-from certprune.semantics import Semantics, chain_float32_error, parse_semantics
+from certprune.semantics import Semantics, parse_semantics
 from certprune.verifiers.affine import AffineReluNet, flatten_modules
 from certprune.verifiers.attack import Float32Model, float32_forward, float32_margin
 from certprune.verifiers.bab import Spec
@@ -36,6 +37,11 @@ class Problem:
     spec: Spec
     open_lo: np.ndarray | None = None
     open_hi: np.ndarray | None = None
+
+    @cached_property
+    def graph(self) -> Graph:
+        """The graph IR every bound and exact leaf runs on (a chain's dense form as a graph)."""
+        return chain_graph(self.net)
 
     def confirm(self, pts: np.ndarray) -> np.ndarray | None:
         """The point (float32 values, as float64, flat) among ``pts`` that lies in the region and
@@ -67,20 +73,19 @@ class Problem:
 
     def root_alive(self, cfg: Any, deadline: float | None) -> np.ndarray:
         """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN
-        (``split_bounds.optimize_spec``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
-        from certprune.verifiers.split_bounds import optimize_spec, split_intermediate
+        (``bounds.engine.root_lower``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
+        from certprune.bounds.engine import root_lower
 
         lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
         iters = 20 if cfg.use_alpha_crown else 0
-        if isinstance(self.net, Graph):
-            from certprune.bounds.engine import root_lower
-            lower = root_lower(self.net, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
-            return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
-        splits = [torch.zeros(1, n, dtype=torch.int8) for n in self.net.relu_sizes]
-        pre, _ = split_intermediate(self.net, lo, hi, splits)
-        lower, _, _ = optimize_spec(self.net, pre, lo, hi, self.spec.C, self.spec.c, splits, iters, self.spec.tol,
-                                    lr=0.5, deadline=deadline)
+        lower = root_lower(self.graph, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
         return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
+
+
+def chain_graph(net: AffineReluNet | Graph) -> Graph:
+    """``net`` as a graph (an AffineReluNet becomes its Linear/ReLU chain)."""
+    from certprune.graph import build_graph
+    return net if isinstance(net, Graph) else build_graph(net)
 
 
 def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, open_lo: np.ndarray | None = None,
@@ -191,18 +196,18 @@ _CHAIN_PASSIVE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
 
 def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
     """``--semantics float32``: a rigorous bound (n_out,) on |float32 output - exact output| over
-    the box, from :func:`certprune.semantics.chain_float32_error` with CROWN pre-activation bounds
-    of the whole region (valid on every sub-domain). Only for chain MLPs executed layer by layer
-    (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact weights): anything else
-    (conv, merged affine runs, graphs) raises UnsupportedModelError."""
-    from certprune.verifiers.split_bounds import split_intermediate
+    the box, from :func:`certprune.bounds.float32.output_error` on the graph of ``net`` with
+    intersected CROWN bounds of the whole region (valid on every sub-domain). Only for chain MLPs
+    executed layer by layer (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact
+    weights): anything else (conv, merged affine runs, graphs) raises UnsupportedModelError."""
+    from certprune.bounds import crown
+    from certprune.bounds.float32 import output_error
+    from certprune.verifiers.bounds import graph_of
 
     require_float32_chain(model, net)
-    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-    splits = [torch.zeros(1, n, dtype=torch.int8) for n in net.relu_sizes]
-    pre, _ = split_intermediate(net, lo_t, hi_t, splits)
-    return chain_float32_error(net.weights, net.biases, torch.maximum(lo_t.abs(), hi_t.abs())[0],
-                               [u[0] for _, u in pre])
+    g = graph_of(net)
+    st = crown.intermediate(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], intersect=True)
+    return output_error(g, st.bounds)[0]
 
 
 def require_float32_chain(model, net=None) -> None:

@@ -1,4 +1,10 @@
-"""The twin network: fairness compiled to an ordinary Property over one AffineReluNet.
+"""The twin network: fairness compiled to an ordinary Property over a twin of the model.
+
+Two forms: :func:`twin_graph`, the graph IR (shared input z, Select / Add nodes building x and
+x', two copies of the model's graph, output ``[s(x), s(x')]``), which the fairness engine's
+bounds run on (``twin_bounds``: forward pass and backward CROWN over it); and :func:`twin_net`,
+the same function as one block-diagonal AffineReluNet for the chain-only back ends (z3, the
+Property-based ``verify``).
 
 Input layout ``z = [x (n features), x'_p (one per protected feature), d_r (one per relaxed
 feature)]``; ``x = P z`` and ``x' = P' z`` where ``x'`` equals ``x`` except ``x'_p = z[n+j]`` and
@@ -20,6 +26,9 @@ import torch
 from certprune.errors import UnsupportedModelError
 from certprune.fairness_spec import FairnessSpec
 from certprune.specs import InputRegion, LinearConstraints, Property
+from certprune.graph import ops_merge as M
+from certprune.graph import ops_shape as S
+from certprune.graph.ir import Graph, Node
 from certprune.verifiers.affine import AffineReluNet
 
 
@@ -81,6 +90,63 @@ def twin_net(net: AffineReluNet, layout: TwinLayout) -> AffineReluNet:
         ws.append(torch.block_diag(w, w))
         bs.append(torch.cat([b, b]))
     return AffineReluNet(tuple(ws), tuple(bs), (layout.dz,))
+
+
+@dataclass(frozen=True, eq=False)
+class TwinGraph:
+    """The twin as a graph IR: input z (dz,), nodes ``x``/``xp`` building x = P z and x' = P' z
+    (Select, and Add for relaxed features), two copies of the model graph on them, output
+    ``[s(x), s(x')]`` (Concat). ``outs`` = each copy's output node; ``pairs[j]`` = the two copies
+    (on x, on x') of the model's node j (``pairs[0] = (x, xp)``); ``relus`` = the pairs of ReLU
+    nodes in layer order."""
+
+    graph: Graph
+    x: int
+    xp: int
+    outs: tuple[int, int]
+    pairs: tuple[tuple[int, int], ...]
+    relus: tuple[tuple[int, int], ...]
+    model: Graph
+
+
+def twin_graph(model: "AffineReluNet | Graph", layout: TwinLayout) -> TwinGraph:
+    """The twin graph of a one-logit model (see :class:`TwinGraph`); the two copies share the
+    operator objects (the same weights), so their per-operator semantics exist once."""
+    from certprune.graph import build_graph
+    g = build_graph(model) if isinstance(model, AffineReluNet) else model
+    if g.input_dim != layout.n:
+        raise UnsupportedModelError(f"the model has {g.input_dim} inputs, the fairness spec {layout.n} features")
+    nodes = [Node(None, (), (layout.dz,), "z")]
+
+    def add(op, ins, shape, label):
+        nodes.append(Node(op, tuple(ins), tuple(shape), label))
+        return len(nodes) - 1
+    n = layout.n
+    x = add(S.Select(torch.arange(n), (layout.dz,), (n,)), (0,), (n,), "x")
+    base = torch.arange(n)  # x' before the relaxed offsets: x with the protected values replaced
+    for j, i in enumerate(layout.protected):
+        base[i] = n + j
+    if layout.relaxed:  # x'_r = x_r + d_r, placed among the other entries of z by one Select
+        r, rel = len(layout.relaxed), list(layout.relaxed)
+        xr = add(S.Select(base[rel], (layout.dz,), (r,)), (0,), (r,), "x_r")
+        dr = add(S.Select(torch.arange(r) + n + len(layout.protected), (layout.dz,), (r,)), (0,), (r,), "d_r")
+        s = add(M.AddSub(1.0), (xr, dr), (r,), "x_r + d_r")
+        cat = add(M.Concat(1, [layout.dz, r]), (0, s), (layout.dz + r,), "[z, x_r + d_r]")
+        base[rel] = layout.dz + torch.arange(r)
+        xp = add(S.Select(base, (layout.dz + r,), (n,)), (cat,), (n,), "x'")
+    else:
+        xp = add(S.Select(base, (layout.dz,), (n,)), (0,), (n,), "x'")
+    maps = []
+    for src in (x, xp):
+        m = {0: src}
+        for j, node in enumerate(g.nodes[1:], start=1):
+            m[j] = add(node.op, [m[k] for k in node.inputs], node.shape, node.label)
+        maps.append(m)
+    k = g.nodes[g.output].shape[-1]
+    outs = (maps[0][g.output], maps[1][g.output])
+    out = add(M.Concat(1, [k, k]), outs, (2 * k,), "[s(x), s(x')]")
+    pairs = tuple((maps[0][j], maps[1][j]) for j in range(len(g.nodes)))
+    return TwinGraph(Graph(tuple(nodes), out), x, xp, outs, pairs, tuple(pairs[j] for j in g.relu_nodes), g)
 
 
 def protected_pairs(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

@@ -35,12 +35,16 @@ class Units:
 
 class UnitPool:
     """Growable arrays of open units with tombstones: ``add`` appends, ``pop`` removes and returns
-    the ``k`` largest (or smallest) by open volume; compacted when half the slots are dead."""
+    the ``k`` largest (or smallest) by open volume; compacted when half the slots are dead. The
+    open volume of each slot is computed once, on ``add`` (a unit in the pool does not change).
+    Integer bounds are held as int32 when they fit (half the memory of float64; ``pop`` returns
+    float64 again)."""
 
     def __init__(self) -> None:
         self.buf: list[np.ndarray] | None = None
         self.n = 0
         self.alive = np.zeros(0, dtype=bool)
+        self.vol = np.zeros(0)
         self.count = 0
 
     def __len__(self) -> int:
@@ -51,22 +55,24 @@ class UnitPool:
             return
         arrs = u.astuple()
         if self.buf is None:
-            self.buf = [np.empty((0, *a.shape[1:]), a.dtype) for a in arrs]
+            small = all(np.array_equal(a, np.round(a)) and np.abs(a).max(initial=0) < 2 ** 31 for a in arrs[:2])
+            self.buf = [np.empty((0, *a.shape[1:]), np.int32 if small and i < 2 else a.dtype)
+                        for i, a in enumerate(arrs)]
         need = self.n + len(u)
         if need > len(self.alive):
             cap = max(need, 2 * len(self.alive), 1024)
-            self.buf = [np.concatenate([b[:self.n], np.empty((cap - self.n, *b.shape[1:]), b.dtype)]) for b in self.buf]
-            self.alive = np.concatenate([self.alive[:self.n], np.zeros(cap - self.n, dtype=bool)])
+            self.buf = [_grown(b, self.n, cap) for b in self.buf]
+            self.alive, self.vol = _grown(self.alive, self.n, cap), _grown(self.vol, self.n, cap)
         for b, a in zip(self.buf, arrs):
             b[self.n:need] = a
         self.alive[self.n:need] = True
+        self.vol[self.n:need] = u.volume()
         self.n, self.count = need, self.count + len(u)
 
     def volume_sum(self) -> float:
         if self.count == 0:
             return 0.0
-        idx = np.flatnonzero(self.alive[:self.n])
-        return float((self.buf[5][idx] * self.buf[3][idx].sum(1)).sum())
+        return float(self.vol[:self.n][self.alive[:self.n]].sum())
 
     def pop(self, k: int, drain: bool = False) -> Units:
         """Remove and return up to ``k`` units: those with the largest open volume, or (``drain``)
@@ -74,18 +80,26 @@ class UnitPool:
         while the large ones keep being refined."""
         idx = np.flatnonzero(self.alive[:self.n])
         if len(idx) > k:
-            vol = self.buf[5][idx] * self.buf[3][idx].sum(1)
+            vol = self.vol[idx]
             if drain:
                 order = np.argsort(vol)
                 idx = idx[np.concatenate([order[-(k - k // 2):], order[:k // 2]])]
             else:
                 idx = idx[np.argpartition(-vol, k - 1)[:k]]
-        out = Units(*(b[idx].copy() for b in self.buf))
+        out = Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
         self.alive[idx] = False
         self.count -= len(idx)
         if self.n > 10000 and self.count < self.n // 2:
             keep = np.flatnonzero(self.alive[:self.n])
             self.buf = [b[keep] for b in self.buf]
+            self.vol = self.vol[keep]
             self.alive = np.ones(len(keep), dtype=bool)
             self.n = len(keep)
         return out
+
+
+def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
+    """A new array of ``cap`` rows whose first ``n`` are those of ``a`` (the rest uninitialised)."""
+    out = np.empty((cap, *a.shape[1:]), a.dtype)
+    out[:n] = a[:n]
+    return out

@@ -17,7 +17,7 @@ Soundness conventions
   rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
   block nearly every certificate). Raise ``cert_margin`` for such nets, or ask for
   ``semantics = "float32"`` (chain MLPs): each row's margin then also adds ``|A_r| e``, where ``e``
-  is the rigorous float32 rounding-error bound of :func:`certprune.semantics.chain_float32_error`
+  is the rigorous float32 rounding-error bound of :func:`certprune.bounds.float32.output_error`
   over the whole region (the bound the fairness audit uses per box). ``stats["semantics"]`` names it.
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
   equal the float32 rounding of a box bound where no float32 number lies inside), given as float32
@@ -167,7 +167,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                            cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit)
-    out = BranchAndBound(pb.net, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
+    out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
                          attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
                          progress=progress).run(alive)
     stats.update(out.stats)

@@ -22,7 +22,9 @@ class ScoreContext:
     or None when no data was given; ``epsilon`` is the L-inf radius used by stability;
     ``domain`` clips perturbation boxes (e.g. (0, 1) for images); ``amount`` is the fraction of
     units the current step removes (for criteria whose choice depends on it, e.g. i-SpaSP);
-    ``protected`` is the column of ``X`` holding the protected attribute (m-info-flow)."""
+    ``protected`` is the column of ``X`` holding the protected attribute (m-info-flow);
+    ``stability_magnitude`` in [0, 1] is the weight of the magnitude rank in the stability score
+    (0: Li et al.'s score alone; see :func:`certprune.pruning.criteria.stability.unit_scores`)."""
 
     model: nn.Module
     X: torch.Tensor | None = None
@@ -37,6 +39,7 @@ class ScoreContext:
     stability_reduce: str = "mean"
     amount: float | None = None
     protected: int | None = None
+    stability_magnitude: float = 0.0
 
 
 def require_data(ctx: ScoreContext, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:

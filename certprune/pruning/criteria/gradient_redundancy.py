@@ -14,6 +14,8 @@ column lies outside the dominant directions is redundant and goes first.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -51,13 +53,24 @@ def effective_rank(sigma: torch.Tensor, tol: float = ENERGY_TOL) -> int:
     return max(1, int((cum < 1 - tol).sum()) + 1)
 
 
+# One analysis per (context, layers): a pruning step asks for unit_scores and then layer_budgets
+# with the same context, and both rest on the same gradient matrices and SVDs.
+_ANALYSED: "weakref.WeakKeyDictionary[ScoreContext, tuple[tuple, dict]]" = weakref.WeakKeyDictionary()
+
+
 def _analyse(ctx: ScoreContext, layers: list[UnitLayer]) -> dict[str, tuple[int, torch.Tensor]]:
-    """(rank, leverage scores) per layer."""
+    """(rank, leverage scores) per layer, computed once per context and set of layers (a
+    context's model is not changed while it is scored: the step removes units afterwards)."""
+    key = tuple((l.name, id(l.module), l.width) for l in layers)
+    cached = _ANALYSED.get(ctx)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     out = {}
     for name, G in gradient_matrices(ctx, layers).items():
         _, sigma, Vh = torch.linalg.svd(G, full_matrices=False)
         r = effective_rank(sigma)
         out[name] = (r, (Vh[:r] ** 2).sum(0))
+    _ANALYSED[ctx] = (key, out)
     return out
 
 

@@ -76,10 +76,10 @@ def unit_scores(ctx: ScoreContext, layers: list[UnitLayer]) -> dict[str, torch.T
     """Sum over a neuron's outgoing edges of accuracy flow - bias flow."""
     from certprune.pruning.criteria.base import next_affine
 
+    nxts = [next(m for m in next_affine(ctx.model, l) if isinstance(m, (nn.Linear, nn.Conv2d))) for l in layers]
+    inputs = linear_inputs(ctx, nxts)  # one forward pass for every layer
     out = {}
-    for l in layers:
-        nxt = next(m for m in next_affine(ctx.model, l) if isinstance(m, (nn.Linear, nn.Conv2d)))
-        (a,) = linear_inputs(ctx, [nxt])
+    for l, nxt, a in zip(layers, nxts, inputs):
         acc, bias = edge_flows(ctx, nxt, a)
         out[l.name] = (acc - bias).sum(0)
     return out

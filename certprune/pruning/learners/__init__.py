@@ -36,6 +36,15 @@ class Learned:
     stats: dict = field(default_factory=dict)
 
 
+def loop_config(epochs: int, opts, seed: int):
+    """The :class:`~certprune.pruning.finetune.FinetuneConfig` a learner trains with in
+    :func:`~certprune.pruning.finetune.train_loop`: ``epochs``, the options' lr and batch size,
+    a constant learning rate, no stability or slimming term."""
+    from certprune.pruning.finetune import FinetuneConfig
+
+    return FinetuneConfig(epochs, opts.lr, opts.batch_size, "constant", domain=opts.domain, seed=seed)
+
+
 def learner(name: str) -> ModuleType:
     """The module implementing mask learner ``name`` (ConfigError for unknown names)."""
     if name not in _MODULES:

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError, UnsupportedModelError
-from certprune.pruning.learners import Learned
+from certprune.pruning.finetune import Hooks, train_loop
+from certprune.pruning.learners import Learned, loop_config
 from certprune.pruning.learners.approx_mult import energy_factor, truncated_product, truncation_stats, worst_error
-from certprune.pruning.learners.loop import Hooks, train
 
 GRANULARITIES = ("unstructured",)
 AMOUNT_OPTIONAL = True
@@ -175,9 +175,9 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
 
     hooks = [m.register_forward_hook(noise(k)) for k, m in enumerate(layers)]
     try:
-        train(work, X[:cut], y[:cut], cfg.agn_epochs, opts.lr, opts.batch_size, seed,
-              Hooks(extra_loss=lambda: -cfg.agn_lambda * rho.mean()), list(work.parameters()),
-              torch.optim.Adam([rho], lr=cfg.agn_sigma_lr))
+        train_loop(work, X[:cut], y[:cut], loop_config(cfg.agn_epochs, opts, seed),
+                   Hooks(extra_loss=lambda: -cfg.agn_lambda * rho.mean()), list(work.parameters()),
+                   torch.optim.Adam([rho], lr=cfg.agn_sigma_lr), desc="agn")
     finally:
         for h in hooks:
             h.remove()

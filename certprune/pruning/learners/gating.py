@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError, UnsupportedModelError
-from certprune.pruning.learners import Learned
-from certprune.pruning.learners.loop import Hooks, train
+from certprune.pruning.finetune import Hooks, train_loop
+from certprune.pruning.learners import Learned, loop_config
 
 GRANULARITIES = ("neuron",)
 REFUSAL = ("input-dependent neuron gating (GatedBlock) is not part of certprune's verifiable graph: "
@@ -110,7 +110,8 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
     def l1() -> torch.Tensor:
         return cfg.gating_l1 * sum(b.last_saliency.abs().mean() for b in blocks)
 
-    train(work, X, y, cfg.gating_epochs, opts.lr, opts.batch_size, seed, Hooks(extra_loss=l1), list(work.parameters()))
+    train_loop(work, X, y, loop_config(cfg.gating_epochs, opts, seed), Hooks(extra_loss=l1), list(work.parameters()),
+               desc="gating")
     for b in blocks:
         b.record, b.last_saliency = False, None
     return Learned(model=work, stats={"amount": amount, "kept_per_input": {str(i): b.k for i, b in enumerate(blocks)},

@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from certprune.errors import ConfigError
-from certprune.pruning.learners import Learned
-from certprune.pruning.learners.loop import Hooks, train
+from certprune.pruning.finetune import Hooks, train_loop
+from certprune.pruning.learners import Learned, loop_config
 from certprune.pruning.learners.ste import RecoverableMask
 from certprune.pruning.layers import unit_layers, weight_layers
 from certprune.pruning.masks import unstructured_masks
@@ -135,8 +135,8 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
         state["kept"].append(sum(float(mk.t.sum()) for mk in masks.values()) / sum(mk.t.numel() for mk in masks.values()))
 
     try:
-        train(work, X, y, cfg.gibbs_epochs, opts.lr, opts.batch_size, seed,
-              Hooks(on_epoch=on_epoch, after_step=resample), list(work.parameters()))
+        train_loop(work, X, y, loop_config(cfg.gibbs_epochs, opts, seed), Hooks(on_epoch=on_epoch, after_step=resample),
+                   list(work.parameters()), desc="gibbs")
     finally:
         for _, m in layers:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)

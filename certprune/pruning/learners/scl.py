@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from certprune.errors import ConfigError
-from certprune.pruning.learners import Learned
-from certprune.pruning.learners.loop import Hooks, train
+from certprune.pruning.finetune import Hooks, train_loop
+from certprune.pruning.learners import Learned, loop_config
 from certprune.pruning.learners.ste import StepMask
 from certprune.pruning.layers import unit_layers, weight_layers
 
@@ -110,8 +110,8 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
                     p.grad.copy_(normalise_per_feature(p.grad) + reg)
 
     try:
-        train(work, X, y, cfg.scl_epochs, opts.lr, opts.batch_size, seed, Hooks(after_backward=after_backward),
-              raw_weights(work, logits), mask_opt)
+        train_loop(work, X, y, loop_config(cfg.scl_epochs, opts, seed), Hooks(after_backward=after_backward),
+                   raw_weights(work, logits), mask_opt, desc="scl")
         keep = _capped({k: p.detach() for k, p in logits.items()}, amount)
     finally:
         detach(work)

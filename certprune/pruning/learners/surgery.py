@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from certprune.errors import ConfigError
-from certprune.pruning.learners import Learned
-from certprune.pruning.learners.loop import Hooks, train
+from certprune.pruning.finetune import Hooks, train_loop
+from certprune.pruning.learners import Learned, loop_config
 from certprune.pruning.learners.ste import RecoverableMask
 from certprune.pruning.layers import weight_layers
 from certprune.pruning.masks import unstructured_masks
@@ -91,8 +91,8 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
     weights = [p for p in work.parameters()]
     try:
         update(0)
-        train(work, X, y, cfg.surgery_epochs, opts.lr, opts.batch_size, seed, Hooks(after_step=lambda it: update(it + 1)),
-              weights)
+        train_loop(work, X, y, loop_config(cfg.surgery_epochs, opts, seed), Hooks(after_step=lambda it: update(it + 1)),
+                   weights, desc="dynamic-surgery")
         final = unstructured_masks({n: _collapse_score(raw[n], masks[n].t) for n in masks}, amount, "local")
     finally:
         for _, m in layers:

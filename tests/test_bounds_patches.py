@@ -1,0 +1,141 @@
+"""The fast paths of the identity-spec CROWN passes give the bounds of the plain sweep: patches
+mode (``certprune.bounds.patches``, local windows) on every convolutional node (strided /
+padded convs, BatchNorm, Pad, residual adds) whatever the location chunking, with a dense
+fallback where it does not apply; the one-product ReLU -> Linear step; numpy's BLAS products."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from certprune.bounds import crown, patches
+from certprune.graph import build_graph
+from certprune.io import onnx_ops as ops
+from tests.graph_nets import GRAPHS
+
+
+def _chain() -> nn.Sequential:
+    torch.manual_seed(4)
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=2),
+                         bn.eval(), nn.ReLU(), ops.ConstantPad((1, 0, 2, 1)), nn.Conv2d(4, 2, 2, stride=2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(40, 3)).eval()
+
+
+NETS = {"chain_bn_pad": (_chain, (2, 9, 9)), "conv_residual": (lambda: GRAPHS["conv_residual"][0](1), (1, 8, 8))}
+
+
+def _dense(g, t, st, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(patches, "patch_crown", lambda *a, **k: None)
+        return crown.node_crown(g, t, st)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_patches_equal_the_dense_pass_on_every_conv_node(name, monkeypatch):
+    make, shape = NETS[name]
+    g = build_graph(make(), shape)
+    gen = torch.Generator().manual_seed(1)
+    d = int(torch.tensor(shape).prod())
+    lo = torch.rand(3, d, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.5 * torch.rand(3, d, generator=gen, dtype=torch.float64)
+    st = crown.intermediate(g, lo, hi)
+    kinds = set()
+    for t in range(1, len(g.nodes)):
+        if patches.plan(g, t) is None:
+            assert patches.patch_crown(g, t, st, 1 << 25, fraction=1e9) is None
+            continue
+        kinds.add(g.nodes[t].op.kind)
+        pl, pu = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)  # forced on, whatever the cost
+        dl, du = _dense(g, t, st, monkeypatch)
+        torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
+        torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
+        cl, cu = patches.patch_crown(g, t, st, 40, fraction=1e9)  # one location per chunk
+        torch.testing.assert_close(cl, pl, rtol=0, atol=1e-12)
+        torch.testing.assert_close(cu, pu, rtol=0, atol=1e-12)
+        assert (pl <= pu + 1e-12).all()
+    assert {"conv", "relu"} <= kinds
+    assert ("pad" in kinds and "scale" in kinds) if name == "chain_bn_pad" else "add" in kinds
+
+
+def test_plan_refuses_what_it_cannot_window():
+    g = build_graph(_chain(), (2, 9, 9))
+    assert patches.plan(g, len(g.nodes) - 1) is None  # the Linear head: 1-D
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
+    assert patches.plan(build_graph(m, (2, 7, 7)), 3) is None  # grouped conv below
+    geo = patches.plan(g, 7)  # Conv(s2) <- Pad <- ReLU <- BN <- Conv(p2) <- ReLU <- Conv(s2, p1) <- input
+    assert geo[6] == (2, 2, 2, 2, 0, 0) and geo[5] == (2, 2, 2, 2, 2, 1)
+    assert geo[0][2:4] == (4, 4)  # strides multiply
+
+
+def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):
+    """On a convnet the second conv's bounds come from patches (cheaper) and equal the dense ones."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2), nn.ReLU(), nn.Conv2d(4, 8, 4, stride=2), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(200, 10)).eval()
+    g = build_graph(m, (1, 28, 28))
+    lo = torch.rand(2, 784, dtype=torch.float64)
+    hi = (lo + 0.02).clamp(max=1)
+    st = crown.intermediate(g, lo, hi)
+    assert patches.patch_crown(g, 3, st, crown.ROW_BUDGET) is not None
+    pl, pu = crown.node_crown(g, 3, st)
+    dl, du = _dense(g, 3, st, monkeypatch)
+    torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
+
+
+def test_blas_matmul_equals_torch_and_keeps_autograd():
+    """``ops_linear.matmul`` (numpy's BLAS for large float64 products) equals torch's product,
+    and products that need gradients (alpha-CROWN) stay in torch."""
+    from certprune.graph.ops_linear import matmul
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(64, 30, 50, generator=g, dtype=torch.float64)
+    W = torch.randn(50, 21, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(matmul(A, W), A @ W, rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(matmul(A[:, ::2], W), A[:, ::2] @ W, rtol=1e-13, atol=1e-12)  # non-contiguous
+    Ag = A.clone().requires_grad_(True)
+    out = matmul(Ag, W)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    torch.testing.assert_close(Ag.grad, W.sum(1).expand(64, 30, 50), rtol=0, atol=1e-12)
+
+
+def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
+    """node_crown's one-product step through ReLU -> Linear (``crown._relu_linear_step``, used
+    from 16 boxes on) gives the intermediate and output bounds of the plain sweep, with and
+    without a bias on the Linear below, and with split-clamped relaxations."""
+    from certprune.verifiers.bounds import compute_bounds
+    from tests.conftest import random_mlp
+    m = random_mlp([6, 12, 10, 8, 3], seed=2)
+    with torch.no_grad():
+        m[2].bias = None  # a Linear without bias below the second ReLU
+    g = build_graph(m, (6,))
+    gen = torch.Generator().manual_seed(3)
+    lo = torch.rand(40, 6, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.6 * torch.rand(40, 6, generator=gen, dtype=torch.float64)
+    used = []
+    real = crown._relu_linear_step
+    monkeypatch.setattr(crown, "_relu_linear_step", lambda *a: used.append(real(*a)) or used[-1])
+    splits = {g.relu_nodes[0]: (torch.rand(40, 12, generator=gen) * 3).long().sub(1).to(torch.int8)}
+    fast = crown.intermediate(g, lo, hi, splits=splits)
+    fast_out = crown.output_bounds(g, fast)
+    b_fast = compute_bounds(m, lo, hi, engine="native", return_intermediate=True)
+    assert sum(u is not None for u in used) >= 4  # two intermediate nodes, two calls each
+    monkeypatch.setattr(crown, "_relu_linear_step", lambda *a: None)
+    slow = crown.intermediate(g, lo, hi, splits=splits)
+    slow_out = crown.output_bounds(g, slow)
+    b_slow = compute_bounds(m, lo, hi, engine="native", return_intermediate=True)
+    for i in slow.bounds:
+        torch.testing.assert_close(fast.bounds[i][0], slow.bounds[i][0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(fast.bounds[i][1], slow.bounds[i][1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_out[0], slow_out[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_fast.lower, b_slow.lower, rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_fast.upper, b_slow.upper, rtol=0, atol=1e-12)
+    for (a, b), (c, d) in zip(b_fast.intermediate, b_slow.intermediate):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, d, rtol=0, atol=1e-12)

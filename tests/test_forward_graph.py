@@ -1,0 +1,140 @@
+"""Forward symbolic bounds over the graph IR (``certprune.bounds.forward``): sampled points
+(10^4 per box) inside every node's bounds on residual / concat / conv / twin graphs, exact on
+point boxes and on linear graphs, the values the former chain-only ``native_forward`` gave
+(recorded on a hand-built net), and ``compute_bounds(mode="forward")`` on graphs.
+(Agreement with auto_LiRPA's forward mode on chains: tests/test_bounds_agreement.py.)"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certprune.bounds.forward import forward_bounds, forward_pass
+from certprune.graph import build_graph
+from certprune.io import onnx_ops as ops
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.bounds import compute_bounds
+from tests.graph_nets import GRAPHS, graph
+from tests.test_graph_bounds import N_SAMPLES, _inside
+from tests.test_graph_bounds import _boxes as graph_boxes
+from tests.test_graph_bounds import _samples as _points
+
+
+
+def _boxes(d: int, n: int, seed: int, width: float = 0.6):
+    return graph_boxes((d,), n, seed, width)
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("intersect", [False, True])
+def test_sampled_points_inside_forward_bounds_at_every_node(name, seed, intersect):
+    make, shape = GRAPHS[name]
+    g = build_graph(make(seed), shape)
+    lo, hi = _boxes(g.input_dim, 2, seed + 11)
+    res = forward_pass(g, lo, hi, intersect_ibp=intersect, every_node=True)
+    (yl, yu), _ = forward_bounds(g, lo, hi, intersect_ibp=intersect)
+    for box in range(2):
+        vals = g.forward(_points(lo, hi, box, seed=box), keep=True)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], res.bounds[t][0][box], res.bounds[t][1][box]), (name, t)
+        assert _inside(vals[g.output], yl[box], yu[box])
+        assert (yu[box] - yl[box]).max() < 1e3  # not vacuous
+
+
+def test_forward_bounds_are_exact_on_point_boxes():
+    for name, (make, shape) in GRAPHS.items():
+        g = build_graph(make(3), shape)
+        lo, _ = _boxes(g.input_dim, 3, 4)
+        (yl, yu), _ = forward_bounds(g, lo, lo.clone())
+        y = g.forward(lo).reshape(3, -1)
+        torch.testing.assert_close(yl, y, rtol=0, atol=1e-10)
+        torch.testing.assert_close(yu, y, rtol=0, atol=1e-10)
+
+
+def test_linear_graph_keeps_exact_functions():
+    """Without ReLUs every node is a linear function of the input: the forward bounds are the
+    exact range (= interval arithmetic on the composed matrix), even through select/concat/add."""
+    g_ = torch.Generator().manual_seed(0)
+    l1, l2 = nn.Linear(4, 3), nn.Linear(6, 2)
+    with torch.no_grad():
+        for p in (*l1.parameters(), *l2.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g_))
+    m = graph([(l1, ("__input__",), "a"), (ops.Select(np.array([0, 1, 3]), (3,)), ("__input__",), "s"),
+               (ops.TensorBinary("Sub"), ("a", "s"), "d"), (ops.Concat(1), ("d", "a"), "c"),
+               (l2, ("c",), "y")], "y")
+    g = build_graph(m, (4,))
+    lo, hi = _boxes(4, 3, 1, width=2.0)
+    (yl, yu), _ = forward_bounds(g, lo, hi)
+    M = torch.func.jacrev(lambda x: g.forward(x[None])[0])(torch.zeros(4, dtype=torch.float64))  # (2, 4)
+    y0 = g.forward(torch.zeros(1, 4, dtype=torch.float64))[0]
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    torch.testing.assert_close(yl, c @ M.T + y0 - r @ M.abs().T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(yu, c @ M.T + y0 + r @ M.abs().T, rtol=0, atol=1e-12)
+
+
+def test_chain_values_equal_the_former_native_forward():
+    """Recorded from ``verifiers/native_forward.forward_crown`` (deleted) on this net."""
+    W = ([[1.0, -2.0], [0.5, 1.5], [-1.0, 1.0]], [[1.0, -1.0, 2.0], [-0.5, 1.0, 1.0]], [[1.0, -2.0]])
+    B = ([0.5, -0.25, 0.0], [0.0, -1.0], [0.25])
+    net = AffineReluNet(tuple(torch.tensor(w, dtype=torch.float64) for w in W),
+                        tuple(torch.tensor(b, dtype=torch.float64) for b in B), (2,))
+    lo = torch.tensor([[-1.0, -0.5], [0.0, 0.25]], dtype=torch.float64)
+    hi = torch.tensor([[0.5, 1.0], [1.0, 0.75]], dtype=torch.float64)
+    b = compute_bounds(net, lo, hi, mode="forward", return_intermediate=True)
+    assert b.method == "forward"
+    torch.testing.assert_close(b.lower, torch.tensor([[-4.094512195121951], [-1.0]], dtype=torch.float64))
+    torch.testing.assert_close(b.upper, torch.tensor([[4.25], [1.625]], dtype=torch.float64))
+    pre = [([[-2.5, -1.5, -1.0], [-1.0, 0.125, -0.75]], [[2.0, 1.5, 2.0], [1.0, 1.375, 0.75]]),
+           ([[-2.375, -3.0], [-1.375, -1.125]], [[4.0, 2.125], [1.375, 0.625]])]
+    for (l, u), (el, eu) in zip(b.intermediate, pre):
+        torch.testing.assert_close(l, torch.tensor(el, dtype=torch.float64))
+        torch.testing.assert_close(u, torch.tensor(eu, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_compute_bounds_forward_mode_runs_on_graphs_with_a_spec(name):
+    """mode="forward" on non-chain graphs (it was chain-only), with a spec matrix C: sound by
+    sampling, and C folded into a Linear output is never looser than C applied to y's bounds."""
+    make, shape = GRAPHS[name]
+    m = make(1).double()
+    d = int(np.prod(shape))
+    lo, hi = _boxes(d, 2, 7)
+    g = build_graph(m, shape)
+    C = torch.randn(2, g.output_dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    b = compute_bounds(m, lo.reshape(2, *shape), hi.reshape(2, *shape), mode="forward", C=C, engine="native",
+                       input_shape=shape, return_intermediate=True)
+    assert b.method == "forward" and len(b.intermediate) == len(g.relu_nodes)
+    plain = compute_bounds(m, lo.reshape(2, *shape), hi.reshape(2, *shape), mode="forward", engine="native",
+                           input_shape=shape)
+    Cp, Cn = C.clamp(min=0), C.clamp(max=0)
+    assert (b.lower >= plain.lower @ Cp.T + plain.upper @ Cn.T - 1e-9).all()
+    for box in range(2):
+        y = g.forward(_points(lo, hi, box, seed=3)).reshape(N_SAMPLES, -1) @ C.T
+        assert _inside(y, b.lower[box], b.upper[box])
+
+
+def _every_op_net() -> nn.Module:
+    """Pad, Conv, ReLU, AvgPool, Permute, MatMul by a constant, constant Mul/Add, Flatten, Linear."""
+    torch.manual_seed(4)
+    return nn.Sequential(ops.ConstantPad((1, 1, 1, 1)), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.AvgPool2d(2),
+                         ops.Permute((0, 2, 3, 1)), ops.MatMulConst(np.random.default_rng(0).normal(size=(3, 4))),
+                         ops.ConstBinary("Mul", np.float32(-0.75), False),
+                         ops.ConstBinary("Add", np.linspace(-1, 1, 4).astype(np.float32), False), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
+def test_every_operator_forward_map_is_sound_by_sampling():
+    m = _every_op_net()
+    g = build_graph(m, (2, 4, 4))
+    kinds = {n.op.kind for n in g.nodes[1:]}
+    assert {"pad", "conv", "relu", "pool", "permute", "matmul", "scale", "reshape", "linear"} <= kinds
+    lo, hi = _boxes(g.input_dim, 2, 9)
+    res = forward_pass(g, lo, hi, every_node=True)
+    for box in range(2):
+        x = _points(lo, hi, box, seed=box)
+        vals = g.forward(x, keep=True)
+        torch.testing.assert_close(vals[g.output], m.double()(x.reshape(-1, 2, 4, 4)), rtol=0, atol=1e-10)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], res.bounds[t][0][box], res.bounds[t][1][box]), g.nodes[t]

@@ -1,0 +1,282 @@
+"""Red team of the graph engine (beta-CROWN splits, forward mode, patches, float32 bound, IR
+leaves) on random operator DAGs (``tests.test_redteam_today.random_graph``: conv with stride /
+padding / dilation / groups, BatchNorm, Pad, AvgPool, constant Mul / Div / Sub, Permute,
+residual Add / Sub, Gather with repeats, Concat).
+
+Finding fixed here (certprune/bounds/crown.py ``intermediate``): with split vectors present
+(branch and bound always passes them, all zero at the root), a domain was called infeasible
+wherever a ReLU input's lower bound exceeded its upper bound -- which happens *by rounding* on
+values that are constant over the box (a padded border of a conv, scaled: CROWN and the interval
+image intersected cross by an ulp). The root domain was then dropped, and ``verify`` answered
+CERTIFIED on a property that a sampled point violates by 1e-3. Now a domain is empty only where
+a split contradicts the bounds beyond a 1e-9 relative tolerance, and crossing bounds are widened.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certprune.bounds import crown, patches
+from certprune.bounds.engine import domain_bounds
+from certprune.bounds.float32 import output_error
+from certprune.bounds.forward import forward_pass
+from certprune.bounds.ibp import ibp
+from certprune.graph import build_graph
+from certprune.io import onnx_ops as ops
+from certprune.network import as_network
+from certprune.results import Verdict
+from certprune.specs import box_property
+from certprune.verifiers.verify import verify
+from tests.graph_nets import graph
+from tests.test_redteam_today import random_graph
+
+NO_ATTACK = dict(attack_restarts=0, attack_samples=0, attack_corners=0, strategy="relu", milp_max_unstable=0)
+
+
+def _setup(seed: int, n: int = 3000, width: float = 0.3):
+    m, shape = random_graph(seed)
+    g = build_graph(m, shape)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(1, g.input_dim, generator=gen, dtype=torch.float64)
+    lo, hi = x0 - width, x0 + width
+    u = torch.rand(n, g.input_dim, generator=gen, dtype=torch.float64)
+    u[:100] = (u[:100] > 0.5).double()  # corners
+    x = lo + u * (hi - lo)
+    vals = g.forward(x, keep=True)
+    tol = 1e-7 * (1 + max(float(v.abs().max()) for v in vals))
+    return m, shape, g, lo, hi, x, vals, tol
+
+
+def _inside(v, l, u, tol) -> bool:
+    v = v.reshape(v.shape[0], -1)
+    return bool(((v >= l.reshape(1, -1) - tol) & (v <= u.reshape(1, -1) + tol)).all())
+
+
+def test_constant_values_crossing_by_rounding_do_not_empty_the_root_domain():
+    """Seed 1: relu(x * c) after a padded stride-2 conv has border values constant over the box,
+    whose CROWN/interval bounds cross by ~1e-15; all-zero splits must leave the domain feasible."""
+    _, _, g, lo, hi, _, _, _ = _setup(1)
+    st = crown.intermediate(g, lo, hi, intersect=True, sparse=True)
+    crossing = sum(int((st.bounds[g.nodes[i].inputs[0]][0] > st.bounds[g.nodes[i].inputs[0]][1]).sum())
+                   for i in g.relu_nodes)
+    assert crossing > 0  # the situation the test is about (rounding makes l > u)
+    zero = {i: torch.zeros(1, n, dtype=torch.int8) for i, n in zip(g.relu_nodes, g.relu_sizes)}
+    st = crown.intermediate(g, lo, hi, intersect=True, sparse=True, splits=zero)
+    assert not bool(st.infeasible[0])
+    for i in g.relu_nodes:
+        assert (st.pre[i][0] <= st.pre[i][1]).all()
+
+
+@pytest.mark.parametrize("seed", [1, 29])
+def test_verify_without_attack_never_certifies_a_sampled_violation(seed):
+    """Branch and bound alone (attacks off): a property violated at a sampled point by 1e-3 is
+    falsified (it was CERTIFIED: the root domain was dropped as infeasible)."""
+    m, shape, g, lo, hi, x, vals, _ = _setup(seed, n=5000)
+    a = np.array([1.0, -1.0, 0.0])
+    v = vals[g.output].reshape(len(x), -1).numpy() @ a
+    prop = box_property(lo.numpy().ravel(), hi.numpy().ravel(), a[None], np.array([v.min() + 1e-3]))
+    res = verify(as_network(m.float(), shape), prop, timeout=60, config=NO_ATTACK)
+    assert res.verdict == Verdict.FALSIFIED, res.stats
+    cex = torch.as_tensor(res.counterexample, dtype=torch.float32).reshape(1, *shape)
+    with torch.no_grad():
+        y = m.float()(cex).double().numpy().ravel()
+    assert float(a @ y) <= v.min() + 1e-3
+
+
+
+
+@pytest.mark.parametrize("seed", range(0, 12))
+def test_split_domains_with_points_are_feasible_and_bounded_below(seed):
+    """Random split phases (1-4 unstable neurons per domain) on random DAGs: every domain that
+    holds sampled points respecting its phases is feasible, its clamped pre-activation bounds
+    contain those points' values and its CROWN / beta-CROWN lower bound is below their outputs."""
+    _, _, g, lo, hi, x, vals, tol = _setup(seed)
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    st = crown.intermediate(g, lo, hi, intersect=True, sparse=True)
+    unst = torch.cat([((st.pre[i][0] < 0) & (st.pre[i][1] > 0)).reshape(-1) for i in g.relu_nodes])
+    cand = torch.nonzero(unst).flatten().numpy()
+    if len(cand) == 0:
+        pytest.skip("no unstable neuron on this box")
+    nd = 6
+    splits = torch.zeros(nd, sum(g.relu_sizes), dtype=torch.int8)
+    for k in range(nd):
+        ns = min(len(cand), int(rng.integers(1, 5)))
+        idx = rng.choice(cand, ns, replace=False)
+        splits[k, idx] = torch.as_tensor(rng.choice([-1, 1], ns), dtype=torch.int8)
+    per = list(torch.split(splits, g.relu_sizes, dim=1))
+    C = torch.as_tensor(rng.normal(size=(2, g.output_dim)))
+    c = torch.as_tensor(rng.normal(size=2))
+    LO, HI = lo.expand(nd, -1).clone(), hi.expand(nd, -1).clone()
+    checked = 0
+    for iters in (0, 20):
+        db = domain_bounds(g, LO, HI, per, C, c, iters=iters)
+        for k in range(nd):
+            ok = torch.ones(n, dtype=torch.bool)
+            for i, s in zip(g.relu_nodes, per):
+                ok &= ((s[k].double() * vals[g.nodes[i].inputs[0]].reshape(n, -1)) >= 0).all(1)
+            if not ok.any():
+                continue
+            assert not bool(db.infeasible[k]), (seed, iters, k)
+            y = vals[g.output].reshape(n, -1)[ok] @ C.T + c
+            assert (y >= db.lower[k] - tol).all(), (seed, iters, k)
+            for j, i in enumerate(g.relu_nodes):
+                z = vals[g.nodes[i].inputs[0]].reshape(n, -1)[ok]
+                assert ((z >= db.pre[j][0][k] - tol) & (z <= db.pre[j][1][k] + tol)).all(), (seed, iters, k, j)
+            checked += int(ok.sum())
+    assert checked > 0
+
+
+@pytest.mark.parametrize("seed", range(0, 12))
+@pytest.mark.parametrize("intersect", [False, True])
+def test_forward_and_crown_bounds_contain_samples_at_every_node(seed, intersect):
+    _, _, g, lo, hi, x, vals, tol = _setup(seed)
+    res = forward_pass(g, lo, hi, intersect_ibp=intersect, every_node=True)
+    st = crown.intermediate(g, lo, hi, intersect=intersect, sparse=intersect)
+    for t in range(1, len(g.nodes)):
+        assert _inside(vals[t], res.bounds[t][0][0], res.bounds[t][1][0], tol), ("forward", seed, t)
+        if t in st.bounds:
+            assert _inside(vals[t], st.bounds[t][0][0], st.bounds[t][1][0], tol), ("crown", seed, t)
+
+
+# ----------------------------------------------------------------------------- patches vs dense
+def _conv_chain(cin: int, s: int, p: int, k: int, H: int, W: int, dil: int = 1, groups: int = 1):
+    torch.manual_seed(cin * 1000 + s * 100 + p * 10 + k)
+    mods = [nn.Conv2d(cin, 3 * groups, k, stride=s, padding=p, dilation=dil, groups=groups), nn.ReLU(),
+            nn.Conv2d(3 * groups, 2, 3 if H > 6 else 1, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Flatten()]
+    with torch.no_grad():
+        d_out = nn.Sequential(*mods)(torch.zeros(1, cin, H, W)).shape[1]
+    return nn.Sequential(*mods, nn.Linear(d_out, 2)).eval()
+
+
+ODD_CONVS = [(cin, s, p, k, H, W) for cin in (1, 3) for s in (1, 2) for p in (0, 1, 2) for k in (1, 2, 3, 5)
+             for H, W in [(7, 10)] if H + 2 * p >= k]
+
+
+def _dense_crown(g, t, st):
+    orig = patches.patch_crown
+    patches.patch_crown = lambda *a, **kw: None
+    try:
+        return crown.node_crown(g, t, st)
+    finally:
+        patches.patch_crown = orig
+
+
+@pytest.mark.parametrize("case", ODD_CONVS + [(3, 1, 1, 3, 6, 9, 2, 1), (3, 2, 2, 3, 9, 6, 1, 3), (3, 1, 0, 2, 5, 8, 2, 3)])
+def test_patches_equal_dense_crown_on_odd_conv_shapes(case):
+    """Stride 1/2, padding 0/1/2, kernels 1/2/3/5, non-square inputs, 1 or 3 channels (and
+    dilation / groups): the windowed pass equals the dense one on every node it plans, with
+    one location per chunk too."""
+    g = build_graph(_conv_chain(*case), (case[0], case[4], case[5]))
+    gen = torch.Generator().manual_seed(1)
+    lo = torch.rand(2, g.input_dim, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.5 * torch.rand(2, g.input_dim, generator=gen, dtype=torch.float64)
+    st = crown.intermediate(g, lo, hi)
+    planned = 0
+    for t in range(1, len(g.nodes)):
+        if patches.plan(g, t) is None:
+            continue
+        r = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)
+        if r is None:
+            continue
+        r1 = patches.patch_crown(g, t, st, 40, fraction=1e9)
+        dl, du = _dense_crown(g, t, st)
+        for a, b in ((r[0], dl), (r[1], du), (r1[0], dl), (r1[1], du)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+        planned += 1
+    assert planned > 0 or case[6:] != ()  # dilated / grouped convs: dense fallback by design
+
+
+# ----------------------------------------------------------------------------- float32 bound
+def _f32_graph(seed: int, wscale: float):
+    """A random float32 DAG of the operators the float32 bound models: conv (stride / padding /
+    dilation / groups), zero Pad, Permute, residual Add/Sub, Concat, Gather, Linear."""
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    in_shape = (int(rng.integers(1, 4)), int(rng.integers(3, 7)), int(rng.integers(3, 7)))
+    nodes, cur, k, shape = [], "__input__", 0, in_shape
+
+    def add(mod, ins):
+        nonlocal k, cur
+        k += 1
+        nodes.append((mod, ins, f"v{k}"))
+        cur = f"v{k}"
+        return cur
+
+    def scaled(mod):
+        with torch.no_grad():
+            for p in mod.parameters():
+                p.normal_(generator=gen).mul_(wscale)
+        return mod
+
+    for _ in range(int(rng.integers(2, 5))):
+        C, H, W = shape
+        op = rng.choice(["conv", "pad", "perm", "res", "cat"])
+        if op == "conv":
+            kk, s, p, d = (int(rng.integers(1, 4)), int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3)))
+            if H + 2 * p - d * (kk - 1) - 1 < 0 or W + 2 * p - d * (kk - 1) - 1 < 0:
+                kk, d = 1, 1
+            grp = int(rng.choice([1, C]))
+            add(scaled(nn.Conv2d(C, grp * int(rng.integers(1, 3)), kk, stride=s, padding=p, dilation=d, groups=grp)), (cur,))
+        elif op == "pad":
+            add(ops.ConstantPad(tuple(int(v) for v in rng.integers(0, 3, size=4))), (cur,))
+        elif op == "perm":
+            add(ops.Permute((0,) + tuple(int(v) + 1 for v in rng.permutation(3))), (cur,))
+        elif op == "res":
+            x0 = cur
+            r = add(nn.ReLU(), (x0,))
+            rc = add(scaled(nn.Conv2d(C, C, 3, padding=1)), (r,))
+            add(ops.TensorBinary(str(rng.choice(["Add", "Sub"]))), (x0, rc))
+        else:
+            x0 = cur
+            r = add(nn.ReLU(), (x0,))
+            add(ops.Concat(1), (x0, r))
+        with torch.no_grad():
+            shape = tuple(graph(nodes, cur)(torch.zeros(1, *in_shape)).shape[1:])
+        add(nn.ReLU(), (cur,))
+    d = int(np.prod(shape))
+    flat = add(ops.Reshape((d,)), (cur,))
+    idx = rng.choice(d, size=max(1, d // 2), replace=True)
+    sel = add(ops.Select(idx, (len(idx),)), (flat,))
+    add(ops.Concat(-1), (sel, flat))
+    add(scaled(nn.Linear(len(idx) + d, 3)), (cur,))
+    return graph(nodes, cur).float(), in_shape
+
+
+def _check_f32(m, shape, n: int = 2000, seed: int = 0):
+    g = build_graph(m, shape)
+    x32 = (torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1).float()
+    with torch.no_grad():
+        y32 = m(x32).double().reshape(n, -1)
+        y1 = torch.cat([m(x32[i:i + 1]) for i in range(50)]).double().reshape(50, -1)  # batch of one
+    exact = g.forward(x32.double()).reshape(n, -1)
+    one = torch.ones(1, g.input_dim, dtype=torch.float64)
+    err = output_error(g, ibp(g, -one, one))[0]
+    assert ((y32 - exact).abs() <= err).all() and ((y1 - exact[:50]).abs() <= err).all()
+    vals = g.forward(x32[:100].double(), keep=True)
+    e_pt = output_error(g, [(v, v) for v in vals])
+    assert ((y32[:100] - exact[:100]).abs() <= e_pt).all()
+    return (y32 - exact).abs().max(), err
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("wscale", [1.0, 1e4])
+def test_float32_bound_encloses_execution_on_random_dags(seed, wscale):
+    _check_f32(*_f32_graph(seed, wscale), seed=seed)
+
+
+def test_float32_bound_under_cancellation():
+    """y = 1e4 relu(x0) + x1 - 1e4 relu(x0 + 0): the big terms cancel, the result is tiny and its
+    float32 error is all rounding of the big terms (relative error ~1e4 times float32's eps)."""
+    l1 = nn.Linear(2, 3)
+    l2 = nn.Linear(3, 1)
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1e-4]]))
+        l1.bias.zero_()
+        l2.weight.copy_(torch.tensor([[1e4, 1.0, -1e4]]))
+        l2.bias.copy_(torch.tensor([1e-3]))
+    m = nn.Sequential(l1, nn.ReLU(), l2).float().eval()
+    obs, err = _check_f32(m, (2,), n=4000)
+    assert float(obs) > 0

@@ -1,0 +1,126 @@
+"""The twin as a graph (``twin.twin_graph``) and the fairness bounds over it (``twin_bounds``):
+the graph computes [s(P z), s(P' z)] like the block-diagonal twin net; sampled points (10^4 per
+box) lie inside y, y', y - y' bounds and every node's forward bounds; the float32 margin tau
+encloses float32 runs; values equal the former hand-written twin pass (recorded)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from certprune.bounds.forward import forward_pass
+from certprune.fairness_spec import FairnessSpec
+from certprune.semantics import Semantics
+from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.twin import twin_graph, twin_layout, twin_net
+from certprune.verifiers.twin_bounds import twin_bounds
+
+N = 10_000
+
+
+def _net(seed: int, n: int = 4, h: int = 12) -> AffineReluNet:
+    g = torch.Generator().manual_seed(seed)
+    dims = [n, h, h, 1]
+    ws = tuple((torch.randn(o, i, generator=g) / i ** 0.5).float().double() for i, o in zip(dims, dims[1:]))
+    bs = tuple((torch.randn(o, generator=g) * 0.1).float().double() for o in dims[1:])
+    return AffineReluNet(ws, bs, (n,))
+
+
+SPECS = [FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 4, 2, 6], ("p",)),
+         FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 4, 2, 6], ("p", "b"), {"c": 2})]
+
+
+def _box(spec, layout, seed):
+    rng = np.random.default_rng(seed)
+    zlo, zhi = np.zeros(layout.dz), np.zeros(layout.dz)
+    zlo[:layout.n] = rng.integers(0, 3, layout.n)
+    zhi[:layout.n] = zlo[:layout.n] + rng.integers(1, 3, layout.n)
+    for j, i in enumerate(layout.protected):
+        zlo[i] = zhi[i] = 0
+        zlo[layout.n + j] = zhi[layout.n + j] = 1
+    off = layout.n + len(layout.protected)
+    for j, d in enumerate(layout.deltas):
+        zlo[off + j], zhi[off + j] = -d, d
+    return torch.from_numpy(zlo)[None], torch.from_numpy(zhi)[None]
+
+
+def _points(zlo, zhi, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(N, zlo.shape[1], generator=g, dtype=torch.float64)
+    u[:64] = (u[:64] > 0.5).double()
+    return zlo + u * (zhi - zlo)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["plain", "relaxed"])
+def test_twin_graph_equals_the_block_diagonal_twin(spec):
+    layout = twin_layout(spec)
+    net = _net(0)
+    tg = twin_graph(net, layout)
+    z = torch.randn(50, layout.dz, dtype=torch.float64)
+    torch.testing.assert_close(tg.graph.forward(z), twin_net(net, layout).forward(z), rtol=0, atol=1e-12)
+    P, Pp = (torch.from_numpy(m) for m in (layout.P, layout.Pp))
+    vals = tg.graph.forward(z, keep=True)
+    torch.testing.assert_close(vals[tg.x], z @ P.T)
+    torch.testing.assert_close(vals[tg.xp], z @ Pp.T)
+    assert len(tg.relus) == 2 and all(tg.graph.nodes[a].op is tg.graph.nodes[b].op for a, b in tg.pairs[1:])
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["plain", "relaxed"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampled_points_inside_twin_bounds(spec, seed):
+    layout = twin_layout(spec)
+    net = _net(seed)
+    tg = twin_graph(net, layout)
+    zlo, zhi = _box(spec, layout, seed)
+    tb = twin_bounds(net, layout, zlo, zhi, keep_pre=True)
+    z = _points(zlo, zhi, seed)
+    vals = tg.graph.forward(z, keep=True)
+    y, yp = vals[tg.outs[0]][:, 0], vals[tg.outs[1]][:, 0]
+    eps = 1e-9
+    for v, (l, u) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
+        assert (v >= l - eps).all() and (v <= u + eps).all()
+    res = forward_pass(tg.graph, zlo, zhi, every_node=True)
+    for t in range(1, len(tg.graph.nodes)):
+        v = vals[t].reshape(N, -1)
+        assert (v >= res.bounds[t][0].reshape(1, -1) - eps).all() and (v <= res.bounds[t][1].reshape(1, -1) + eps).all()
+    for k, (a, b) in enumerate(tg.relus):  # pre: (2, h) per ReLU layer, copy of x then of x'
+        pa, pb = vals[tg.graph.nodes[a].inputs[0]], vals[tg.graph.nodes[b].inputs[0]]
+        assert (pa >= tb.pre[k][0][0] - eps).all() and (pb <= tb.pre[k][1][1] + eps).all()
+    # the copies are related through z: y - y' is bounded tighter than y's and y''s own intervals
+    assert float(tb.diff[1] - tb.diff[0]) < float((tb.y[1] - tb.y[0]) + (tb.yp[1] - tb.yp[0])) - 1e-6
+
+
+def test_tau_encloses_float32_execution_of_both_copies():
+    spec = SPECS[1]
+    layout = twin_layout(spec)
+    net = _net(3, h=40)
+    zlo, zhi = _box(spec, layout, 3)
+    tb = twin_bounds(net, layout, zlo, zhi)
+    z = _points(zlo, zhi, 0).round()  # integer individuals, as the audit runs them
+    x, xp = (torch.from_numpy(a) for a in layout.split(z.numpy()))
+    for v, tau in ((x, tb.tau[0]), (xp, tb.tau[1])):
+        h32, h = v.float(), v
+        for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+            h32, h = h32 @ w.float().T + b.float(), h @ w.T + b
+            if k < net.num_layers - 1:
+                h32, h = h32.clamp(min=0), h.clamp(min=0)
+        assert ((h32.double() - h).abs() <= tau).all()
+
+
+def test_twin_bounds_equal_the_former_hand_written_pass():
+    """Recorded from the deleted hand-written twin pass (twin_bounds before the graph form)."""
+    W = ([[1.0, -2.0, 0.5, 1.0], [0.5, 1.5, -1.0, 0.25], [-1.0, 1.0, 2.0, -0.5]],
+         [[1.0, -1.0, 2.0], [-0.5, 1.0, 1.0]], [[1.0, -2.0]])
+    B = ([0.5, -0.25, 0.0], [0.0, -1.0], [0.25])
+    net = AffineReluNet(tuple(torch.tensor(w, dtype=torch.float64) for w in W),
+                        tuple(torch.tensor(b, dtype=torch.float64) for b in B), (4,))
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [3, 3, 1, 3], ("p",), {"c": 1})
+    zlo = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, -1.0]], dtype=torch.float64)
+    zhi = torch.tensor([[2.0, 2.0, 0.0, 3.0, 1.0, 1.0]], dtype=torch.float64)
+    tb = twin_bounds(net, twin_layout(spec), zlo, zhi)
+    want = {"y": (-9.249999999999998, 2.0908239700374542), "yp": (-9.058823529411764, 6.266871165644171),
+            "diff": (-8.846755745034834, 4.0), "tau": (3.196400969233463e-05, 4.3303799499722525e-05)}
+    for k, (a, b) in want.items():
+        got = getattr(tb, k)
+        assert float(got[0][0]) == pytest.approx(a, rel=1e-12, abs=1e-15) and float(got[1][0]) == pytest.approx(b, rel=1e-12)
+    assert not bool(tb.closed(Semantics.EXACT)[0])
