@@ -31,7 +31,6 @@ def main() -> None:
     torch.set_num_threads(1)
     from certprune.datasets import load_mnist
     from certprune.network import load_model
-    from certprune.verifiers.robustness import certify_robustness
     X, y = load_mnist()
     X, y = X[args.offset:args.offset + args.n], y[args.offset:args.offset + args.n]
     net = load_model(REPO / "certprune" / "models" / "mnist_mlp.onnx")
@@ -83,6 +82,13 @@ def _write(args, results, ray_start) -> None:
         c = rep.counts
         lines.append(f"| {name} | {secs:.1f} | {args.n / secs:.2f} | {base / secs:.2f} | {c['certified']} | "
                      f"{c['falsified']} | {c['unknown']} | {'yes' if same else 'NO'} |")
+    serial = {r["index"]: r for r in results[0][2].rows}
+    for name, _, rep in results[1:]:
+        for r in rep.rows:
+            if r["verdict"] != serial[r["index"]]["verdict"]:
+                s = serial[r["index"]]
+                lines += ["", f"{name}: sample {r['index']} {r['verdict']} after {r['seconds_verify']} s of verify "
+                              f"(serial: {s['verdict']} after {s['seconds_verify']} s; timeout {args.timeout:g} s)."]
     lines += ["", f"Command: `python experiments/certify_throughput.py -n {args.n} --eps {args.eps:g} "
                   f"--timeout {args.timeout:g} --offset {args.offset}`", ""]
     RESULTS.mkdir(exist_ok=True)

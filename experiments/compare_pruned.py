@@ -13,8 +13,8 @@ Every step is a subprocess running the ``certprune`` command exactly as printed;
 trained nets, pruned files and compare stores (``compare`` resumes), so it only redoes what is
 missing. Outputs: experiments/results/compare_pruned/<net>/ (compare.md, csv, plots, report.html).
 
-Usage: python experiments/compare_pruned.py [-n 40] [--eps 0.02] [--timeout 3] [--nets mlp,conv,conv-bn]
-       [--cifar-n 10] [--no-readme]
+Usage: python experiments/compare_pruned.py [-n 30] [--eps 0.02] [--timeout 3] [--nets mlp,conv,conv-bn]
+       [--cifar-n 100] [--no-readme]
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ VARIANTS = {  # name -> certprune prune options (MLP: neuron, convnets: channel 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=40, help="MNIST held-out samples per model")
+    ap.add_argument("-n", type=int, default=30, help="MNIST held-out samples per model")
     ap.add_argument("--eps", type=float, default=0.02)
     ap.add_argument("--timeout", type=float, default=3.0, help="verification seconds per sample")
     ap.add_argument("--nets", default="mlp,conv,conv-bn")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--train-epochs", type=int, default=4)
     ap.add_argument("--finetune-epochs", type=int, default=1)
-    ap.add_argument("--cifar-n", type=int, default=10, help="CIFAR-10 images (0 skips CIFAR-10)")
+    ap.add_argument("--cifar-n", type=int, default=100, help="CIFAR-10 images (0 skips CIFAR-10)")
     ap.add_argument("--cifar-eps", type=float, default=0.004)
     ap.add_argument("--cifar-timeout", type=float, default=5.0)
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")

@@ -125,7 +125,7 @@ for _net in ("mlp", "conv", "conv-bn"):
              f"--out {_net}"] = Run(overrides={"-n": "2"}, needs_data=True, copies={f: str(_CP / f) for f in _files})
 _OVAL = "$CERTPRUNE_DATA/vnncomp/oval21/onnx/cifar_base_kw.onnx.gz"
 COMMANDS[f"certprune compare {_OVAL} cifar_base_mag30.onnx --dataset cifar10 --mean 0.485,0.456,0.406 --std "
-         "0.225,0.225,0.225 -n 10 --eps 0.004 --timeout 5 --no-progress --out cifar10"] = \
+         "0.225,0.225,0.225 -n 100 --eps 0.004 --timeout 5 --no-progress --out cifar10"] = \
     Run(subst={_OVAL: "{data}/vnncomp/oval21/onnx/cifar_base_kw.onnx.gz"}, overrides={"-n": "2"}, needs_data=True,
         slow=True, copies={"cifar_base_mag30.onnx": str(_CP / "cifar_base_mag30.onnx")})
 

@@ -1,5 +1,6 @@
 """Running the partition engine serially, in local worker processes, or on a Ray cluster; and
-:func:`map_items`, the same three runners for independent items (certify's samples).
+:func:`map_items`, the same three runners for independent items (certify's samples, bench's
+instances).
 
 All three run the same :class:`TwinBab` on disjoint sets of partitions, so verdicts do not depend
 on the runner (the engine is sound and complete per partition; only which counterexample is found
@@ -99,8 +100,8 @@ def run_ray(job: Job, pids: np.ndarray, address: str, on_done: Callable, chunks:
         on_done(ray.get(ready[0]))
 
 
-# -- a plain map over independent items (certify's samples): same three runners, results in
-# completion order; only the calling process writes results.
+# -- a plain map over independent items (certify's samples, bench's instances): same three runners,
+# results in completion order; only the calling process writes results.
 
 def map_items(fn: Callable, items: list, workers: int = 1, ray_address: str | None = None) -> Iterator:
     """Yield ``fn(item)`` for every item: in this process (``workers == 1``), in ``workers`` forked
