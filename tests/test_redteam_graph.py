@@ -28,6 +28,8 @@ from certprune.io import onnx_ops as ops
 from certprune.network import as_network
 from certprune.results import Verdict
 from certprune.specs import box_property
+from certprune.verifiers.lp_leaf import solve_leaf
+from certprune.verifiers.milp_leaf import solve_milp
 from certprune.verifiers.verify import verify
 from tests.graph_nets import graph
 from tests.test_redteam_today import random_graph
@@ -280,3 +282,85 @@ def test_float32_bound_under_cancellation():
     m = nn.Sequential(l1, nn.ReLU(), l2).float().eval()
     obs, err = _check_f32(m, (2,), n=4000)
     assert float(obs) > 0
+
+
+# ----------------------------------------------------------------------------- IR leaves
+def _box_pre(g, lo, hi, splits=None):
+    st = crown.intermediate(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], intersect=True, sparse=True,
+                            splits=splits)
+    return st, [tuple(t.reshape(-1).numpy() for t in st.pre[i]) for i in g.relu_nodes]
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("width", [0.1, 0.3])
+def test_ir_leaves_never_refute_a_sampled_point_of_their_domain(seed, width):
+    """MILP leaf on the box: a threshold 1e-3 above the best of 3000 samples is never refuted and
+    its candidate is a real violation; LP leaf on the fully split domain of the best sample (its
+    phases on every unstable neuron): the sample's value + 1e-6 is never refuted."""
+    m, shape = random_graph(seed)
+    g = build_graph(m, shape)
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=g.input_dim)
+    lo, hi = x0 - width, x0 + width
+    _, pre = _box_pre(g, lo, hi)
+    a = rng.normal(size=g.output_dim)
+    x = lo + rng.random((3000, g.input_dim)) * (hi - lo)
+    vals = g.forward(torch.as_tensor(x), keep=True)
+    v = vals[g.output].reshape(3000, -1).numpy() @ a
+    if sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) <= 64:
+        out = solve_milp(g, lo, hi, pre, a[None], np.array([v.min() + 1e-3]), 1e-9, 20.0)
+        assert out.status != "refuted"
+        if out.status == "candidate":
+            y = g.forward(torch.as_tensor(out.x)[None]).reshape(-1).numpy()
+            assert float(a @ y) <= v.min() + 1e-3 + 1e-5
+    k = int(np.argmin(v))
+    splits = []
+    for (l, u), i in zip(pre, g.relu_nodes):
+        z = vals[g.nodes[i].inputs[0]].reshape(3000, -1)[k].numpy()
+        splits.append(np.where((l < 0) & (u > 0), np.where(z >= 0, 1, -1), 0).astype(np.int8))
+    st2, pre2 = _box_pre(g, lo, hi, {i: torch.as_tensor(s)[None] for i, s in zip(g.relu_nodes, splits)})
+    assert not bool(st2.infeasible[0])
+    assert not any(((l < 0) & (u > 0)).any() for l, u in pre2)
+    out = solve_leaf(g, lo, hi, pre2, splits, a[None], np.array([v[k] + 1e-6]), 1e-9, 20.0)
+    assert out.status != "refuted", out
+
+
+# ----------------------------------------------------------------------------- verify vs MILP
+def _disjunct_min(g, lo, hi, A):
+    """min over the box of max_r (A y)_r (the MILP leaf with every neuron free; attained)."""
+    _, pre = _box_pre(g, lo, hi)
+    out = solve_milp(g, lo, hi, pre, A, np.zeros(len(A)), 1e6, 60.0)  # margin 1e6: always a candidate
+    assert out.status == "candidate"
+    y = g.forward(torch.as_tensor(out.x)[None]).reshape(-1).numpy()
+    t = float((A @ y).max())
+    assert t == pytest.approx(out.bound, abs=1e-5)
+    return t
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3, 5])
+@pytest.mark.parametrize("side", ["certified", "falsified"])
+@pytest.mark.parametrize("attack", [True, False])
+def test_verify_disjunctive_strict_specs_on_random_dags_agree_with_milp(seed, side, attack):
+    """Two disjuncts (2 rows and 1 row, the 1-row one strict) at 0.05 from their exact minima:
+    CERTIFIED iff both are out of reach; a counterexample violates in float32 on the model."""
+    from certprune.specs import InputRegion, LinearConstraints, Property
+    m, shape = random_graph(seed)
+    m = m.float()
+    g = build_graph(m, shape)
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=g.input_dim)
+    lo, hi = x0 - 0.1, x0 + 0.1
+    A1, A2 = rng.normal(size=(2, g.output_dim)), rng.normal(size=(1, g.output_dim))
+    t1, t2 = _disjunct_min(g, lo, hi, A1), _disjunct_min(g, lo, hi, A2)
+    d2 = -0.05 if side == "certified" else 0.05
+    prop = Property(InputRegion(lo.reshape(shape), hi.reshape(shape)),
+                    (LinearConstraints(A1, np.full(2, t1 - 0.05)), LinearConstraints(A2, np.array([t2 + d2]), np.array([True]))))
+    res = verify(as_network(m, shape), prop, timeout=60, config=None if attack else NO_ATTACK)
+    want = Verdict.CERTIFIED if side == "certified" else Verdict.FALSIFIED
+    assert res.verdict == want, res.stats
+    if res.verdict == Verdict.FALSIFIED:
+        cex = np.asarray(res.counterexample, dtype=np.float32).reshape(1, *shape)
+        assert prop.region.contains(cex)
+        with torch.no_grad():
+            y = m(torch.as_tensor(cex)).double().numpy().ravel()
+        assert float((A2 @ y)[0]) < t2 + d2
