@@ -122,8 +122,8 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
     if spec.get("method") == "gating":
         row = gating_row(model, learned, eval_data)
     else:
-        row = pruning_metrics({"dense": dense, name: model}, eval_data, args.eps, reference="dense",
-                              verify_samples=n_verify).iloc[-1].to_dict()
+        row = pruning_metrics({name: model}, eval_data, args.eps, reference=dense,
+                              verify_samples=n_verify).iloc[0].to_dict()
         row["dnr"] = dynamic_dnr(model, eval_data[0])
         if bab:
             n, t = args.bab_samples, time.time()
