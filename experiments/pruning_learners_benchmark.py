@@ -122,8 +122,8 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
     if spec.get("method") == "gating":
         row = gating_row(model, learned, eval_data)
     else:
-        row = pruning_metrics({"dense": dense, name: model}, eval_data, args.eps, reference="dense",
-                              verify_samples=n_verify).iloc[-1].to_dict()
+        row = pruning_metrics({name: model}, eval_data, args.eps, reference=dense,
+                              verify_samples=n_verify).iloc[0].to_dict()
         row["dnr"] = dynamic_dnr(model, eval_data[0])
         if bab:
             n, t = args.bab_samples, time.time()
@@ -214,7 +214,7 @@ def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
 
 SUMMARY = ["params", "nonzeros", "compression", "speedup", "clean_acc", "acc_drop", "unstable_per_input",
            "crown_cert_acc", "bab_cert_acc", "dnr", "prune_s"]
-EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_cert_acc", "energy_saving_t4", "approx_cert_acc_t4"]
+EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_acc_drop", "approx_cert_acc", "energy_saving_t4", "approx_cert_acc_t4"]
 
 
 def summary(table: pd.DataFrame) -> str:
@@ -259,6 +259,36 @@ def header(net: str, table: pd.DataFrame, args) -> str:
             f"acc_drop in accuracy points vs the dense net of the same seed.")
 
 
+def derived(table: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``approx_acc_drop`` (agn: accuracy points of the simulated approximate net below the
+    dense net of the same seed)."""
+    if "approx_acc" not in table:
+        return table
+    dense = table[table.method == "dense"].set_index("seed").clean_acc
+    table = table.copy()
+    table["approx_acc_drop"] = 100.0 * (table.seed.map(dense) - pd.to_numeric(table.approx_acc, errors="coerce"))
+    return table
+
+
+def closing(table: pd.DataFrame, net: str) -> str:
+    """Per method, compression and the differences (accuracy points, means over seeds) of clean
+    and CROWN-certified accuracy to global magnitude pruning at 80% and to stability unit
+    pruning at 50% on the same net and seeds."""
+    stab = "stability-neuron@0.5" if net == "mlp" else "stability-structured@0.5"
+    means = table.groupby("method", sort=False)[["compression", "speedup", "clean_acc", "crown_cert_acc"]].mean()
+    refs = [r for r in ("magnitude@0.8", stab) if r in means.index]
+    if not refs:
+        return ""
+    head = " | ".join(f"Δacc vs {r} | Δcert vs {r}" for r in refs)
+    lines = [f"| method | compression | speed-up | {head} |", "|" + "---|" * (3 + 2 * len(refs))]
+    for method, row in means.iterrows():
+        if pd.isna(row.crown_cert_acc):
+            continue
+        cells = [f"{100 * (row[c] - means.loc[r, c]):+.1f}" for r in refs for c in ("clean_acc", "crown_cert_acc")]
+        lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | " + " | ".join(cells) + " |")
+    return ("Closing comparison (accuracy points, mean over the seeds present):\n\n" + "\n".join(lines))
+
+
 def plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
     """Clean and CROWN-certified accuracy against compression, one row of panels per net."""
     import matplotlib
@@ -286,13 +316,14 @@ def plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
 
 def write_report(args) -> str:
     """pruning_learners.md and .png from every net's CSV present."""
-    tables = {net: pd.read_csv(csv_path(args.out, net, args.quick)) for net in NETS
+    tables = {net: derived(pd.read_csv(csv_path(args.out, net, args.quick))) for net in NETS
               if csv_path(args.out, net, args.quick).is_file()}
     if not tables:
         return ""
     text = ("Mask learners vs magnitude, random and stability pruning. Written by "
             "experiments/pruning_learners_benchmark.py (see its docstring); machine shared and loaded "
-            "(timings indicative).\n\n" + "\n\n".join(header(n, t, args) + "\n\n" + summary(t) for n, t in tables.items()) + "\n")
+            "(timings indicative).\n\n" + "\n\n".join(header(n, t, args) + "\n\n" + summary(t) + "\n\n" + closing(t, n)
+                                                for n, t in tables.items()) + "\n")
     stem = "pruning_learners_quick" if args.quick else "pruning_learners"
     (args.out / f"{stem}.md").write_text(text)
     plot(tables, args.out / f"{stem}.png")

@@ -100,3 +100,23 @@ def test_agn_refuses_non_mlp_models():
     from certprune.errors import UnsupportedModelError
     with pytest.raises(UnsupportedModelError, match="Conv2d"):
         agn.linear_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)))
+
+
+def test_the_error_radius_covers_the_simulated_multipliers_error():
+    """Per pre-activation, truncated products differ from exact quantised products by at most
+    error_radius (the perturbation the certificate allows), and the bound is not loose by orders
+    of magnitude on a layer whose inputs all use the top codes."""
+    g = torch.Generator().manual_seed(3)
+    layer = nn.Linear(40, 7)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(7, 40, generator=g))
+        layer.weight[0, :10] = 0.0  # zero weights carry no error
+    net = nn.Sequential(layer)
+    X = torch.rand(64, 40, generator=g)
+    (dw, dx), = agn.quant_steps(net, X, 8)
+    for t in (1, 4, 7):
+        radius = agn.error_radius(net, [agn.LayerPlan(t, dw, dx)])[0]
+        diff = agn.simulate(net, X, [agn.LayerPlan(t, dw, dx)], 8) - agn.simulate(net, X, [agn.LayerPlan(0, dw, dx)], 8)
+        assert (diff.abs() <= radius + 1e-9).all()
+        assert diff.abs().max() > 0.05 * radius.max()
+    assert radius[0] == pytest.approx(worst_error(7) * dw * dx * 30)

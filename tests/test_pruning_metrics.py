@@ -33,6 +33,9 @@ def test_metrics_table_for_dense_and_pruned_models():
     assert neuron.params == 10 * 8 + 8 + 8 * 8 + 8 + 8 * 3 + 3 and neuron.params == neuron.nonzeros
     assert mask.params == dense.params and mask.nonzeros < dense.params and mask.speedup > 1.9
     assert 0 <= mask.crown_cert_acc <= mask.clean_acc + 1e-9
+    alone = pruning_metrics({"masked": masked}, (X, y), 0.01, reference=model, verify_samples=20).iloc[0]
+    assert list(alone.index) == list(mask.index) and alone.compression == mask.compression > 1.0
+    assert alone.speedup == mask.speedup and alone.crown_cert_acc == mask.crown_cert_acc  # the reference as a module
 
 
 def test_crown_certified_inputs_survive_sampling():

@@ -99,13 +99,14 @@ def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: f
 def pruning_metrics(models: dict[str, nn.Module], data, epsilon: float, reference: str | None = None,
                     verify_samples: int = 100, verify_timeout: float | None = None, domain=(0.0, 1.0),
                     latency_batch: int = 256) -> pd.DataFrame:
-    """One row per model (see module doc); ``reference`` (default: the first model) is the
-    denominator of compression and speedup; verification uses the first ``verify_samples`` inputs."""
+    """One row per model (see module doc); ``reference`` (a name in ``models``, default the first
+    one, or a module measured only as that reference) is the denominator of compression and
+    speedup; verification uses the first ``verify_samples`` inputs."""
     from certprune.pruning.api import as_tensors
 
     X, y = as_tensors(data)
     shape = tuple(X.shape[1:])
-    ref = models[reference or next(iter(models))]
+    ref = reference if isinstance(reference, nn.Module) else models[reference or next(iter(models))]
     ref_params = sum(p.numel() for p in base_module(ref).parameters())
     ref_macs = mac_counts(ref, shape)[0]
     rows = [_row(name, m, X, y, epsilon, shape, ref_params, ref_macs, verify_samples, verify_timeout, domain,
