@@ -194,11 +194,29 @@ def _decisions(m: nn.Module, pts: np.ndarray) -> np.ndarray:
     return np.array([y[0] > 0 if len(y) == 1 else np.argmax(y) == 1 for y in ys])
 
 
-def brute_unfair(m: nn.Module, spec: FairnessSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(every point of the domain, is it unfair) by enumerating every pair (validity rewritten here)."""
+def _decisions_exact(m: nn.Module, pts: np.ndarray) -> np.ndarray:
+    """Real-arithmetic decisions (Fraction arithmetic on the float32 weights; a tie is 'no')."""
+    from fractions import Fraction
+    lins = [mod for mod in m if isinstance(mod, nn.Linear)]
+    Ws = [[[Fraction(float(v)) for v in row] for row in lin.weight.detach().double().numpy()] for lin in lins]
+    bs = [[Fraction(float(v)) for v in lin.bias.detach().double().numpy()] for lin in lins]
+    out = []
+    for p in pts:
+        h = [Fraction(int(v)) for v in p]
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            h = [sum((w * v for w, v in zip(row, h)), c) for row, c in zip(W, b)]
+            if k < len(Ws) - 1:
+                h = [max(v, Fraction(0)) for v in h]
+        out.append(h[0] > 0 if len(h) == 1 else h[1] > h[0])
+    return np.array(out)
+
+
+def brute_unfair(m: nn.Module, spec: FairnessSpec, sem: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """(every point of the domain, is it unfair) by enumerating every pair (validity rewritten here),
+    with the decisions of the semantics: float32 runs, or real arithmetic for ``exact``."""
     pts = np.array(list(itertools.product(*[range(int(a), int(b) + 1) for a, b in zip(spec.lower, spec.upper)])),
                    dtype=np.float64)
-    d = _decisions(m, pts)
+    d = _decisions_exact(m, pts) if sem == "exact" else _decisions(m, pts)
     prot, rel = list(spec.protected_indices), dict(zip(spec.relaxed_indices, spec.relaxed_deltas))
     diff = np.abs(pts[:, None] - pts[None])
     ok = np.any(diff[:, :, prot] > 0, axis=2)
@@ -209,14 +227,14 @@ def brute_unfair(m: nn.Module, spec: FairnessSpec) -> tuple[np.ndarray, np.ndarr
 
 
 def check_audit(m, spec, psize, sem, cfg) -> dict:
-    pts, unfair = brute_unfair(m, spec)
+    pts, unfair = brute_unfair(m, spec, sem)
     res = audit_fairness(m, spec, partition_size=psize, timeout=20, progress=False, config=cfg, semantics=sem,
                          report=False, samples=0)
     ind = res.summary["individuals"]
     assert ind["total"] == len(pts)
     assert ind["fair"] + ind["unfair"] + ind["undecided"] == ind["total"]
     assert ind["unfair"] <= int(unfair.sum()), "proven unfair individuals that have no flipping partner"
-    assert ind["fair"] <= int((~unfair).sum()), "proven fair individuals that flip in float32"
+    assert ind["fair"] <= int((~unfair).sum()), "proven fair individuals that flip under the semantics"
     if ind["undecided"] == 0:
         assert ind["unfair"] == int(unfair.sum())
     for _, row in res.counterexamples.iterrows():
@@ -225,15 +243,19 @@ def check_audit(m, spec, psize, sem, cfg) -> dict:
         for v in (x, xp):
             assert np.all(v >= spec.lower) and np.all(v <= spec.upper) and np.all(v == np.round(v))
         d = _decisions(m, np.vstack([x, xp]))
-        assert d[0] != d[1]
+        assert d[0] != d[1]  # every listed pair flips in float32
+        if sem == "exact":
+            d = _decisions_exact(m, np.vstack([x, xp]))
+            assert d[0] != d[1]  # and, under exact, in real arithmetic
     return ind
 
 
 def test_fairness_z3_leaf_exact_semantics_keeps_margin_at_exact_ties():
-    """Regression (fixed): x = (f0, f1), f1 protected. At (0, 1) the two logits tie exactly in real
-    arithmetic (decision "no") but float32 gives y0 = -7.5e-9 < y1 = 0 ("yes"), and (0, 0) is "no":
-    both individuals of the pair are unfair in float32. The z3 leaf under exact semantics used margin
-    0 and certified them fair (fair 6 / unfair 2 instead of 4 / 4)."""
+    """x = (f0, f1), f1 protected. At (0, 1) the two logits tie exactly in real arithmetic (decision
+    "no") but float32 gives y0 = -7.5e-9 < y1 = 0 ("yes"), and (0, 0) is "no": the pair's two
+    individuals are unfair in float32 (4 / 4) and fair in real arithmetic (6 / 2). Each semantics
+    counts its own (issue 10: the exact audit no longer mixes in float32 point decisions); the z3
+    leaf keeps its margin at the tie under exact (regression: with margin 0 it closed the box)."""
     W1 = np.array([[1, 2], [0, 0], [2, 0], [0, 1], [-2, -2], [-2, 0]], float)
     b1 = np.array([-0.5, 0.5, 0, -0.5, 0.5, -0.5])
     W2 = np.array([[-2, 0, -1, 1, -1, 2], [2, 2, -2, -1, -1, 1], [1, 0, 2, -2, -2, 0],
@@ -245,6 +267,8 @@ def test_fairness_z3_leaf_exact_semantics_keeps_margin_at_exact_ties():
     spec = FairnessSpec(("f0", "f1"), np.array([-2, 0]), np.array([1, 1]), ("f1",))
     for cfg in (None, Z3_CFG):
         ind = check_audit(m, spec, 2, "exact", cfg)
+        assert (ind["fair"], ind["unfair"], ind["undecided"]) == (6, 2, 0), (cfg, ind)
+        ind = check_audit(m, spec, 2, "float32", cfg)
         assert (ind["fair"], ind["unfair"], ind["undecided"]) == (4, 4, 0), (cfg, ind)
 
 
