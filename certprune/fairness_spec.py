@@ -2,8 +2,9 @@
 
 Convention: a pair (x, x') is a *violation* iff both are integer points of the domain (and of the
 same partition), they differ on at least one protected feature, ``|x_r - x'_r| <= delta_r`` on
-every relaxed feature, they are equal on every other feature, and the model's float32 decisions
-differ (decision = ``logit > 0`` for one output, ``argmax`` for two). The spec is immutable; the
+every relaxed feature, they are equal on every other feature, and the model's decisions differ
+(decision = ``logit > 0`` for one output, ``argmax`` for two; float32 runs of the model, or its
+real-arithmetic values under the audit's ``exact`` semantics, see certprune.semantics). The spec is immutable; the
 twin network (:mod:`certprune.verifiers.twin`) compiles it to ordinary Properties.
 """
 from __future__ import annotations

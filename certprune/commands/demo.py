@@ -3,8 +3,9 @@ bundled German-credit model for age over Fairify's whole German domain (one part
 default) and write the report into ./demo_out. The audit refines undecided boxes until
 ``--undecided-tolerance`` (default 0) is met or the budget ends; the bundled model is hard (about
 9 % of its individuals are unfair by sampling, along a decision boundary that crosses the whole
-domain), so within the short budget (``--timeout`` default 15 s) it proves a fraction of a percent
-of the individuals fair (billions of them) and shows counterexamples and the report. On Fairify's
+domain), so within the short budget (``--timeout`` default 15 s) it proves about 1.4 % of the
+individuals fair (1.3e13 of 8.7e14, measured at commit 525de97 on a loaded 2-core machine) and
+shows counterexamples and the report. On Fairify's
 grid (T = 100, 201 partitions) the same budget is spread over 201 boxes and proves none.
 
 Needs no data download: the model and its schema ship inside the package. Exit codes as for
