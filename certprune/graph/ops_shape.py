@@ -12,7 +12,26 @@ import torch.nn.functional as F
 from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, structural_forward, unflat_rows
 
 
-class Reshape(Op):
+class Structural(Op):
+    """An operator that only moves (or zero-fills) values: its interval image, forward linear map,
+    exact encoding and float32 error are the operator applied to the bounds / functions /
+    expressions / errors (no rounding happens)."""
+
+    def interval(self, b: Interval) -> Interval:
+        return self.forward(b[0]), self.forward(b[1])
+
+    def encode(self, enc, x):
+        from certprune.graph.encode import moved_encode
+        return moved_encode(self, x)
+
+    def forward_linear(self, f: FnPair) -> FnPair:
+        return structural_forward(f, self.forward)
+
+    def float32_error(self, es, ms):
+        return self.forward(es[0])
+
+
+class Reshape(Structural):
     """Row-major reshape of each sample from ``in_shape`` to ``out_shape``."""
 
     kind = "reshape"
@@ -23,23 +42,15 @@ class Reshape(Op):
     def forward(self, x):
         return x.reshape(x.shape[0], *self.out_shape)
 
-    def interval(self, b: Interval) -> Interval:
-        return self.forward(b[0]), self.forward(b[1])
-
     def backward(self, A):
         return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
 
     def encode(self, enc, x):
         from certprune.graph.encode import LinExpr
         return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
-    def forward_linear(self, f: FnPair) -> FnPair:
-        return structural_forward(f, self.forward)
-
-    def float32_error(self, es, ms):
-        return self.forward(es[0])
 
 
-class Permute(Op):
+class Permute(Structural):
     """Transpose of the per-sample dims; ``perm`` indexes the batched tensor, ``perm[0] == 0``."""
 
     kind = "permute"
@@ -54,23 +65,12 @@ class Permute(Op):
     def forward(self, x):
         return x.permute(*self.perm)
 
-    def interval(self, b: Interval) -> Interval:
-        return self.forward(b[0]), self.forward(b[1])
-
     def backward(self, A):
         return [A.permute(0, 1, *[i + 1 for i in self.inv[1:]])], None
 
-    def encode(self, enc, x):
-        from certprune.graph.encode import moved_encode
-        return moved_encode(self, x)
-    def forward_linear(self, f: FnPair) -> FnPair:
-        return structural_forward(f, self.forward)
-
-    def float32_error(self, es, ms):
-        return self.forward(es[0])
 
 
-class Select(Op):
+class Select(Structural):
     """Fixed entries of each flattened sample: ``x.reshape(N, -1)[:, index]`` shaped ``out_shape``."""
 
     kind = "select"
@@ -84,26 +84,15 @@ class Select(Op):
     def forward(self, x):
         return x.reshape(x.shape[0], -1)[:, self.index].reshape(x.shape[0], *self.out_shape)
 
-    def interval(self, b: Interval) -> Interval:
-        return self.forward(b[0]), self.forward(b[1])
-
     def backward(self, A):
         K, m = A.shape[:2]
         out = A.new_zeros(K, m, self.n_in)
         out.index_add_(2, self.index, A.reshape(K, m, -1))
         return [out.reshape(K, m, *self.in_shape)], None
 
-    def encode(self, enc, x):
-        from certprune.graph.encode import moved_encode
-        return moved_encode(self, x)
-    def forward_linear(self, f: FnPair) -> FnPair:
-        return structural_forward(f, self.forward)
-
-    def float32_error(self, es, ms):
-        return self.forward(es[0])
 
 
-class Pad(Op):
+class Pad(Structural):
     """Zero padding; ``pad`` in torch order (last dim first, before/after pairs)."""
 
     kind = "pad"
@@ -114,20 +103,9 @@ class Pad(Op):
     def forward(self, x):
         return F.pad(x, self.pad)
 
-    def interval(self, b: Interval) -> Interval:
-        return self.forward(b[0]), self.forward(b[1])
-
     def backward(self, A):
         return [F.pad(A, tuple(-p for p in self.pad))], None
 
-    def encode(self, enc, x):
-        from certprune.graph.encode import moved_encode
-        return moved_encode(self, x)
-    def forward_linear(self, f: FnPair) -> FnPair:
-        return structural_forward(f, self.forward)
-
-    def float32_error(self, es, ms):
-        return self.forward(es[0])
 
 
 class MonotoneLinear(Op):
