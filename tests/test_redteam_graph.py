@@ -364,3 +364,74 @@ def test_verify_disjunctive_strict_specs_on_random_dags_agree_with_milp(seed, si
         with torch.no_grad():
             y = m(torch.as_tensor(cex)).double().numpy().ravel()
         assert float((A2 @ y)[0]) < t2 + d2
+
+
+# ----------------------------------------------------------------------------- verify --semantics float32 on graphs
+def _scaled_float(m, k: float):
+    m = m.float()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(k)
+    return m
+
+
+def test_float32_semantics_on_residual_and_conv_graphs_encloses_float32_execution():
+    """problem.float32_output_error now covers non-chain graphs (residual adds, concat/select, conv):
+    the margin encloses the float32 execution of the module on random points of the box."""
+    from certprune.verifiers.problem import float32_output_error, model_forms
+    from tests.graph_nets import GRAPHS
+    from tests.test_float32_graph import _conv_net
+    cases = [(_scaled_float(GRAPHS["residual_mlp"][0](0), 20.0), (6,)),
+             (_scaled_float(GRAPHS["twin_mlp"][0](1), 20.0), (4,)),
+             (_scaled_float(_conv_net(), 20.0), (1, 8, 8))]
+    for m, shape in cases:
+        net, _, _ = model_forms(as_network(m, shape), shape)
+        d = int(np.prod(shape))
+        lo, hi = -np.ones(d), np.ones(d)
+        err = float32_output_error(as_network(m, shape), net, lo, hi)
+        x32 = (torch.rand(3000, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).float()
+        with torch.no_grad():
+            y32 = m(x32).double().reshape(3000, -1)
+        exact = build_graph(m, shape).forward(x32.double()).reshape(3000, -1)
+        obs = (y32 - exact).abs().max(0).values
+        assert (obs <= err).all() and (obs > 0).any() and (err < 1e-2 * exact.abs().max()).all()
+
+
+def test_verify_float32_semantics_on_a_residual_graph_keeps_the_rounding_margin():
+    """Threshold at the exact minimum minus half the float32 margin: exact semantics certifies,
+    float32 semantics must not; minus 2% of the minimum: float32 certifies too."""
+    from certprune.verifiers.problem import float32_output_error, model_forms
+    from tests.graph_milp import milp_min
+    from tests.graph_nets import GRAPHS
+    m = _scaled_float(GRAPHS["residual_mlp"][0](3), 4.0)
+    g = build_graph(m, (6,))
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(-1, 0.5, 6)
+    hi = lo + rng.uniform(0.2, 0.5, 6)
+    a = rng.normal(size=g.output_dim)
+    best = milp_min(g, lo, hi, a)
+    net, _, _ = model_forms(m, (6,))
+    e = float(np.abs(a) @ float32_output_error(m, net, lo, hi).numpy())
+    assert e > 1e-6
+    cfg = {"semantics": "float32", "input_split_max_dim": 8}
+    tight = box_property(lo, hi, a[None], np.array([best - e / 2]))
+    assert verify(m, tight, timeout=30, config=cfg).verdict != Verdict.CERTIFIED
+    assert verify(m, tight, timeout=30, config={**cfg, "semantics": "exact"}).verdict == Verdict.CERTIFIED
+    loose = box_property(lo, hi, a[None], np.array([best - 0.02 * (1 + abs(best))]))
+    assert verify(m, loose, timeout=30, config=cfg).verdict == Verdict.CERTIFIED
+
+
+def test_float32_semantics_refuses_unmodelled_graph_operators_in_one_line():
+    from certprune.errors import UnsupportedModelError
+    from certprune.verifiers.problem import require_float32_chain
+    from tests.graph_nets import GRAPHS
+    bn = as_network(GRAPHS["conv_residual"][0](0).float(), (1, 8, 8))   # BatchNorm: a Scale
+    with pytest.raises(UnsupportedModelError, match="not modelled: Scale"):
+        require_float32_chain(bn)
+    m64 = GRAPHS["residual_mlp"][0](0).double()
+    with torch.no_grad():
+        m64.nodes[0].bias.add_(1e-12)                                   # not float32 numbers
+    prop = box_property(np.zeros(6), np.ones(6) * 0.1, np.ones((1, 3)), np.array([-1e6]))
+    with pytest.raises(UnsupportedModelError, match="weights not exact in float32") as info:
+        verify(m64, prop, timeout=5, config={"semantics": "float32"})
+    assert "\n" not in str(info.value)
