@@ -435,3 +435,60 @@ def test_float32_semantics_refuses_unmodelled_graph_operators_in_one_line():
     with pytest.raises(UnsupportedModelError, match="weights not exact in float32") as info:
         verify(m64, prop, timeout=5, config={"semantics": "float32"})
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- fairness twin graph
+@pytest.mark.parametrize("seed", range(16))
+def test_twin_bounds_contain_samples_with_relaxed_and_multivalued_protected(seed):
+    """Random one-logit MLPs and specs (1-2 protected features with up to 6 values each, relaxed
+    features with delta 1-3, offsets clipped to the domain as the audit does): real and integer
+    z points of 4 boxes (distinct protected pairs) lie inside the y, y' and y - y' bounds, and
+    the float32 margin tau encloses the float32 execution of both copies at integer points."""
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.affine import AffineReluNet
+    from certprune.verifiers.twin import twin_graph, twin_layout
+    from certprune.verifiers.twin_bounds import twin_bounds
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 6))
+    names = tuple(f"f{i}" for i in range(n))
+    lo = rng.integers(-3, 2, n)
+    hi = lo + rng.integers(1, 6, n)
+    prot = list(rng.choice(n, int(rng.integers(1, 3)), replace=False))
+    rel = {names[i]: int(rng.integers(1, 4)) for i in range(n) if i not in prot and rng.random() < 0.6}
+    L = twin_layout(FairnessSpec(names, lo, hi, tuple(names[i] for i in prot), rel))
+    gen = torch.Generator().manual_seed(seed)
+    dims = [n] + [int(rng.integers(3, 15))] * int(rng.integers(1, 4)) + [1]
+    sc = float(rng.choice([0.3, 1, 5]))
+    net = AffineReluNet(tuple((torch.randn(o, i, generator=gen) * sc / i ** 0.5).float().double() for i, o in zip(dims, dims[1:])),
+                        tuple((torch.randn(o, generator=gen) * 0.3).float().double() for o in dims[1:]), (n,))
+    tg = twin_graph(net, L)
+    nb, off = 4, n + len(L.protected)
+    zlo, zhi = np.zeros((nb, L.dz)), np.zeros((nb, L.dz))
+    for k in range(nb):
+        a = rng.integers(lo, hi + 1)
+        zlo[k, :n], zhi[k, :n] = a, np.minimum(hi, a + rng.integers(0, 3, n))
+        for j, i in enumerate(L.protected):
+            v1, v2 = rng.choice(np.arange(lo[i], hi[i] + 1), 2, replace=False)
+            zlo[k, i] = zhi[k, i] = v1
+            zlo[k, n + j] = zhi[k, n + j] = v2
+        for j, (i, d) in enumerate(zip(L.relaxed, L.deltas)):
+            zlo[k, off + j], zhi[k, off + j] = max(-d, lo[i] - zhi[k, i]), min(d, hi[i] - zlo[k, i])
+    zlo, zhi = torch.as_tensor(zlo), torch.as_tensor(zhi)
+    tb = twin_bounds(net, L, zlo, zhi)
+    for k in range(nb):
+        u = torch.rand(4000, L.dz, generator=gen, dtype=torch.float64)
+        u[:64] = (u[:64] > 0.5).double()
+        z = zlo[k] + u * (zhi[k] - zlo[k])
+        for zz in (z, torch.round(z)):
+            vals = tg.graph.forward(zz, keep=True)
+            y, yp = vals[tg.outs[0]][:, 0], vals[tg.outs[1]][:, 0]
+            e = 1e-9 * (1 + float(y.abs().max()))
+            for v, (l, h) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
+                assert (v >= l[k] - e).all() and (v <= h[k] + e).all(), (seed, k)
+        for v, tau in zip(L.split(torch.round(z).numpy()), tb.tau):
+            h32, h = torch.from_numpy(v).float(), torch.from_numpy(v)
+            for li, (w, b) in enumerate(zip(net.weights, net.biases)):
+                h32, h = h32 @ w.float().T + b.float(), h @ w.T + b
+                if li < net.num_layers - 1:
+                    h32, h = h32.clamp(min=0), h.clamp(min=0)
+            assert ((h32.double() - h).abs() <= tau[k]).all(), (seed, k)
