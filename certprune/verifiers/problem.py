@@ -234,9 +234,10 @@ def float32_graph(model, net=None) -> Graph:
     modelled = (L.Linear, L.Conv, L.MatMul, ReLU, M.AddSub, M.Concat, S.Reshape, S.Permute, S.Select, S.Pad)
     bad = sorted({type(n.op).__name__ for n in g.nodes[1:] if not isinstance(n.op, modelled)})
     for n in g.nodes[1:]:
-        for t in (getattr(n.op, "weight", None), getattr(n.op, "bias", None)):
-            if isinstance(n.op, (L.Linear, L.Conv, L.MatMul)) and t is not None and not bool((t.float().double() == t).all()):
-                bad.append(f"{type(n.op).__name__} weights not exact in float32")
+        if isinstance(n.op, (L.Linear, L.Conv, L.MatMul)):
+            for t in (n.op.weight, getattr(n.op, "bias", None)):
+                if t is not None and not bool((t.float().double() == t).all()):
+                    bad.append(f"{type(n.op).__name__} weights not exact in float32")
     if bad:
         raise UnsupportedModelError(f"{_FLOAT32_REFUSAL}; not modelled: {', '.join(dict.fromkeys(bad))}; "
                                     "use --semantics exact")

@@ -16,7 +16,8 @@ Soundness conventions
   execution can differ from exact arithmetic by more (see tests/test_redteam_soundness.py; a
   rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
   block nearly every certificate). Raise ``cert_margin`` for such nets, or ask for
-  ``semantics = "float32"`` (chain MLPs and Linear / Conv / ReLU / Add / Concat / shape graphs): each row's margin then also adds ``|A_r| e``, where ``e``
+  ``semantics = "float32"`` (chain MLPs and Linear / Conv / ReLU / Add / Concat / shape graphs):
+  each row's margin then also adds ``|A_r| e``, where ``e``
   is the rigorous float32 rounding-error bound of :func:`certprune.bounds.float32.output_error`
   over the whole region (the bound the fairness audit uses per box). ``stats["semantics"]`` names it.
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
