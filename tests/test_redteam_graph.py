@@ -364,3 +364,151 @@ def test_verify_disjunctive_strict_specs_on_random_dags_agree_with_milp(seed, si
         with torch.no_grad():
             y = m(torch.as_tensor(cex)).double().numpy().ravel()
         assert float((A2 @ y)[0]) < t2 + d2
+
+
+# ----------------------------------------------------------------------------- verify --semantics float32 on graphs
+def _scaled_float(m, k: float):
+    m = m.float()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(k)
+    return m
+
+
+def test_float32_semantics_on_residual_and_conv_graphs_encloses_float32_execution():
+    """problem.float32_output_error now covers non-chain graphs (residual adds, concat/select, conv):
+    the margin encloses the float32 execution of the module on random points of the box."""
+    from certprune.verifiers.problem import float32_output_error, model_forms
+    from tests.graph_nets import GRAPHS
+    from tests.test_float32_graph import _conv_net
+    cases = [(_scaled_float(GRAPHS["residual_mlp"][0](0), 20.0), (6,)),
+             (_scaled_float(GRAPHS["twin_mlp"][0](1), 20.0), (4,)),
+             (_scaled_float(_conv_net(), 20.0), (1, 8, 8))]
+    for m, shape in cases:
+        net, _, _ = model_forms(as_network(m, shape), shape)
+        d = int(np.prod(shape))
+        lo, hi = -np.ones(d), np.ones(d)
+        err = float32_output_error(as_network(m, shape), net, lo, hi)
+        x32 = (torch.rand(3000, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).float()
+        with torch.no_grad():
+            y32 = m(x32).double().reshape(3000, -1)
+        exact = build_graph(m, shape).forward(x32.double()).reshape(3000, -1)
+        obs = (y32 - exact).abs().max(0).values
+        assert (obs <= err).all() and (obs > 0).any() and (err < 1e-2 * exact.abs().max()).all()
+
+
+def test_verify_float32_semantics_on_a_residual_graph_keeps_the_rounding_margin():
+    """Threshold at the exact minimum minus half the float32 margin: exact semantics certifies,
+    float32 semantics must not; minus 2% of the minimum: float32 certifies too."""
+    from certprune.verifiers.problem import float32_output_error, model_forms
+    from tests.graph_milp import milp_min
+    from tests.graph_nets import GRAPHS
+    m = _scaled_float(GRAPHS["residual_mlp"][0](3), 4.0)
+    g = build_graph(m, (6,))
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(-1, 0.5, 6)
+    hi = lo + rng.uniform(0.2, 0.5, 6)
+    a = rng.normal(size=g.output_dim)
+    best = milp_min(g, lo, hi, a)
+    net, _, _ = model_forms(m, (6,))
+    e = float(np.abs(a) @ float32_output_error(m, net, lo, hi).numpy())
+    assert e > 1e-6
+    cfg = {"semantics": "float32", "input_split_max_dim": 8}
+    tight = box_property(lo, hi, a[None], np.array([best - e / 2]))
+    assert verify(m, tight, timeout=30, config=cfg).verdict != Verdict.CERTIFIED
+    assert verify(m, tight, timeout=30, config={**cfg, "semantics": "exact"}).verdict == Verdict.CERTIFIED
+    loose = box_property(lo, hi, a[None], np.array([best - 0.02 * (1 + abs(best))]))
+    assert verify(m, loose, timeout=30, config=cfg).verdict == Verdict.CERTIFIED
+
+
+def test_float32_semantics_refuses_unmodelled_graph_operators_in_one_line():
+    from certprune.errors import UnsupportedModelError
+    from certprune.verifiers.problem import require_float32_chain
+    from tests.graph_nets import GRAPHS
+    bn = as_network(GRAPHS["conv_residual"][0](0).float(), (1, 8, 8))   # BatchNorm: a Scale
+    with pytest.raises(UnsupportedModelError, match="not modelled: Scale"):
+        require_float32_chain(bn)
+    m64 = GRAPHS["residual_mlp"][0](0).double()
+    with torch.no_grad():
+        m64.nodes[0].bias.add_(1e-12)                                   # not float32 numbers
+    prop = box_property(np.zeros(6), np.ones(6) * 0.1, np.ones((1, 3)), np.array([-1e6]))
+    with pytest.raises(UnsupportedModelError, match="weights not exact in float32") as info:
+        verify(m64, prop, timeout=5, config={"semantics": "float32"})
+    assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- fairness twin graph
+@pytest.mark.parametrize("seed", range(16))
+def test_twin_bounds_contain_samples_with_relaxed_and_multivalued_protected(seed):
+    """Random one-logit MLPs and specs (1-2 protected features with up to 6 values each, relaxed
+    features with delta 1-3, offsets clipped to the domain as the audit does): real and integer
+    z points of 4 boxes (distinct protected pairs) lie inside the y, y' and y - y' bounds, and
+    the float32 margin tau encloses the float32 execution of both copies at integer points."""
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.affine import AffineReluNet
+    from certprune.verifiers.twin import twin_graph, twin_layout
+    from certprune.verifiers.twin_bounds import twin_bounds
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 6))
+    names = tuple(f"f{i}" for i in range(n))
+    lo = rng.integers(-3, 2, n)
+    hi = lo + rng.integers(1, 6, n)
+    prot = list(rng.choice(n, int(rng.integers(1, 3)), replace=False))
+    rel = {names[i]: int(rng.integers(1, 4)) for i in range(n) if i not in prot and rng.random() < 0.6}
+    L = twin_layout(FairnessSpec(names, lo, hi, tuple(names[i] for i in prot), rel))
+    gen = torch.Generator().manual_seed(seed)
+    dims = [n] + [int(rng.integers(3, 15))] * int(rng.integers(1, 4)) + [1]
+    sc = float(rng.choice([0.3, 1, 5]))
+    net = AffineReluNet(tuple((torch.randn(o, i, generator=gen) * sc / i ** 0.5).float().double() for i, o in zip(dims, dims[1:])),
+                        tuple((torch.randn(o, generator=gen) * 0.3).float().double() for o in dims[1:]), (n,))
+    tg = twin_graph(net, L)
+    nb, off = 4, n + len(L.protected)
+    zlo, zhi = np.zeros((nb, L.dz)), np.zeros((nb, L.dz))
+    for k in range(nb):
+        a = rng.integers(lo, hi + 1)
+        zlo[k, :n], zhi[k, :n] = a, np.minimum(hi, a + rng.integers(0, 3, n))
+        for j, i in enumerate(L.protected):
+            v1, v2 = rng.choice(np.arange(lo[i], hi[i] + 1), 2, replace=False)
+            zlo[k, i] = zhi[k, i] = v1
+            zlo[k, n + j] = zhi[k, n + j] = v2
+        for j, (i, d) in enumerate(zip(L.relaxed, L.deltas)):
+            zlo[k, off + j], zhi[k, off + j] = max(-d, lo[i] - zhi[k, i]), min(d, hi[i] - zlo[k, i])
+    zlo, zhi = torch.as_tensor(zlo), torch.as_tensor(zhi)
+    tb = twin_bounds(net, L, zlo, zhi)
+    for k in range(nb):
+        u = torch.rand(4000, L.dz, generator=gen, dtype=torch.float64)
+        u[:64] = (u[:64] > 0.5).double()
+        z = zlo[k] + u * (zhi[k] - zlo[k])
+        for zz in (z, torch.round(z)):
+            vals = tg.graph.forward(zz, keep=True)
+            y, yp = vals[tg.outs[0]][:, 0], vals[tg.outs[1]][:, 0]
+            e = 1e-9 * (1 + float(y.abs().max()))
+            for v, (l, h) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
+                assert (v >= l[k] - e).all() and (v <= h[k] + e).all(), (seed, k)
+        for v, tau in zip(L.split(torch.round(z).numpy()), tb.tau):
+            h32, h = torch.from_numpy(v).float(), torch.from_numpy(v)
+            for li, (w, b) in enumerate(zip(net.weights, net.biases)):
+                h32, h = h32 @ w.float().T + b.float(), h @ w.T + b
+                if li < net.num_layers - 1:
+                    h32, h = h32.clamp(min=0), h.clamp(min=0)
+            assert ((h32.double() - h).abs() <= tau[k]).all(), (seed, k)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_patches_equal_dense_crown_on_random_dags(seed):
+    """Random DAGs (BatchNorm / constant scaling, Pad, residual conv blocks, strided / dilated /
+    grouped convs): wherever patches mode plans a node, its bounds equal the dense pass."""
+    _, _, g, lo, hi, _, _, _ = _setup(seed, n=10)
+    st = crown.intermediate(g, lo, hi)
+    planned = 0
+    for t in range(1, len(g.nodes)):
+        if patches.plan(g, t) is None:
+            continue
+        r = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)
+        if r is None:
+            continue
+        dl, du = _dense_crown(g, t, st)
+        torch.testing.assert_close(r[0], dl, rtol=0, atol=1e-9)
+        torch.testing.assert_close(r[1], du, rtol=0, atol=1e-9)
+        planned += 1
+    assert planned > 0 or seed in (2, 10)  # those two DAGs have dilated / grouped convs only

@@ -1,5 +1,6 @@
 """verify under the one soundness policy (certprune.semantics): exact is today's behaviour,
-float32 adds the rigorous float32 rounding-error bound and refuses non-chain models."""
+float32 adds the rigorous float32 rounding-error bound and refuses models with operators it does not
+model (average pooling here)."""
 import numpy as np
 import pytest
 import torch
@@ -71,7 +72,7 @@ def test_graph_float32_error_bounds_the_observed_float32_error():
 
 
 def test_float32_semantics_refuses_a_conv_net_in_one_line():
-    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
+    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
     prop = Property(InputRegion(np.zeros((1, 3, 3)), np.ones((1, 3, 3))), (LinearConstraints([[1.0]], [-1e6]),))
     with pytest.raises(UnsupportedModelError, match="chain MLPs"):
         certprune.verify(m, prop, timeout=5, config={"semantics": "float32"})
@@ -116,7 +117,7 @@ def test_cli_verify_semantics_flag_is_written_into_every_output(tmp_path, capsys
 def test_cli_float32_semantics_on_a_conv_model_is_one_line_exit_2(tmp_path, capsys):
     from certprune.cli import main
     from certprune.io.onnx_export import save_onnx
-    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
+    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
     save_onnx(m, tmp_path / "c.onnx", (1, 3, 3))
     decl = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n" for i in range(9))
     (tmp_path / "p.vnnlib").write_text(decl + "(declare-const Y_0 Real)\n(assert (<= Y_0 -1000000.0))\n")
@@ -140,7 +141,7 @@ def test_certify_records_semantics_and_refuses_float32_on_conv(tmp_path):
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["semantics"] == "float32"
     assert certify_robustness(m, X, y, 1e-4, timeout=5).semantics == "exact"
     from certprune.network import as_network
-    conv = as_network(nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), (1, 3, 3))
+    conv = as_network(nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), (1, 3, 3))
     with pytest.raises(UnsupportedModelError, match="chain MLPs"):
         certify_robustness(conv, np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.int64), 1e-3, timeout=5,
                            semantics="float32")

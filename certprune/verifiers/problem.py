@@ -196,30 +196,59 @@ _CHAIN_PASSIVE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
 
 def float32_output_error(model, net, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
     """``--semantics float32``: a rigorous bound (n_out,) on |float32 output - exact output| over
-    the box, from :func:`certprune.bounds.float32.output_error` on the graph of ``net`` with
-    intersected CROWN bounds of the whole region (valid on every sub-domain). Only for chain MLPs
-    executed layer by layer (one ``nn.Linear`` between ReLUs; an AffineReluNet with float32-exact
-    weights): anything else (conv, merged affine runs, graphs) raises UnsupportedModelError."""
+    the box, from :func:`certprune.bounds.float32.output_error` on :func:`float32_graph` with
+    intersected CROWN bounds of the whole region (valid on every sub-domain)."""
     from certprune.bounds import crown
     from certprune.bounds.float32 import output_error
-    from certprune.verifiers.bounds import graph_of
 
-    require_float32_chain(model, net)
-    g = graph_of(net)
+    g = float32_graph(model, net)
     st = crown.intermediate(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], intersect=True)
     return output_error(g, st.bounds)[0]
 
 
+_FLOAT32_REFUSAL = ("--semantics float32 supports chain MLPs and graphs of Linear / Conv / MatMul, ReLU, Add / Sub, "
+                    "Concat and shape operators (weights exact in float32) only")
+
+
+def float32_graph(model, net=None) -> Graph:
+    """The graph whose operator-by-operator float32 execution is the model's: the chain of
+    ``net`` for a chain MLP (one ``nn.Linear`` between ReLUs), else the graph of ``model`` itself
+    (one operator per module, never merged), whose every operator must have a float32 error
+    model (Linear, Conv, MatMul, ReLU, Add/Sub, Concat, Reshape, Permute, Select, zero Pad) and
+    whose weights must be float32-exact; otherwise UnsupportedModelError (one line)."""
+    from certprune.graph import ops_linear as L
+    from certprune.graph import ops_merge as M
+    from certprune.graph import ops_shape as S
+    from certprune.graph.relu import ReLU
+    from certprune.verifiers.bounds import graph_of
+
+    info = getattr(model, "info", None)
+    if net is None:
+        net = model_forms(model, tuple(info.input_shape) if info is not None else ())[0]
+    if _is_linear_chain(model, net):
+        return graph_of(net)
+    if not isinstance(model, nn.Module):  # an AffineReluNet whose weights float32 rounds
+        raise UnsupportedModelError(_FLOAT32_REFUSAL + "; use --semantics exact")
+    g = net if isinstance(net, Graph) else graph_of(model, tuple(info.input_shape) if info is not None else
+                                                    tuple(net.input_shape))
+    modelled = (L.Linear, L.Conv, L.MatMul, ReLU, M.AddSub, M.Concat, S.Reshape, S.Permute, S.Select, S.Pad)
+    bad = sorted({type(n.op).__name__ for n in g.nodes[1:] if not isinstance(n.op, modelled)})
+    for n in g.nodes[1:]:
+        if isinstance(n.op, (L.Linear, L.Conv, L.MatMul)):
+            for t in (n.op.weight, getattr(n.op, "bias", None)):
+                if t is not None and not bool((t.float().double() == t).all()):
+                    bad.append(f"{type(n.op).__name__} weights not exact in float32")
+    if bad:
+        raise UnsupportedModelError(f"{_FLOAT32_REFUSAL}; not modelled: {', '.join(dict.fromkeys(bad))}; "
+                                    "use --semantics exact")
+    return g
+
+
 def require_float32_chain(model, net=None) -> None:
     """Raise UnsupportedModelError (one line) unless ``--semantics float32`` applies to ``model``
-    (``net``: its bound form from :func:`model_forms`, built here when None)."""
-    if net is None:
-        info = getattr(model, "info", None)
-        net = model_forms(model, tuple(info.input_shape) if info is not None else ())[0]
-    if not _is_linear_chain(model, net):
-        raise UnsupportedModelError(
-            "--semantics float32 supports chain MLPs (nn.Linear and ReLU layers, weights exact in float32) only; "
-            "use --semantics exact")
+    (``net``: its bound form from :func:`model_forms`, built here when None): see
+    :func:`float32_graph`."""
+    float32_graph(model, net)
 
 
 def _is_linear_chain(model, net) -> bool:

@@ -16,7 +16,8 @@ Soundness conventions
   execution can differ from exact arithmetic by more (see tests/test_redteam_soundness.py; a
   rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
   block nearly every certificate). Raise ``cert_margin`` for such nets, or ask for
-  ``semantics = "float32"`` (chain MLPs): each row's margin then also adds ``|A_r| e``, where ``e``
+  ``semantics = "float32"`` (chain MLPs and Linear / Conv / ReLU / Add / Concat / shape graphs):
+  each row's margin then also adds ``|A_r| e``, where ``e``
   is the rigorous float32 rounding-error bound of :func:`certprune.bounds.float32.output_error`
   over the whole region (the bound the fairness audit uses per box). ``stats["semantics"]`` names it.
 - FALSIFIED only for a point that lies in the region (integer inputs integral; a coordinate may
@@ -66,7 +67,7 @@ class VerifyConfig:
     milp_max_unstable: int = 48         # ReLU branching: hand domains with this few unstable ReLUs to the MILP
     milp_time_limit: float = 5.0        # seconds per MILP call (a domain it leaves open is branched further)
     optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
-    semantics: str = DEFAULT.value      # exact | float32 (certprune.semantics; float32: chain MLPs only)
+    semantics: str = DEFAULT.value      # exact | float32 (certprune.semantics; float32: problem.float32_graph)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "semantics", parse_semantics(self.semantics).value)
