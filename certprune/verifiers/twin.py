@@ -184,7 +184,10 @@ def violation_disjuncts() -> tuple[LinearConstraints, ...]:
 
 def partition_properties(spec: FairnessSpec, lo: np.ndarray, hi: np.ndarray) -> list[Property]:
     """The fairness query on partition [lo, hi] as Properties over the twin network, one per
-    unordered protected pair; the partition is fair iff none of them has a valid violation."""
+    unordered protected pair; the partition is fair iff none of them has a valid violation.
+    Fairify's per-partition query: both x and x' lie in the partition (a relaxed partner x_r + d_r
+    outside [lo_r, hi_r] is not asked about). The audit engine (``fairness_bab``) does not use it:
+    it pairs an individual with partners anywhere in the domain."""
     layout = twin_layout(spec)
     props = []
     for a, b in protected_pairs(spec, lo, hi):
