@@ -188,7 +188,8 @@ class BranchAndBound:
         out = box_search(self.net, self.spec, self.lo.numpy(), self.hi.numpy(), np.asarray(alive),
                          None if self.int_mask is None else self.int_mask.numpy(), self.confirm, self.deadline,
                          batch=self.settings.box_batch, max_depth=self.settings.max_input_depth,
-                         attack=self.attack, progress=self.progress)
+                         attack=self.attack, progress=self.progress,
+                         handoff_unstable=self.settings.relu_switch_unstable)
         self.stats.update(out.stats)
         if out.status == "falsified":
             self.found = out.x

@@ -74,7 +74,7 @@ def box_bounds(net, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torc
 def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int_mask: np.ndarray | None,
                confirm, deadline: float | None, *, batch: int = 2048, max_depth: int = 64,
                attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-               pending_cap: int = 1_000_000, progress: Callable[[dict], None] | None = None) -> BoxSearchOutcome:
+               pending_cap: int = 1_000_000, handoff_unstable: int = 0, progress: Callable[[dict], None] | None = None) -> BoxSearchOutcome:
     """Input splitting with every box kept in tensors (no per-box Python objects) and look-ahead
     branching: every queued box is already bounded; a step pops up to ``batch / (2 n_in)`` boxes
     (fewer when the measured bounding time would make a step last over ~0.5 s or a tenth of the
@@ -88,7 +88,8 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
     dropped; the centers and CROWN primal vertices of all children are confirmed on the float32
     model; about once a second ``attack`` (PGD) runs inside the 32 lowest-key boxes. Boxes whose
     ReLUs are all stable (the bound is then exact up to rounding, and the primal vertex was
-    tried), with no splittable input, or at ``max_depth`` are handed back for the exact loop."""
+    tried) or with at most ``handoff_unstable`` unstable ReLUs (ReLU splits and LP leaves finish
+    them), with no splittable input, or at ``max_depth`` are handed back for the exact loop."""
     dt = torch.float64
     n_in = len(lo)
     lo_t, hi_t = torch.as_tensor(lo, dtype=dt), torch.as_tensor(hi, dtype=dt)
@@ -130,7 +131,7 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
     def enqueue(b_lo, b_hi, b_alive, b_depth, keys, unstable, splittable):
         nonlocal P
         open_ = b_alive.any(1)
-        done = open_ & ((unstable == 0) | (b_depth >= max_depth) | ~splittable)
+        done = open_ & ((unstable <= handoff_unstable) | (b_depth >= max_depth) | ~splittable)
         if bool(done.any()):
             left.append((b_lo[done], b_hi[done], b_alive[done], b_depth[done]))
         go = open_ & ~done
@@ -146,6 +147,7 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
         return ok, mid
 
     root_lo, root_hi = lo_t[None], hi_t[None]
+    root_w = torch.where(hi_t > lo_t, hi_t - lo_t, torch.ones_like(hi_t))
     found, r_alive, r_key, r_unst = bound(root_lo, root_hi, torch.as_tensor(alive, dtype=torch.bool)[None],
                                           torch.zeros(1, dtype=torch.long))
     if found is not None:
@@ -191,7 +193,12 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
             return finish("falsified", found)
         key = torch.full((B, n_in, 2), -torch.inf, dtype=dt)
         key[sel] = f_key
-        score = torch.where(ok, key.min(dim=2).values, torch.full((B, n_in), -torch.inf, dtype=dt))
+        # children keys capped at 0 (a refuted child counts 0): the worse child first, the sum
+        # second; where splitting changes no bound (a plateau), the relatively widest dim wins
+        kc = key.clamp(max=0.0)
+        rel = (b_hi - b_lo) / root_w
+        score = kc.min(dim=2).values + kc.sum(dim=2) + 1e-3 * (1 + b_key.abs().clamp(max=1e6))[:, None] * rel
+        score = torch.where(ok, score, torch.full((B, n_in), -torch.inf, dtype=dt))
         best = score.argmax(dim=1)  # every popped box has a splittable dim (enqueue checked)
         pick = torch.zeros(B, n_in, 2, dtype=torch.bool)
         pick[torch.arange(B), best] = True
