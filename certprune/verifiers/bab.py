@@ -191,6 +191,9 @@ class BranchAndBound:
                          attack=self.attack, progress=self.progress,
                          handoff_unstable=self.settings.relu_switch_unstable)
         self.stats.update(out.stats)
+        self.stats["domains"] += out.stats["box_domains"]
+        self.stats["input_splits"] += out.stats["box_steps"] and out.stats["box_domains"] // 2
+        self.stats["max_depth"] = max(self.stats["max_depth"], out.stats["box_max_depth"])
         if out.status == "falsified":
             self.found = out.x
             return BabOutcome("falsified", out.x, self._final_stats("falsified"))

@@ -76,20 +76,21 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
                attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                pending_cap: int = 1_000_000, handoff_unstable: int = 0, progress: Callable[[dict], None] | None = None) -> BoxSearchOutcome:
     """Input splitting with every box kept in tensors (no per-box Python objects) and look-ahead
-    branching: every queued box is already bounded; a step pops up to ``batch / (2 n_in)`` boxes
-    (fewer when the measured bounding time would make a step last over ~0.5 s or a tenth of the
-    time left)
-    (the lowest keys first; the newest, depth-first, once ``pending_cap`` boxes are queued),
-    bisects each along EVERY splittable input, bounds all those children at once
-    (:func:`box_bounds`) and keeps, per box, the pair of children of the dimension whose worse
-    child has the best bound (the smear score :func:`choose_input_dims` ranks dimensions by the
-    final linear bound only and, on ACAS Xu property 1, kept bisecting one angle while the
-    ReLUs left unstable came from the others). Children whose disjuncts are all refuted are
-    dropped; the centers and CROWN primal vertices of all children are confirmed on the float32
-    model; about once a second ``attack`` (PGD) runs inside the 32 lowest-key boxes. Boxes whose
-    ReLUs are all stable (the bound is then exact up to rounding, and the primal vertex was
-    tried) or with at most ``handoff_unstable`` unstable ReLUs (ReLU splits and LP leaves finish
-    them), with no splittable input, or at ``max_depth`` are handed back for the exact loop."""
+    branching. Every queued box is already bounded. A step pops up to ``batch / (2 n_in)`` boxes
+    (the lowest keys first; the newest, depth-first, once ``pending_cap`` boxes are queued; fewer
+    when the measured bounding time would make a step last over ~0.5 s or a tenth of the time
+    left), bisects each along EVERY splittable input, bounds all those children at once
+    (:func:`box_bounds`) and keeps, per box, the pair of children of the best dimension: the one
+    whose worse child gains most over the parent's bound, then the larger total gain (keys and
+    gains capped at 0: CROWN is not monotone), and where no split gains, the relatively widest
+    input. (The smear score :func:`choose_input_dims` ranks dimensions by the final linear bound
+    only and, on ACAS Xu property 1, kept bisecting one angle while the unstable ReLUs came from
+    the others.) Children whose disjuncts are all refuted are dropped; the centers and CROWN
+    primal vertices of all children are confirmed on the float32 model; about once a second
+    ``attack`` (PGD) runs inside the 32 lowest-key boxes. Boxes whose ReLUs are all stable (the
+    bound is then exact up to rounding, and the primal vertex was tried) or with at most
+    ``handoff_unstable`` unstable ReLUs (ReLU splits and LP leaves finish them), with no
+    splittable input, or at ``max_depth`` are handed back for the exact loop."""
     dt = torch.float64
     n_in = len(lo)
     lo_t, hi_t = torch.as_tensor(lo, dtype=dt), torch.as_tensor(hi, dtype=dt)
@@ -193,11 +194,13 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
             return finish("falsified", found)
         key = torch.full((B, n_in, 2), -torch.inf, dtype=dt)
         key[sel] = f_key
-        # children keys capped at 0 (a refuted child counts 0): the worse child first, the sum
-        # second; where splitting changes no bound (a plateau), the relatively widest dim wins
-        kc = key.clamp(max=0.0)
+        # gain of each child over its parent, keys capped at 0 (a refuted child gains all) and
+        # gains at 0 (CROWN is not monotone: a child can bound worse): the worse child first, the
+        # sum second; where no split gains (a plateau), the relatively widest input wins
+        parent = b_key.clamp(max=0.0)[:, None, None]
+        gain = (key.clamp(max=0.0) - parent).clamp(min=0.0)
         rel = (b_hi - b_lo) / root_w
-        score = kc.min(dim=2).values + kc.sum(dim=2) + 1e-3 * (1 + b_key.abs().clamp(max=1e6))[:, None] * rel
+        score = gain.min(dim=2).values + gain.sum(dim=2) + 1e-3 * (1 + parent.abs().clamp(max=1e6))[:, :, 0] * rel
         score = torch.where(ok, score, torch.full((B, n_in), -torch.inf, dtype=dt))
         best = score.argmax(dim=1)  # every popped box has a splittable dim (enqueue checked)
         pick = torch.zeros(B, n_in, 2, dtype=torch.bool)
