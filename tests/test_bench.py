@@ -17,8 +17,8 @@ from certprune.vnncomp import parse_result
 ACAS = [  # (network, property, known answer; Marabou agrees on the first two)
     ("2_3", 2, "sat"),
     ("1_9", 1, "unsat"),
-    ("2_4", 1, "timeout"),  # hard: certprune undecided after 21 min (Marabou: unsat in 15 s)
-]
+    ("3_3", 2, "timeout"),  # hard: open after 20 s with the box search (2_4 / prop 1, used before, now
+]                           # closes in under a second); nnenum and alpha-beta-CROWN decide it (unsat)
 CAP = "3"  # seconds per instance: the two easy ones take 0.1-0.4 s on an idle machine
 
 
@@ -124,7 +124,7 @@ def test_bench_workers_resume_a_partial_store(first_run, tmp_path, monkeypatch):
     assert (out / "results.csv").read_text().count("\n") == 4      # header + 3 whole rows, torn one cut
     assert {k: r["result"] for k, r in _rows_of(out).items()} == \
         {k: r["result"] for k, r in _rows_of(serial_out).items()}
-    assert seen == ["onnx/ACASXU_run2a_2_4_batch_2000.onnx"]   # one item left: map_items runs it here
+    assert seen == ["onnx/ACASXU_run2a_3_3_batch_2000.onnx"]   # one item left: map_items runs it here
 
 
 @pytest.mark.parametrize("argv,needle", [(["--workers", "0"], "--workers"),
@@ -168,7 +168,7 @@ def test_bench_reference_disagreement_is_flagged(first_run, tmp_path):
                    "0.01,holds,3.2\n"
                    "acasxu,./benchmarks/acasxu/ACASXU_run2a_1_9_batch_2000.onnx,./benchmarks/acasxu/prop_1.vnnlib,"
                    "0.01,unsat,1.0\n"
-                   "acasxu,./benchmarks/acasxu/ACASXU_run2a_2_4_batch_2000.onnx,./benchmarks/acasxu/prop_1.vnnlib,"
+                   "acasxu,./benchmarks/acasxu/ACASXU_run2a_3_3_batch_2000.onnx,./benchmarks/acasxu/prop_2.vnnlib,"
                    "0.01,unsat,7.0\n")
     code, stdout, _ = run_cli(["bench", str(inst), "--timeout-cap", CAP, "--out", str(out), "--reference", str(ref)])
     assert code == 4

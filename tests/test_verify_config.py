@@ -174,8 +174,8 @@ def test_verify_timeout_5_wall_time(shared_data, tmp_path):
     stats = tmp_path / "s.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "certprune", "verify", str(d / "onnx" / "ACASXU_run2a_2_4_batch_2000.onnx"),
-                        str(d / "vnnlib" / "prop_1.vnnlib"), "--timeout", "5", "--stats-file", str(stats)],
+    r = subprocess.run([sys.executable, "-m", "certprune", "verify", str(d / "onnx" / "ACASXU_run2a_3_3_batch_2000.onnx"),
+                        str(d / "vnnlib" / "prop_2.vnnlib"), "--timeout", "5", "--stats-file", str(stats)],
                        capture_output=True, text=True, env=env, timeout=60)
     wall = time.monotonic() - t0
     assert r.returncode == 3 and r.stdout.strip() == "timeout", r.stderr

@@ -93,10 +93,10 @@ def test_run_instance_results_path_is_a_directory(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_run_instance_timeout_word_and_wall_time(shared_data, tmp_path):
-    """A hard instance (2_4 / property 1: undecided after minutes) with a 5 s budget: the word is
+    """A hard instance (3_3 / property 2: open after 20 s) with a 5 s budget: the word is
     timeout and the script returns close to the budget."""
     import time
-    model, prop = acas(shared_data, "2_4", 1)
+    model, prop = acas(shared_data, "3_3", 2)
     res = tmp_path / "result.txt"
     t0 = time.monotonic()
     r = sh("run_instance.sh", "v1", "acasxu", model, prop, res, 5)

@@ -79,6 +79,7 @@ class BabSettings:
     optimize_iters: int = 0
     milp_max_unstable: int = 0
     milp_time_limit: float = 5.0
+    box_batch: int = 0  # input strategy: children per step of bab_input.box_search (0 = off)
 
 
 class BranchAndBound:
@@ -139,9 +140,14 @@ class BranchAndBound:
     def run(self, alive: np.ndarray) -> BabOutcome:
         """Search from the root box with the disjuncts ``alive`` still open."""
         total = sum(self.sizes)
-        root = Domain(self.lo, self.hi, torch.zeros(total, dtype=torch.int8), torch.as_tensor(alive), 0, 0.0,
-                      ("none", -1, 0.0))
-        self._process([root])
+        if self.settings.strategy == "input" and self.settings.box_batch:
+            first = self._box_phase(alive)  # batched input splitting; the loop below finishes its leftovers
+            if first is not None:
+                return first
+        else:
+            root = Domain(self.lo, self.hi, torch.zeros(total, dtype=torch.int8), torch.as_tensor(alive), 0, 0.0,
+                          ("none", -1, 0.0))
+            self._process([root])
         while len(self.queue) and self.found is None and not self.timed_out:
             if self._out_of_time():
                 self.timed_out = True
@@ -153,6 +159,10 @@ class BranchAndBound:
             if self.attack is not None and self.found is None and t0 - self._last_attack > 1.0:
                 self._attack_boxes(batch)
             self._report()
+        return self.run_result()
+
+    def run_result(self) -> BabOutcome:
+        """The outcome once the search stopped (found, out of time, or queue empty)."""
         if self.found is not None:
             return BabOutcome("falsified", self.found, self._final_stats("falsified"))
         if self.timed_out:
@@ -161,6 +171,32 @@ class BranchAndBound:
             why = "an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"
             return BabOutcome("unknown", stats=self._final_stats(why))
         return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
+
+    def _box_phase(self, alive: np.ndarray) -> BabOutcome | None:
+        """``bab_input.box_search`` on the root box: its outcome, or None after queueing the boxes
+        it handed back (all ReLUs stable, or input depth exhausted) for the domain loop."""
+        from certprune.verifiers.bab_input import box_search
+
+        out = box_search(self.net, self.spec, self.lo.numpy(), self.hi.numpy(), np.asarray(alive),
+                         None if self.int_mask is None else self.int_mask.numpy(), self.confirm, self.deadline,
+                         batch=self.settings.box_batch, max_depth=self.settings.max_input_depth,
+                         attack=self.attack, progress=self.progress,
+                         handoff_unstable=self.settings.relu_switch_unstable)
+        self.stats.update(out.stats)
+        self.stats["domains"] += out.stats["box_domains"]
+        self.stats["input_splits"] += out.stats["box_steps"] and out.stats["box_domains"] // 2
+        self.stats["max_depth"] = max(self.stats["max_depth"], out.stats["box_max_depth"])
+        if out.status == "falsified":
+            self.found = out.x
+            return BabOutcome("falsified", out.x, self._final_stats("falsified"))
+        if out.status in ("certified", "timeout"):
+            self.timed_out = out.status == "timeout"
+            return self.run_result()
+        total = sum(self.sizes)
+        lo, hi, al, depth = out.left
+        self._process([Domain(lo[i], hi[i], torch.zeros(total, dtype=torch.int8), al[i], int(depth[i]), 0.0,
+                              ("none", -1, 0.0)) for i in range(len(lo))])
+        return None
 
     def _final_stats(self, reason: str) -> dict:
         s = dict(self.stats)
