@@ -271,22 +271,33 @@ def derived(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def closing(table: pd.DataFrame, net: str) -> str:
-    """Per method, compression and the differences (accuracy points, means over seeds) of clean
-    and CROWN-certified accuracy to global magnitude pruning at 80% and to stability unit
-    pruning at 50% on the same net and seeds."""
+    """Per method, compression and the differences (accuracy points) of clean and CROWN-certified
+    accuracy to global magnitude pruning at 80% and to stability unit pruning at 50% on the same
+    net, averaged over the seeds both rows have (their number in brackets)."""
     stab = "stability-neuron@0.5" if net == "mlp" else "stability-structured@0.5"
-    means = table.groupby("method", sort=False)[["compression", "speedup", "clean_acc", "crown_cert_acc"]].mean()
-    refs = [r for r in ("magnitude@0.8", stab) if r in means.index]
+    by = table.set_index(["method", "seed"])[["compression", "speedup", "clean_acc", "crown_cert_acc"]]
+    by = by.apply(pd.to_numeric, errors="coerce")
+    refs = [r for r in ("magnitude@0.8", stab) if r in by.index.get_level_values(0)]
     if not refs:
         return ""
+
+    def diff(method: str, ref: str) -> list[str]:
+        a, b = by.loc[method], by.loc[ref]
+        seeds = a.index.intersection(b.index)
+        if not len(seeds):
+            return ["–", "–"]
+        d = 100 * (a.loc[seeds] - b.loc[seeds]).mean()
+        return [f"{d.clean_acc:+.1f} ({len(seeds)})", f"{d.crown_cert_acc:+.1f} ({len(seeds)})"]
+
     head = " | ".join(f"Δacc vs {r} | Δcert vs {r}" for r in refs)
     lines = [f"| method | compression | speed-up | {head} |", "|" + "---|" * (3 + 2 * len(refs))]
-    for method, row in means.iterrows():
+    for method in dict.fromkeys(table.method):
+        row = by.loc[method].mean()
         if pd.isna(row.crown_cert_acc):
             continue
-        cells = [f"{100 * (row[c] - means.loc[r, c]):+.1f}" for r in refs for c in ("clean_acc", "crown_cert_acc")]
+        cells = [c for r in refs for c in diff(method, r)]
         lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | " + " | ".join(cells) + " |")
-    return ("Closing comparison (accuracy points, mean over the seeds present):\n\n" + "\n".join(lines))
+    return ("Closing comparison (accuracy points, mean over the seeds both rows have):\n\n" + "\n".join(lines))
 
 
 def plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
