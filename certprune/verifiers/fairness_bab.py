@@ -460,7 +460,8 @@ class TwinBab:
         if len(u) == 0:
             return back
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
-        tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)
+        tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
+                         skip_closed=self.semantics)
         closed = tb.closed(self.semantics).numpy()
         sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
         fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp,
