@@ -72,9 +72,11 @@ class BabConfig:
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
     timeout per box and z3 calls per run; counterexample pairs kept per partition; beyond ``pool_cap`` open units,
     half of each batch is the smallest units (they are enumerated, which drains the pool); at most
-    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds); a round
-    of fewer than ``first_round / 2`` units (the first rounds of a small pool) halves each unit several times, to
-    about ``first_round`` children in all, so a quick model is not run 1, 2, 4, ... units per round. z3 is off by default:
+    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds); a
+    round of fewer than ``min(first_round, batch) / 2`` units (the first rounds of a small pool)
+    halves each unit several times, to about that many children, so a quick model is not run 1, 2,
+    4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
+    pool still pops by open volume x weight. z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -485,7 +487,8 @@ class TwinBab:
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
         u.weight = self._weight(len(u), own, closed, tb)
         n = int(alive.sum())
-        times = 1 if 2 * n >= self.cfg.first_round else int(np.ceil(np.log2(self.cfg.first_round / max(n, 1))))
+        target = min(self.cfg.first_round, self.cfg.batch)
+        times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
         kids = self._split(u.take(alive), score[alive], times)
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
