@@ -234,3 +234,34 @@ def test_overlapping_user_partitions_are_refused():
     box_partition([[[0, 0], [1, 3]], [[2, 0], [3, 3]]], lo, hi)  # disjoint: accepted
     with pytest.raises(SpecError, match="overlap"):
         box_partition([[[0, 0], [2, 3]], [[2, 0], [3, 3]]], lo, hi)
+
+
+@pytest.mark.parametrize("times", [1, 3, 9])
+def test_split_several_times_partitions_each_unit_exactly(times):
+    """The multi-halving of the first rounds: the children tile each parent (every integer point of
+    the free features in exactly one child, none empty), sizes add up, and the protected features
+    and open masks are the parent's; units too small to halve ``times`` times stay whole."""
+    from certprune.network import as_network
+    from certprune.verifiers.bounds import affine_net
+    from certprune.verifiers.fairness import EngineFactory
+    from certprune.verifiers.partition import box_points
+    spec = small_spec()
+    eng = EngineFactory(affine_net(as_network(biased_mlp(0))), biased_mlp(0), spec, BabConfig())()
+    plo = np.array([[0, 0, 0, 0], [3, 2, 0, 5], [0, 0, 0, 0]], dtype=np.float64)
+    phi = np.array([[7, 5, 1, 9], [4, 2, 1, 5], [0, 1, 1, 0]], dtype=np.float64)
+    u = eng.initial_units(plo, phi, np.arange(3))
+    score = np.random.default_rng(times).random((3, spec.num_features))
+    kids = eng._split(u, score, times)
+    assert (kids.lo <= kids.hi).all()
+    np.testing.assert_array_equal(kids.size, box_points(kids.lo, kids.hi, eng.free))
+    for p in range(3):
+        mine = kids.part == p
+        pts = [tuple(x) for k in np.flatnonzero(mine)
+               for x in itertools.product(*[range(int(a), int(b) + 1) for a, b in zip(kids.lo[k], kids.hi[k])])]
+        whole = list(itertools.product(*[range(int(a), int(b) + 1) for a, b in zip(plo[p], phi[p])]))
+        assert len(pts) == len(set(pts)) == len(whole) and set(pts) == set(whole)
+        assert (kids.lo[mine][:, eng.prot] == plo[p, eng.prot]).all() and (kids.open[mine] == u.open[p]).all()
+        npts = int(box_points(plo[p:p + 1], phi[p:p + 1], eng.free)[0])
+        assert mine.sum() <= min(2 ** times, npts)
+    assert (kids.part == 0).sum() == (2 ** times if times <= 3 else 416)  # 480 points: some halvings end at points
+    assert (kids.part == 2).sum() == min(2 ** times, 2)  # 2 points: halved once, then kept whole

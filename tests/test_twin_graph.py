@@ -124,3 +124,45 @@ def test_twin_bounds_equal_the_former_hand_written_pass():
         got = getattr(tb, k)
         assert float(got[0][0]) == pytest.approx(a, rel=1e-12, abs=1e-15) and float(got[1][0]) == pytest.approx(b, rel=1e-12)
     assert not bool(tb.closed(Semantics.EXACT)[0])
+
+
+def _boxes(layout, seed, n=600):
+    """``n`` random twin boxes: widths 0..3 per free feature, random protected values (0..2)."""
+    rng = np.random.default_rng(seed)
+    zlo, zhi = np.zeros((n, layout.dz)), np.zeros((n, layout.dz))
+    zlo[:, :layout.n] = rng.integers(0, 4, (n, layout.n))
+    zhi[:, :layout.n] = zlo[:, :layout.n] + rng.integers(0, 4, (n, layout.n)) * (rng.random((n, 1)) < 0.7)
+    for j, i in enumerate(layout.protected):
+        v, w = rng.integers(0, 3, n), rng.integers(0, 3, n)
+        zlo[:, i] = zhi[:, i] = v
+        zlo[:, layout.n + j] = zhi[:, layout.n + j] = w
+    off = layout.n + len(layout.protected)
+    for j, d in enumerate(layout.deltas):
+        zlo[:, off + j], zhi[:, off + j] = -d, d
+    return torch.from_numpy(zlo), torch.from_numpy(zhi)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["plain", "relaxed"])
+@pytest.mark.parametrize("sem", [Semantics.FLOAT32, Semantics.EXACT], ids=["float32", "exact"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_skipping_crown_on_forward_closed_boxes_keeps_every_verdict(spec, sem, seed):
+    """``skip_closed``: CROWN runs only where the forward bounds leave a box open; the closed mask
+    and every proven flip equal the full pass', and the open boxes get the full pass' bounds."""
+    layout = twin_layout(spec)
+    net = _net(seed, h=16)
+    zlo, zhi = _boxes(layout, seed)
+    full = twin_bounds(net, layout, zlo, zhi)
+    fast = twin_bounds(net, layout, zlo, zhi, skip_closed=sem)
+    closed = full.closed(sem)
+    assert torch.equal(fast.closed(sem), closed)
+    assert 0 < int(closed.sum()) < len(closed)  # both paths exercised
+    (a, b), (c, d) = full.signs(sem), fast.signs(sem)
+    assert torch.equal(a * b == -1, c * d == -1)  # proven flips
+    opn = ~closed
+    for f, s in ((full.y, fast.y), (full.yp, fast.yp), (full.diff, fast.diff)):
+        for k in (0, 1):
+            torch.testing.assert_close(f[k][opn], s[k][opn], rtol=0, atol=1e-12)  # batch-size rounding only
+            # skipped boxes: the forward bounds, never tighter than the full pass' (sound)
+            gap = (f[k] - s[k] if k == 0 else s[k] - f[k])[closed]
+            assert (gap >= -1e-12).all()
+    assert torch.equal(full.score, fast.score) and torch.equal(full.unstable, fast.unstable)

@@ -72,7 +72,11 @@ class BabConfig:
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
     timeout per box and z3 calls per run; counterexample pairs kept per partition; beyond ``pool_cap`` open units,
     half of each batch is the smallest units (they are enumerated, which drains the pool); at most
-    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds). z3 is off by default:
+    ``enum_per_round`` points are enumerated per round (the deadline is checked between rounds); a
+    round of fewer than ``min(first_round, batch) / 2`` units (the first rounds of a small pool)
+    halves each unit several times, to about that many children, so a quick model is not run 1, 2,
+    4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
+    pool still pops by open volume x weight. z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -85,6 +89,7 @@ class BabConfig:
     pairs_per_partition: int = 3
     pool_cap: int = 400000
     enum_per_round: int = 65536
+    first_round: int = 256
 
 
 @dataclass
@@ -460,7 +465,8 @@ class TwinBab:
         if len(u) == 0:
             return back
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
-        tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs)
+        tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
+                         skip_closed=self.semantics)
         closed = tb.closed(self.semantics).numpy()
         sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
         fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp,
@@ -480,7 +486,10 @@ class TwinBab:
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
         u.weight = self._weight(len(u), own, closed, tb)
-        kids = self._split(u.take(alive), score[alive])
+        n = int(alive.sum())
+        target = min(self.cfg.first_round, self.cfg.batch)
+        times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
+        kids = self._split(u.take(alive), score[alive], times)
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
     @staticmethod
@@ -569,23 +578,42 @@ class TwinBab:
         np.maximum.at(hard, own, h)
         return 1.0 - STRADDLE_DISCOUNT * hard
 
-    def _split(self, u: Units, score: np.ndarray) -> Units:
-        """Halve each unit along its highest-scoring splittable free feature (widest as tie-break)."""
-        width = u.hi - u.lo
-        s = np.where(width > 0, score + 1e-12 * width, -1.0)
-        s[:, self.prot] = -1.0
-        dim = np.argmax(s, axis=1)
-        r = np.arange(len(u))
-        mid = np.floor((u.lo[r, dim] + u.hi[r, dim]) / 2)
-        hi1 = u.hi.copy()
-        hi1[r, dim] = mid
-        lo2 = u.lo.copy()
-        lo2[r, dim] = mid + 1
-        w = u.hi[r, dim] - u.lo[r, dim] + 1
-        s1 = u.size * (mid - u.lo[r, dim] + 1) / w
-        return Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
-                     np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
-                     np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]))
+    def _split(self, u: Units, score: np.ndarray, times: int = 1) -> Units:
+        """Halve each unit along its highest-scoring splittable free feature (widest as tie-break),
+        ``times`` times: a child is halved again on the parent's scores, the split feature's score
+        halved with its width (FairQuant's score is proportional to the width); a child with no
+        splittable free feature left is kept whole."""
+        score = score.copy()
+        for t in range(times):
+            width = u.hi - u.lo
+            s = np.where(width > 0, score + 1e-12 * width, -1.0)
+            s[:, self.prot] = -1.0
+            dim = np.argmax(s, axis=1)
+            r = np.arange(len(u))
+            ok = s[r, dim] >= 0  # some free feature is still wider than one value
+            if t > 0 and not ok.all():
+                keep = u.take(~ok)
+                u, score, dim, r = u.take(ok), score[ok], dim[ok], np.arange(int(ok.sum()))
+            else:
+                keep = None
+            mid = np.floor((u.lo[r, dim] + u.hi[r, dim]) / 2)
+            hi1 = u.hi.copy()
+            hi1[r, dim] = mid
+            lo2 = u.lo.copy()
+            lo2[r, dim] = mid + 1
+            w = u.hi[r, dim] - u.lo[r, dim] + 1
+            s1 = u.size * (mid - u.lo[r, dim] + 1) / w
+            u = Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
+                      np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
+                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]))
+            if t + 1 < times:
+                score[r, dim] /= 2
+                score = np.concatenate([score, score])
+            if keep is not None:
+                u = Units(*(np.concatenate([a, b]) for a, b in zip(u.astuple(), keep.astuple())))
+                if t + 1 < times:
+                    score = np.concatenate([score, np.zeros((len(keep), score.shape[1]))])
+        return u
 
     # ----- driver ----------------------------------------------------------------------------
     def _emit(self, st: _State, p: int, verdict: str) -> None:

@@ -28,6 +28,7 @@ from certprune.bounds import crown
 from certprune.bounds.float32 import output_error
 from certprune.bounds.forward import concretize, forward_pass
 from certprune.graph.op import LinFn
+from certprune.graph.relu import Relaxation
 from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
@@ -137,26 +138,58 @@ def _diff(f: LinFn, h: LinFn) -> LinFn:
     return LinFn(f.A[:, :, 0] - h.A[:, :, 1], f.b[:, 0] - h.b[:, 1])
 
 
+def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
+    """The CROWN state of boxes ``k`` only (rows of every per-box tensor)."""
+    def rows(t):
+        return t if t.shape[0] == 1 else t[k]
+    return crown.State(st.lo[k], st.hi[k], {i: (rows(a), rows(b)) for i, (a, b) in st.bounds.items()},
+                       {i: Relaxation(*(rows(f) for f in (r.alpha, r.slope, r.intercept, r.unstable)))
+                        for i, r in st.relax.items()},
+                       {i: (rows(a), rows(b)) for i, (a, b) in st.pre.items()}, st.infeasible[k])
+
+
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
-                last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False) -> TwinBounds:
+                last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False,
+                skip_closed: Semantics | None = None) -> TwinBounds:
     """Bounds of the one-logit ``net`` on x = P z and x' = P' z over N boxes (N, dz).
     ``last_abs`` = (|W|, |b|) of the original last layer for the float32 margin when ``net``'s last
-    layer is a difference of two logits."""
+    layer is a difference of two logits. ``skip_closed``: the backward CROWN pass runs only on the
+    boxes that the forward and pair-difference bounds do not already close under that semantics
+    (a closed box stays closed under tighter bounds, and no bound of a closed box can prove a flip,
+    so :meth:`TwinBounds.closed` and every proven flip are those of the full pass; the y / y'
+    bounds of the skipped boxes are the forward ones, looser)."""
     tg = cached_twin(net, layout, last_abs)
     g = tg.graph
     N = len(zlo)
     res = forward_pass(g, zlo, zhi, keep=(g.output, tg.x, tg.xp))
     fl, fu = res.fns[g.output]  # (K, dz, 2): [y, y'] as linear functions of z
     l, u = res.bounds[g.output]
-    cr = crown.backward(g, g.output, _SPECS, res.state()).lower.expand(N, 6)
-    y = (torch.maximum(l[:, 0], cr[:, 0]), torch.minimum(u[:, 0], -cr[:, 1]))
-    yp = (torch.maximum(l[:, 1], cr[:, 2]), torch.minimum(u[:, 1], -cr[:, 3]))
     fx, fxp = res.fns[tg.x][0], res.fns[tg.xp][0]  # exact: x and x' are linear in z
     xd = LinFn(fxp.A - fx.A, fxp.b - fx.b)
     Dl, Du = pair_differences(tg, res, (concretize(xd, zlo, zhi, False), concretize(xd, zlo, zhi, True)))
-    dl = torch.maximum(torch.maximum(concretize(_diff(fl, fu), zlo, zhi, False), cr[:, 4]), -Du[:, 0])
-    du = torch.minimum(torch.minimum(concretize(_diff(fu, fl), zlo, zhi, True), -cr[:, 5]), -Dl[:, 0])
+    dl = torch.maximum(concretize(_diff(fl, fu), zlo, zhi, False), -Du[:, 0])
+    du = torch.minimum(concretize(_diff(fu, fl), zlo, zhi, True), -Dl[:, 0])
     tau = output_error(g, res.bounds, exact_nodes=(tg.x, tg.xp))
+    y, yp = (l[:, 0], u[:, 0]), (l[:, 1], u[:, 1])
+    todo = None  # boxes that get the CROWN pass (None: all)
+    if skip_closed is not None:
+        fwd = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None)
+        todo = torch.nonzero(~fwd.closed(skip_closed)).flatten()
+        if len(todo) == N:
+            todo = None
+    if todo is None or len(todo):
+        st = res.state() if todo is None else _take_state(res.state(), todo)
+        M = N if todo is None else len(todo)
+        cr = crown.backward(g, g.output, _SPECS, st).lower.expand(M, 6)
+        sel = slice(None) if todo is None else todo
+
+        def tighten(t, c, upper):
+            t = t.clone()
+            t[sel] = torch.minimum(t[sel], -c) if upper else torch.maximum(t[sel], c)
+            return t
+        y = (tighten(y[0], cr[:, 0], False), tighten(y[1], cr[:, 1], True))
+        yp = (tighten(yp[0], cr[:, 2], False), tighten(yp[1], cr[:, 3], True))
+        dl, du = tighten(dl, cr[:, 4], False), tighten(du, cr[:, 5], True)
     grad = ((fl.A + fu.A) / 2).expand(N, -1, -1)  # (N, dz, 2)
     gy, gp = grad[:, :, 0], grad[:, :, 1]
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
