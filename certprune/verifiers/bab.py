@@ -30,7 +30,7 @@ from certprune.bounds.engine import domain_bounds
 from certprune.graph import Graph
 from certprune.verifiers.bab_input import choose_input_dims, split_box
 from certprune.verifiers.bab_relu import choose_relus, split_relu
-from certprune.verifiers.domains import Domain, DomainQueue
+from certprune.verifiers.domains import Domain, DomainQueue, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
 
 Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
@@ -129,10 +129,8 @@ class BranchAndBound:
     def _batch_size(self) -> int:
         """Domains per step: the configured batch, shrunk so one step takes at most ~0.5 s and at
         most a tenth of the remaining time (keeps the deadline within a few percent)."""
-        if self._per_domain is None:
-            return min(self.settings.batch, 16)
-        target = 0.5 if self.deadline is None else min(0.5, 0.1 * max(self.deadline - time.monotonic(), 0.0))
-        return int(max(1, min(self.settings.batch, target / max(2 * self._per_domain, 1e-9))))
+        per_step = None if self._per_domain is None else 2 * self._per_domain  # two children per domain
+        return timed_batch(self.settings.batch, per_step, self.deadline, 16)
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline

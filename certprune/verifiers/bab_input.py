@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from certprune.verifiers.domains import timed_batch
+
 
 def choose_input_dims(lam_x: torch.Tensor, row_live: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                       int_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,12 +156,8 @@ def box_search(net, spec, lo: np.ndarray, hi: np.ndarray, alive: np.ndarray, int
     while P is not None and P[0].shape[0]:
         if deadline is not None and time.monotonic() > deadline:
             return finish("timeout")
-        n, k = P[0].shape[0], max(1, batch // (2 * n_in))
-        if per_box is None:
-            k = min(k, 8)
-        else:  # a step takes at most ~0.5 s and a tenth of the time left (the deadline holds within a few %)
-            target = 0.5 if deadline is None else min(0.5, 0.1 * max(deadline - time.monotonic(), 0.0))
-            k = int(max(1, min(k, target / max(2 * n_in * per_box, 1e-9))))
+        n = P[0].shape[0]
+        k = timed_batch(max(1, batch // (2 * n_in)), None if per_box is None else 2 * n_in * per_box, deadline, 8)
         if n <= k:
             take = torch.arange(n)
         elif n > pending_cap:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from dataclasses import dataclass
 
 import torch
@@ -63,3 +64,14 @@ class DomainQueue:
         keys = [self._heap[0][0]] if self._heap else []
         keys += [d.key for d in self._stack]
         return min(keys, default=float("inf"))
+
+
+def timed_batch(cap: int, seconds_per_item: float | None, deadline: float | None, first: int) -> int:
+    """Items per search step: ``cap``, shrunk so that one step takes at most ~0.5 s and at most a
+    tenth of the time left before ``deadline`` (keeps the deadline within a few percent); ``first``
+    (<= cap) while the cost per item is not measured yet. Shared by the domain loop (``bab``) and
+    the box search (``bab_input``)."""
+    if seconds_per_item is None:
+        return min(cap, first)
+    target = 0.5 if deadline is None else min(0.5, 0.1 * max(deadline - time.monotonic(), 0.0))
+    return int(max(1, min(cap, target / max(seconds_per_item, 1e-9))))
