@@ -138,3 +138,24 @@ def test_every_operator_forward_map_is_sound_by_sampling():
         torch.testing.assert_close(vals[g.output], m.double()(x.reshape(-1, 2, 4, 4)), rtol=0, atol=1e-10)
         for t in range(1, len(g.nodes)):
             assert _inside(vals[t], res.bounds[t][0][box], res.bounds[t][1][box]), g.nodes[t]
+
+
+def test_forward_mode_on_a_node_that_uses_one_input_twice():
+    """y = W2 (h + h), h = relu(W1 x): the forward pass freed h's functions after its first use
+    and raised KeyError on the second (review finding); bounds must contain sampled outputs."""
+    import torch
+    from torch import nn
+
+    from certprune.io import onnx_ops as ops
+    from certprune.verifiers.bounds import compute_bounds
+    from tests.graph_nets import graph as make_graph
+
+    torch.manual_seed(0)
+    g = make_graph([(nn.Linear(3, 5), ("__input__",), "z"), (nn.ReLU(), ("z",), "h"),
+                    (ops.TensorBinary("Add"), ("h", "h"), "s"), (nn.Linear(5, 2), ("s",), "y")], "y")
+    lo, hi = -torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    b = compute_bounds(g, lo, hi, method="crown", mode="forward", engine="native")
+    x = lo + (hi - lo) * torch.rand(10_000, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y = g.double()(x)
+    assert bool((y >= b.lower - 1e-9).all() and (y <= b.upper + 1e-9).all())

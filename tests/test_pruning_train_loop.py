@@ -22,8 +22,8 @@ def _interrupt_after(monkeypatch, epoch: int) -> None:
     """Make the loop raise KeyboardInterrupt right after it saved the checkpoint of ``epoch``."""
     real = ft._save_checkpoint
 
-    def save(path, e, *rest):
-        real(path, e, *rest)
+    def save(path, cfg, e, *rest):
+        real(path, cfg, e, *rest)
         if e == epoch:
             raise KeyboardInterrupt
 
@@ -94,3 +94,15 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
             ft.finetune(random_mlp([6, 8, 3]), X, y, cfg, checkpoint=ck)
     with pytest.raises(ConfigError, match="does not match"):
         ft.finetune(random_mlp([6, 4, 3]), X, y, cfg, checkpoint=ck)
+
+
+def test_a_checkpoint_of_other_training_settings_is_refused(tmp_path, monkeypatch):
+    """Same model, another learning rate: resuming would not end with either run's weights."""
+    X, y = _data()
+    ck = tmp_path / "x.pt"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            ft.finetune(random_mlp([6, 8, 3]), X, y, ft.FinetuneConfig(epochs=3, seed=0), checkpoint=ck)
+    with pytest.raises(ConfigError, match="does not match"):
+        ft.finetune(random_mlp([6, 8, 3]), X, y, ft.FinetuneConfig(epochs=3, seed=0, lr=0.5), checkpoint=ck)

@@ -101,7 +101,7 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
             else:
                 box = node.op.interval(*[res.bounds[j] for j in node.inputs])
             res.bounds[i] = box
-        for j in node.inputs:
+        for j in set(node.inputs):  # a node may use one input twice (x + x, concat([h, h]))
             if last_use[j] == i and j not in keep:
                 del fns[j]
     res.fns = {i: fns[i] for i in keep}

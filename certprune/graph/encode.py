@@ -123,7 +123,9 @@ class Encoder:
             sign = np.where(s[idx] > 0, -1.0, 1.0)
             Zi = z.M[idx]
             big = np.abs(Zi).max(axis=1) if isinstance(Zi, np.ndarray) else abs(Zi).max(axis=1).toarray().ravel()
-            f = sign / np.maximum(big, 1e-12)
+            # normalise rows down only: scaling a near-zero row up would turn float64 rounding in
+            # z.c into a contradiction (a falsely empty domain; cf. crown.intermediate's tolerance)
+            f = sign / np.maximum(big, 1.0)
             self.split_M.append(f[:, None] * Zi if isinstance(Zi, np.ndarray) else sp.diags(f) @ Zi)
             self.split_c.append(f * z.c[idx])
         active = (l >= 0).astype(np.float64)

@@ -103,7 +103,7 @@ def train_loop(module: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: Finetun
     start, it = 0, 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        start, it = _load_checkpoint(path, module, opt, sched, extra, gen, hooks)
+        start, it = _load_checkpoint(path, cfg, module, opt, sched, extra, gen, hooks)
     for e in tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", leave=False, disable=None,
                   initial=start, total=cfg.epochs):
         if hooks.on_epoch:
@@ -131,15 +131,16 @@ def train_loop(module: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: Finetun
             it += 1
         sched.step()
         if path is not None:
-            _save_checkpoint(path, e + 1, it, module, opt, sched, extra, gen, hooks)
+            _save_checkpoint(path, cfg, e + 1, it, module, opt, sched, extra, gen, hooks)
     if path is not None and path.is_file():
         path.unlink()
     return it
 
 
-def _save_checkpoint(path: Path, epoch: int, it: int, module, opt, sched, extra, gen, hooks: Hooks) -> None:
-    """Everything the next epoch depends on, written atomically."""
-    state = {"epoch": epoch, "it": it, "module": module.state_dict(), "opt": opt.state_dict(),
+def _save_checkpoint(path: Path, cfg: FinetuneConfig, epoch: int, it: int, module, opt, sched, extra, gen,
+                     hooks: Hooks) -> None:
+    """Everything the next epoch depends on (and the run's settings), written atomically."""
+    state = {"config": repr(cfg), "epoch": epoch, "it": it, "module": module.state_dict(), "opt": opt.state_dict(),
              "sched": sched.state_dict(), "extra": None if extra is None else extra.state_dict(),
              "extra_params": None if extra is None else [p.detach().clone() for p in _params(extra)],
              "gen": gen.get_state(), "rng": torch.get_rng_state(), "hooks": hooks.state() if hooks.state else None}
@@ -149,10 +150,13 @@ def _save_checkpoint(path: Path, epoch: int, it: int, module, opt, sched, extra,
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, module, opt, sched, extra, gen, hooks: Hooks) -> tuple[int, int]:
-    """Restore a checkpoint of :func:`_save_checkpoint`; ConfigError if it does not fit."""
+def _load_checkpoint(path: Path, cfg: FinetuneConfig, module, opt, sched, extra, gen, hooks: Hooks) -> tuple[int, int]:
+    """Restore a checkpoint of :func:`_save_checkpoint`; ConfigError if it does not fit (another
+    model, or other training settings: resuming those would not end with the run's weights)."""
     try:
         state = torch.load(path, weights_only=False)
+        if state.get("config") != repr(cfg):
+            raise ValueError("training settings differ")
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["opt"])
     except Exception as exc:  # a checkpoint of another model or run

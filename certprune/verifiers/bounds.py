@@ -68,16 +68,19 @@ def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluN
         return model
     key = _fingerprint(model)
     hit = _AFFINE_CACHE.get(model)
-    if hit is not None and hit[0] == key and isinstance(hit[1], UnsupportedModelError):
-        raise hit[1]  # not a chain: the refusal is cached too (model_forms tries this first on every call)
-    if hit is not None and hit[0] == key and (input_shape is None or hit[1].input_shape == tuple(input_shape)):
+    if hit is not None and hit[0] == key and isinstance(hit[1], tuple) and hit[1][1] == input_shape:
+        # not a chain: the refusal is cached too (model_forms tries this first on every call); a
+        # fresh exception each time (re-raising one object would chain every caller's frames to it)
+        raise UnsupportedModelError(hit[1][0])
+    if hit is not None and hit[0] == key and not isinstance(hit[1], tuple) and \
+            (input_shape is None or hit[1].input_shape == tuple(input_shape)):
         return hit[1]
     from certprune.network import check_finite_parameters
     check_finite_parameters(model)  # NaN/inf weights: ModelLoadError naming the parameters
     try:
         net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
     except UnsupportedModelError as e:
-        _AFFINE_CACHE[model] = (key, e)
+        _AFFINE_CACHE[model] = (key, (str(e), input_shape))
         raise
     _AFFINE_CACHE[model] = (key, net)
     return net

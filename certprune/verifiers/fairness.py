@@ -150,8 +150,8 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     todo = np.setdiff1d(np.arange(part.count, dtype=np.int64), np.fromiter(done, dtype=np.int64, count=len(done)))
     factory = EngineFactory(exact, module, spec, config or BabConfig(), sem)
     domain = float(box_points(spec.lower, spec.upper)[0])
-    progress = Progress(_decided(store.frame())) if not ray_address and not (workers > 1 and len(todo) > 1) else None
-    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain, progress)
+    coverage = Progress(_decided(store.frame())) if not ray_address and not (workers > 1 and len(todo) > 1) else None
+    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain, coverage)
     bar = _progress(part.count, len(done), progress)
     t0 = time.perf_counter()
 
@@ -179,8 +179,8 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     store.close()
     who = _who_is_affected(factory, spec, records, samples)
     who[0].update(_audited(mhash, spec, timeout))
-    if progress is not None:
-        who[0]["progress"] = progress.as_dict(domain)
+    if coverage is not None:
+        who[0]["progress"] = coverage.as_dict(domain)
     result = _finish(frame, spec, part, seconds, out if out_dir is not None else None, report, sem,
                      undecided_tolerance, who, map_features)
     if tmp is not None:

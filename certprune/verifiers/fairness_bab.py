@@ -502,9 +502,7 @@ class TwinBab:
         fair = np.ones((N, V), dtype=bool)
         unfair = np.zeros((N, V), dtype=bool)
         proof = np.full((N, V), -1, dtype=np.int64)
-        views = [(vi, sy, sp, True)]
-        if len(vj):
-            views.append((vj, sp, sy, unordered))
+        views = [(vi, sy, sp, True), (vj, sp, sy, unordered)]  # vj is vi's partner view, same length
         has = np.zeros((N, V), dtype=bool)
         for val, mine, other, for_fair in views:
             if for_fair:

@@ -116,6 +116,10 @@ def twin_graph(model: "AffineReluNet | Graph", layout: TwinLayout) -> TwinGraph:
     g = build_graph(model) if isinstance(model, AffineReluNet) else model
     if g.input_dim != layout.n:
         raise UnsupportedModelError(f"the model has {g.input_dim} inputs, the fairness spec {layout.n} features")
+    from certprune.graph.relu import ReLU
+    other = sorted({type(nd.op).__name__ for nd in g.nodes[1:] if nd.op.nonlinear and not isinstance(nd.op, ReLU)})
+    if other:  # the pair-difference pass (twin_bounds.pair_differences) relaxes ReLUs only
+        raise UnsupportedModelError(f"fairness twin: unsupported nonlinear operators {', '.join(other)} (ReLU only)")
     nodes = [Node(None, (), (layout.dz,), "z")]
 
     def add(op, ins, shape, label):
