@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -112,7 +113,8 @@ def _input_shape(model: nn.Module, X: torch.Tensor | None, opts: PruneOptions) -
 
 def prune(model: nn.Module, method: str = "magnitude", amount: float | None = None, granularity: str = "unstructured",
           data=None, epsilon: float | None = None, n: int = 2, m: int = 4, seed: int = 0,
-          finetune_epochs: int = 0, activate_while_pruning: bool = False, **options) -> tuple[nn.Module, Manifest]:
+          finetune_epochs: int = 0, activate_while_pruning: bool = False, checkpoint: str | Path | None = None,
+          **options) -> tuple[nn.Module, Manifest]:
     """Prune a copy of ``model`` (the input is not modified); returns ``(pruned, manifest)``.
 
     ``granularity``: unstructured (weight masks), nm (N:M masks, ``n`` of every ``m``; ``amount``
@@ -121,12 +123,16 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     of units removed, exactly (rounded to the nearest count). ``data``: (X, y) or a DataLoader,
     used for data-driven criteria and fine-tuning. ``epsilon``: L-inf radius for stability.
     ``activate_while_pruning``: after each step, re-activate dead units (AP,
-    :mod:`certprune.pruning.learners.activate`; needs data). See :class:`PruneOptions` for the rest.
+    :mod:`certprune.pruning.learners.activate`; needs data). ``checkpoint``: a folder that makes
+    the run resumable: started again with the same folder, a stopped run continues from its last
+    saved epoch (step, for iterative schedules) and ends as an uninterrupted one; a folder of
+    other settings is refused (:mod:`certprune.pruning.checkpoint`). See :class:`PruneOptions`
+    for the rest.
     """
     if method in LEARNERS:  # mask learners train while pruning: certprune.pruning.learners
         if activate_while_pruning:
             raise ConfigError(f"activate_while_pruning wraps a scoring criterion, not the mask learner {method!r}")
-        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options)
+        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options, checkpoint)
     opts = make_options(options)
     crit = criterion(method)
     if granularity not in GRANULARITIES:
