@@ -106,11 +106,11 @@ def spec_for(name: str, net: str, args) -> dict:
     return spec
 
 
-def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab: bool) -> dict:
-    """Prune ``dense`` with one method and measure it (one table row)."""
+def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab) -> dict:
+    """Prune ``dense`` with one method and measure it (one table row; ``bab``: see :func:`bab_plan`)."""
     import certprune
     from certprune.pruning.learners.activate import dynamic_dnr
-    from certprune.pruning.metrics import bab_certified, pruning_metrics
+    from certprune.pruning.metrics import pruning_metrics
 
     t = time.time()
     if name == "dense":
@@ -126,14 +126,32 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
                               verify_samples=n_verify).iloc[0].to_dict()
         row["dnr"] = dynamic_dnr(model, eval_data[0])
         if bab:
-            n, t = args.bab_samples, time.time()
-            cert = bab_certified(model, eval_data[0][:n], eval_data[1][:n], args.eps, args.bab_timeout)
-            row.update(bab_cert_acc=float(cert.mean()), bab_s_per_input=(time.time() - t) / n, bab_samples=n,
-                       bab_timeout_s=args.bab_timeout)
+            row.update(bab_columns(model, eval_data, args.eps, *bab))
     if spec.get("method") == "agn":
         row.update(agn_columns(model, learned, eval_data, args, n_verify))
     row.update(method=name, seed=seed, prune_s=seconds, learned_amount=learned.get("amount"))
     return row
+
+
+def bab_columns(model, eval_data, eps: float, n: int, timeout: float) -> dict:
+    """Branch-and-bound certified accuracy on the first ``n`` images: an image the CROWN pass
+    certifies counts as certified (``bab_by_crown``), every other one goes to ``certprune.verify``
+    (falsification, bounds, branch and bound) with ``timeout`` s; one that runs out of time
+    (UNKNOWN, ``bab_timeouts``) counts as not certified. (verify alone spends ~1 s of its budget on
+    falsification first, which on the loaded machine left nothing for inputs CROWN closes.)"""
+    from certprune.pruning.metrics import bab_verdicts, crown_certified
+    from certprune.results import Verdict
+
+    t = time.time()
+    X, y = eval_data[0][:n], eval_data[1][:n]
+    by_crown = crown_certified(model, X, y, eps)[0]
+    rest = torch.from_numpy(~by_crown)
+    verdicts = bab_verdicts(model, X[rest], y[rest], eps, timeout) if rest.any() else []
+    certified = int(by_crown.sum()) + sum(v is Verdict.CERTIFIED for v in verdicts)
+    return dict(bab_cert_acc=certified / n, bab_by_crown=int(by_crown.sum()),
+                bab_falsified=sum(v is Verdict.FALSIFIED for v in verdicts),
+                bab_timeouts=sum(v is Verdict.UNKNOWN for v in verdicts),
+                bab_s_per_input=(time.time() - t) / n, bab_samples=n, bab_timeout_s=timeout, bab_mode=BAB_MODE)
 
 
 def gating_row(model, learned: dict, eval_data) -> dict:
@@ -183,28 +201,66 @@ def dense_model(net: str, seed: int, Xtr, ytr, args):
     return model
 
 
+BAB_MODE = "crown-then-verify"  # bab_columns' procedure; rows of another mode are run again
+
+
+def bab_plan(name: str, net: str, seed: int, args) -> tuple[int, float] | None:
+    """(images, seconds per image) of row ``name``'s branch-and-bound column, or None: first seed,
+    ``--bab-methods`` only (gating is refused by the verifier); convnets: ``--bab-*-conv``."""
+    n = args.bab_samples if net == "mlp" else args.bab_samples_conv
+    methods = set(args.bab_methods.split(",")) if args.bab_methods != "all" else {"dense", *METHODS} - {"gating@0.5"}
+    if not n or seed != args.seed_list[0] or name not in methods:
+        return None
+    return n, args.bab_timeout if net == "mlp" else args.bab_timeout_conv
+
+
+def is_done(done: pd.DataFrame, name: str, seed: int, bab) -> bool:
+    """Whether the CSV has row (name, seed) with every column this run asks for (a row without
+    the requested BaB column, or with BaB of other settings, is run again and replaced)."""
+    hit = done[(done.method == name) & (done.seed == seed)]
+    if not len(hit):
+        return False
+    if bab is None:
+        return True
+    row = hit.iloc[-1]
+    return all(c in done for c in ("bab_cert_acc", "bab_samples", "bab_timeout_s", "bab_mode")) and \
+        pd.notna(row.bab_cert_acc) and row.bab_mode == BAB_MODE and \
+        (int(row.bab_samples), float(row.bab_timeout_s)) == (bab[0], float(bab[1]))
+
+
+def replace_row(done: pd.DataFrame, row: dict, name: str, seed: int) -> pd.DataFrame:
+    """``done`` with ``row`` in place of its old (name, seed) row, or appended (the order of rows,
+    hence of the tables, stays the order they were first run in)."""
+    old = ((done.method == name) & (done.seed == seed)).to_numpy()
+    if not old.any():
+        return pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+    at = int(old.argmax())
+    keep = done[~old]
+    return pd.concat([keep.iloc[:at], pd.DataFrame([row]), keep.iloc[at:]], ignore_index=True)
+
+
 def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
-    """Every missing row of (net, seed), appended to the net's CSV as it finishes."""
+    """Every missing row of (net, seed), appended to the net's CSV as it finishes (a row run
+    again replaces the old one)."""
     csv = csv_path(args.out, net, args.quick)
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
     rows = [n for n in args.methods.split(",") if applies(n, net)]
-    todo = [n for n in rows if not ((done.method == n) & (done.seed == seed)).any()]
+    todo = [n for n in rows if not is_done(done, n, seed, bab_plan(n, net, seed, args))]
     bar.update(len(rows) - len(todo))
     if not todo:
         return
     (Xtr, ytr), (Xval, yval), (Xte, yte) = splits[net]
     dense = dense_model(net, seed, Xtr, ytr, args)
     n_verify = args.verify_samples if net == "mlp" else args.verify_samples_conv
-    bab_methods = set(args.bab_methods.split(","))
     with torch.no_grad():
         dense_acc = float((dense(Xte).argmax(1) == yte).float().mean())
     for name in todo:
         bar.set_description(f"{net} s{seed} {name}")
         data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
-        bab = bool(args.bab_samples) and seed == args.seed_list[0] and name in bab_methods
+        bab = bab_plan(name, net, seed, args)
         row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab)
         row.update(net=net, acc_drop=100.0 * (dense_acc - row["clean_acc"]), verify_samples=n_verify)
-        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+        done = replace_row(done, row, name, seed)
         done.to_csv(csv, index=False)
         bar.update()
         tqdm.write(f"{net} seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
@@ -375,7 +431,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder to keep the trained dense nets in")
     p.add_argument("--bab-samples", type=int, default=0, help="branch and bound on this many images (first seed)")
     p.add_argument("--bab-timeout", type=float, default=1.0)
-    p.add_argument("--bab-methods", default=BAB_DEFAULT)
+    p.add_argument("--bab-samples-conv", type=int, default=0, help="... on the convnets")
+    p.add_argument("--bab-timeout-conv", type=float, default=5.0)
+    p.add_argument("--bab-methods", default=BAB_DEFAULT, help="rows with BaB (comma list, or 'all')")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, 20 verified inputs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

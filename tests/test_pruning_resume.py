@@ -114,3 +114,27 @@ def test_a_checkpoint_path_that_is_a_file_is_refused(tmp_path):
     path.write_text("not a folder")
     with pytest.raises(ConfigError, match="not a folder"):
         _run(LEARNERS["scl"], path)
+
+
+SCHEDULES = {  # iterative schedules of scoring criteria: the state after every step is saved too
+    "magnitude-neuron": dict(method="magnitude", granularity="neuron", amount=0.5, steps=3),
+    "taylor-unstructured-ap": dict(method="taylor", amount=0.7, steps=3, activate_while_pruning=True),
+    "random-rewind": dict(method="random", amount=0.6, steps=2, rewind=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("call", [2, 3])  # 2: at the end of step 0's fine-tuning; 3: inside step 1's
+def test_an_interrupted_iterative_schedule_resumes_to_the_uninterrupted_result(name, call, tmp_path, monkeypatch):
+    spec = SCHEDULES[name]
+    ref, ref_manifest = _run(spec)
+    folder = tmp_path / "ck"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, call)
+        with pytest.raises(KeyboardInterrupt):
+            _run(spec, folder)
+    assert (folder / "steps.pt").is_file() == (call == 3)  # saved once step 0 with its fine-tuning is complete
+    pruned, manifest = _run(spec, folder)
+    assert _same_state(pruned, ref)
+    assert manifest.to_json() == ref_manifest.to_json()
+    assert len(manifest.steps) == spec["steps"] and not folder.exists()

@@ -106,6 +106,17 @@ class RunCheckpoint:
             pass
 
 
+def open_run(folder, model: nn.Module, X, y, **settings) -> RunCheckpoint | None:
+    """The :class:`RunCheckpoint` of a prune run of ``model`` on ``(X, y)`` with ``settings``
+    (every argument that changes its result), or None without a folder."""
+    if folder is None:
+        return None
+    from certprune.pruning.layers import base_module
+
+    settings = {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in settings.items()}
+    return RunCheckpoint(folder, run_identity(base_module(model), X, y, **settings))
+
+
 def phase_file(checkpoint: RunCheckpoint | None, name: str) -> Path | None:
     """``checkpoint.phase(name)``, or None without a checkpoint."""
     return None if checkpoint is None else checkpoint.phase(name)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError
-from certprune.pruning.checkpoint import phase_file
+from certprune.pruning.checkpoint import open_run, phase_file
 
 _MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain", "gating": "gating",
             "agn": "agn"}
@@ -88,7 +88,8 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     if X is None:
         raise ConfigError(f"method {method!r} learns its masks while training and needs data=(inputs, labels)")
     shape = _input_shape(model, X, opts)
-    ck = _run_checkpoint(checkpoint, model, X, y, method, amount, granularity, seed, finetune_epochs, options)
+    ck = open_run(checkpoint, model, X, y, method=method, amount=amount, granularity=granularity, seed=seed,
+                  finetune_epochs=finetune_epochs, options=options)
     work, learned = _learn(mod, model, X, y, amount, granularity, cfg, opts, seed, ck)
     manifest = Manifest(method, granularity, learned.stats.get("amount", amount), list(shape), seed, None,
                         config={**dataclasses.asdict(opts), **dataclasses.asdict(cfg), "learned": learned.stats,
@@ -108,18 +109,6 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     if ck is not None:
         ck.finish()
     return rewrap(model, work.eval()), manifest
-
-
-def _run_checkpoint(folder, model, X, y, method, amount, granularity, seed, finetune_epochs, options):
-    """The run's :class:`~certprune.pruning.checkpoint.RunCheckpoint`, or None without a folder."""
-    from certprune.pruning.checkpoint import RunCheckpoint, run_identity
-    from certprune.pruning.layers import base_module
-
-    if folder is None:
-        return None
-    ident = run_identity(base_module(model), X, y, method=method, amount=amount, granularity=granularity, seed=seed,
-                         finetune_epochs=finetune_epochs, options=dict(sorted(options.items())))
-    return RunCheckpoint(folder, ident)
 
 
 def _learn(mod, model, X, y, amount, granularity, cfg, opts, seed, ck):
