@@ -11,9 +11,12 @@ function for every row, :func:`certprune.pruning.metrics.pruning_metrics` with t
 reference: dense params / non-zeros, dense MACs / non-zero MACs), clean accuracy and its drop from
 the dense net of the same seed (``acc_drop``, in accuracy points), unstable ReLUs per input at
 ``--eps`` (CROWN), CROWN certified accuracy on the first ``--verify-samples`` held-out images
-(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``,
-branch-and-bound certified accuracy (``certprune.verify``, ``--bab-timeout`` s per input, first
-``--bab-samples`` images), and the time the method took. Training budget: the learners train
+(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``
+(``all``: every row but gating), branch-and-bound certified accuracy on the first
+``--bab-samples`` images (``--bab-samples-conv`` on the convnets; 0: none): an image the CROWN
+pass certifies counts as certified, every other one goes to ``certprune.verify`` with
+``--bab-timeout`` s (``--bab-timeout-conv``); a timed-out image (``bab_timeouts``) counts as not
+certified, ``bab_falsified`` counts validated counterexamples; and the time the method took. Training budget: the learners train
 ``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines fine-tune
 ``FT + LEARN`` epochs (two-step unit pruning: half of that per step), so every row gets the same
 epochs after the dense training (brain: one epoch per round, as many rounds as its 1-point
@@ -30,7 +33,8 @@ with every layer's truncation capped at 4 columns (``_t4``).
 
 Resumable: every (method, seed) row is appended to experiments/results/pruning_learners<_net>.csv
 (``pruning_learners.csv`` for the MLP) as soon as it is done and skipped when the script is run
-again, so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
+again (a row that lacks the BaB column this run asks for, or has BaB of other settings, is run
+again and replaced in place), so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
 their seeds, deterministically; ``--cache DIR`` keeps them). A tqdm bar shows the rows and, inside
 a row, the training epochs. Seeds are the outer loop (seed 0 on every net, then seed 1, ...), so a
 run stopped early has the same seeds on every method. pruning_learners.md is the mean +- std over
@@ -38,7 +42,8 @@ the seeds present, one table per net; pruning_learners.png plots clean and certi
 against compression, one row of panels per net. Single-threaded (``torch.set_num_threads(1)``).
 
 Usage: python experiments/pruning_learners_benchmark.py [--nets mlp,conv,conv-bn] [--seeds 0,1,2]
-       [--methods ...] [--bab-samples 30 --bab-timeout 1] [--quick]
+       [--methods ...] [--bab-samples 20 --bab-timeout 1] [--bab-samples-conv 10 --bab-timeout-conv 5]
+       [--bab-methods all] [--quick]
 (``--nets ""`` only rewrites the .md and .png from the CSVs.)
 """
 from __future__ import annotations
@@ -269,7 +274,7 @@ def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
 
 
 SUMMARY = ["params", "nonzeros", "compression", "speedup", "clean_acc", "acc_drop", "unstable_per_input",
-           "crown_cert_acc", "bab_cert_acc", "dnr", "prune_s"]
+           "crown_cert_acc", "bab_cert_acc", "bab_timeouts", "dnr", "prune_s"]
 EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_acc_drop", "approx_cert_acc", "energy_saving_t4", "approx_cert_acc_t4"]
 
 
@@ -289,6 +294,8 @@ def summary(table: pd.DataFrame) -> str:
                 cells.append(f"{m:.0f}")
             elif c == "bab_cert_acc":
                 cells.append(f"{m:.3f}")
+            elif c == "bab_timeouts":
+                cells.append(f"{m:.0f}")
             elif c == "acc_drop":
                 cells.append(f"{m:.2f} ± {sd:.2f}")
             else:
@@ -307,7 +314,8 @@ def header(net: str, table: pd.DataFrame, args) -> str:
     bab = ""
     if "bab_cert_acc" in table and table.bab_cert_acc.notna().any():
         first = table[table.bab_cert_acc.notna()].iloc[0]
-        bab = (f"; BaB (certprune.verify, {first.bab_timeout_s:g} s per input) on the first {int(first.bab_samples)} "
+        bab = (f"; BaB (CROWN, then certprune.verify with {first.bab_timeout_s:g} s on each image CROWN leaves open; "
+               f"a timeout counts as not certified, bab_timeouts) on the first {int(first.bab_samples)} "
                f"images, seed {int(first.seed)} only")
     return (f"### {TITLES.get(net, net)}\n\neps={args.eps}, train {args.train_images} / validation "
             f"{args.val_images} / evaluation {args.eval_images} images, CROWN on the first {n_verify} evaluation "
@@ -346,13 +354,18 @@ def closing(table: pd.DataFrame, net: str) -> str:
         return [f"{d.clean_acc:+.1f} ({len(seeds)})", f"{d.crown_cert_acc:+.1f} ({len(seeds)})"]
 
     head = " | ".join(f"Δacc vs {r} | Δcert vs {r}" for r in refs)
-    lines = [f"| method | compression | speed-up | {head} |", "|" + "---|" * (3 + 2 * len(refs))]
+    bab = table.dropna(subset=["bab_cert_acc"]).groupby("method").bab_cert_acc.first() if "bab_cert_acc" in table \
+        else pd.Series(dtype=float)
+    lines = [f"| method | compression | speed-up | clean acc | CROWN cert. | BaB cert. (first seed) | {head} |",
+             "|" + "---|" * (6 + 2 * len(refs))]
     for method in dict.fromkeys(table.method):
         row = by.loc[method].mean()
         if pd.isna(row.crown_cert_acc):
             continue
         cells = [c for r in refs for c in diff(method, r)]
-        lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | " + " | ".join(cells) + " |")
+        b = f"{bab[method]:.2f}" if method in bab.index else "–"
+        lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | {row.clean_acc:.3f} | "
+                     f"{row.crown_cert_acc:.3f} | {b} | " + " | ".join(cells) + " |")
     return ("Closing comparison (accuracy points, mean over the seeds both rows have):\n\n" + "\n".join(lines))
 
 
