@@ -34,7 +34,9 @@ with every layer's truncation capped at 4 columns (``_t4``).
 Resumable: every (method, seed) row is appended to experiments/results/pruning_learners<_net>.csv
 (``pruning_learners.csv`` for the MLP) as soon as it is done and skipped when the script is run
 again (a row that lacks the BaB column this run asks for, or has BaB of other settings, is run
-again and replaced in place), so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
+again and replaced in place; when the method run again gives the very same network, same clean
+accuracy and non-zeros, only the BaB columns are computed and the stored figures kept,
+``bab_added``), so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
 their seeds, deterministically; ``--cache DIR`` keeps them). A tqdm bar shows the rows and, inside
 a row, the training epochs. Seeds are the outer loop (seed 0 on every net, then seed 1, ...), so a
 run stopped early has the same seeds on every method. pruning_learners.md is the mean +- std over
@@ -111,8 +113,12 @@ def spec_for(name: str, net: str, args) -> dict:
     return spec
 
 
-def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab) -> dict:
-    """Prune ``dense`` with one method and measure it (one table row; ``bab``: see :func:`bab_plan`)."""
+def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab,
+            old: dict | None = None) -> dict:
+    """Prune ``dense`` with one method and measure it (one table row; ``bab``: see :func:`bab_plan`).
+    ``old``: this row as stored without the BaB columns asked for; when the method, run again,
+    gives the very same network (same clean accuracy and non-zeros: the runs are deterministic),
+    the stored figures are kept and only the BaB columns are computed (``bab_added``)."""
     import certprune
     from certprune.pruning.learners.activate import dynamic_dnr
     from certprune.pruning.metrics import pruning_metrics
@@ -124,6 +130,9 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
         model, manifest = certprune.prune(dense, data=data, seed=seed, **spec)
         learned = manifest.config.get("learned", {})
     seconds = time.time() - t
+    if bab and old is not None and same_network(model, old, eval_data):
+        return {**{k: v for k, v in old.items() if not str(k).startswith("bab_")},
+                **bab_columns(model, eval_data, args.eps, *bab), "bab_added": True}
     if spec.get("method") == "gating":
         row = gating_row(model, learned, eval_data)
     else:
@@ -136,6 +145,18 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
         row.update(agn_columns(model, learned, eval_data, args, n_verify))
     row.update(method=name, seed=seed, prune_s=seconds, learned_amount=learned.get("amount"))
     return row
+
+
+def same_network(model, old: dict, eval_data) -> bool:
+    """Whether ``model`` has the stored row's clean accuracy (exactly) and number of non-zeros."""
+    from certprune.pruning.layers import base_module
+
+    module = base_module(model).eval()
+    X, y = eval_data
+    with torch.no_grad():
+        acc = float((module(X).argmax(1) == y).float().mean())
+    nonzeros = sum(int(torch.count_nonzero(p)) for p in module.parameters())
+    return pd.notna(old.get("clean_acc")) and acc == float(old["clean_acc"]) and nonzeros == int(old["nonzeros"])
 
 
 def bab_columns(model, eval_data, eps: float, n: int, timeout: float) -> dict:
@@ -263,7 +284,11 @@ def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
         bar.set_description(f"{net} s{seed} {name}")
         data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
         bab = bab_plan(name, net, seed, args)
-        row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab)
+        hit = done[(done.method == name) & (done.seed == seed)]
+        old = hit.iloc[-1].to_dict() if len(hit) else None
+        old = old if old is not None and pd.notna(old.get("verify_samples")) and int(old["verify_samples"]) == n_verify \
+            else None
+        row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab, old)
         row.update(net=net, acc_drop=100.0 * (dense_acc - row["clean_acc"]), verify_samples=n_verify)
         done = replace_row(done, row, name, seed)
         done.to_csv(csv, index=False)

@@ -118,3 +118,20 @@ def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown():
         assert cols["bab_by_crown"] == crown and cols["bab_cert_acc"] * 12 >= crown
         undecided = 12 - round(cols["bab_cert_acc"] * 12)
         assert cols["bab_falsified"] + cols["bab_timeouts"] <= undecided
+
+
+def test_a_stored_row_is_reused_for_bab_only_when_the_rerun_gives_the_same_network():
+    import torch
+
+    from conftest import random_mlp
+
+    bench = _bench()
+    model = random_mlp([6, 8, 3], seed=1)
+    X = torch.rand(20, 6)
+    y = model(X).argmax(1)
+    y[:5] = (y[:5] + 1) % 3  # 15 of 20 right
+    nz = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    assert bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz - 1), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=0.7, nonzeros=nz), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=float("nan"), nonzeros=nz), (X, y))
