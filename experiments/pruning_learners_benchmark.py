@@ -46,7 +46,8 @@ against compression, one row of panels per net. Single-threaded (``torch.set_num
 Usage: python experiments/pruning_learners_benchmark.py [--nets mlp,conv,conv-bn] [--seeds 0,1,2]
        [--methods ...] [--bab-samples 20 --bab-timeout 1] [--bab-samples-conv 10 --bab-timeout-conv 5]
        [--bab-methods all] [--quick]
-(``--nets ""`` only rewrites the .md and .png from the CSVs.)
+(``--nets ""`` only rewrites the .md and .png from the CSVs; ``--merge DIR`` first appends the
+rows of a parallel run's ``--out DIR`` that the CSVs lack.)
 """
 from __future__ import annotations
 
@@ -435,6 +436,23 @@ def write_report(args) -> str:
     return text
 
 
+def merge_rows(out: Path, other: Path, quick: bool = False) -> dict[str, int]:
+    """Append to every net's CSV in ``out`` the (method, seed) rows of ``other``'s CSV that it
+    lacks (a run of other seeds in parallel, ``--out other``); returns rows added per net."""
+    added = {}
+    for net in NETS:
+        src, dst = csv_path(other, net, quick), csv_path(out, net, quick)
+        if not src.is_file():
+            continue
+        new = pd.read_csv(src)
+        old = pd.read_csv(dst) if dst.is_file() else new.iloc[:0]
+        have = set(zip(old.method, old.seed))
+        rows = new[[(m, s) not in have for m, s in zip(new.method, new.seed)]]
+        pd.concat([old, rows], ignore_index=True).to_csv(dst, index=False)
+        added[net] = len(rows)
+    return added
+
+
 def data_splits(args) -> dict:
     """Per net, (train, train + validation, evaluation) tensors, flat for the MLP."""
     from certprune.datasets import load_mnist
@@ -473,6 +491,8 @@ def main(argv=None) -> int:
     p.add_argument("--bab-timeout-conv", type=float, default=5.0)
     p.add_argument("--bab-methods", default=BAB_DEFAULT, help="rows with BaB (comma list, or 'all')")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, 20 verified inputs")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="folder of a parallel run (--out) whose rows the CSVs lack: appended before the report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.seed_list = [int(s) for s in args.seeds.split(",")]
@@ -490,6 +510,8 @@ def main(argv=None) -> int:
         for seed in args.seed_list:
             for net in nets:
                 run_net_seed(net, seed, args, splits, bar)
+    for folder in args.merge:
+        print(f"merged from {folder}: {merge_rows(args.out, folder, args.quick)}")
     print(write_report(args))
     return 0
 

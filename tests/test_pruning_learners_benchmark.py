@@ -135,3 +135,16 @@ def test_a_stored_row_is_reused_for_bab_only_when_the_rerun_gives_the_same_netwo
     assert not bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz - 1), (X, y))
     assert not bench.same_network(model, dict(clean_acc=0.7, nonzeros=nz), (X, y))
     assert not bench.same_network(model, dict(clean_acc=float("nan"), nonzeros=nz), (X, y))
+
+
+def test_merge_appends_only_the_rows_a_parallel_run_adds(tmp_path):
+    bench = _bench()
+    main, other = tmp_path / "main", tmp_path / "other"
+    main.mkdir(), other.mkdir()
+    pd.DataFrame([dict(method="dense", seed=0, clean_acc=0.9)]).to_csv(main / "pruning_learners_conv.csv", index=False)
+    pd.DataFrame([dict(method="dense", seed=0, clean_acc=0.1), dict(method="dense", seed=2, clean_acc=0.8),
+                  dict(method="scl", seed=2, clean_acc=0.7)]).to_csv(other / "pruning_learners_conv.csv", index=False)
+    assert bench.merge_rows(main, other) == {"conv": 2}
+    t = pd.read_csv(main / "pruning_learners_conv.csv")
+    assert list(zip(t.method, t.seed, t.clean_acc)) == [("dense", 0, 0.9), ("dense", 2, 0.8), ("scl", 2, 0.7)]
+    assert bench.merge_rows(main, other) == {"conv": 0}  # idempotent
