@@ -53,18 +53,24 @@ def _same_state(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
-@pytest.mark.parametrize("call", [1, 3])  # 1: inside the learner's training; 3: inside fine-tuning (brain: round 3)
-def test_an_interrupted_learner_run_resumes_to_the_uninterrupted_result(name, call, tmp_path, monkeypatch):
-    spec = LEARNERS[name]
-    ref, ref_manifest = _run(spec)
-    folder = tmp_path / "ck"
+def _interrupted_then_resumed(spec: dict, call: int, folder, monkeypatch):
+    """(uninterrupted result, resumed result, files left after the interruption): the run is
+    stopped after the ``call``-th epoch checkpoint, then run again with the same folder."""
+    ref = _run(spec)
     with monkeypatch.context() as m:
         _interrupt_at(m, call)
         with pytest.raises(KeyboardInterrupt):
             _run(spec, folder)
-    assert (folder / "run.json").is_file() and any(folder.glob("*.pt"))
-    pruned, manifest = _run(spec, folder)
+    left = {p.name for p in folder.iterdir()}
+    return ref, _run(spec, folder), left
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+@pytest.mark.parametrize("call", [1, 3])  # 1: inside the learner's training; 3: inside fine-tuning (brain: round 3)
+def test_an_interrupted_learner_run_resumes_to_the_uninterrupted_result(name, call, tmp_path, monkeypatch):
+    folder = tmp_path / "ck"
+    (ref, ref_manifest), (pruned, manifest), left = _interrupted_then_resumed(LEARNERS[name], call, folder, monkeypatch)
+    assert "run.json" in left and any(n.endswith(".pt") for n in left)
     assert _same_state(pruned, ref)
     assert manifest.to_json() == ref_manifest.to_json()  # the same masks / removed units and learned statistics
     assert not folder.exists()  # removed once the run completed
@@ -126,15 +132,9 @@ SCHEDULES = {  # iterative schedules of scoring criteria: the state after every 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 @pytest.mark.parametrize("call", [2, 3])  # 2: at the end of step 0's fine-tuning; 3: inside step 1's
 def test_an_interrupted_iterative_schedule_resumes_to_the_uninterrupted_result(name, call, tmp_path, monkeypatch):
-    spec = SCHEDULES[name]
-    ref, ref_manifest = _run(spec)
-    folder = tmp_path / "ck"
-    with monkeypatch.context() as m:
-        _interrupt_at(m, call)
-        with pytest.raises(KeyboardInterrupt):
-            _run(spec, folder)
-    assert (folder / "steps.pt").is_file() == (call == 3)  # saved once step 0 with its fine-tuning is complete
-    pruned, manifest = _run(spec, folder)
+    spec, folder = SCHEDULES[name], tmp_path / "ck"
+    (ref, ref_manifest), (pruned, manifest), left = _interrupted_then_resumed(spec, call, folder, monkeypatch)
+    assert ("steps.pt" in left) == (call == 3)  # saved once step 0 with its fine-tuning is complete
     assert _same_state(pruned, ref)
     assert manifest.to_json() == ref_manifest.to_json()
     assert len(manifest.steps) == spec["steps"] and not folder.exists()
