@@ -11,9 +11,12 @@ function for every row, :func:`certprune.pruning.metrics.pruning_metrics` with t
 reference: dense params / non-zeros, dense MACs / non-zero MACs), clean accuracy and its drop from
 the dense net of the same seed (``acc_drop``, in accuracy points), unstable ReLUs per input at
 ``--eps`` (CROWN), CROWN certified accuracy on the first ``--verify-samples`` held-out images
-(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``,
-branch-and-bound certified accuracy (``certprune.verify``, ``--bab-timeout`` s per input, first
-``--bab-samples`` images), and the time the method took. Training budget: the learners train
+(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``
+(``all``: every row but gating), branch-and-bound certified accuracy on the first
+``--bab-samples`` images (``--bab-samples-conv`` on the convnets; 0: none): an image the CROWN
+pass certifies counts as certified, every other one goes to ``certprune.verify`` with
+``--bab-timeout`` s (``--bab-timeout-conv``); a timed-out image (``bab_timeouts``) counts as not
+certified, ``bab_falsified`` counts validated counterexamples; and the time the method took. Training budget: the learners train
 ``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines fine-tune
 ``FT + LEARN`` epochs (two-step unit pruning: half of that per step), so every row gets the same
 epochs after the dense training (brain: one epoch per round, as many rounds as its 1-point
@@ -30,7 +33,10 @@ with every layer's truncation capped at 4 columns (``_t4``).
 
 Resumable: every (method, seed) row is appended to experiments/results/pruning_learners<_net>.csv
 (``pruning_learners.csv`` for the MLP) as soon as it is done and skipped when the script is run
-again, so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
+again (a row that lacks the BaB column this run asks for, or has BaB of other settings, is run
+again and replaced in place; when the method run again gives the very same network, same clean
+accuracy and non-zeros, only the BaB columns are computed and the stored figures kept,
+``bab_added``), so a Ctrl-C'd run continues with the first missing row (the dense nets are retrained from
 their seeds, deterministically; ``--cache DIR`` keeps them). A tqdm bar shows the rows and, inside
 a row, the training epochs. Seeds are the outer loop (seed 0 on every net, then seed 1, ...), so a
 run stopped early has the same seeds on every method. pruning_learners.md is the mean +- std over
@@ -38,8 +44,10 @@ the seeds present, one table per net; pruning_learners.png plots clean and certi
 against compression, one row of panels per net. Single-threaded (``torch.set_num_threads(1)``).
 
 Usage: python experiments/pruning_learners_benchmark.py [--nets mlp,conv,conv-bn] [--seeds 0,1,2]
-       [--methods ...] [--bab-samples 30 --bab-timeout 1] [--quick]
-(``--nets ""`` only rewrites the .md and .png from the CSVs.)
+       [--methods ...] [--bab-samples 20 --bab-timeout 1] [--bab-samples-conv 10 --bab-timeout-conv 5]
+       [--bab-methods all] [--quick]
+(``--nets ""`` only rewrites the .md and .png from the CSVs; ``--merge DIR`` first appends the
+rows of a parallel run's ``--out DIR`` that the CSVs lack.)
 """
 from __future__ import annotations
 
@@ -106,11 +114,15 @@ def spec_for(name: str, net: str, args) -> dict:
     return spec
 
 
-def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab: bool) -> dict:
-    """Prune ``dense`` with one method and measure it (one table row)."""
+def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_verify: int, bab,
+            old: dict | None = None) -> dict:
+    """Prune ``dense`` with one method and measure it (one table row; ``bab``: see :func:`bab_plan`).
+    ``old``: this row as stored without the BaB columns asked for; when the method, run again,
+    gives the very same network (same clean accuracy and non-zeros: the runs are deterministic),
+    the stored figures are kept and only the BaB columns are computed (``bab_added``)."""
     import certprune
     from certprune.pruning.learners.activate import dynamic_dnr
-    from certprune.pruning.metrics import bab_certified, pruning_metrics
+    from certprune.pruning.metrics import pruning_metrics
 
     t = time.time()
     if name == "dense":
@@ -119,6 +131,9 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
         model, manifest = certprune.prune(dense, data=data, seed=seed, **spec)
         learned = manifest.config.get("learned", {})
     seconds = time.time() - t
+    if bab and old is not None and same_network(model, old, eval_data):
+        return {**{k: v for k, v in old.items() if not str(k).startswith("bab_")},
+                **bab_columns(model, eval_data, args.eps, *bab), "bab_added": True}
     if spec.get("method") == "gating":
         row = gating_row(model, learned, eval_data)
     else:
@@ -126,14 +141,44 @@ def run_one(name: str, spec: dict, dense, data, eval_data, args, seed: int, n_ve
                               verify_samples=n_verify).iloc[0].to_dict()
         row["dnr"] = dynamic_dnr(model, eval_data[0])
         if bab:
-            n, t = args.bab_samples, time.time()
-            cert = bab_certified(model, eval_data[0][:n], eval_data[1][:n], args.eps, args.bab_timeout)
-            row.update(bab_cert_acc=float(cert.mean()), bab_s_per_input=(time.time() - t) / n, bab_samples=n,
-                       bab_timeout_s=args.bab_timeout)
+            row.update(bab_columns(model, eval_data, args.eps, *bab))
     if spec.get("method") == "agn":
         row.update(agn_columns(model, learned, eval_data, args, n_verify))
     row.update(method=name, seed=seed, prune_s=seconds, learned_amount=learned.get("amount"))
     return row
+
+
+def same_network(model, old: dict, eval_data) -> bool:
+    """Whether ``model`` has the stored row's clean accuracy (exactly) and number of non-zeros."""
+    from certprune.pruning.layers import base_module
+
+    module = base_module(model).eval()
+    X, y = eval_data
+    with torch.no_grad():
+        acc = float((module(X).argmax(1) == y).float().mean())
+    nonzeros = sum(int(torch.count_nonzero(p)) for p in module.parameters())
+    return pd.notna(old.get("clean_acc")) and acc == float(old["clean_acc"]) and nonzeros == int(old["nonzeros"])
+
+
+def bab_columns(model, eval_data, eps: float, n: int, timeout: float) -> dict:
+    """Branch-and-bound certified accuracy on the first ``n`` images: an image the CROWN pass
+    certifies counts as certified (``bab_by_crown``), every other one goes to ``certprune.verify``
+    (falsification, bounds, branch and bound) with ``timeout`` s; one that runs out of time
+    (UNKNOWN, ``bab_timeouts``) counts as not certified. (verify alone spends ~1 s of its budget on
+    falsification first, which on the loaded machine left nothing for inputs CROWN closes.)"""
+    from certprune.pruning.metrics import bab_verdicts, crown_certified
+    from certprune.results import Verdict
+
+    t = time.time()
+    X, y = eval_data[0][:n], eval_data[1][:n]
+    by_crown = crown_certified(model, X, y, eps)[0]
+    rest = torch.from_numpy(~by_crown)
+    verdicts = bab_verdicts(model, X[rest], y[rest], eps, timeout) if rest.any() else []
+    certified = int(by_crown.sum()) + sum(v is Verdict.CERTIFIED for v in verdicts)
+    return dict(bab_cert_acc=certified / n, bab_by_crown=int(by_crown.sum()),
+                bab_falsified=sum(v is Verdict.FALSIFIED for v in verdicts),
+                bab_timeouts=sum(v is Verdict.UNKNOWN for v in verdicts),
+                bab_s_per_input=(time.time() - t) / n, bab_samples=n, bab_timeout_s=timeout, bab_mode=BAB_MODE)
 
 
 def gating_row(model, learned: dict, eval_data) -> dict:
@@ -183,28 +228,70 @@ def dense_model(net: str, seed: int, Xtr, ytr, args):
     return model
 
 
+BAB_MODE = "crown-then-verify"  # bab_columns' procedure; rows of another mode are run again
+
+
+def bab_plan(name: str, net: str, seed: int, args) -> tuple[int, float] | None:
+    """(images, seconds per image) of row ``name``'s branch-and-bound column, or None: first seed,
+    ``--bab-methods`` only (gating is refused by the verifier); convnets: ``--bab-*-conv``."""
+    n = args.bab_samples if net == "mlp" else args.bab_samples_conv
+    methods = set(args.bab_methods.split(",")) if args.bab_methods != "all" else {"dense", *METHODS} - {"gating@0.5"}
+    if not n or seed != args.seed_list[0] or name not in methods:
+        return None
+    return n, args.bab_timeout if net == "mlp" else args.bab_timeout_conv
+
+
+def is_done(done: pd.DataFrame, name: str, seed: int, bab) -> bool:
+    """Whether the CSV has row (name, seed) with every column this run asks for (a row without
+    the requested BaB column, or with BaB of other settings, is run again and replaced)."""
+    hit = done[(done.method == name) & (done.seed == seed)]
+    if not len(hit):
+        return False
+    if bab is None:
+        return True
+    row = hit.iloc[-1]
+    return all(c in done for c in ("bab_cert_acc", "bab_samples", "bab_timeout_s", "bab_mode")) and \
+        pd.notna(row.bab_cert_acc) and row.bab_mode == BAB_MODE and \
+        (int(row.bab_samples), float(row.bab_timeout_s)) == (bab[0], float(bab[1]))
+
+
+def replace_row(done: pd.DataFrame, row: dict, name: str, seed: int) -> pd.DataFrame:
+    """``done`` with ``row`` in place of its old (name, seed) row, or appended (the order of rows,
+    hence of the tables, stays the order they were first run in)."""
+    old = ((done.method == name) & (done.seed == seed)).to_numpy()
+    if not old.any():
+        return pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+    at = int(old.argmax())
+    keep = done[~old]
+    return pd.concat([keep.iloc[:at], pd.DataFrame([row]), keep.iloc[at:]], ignore_index=True)
+
+
 def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
-    """Every missing row of (net, seed), appended to the net's CSV as it finishes."""
+    """Every missing row of (net, seed), appended to the net's CSV as it finishes (a row run
+    again replaces the old one)."""
     csv = csv_path(args.out, net, args.quick)
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
     rows = [n for n in args.methods.split(",") if applies(n, net)]
-    todo = [n for n in rows if not ((done.method == n) & (done.seed == seed)).any()]
+    todo = [n for n in rows if not is_done(done, n, seed, bab_plan(n, net, seed, args))]
     bar.update(len(rows) - len(todo))
     if not todo:
         return
     (Xtr, ytr), (Xval, yval), (Xte, yte) = splits[net]
     dense = dense_model(net, seed, Xtr, ytr, args)
     n_verify = args.verify_samples if net == "mlp" else args.verify_samples_conv
-    bab_methods = set(args.bab_methods.split(","))
     with torch.no_grad():
         dense_acc = float((dense(Xte).argmax(1) == yte).float().mean())
     for name in todo:
         bar.set_description(f"{net} s{seed} {name}")
         data = (Xval, yval) if name in WITH_VALIDATION else (Xtr, ytr)
-        bab = bool(args.bab_samples) and seed == args.seed_list[0] and name in bab_methods
-        row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab)
+        bab = bab_plan(name, net, seed, args)
+        hit = done[(done.method == name) & (done.seed == seed)]
+        old = hit.iloc[-1].to_dict() if len(hit) else None
+        old = old if old is not None and pd.notna(old.get("verify_samples")) and int(old["verify_samples"]) == n_verify \
+            else None
+        row = run_one(name, spec_for(name, net, args), dense, data, (Xte, yte), args, seed, n_verify, bab, old)
         row.update(net=net, acc_drop=100.0 * (dense_acc - row["clean_acc"]), verify_samples=n_verify)
-        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+        done = replace_row(done, row, name, seed)
         done.to_csv(csv, index=False)
         bar.update()
         tqdm.write(f"{net} seed {seed} {name}: acc {row['clean_acc']:.3f} cert {row['crown_cert_acc']:.3f} "
@@ -213,7 +300,7 @@ def run_net_seed(net: str, seed: int, args, splits, bar) -> None:
 
 
 SUMMARY = ["params", "nonzeros", "compression", "speedup", "clean_acc", "acc_drop", "unstable_per_input",
-           "crown_cert_acc", "bab_cert_acc", "dnr", "prune_s"]
+           "crown_cert_acc", "bab_cert_acc", "bab_timeouts", "dnr", "prune_s"]
 EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_acc_drop", "approx_cert_acc", "energy_saving_t4", "approx_cert_acc_t4"]
 
 
@@ -233,6 +320,8 @@ def summary(table: pd.DataFrame) -> str:
                 cells.append(f"{m:.0f}")
             elif c == "bab_cert_acc":
                 cells.append(f"{m:.3f}")
+            elif c == "bab_timeouts":
+                cells.append(f"{m:.0f}")
             elif c == "acc_drop":
                 cells.append(f"{m:.2f} ± {sd:.2f}")
             else:
@@ -251,7 +340,8 @@ def header(net: str, table: pd.DataFrame, args) -> str:
     bab = ""
     if "bab_cert_acc" in table and table.bab_cert_acc.notna().any():
         first = table[table.bab_cert_acc.notna()].iloc[0]
-        bab = (f"; BaB (certprune.verify, {first.bab_timeout_s:g} s per input) on the first {int(first.bab_samples)} "
+        bab = (f"; BaB (CROWN, then certprune.verify with {first.bab_timeout_s:g} s on each image CROWN leaves open; "
+               f"a timeout counts as not certified, bab_timeouts) on the first {int(first.bab_samples)} "
                f"images, seed {int(first.seed)} only")
     return (f"### {TITLES.get(net, net)}\n\neps={args.eps}, train {args.train_images} / validation "
             f"{args.val_images} / evaluation {args.eval_images} images, CROWN on the first {n_verify} evaluation "
@@ -290,13 +380,18 @@ def closing(table: pd.DataFrame, net: str) -> str:
         return [f"{d.clean_acc:+.1f} ({len(seeds)})", f"{d.crown_cert_acc:+.1f} ({len(seeds)})"]
 
     head = " | ".join(f"Δacc vs {r} | Δcert vs {r}" for r in refs)
-    lines = [f"| method | compression | speed-up | {head} |", "|" + "---|" * (3 + 2 * len(refs))]
+    bab = table.dropna(subset=["bab_cert_acc"]).groupby("method").bab_cert_acc.first() if "bab_cert_acc" in table \
+        else pd.Series(dtype=float)
+    lines = [f"| method | compression | speed-up | clean acc | CROWN cert. | BaB cert. (first seed) | {head} |",
+             "|" + "---|" * (6 + 2 * len(refs))]
     for method in dict.fromkeys(table.method):
         row = by.loc[method].mean()
         if pd.isna(row.crown_cert_acc):
             continue
         cells = [c for r in refs for c in diff(method, r)]
-        lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | " + " | ".join(cells) + " |")
+        b = f"{bab[method]:.2f}" if method in bab.index else "–"
+        lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | {row.clean_acc:.3f} | "
+                     f"{row.crown_cert_acc:.3f} | {b} | " + " | ".join(cells) + " |")
     return ("Closing comparison (accuracy points, mean over the seeds both rows have):\n\n" + "\n".join(lines))
 
 
@@ -341,6 +436,23 @@ def write_report(args) -> str:
     return text
 
 
+def merge_rows(out: Path, other: Path, quick: bool = False) -> dict[str, int]:
+    """Append to every net's CSV in ``out`` the (method, seed) rows of ``other``'s CSV that it
+    lacks (a run of other seeds in parallel, ``--out other``); returns rows added per net."""
+    added = {}
+    for net in NETS:
+        src, dst = csv_path(other, net, quick), csv_path(out, net, quick)
+        if not src.is_file():
+            continue
+        new = pd.read_csv(src)
+        old = pd.read_csv(dst) if dst.is_file() else new.iloc[:0]
+        have = set(zip(old.method, old.seed))
+        rows = new[[(m, s) not in have for m, s in zip(new.method, new.seed)]]
+        pd.concat([old, rows], ignore_index=True).to_csv(dst, index=False)
+        added[net] = len(rows)
+    return added
+
+
 def data_splits(args) -> dict:
     """Per net, (train, train + validation, evaluation) tensors, flat for the MLP."""
     from certprune.datasets import load_mnist
@@ -375,8 +487,12 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder to keep the trained dense nets in")
     p.add_argument("--bab-samples", type=int, default=0, help="branch and bound on this many images (first seed)")
     p.add_argument("--bab-timeout", type=float, default=1.0)
-    p.add_argument("--bab-methods", default=BAB_DEFAULT)
+    p.add_argument("--bab-samples-conv", type=int, default=0, help="... on the convnets")
+    p.add_argument("--bab-timeout-conv", type=float, default=5.0)
+    p.add_argument("--bab-methods", default=BAB_DEFAULT, help="rows with BaB (comma list, or 'all')")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, 20 verified inputs")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="folder of a parallel run (--out) whose rows the CSVs lack: appended before the report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.seed_list = [int(s) for s in args.seeds.split(",")]
@@ -394,6 +510,8 @@ def main(argv=None) -> int:
         for seed in args.seed_list:
             for net in nets:
                 run_net_seed(net, seed, args, splits, bar)
+    for folder in args.merge:
+        print(f"merged from {folder}: {merge_rows(args.out, folder, args.quick)}")
     print(write_report(args))
     return 0
 

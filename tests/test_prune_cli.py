@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from certprune.cli import build_parser, main
 from certprune.commands.prune import method_names, protected_column
@@ -156,3 +157,37 @@ def test_mask_learners_refuse_options_their_training_does_not_use():
     for opt in ({"stability_weight": 0.1}, {"min_keep": 0.2}):
         with pytest.raises(ConfigError, match="do not apply"):
             certprune.prune(m, "scl", None, "unstructured", data=(X, y), **opt)
+
+
+def _interrupt_at_first_epoch(monkeypatch) -> None:
+    from certprune.pruning import finetune as ft
+    real = ft._save_checkpoint
+
+    def save(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "_save_checkpoint", save)
+
+
+def test_checkpoint_resumes_a_stopped_learner_run_to_the_uninterrupted_output(tmp_path, capsys, monkeypatch):
+    from certprune.network import load_model
+
+    def argv(out, *extra):
+        return ["prune", DIGITS, "--method", "scl", "--dataset", "digits", "--finetune-epochs", "2",
+                "--out", str(out), *extra]
+
+    assert main(argv(tmp_path / "ref.onnx")) == 0
+    ck = tmp_path / "ck"
+    with monkeypatch.context() as m:
+        _interrupt_at_first_epoch(m)
+        assert main(argv(tmp_path / "res.onnx", "--checkpoint", str(ck))) == 130
+    assert "resume" in capsys.readouterr().err and (ck / "learn.pt").is_file()
+    assert main(argv(tmp_path / "res.onnx", "--seed", "1", "--checkpoint", str(ck))) == 2  # other settings
+    assert "belongs to another prune run" in _one_error_line(capsys)
+    assert main(argv(tmp_path / "res.onnx", "--checkpoint", str(ck))) == 0
+    assert not ck.exists()
+    ref, res = (json.loads((tmp_path / f"{n}.manifest.json").read_text()) for n in ("ref", "res"))
+    assert res["steps"] == ref["steps"] and res["config"] == ref["config"]
+    a, b = (load_model(str(tmp_path / f"{n}.onnx")).module.state_dict() for n in ("ref", "res"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

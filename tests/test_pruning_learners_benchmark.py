@@ -23,7 +23,8 @@ def _bench():
 def _args(out: Path) -> list[str]:
     return ["--nets", "mlp,conv", "--seeds", "0", "--methods", "dense,magnitude@0.8,scl,agn", "--train-epochs", "1",
             "--train-images", "160", "--val-images", "40", "--eval-images", "48", "--verify-samples", "6",
-            "--verify-samples-conv", "4", "--bab-samples", "2", "--bab-methods", "scl", "--out", str(out)]
+            "--verify-samples-conv", "4", "--bab-samples", "2", "--bab-samples-conv", "2", "--bab-methods", "scl",
+            "--out", str(out)]
 
 
 def _table(out: Path, net: str) -> pd.DataFrame:
@@ -64,3 +65,86 @@ def test_an_interrupted_benchmark_resumes_to_the_uninterrupted_table(shared_data
         assert t.bab_cert_acc.notna().sum() == 1  # scl only, the first seed
     md = (tmp_path / "a" / "pruning_learners.md").read_text()
     assert "MNIST convnet" in md and "| scl | 1 |" in md and (tmp_path / "a" / "pruning_learners.png").is_file()
+
+
+def _plan_args(**kw):
+    import argparse
+    base = dict(bab_samples=20, bab_timeout=1.0, bab_samples_conv=10, bab_timeout_conv=5.0, bab_methods="all",
+                seed_list=[0, 1, 2])
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_bab_plan_per_net_first_seed_only_and_never_gating():
+    bench = _bench()
+    args = _plan_args()
+    assert bench.bab_plan("scl", "mlp", 0, args) == (20, 1.0)
+    assert bench.bab_plan("scl", "conv", 0, args) == (10, 5.0)
+    assert bench.bab_plan("scl", "conv", 1, args) is None  # first seed only
+    assert bench.bab_plan("gating@0.5", "mlp", 0, args) is None  # the verifier refuses the gated net
+    assert bench.bab_plan("scl", "conv", 0, _plan_args(bab_methods="dense,brain")) is None
+    assert bench.bab_plan("scl", "conv", 0, _plan_args(bab_samples_conv=0)) is None
+
+
+def test_a_row_without_the_requested_bab_column_is_run_again_and_replaced_in_place():
+    bench = _bench()
+    done = pd.DataFrame([dict(method="dense", seed=0, crown_cert_acc=0.9), dict(method="scl", seed=0, crown_cert_acc=0.8),
+                         dict(method="dense", seed=1, crown_cert_acc=0.7)])
+    assert bench.is_done(done, "scl", 0, None) and not bench.is_done(done, "scl", 1, None)
+    assert not bench.is_done(done, "scl", 0, (10, 5.0))  # no BaB column yet: run again
+    row = dict(method="scl", seed=0, crown_cert_acc=0.8, bab_cert_acc=0.9, bab_samples=10, bab_timeout_s=5.0,
+               bab_mode=bench.BAB_MODE)
+    new = bench.replace_row(done, row, "scl", 0)
+    assert list(zip(new.method, new.seed)) == [("dense", 0), ("scl", 0), ("dense", 1)]  # same place, no duplicate
+    assert bench.is_done(new, "scl", 0, (10, 5.0))
+    assert not bench.is_done(new, "scl", 0, (20, 5.0)) and not bench.is_done(new, "scl", 0, (10, 1.0))  # other settings
+    old_mode = new.assign(bab_mode="verify-only")
+    assert not bench.is_done(old_mode, "scl", 0, (10, 5.0))
+
+
+def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown():
+    import torch
+
+    from certprune.pruning.metrics import crown_certified
+    from conftest import random_mlp
+
+    bench = _bench()
+    torch.manual_seed(0)
+    model = random_mlp([6, 12, 12, 3], seed=4)
+    X = torch.rand(12, 6)
+    y = model(X).argmax(1)  # correctly classified, so the radius decides
+    for eps in (0.01, 0.08):
+        cols = bench.bab_columns(model, (X, y), eps, 12, 2.0)
+        crown = int(crown_certified(model, X, y, eps)[0].sum())
+        assert cols["bab_by_crown"] == crown and cols["bab_cert_acc"] * 12 >= crown
+        undecided = 12 - round(cols["bab_cert_acc"] * 12)
+        assert cols["bab_falsified"] + cols["bab_timeouts"] <= undecided
+
+
+def test_a_stored_row_is_reused_for_bab_only_when_the_rerun_gives_the_same_network():
+    import torch
+
+    from conftest import random_mlp
+
+    bench = _bench()
+    model = random_mlp([6, 8, 3], seed=1)
+    X = torch.rand(20, 6)
+    y = model(X).argmax(1)
+    y[:5] = (y[:5] + 1) % 3  # 15 of 20 right
+    nz = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    assert bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz - 1), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=0.7, nonzeros=nz), (X, y))
+    assert not bench.same_network(model, dict(clean_acc=float("nan"), nonzeros=nz), (X, y))
+
+
+def test_merge_appends_only_the_rows_a_parallel_run_adds(tmp_path):
+    bench = _bench()
+    main, other = tmp_path / "main", tmp_path / "other"
+    main.mkdir(), other.mkdir()
+    pd.DataFrame([dict(method="dense", seed=0, clean_acc=0.9)]).to_csv(main / "pruning_learners_conv.csv", index=False)
+    pd.DataFrame([dict(method="dense", seed=0, clean_acc=0.1), dict(method="dense", seed=2, clean_acc=0.8),
+                  dict(method="scl", seed=2, clean_acc=0.7)]).to_csv(other / "pruning_learners_conv.csv", index=False)
+    assert bench.merge_rows(main, other) == {"conv": 2}
+    t = pd.read_csv(main / "pruning_learners_conv.csv")
+    assert list(zip(t.method, t.seed, t.clean_acc)) == [("dense", 0, 0.9), ("dense", 2, 0.8), ("scl", 2, 0.7)]
+    assert bench.merge_rows(main, other) == {"conv": 0}  # idempotent

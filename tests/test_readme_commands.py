@@ -107,6 +107,8 @@ COMMANDS = {
     "--dataset german --protected sex --out german_mif.onnx":
         Run(subst={"certprune/models/german_mlp.onnx": str(MODELS / "german_mlp.onnx"),
                    "german_mif.onnx": "{tmp}/german_mif.onnx"}, needs_data=True),
+    "certprune prune MODEL.onnx --method scl --dataset digits --finetune-epochs 2 --checkpoint ck_scl --out scl.onnx":
+        Run(subst={"MODEL.onnx": DIGITS, "ck_scl": "{tmp}/ck_scl", "scl.onnx": "{tmp}/scl.onnx"}),
 }
 
 # experiments/compare_pruned.py writes these lines into README.md (between the compare-table markers) and

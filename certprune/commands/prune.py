@@ -1,5 +1,5 @@
 """``certprune prune MODEL --method NAME --amount A [--granularity G] [--finetune-epochs E]
---dataset NAME [--epsilon E] [--activate-while-pruning] [--protected ATTR] --out PRUNED.onnx``.
+--dataset NAME [--epsilon E] [--activate-while-pruning] [--protected ATTR] [--checkpoint DIR] --out PRUNED.onnx``.
 
 ``--method`` choices are read from the library's registries (the scoring criteria of
 :mod:`certprune.pruning.criteria` and the mask learners of :mod:`certprune.pruning.learners`).
@@ -10,6 +10,9 @@ names the tabular feature that m-info-flow measures the flow of (mapped to its c
 data set's schema); the one-logit tabular models are not fine-tuned (cross-entropy needs two
 logits), so ``--finetune-epochs`` defaults to 0 there, and only the methods that do not score by
 the loss (``TABULAR_METHODS``) are accepted on them.
+``--checkpoint DIR`` makes the run resumable (:mod:`certprune.pruning.checkpoint`): a stopped run
+(Ctrl-C: exit code 130, crash) started again with the same command continues from its last saved
+epoch and writes what an uninterrupted run writes; a folder of another run is bad input.
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of
@@ -79,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output ONNX path; the manifest goes next to it")
     p.add_argument("--force", action="store_true", help="allow --out to overwrite the input model")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="folder that makes the run resumable: training state saved after every epoch; the same "
+                        "command run again continues where a stopped run (Ctrl-C, crash) was; a folder of other "
+                        "settings is refused; deleted when the run completes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,11 +121,18 @@ def run(args: argparse.Namespace) -> int:
                    min_keep=args.min_keep)
     if protected is not None:
         options["protected"] = protected
-    pruned, manifest = prune(network, method=args.method, amount=args.amount,
-                             granularity="structured" if args.structured else args.granularity,
-                             data=(X, y), epsilon=epsilon, n=args.n, m=args.m, seed=args.seed,
-                             finetune_epochs=args.finetune_epochs,
-                             activate_while_pruning=args.activate_while_pruning, **options)
+    try:
+        pruned, manifest = prune(network, method=args.method, amount=args.amount,
+                                 granularity="structured" if args.structured else args.granularity,
+                                 data=(X, y), epsilon=epsilon, n=args.n, m=args.m, seed=args.seed,
+                                 finetune_epochs=args.finetune_epochs,
+                                 activate_while_pruning=args.activate_while_pruning, checkpoint=args.checkpoint,
+                                 **options)
+    except KeyboardInterrupt:
+        if args.checkpoint is None:
+            raise
+        print(f"certprune: interrupted; run the same command again to resume from {args.checkpoint}", file=sys.stderr)
+        return 130
     onnx_path, json_path = save_pruned(pruned, manifest, args.out)
     before, after = accuracy(network, X_test, y_test), accuracy(pruned, X_test, y_test)
     n_before = sum(p.numel() for p in network.parameters())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from certprune.pruning.criteria import criterion
 from certprune.pruning.criteria.base import ScoreContext
 from certprune.pruning.criteria.budgets import budget_counts, select_by_counts
 from certprune.pruning.finetune import FinetuneConfig, finetune
+from certprune.pruning.checkpoint import open_run, phase_file
 from certprune.pruning.learners import METHODS as LEARNERS, prune_learned
 from certprune.pruning.layers import base_module, unit_layers, weight_layers
 from certprune.pruning.manifest import Manifest, PruneStep, apply_manifest, encode_mask, unit_entry
@@ -112,7 +114,8 @@ def _input_shape(model: nn.Module, X: torch.Tensor | None, opts: PruneOptions) -
 
 def prune(model: nn.Module, method: str = "magnitude", amount: float | None = None, granularity: str = "unstructured",
           data=None, epsilon: float | None = None, n: int = 2, m: int = 4, seed: int = 0,
-          finetune_epochs: int = 0, activate_while_pruning: bool = False, **options) -> tuple[nn.Module, Manifest]:
+          finetune_epochs: int = 0, activate_while_pruning: bool = False, checkpoint: str | Path | None = None,
+          **options) -> tuple[nn.Module, Manifest]:
     """Prune a copy of ``model`` (the input is not modified); returns ``(pruned, manifest)``.
 
     ``granularity``: unstructured (weight masks), nm (N:M masks, ``n`` of every ``m``; ``amount``
@@ -121,12 +124,16 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     of units removed, exactly (rounded to the nearest count). ``data``: (X, y) or a DataLoader,
     used for data-driven criteria and fine-tuning. ``epsilon``: L-inf radius for stability.
     ``activate_while_pruning``: after each step, re-activate dead units (AP,
-    :mod:`certprune.pruning.learners.activate`; needs data). See :class:`PruneOptions` for the rest.
+    :mod:`certprune.pruning.learners.activate`; needs data). ``checkpoint``: a folder that makes
+    the run resumable: started again with the same folder, a stopped run continues from its last
+    saved epoch (step, for iterative schedules) and ends as an uninterrupted one; a folder of
+    other settings is refused (:mod:`certprune.pruning.checkpoint`). See :class:`PruneOptions`
+    for the rest.
     """
     if method in LEARNERS:  # mask learners train while pruning: certprune.pruning.learners
         if activate_while_pruning:
             raise ConfigError(f"activate_while_pruning wraps a scoring criterion, not the mask learner {method!r}")
-        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options)
+        return prune_learned(model, method, amount, granularity, data, seed, finetune_epochs, options, checkpoint)
     opts = make_options(options)
     crit = criterion(method)
     if granularity not in GRANULARITIES:
@@ -149,7 +156,15 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
     masks: dict[str, torch.Tensor] = {}
     total_units = sum(l.width for l in unit_layers(work, granularity)) if granularity in ("neuron", "channel", "structured") else 0
     removed_units = 0
+    ck = open_run(checkpoint, model, X, y, method=method, amount=amount, granularity=granularity, seed=seed,
+                  finetune_epochs=finetune_epochs, options=options, n=n, m=m, epsilon=epsilon,
+                  activate_while_pruning=activate_while_pruning)
+    done = None if ck is None else _resume_steps(ck, manifest)
+    if done is not None:
+        work, masks, removed_units = done["work"], done["masks"], done["removed_units"]
     for k, cumulative in enumerate(cumulative_amounts(amount, steps)):
+        if done is not None and k < done["k"]:
+            continue
         if granularity in ("unstructured", "nm"):
             ctx = _context(work, X, y, epsilon, seed + k, opts, cumulative)
             masks = _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, masks)
@@ -168,8 +183,23 @@ def prune(model: nn.Module, method: str = "magnitude", amount: float | None = No
         if activate_while_pruning:
             manifest.config.setdefault("activate_while_pruning", []).append(_activate(work, X))
         if finetune_epochs > 0:
-            _finetune(work, X, y, epsilon, seed + k, opts, finetune_epochs, k, steps, masks)
+            _finetune(work, X, y, epsilon, seed + k, opts, finetune_epochs, k, steps, masks, phase_file(ck, f"finetune{k}"))
+        if ck is not None:
+            ck.save("steps", {"k": k + 1, "work": work, "masks": masks, "removed_units": removed_units,
+                              "steps": manifest.steps, "config": manifest.config})
+    if ck is not None:
+        ck.finish()
     return rewrap(model, work.eval()), manifest
+
+
+def _resume_steps(ck, manifest: Manifest):
+    """The state after the last finished step saved in ``ck`` (restored into ``manifest``), or None."""
+    saved = ck.saved("steps")
+    if saved is None:
+        return None
+    manifest.steps[:] = saved["steps"]
+    manifest.config.update(saved["config"])
+    return saved
 
 
 def _activate(work, X) -> dict:
@@ -212,11 +242,11 @@ def _unit_step(crit, ctx, work, granularity, step_amount, scope, shape, min_keep
     return {k: unit_entry(v, widths[k]) for k, v in removal.items()}, removal
 
 
-def _finetune(work, X, y, epsilon, seed, opts: PruneOptions, epochs, k, steps, masks):
+def _finetune(work, X, y, epsilon, seed, opts: PruneOptions, epochs, k, steps, masks, checkpoint=None):
     if X is None:
         raise ConfigError("fine-tuning needs data=(inputs, labels)")
     lr = silo_max_lr(k, steps, opts.lr / 10, opts.lr) if opts.silo else opts.lr
     cfg = FinetuneConfig(epochs, lr, opts.batch_size, opts.lr_schedule, opts.stability_weight,
                          opts.train_epsilon if opts.train_epsilon is not None else epsilon,
                          opts.slimming_weight, opts.domain, seed, stability_norm=opts.stability_norm)
-    finetune(work, X, y, cfg, masks or None)
+    finetune(work, X, y, cfg, masks or None, checkpoint=checkpoint)

@@ -14,7 +14,6 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from certprune.errors import ConfigError
+from certprune.pruning.checkpoint import atomic_save
 from certprune.pruning.layers import base_module
 from certprune.pruning.schedules import lr_factor
 
@@ -144,10 +144,7 @@ def _save_checkpoint(path: Path, cfg: FinetuneConfig, epoch: int, it: int, modul
              "sched": sched.state_dict(), "extra": None if extra is None else extra.state_dict(),
              "extra_params": None if extra is None else [p.detach().clone() for p in _params(extra)],
              "gen": gen.get_state(), "rng": torch.get_rng_state(), "hooks": hooks.state() if hooks.state else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_save(state, path)
 
 
 def _load_checkpoint(path: Path, cfg: FinetuneConfig, module, opt, sched, extra, gen, hooks: Hooks) -> tuple[int, int]:

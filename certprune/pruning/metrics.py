@@ -80,10 +80,10 @@ def crown_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon:
     return (margins > CERT_MARGIN) & correct.numpy(), unstable
 
 
-def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
-                  domain=(0.0, 1.0)) -> np.ndarray:
-    """Certified mask from :func:`certprune.verify` (branch and bound) with ``timeout`` s per input."""
-    from certprune.results import Verdict
+def bab_verdicts(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
+                 domain=(0.0, 1.0)) -> list:
+    """One :class:`~certprune.results.Verdict` per input from :func:`certprune.verify` (branch and
+    bound, ``timeout`` s per input; UNKNOWN when the time ran out)."""
     from certprune.specs import RobustnessSpec
     from certprune.verifiers.verify import verify
 
@@ -92,8 +92,17 @@ def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: f
     out = []
     for x, label in zip(X.numpy(), y.tolist()):
         prop = RobustnessSpec(x, epsilon, int(label), domain[0], domain[1]).to_property(k)
-        out.append(verify(module, prop, timeout=timeout).verdict is Verdict.CERTIFIED)
-    return np.array(out, dtype=bool)
+        out.append(verify(module, prop, timeout=timeout).verdict)
+    return out
+
+
+def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
+                  domain=(0.0, 1.0)) -> np.ndarray:
+    """Certified mask from :func:`bab_verdicts` (a timed-out input counts as not certified)."""
+    from certprune.results import Verdict
+
+    verdicts = bab_verdicts(model, X, y, epsilon, timeout, domain)
+    return np.array([v is Verdict.CERTIFIED for v in verdicts], dtype=bool)
 
 
 def pruning_metrics(models: dict[str, nn.Module], data, epsilon: float, reference: str | None = None,

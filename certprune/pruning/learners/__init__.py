@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError
+from certprune.pruning.checkpoint import open_run, phase_file
 
 _MODULES = {"scl": "scl", "dynamic-surgery": "surgery", "gibbs": "gibbs", "brain": "brain", "gating": "gating",
             "agn": "agn"}
@@ -60,8 +61,9 @@ def split_options(mod: ModuleType, options: dict) -> tuple[object, dict]:
 
 
 def prune_learned(model: nn.Module, method: str, amount: float | None, granularity: str, data, seed: int,
-                  finetune_epochs: int, options: dict):
-    """:func:`certprune.pruning.prune` for a mask learner; returns ``(pruned, manifest)``."""
+                  finetune_epochs: int, options: dict, checkpoint=None):
+    """:func:`certprune.pruning.prune` for a mask learner; returns ``(pruned, manifest)``.
+    ``checkpoint``: a folder that makes the run resumable (:mod:`certprune.pruning.checkpoint`)."""
     from certprune.pruning.api import as_tensors, make_options, rewrap, _input_shape
     from certprune.pruning.finetune import FinetuneConfig, finetune
     from certprune.pruning.layers import base_module, unit_layers
@@ -86,9 +88,9 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     if X is None:
         raise ConfigError(f"method {method!r} learns its masks while training and needs data=(inputs, labels)")
     shape = _input_shape(model, X, opts)
-    work = copy.deepcopy(base_module(model)).float().eval()
-    learned = mod.learn(work, X, y, amount, granularity, cfg, opts, seed)
-    work = learned.model if learned.model is not None else work
+    ck = open_run(checkpoint, model, X, y, method=method, amount=amount, granularity=granularity, seed=seed,
+                  finetune_epochs=finetune_epochs, options=options)
+    work, learned = _learn(mod, model, X, y, amount, granularity, cfg, opts, seed, ck)
     manifest = Manifest(method, granularity, learned.stats.get("amount", amount), list(shape), seed, None,
                         config={**dataclasses.asdict(opts), **dataclasses.asdict(cfg), "learned": learned.stats,
                                 "finetune_epochs": finetune_epochs})
@@ -103,5 +105,23 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
                                         units={k: unit_entry(v, widths[k]) for k, v in learned.removal.items()}))
     if finetune_epochs > 0:
         cfg_ft = FinetuneConfig(finetune_epochs, opts.lr, opts.batch_size, opts.lr_schedule, domain=opts.domain, seed=seed)
-        finetune(work, X, y, cfg_ft, learned.masks or None)
+        finetune(work, X, y, cfg_ft, learned.masks or None, checkpoint=phase_file(ck, "finetune"))
+    if ck is not None:
+        ck.finish()
     return rewrap(model, work.eval()), manifest
+
+
+def _learn(mod, model, X, y, amount, granularity, cfg, opts, seed, ck):
+    """``(trained work module, Learned)``: the learner's run, or its saved result when ``ck`` has one."""
+    from certprune.pruning.layers import base_module
+
+    saved = None if ck is None else ck.saved("learned")
+    if saved is not None:
+        torch.set_rng_state(saved["rng"])
+        return saved["work"], saved["learned"]
+    work = copy.deepcopy(base_module(model)).float().eval()
+    learned = mod.learn(work, X, y, amount, granularity, cfg, opts, seed, checkpoint=phase_file(ck, "learn"))
+    work = learned.model if learned.model is not None else work
+    if ck is not None:
+        ck.save("learned", {"work": work, "learned": learned, "rng": torch.get_rng_state()})
+    return work, learned

@@ -161,7 +161,7 @@ def back_off(module, plans, Xv, yv, bits, tolerance) -> tuple[list[LayerPlan], f
         plans[k] = LayerPlan(plans[k].t - 1, plans[k].dw, plans[k].dx)
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
     """Learn noise tolerances, map them to multipliers, check by simulation (see module doc)."""
     if cfg.agn_epochs < 1 or cfg.agn_init <= 0 or cfg.agn_lambda < 0 or not 0 < cfg.agn_val < 1:
         raise ConfigError("agn needs agn_epochs >= 1, agn_init > 0, agn_lambda >= 0 and 0 < agn_val < 1")
@@ -177,7 +177,7 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
     try:
         train_loop(work, X[:cut], y[:cut], loop_config(cfg.agn_epochs, opts, seed),
                    Hooks(extra_loss=lambda: -cfg.agn_lambda * rho.mean()), list(work.parameters()),
-                   torch.optim.Adam([rho], lr=cfg.agn_sigma_lr), desc="agn")
+                   torch.optim.Adam([rho], lr=cfg.agn_sigma_lr), checkpoint=checkpoint, desc="agn")
     finally:
         for h in hooks:
             h.remove()

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from certprune.errors import ConfigError
+from certprune.pruning.checkpoint import atomic_save
 from certprune.pruning.learners import Learned
 from certprune.pruning.layers import weight_layers
 from certprune.pruning.masks import apply_masks, unstructured_masks
@@ -82,8 +84,10 @@ def _accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
         return float((module(X).argmax(1) == y).double().mean())
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
-    """Iterative rounds (see module doc); ``work`` ends as the last accepted subnetwork."""
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
+    """Iterative rounds (see module doc); ``work`` ends as the last accepted subnetwork.
+    ``checkpoint`` (a file): the state after every round, and the running round's fine-tuning
+    in a file next to it, so a stopped run resumes where it was."""
     from certprune.pruning.finetune import FinetuneConfig, finetune
 
     if not 0 < cfg.brain_rate < 1 or not 0 < cfg.brain_val < 1 or cfg.brain_epochs < 0:
@@ -91,24 +95,43 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
     cap = 0.99 if amount is None else amount
     cut = len(X) - max(1, round(cfg.brain_val * len(X)))
     Xt, yt, Xv, yv = X[:cut], y[:cut], X[cut:], y[cut:]
-    base = _accuracy(work, Xv, yv)
-    masks: dict[str, torch.Tensor] = {}
-    rounds, sparsity = [], 0.0
-    for k in range(cfg.brain_max_rounds):
+    run = {"k": 0, "base": _accuracy(work, Xv, yv), "masks": {}, "rounds": [], "sparsity": 0.0, "done": False}
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.is_file():
+        run = _load_round(path, work)
+    round_file = None if path is None else path.with_name(path.stem + "-round.pt")
+    while not run["done"] and run["k"] < cfg.brain_max_rounds:
+        k, masks, sparsity = run["k"], run["masks"], run["sparsity"]
         target = min(cap, 1.0 - (1.0 - sparsity) * (1.0 - cfg.brain_rate))
         if target <= sparsity + 1e-12:
             break
-        saved = (copy.deepcopy(work.state_dict()), masks)
+        saved = copy.deepcopy(work.state_dict())
         new = unstructured_masks(importance(work, Xt), target, "global", masks or None)
         apply_masks(dict(work.named_modules()), new)
         finetune(work, Xt, yt, FinetuneConfig(cfg.brain_epochs, opts.lr, opts.batch_size, "constant",
-                                               domain=opts.domain, seed=seed + k), new)
+                                               domain=opts.domain, seed=seed + k), new, checkpoint=round_file)
         acc = _accuracy(work, Xv, yv)
-        rounds.append([target, acc])
-        if acc < base - cfg.brain_tolerance:
-            work.load_state_dict(saved[0])
-            masks = saved[1]
-            break
-        masks, sparsity = new, target
-    stats = {"amount": sparsity, "dense_val_acc": base, "rounds": rounds}
-    return Learned(masks=masks, stats=stats)
+        run["rounds"].append([target, acc])
+        if acc < run["base"] - cfg.brain_tolerance:
+            work.load_state_dict(saved)
+            run["done"] = True
+        else:
+            run["masks"], run["sparsity"] = new, target
+        run["k"] = k + 1
+        if path is not None:
+            atomic_save({"run": run, "work": work.state_dict()}, path)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    stats = {"amount": run["sparsity"], "dense_val_acc": run["base"], "rounds": run["rounds"]}
+    return Learned(masks=run["masks"], stats=stats)
+
+
+def _load_round(path: Path, work: nn.Module) -> dict:
+    """The round state saved by :func:`learn` (ConfigError if it is not one of this model)."""
+    try:
+        state = torch.load(path, weights_only=False)
+        work.load_state_dict(state["work"])
+        return state["run"]
+    except Exception as exc:  # another model's or a truncated file
+        raise ConfigError(f"checkpoint {path} does not match this brain run ({type(exc).__name__}); "
+                          "delete it to start over") from None

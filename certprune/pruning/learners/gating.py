@@ -98,7 +98,7 @@ def runtime_macs(model: nn.Module) -> int:
     return total
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
     """Gate the MLP and train it with its predictors; returns the gated model."""
     if cfg.gating_epochs < 1 or cfg.gating_rank < 1 or cfg.gating_l1 < 0:
         raise ConfigError("gating needs gating_epochs >= 1, gating_rank >= 1 and gating_l1 >= 0")
@@ -111,7 +111,7 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
         return cfg.gating_l1 * sum(b.last_saliency.abs().mean() for b in blocks)
 
     train_loop(work, X, y, loop_config(cfg.gating_epochs, opts, seed), Hooks(extra_loss=l1), list(work.parameters()),
-               desc="gating")
+               checkpoint=checkpoint, desc="gating")
     for b in blocks:
         b.record, b.last_saliency = False, None
     return Learned(model=work, stats={"amount": amount, "kept_per_input": {str(i): b.k for i, b in enumerate(blocks)},

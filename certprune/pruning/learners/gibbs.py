@@ -110,7 +110,20 @@ class _Sampler:
         return ((self.x + 1) / 2).reshape(self.w.shape).to(self.w.dtype)
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
+def snapshot(state: dict, gen: torch.Generator, samplers: dict) -> dict:
+    """What a resumed run needs besides the module: temperature, history, generator, chains."""
+    return {"state": dict(state), "gen": gen.get_state(), "chains": {n: s.x.clone() for n, s in samplers.items()}}
+
+
+def restore(saved: dict, state: dict, gen: torch.Generator, samplers: dict) -> None:
+    """Undo :func:`snapshot` into the live run."""
+    state.update(saved["state"])
+    gen.set_state(saved["gen"])
+    for name, x in saved["chains"].items():
+        samplers[name].x.copy_(x)
+
+
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
     """Train with Gibbs-sampled masks under annealing; return the ground-state masks / units."""
     if cfg.gibbs_epochs < 1 or not 0 < cfg.gibbs_beta0 <= cfg.gibbs_beta1 or cfg.gibbs_sweeps < 1:
         raise ConfigError("gibbs needs gibbs_epochs >= 1, 0 < gibbs_beta0 <= gibbs_beta1 and gibbs_sweeps >= 1")
@@ -135,8 +148,9 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
         state["kept"].append(sum(float(mk.t.sum()) for mk in masks.values()) / sum(mk.t.numel() for mk in masks.values()))
 
     try:
-        train_loop(work, X, y, loop_config(cfg.gibbs_epochs, opts, seed), Hooks(on_epoch=on_epoch, after_step=resample),
-                   list(work.parameters()), desc="gibbs")
+        train_loop(work, X, y, loop_config(cfg.gibbs_epochs, opts, seed), Hooks(on_epoch=on_epoch, after_step=resample, state=lambda: snapshot(state, gen, samplers),
+                         load=lambda s: restore(s, state, gen, samplers)),
+                   list(work.parameters()), checkpoint=checkpoint, desc="gibbs")
     finally:
         for _, m in layers:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)

@@ -90,7 +90,7 @@ def kept_share(logits: dict[str, nn.Parameter]) -> float:
     return kept / max(1, sum(p.numel() for p in logits.values()))
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
     """Train weights and masks jointly; return the learned masks (unstructured) or the units
     whose logit ended at <= 0 (neuron)."""
     if cfg.scl_epochs < 1 or cfg.scl_weight < 0 or cfg.scl_mask_lr <= 0:
@@ -111,7 +111,7 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
 
     try:
         train_loop(work, X, y, loop_config(cfg.scl_epochs, opts, seed), Hooks(after_backward=after_backward),
-                   raw_weights(work, logits), mask_opt, desc="scl")
+                   raw_weights(work, logits), mask_opt, checkpoint=checkpoint, desc="scl")
         keep = _capped({k: p.detach() for k, p in logits.items()}, amount)
     finally:
         detach(work)

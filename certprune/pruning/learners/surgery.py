@@ -63,7 +63,7 @@ def _collapse_score(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return mag + t.double() * (float(mag.max()) + 1.0)
 
 
-def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int) -> Learned:
+def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: int, checkpoint=None) -> Learned:
     """Train with recoverable masks; the final exact masks and the pruning/splicing counts."""
     if cfg.surgery_epochs < 1 or not 0 <= cfg.surgery_band < 1:
         raise ConfigError("dynamic-surgery needs surgery_epochs >= 1 and 0 <= surgery_band < 1")
@@ -91,8 +91,9 @@ def learn(work: nn.Module, X, y, amount, granularity, cfg: Config, opts, seed: i
     weights = [p for p in work.parameters()]
     try:
         update(0)
-        train_loop(work, X, y, loop_config(cfg.surgery_epochs, opts, seed), Hooks(after_step=lambda it: update(it + 1)),
-                   weights, desc="dynamic-surgery")
+        train_loop(work, X, y, loop_config(cfg.surgery_epochs, opts, seed), Hooks(after_step=lambda it: update(it + 1), state=lambda: {"gen": gen.get_state(), "counts": counts},
+                         load=lambda s: (gen.set_state(s["gen"]), counts.update(s["counts"]))),
+                   weights, checkpoint=checkpoint, desc="dynamic-surgery")
         final = unstructured_masks({n: _collapse_score(raw[n], masks[n].t) for n in masks}, amount, "local")
     finally:
         for _, m in layers:
