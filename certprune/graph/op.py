@@ -54,6 +54,7 @@ class Op:
         if len(xs) != 1:
             raise NotImplementedError(f"{type(self).__name__} has no exact encoding")
         return affine_encode(self, xs[0])
+
     def forward_linear(self, *fns: "FnPair") -> "FnPair":
         raise NotImplementedError
 

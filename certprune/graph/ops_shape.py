@@ -46,8 +46,7 @@ class Reshape(Structural):
         return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
 
     def encode(self, enc, x):
-        from certprune.graph.encode import LinExpr
-        return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
+        return x.reshaped(self.out_shape)  # row-major: the flat order is unchanged
 
 
 class Permute(Structural):
