@@ -121,16 +121,20 @@ def test_graph_z3_on_twin_graph_agrees_with_pair_enumeration(seed, relax):
     layout = twin_layout(spec)
     tg = twin_graph(net, layout)
     lo, hi = spec.lower.astype(float), spec.upper.astype(float)
-    props = partition_properties(spec, lo, hi)
+    off = layout.n + len(layout.protected)
+
+    def coupled(z, ys):  # x'_r = x_r + d_r inside the partition (not a box: an extra constraint)
+        return [c for j, i in enumerate(layout.relaxed)
+                for c in (z[i] + z[off + j] >= int(lo[i]), z[i] + z[off + j] <= int(hi[i]))]
     hits = []
-    for prop in props:
-        out = solve_property(tg.graph, prop, timeout=60)
+    for prop in partition_properties(spec, lo, hi):
+        out = solve_property(tg.graph, prop, timeout=60, extra_constraints=coupled)
         assert out.status in ("sat", "unsat")
-        if out.status == "sat":  # a candidate: its pair must be valid and flip unless on a tie
+        if out.status == "sat":  # the pair must be valid and flip (the weights keep clear of ties)
             x, xp = layout.split(out.x[None])
             y = net.forward(torch.as_tensor(np.concatenate([x, xp]))).numpy()[:, 0]
-            hits.append(bool(valid_pairs(spec, x, xp, lo, hi)[0] and np.all((xp >= lo) & (xp <= hi))
-                             and (y[0] > 0) != (y[1] > 0)))
+            assert valid_pairs(spec, x, xp, lo, hi)[0] and np.all((xp >= lo) & (xp <= hi))
+            hits.append(bool((y[0] > 0) != (y[1] > 0)))
     assert any(hits) == _brute_unfair(net, spec, lo, hi)
 
 

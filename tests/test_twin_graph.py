@@ -167,3 +167,16 @@ def test_skipping_crown_on_forward_closed_boxes_keeps_every_verdict(spec, sem, s
             gap = (f[k] - s[k] if k == 0 else s[k] - f[k])[closed]
             assert (gap >= -1e-12).all()
     assert torch.equal(full.score, fast.score) and torch.equal(full.unstable, fast.unstable)
+
+
+def test_point_logits_and_twin_graphs_share_one_decision_graph():
+    """One weak cache of the decision graph per (net, last_abs): every twin graph of the net is
+    built on the graph the point logits run on (it used to be built twice)."""
+    from certprune.verifiers.twin_bounds import cached_twin, decision_graph
+    net = _net(3)
+    la = (net.weights[-1].abs(), net.biases[-1].abs())
+    g = decision_graph(net, la)
+    assert decision_graph(net, la) is g and decision_graph(net) is not g
+    tg = cached_twin(net, twin_layout(SPECS[0]), la)
+    assert tg.model is g and cached_twin(net, twin_layout(SPECS[1]), la).model is g
+    assert g.nodes[g.output].op.rounding_abs is la

@@ -43,6 +43,16 @@ def rational(v: float):
     return z3.RealVal(str(Fraction(float(v))))   # "n/d" is parsed by z3 as an exact rational
 
 
+def _rationals(J: sp.csr_matrix) -> list:
+    """The z3 rationals of ``J.data``, made once per matrix object (the operators' cached weight
+    matrices and Jacobians are reused by every query; z3 values are immutable)."""
+    q = getattr(J, "_z3_rationals", None)
+    if q is None or len(q) != len(J.data):
+        q = [rational(w) for w in J.data]
+        J._z3_rationals = q
+    return q
+
+
 @dataclass
 class TermExpr:
     """The exact value of a node: one z3 real term per flattened entry (None: the constant 0)."""
@@ -55,12 +65,13 @@ class TermExpr:
         """``J @ value + bias`` with exact rationals; zero weights and zero inputs are skipped,
         and a given bias is kept even where it is 0 (the dense encoder's term shape)."""
         import z3
-        J = sp.csr_matrix(J)
+        J = J if sp.isspmatrix_csr(J) else sp.csr_matrix(J)
+        q = _rationals(J)
         out = []
         for r in range(J.shape[0]):
             lo, hi = J.indptr[r], J.indptr[r + 1]
-            terms = [rational(w) * self.t[c] for c, w in zip(J.indices[lo:hi], J.data[lo:hi])
-                     if w != 0.0 and self.t[c] is not None]
+            terms = [q[k] * self.t[c] for k, c in zip(range(lo, hi), J.indices[lo:hi])
+                     if J.data[k] != 0.0 and self.t[c] is not None]
             if bias is not None:
                 terms.append(rational(bias[r]))
             out.append(None if not terms else terms[0] if len(terms) == 1 else z3.Sum(terms))

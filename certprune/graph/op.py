@@ -94,15 +94,10 @@ class LinFn:
 FnPair = tuple[LinFn, LinFn]
 
 
-def structural_forward(f: FnPair, fn: Callable[[torch.Tensor], torch.Tensor]) -> FnPair:
-    """Forward step of an operator that moves entries without arithmetic (reshape, select, ...)."""
-    lo = f[0].map(fn)
-    return (lo, lo) if f[0] is f[1] else (lo, f[1].map(fn))
-
-
 def signed_forward(f: FnPair, lin, pos, neg, shift: torch.Tensor | None) -> FnPair:
     """Forward step of ``y = lin(x) + shift`` with ``lin = pos + neg`` (nonnegative / nonpositive
-    weights; ``neg`` None when there are none): lower = pos(L) + neg(U) + shift, and the mirror."""
+    weights; ``neg`` None when there are none): lower = pos(L) + neg(U) + shift, and the mirror.
+    An operator that only moves entries is ``signed_forward(f, fn, fn, None, None)``."""
     lo, up = f
     if lo is up:
         g = lo.map(lin).shift(shift)

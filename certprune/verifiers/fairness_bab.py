@@ -282,9 +282,13 @@ class TwinBab:
         x, xp, part = x[ok], xp[ok], part[ok]
         if len(x) == 0:
             return
-        flips = np.flatnonzero(self.float32_points(x) != self.float32_points(xp))
+        y, err = point_logits(self.net, np.concatenate([x, xp]), self.last_abs)  # once for both rules
+        n = len(x)
+        lx, lxp = (y[:n], err[:n]), (y[n:], err[n:])
+        flips = np.flatnonzero(self.float32_points(x, lx) != self.float32_points(xp, lxp))
         if self.semantics is Semantics.EXACT and len(flips):
-            flips = flips[self.exact_points(x[flips]) != self.exact_points(xp[flips])]
+            at = lambda le: (le[0][flips], le[1][flips])  # noqa: E731
+            flips = flips[self.exact_points(x[flips], at(lx)) != self.exact_points(xp[flips], at(lxp))]
         for k in flips:
             p = int(part[k])
             pair = (tuple(int(v) for v in x[k]), tuple(int(v) for v in xp[k]))
@@ -343,22 +347,24 @@ class TwinBab:
             return self.exact_points(X)
         return self.float32_points(X)
 
-    def float32_points(self, X: np.ndarray) -> np.ndarray:
+    def float32_points(self, X: np.ndarray, logits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Float32 decisions of the original model, each input as if run alone: batched, and re-run
         one input at a time only where the rigorous float32 error bound (point_logits) does not fix
-        the sign. The one rule for float32 point decisions (counts and counterexamples)."""
+        the sign. The one rule for float32 point decisions (counts and counterexamples).
+        ``logits``: point_logits(X) if the caller has them already."""
         X = np.asarray(X, dtype=np.float64)
         d, _ = self.decide(X)
-        y, err = point_logits(self.net, X, self.last_abs)
+        y, err = logits if logits is not None else point_logits(self.net, X, self.last_abs)
         for k in np.flatnonzero(np.abs(y) <= err):
             d[k] = self.decide(X[k:k + 1])[0][0]
         return d
 
-    def exact_points(self, X: np.ndarray) -> np.ndarray:
+    def exact_points(self, X: np.ndarray, logits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Real-arithmetic decisions (logit > 0): the float64 logit where it clears the exact
-        margin 1e-7 (1 + |y|) and the float64 error bound, exact rational arithmetic elsewhere."""
+        margin 1e-7 (1 + |y|) and the float64 error bound, exact rational arithmetic elsewhere.
+        ``logits``: point_logits(X) if the caller has them already."""
         X = np.asarray(X, dtype=np.float64)
-        y, err = point_logits(self.net, X, self.last_abs)
+        y, err = logits if logits is not None else point_logits(self.net, X, self.last_abs)
         d = y > 0
         near = np.flatnonzero(np.abs(y) <= np.maximum(Semantics.EXACT.slack(y, 0.0), F64_ERROR * err))
         if len(near) and self._exact_logit is None:
