@@ -1,4 +1,5 @@
-"""The exact (LP / MILP) encoding of a graph on one branch-and-bound domain.
+"""The exact (LP / MILP) encoding of a graph on one branch-and-bound domain, and THE walk that
+every exact encoding shares (:func:`walk`; the z3 back end is :mod:`certprune.graph.encode_z3`).
 
 One walk over the IR: every node's value is an affine expression ``M v + c`` (``LinExpr``:
 scipy sparse rows over the problem's variables ``v``) and every operator maps the expressions

@@ -9,10 +9,13 @@ Conventions (all operators):
   input and a bias ``(K, m)`` (or None) such that ``sum(A * y) = sum_i sum(A_i * x_i) + bias``
   exactly (linear operators) -- the backward (CROWN) step. Nonlinear operators (ReLU) take
   their relaxation as well: see :mod:`certprune.graph.relu`.
-- ``encode(enc, *exprs)`` maps the affine expressions (``certprune.graph.encode.LinExpr``) of
-  the inputs' values to the output's: the exact LP/MILP encoding. The default serves linear
-  single-input operators through their sparse Jacobian; ReLU adds its variables and constraints
-  through the encoder.
+- ``encode(enc, *exprs)`` maps the expressions of the inputs' values to the output's: the exact
+  encoding, for both back ends of the one walk (``certprune.graph.encode.walk``): HiGHS rows
+  (``encode.LinExpr``, LP/MILP leaves) or exact z3 terms (``encode_z3.TermExpr``). Operators
+  only call the expression's ``map`` (weights / sparse Jacobian), ``gather`` (index maps),
+  ``combine`` (Add/Sub) and ``reshaped``; the default serves linear single-input operators
+  through their sparse Jacobian; ReLU adds its variables and constraints through the encoder
+  ``enc`` (``encode.Encoder`` or ``encode_z3.Z3Encoder``).
 - ``forward_linear(*fns)`` takes one ``(lower, upper)`` pair of :class:`LinFn` per input (linear
   functions of the graph input bounding the input value from below / above over the box) and
   returns the pair for the output -- the forward symbolic step (``certprune.bounds.forward``).
