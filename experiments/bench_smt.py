@@ -1,7 +1,7 @@
 """Benchmark the z3 back end's encodings and strategies on Fairify partitions (twin network).
 
 For each Fairify model and protected attribute, a fixed random sample of partitions (seed 0,
-Fairify's T: 10 for Adult, 100 for German/Bank) is solved with ``certprune.verifiers.smt.
+Fairify's T: 10 for Adult, 100 for German/Bank; the twin graph) is solved with ``certprune.verifiers.smt.
 solve_property`` under every configuration; each query gets ``--timeout`` seconds. Reported:
 decided queries (sat + unsat) and the summed solver time. Sat answers are re-run in float32 on
 the original model; a sat whose decisions do not differ there is counted as ``sat_invalid``
@@ -37,14 +37,14 @@ def run_case(model_name: str, attr: str, n_parts: int, timeout: float, configs: 
     from certprune.verifiers.affine import AffineReluNet
     from certprune.verifiers.partition import grid_partition
     from certprune.verifiers.smt import SmtOptions, solve_property
-    from certprune.verifiers.twin import partition_properties, twin_layout, twin_net
+    from certprune.verifiers.twin import partition_properties, twin_graph, twin_layout
     from certprune.datasets.paths import data_root
 
     ds = {"GC": "german", "AC": "adult", "BM": "bank"}[model_name[:2]]
     model = load_model(data_root() / "fairness" / "fairify_models" / f"{model_name}.h5")
     spec = FairnessSpec.from_schema(get_schema(ds), attr)
     layout = twin_layout(spec)
-    tw = twin_net(AffineReluNet.from_module(model), layout)
+    tw = twin_graph(AffineReluNet.from_module(model), layout).graph
     part = grid_partition(spec.lower, spec.upper, T[ds])
     ids = np.random.default_rng(0).permutation(part.count)[:n_parts]
     rows = []

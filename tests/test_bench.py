@@ -180,16 +180,22 @@ def test_bench_reference_disagreement_is_flagged(first_run, tmp_path):
 
 
 def test_store_skips_a_torn_last_row(tmp_path):
-    """A run killed while writing leaves half a row: it is not counted done, and the next row is whole."""
+    """A run killed while writing leaves half a row: it is not counted done, the next run's store
+    cuts it once when it opens, and the next row is whole."""
     from certprune.verifiers.bench_store import BenchStore
     store = BenchStore(tmp_path, {"instances": "x"}, {})
     store.append({"onnx": "a.onnx", "vnnlib": "p.vnnlib", "timeout": 1, "result": "unsat", "seconds": 0.1})
     with open(store.results_path, "a") as f:
         f.write("b.onnx,p.vnnlib,1,uns")
     assert set(store.done()) == {("a.onnx", "p.vnnlib")}
+    store.close()
+    store = BenchStore(tmp_path, {"instances": "x"}, {})
+    assert store.results_path.read_text().endswith("\n") and "uns\n" not in store.results_path.read_text()
     store.append({"onnx": "b.onnx", "vnnlib": "p.vnnlib", "timeout": 1, "result": "sat", "seconds": 0.2},
                  [0.5], [1.0])
     assert store.done()[("b.onnx", "p.vnnlib")]["result"] == "sat"
+    assert store.results_path.read_text().count("\n") == 3   # header + two whole rows
+    store.close()
     assert (tmp_path / "counterexamples" / "b.onnx__p.vnnlib.txt").read_text().startswith("sat\n((X_0 0.5)")
 
 

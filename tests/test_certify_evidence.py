@@ -156,3 +156,38 @@ def test_map_items_local_workers_return_every_result_and_report_a_dead_worker():
     assert list(map_items(_square, items, workers=1)) == [v * v for v in items]  # serial keeps the order
     with pytest.raises(RuntimeError, match="worker"):
         list(map_items(_square, items + [7], workers=2))
+
+
+def test_crown_margins_run_on_the_graph_and_equal_the_densified_chain():
+    """crown_margins bounds a convnet on the graph engine (convolutions kept): the margins and
+    unstable counts equal CROWN on the densified AffineReluNet up to float64 rounding, and a
+    residual graph, which has no dense form, gets margins too."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from graph_nets import residual_mlp
+    from torch import nn
+
+    from certprune.verifiers.bounds import affine_net, compute_bounds
+    from certprune.verifiers.robustness import crown_margins
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 10), nn.ReLU(), nn.Linear(10, 4)).double().eval()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (12, 1, 8, 8))
+    labels = conv(torch.as_tensor(x)).argmax(1).detach().numpy()
+    eps = np.linspace(0.05, 2.0, 12)[:, None, None, None]
+    lo, hi = x - eps, x + eps
+    m, u = crown_margins(conv, lo, hi, labels)
+    eye = torch.eye(4, dtype=torch.float64)
+    ys = torch.as_tensor(labels)
+    b = compute_bounds(affine_net(conv, (1, 8, 8)), torch.as_tensor(lo), torch.as_tensor(hi), method="crown",
+                       C=eye[ys].unsqueeze(1) - eye.unsqueeze(0), return_intermediate=True, engine="native")
+    dense = b.lower.masked_fill(eye.bool()[ys], torch.inf).min(1).values.numpy()
+    np.testing.assert_allclose(m, dense, rtol=0, atol=1e-12)
+    assert np.array_equal(u, sum(((l < 0) & (h > 0)).sum(1) for l, h in b.intermediate).numpy())
+    assert 0 < (m > 0).sum() < len(m)  # both outcomes occur
+    res = residual_mlp(0).double()
+    xr = rng.uniform(-1, 1, (5, 6))
+    mr, ur = crown_margins(res, xr - 0.01, xr + 0.01, res(torch.as_tensor(xr)).argmax(1).detach().numpy())
+    assert mr.shape == (5,) and np.all(np.isfinite(mr)) and ur.shape == (5,)

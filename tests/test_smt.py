@@ -14,8 +14,9 @@ from certprune.errors import ConfigError, ShapeMismatchError, SpecError
 from certprune.specs import InputRegion, LinearConstraints, Property
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.bounds import compute_bounds
-from certprune.verifiers.smt import (SmtOptions, encode_network, input_variables, rational, solve_property,
-                                     widen_bounds)
+from certprune.graph import build_graph
+from certprune.graph.encode_z3 import encode_z3, interval_pre
+from certprune.verifiers.smt import SmtOptions, input_variables, rational, solve_property, widen_bounds
 
 
 def _net(sizes, seed, bits: int | None = 6) -> AffineReluNet:
@@ -160,13 +161,14 @@ def test_weights_are_converted_exactly():
     assert s.check() == z3.unsat
 
 
-def test_encode_network_serves_two_copies_in_one_solver():
+def test_encode_z3_serves_two_copies_in_one_solver():
     import z3
     net = _net([2, 4, 1], 3)
     region = InputRegion(np.zeros(2), np.full(2, 3.0), np.ones(2, bool))
     xa, ta, ca = input_variables(region, "a")
     xb, tb, cb = input_variables(region, "b")
-    ea, eb = encode_network(net, ta, prefix="A"), encode_network(net, tb, prefix="B")
+    g = build_graph(net)
+    ea, eb = encode_z3(g, ta, prefix="A"), encode_z3(g, tb, prefix="B")
     s = z3.Solver()
     s.add(ca + cb + ea.constraints + eb.constraints + [xa[0] == xb[0], xa[1] != xb[1]])
     grid = np.array(list(itertools.product(range(4), range(4))), float)
@@ -240,7 +242,6 @@ def test_every_encoding_and_strategy_agrees_with_enumeration(options):
 def test_widened_interval_bounds_enclose_exact_rational_values_on_point_boxes():
     """Point boxes, large magnitudes: float64 interval bounds collapse to l == u, which float64
     rounding can place on the wrong side of the exact value; the widening must cover that."""
-    from certprune.verifiers.smt import _interval_bounds
     rng = np.random.default_rng(3)
     ws = [torch.as_tensor(rng.normal(0, 300, (12, 6))), torch.as_tensor(rng.normal(0, 1, (8, 12))),
           torch.as_tensor(rng.normal(0, 1, (1, 8)))]
@@ -249,7 +250,7 @@ def test_widened_interval_bounds_enclose_exact_rational_values_on_point_boxes():
     missed_unwidened = 0
     for _ in range(20):
         x = rng.integers(-20000, 20000, 6).astype(float)
-        raw = _interval_bounds(net, x, x)
+        raw = interval_pre(build_graph(net), x, x)
         pre = widen_bounds(net, x, x, raw)
         act = [Fraction(v) for v in x]
         for k, ((wl, wu), (l, u)) in enumerate(zip(pre, raw)):

@@ -1,4 +1,4 @@
-"""z3 back end on real Fairify models: German credit partitions through the twin network."""
+"""z3 back end on real Fairify models: German credit partitions through the twin graph."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from certprune.fairness_spec import FairnessSpec
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.partition import grid_partition
 from certprune.verifiers.smt import solve_property
-from certprune.verifiers.twin import partition_properties, twin_layout, twin_net
+from certprune.verifiers.twin import partition_properties, twin_graph, twin_layout
 
 
 def _setup(shared_data, name: str):
@@ -32,7 +32,7 @@ def _float32_logits(model, x: np.ndarray) -> np.ndarray:
 def test_gc3_counterexample_flips_the_float32_decision(shared_data):
     model, net, spec, part = _setup(shared_data, "GC-3")
     layout = twin_layout(spec)
-    tw = twin_net(net, layout)
+    tw = twin_graph(net, layout).graph
     lo, hi = part.bounds([105])
     (prop,) = partition_properties(spec, lo[0], hi[0])
     out = solve_property(tw, prop, timeout=60)
@@ -48,7 +48,7 @@ def test_gc4_partition_is_certified_and_sampling_agrees(shared_data):
     model, net, spec, part = _setup(shared_data, "GC-4")
     lo, hi = part.bounds([105])
     (prop,) = partition_properties(spec, lo[0], hi[0])
-    out = solve_property(twin_net(net, twin_layout(spec)), prop, timeout=60)
+    out = solve_property(twin_graph(net, twin_layout(spec)).graph, prop, timeout=60)
     assert out.status == "unsat"
     rng = np.random.default_rng(0)
     x = rng.integers(lo[0].astype(int), hi[0].astype(int) + 1, size=(20000, 20)).astype(np.float64)

@@ -1,5 +1,5 @@
 """The twin as a graph (``twin.twin_graph``) and the fairness bounds over it (``twin_bounds``):
-the graph computes [s(P z), s(P' z)] like the block-diagonal twin net; sampled points (10^4 per
+the graph computes [s(P z), s(P' z)] (the model run on x and on x'); sampled points (10^4 per
 box) lie inside y, y', y - y' bounds and every node's forward bounds; the float32 margin tau
 encloses float32 runs; values equal the former hand-written twin pass (recorded)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from certprune.bounds.forward import forward_pass
 from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
-from certprune.verifiers.twin import twin_graph, twin_layout, twin_net
+from certprune.verifiers.twin import twin_graph, twin_layout
 from certprune.verifiers.twin_bounds import twin_bounds
 
 N = 10_000
@@ -52,13 +52,14 @@ def _points(zlo, zhi, seed):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["plain", "relaxed"])
-def test_twin_graph_equals_the_block_diagonal_twin(spec):
+def test_twin_graph_equals_the_model_on_both_copies(spec):
     layout = twin_layout(spec)
     net = _net(0)
     tg = twin_graph(net, layout)
     z = torch.randn(50, layout.dz, dtype=torch.float64)
-    torch.testing.assert_close(tg.graph.forward(z), twin_net(net, layout).forward(z), rtol=0, atol=1e-12)
     P, Pp = (torch.from_numpy(m) for m in (layout.P, layout.Pp))
+    want = torch.cat([net.forward(z @ P.T), net.forward(z @ Pp.T)], 1)
+    torch.testing.assert_close(tg.graph.forward(z), want, rtol=0, atol=1e-12)
     vals = tg.graph.forward(z, keep=True)
     torch.testing.assert_close(vals[tg.x], z @ P.T)
     torch.testing.assert_close(vals[tg.xp], z @ Pp.T)
@@ -166,3 +167,16 @@ def test_skipping_crown_on_forward_closed_boxes_keeps_every_verdict(spec, sem, s
             gap = (f[k] - s[k] if k == 0 else s[k] - f[k])[closed]
             assert (gap >= -1e-12).all()
     assert torch.equal(full.score, fast.score) and torch.equal(full.unstable, fast.unstable)
+
+
+def test_point_logits_and_twin_graphs_share_one_decision_graph():
+    """One weak cache of the decision graph per (net, last_abs): every twin graph of the net is
+    built on the graph the point logits run on (it used to be built twice)."""
+    from certprune.verifiers.twin_bounds import cached_twin, decision_graph
+    net = _net(3)
+    la = (net.weights[-1].abs(), net.biases[-1].abs())
+    g = decision_graph(net, la)
+    assert decision_graph(net, la) is g and decision_graph(net) is not g
+    tg = cached_twin(net, twin_layout(SPECS[0]), la)
+    assert tg.model is g and cached_twin(net, twin_layout(SPECS[1]), la).model is g
+    assert g.nodes[g.output].op.rounding_abs is la

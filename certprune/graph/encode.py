@@ -1,4 +1,5 @@
-"""The exact (LP / MILP) encoding of a graph on one branch-and-bound domain.
+"""The exact (LP / MILP) encoding of a graph on one branch-and-bound domain, and THE walk that
+every exact encoding shares (:func:`walk`; the z3 back end is :mod:`certprune.graph.encode_z3`).
 
 One walk over the IR: every node's value is an affine expression ``M v + c`` (``LinExpr``:
 scipy sparse rows over the problem's variables ``v``) and every operator maps the expressions
@@ -62,6 +63,30 @@ class LinExpr:
     def rows(self, index: np.ndarray, shape) -> "LinExpr":
         """Entry ``index[k]`` of the value at position k."""
         return LinExpr(self.M[index], self.c[index], tuple(shape))
+
+    @property
+    def dense(self) -> bool:
+        """Whether the rows are a dense array (then dense weight matrices multiply fastest)."""
+        return isinstance(self.M, np.ndarray)
+
+    def combine(self, other: "LinExpr", sign: float) -> "LinExpr":
+        """``self + other`` (sign > 0) or ``self - other``, entrywise."""
+        if sign > 0:
+            return LinExpr(self.M + other.M, self.c + other.c, self.shape)
+        return LinExpr(self.M - other.M, self.c - other.c, self.shape)
+
+    def reshaped(self, shape) -> "LinExpr":
+        """The same flat value under another per-sample shape (row-major: the order is kept)."""
+        return LinExpr(self.M, self.c, tuple(shape))
+
+    @staticmethod
+    def gather(exprs: list["LinExpr"], index: np.ndarray, shape) -> "LinExpr":
+        """Entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero)."""
+        M = _vstack([e.M for e in exprs]) if len(exprs) > 1 else exprs[0].M
+        c = np.concatenate([e.c for e in exprs])
+        ok = index >= 0
+        sel = sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), index[ok])), shape=(len(index), M.shape[0]))
+        return LinExpr(_keep(sel @ M), sel @ c, tuple(shape))
 
 
 @dataclass
@@ -189,17 +214,9 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     enc = Encoder(n_vars, {i: (np.asarray(l, np.float64), np.asarray(u, np.float64)) for i, (l, u) in zip(relus, pre)},
                   {i: np.asarray(s) for i, s in zip(relus, splits)}, lifted=lifted)
     enc._new_vars(np.full(n_in, -np.inf), np.full(n_in, np.inf), 0.0)
-    live = graph.ancestors(graph.output)
     dense = n_vars == n_in  # a linear piece over the input alone: dense rows
     eye = np.eye(n_in) if dense else sp.eye(n_in, n_vars, format="csr")
-    vals: dict[int, LinExpr] = {0: LinExpr(eye, np.zeros(n_in), graph.input_shape)}
-    for i, node in enumerate(graph.nodes[1:], start=1):
-        if i not in live:
-            continue
-        enc.node = i
-        v = node.op.encode(enc, *[vals[j] for j in node.inputs])
-        v.shape = tuple(node.shape)
-        vals[i] = v
+    vals = walk(graph, enc, LinExpr(eye, np.zeros(n_in), graph.input_shape))
     empty = np.zeros((0, n_vars)) if dense else sp.csr_matrix((0, n_vars))
     P = _vstack(enc.split_M) if enc.split_M else empty
     p = np.concatenate(enc.split_c) if enc.split_c else np.zeros(0)
@@ -209,6 +226,24 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     assert enc.next_var == n_vars
     return Encoding(vals[graph.output], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
                     np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
+
+
+def walk(graph: Graph, enc, x) -> dict:
+    """THE walk of every exact encoding: each node the output depends on, in topological order,
+    maps its inputs' expressions through ``op.encode(enc, ...)``; ``x`` is the input's expression.
+    The back end is the expression type (``LinExpr`` rows for HiGHS, z3 terms for
+    :mod:`certprune.graph.encode_z3`) and the encoder ``enc`` (its ``relu``; ``enc.node`` is set to
+    the node being encoded). Returns every encoded node's expression by index."""
+    live = graph.ancestors(graph.output)
+    vals = {0: x}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if i not in live:
+            continue
+        enc.node = i
+        v = node.op.encode(enc, *[vals[j] for j in node.inputs])
+        v.shape = tuple(node.shape)
+        vals[i] = v
+    return vals
 
 
 JACOBIAN_CHUNK = 256  # unit vectors per forward call when reading a linear operator's Jacobian
@@ -265,10 +300,7 @@ def index_map(fn, *in_shapes) -> np.ndarray:
     return out.numpy().astype(np.int64) - 1
 
 
-def moved(exprs: list[LinExpr], index: np.ndarray, shape) -> LinExpr:
-    """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero)."""
-    M = _vstack([e.M for e in exprs]) if len(exprs) > 1 else exprs[0].M
-    c = np.concatenate([e.c for e in exprs])
-    ok = index >= 0
-    sel = sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), index[ok])), shape=(len(index), M.shape[0]))
-    return LinExpr(_keep(sel @ M), sel @ c, tuple(shape))
+def moved(exprs: list, index: np.ndarray, shape):
+    """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero), in
+    the expressions' own back end (``LinExpr`` rows or z3 terms)."""
+    return type(exprs[0]).gather(list(exprs), index, shape)

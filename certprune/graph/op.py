@@ -9,10 +9,13 @@ Conventions (all operators):
   input and a bias ``(K, m)`` (or None) such that ``sum(A * y) = sum_i sum(A_i * x_i) + bias``
   exactly (linear operators) -- the backward (CROWN) step. Nonlinear operators (ReLU) take
   their relaxation as well: see :mod:`certprune.graph.relu`.
-- ``encode(enc, *exprs)`` maps the affine expressions (``certprune.graph.encode.LinExpr``) of
-  the inputs' values to the output's: the exact LP/MILP encoding. The default serves linear
-  single-input operators through their sparse Jacobian; ReLU adds its variables and constraints
-  through the encoder.
+- ``encode(enc, *exprs)`` maps the expressions of the inputs' values to the output's: the exact
+  encoding, for both back ends of the one walk (``certprune.graph.encode.walk``): HiGHS rows
+  (``encode.LinExpr``, LP/MILP leaves) or exact z3 terms (``encode_z3.TermExpr``). Operators
+  only call the expression's ``map`` (weights / sparse Jacobian), ``gather`` (index maps),
+  ``combine`` (Add/Sub) and ``reshaped``; the default serves linear single-input operators
+  through their sparse Jacobian; ReLU adds its variables and constraints through the encoder
+  ``enc`` (``encode.Encoder`` or ``encode_z3.Z3Encoder``).
 - ``forward_linear(*fns)`` takes one ``(lower, upper)`` pair of :class:`LinFn` per input (linear
   functions of the graph input bounding the input value from below / above over the box) and
   returns the pair for the output -- the forward symbolic step (``certprune.bounds.forward``).
@@ -54,6 +57,7 @@ class Op:
         if len(xs) != 1:
             raise NotImplementedError(f"{type(self).__name__} has no exact encoding")
         return affine_encode(self, xs[0])
+
     def forward_linear(self, *fns: "FnPair") -> "FnPair":
         raise NotImplementedError
 
@@ -93,15 +97,10 @@ class LinFn:
 FnPair = tuple[LinFn, LinFn]
 
 
-def structural_forward(f: FnPair, fn: Callable[[torch.Tensor], torch.Tensor]) -> FnPair:
-    """Forward step of an operator that moves entries without arithmetic (reshape, select, ...)."""
-    lo = f[0].map(fn)
-    return (lo, lo) if f[0] is f[1] else (lo, f[1].map(fn))
-
-
 def signed_forward(f: FnPair, lin, pos, neg, shift: torch.Tensor | None) -> FnPair:
     """Forward step of ``y = lin(x) + shift`` with ``lin = pos + neg`` (nonnegative / nonpositive
-    weights; ``neg`` None when there are none): lower = pos(L) + neg(U) + shift, and the mirror."""
+    weights; ``neg`` None when there are none): lower = pos(L) + neg(U) + shift, and the mirror.
+    An operator that only moves entries is ``signed_forward(f, fn, fn, None, None)``."""
     lo, up = f
     if lo is up:
         g = lo.map(lin).shift(shift)

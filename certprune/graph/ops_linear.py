@@ -26,7 +26,7 @@ def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat:
 
     from certprune.graph.encode import cached
     rows = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 and not flat else 1
-    if rows == 1 and isinstance(x.M, np.ndarray):  # dense rows: one BLAS product
+    if rows == 1 and x.dense:  # dense rows: one BLAS product
         b = None if bias is None else bias.numpy()
         return x.map(weight.numpy(), b, ())
     W = cached(op, ("w",), lambda: sp.csr_matrix(weight.numpy()))

@@ -31,8 +31,8 @@ class AddSub(Op):
         return [A, A if self.sign > 0 else -A], None
 
     def encode(self, enc, a, b):
-        from certprune.graph.encode import LinExpr
-        return LinExpr(a.M + b.M if self.sign > 0 else a.M - b.M, a.c + b.c if self.sign > 0 else a.c - b.c, a.shape)
+        return a.combine(b, self.sign)
+
     def forward_linear(self, a: FnPair, b: FnPair) -> FnPair:
         if self.sign > 0:
             lo, up = a[0] + b[0], (None if a[0] is a[1] and b[0] is b[1] else a[1] + b[1])
@@ -69,6 +69,7 @@ class Concat(Op):
     def encode(self, enc, *xs):
         from certprune.graph.encode import moved_encode
         return moved_encode(self, *xs)
+
     def forward_linear(self, *fs: FnPair) -> FnPair:
         K = max(f[0].A.shape[0] for f in fs)
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, structural_forward, unflat_rows
+from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, unflat_rows
 
 
 class Structural(Op):
@@ -25,7 +25,7 @@ class Structural(Op):
         return moved_encode(self, x)
 
     def forward_linear(self, f: FnPair) -> FnPair:
-        return structural_forward(f, self.forward)
+        return signed_forward(f, self.forward, self.forward, None, None)  # moves entries: no signs
 
     def float32_error(self, es, ms):
         return self.forward(es[0])
@@ -46,8 +46,7 @@ class Reshape(Structural):
         return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)], None
 
     def encode(self, enc, x):
-        from certprune.graph.encode import LinExpr
-        return LinExpr(x.M, x.c, self.out_shape)  # row-major: the flat order is unchanged
+        return x.reshaped(self.out_shape)  # row-major: the flat order is unchanged
 
 
 class Permute(Structural):

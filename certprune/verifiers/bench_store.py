@@ -39,7 +39,7 @@ class BenchStore:
     def _open(self, config: Mapping[str, Any]) -> None:
         from certprune.verifiers.config_file import write_config
 
-        from certprune.verifiers.store_lock import StoreLock, ensure_dir
+        from certprune.verifiers.store_lock import StoreLock, drop_partial_line, ensure_dir
 
         ensure_dir(self.folder)
         # one run per folder, as the fairness and certify stores (released by the kernel on exit)
@@ -59,6 +59,7 @@ class BenchStore:
         else:
             ident.write_text(json.dumps(self.identity, indent=1, sort_keys=True) + "\n")
         write_config(self.folder / "config.toml", config)
+        drop_partial_line(self.results_path)  # half a row of a killed run: cut once, under the lock (redone)
 
     def close(self) -> None:
         """Release the folder's lock."""
@@ -73,12 +74,10 @@ class BenchStore:
 
     def append(self, row: Mapping[str, Any], x: np.ndarray | None = None, y: np.ndarray | None = None) -> None:
         """Write one finished row (flushed at once) and, for ``sat``, its counterexample file."""
-        from certprune.verifiers.store_lock import drop_partial_line
         from certprune.vnncomp import write_result
 
         if row["result"] == "sat":
             write_result(self.counterexample_path(row["onnx"], row["vnnlib"]), "sat", x, y)
-        drop_partial_line(self.results_path)  # half a row of a killed run: cut (it is redone)
         new = not self.results_path.exists() or self.results_path.stat().st_size == 0
         with open(self.results_path, "a", newline="") as f:
             w = csv.DictWriter(f, COLUMNS)

@@ -151,7 +151,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     factory = EngineFactory(exact, module, spec, config or BabConfig(), sem)
     domain = float(box_points(spec.lower, spec.upper)[0])
     coverage = Progress(_decided(store.frame())) if not ray_address and not (workers > 1 and len(todo) > 1) else None
-    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain, coverage)
+    job = parallel.Job(factory, part, time.monotonic() + timeout, undecided_tolerance * domain)
     bar = _progress(part.count, len(done), progress)
     t0 = time.perf_counter()
 
@@ -171,7 +171,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
                 seen[0] = n
             parallel.run_local(job, todo, workers, lambda: AuditStore(store_path, ident), poll)
         else:
-            parallel.run_serial(job, todo, on_done)
+            parallel.run_serial(job, todo, on_done, coverage)
     finally:
         bar.close()
     frame = store.frame()

@@ -56,7 +56,7 @@ from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.partition import box_points
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
-from certprune.verifiers.twin_bounds import point_logits, twin_bounds
+from certprune.verifiers.twin_bounds import cached_twin, point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
 # |float64 logit - exact logit| <= F64_ERROR * (point_logits' float32 bound): the same recurrence
@@ -282,9 +282,13 @@ class TwinBab:
         x, xp, part = x[ok], xp[ok], part[ok]
         if len(x) == 0:
             return
-        flips = np.flatnonzero(self.float32_points(x) != self.float32_points(xp))
+        y, err = point_logits(self.net, np.concatenate([x, xp]), self.last_abs)  # once for both rules
+        n = len(x)
+        lx, lxp = (y[:n], err[:n]), (y[n:], err[n:])
+        flips = np.flatnonzero(self.float32_points(x, lx) != self.float32_points(xp, lxp))
         if self.semantics is Semantics.EXACT and len(flips):
-            flips = flips[self.exact_points(x[flips]) != self.exact_points(xp[flips])]
+            at = lambda le: (le[0][flips], le[1][flips])  # noqa: E731
+            flips = flips[self.exact_points(x[flips], at(lx)) != self.exact_points(xp[flips], at(lxp))]
         for k in flips:
             p = int(part[k])
             pair = (tuple(int(v) for v in x[k]), tuple(int(v) for v in xp[k]))
@@ -343,22 +347,24 @@ class TwinBab:
             return self.exact_points(X)
         return self.float32_points(X)
 
-    def float32_points(self, X: np.ndarray) -> np.ndarray:
+    def float32_points(self, X: np.ndarray, logits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Float32 decisions of the original model, each input as if run alone: batched, and re-run
         one input at a time only where the rigorous float32 error bound (point_logits) does not fix
-        the sign. The one rule for float32 point decisions (counts and counterexamples)."""
+        the sign. The one rule for float32 point decisions (counts and counterexamples).
+        ``logits``: point_logits(X) if the caller has them already."""
         X = np.asarray(X, dtype=np.float64)
         d, _ = self.decide(X)
-        y, err = point_logits(self.net, X, self.last_abs)
+        y, err = logits if logits is not None else point_logits(self.net, X, self.last_abs)
         for k in np.flatnonzero(np.abs(y) <= err):
             d[k] = self.decide(X[k:k + 1])[0][0]
         return d
 
-    def exact_points(self, X: np.ndarray) -> np.ndarray:
+    def exact_points(self, X: np.ndarray, logits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Real-arithmetic decisions (logit > 0): the float64 logit where it clears the exact
-        margin 1e-7 (1 + |y|) and the float64 error bound, exact rational arithmetic elsewhere."""
+        margin 1e-7 (1 + |y|) and the float64 error bound, exact rational arithmetic elsewhere.
+        ``logits``: point_logits(X) if the caller has them already."""
         X = np.asarray(X, dtype=np.float64)
-        y, err = point_logits(self.net, X, self.last_abs)
+        y, err = logits if logits is not None else point_logits(self.net, X, self.last_abs)
         d = y > 0
         near = np.flatnonzero(np.abs(y) <= np.maximum(Semantics.EXACT.slack(y, 0.0), F64_ERROR * err))
         if len(near) and self._exact_logit is None:
@@ -417,28 +423,27 @@ class TwinBab:
                     return
 
     # ----- z3 leaf ---------------------------------------------------------------------------
-    def _widened_pre(self, zlo, zhi, pre_t) -> list[tuple[np.ndarray, np.ndarray]]:
-        """twin_bounds' float64 pre-activations widened outward per copy by smt.widen_bounds (so
-        the phases z3 is told hold in exact arithmetic); each entry (2, h_k) for copies (x, x')."""
+    def _widened_pre(self, tg, zlo, zhi, pre_t) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """twin_bounds' float64 pre-activations (one (l, u) pair per ReLU pair, each (2, h) for the
+        copies x, x') widened outward over the twin graph (smt.widen_bounds, so the phases z3 is
+        told hold in exact arithmetic), by ReLU node of the twin graph."""
         from certprune.verifiers.smt import widen_bounds
-        zmag = np.maximum(np.abs(zlo), np.abs(zhi))
-        per_copy = []
-        for c, Pm in enumerate((self.layout.P, self.layout.Pp)):
-            mag = np.abs(Pm) @ zmag
-            pc = [(l.numpy()[c], u.numpy()[c]) for l, u in pre_t]
-            per_copy.append(widen_bounds(self.net, -mag, mag, pc))
-        return [(np.stack([per_copy[0][k][0], per_copy[1][k][0]]), np.stack([per_copy[0][k][1], per_copy[1][k][1]]))
-                for k in range(len(pre_t))]
+        by_node = {}
+        for (a, b), (l, u) in zip(tg.relus, pre_t):
+            by_node[a], by_node[b] = (l.numpy()[0], u.numpy()[0]), (l.numpy()[1], u.numpy()[1])
+        nodes = tg.graph.relu_nodes
+        return dict(zip(nodes, widen_bounds(tg.graph, zlo, zhi, [by_node[i] for i in nodes])))
 
     def _z3(self, zlo, zhi, p, st: _State) -> bool:
         """One twin box to z3 on the reduced network; True when z3 proves it has no flip (a sat
         model is only a candidate pair, re-run in float32)."""
+        tg = cached_twin(self.net, self.layout, self.last_abs)
         if self._solver is None:
             from certprune.verifiers.fairness_smt import TwinSolver
-            self._solver = TwinSolver(self.net, self.layout)
+            self._solver = TwinSolver(tg, self.layout)
         lo_t, hi_t = torch.from_numpy(zlo[None]), torch.from_numpy(zhi[None])
         tb = twin_bounds(self.net, self.layout, lo_t, hi_t, self.last_abs, keep_pre=True)
-        pre = self._widened_pre(zlo, zhi, tb.pre)
+        pre = self._widened_pre(tg, zlo, zhi, tb.pre)
         self.z3_calls += 1
         st.z3[p] += 1
         # exact semantics: the policy's margin around an exact tie (slack of a zero bound), as the

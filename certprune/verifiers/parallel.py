@@ -30,28 +30,29 @@ class Job:
     partitioning: object
     deadline: float
     tolerance_points: float = 0.0  # the job may stop once at most this many individuals are open
-    on_progress: Callable | None = None  # engine.on_progress (serial runs only: it runs in the caller)
 
 
-def _run_shard(job: Job, pids: np.ndarray, on_done: Callable, shards: int = 1) -> None:
-    """Run the engine on ``pids``, one of ``shards`` shards (its share of the job's tolerance)."""
+def _run_shard(job: Job, pids: np.ndarray, on_done: Callable, shards: int = 1,
+               on_progress: Callable | None = None) -> None:
+    """Run the engine on ``pids``, one of ``shards`` shards (its share of the job's tolerance);
+    ``on_progress`` becomes the engine's per-round callback (serial runs: it runs in the caller)."""
     import torch
     torch.set_num_threads(1)  # one process per core; torch's own pool fights the workers
     engine = job.make_engine()
-    engine.on_progress = job.on_progress
+    engine.on_progress = on_progress
     lo, hi = job.partitioning.bounds(pids)
     engine.run(pids, lo, hi, job.deadline, on_done, tolerance_points=job.tolerance_points / max(1, shards))
 
 
-def run_serial(job: Job, pids: np.ndarray, on_done: Callable) -> None:
-    """Decide ``pids`` in this process (one shard: the whole tolerance; ``job.on_progress`` is
-    called after every round)."""
+def run_serial(job: Job, pids: np.ndarray, on_done: Callable, on_progress: Callable | None = None) -> None:
+    """Decide ``pids`` in this process (one shard: the whole tolerance; ``on_progress(fair,
+    unfair)`` is called after every round). Forked and Ray workers take no such callback: it
+    could not reach the caller."""
     if len(pids):
-        _run_shard(job, pids, on_done)
+        _run_shard(job, pids, on_done, on_progress=on_progress)
 
 
 def _local_worker(job: Job, pids: np.ndarray, open_store: Callable, shards: int) -> None:
-    job.on_progress = None  # a forked child cannot report to the parent's callback
     store = open_store()
     _run_shard(job, pids, store.write, shards)
     store.close()

@@ -265,22 +265,23 @@ def crown_margins(model, lower, upper, labels) -> tuple[np.ndarray, np.ndarray]:
     (UnsupportedModelError) where the native engine does not take the model."""
     import torch
 
-    from certprune.verifiers.bounds import affine_net, compute_bounds
+    from certprune.verifiers.bounds import compute_bounds, graph_of
     lower, upper = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     shape = tuple(lower.shape[1:])
-    anet = affine_net(model, shape)
-    k = anet.output_dim
-    chunk = max(1, int(_CROWN_CELLS // (2 * max(anet.relu_sizes + [k]) * anet.input_dim)))
+    graph = graph_of(model, shape)  # convolutions stay convolutions (no densified affine runs)
+    k = graph.output_dim
+    chunk = max(1, int(_CROWN_CELLS // (2 * max(graph.relu_sizes + [k]) * graph.input_dim)))
     eye = torch.eye(k, dtype=torch.float64)
     margins, unstable = [np.zeros(0)], [np.zeros(0, np.int64)]
     for s in range(0, len(lower), chunk):
         ys = labels[s:s + chunk]
         C = eye[ys].unsqueeze(1) - eye.unsqueeze(0)
-        b = compute_bounds(anet, lower[s:s + chunk], upper[s:s + chunk], method="crown", C=C,
+        b = compute_bounds(graph, lower[s:s + chunk], upper[s:s + chunk], method="crown", C=C,
                            return_intermediate=True, input_shape=shape, engine="native")
         margins.append(b.lower.masked_fill(torch.eye(k, dtype=torch.bool)[ys], torch.inf).min(1).values.numpy())
-        unstable.append(sum(((lo < 0) & (up > 0)).sum(1) for lo, up in b.intermediate).numpy().astype(np.int64)
+        unstable.append(sum(((lo < 0) & (up > 0)).reshape(len(ys), -1).sum(1) for lo, up in b.intermediate)
+                        .numpy().astype(np.int64)
                         if b.intermediate else np.zeros(len(ys), np.int64))
     return np.concatenate(margins), np.concatenate(unstable)
 

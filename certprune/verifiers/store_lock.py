@@ -99,7 +99,8 @@ def ensure_dir(path: str | Path) -> Path:
 
 def drop_partial_line(path: str | Path) -> None:
     """Cut a last line without its newline (a run killed mid-write) so the next append starts a
-    clean row; the CSV stores of ``certify`` and ``bench`` call it before appending."""
+    clean row; the CSV stores of ``certify`` and ``bench`` call it once when they open (under
+    their folder lock, so no writer of this run is mid-row)."""
     path = Path(path)
     if not path.exists():
         return

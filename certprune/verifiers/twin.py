@@ -1,15 +1,14 @@
 """The twin network: fairness compiled to an ordinary Property over a twin of the model.
 
-Two forms: :func:`twin_graph`, the graph IR (shared input z, Select / Add nodes building x and
-x', two copies of the model's graph, output ``[s(x), s(x')]``), which the fairness engine's
-bounds run on (``twin_bounds``: forward pass and backward CROWN over it); and :func:`twin_net`,
-the same function as one block-diagonal AffineReluNet for the chain-only back ends (z3, the
-Property-based ``verify``).
+One form: :func:`twin_graph`, the graph IR (shared input z, Select / Add nodes building x and
+x', two copies of the model's graph, output ``[s(x), s(x')]``), which every back end runs on:
+the fairness engine's bounds (``twin_bounds``: forward pass and backward CROWN over it), its z3
+leaves (``fairness_smt``, through the IR's z3 encoding) and the Property-based ``verify`` / smt.
 
 Input layout ``z = [x (n features), x'_p (one per protected feature), d_r (one per relaxed
 feature)]``; ``x = P z`` and ``x' = P' z`` where ``x'`` equals ``x`` except ``x'_p = z[n+j]`` and
-``x'_r = x_r + d_r`` (|d_r| <= delta_r). The first twin layer is ``[W1 P; W1 P']``, deeper layers
-are block-diagonal, and the outputs are ``[y, y']`` (the decision logit of each copy).
+``x'_r = x_r + d_r`` (|d_r| <= delta_r); the outputs are ``[y, y']`` (the decision logit of each
+copy).
 
 The constraint that ``x'_r`` stays in the domain/partition couples two inputs, so it is not a box:
 the Properties built here drop it (a sound over-approximation for certification) and every
@@ -78,18 +77,6 @@ def decision_logit_net(net: AffineReluNet) -> AffineReluNet:
                              net.input_shape)
     raise UnsupportedModelError(
         f"fairness audits support one-logit or two-class models; this model has {net.output_dim} outputs")
-
-
-def twin_net(net: AffineReluNet, layout: TwinLayout) -> AffineReluNet:
-    """The twin AffineReluNet on ``z`` with outputs ``[y, y']`` (see module doc)."""
-    net = decision_logit_net(net)
-    P, Pp = torch.from_numpy(layout.P), torch.from_numpy(layout.Pp)
-    ws = [torch.cat([net.weights[0] @ P, net.weights[0] @ Pp])]
-    bs = [torch.cat([net.biases[0], net.biases[0]])]
-    for w, b in zip(net.weights[1:], net.biases[1:]):
-        ws.append(torch.block_diag(w, w))
-        bs.append(torch.cat([b, b]))
-    return AffineReluNet(tuple(ws), tuple(bs), (layout.dz,))
 
 
 @dataclass(frozen=True, eq=False)

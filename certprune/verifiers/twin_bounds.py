@@ -83,12 +83,21 @@ _SPECS = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1.0, -
 _TWINS: "weakref.WeakKeyDictionary[AffineReluNet, list]" = weakref.WeakKeyDictionary()
 
 
-def _decision_graph(net: AffineReluNet, last_abs):
-    """The graph of ``net`` whose last Linear rounds like the original two-logit layer."""
+_GRAPHS: "weakref.WeakKeyDictionary[AffineReluNet, list]" = weakref.WeakKeyDictionary()
+
+
+def decision_graph(net: AffineReluNet, last_abs=None):
+    """The graph of ``net`` whose last Linear rounds like the original two-logit layer, built once
+    per net and ``last_abs`` (the point logits and every twin graph of the net share it)."""
     from certprune.graph import build_graph
+    hits = _GRAPHS.setdefault(net, [])
+    for la, g in hits:
+        if la is last_abs:
+            return g
     g = build_graph(net)
     if last_abs is not None:
         g.nodes[g.output].op.rounding_abs = last_abs
+    hits.append((last_abs, g))
     return g
 
 
@@ -98,7 +107,7 @@ def cached_twin(net: AffineReluNet, layout: TwinLayout, last_abs=None) -> TwinGr
     for lay, la, tg in hits:
         if lay is layout and la is last_abs:
             return tg
-    tg = twin_graph(_decision_graph(net, last_abs), layout)
+    tg = twin_graph(decision_graph(net, last_abs), layout)
     hits.append((layout, last_abs, tg))
     return tg
 
@@ -211,20 +220,7 @@ def point_logits(net: AffineReluNet, X: np.ndarray,
     bound on |float32 logit - exact logit| for any summation order (the ``tau`` of a point box,
     :mod:`certprune.bounds.float32` with the node values as bounds): where |logit| exceeds it,
     every float32 execution (batched or alone) has the exact sign."""
-    g = _point_graph(net, last_abs)
+    g = decision_graph(net, last_abs)
     vals = g.forward(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)), keep=True)
     err = output_error(g, [(v, v) for v in vals])
     return vals[g.output][:, 0].numpy(), err[:, 0].numpy()
-
-
-_GRAPHS: "weakref.WeakKeyDictionary[AffineReluNet, list]" = weakref.WeakKeyDictionary()
-
-
-def _point_graph(net: AffineReluNet, last_abs):
-    hits = _GRAPHS.setdefault(net, [])
-    for la, g in hits:
-        if la is last_abs:
-            return g
-    g = _decision_graph(net, last_abs)
-    hits.append((last_abs, g))
-    return g
