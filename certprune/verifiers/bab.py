@@ -29,7 +29,7 @@ import torch
 from certprune.bounds.engine import domain_bounds
 from certprune.graph import Graph
 from certprune.verifiers.bab_input import choose_input_dims, split_box
-from certprune.verifiers.bab_relu import choose_relus, split_relu
+from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relu
 from certprune.verifiers.domains import Domain, DomainQueue, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
 
@@ -80,6 +80,7 @@ class BabSettings:
     milp_max_unstable: int = 0
     milp_time_limit: float = 5.0
     box_batch: int = 0  # input strategy: children per step of bab_input.box_search (0 = off)
+    branch_candidates: int = 1  # ReLU splits: filtered smart branching among this many (1 = BaBSR score only)
 
 
 class BranchAndBound:
@@ -88,7 +89,8 @@ class BranchAndBound:
     def __init__(self, net: Graph, spec: Spec, lo: np.ndarray, hi: np.ndarray,
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
                  attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                 progress: Callable[[dict], None] | None = None):
+                 progress: Callable[[dict], None] | None = None,
+                 root_attack: Callable[[], np.ndarray] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
@@ -102,7 +104,8 @@ class BranchAndBound:
         self.timed_out = False  # set when a domain was left unprocessed for lack of time
         self._per_domain: float | None = None
         self.attack = attack  # (lo (k, n), hi (k, n)) -> candidate points, or None
-        self._last_attack = time.monotonic()
+        self._last_attack = self._started = time.monotonic()
+        self.root_attack = root_attack  # () -> candidate points of a fresh attack round on the root box
         self.progress = progress  # called about twice a second with the queue size and global bound
         self._last_progress = time.monotonic()
 
@@ -115,14 +118,19 @@ class BranchAndBound:
 
     def _attack_boxes(self, batch: list[Domain]) -> None:
         """About once a second: PGD inside the boxes of the domains just popped (the lowest keys),
-        where a violation is most likely; input splitting only (ReLU domains share one box)."""
+        where a violation is most likely. ReLU domains share the root box: there a fresh
+        ``root_attack`` round runs instead, while attacks have taken under a tenth of the search time."""
         t0 = time.monotonic()
         boxes = [d for d in batch if d.branch[0] == "input"][:32]
-        if boxes:
+        spent = self.stats.get("time_bab_attack", 0.0)
+        if boxes and self.attack is not None:
             lo = torch.stack([d.lo for d in boxes]).numpy()
             hi = torch.stack([d.hi for d in boxes]).numpy()
             self.found = self.confirm(self.attack(lo, hi))
             self.stats["bab_attacks"] = self.stats.get("bab_attacks", 0) + 1
+        elif not boxes and self.root_attack is not None and spent < 0.1 * (t0 - self._started):
+            self.found = self.confirm(self.root_attack())
+            self.stats["bab_root_attacks"] = self.stats.get("bab_root_attacks", 0) + 1
         self.stats["time_bab_attack"] = self.stats.get("time_bab_attack", 0.0) + time.monotonic() - t0
         self._last_attack = time.monotonic()
 
@@ -154,7 +162,7 @@ class BranchAndBound:
             t0 = time.monotonic()
             self._process([c for d in batch for c in self._children(d)])
             self._per_domain = (time.monotonic() - t0) / (2 * len(batch))
-            if self.attack is not None and self.found is None and t0 - self._last_attack > 1.0:
+            if self.found is None and t0 - self._last_attack > 1.0:
                 self._attack_boxes(batch)
             self._report()
         return self.run_result()
@@ -242,7 +250,7 @@ class BranchAndBound:
         if self.found is not None:
             return
         unstable = db.unstable_count()
-        relu_idx = choose_relus(db.relu_scores, row_live, db.pre) if self.sizes else None
+        relu_idx = self._choose_relus(db, lo, hi, row_live, alive) if self.sizes else None
         in_dims, in_vals = choose_input_dims(db.lam_x, row_live, lo, hi, self.int_mask)
         for i, d in enumerate(doms):
             if not bool(alive[i].any()):
@@ -273,6 +281,23 @@ class BranchAndBound:
                     return
                 continue
             self.queue.push(dom)
+
+    def _choose_relus(self, db, lo, hi, row_live, alive) -> torch.Tensor:
+        """The neuron to split per domain: BaBSR score, or filtered smart branching among the
+        ``branch_candidates`` best under ReLU branching (``bab_relu``)."""
+        k = self.settings.branch_candidates
+        if k <= 1 or self.settings.strategy != "relu":
+            return choose_relus(db.relu_scores, row_live, db.pre)
+
+        def key_of(lower: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+            # the bound still missing over the live disjuncts: progress on any of them counts
+            disj = self.spec.disjunct_max(lower - self.spec.tol)
+            return torch.where(alive[owner], disj.clamp(max=0), torch.zeros_like(disj)).sum(dim=1)
+        t0 = time.monotonic()
+        idx = choose_relus_fsb(self.net, lo, hi, db.pre, db.relu_scores, row_live, self.spec.C, self.spec.c,
+                               key_of, k)
+        self.stats["time_fsb"] = self.stats.get("time_fsb", 0.0) + time.monotonic() - t0
+        return idx
 
     def _try_points(self, db, lo, hi, row_live, open_: torch.Tensor) -> None:
         """Check box centers and the CROWN primal vertex of each domain's worst live row."""
