@@ -139,3 +139,29 @@ def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
     for (a, b), (c, d) in zip(b_fast.intermediate, b_slow.intermediate):
         torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
         torch.testing.assert_close(b, d, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
+    """``keep_lam=False`` (identity-spec and output passes) reuses the input coefficients' buffer
+    for |lam|: same lower bounds as the pass that keeps them, which stay untouched."""
+    make, shape = NETS[name]
+    g = build_graph(make(), shape)
+    gen = torch.Generator().manual_seed(2)
+    d = int(torch.tensor(shape).prod())
+    lo = torch.rand(4, d, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.5 * torch.rand(4, d, generator=gen, dtype=torch.float64)
+    st = crown.intermediate(g, lo, hi)
+    m = g.output_dim
+    A = torch.cat([torch.eye(m), -torch.eye(m)]).double().unsqueeze(0)
+    kept = crown.backward(g, g.output, A, st)
+    lam = kept.lam_x.clone()
+    fast = crown.backward(g, g.output, A.clone(), st, keep_lam=False)
+    assert fast.lam_x is None
+    torch.testing.assert_close(fast.lower, kept.lower, rtol=0, atol=1e-12)
+    torch.testing.assert_close(kept.lam_x, lam, rtol=0, atol=0)
+    yl, yu = crown.output_bounds(g, st)
+    torch.testing.assert_close(yl, kept.lower.expand(4, 2 * m)[:, :m], rtol=0, atol=1e-12)
+    x = lo + (hi - lo) * torch.rand(2000, 1, d, generator=gen, dtype=torch.float64)  # sampled soundness
+    y = g.forward(x.reshape(-1, d)).reshape(2000, 4, -1)
+    assert (y >= yl - 1e-9).all() and (y <= yu + 1e-9).all()
