@@ -371,10 +371,10 @@ class TwinBab:
         """Count unit k's individuals from the decisions ``dec`` (V, free widths) of its extended
         box: (u, v) is unfair iff some other value w has, within the relaxed window around u, a
         point of the other decision (window min/max by scipy.ndimage; clipped at the domain)."""
-        from scipy.ndimage import maximum_filter, minimum_filter
         rel = dict(zip(self.layout.relaxed, self.layout.deltas))
         win = [1] + [2 * rel.get(i, 0) + 1 for i in self.free]
-        if max(win) > 1:
+        if max(win) > 1:  # (scipy.ndimage costs ~0.3 s to import: only where a window is needed)
+            from scipy.ndimage import maximum_filter, minimum_filter
             d8 = dec.astype(np.uint8)
             mx = maximum_filter(d8, size=win, mode="nearest").astype(bool)
             mn = minimum_filter(d8, size=win, mode="nearest").astype(bool)
