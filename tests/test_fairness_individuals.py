@@ -265,3 +265,23 @@ def test_split_several_times_partitions_each_unit_exactly(times):
         assert mine.sum() <= min(2 ** times, npts)
     assert (kids.part == 0).sum() == (2 ** times if times <= 3 else 416)  # 480 points: some halvings end at points
     assert (kids.part == 2).sum() == min(2 ** times, 2)  # 2 points: halved once, then kept whole
+
+
+@pytest.mark.parametrize("relaxed", [{}, {"a": 1}])
+@pytest.mark.parametrize("chunk", [7, 200000])
+def test_enumeration_of_units_of_many_shapes_equals_brute_force(relaxed, chunk, monkeypatch):
+    """Enumeration grids units of one shape together (chunked): on Fairify's grid every partition
+    is enumerated in the first round, in boxes of several shapes; the counts equal brute force."""
+    orig = fairness_bab.TwinBab._enumerate
+    shapes = []
+
+    def spy(self, u, st, chunk_points=200000):
+        elo, ehi = self._extended(u.lo, u.hi)
+        shapes.extend(map(tuple, (ehi - elo)[:, self.free].tolist()))
+        return orig(self, u, st, chunk_points=chunk)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_enumerate", spy)
+    model, spec = biased_mlp(2), small_spec(relaxed=relaxed)
+    res = audit_fairness(model, spec, 3, timeout=60, progress=False, config=BabConfig(enum_points=10 ** 6),
+                         samples=0)
+    _check(res, model, spec)
+    assert len(set(shapes)) > 1

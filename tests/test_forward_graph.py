@@ -159,3 +159,31 @@ def test_forward_mode_on_a_node_that_uses_one_input_twice():
     with torch.no_grad():
         y = g.double()(x)
     assert bool((y >= b.lower - 1e-9).all() and (y <= b.upper + 1e-9).all())
+
+
+def _chain(dims, seed):
+    g_ = torch.Generator().manual_seed(seed)
+    ws = tuple((torch.randn(o, i, generator=g_) / i ** 0.5).float().double() for i, o in zip(dims, dims[1:]))
+    bs = tuple((torch.randn(o, generator=g_) * 0.3).float().double() for o in dims[1:])
+    return AffineReluNet(ws, bs, (dims[0],))
+
+
+@pytest.mark.parametrize("dims", [[6, 20, 1], [6, 9, 3, 2], [5, 4, 4, 4, 1]], ids=["one-layer", "narrow", "deep"])
+def test_fused_relu_linear_equals_the_unfused_step_and_encloses_samples(dims, monkeypatch):
+    """A ReLU of a shared input function feeding one narrow Linear is mapped in one step
+    (``Linear.forward_linear_relaxed``): every node's bounds equal the two-step pass' (float64
+    rounding only) and enclose 10^4 sampled points per box."""
+    import certprune.bounds.forward as F
+    g = build_graph(_chain(dims, sum(dims)))
+    assert F._fusable(g, ())  # the fused step is exercised
+    lo, hi = _boxes(g.input_dim, 3, 7, width=1.5)
+    fused = forward_pass(g, lo, hi, every_node=True)
+    monkeypatch.setattr(F, "_fusable", lambda graph, keep: set())
+    plain = forward_pass(g, lo, hi, every_node=True)
+    for t in range(1, len(g.nodes)):
+        for k in (0, 1):
+            torch.testing.assert_close(fused.bounds[t][k], plain.bounds[t][k], rtol=1e-12, atol=1e-12)
+    for box in range(3):
+        vals = g.forward(_points(lo, hi, box, seed=box), keep=True)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], fused.bounds[t][0][box], fused.bounds[t][1][box]), t

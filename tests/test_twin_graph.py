@@ -180,3 +180,33 @@ def test_point_logits_and_twin_graphs_share_one_decision_graph():
     tg = cached_twin(net, twin_layout(SPECS[0]), la)
     assert tg.model is g and cached_twin(net, twin_layout(SPECS[1]), la).model is g
     assert g.nodes[g.output].op.rounding_abs is la
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["plain", "relaxed"])
+def test_one_relu_layer_twin_skips_crown_with_the_same_bounds(spec):
+    """A one-ReLU-layer model gets no backward CROWN pass (its pre-activations are exact, so
+    CROWN returns the forward functions): y and y' equal a CROWN pass run here on the same
+    relaxations (float64 rounding only), y - y' is never looser (the pair differences may
+    tighten it further), and the bounds enclose sampled points."""
+    from certprune.bounds import crown
+    from certprune.verifiers.twin_bounds import _SPECS, cached_twin
+    layout = twin_layout(spec)
+    g_ = torch.Generator().manual_seed(4)
+    net = AffineReluNet(((torch.randn(30, 4, generator=g_) / 2).float().double(), torch.randn(1, 30, generator=g_).float().double() / 5),
+                        ((torch.randn(30, generator=g_) * 0.3).float().double(), torch.zeros(1, dtype=torch.float64)), (4,))
+    zlo, zhi = _boxes(layout, 4)
+    tb = twin_bounds(net, layout, zlo, zhi)
+    tg = cached_twin(net, layout)
+    assert len(tg.relus) == 1
+    res = forward_pass(tg.graph, zlo, zhi, keep=(tg.graph.output,))
+    cr = crown.backward(tg.graph, tg.graph.output, _SPECS, res.state()).lower.expand(len(zlo), 6)
+    for got, c in ((tb.y[0], cr[:, 0]), (-tb.y[1], cr[:, 1]), (tb.yp[0], cr[:, 2]), (-tb.yp[1], cr[:, 3]),
+                   (tb.diff[0], cr[:, 4]), (-tb.diff[1], cr[:, 5])):
+        assert (got >= c - 1e-9).all()  # CROWN is never tighter (skipping it loses nothing)
+    torch.testing.assert_close(tb.y[0], cr[:, 0], rtol=0, atol=1e-9)  # same functions
+    torch.testing.assert_close(tb.yp[1], -cr[:, 3], rtol=0, atol=1e-9)
+    z = _points(zlo[:1], zhi[:1], 0)
+    vals = tg.graph.forward(z, keep=True)
+    y, yp = vals[tg.outs[0]][:, 0], vals[tg.outs[1]][:, 0]
+    for v, (l, u) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
+        assert (v >= l[0] - 1e-9).all() and (v <= u[0] + 1e-9).all()

@@ -68,6 +68,35 @@ def _input_fn(graph: Graph, lo: torch.Tensor) -> FnPair:
     return f, f
 
 
+@dataclass
+class _Pending:
+    """A ReLU of a shared input function ``f`` (K = 1) whose one consumer is a Linear: that Linear
+    maps relu(f) in one step (:meth:`Linear.forward_linear_relaxed`), never building the per-box
+    relaxed functions (N, n_in, h)."""
+
+    f: LinFn
+    relax: Relaxation
+
+
+def _fusable(graph: Graph, keep: tuple[int, ...]) -> set[int]:
+    """ReLU nodes (1-D, not kept) whose only consumer is one Linear with at most as many outputs
+    as the graph has inputs: fusing them saves memory traffic ((N, h, m) weights per box instead
+    of (N, n_in, h) functions)."""
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        for j in node.inputs:
+            users.setdefault(j, []).append(i)
+    out = set()
+    for j, node in enumerate(graph.nodes):
+        u = users.get(j, [])
+        if not (isinstance(node.op, ReLU) and j not in keep and len(u) == 1 and len(node.shape) == 1):
+            continue
+        c = graph.nodes[u[0]]
+        if isinstance(c.op, Linear) and c.op.weight.shape[0] <= graph.input_dim:
+            out.add(j)
+    return out
+
+
 def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[int, ...] = (),
                  intersect_ibp: bool = False, every_node: bool = False) -> Forward:
     """Forward symbolic bounds over N boxes lo/hi (N, input_dim); see module doc. A node's bounds
@@ -81,17 +110,25 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
     for i, node in enumerate(graph.nodes[1:], start=1):
         for j in node.inputs:
             last_use[j] = i
-    fns: dict[int, FnPair] = {0: _input_fn(graph, lo)}
+    fns: dict = {0: _input_fn(graph, lo)}
+    fusable = _fusable(graph, keep)
     for i, node in enumerate(graph.nodes[1:], start=1):
         ins = [fns[j] for j in node.inputs]
         if node.op.nonlinear:
             l, u = res.bounds[node.inputs[0]]
             res.pre[i] = (l, u)
             res.relax[i] = ReLU.relax(l, u)
-            fns[i] = node.op.forward_relaxed(ins[0], res.relax[i])
+            f = ins[0]
+            if i in fusable and f[0] is f[1] and f[0].A.shape[0] == 1:
+                fns[i] = _Pending(f[0], res.relax[i])  # its one consumer, a Linear, maps it directly
+            else:
+                fns[i] = node.op.forward_relaxed(f, res.relax[i])
             res.bounds[i] = node.op.interval((l, u))
         else:
-            fns[i] = node.op.forward_linear(*ins)
+            if isinstance(ins[0], _Pending):
+                fns[i] = node.op.forward_linear_relaxed(ins[0].f, ins[0].relax)
+            else:
+                fns[i] = node.op.forward_linear(*ins)
             if i in feeds_relu or i in keep or every_node:
                 fl, fu = fns[i]
                 box = concretize(fl, lo, hi, False), concretize(fu, lo, hi, True)

@@ -105,6 +105,25 @@ class Linear(Op):
             b = b + self.bias.repeat(2)
         return LinFn(A[..., :h], b[..., :h]), LinFn(A[..., h:], b[..., h:])
 
+    def forward_linear_relaxed(self, f: LinFn, r) -> FnPair:
+        """Forward step of ``W relu(v) + b`` for a shared input function ``v = f`` (K = 1, shape
+        (h,)) and a ReLU relaxation ``r`` (N, h) on it: lower ``alpha v``, upper ``s v + t``
+        (alpha, s >= 0) mapped through W+ / W- in one product per bound, the same functions as
+        ``forward_linear(forward_relaxed(f, r))`` without the (N, n_in, h) intermediates."""
+        wp, wn = _pos_neg(self, self.weight)
+        a, s, t = r.alpha, r.slope, r.intercept
+        A0, b0 = f.A[0], f.b[0]  # (n_in, h), (h,)
+        N, (m, h) = len(a), self.weight.shape
+        out = []
+        for c_pos, c_neg, t_w in ((a, s, wn), (s, a, wp)):  # lower, upper
+            C = c_pos.unsqueeze(1) * wp + c_neg.unsqueeze(1) * wn  # (N, m, h): per-box weights
+            b = C @ b0 + t @ t_w.T
+            if self.bias is not None:
+                b = b + self.bias
+            A = (C.reshape(N * m, h) @ A0.T).reshape(N, m, -1).transpose(1, 2)  # one 2-D product
+            out.append(LinFn(A, b))
+        return out[0], out[1]
+
     rounding_abs: tuple[torch.Tensor, torch.Tensor | None] | None = None
     """(|W|, |b|) of the float32 computation this operator stands for, where it differs from the
     operator's own (a two-logit difference y1 - y0 computes both rows: |w1| + |w0|)."""

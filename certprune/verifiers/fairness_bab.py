@@ -313,32 +313,28 @@ class TwinBab:
         elo, ehi = self._extended(u.lo, u.hi)
         return np.prod(ehi[:, self.free] - elo[:, self.free] + 1, axis=1) * len(self.values)
 
-    def _grid(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-        """All points of the box over the free features, under every protected value: (V*M, n),
-        in C order (value slowest); and the grid shape (V, widths of the free features)."""
-        axes = [np.arange(lo[i], hi[i] + 1) for i in self.free]
-        g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(self.free))
-        V = len(self.values)
-        pts = np.empty((V, len(g), self.spec.num_features))
-        pts[:, :, self.free] = g[None]
-        pts[:, :, self.prot] = self.values[:, None, :]
-        return pts.reshape(-1, self.spec.num_features), (V, *[len(a) for a in axes])
-
     def _enumerate(self, u: Units, st: _State, chunk_points: int = 200000) -> None:
-        """Decide every individual of the small units exactly (float32, each input alone near 0)."""
+        """Decide every individual of the small units exactly (under the audit's semantics). Units
+        whose extended boxes have the same shape are gridded together: all points over the free
+        features under every protected value, (units, V, *widths) in C order (value slowest)."""
         elo, ehi = self._extended(u.lo, u.hi)
-        k0 = 0
-        while k0 < len(u):
-            grids, total = [], 0
-            while k0 < len(u) and (not grids or total < chunk_points):
-                grids.append(self._grid(elo[k0], ehi[k0]))
-                total += len(grids[-1][0])
-                k0 += 1
-            dec_all = self.decide_points(np.concatenate([g for g, _ in grids]))
-            start, first = 0, k0 - len(grids)
-            for k, (g, shape) in enumerate(grids, start=first):
-                self._count_enumerated(dec_all[start:start + len(g)].reshape(shape), u, k, elo[k], st)
-                start += len(g)
+        shapes = (ehi[:, self.free] - elo[:, self.free] + 1).astype(np.int64)
+        keys, inv = np.unique(shapes, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        V, n = len(self.values), self.spec.num_features
+        for g, S in enumerate(keys):
+            idx = np.flatnonzero(inv == g)
+            off = np.indices(tuple(S)).reshape(len(S), -1).T  # (M, free) offsets, C order
+            M = len(off)
+            step = max(1, chunk_points // (V * M))
+            for c in range(0, len(idx), step):
+                ks = idx[c:c + step]
+                pts = np.empty((len(ks), V, M, n))
+                pts[..., self.free] = elo[ks][:, self.free][:, None, None, :] + off[None, None]
+                pts[..., self.prot] = self.values[None, :, None, :]
+                dec = self.decide_points(pts.reshape(-1, n)).reshape(len(ks), V, *S)
+                for j, k in enumerate(ks):
+                    self._count_enumerated(dec[j], u, int(k), elo[k], st)
 
     def decide_points(self, X: np.ndarray) -> np.ndarray:
         """Per-individual decisions of integer points (N, n) under the audit's semantics:
@@ -377,10 +373,10 @@ class TwinBab:
         """Count unit k's individuals from the decisions ``dec`` (V, free widths) of its extended
         box: (u, v) is unfair iff some other value w has, within the relaxed window around u, a
         point of the other decision (window min/max by scipy.ndimage; clipped at the domain)."""
-        from scipy.ndimage import maximum_filter, minimum_filter
         rel = dict(zip(self.layout.relaxed, self.layout.deltas))
         win = [1] + [2 * rel.get(i, 0) + 1 for i in self.free]
-        if max(win) > 1:
+        if max(win) > 1:  # (scipy.ndimage costs ~0.3 s to import: only where a window is needed)
+            from scipy.ndimage import maximum_filter, minimum_filter
             d8 = dec.astype(np.uint8)
             mx = maximum_filter(d8, size=win, mode="nearest").astype(bool)
             mn = minimum_filter(d8, size=win, mode="nearest").astype(bool)

@@ -166,7 +166,10 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     boxes that the forward and pair-difference bounds do not already close under that semantics
     (a closed box stays closed under tighter bounds, and no bound of a closed box can prove a flip,
     so :meth:`TwinBounds.closed` and every proven flip are those of the full pass; the y / y'
-    bounds of the skipped boxes are the forward ones, looser)."""
+    bounds of the skipped boxes are the forward ones, looser). A model with one ReLU layer gets no
+    CROWN pass at all: its pre-activations are exact linear functions of z, so backward CROWN
+    relaxes the same neurons with the same slopes as the forward pass and returns the same
+    functions of z for y, y' and y - y' (checked to float64 rounding in the tests)."""
     tg = cached_twin(net, layout, last_abs)
     g = tg.graph
     N = len(zlo)
@@ -181,7 +184,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     tau = output_error(g, res.bounds, exact_nodes=(tg.x, tg.xp))
     y, yp = (l[:, 0], u[:, 0]), (l[:, 1], u[:, 1])
     todo = None  # boxes that get the CROWN pass (None: all)
-    if skip_closed is not None:
+    if len(tg.relus) <= 1:  # one ReLU layer: backward CROWN = the forward functions (see doc)
+        todo = torch.zeros(0, dtype=torch.int64)
+    elif skip_closed is not None:
         fwd = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None)
         todo = torch.nonzero(~fwd.closed(skip_closed)).flatten()
         if len(todo) == N:

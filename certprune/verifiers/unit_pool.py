@@ -89,9 +89,13 @@ class UnitPool:
         idx = np.flatnonzero(self.alive[:self.n])
         if len(idx) > k:
             vol = self.key[idx]
-            if drain:
-                order = np.argsort(vol)
-                idx = idx[np.concatenate([order[-(k - k // 2):], order[:k // 2]])]
+            if drain:  # the k - k//2 largest and the k//2 smallest (partitions, not a full sort)
+                big = np.argpartition(-vol, k - k // 2 - 1)[:k - k // 2]
+                rest = np.ones(len(vol), dtype=bool)
+                rest[big] = False
+                rest = np.flatnonzero(rest)
+                small = rest[np.argpartition(vol[rest], k // 2 - 1)[:k // 2]] if k // 2 else rest[:0]
+                idx = idx[np.concatenate([big, small])]
             else:
                 idx = idx[np.argpartition(-vol, k - 1)[:k]]
         out = Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
