@@ -40,3 +40,15 @@ class ConfigError(CertpruneError):
 
 class StoreBusyError(CertpruneError):
     """A result store (``--out`` folder) is locked by another running certprune process."""
+
+
+class DeadlineExceeded(Exception):
+    """A time budget ran out inside a phase that checks its deadline between steps (one bound
+    pass, densifying a model). Not an input error: ``verify`` turns it into UNKNOWN (timeout)."""
+
+
+def check_deadline(deadline: float | None, where: str) -> None:
+    """Raise DeadlineExceeded when ``time.monotonic()`` is past ``deadline`` (None: no limit)."""
+    import time
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"deadline passed during {where}")

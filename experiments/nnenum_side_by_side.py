@@ -1,19 +1,26 @@
-"""nnenum beside certprune on the ACAS Xu instances, one thread each, on the same machine. Each
-tool's rows are appended to its own CSV as instances finish (a rerun with the same --out resumes),
-then a table is written: decided / unsat / sat / unknown per tool, total and median time, and the
-instances where the tools disagree.
+"""nnenum beside certprune on the ACAS Xu instances, one thread each, on the same machine, in one run.
 
     python experiments/nnenum_side_by_side.py --nnenum-python /tmp/peers/nnenum-venv/bin/python \
-        --nnenum-dir /tmp/peers/nnenum [--instances CSV] [--timeout-cap 60] [--certprune-cap 10] \
-        [--tools nnenum,certprune] [--interleave] --out DIR
+        --nnenum-dir /tmp/peers/nnenum [--instances CSV] [--cap 30] [--every K] [--interleave] --out DIR
+
+The two tools run *interleaved per instance*: instance i is run by nnenum and then by certprune (the
+order alternates from one instance to the next), so the machine's load at any moment falls on both
+tools alike. Each tool's rows are appended to its own CSV as instances finish (a rerun with the same
+--out resumes where it stopped; each row also records the 1-minute load average when it started),
+then a table is written: decided / unsat / sat / unknown per tool, total and median time, and the
+instances where the tools disagree (sat against unsat).
+
+Both tools get the same budget per instance: the csv's own timeout, or min(own, --cap) when a cap
+is given. ``--every K`` runs the fixed sample of every K-th instance of each property (on ACAS Xu,
+K = 3 keeps 15 of the 45 networks for properties 1-4 and the single instances of properties 5-10:
+66 instances), before ``--interleave`` reorders them round-robin over the properties.
 
 nnenum (github stanleybak/nnenum) lives outside the project, in its own virtual environment; it is
 run per instance as its VNN-COMP script does (``python -m nnenum.nnenum ONNX VNNLIB TIMEOUT
 RESULT 1``: the last argument is its process count, 1 = single-threaded), with
-OMP/OPENBLAS/MKL_NUM_THREADS=1; its time is the wall time of that process (start-up included).
-certprune runs in this process (start-up paid once, torch on one thread) through the same
-``decide`` as experiments/acasxu_sweep.py; each instance gets min(its timeout, --certprune-cap)
-per VNN-LIB disjunct box.
+OMP/OPENBLAS/MKL_NUM_THREADS=1; its time is the wall time of that process (its start-up included).
+certprune runs in this process (start-up paid once, torch on one thread) through
+``decide_instance``, the path ``certprune bench`` takes, with the whole instance's budget.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-FIELDS = ["onnx", "vnnlib", "timeout", "result", "seconds"]
+FIELDS = ["onnx", "vnnlib", "timeout", "result", "seconds", "load1"]
 NNENUM_WORDS = {"holds": "unsat", "violated": "sat", "timeout": "timeout"}
 def nnenum_result(text: str) -> str:
     """nnenum's result-file word -> unsat / sat / timeout / unknown / error (VNN-COMP words)."""
@@ -50,6 +57,17 @@ def interleave(rows: list[tuple[str, str, float]]) -> list[tuple[str, str, float
     out, queues = [], list(groups.values())
     while any(queues):
         out += [q.pop(0) for q in queues if q]
+    return out
+
+
+def every_kth(rows: list[tuple[str, str, float]], k: int) -> list[tuple[str, str, float]]:
+    """The fixed sample of every ``k``-th instance of each property (its first, (k+1)-th, ...), csv order kept."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        i = seen[r[1]] = seen.get(r[1], -1) + 1
+        if i % k == 0:
+            out.append(r)
     return out
 
 
@@ -104,35 +122,50 @@ def load_rows(path: Path) -> dict[tuple[str, str], dict]:
     return {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader(open(path))} if path.exists() else {}
 
 
-def run_tool(tool: str, rows: list, a: argparse.Namespace, out: Path) -> None:
-    """Run ``tool`` on every instance not yet in its CSV, appending a row as each finishes."""
-    path = out / f"nnenum_side_by_side_{tool}.csv"
+def _open_csv(path: Path, retry_errors: bool) -> tuple[dict, object, csv.DictWriter]:
+    """(rows already done by key, open file, writer) for one tool's CSV; ``retry_errors`` drops 'error' rows."""
     done = load_rows(path)
-    if a.retry_errors and any(r["result"] == "error" for r in done.values()):
+    if retry_errors and any(r["result"] == "error" for r in done.values()):
         done = {k: r for k, r in done.items() if r["result"] != "error"}
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            w.writeheader()
-            w.writerows({k: r[k] for k in FIELDS} for r in done.values())
-    root = Path(a.instances).parent
+        path.unlink()
     new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        if new:
-            w.writeheader()
-        for onnx, vnn, t in rows:
-            if (onnx, vnn) in done:
-                continue
-            if tool == "nnenum":
-                budget = min(t, a.timeout_cap) if a.timeout_cap else t
-                word, sec = run_nnenum(a.nnenum_python, Path(a.nnenum_dir) / "src", plain_file(root, onnx, out / "cache"),
-                                       plain_file(root, vnn, out / "cache"), budget, out / "nnenum_result.txt")
-            else:
-                budget = min(t, a.certprune_cap)
-                word, sec = run_certprune(root, onnx, vnn, budget)
-            w.writerow({"onnx": onnx, "vnnlib": vnn, "timeout": budget, "result": word, "seconds": sec})
-            f.flush()
-            print(f"{tool} {Path(onnx).stem} {Path(vnn).stem}: {word} {sec} s", flush=True)
+    f = open(path, "a", newline="")
+    w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+    if new:
+        w.writeheader()
+        w.writerows(done.values())
+    return done, f, w
+
+
+def run_one(tool: str, onnx: str, vnn: str, budget: float, a: argparse.Namespace, out: Path) -> tuple[str, float]:
+    """One tool on one instance within ``budget`` seconds; (VNN-COMP word, wall seconds)."""
+    root = Path(a.instances).parent
+    if tool == "nnenum":
+        return run_nnenum(a.nnenum_python, Path(a.nnenum_dir) / "src", plain_file(root, onnx, out / "cache"),
+                          plain_file(root, vnn, out / "cache"), budget, out / "nnenum_result.txt")
+    return run_certprune(root, onnx, vnn, budget)
+
+
+def run_interleaved(tools: list[str], rows: list, a: argparse.Namespace, out: Path) -> None:
+    """Every instance by every tool in turn (order alternating per instance), rows appended as they finish."""
+    opened = {t: _open_csv(out / f"nnenum_side_by_side_{t}.csv", a.retry_errors) for t in tools}
+    try:
+        for i, (onnx, vnn, t) in enumerate(rows):
+            budget = min(t, a.cap) if a.cap else t
+            for tool in (tools if i % 2 == 0 else tools[::-1]):
+                done, f, w = opened[tool]
+                if (onnx, vnn) in done:
+                    continue
+                load1 = round(os.getloadavg()[0], 1)
+                word, sec = run_one(tool, onnx, vnn, budget, a, out)
+                w.writerow({"onnx": onnx, "vnnlib": vnn, "timeout": budget, "result": word, "seconds": sec,
+                            "load1": load1})
+                f.flush()
+                print(f"[{i + 1}/{len(rows)}] {tool} {Path(onnx).stem} {Path(vnn).stem}: {word} {sec} s "
+                      f"(load {load1})", flush=True)
+    finally:
+        for _, f, _ in opened.values():
+            f.close()
 
 
 def summarise(rows: dict[tuple[str, str], dict]) -> dict:
@@ -182,9 +215,9 @@ def main() -> None:
     ap.add_argument("--nnenum-python", required=True, help="python of the venv nnenum's requirements are in")
     ap.add_argument("--nnenum-dir", required=True, help="nnenum's checkout (its src/ holds the package)")
     ap.add_argument("--instances", default=str(Path(os.environ.get("CERTPRUNE_DATA", "../shared/data")) / "vnncomp" / "acasxu" / "instances.csv"))
-    ap.add_argument("--timeout-cap", type=float, default=0.0, help="cap on nnenum's per-instance timeout (0: the csv's own)")
-    ap.add_argument("--certprune-cap", type=float, default=10.0, help="cap on certprune's per-instance timeout")
-    ap.add_argument("--tools", default="nnenum,certprune", help="which to run, in this order")
+    ap.add_argument("--cap", type=float, default=0.0, help="cap on both tools' per-instance timeout (0: the csv's own)")
+    ap.add_argument("--every", type=int, default=1, help="run every K-th instance of each property (a fixed sample)")
+    ap.add_argument("--tools", default="nnenum,certprune", help="which to run (first tool first on even instances)")
     ap.add_argument("--interleave", action="store_true", help="round-robin over properties (partial runs cover all)")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the table from the CSVs")
     ap.add_argument("--retry-errors", action="store_true", help="drop a tool's 'error' rows first, so they run again")
@@ -192,18 +225,17 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_instances(Path(a.instances))
+    rows = every_kth(read_instances(Path(a.instances)), max(1, a.every))
     rows = interleave(rows) if a.interleave else rows
     if not a.report_only:
         import torch
         torch.set_num_threads(1)
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        for tool in a.tools.split(","):
-            run_tool(tool, rows, a, out)
+        run_interleaved(a.tools.split(","), rows, a, out)
     per_tool = {t: load_rows(out / f"nnenum_side_by_side_{t}.csv") for t in ("nnenum", "certprune")}
     per_tool = {t: r for t, r in per_tool.items() if r}
-    caps = {"nnenum": f"min(own, {a.timeout_cap:g} s)" if a.timeout_cap else "own timeout",
-            "certprune": f"min(own, {a.certprune_cap:g} s)"}
+    cap = f"min(own, {a.cap:g} s)" if a.cap else "own timeout"
+    caps = {"nnenum": cap + ", own process", "certprune": cap + ", in process"}
     md = markdown(per_tool, caps)
     (out / "nnenum_side_by_side.md").write_text(md + "\n")
     print(md)

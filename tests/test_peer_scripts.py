@@ -129,6 +129,33 @@ def test_interleave_is_round_robin_and_keeps_every_instance():
     assert [r[1] for r in out] == ["p1", "p2", "p3", "p1", "p1"]
 
 
+def test_every_kth_keeps_every_kth_instance_of_each_property():
+    rows = [(f"n{i}", "p1", 1.0) for i in range(7)] + [("n0", "p5", 1.0)]
+    assert nn.every_kth(rows, 3) == [("n0", "p1", 1.0), ("n3", "p1", 1.0), ("n6", "p1", 1.0), ("n0", "p5", 1.0)]
+    assert nn.every_kth(rows, 1) == rows
+
+
+def test_run_interleaved_alternates_tools_per_instance_and_resumes(tmp_path, monkeypatch):
+    """Both tools run instance i before instance i+1 (first tool alternating); a rerun skips
+    the rows already in each tool's CSV and only runs what is missing."""
+    import argparse
+    calls = []
+
+    def fake(tool, onnx, vnn, budget, a, out):
+        calls.append((tool, onnx, budget))
+        return ("unsat", 0.5) if tool == "nnenum" else ("sat", 0.25)
+    monkeypatch.setattr(nn, "run_one", fake)
+    rows = [("n0", "p1", 116.0), ("n1", "p1", 116.0), ("n2", "p1", 10.0)]
+    a = argparse.Namespace(cap=30.0, retry_errors=False, instances=str(tmp_path / "instances.csv"))
+    nn.run_interleaved(["nnenum", "certprune"], rows[:2], a, tmp_path)
+    assert calls == [("nnenum", "n0", 30.0), ("certprune", "n0", 30.0), ("certprune", "n1", 30.0), ("nnenum", "n1", 30.0)]
+    calls.clear()
+    nn.run_interleaved(["nnenum", "certprune"], rows, a, tmp_path)
+    assert calls == [("nnenum", "n2", 10.0), ("certprune", "n2", 10.0)]
+    done = nn.load_rows(tmp_path / "nnenum_side_by_side_certprune.csv")
+    assert sorted(k[0] for k in done) == ["n0", "n1", "n2"] and {r["result"] for r in done.values()} == {"sat"}
+
+
 def test_summary_and_disagreements():
     def rows(words):
         return {(f"n{i}", "p"): {"result": w, "seconds": str(i + 1)} for i, w in enumerate(words)}

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from certprune.bounds import patches
+from certprune.errors import check_deadline
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear, matmul
@@ -244,8 +245,10 @@ def _volume_below(graph: Graph, p: int) -> int:
 
 
 def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bool = False, sparse: bool = False,
-                 splits: dict[int, torch.Tensor] | None = None) -> State:
-    """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8."""
+                 splits: dict[int, torch.Tensor] | None = None, deadline: float | None = None) -> State:
+    """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8.
+    ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass,
+    raising :class:`~certprune.errors.DeadlineExceeded` once passed."""
     N = lo.shape[0]
     st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
     st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
@@ -254,6 +257,7 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
         if node.op.nonlinear:
             p = node.inputs[0]
             if p not in tight:
+                check_deadline(deadline, "the CROWN bound pass")
                 st.bounds[p] = _tighten(graph, p, st, st.bounds[p], intersect, sparse)
                 tight.add(p)
             l, u = st.bounds[p]

@@ -124,7 +124,8 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
 
 def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,
                iters: int, target: torch.Tensor, lr: float = alpha_mod.LR, deadline: float | None = None) -> torch.Tensor:
-    """Lower bounds (1, m) of ``C y + c`` on one box: intersected CROWN, then alpha-CROWN."""
-    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True)
+    """Lower bounds (1, m) of ``C y + c`` on one box: intersected CROWN, then alpha-CROWN; past
+    ``deadline`` the CROWN pass raises DeadlineExceeded and alpha-CROWN stops."""
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, deadline=deadline)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     return alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline) + c

@@ -7,7 +7,10 @@ output index beyond the model, empty input box, a results file that cannot be wr
 config file), 1 internal error.
 
 ``--timeout`` counts from the process start (interpreter start-up and imports included) when the
-process is the ``certprune`` command, from the call otherwise (``cli.main`` inside another program). The
+process is the ``certprune`` command, from the call otherwise (``cli.main`` inside another program).
+In the ``certprune`` process a watchdog thread (:class:`Answer`) answers ``timeout`` at 99 % of
+``--timeout`` and leaves, so phases that cannot be interrupted (loading a large convnet, one bound
+pass) cannot make the process overrun it. The
 effective configuration (``--config`` file, then ``--strategy`` / ``--threads`` / ``--semantics``) is written beside
 the result file as ``<results-file>.config.toml``. With a ``--timeout`` the ``certprune`` process
 leaves right after writing its results (as with ``--fast-exit``), skipping interpreter teardown. Progress goes to stderr: every phase with
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,24 +86,27 @@ def run(args: argparse.Namespace) -> int:
     start = command_start()
     if args.results_file:
         check_writable(args.results_file, "--results-file")  # before any work: an answer is never lost
+    args.answer = Answer()
     try:
         if args.timeout is not None and not args.timeout > 0:
             raise _config_error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        if args.timeout is not None and is_certprune_process():
+            args.answer.watch(args, start + WATCHDOG_SHARE * args.timeout)
         config = config_from_args(args)
         if args.results_file:
             from certprune.verifiers.config_file import write_config
             write_config(args.results_file + ".config.toml", config)
         out = decide_with_progress(args, config, start)
     except CertpruneError:
-        _finish(args, "error")
+        args.answer.give(args, "error")
         raise
     except Exception as e:  # internal error: one line, exit 1 (--debug shows the traceback)
         if getattr(args, "debug", False):
             raise
-        _finish(args, "error")
+        args.answer.give(args, "error")
         print(f"certprune: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    _finish(args, out.word, out.x, out.y)
+    args.answer.give(args, out.word, out.x, out.y)
     if args.stats_file:
         _write_stats(args.stats_file, out, start, config["semantics"])
     code = EXIT_DECIDED if out.word in ("sat", "unsat") else EXIT_UNDECIDED
@@ -110,11 +117,62 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+WATCHDOG_SHARE = 0.99  # the watchdog answers at this share of --timeout after the process start
+
+
+class Answer:
+    """The one answer of a ``verify`` process, given once: by the verifier, or by the watchdog.
+
+    The verifier's own deadline (``verify``: 95 % of the time left) ends most runs, but model
+    loading, the VNN-LIB parser and one bound pass on a large convnet are not interruptible, and
+    on a loaded machine they overran a 30 s ``--timeout`` by up to 2.5x. So the ``certprune``
+    process also starts a watchdog thread: at ``WATCHDOG_SHARE * --timeout`` after the process
+    start it prints ``timeout``, writes the result file and leaves at once (``os._exit(3)``),
+    unless the verifier answered first. ``timeout`` is always a sound answer. torch releases the
+    GIL in its kernels and pure-Python loops yield it every few ms, so the thread runs on time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._given = False
+
+    def give(self, args: argparse.Namespace, word: str, x=None, y=None) -> bool:
+        """Print / write ``word`` unless an answer was given already; True when this call gave it."""
+        with self._lock:
+            if self._given:
+                return False
+            self._given = True
+            _finish(args, word, x, y)
+            return True
+
+    def watch(self, args: argparse.Namespace, at: float) -> None:
+        """Start the watchdog thread that answers ``timeout`` at ``time.monotonic()`` value ``at``."""
+        t = threading.Timer(max(0.0, at - time.monotonic()), self._fire, args=(args,))
+        t.daemon = True
+        t.start()
+
+    def _fire(self, args: argparse.Namespace) -> None:
+        with self._lock:
+            if self._given:
+                return
+            self._given = True
+            try:
+                _finish(args, "timeout")
+                if args.stats_file:
+                    _write_json(args.stats_file, {"result": "timeout", "watchdog": True})
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EXIT_UNDECIDED)
+
+
+def is_certprune_process() -> bool:
+    from certprune.commands._clock import is_certprune_process as check
+    return check()
+
+
 def _fast_exit(args: argparse.Namespace) -> bool:
     """Skip interpreter teardown when asked, or when a --timeout binds the ``certprune`` process
     itself (teardown with torch loaded takes 0.3-4 s, which the timeout would not cover)."""
-    from certprune.commands._clock import is_certprune_process
-
     return bool(getattr(args, "fast_exit", False)) or (args.timeout is not None and is_certprune_process())
 
 
@@ -145,11 +203,15 @@ def check_writable(path: str, flag: str) -> None:
 
 
 def _write_stats(path: str, out, start: float, semantics: str) -> None:
-    import json
     stats = dict(out.stats, seconds_total=time.monotonic() - start)
     stats.setdefault("semantics", semantics)
+    _write_json(path, {"result": out.word, **stats})
+
+
+def _write_json(path: str, data: dict) -> None:
+    import json
     with open(path, "w") as f:
-        json.dump({"result": out.word, **stats}, f, indent=1, default=str)
+        json.dump(data, f, indent=1, default=str)
 
 
 def _config_error(msg: str):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from certprune.errors import ShapeMismatchError, UnsupportedModelError
+from certprune.errors import ShapeMismatchError, UnsupportedModelError, check_deadline
 
 AFFINE_TYPES: tuple[type, ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, nn.Identity,
@@ -81,9 +81,11 @@ class AffineReluNet:
         return (h, pre) if return_preactivations else h
 
     @classmethod
-    def from_module(cls, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> "AffineReluNet":
+    def from_module(cls, model: nn.Module, input_shape: tuple[int, ...] | None = None,
+                    deadline: float | None = None) -> "AffineReluNet":
         """Convert a feed-forward ReLU module (see module doc); raises UnsupportedModelError
-        listing every layer that is neither affine nor ReLU."""
+        listing every layer that is neither affine nor ReLU, DeadlineExceeded past ``deadline``
+        (``time.monotonic()``; checked between chunks of the unit basis)."""
         if input_shape is None:
             info = getattr(model, "info", None)
             if info is None:
@@ -102,13 +104,23 @@ class AffineReluNet:
                 segments[-1].append(m)
         weights, biases, shape = [], [], tuple(input_shape)
         for seg in segments:
-            w, b, shape = _densify(seg, shape)
+            w, b, shape = _densify(seg, shape, deadline)
             weights.append(w)
             biases.append(b)
         return cls(tuple(weights), tuple(biases), tuple(input_shape))
 
 
-def _densify(seg: list[nn.Module], in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+DENSIFY_CHUNK = 512  # unit-basis rows per forward pass of _densify (deadline checked between chunks)
+
+
+def _checked(f: nn.Module, chunk: torch.Tensor, deadline: float | None) -> torch.Tensor:
+    """``f(chunk)`` flattened per row, after a deadline check."""
+    check_deadline(deadline, "densifying the model")
+    return f(chunk).reshape(len(chunk), -1)
+
+
+def _densify(seg: list[nn.Module], in_shape: tuple[int, ...],
+             deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """Dense (W, b) of an affine run of modules acting on inputs of shape ``in_shape``."""
     n_in = int(np.prod(in_shape))
     if not seg:
@@ -127,7 +139,7 @@ def _densify(seg: list[nn.Module], in_shape: tuple[int, ...]) -> tuple[torch.Ten
         # (the relative error drops from eps*|b|/|w| to eps*|b|/(s*|w|)); dividing by s is exact.
         s = 2.0 ** 40
         basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape) * s
-        cols = (torch.cat([f(chunk).reshape(len(chunk), -1) for chunk in basis.split(4096)]) - b) / s
+        cols = (torch.cat([_checked(f, chunk, deadline) for chunk in basis.split(DENSIFY_CHUNK)]) - b) / s
         w = cols.T.contiguous()
         x = torch.randn(2, *in_shape, dtype=torch.float64)
         err = (f(x).reshape(2, -1) - (x.reshape(2, -1) @ w.T + b)).abs().max().item()

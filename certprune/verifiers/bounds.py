@@ -62,8 +62,9 @@ def _fingerprint(model: nn.Module) -> tuple:
     return (h.hexdigest(),)
 
 
-def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluNet:
-    """The model as an :class:`AffineReluNet` (cached per module until its weights change)."""
+def affine_net(model, input_shape: tuple[int, ...] | None = None, deadline: float | None = None) -> AffineReluNet:
+    """The model as an :class:`AffineReluNet` (cached per module until its weights change);
+    DeadlineExceeded past ``deadline`` (nothing is cached then)."""
     if isinstance(model, AffineReluNet):
         return model
     key = _fingerprint(model)
@@ -78,7 +79,7 @@ def affine_net(model, input_shape: tuple[int, ...] | None = None) -> AffineReluN
     from certprune.network import check_finite_parameters
     check_finite_parameters(model)  # NaN/inf weights: ModelLoadError naming the parameters
     try:
-        net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model))
+        net = AffineReluNet.from_module(model, input_shape or _input_shape_of(model), deadline)
     except UnsupportedModelError as e:
         _AFFINE_CACHE[model] = (key, (str(e), input_shape))
         raise

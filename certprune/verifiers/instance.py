@@ -32,8 +32,10 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
                     model=None) -> InstanceOutcome:
     """Decide one instance within ``timeout`` seconds counted from ``start`` (a ``time.monotonic()``
     value; default now). ``config`` holds VerifyConfig fields. ``model`` (an already loaded Network
-    for ``model_path``) skips loading. ``stats`` gets seconds since ``start`` after imports and after
-    loading, and each verify call's stats."""
+    for ``model_path``) skips loading. ``stats`` gets seconds since ``start`` after imports, after
+    loading and at the first bound (``seconds_first_bound``: the root bound pass of the first box
+    done; absent when the attack decided first), and each verify call's stats. Loading is not
+    interruptible: when it leaves no time, the answer is ``timeout`` without a verify call."""
     from certprune.network import load_model
     from certprune.verifiers.verify import VerifyConfig, verify
     from certprune.vnnlib import property_for_model, read_vnnlib
@@ -48,6 +50,7 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
              for p in read_vnnlib(prop_path, num_inputs=int(np.prod(shape)), num_outputs=n_out)]
     stats["seconds_after_loading"] = time.monotonic() - start
     stats["verify"] = []
+    tell = _first_bound_stamp(stats, start, progress)
     words = []
     for i, prop in enumerate(props):
         left = None if timeout is None else timeout - (time.monotonic() - start)
@@ -55,8 +58,10 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
             words.append("timeout")
             break
         _tell(progress, {"phase": "property", "index": i + 1, "of": len(props)})
-        res = verify(model, prop, timeout=left, config=cfg, progress=progress)
+        res = verify(model, prop, timeout=left, config=cfg, progress=tell)
         stats["verify"].append(res.stats)
+        if res.stats.get("phase") == "bound":
+            stats.setdefault("seconds_first_bound", time.monotonic() - start)
         if res.verdict.value == "falsified":
             x, y = recheck(model, prop, res.counterexample)
             return InstanceOutcome("sat", x, y, stats)
@@ -64,6 +69,16 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
     if words and all(w == "unsat" for w in words) and len(words) == len(props):
         return InstanceOutcome("unsat", stats=stats)
     return InstanceOutcome("timeout" if "timeout" in words else "unknown", stats=stats)
+
+
+def _first_bound_stamp(stats: dict, start: float, progress: Progress | None) -> Progress:
+    """A progress callback that also stamps ``stats["seconds_first_bound"]`` when the first
+    branch-and-bound phase starts (its root bound pass is done), then forwards the event."""
+    def tell(event: dict) -> None:
+        if event.get("phase") == "bab":
+            stats.setdefault("seconds_first_bound", time.monotonic() - start)
+        _tell(progress, event)
+    return tell
 
 
 def _tell(progress: Progress | None, event: dict) -> None:

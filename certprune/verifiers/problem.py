@@ -143,7 +143,8 @@ def build_spec(prop: Property, cert_margin: float) -> Spec:
     return Spec(C, -bb, rows, cert_margin * (1 + bb.abs()), A, b)
 
 
-def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet | Graph, Float32Model, tuple[int, ...]]:
+def model_forms(model, region_shape: tuple[int, ...],
+                deadline: float | None = None) -> tuple[AffineReluNet | Graph, Float32Model, tuple[int, ...]]:
     """(bound form, float32 runner, model input shape) of a Network / nn.Module / AffineReluNet.
     The bound form is the dense chain (``AffineReluNet``: exact LP/MILP leaves) where the model is
     a chain of affine layers and ReLUs, else its graph IR (residual, concat, twin networks)."""
@@ -161,19 +162,20 @@ def model_forms(model, region_shape: tuple[int, ...]) -> tuple[AffineReluNet | G
             and int(np.prod(shape)) != first.in_features):
         shape = (first.in_features,)  # let check_shapes report the mismatch in words
     try:
-        form = affine_net(model, shape)
+        form = affine_net(model, shape, deadline)
     except UnsupportedModelError:  # not a chain: the graph IR (its error names the unsupported ops)
         form = graph_of(model, shape)
     return form, float32_forward(model, shape), shape
 
 
-def prepare(model, prop: Property, cfg) -> Problem:
-    """Validate the query against the model and build the :class:`Problem`."""
+def prepare(model, prop: Property, cfg, deadline: float | None = None) -> Problem:
+    """Validate the query against the model and build the :class:`Problem` (DeadlineExceeded
+    past ``deadline`` while densifying a large model)."""
     from certprune.verifiers.verify import check_shapes
 
     if not isinstance(prop, Property):
         raise ConfigError(f"prop must be a certprune Property, got {type(prop).__name__}")
-    net, run32, shape = model_forms(model, prop.region.shape)
+    net, run32, shape = model_forms(model, prop.region.shape, deadline)
     check_shapes(prop, shape, net.output_dim)
     lo, hi = prop.region.lower.ravel().copy(), prop.region.upper.ravel().copy()
     mask = None

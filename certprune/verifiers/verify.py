@@ -25,8 +25,10 @@ Soundness conventions
   values, and whose float32 output on the ORIGINAL model (the object passed in) violates the
   property (``Property.is_violated``: margin <= 0, strict rows strictly). The Result carries that
   point and that output.
-- Out of time -> UNKNOWN (never an exception); the deadline is checked between batches, and
-  single LP calls get the remaining time.
+- Out of time -> UNKNOWN (never an exception); the deadline (95 % of ``timeout``) is checked
+  between batches, between the chunks of densifying a large model (``prepare``) and between the
+  ReLU layers of the root CROWN pass (``DeadlineExceeded``, caught here), and single LP calls get
+  the remaining time.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from certprune.errors import ConfigError, ShapeMismatchError
+from certprune.errors import ConfigError, DeadlineExceeded, ShapeMismatchError
 from certprune.results import Result, Verdict
 from certprune.semantics import DEFAULT, parse_semantics
 from certprune.specs import Property
@@ -135,11 +137,17 @@ def verify(model, prop: Property, timeout: float | None = None, config: VerifyCo
     if timeout is not None and not (np.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
     deadline = None if timeout is None else t_start + 0.95 * timeout
-    pb = prepare(model, prop, cfg)
+    try:
+        pb = prepare(model, prop, cfg, deadline)
+    except DeadlineExceeded:
+        return _unknown({"semantics": cfg.semantics, "time_total": time.monotonic() - t_start}, "prepare")
     stats: dict[str, Any] = {"semantics": cfg.semantics, "strategy": pb.strategy, "input_dim": pb.net.input_dim,
                              "relus": sum(pb.net.relu_sizes)}
     with torch_threads(cfg.threads):
-        res = _run(pb, cfg, deadline, stats, progress or _silent)
+        try:
+            res = _run(pb, cfg, deadline, stats, progress or _silent)
+        except DeadlineExceeded:  # inside the root bound pass (the only deadline-raising phase)
+            res = _unknown(stats, "bound")
     stats["time_total"] = time.monotonic() - t_start
     return dataclasses.replace(res, stats=stats, model_hash=_model_hash(model))
 
