@@ -11,12 +11,14 @@ function for every row, :func:`certprune.pruning.metrics.pruning_metrics` with t
 reference: dense params / non-zeros, dense MACs / non-zero MACs), clean accuracy and its drop from
 the dense net of the same seed (``acc_drop``, in accuracy points), unstable ReLUs per input at
 ``--eps`` (CROWN), CROWN certified accuracy on the first ``--verify-samples`` held-out images
-(``--verify-samples-conv`` on the convnets) and, for the first seed and ``--bab-methods``
+(``--verify-samples-conv`` on the convnets) and, for the first seed of ``--seeds`` and ``--bab-methods``
 (``all``: every row but gating), branch-and-bound certified accuracy on the first
 ``--bab-samples`` images (``--bab-samples-conv`` on the convnets; 0: none): an image the CROWN
 pass certifies counts as certified, every other one goes to ``certprune.verify`` with
 ``--bab-timeout`` s (``--bab-timeout-conv``); a timed-out image (``bab_timeouts``) counts as not
-certified, ``bab_falsified`` counts validated counterexamples; and the time the method took. Training budget: the learners train
+certified, ``bab_falsified`` counts validated counterexamples (BaB on another seed: a run with
+``--seeds S``; the tables give its mean +- std over the seeds that have it and the timeouts summed);
+and the time the method took. Training budget: the learners train
 ``LEARN`` epochs while pruning and then fine-tune ``FT`` epochs; the one-shot baselines fine-tune
 ``FT + LEARN`` epochs (two-step unit pruning: half of that per step), so every row gets the same
 epochs after the dense training (brain: one epoch per round, as many rounds as its 1-point
@@ -305,7 +307,8 @@ EXTRA = ["runtime_macs", "energy_saving", "approx_acc", "approx_acc_drop", "appr
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Markdown: mean +- std over seeds per method (BaB: first seed only, one number)."""
+    """Markdown: mean +- std over seeds per method (BaB: over the seeds that have it, their number
+    in brackets when fewer than the row's; timeouts: summed, out of the images tried)."""
     cols = [c for c in SUMMARY if c in table] + [c for c in EXTRA if c in table and table[c].notna().any()]
     g = table.groupby("method", sort=False)
     lines = ["| method | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
@@ -319,9 +322,11 @@ def summary(table: pd.DataFrame) -> str:
             elif c in ("params", "nonzeros", "runtime_macs"):
                 cells.append(f"{m:.0f}")
             elif c == "bab_cert_acc":
-                cells.append(f"{m:.3f}")
+                k = int(vals.notna().sum())
+                cells.append(f"{m:.3f} ± {sd:.3f}" + (f" ({k})" if k < len(sub) else ""))
             elif c == "bab_timeouts":
-                cells.append(f"{m:.0f}")
+                tried = pd.to_numeric(sub.bab_samples, errors="coerce")[vals.notna()].sum()
+                cells.append(f"{vals.sum():.0f}/{tried:.0f}")
             elif c == "acc_drop":
                 cells.append(f"{m:.2f} ± {sd:.2f}")
             else:
@@ -342,7 +347,7 @@ def header(net: str, table: pd.DataFrame, args) -> str:
         first = table[table.bab_cert_acc.notna()].iloc[0]
         bab = (f"; BaB (CROWN, then certprune.verify with {first.bab_timeout_s:g} s on each image CROWN leaves open; "
                f"a timeout counts as not certified, bab_timeouts) on the first {int(first.bab_samples)} "
-               f"images, seed {int(first.seed)} only")
+               f"images (seeds {', '.join(str(int(x)) for x in sorted(table[table.bab_cert_acc.notna()].seed.unique()))})")
     return (f"### {TITLES.get(net, net)}\n\neps={args.eps}, train {args.train_images} / validation "
             f"{args.val_images} / evaluation {args.eval_images} images, CROWN on the first {n_verify} evaluation "
             f"images{bab}; seeds {', '.join(str(s) for s in sorted(table.seed.unique()))}; mean ± std over seeds; "
@@ -363,7 +368,7 @@ def derived(table: pd.DataFrame) -> pd.DataFrame:
 def closing(table: pd.DataFrame, net: str) -> str:
     """Per method, compression and the differences (accuracy points) of clean and CROWN-certified
     accuracy to global magnitude pruning at 80% and to stability unit pruning at 50% on the same
-    net, averaged over the seeds both rows have (their number in brackets)."""
+    net, averaged over the seeds both rows have (their number in brackets); BaB: mean over its seeds."""
     stab = "stability-neuron@0.5" if net == "mlp" else "stability-structured@0.5"
     by = table.set_index(["method", "seed"])[["compression", "speedup", "clean_acc", "crown_cert_acc"]]
     by = by.apply(pd.to_numeric, errors="coerce")
@@ -380,16 +385,16 @@ def closing(table: pd.DataFrame, net: str) -> str:
         return [f"{d.clean_acc:+.1f} ({len(seeds)})", f"{d.crown_cert_acc:+.1f} ({len(seeds)})"]
 
     head = " | ".join(f"Δacc vs {r} | Δcert vs {r}" for r in refs)
-    bab = table.dropna(subset=["bab_cert_acc"]).groupby("method").bab_cert_acc.first() if "bab_cert_acc" in table \
-        else pd.Series(dtype=float)
-    lines = [f"| method | compression | speed-up | clean acc | CROWN cert. | BaB cert. (first seed) | {head} |",
+    bab = table.dropna(subset=["bab_cert_acc"]).groupby("method").bab_cert_acc.agg(["mean", "count"]) \
+        if "bab_cert_acc" in table else pd.DataFrame(columns=["mean", "count"])
+    lines = [f"| method | compression | speed-up | clean acc | CROWN cert. | BaB cert. (seeds) | {head} |",
              "|" + "---|" * (6 + 2 * len(refs))]
     for method in dict.fromkeys(table.method):
         row = by.loc[method].mean()
         if pd.isna(row.crown_cert_acc):
             continue
         cells = [c for r in refs for c in diff(method, r)]
-        b = f"{bab[method]:.2f}" if method in bab.index else "–"
+        b = f"{bab.loc[method, 'mean']:.2f} ({int(bab.loc[method, 'count'])})" if method in bab.index else "–"
         lines.append(f"| {method} | {row.compression:.2f} | {row.speedup:.2f} | {row.clean_acc:.3f} | "
                      f"{row.crown_cert_acc:.3f} | {b} | " + " | ".join(cells) + " |")
     return ("Closing comparison (accuracy points, mean over the seeds both rows have):\n\n" + "\n".join(lines))

@@ -148,3 +148,17 @@ def test_merge_appends_only_the_rows_a_parallel_run_adds(tmp_path):
     t = pd.read_csv(main / "pruning_learners_conv.csv")
     assert list(zip(t.method, t.seed, t.clean_acc)) == [("dense", 0, 0.9), ("dense", 2, 0.8), ("scl", 2, 0.7)]
     assert bench.merge_rows(main, other) == {"conv": 0}  # idempotent
+
+
+def test_bab_is_averaged_over_the_seeds_that_have_it_and_timeouts_are_summed():
+    bench = _bench()
+    rows = [dict(method="scl", seed=s, compression=10.0, speedup=9.0, clean_acc=0.9, crown_cert_acc=0.8,
+                 bab_cert_acc=b, bab_timeouts=t, bab_samples=n) for s, b, t, n in
+            [(0, 0.9, 1, 10), (1, 0.7, 3, 10), (2, None, None, None)]]
+    rows += [dict(method="magnitude@0.8", seed=s, compression=5.0, speedup=5.0, clean_acc=0.9, crown_cert_acc=0.7,
+                  bab_cert_acc=0.6, bab_timeouts=0, bab_samples=10) for s in (0, 1, 2)]
+    table = pd.DataFrame(rows)
+    cells = {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ") for line in bench.summary(table).splitlines()[2:]}
+    assert "0.800 ± 0.100 (2)" in cells["scl"] and "4/20" in cells["scl"]  # seeds 0 and 1 only
+    assert "0.600 ± 0.000" in cells["magnitude@0.8"] and "0/30" in cells["magnitude@0.8"]
+    assert "| scl | 10.00 | 9.00 | 0.900 | 0.800 | 0.80 (2) |" in bench.closing(table, "mlp")
