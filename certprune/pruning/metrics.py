@@ -84,6 +84,15 @@ def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: f
                   domain=(0.0, 1.0)) -> np.ndarray:
     """Certified mask from :func:`certprune.verify` (branch and bound) with ``timeout`` s per input."""
     from certprune.results import Verdict
+
+    return np.array([v is Verdict.CERTIFIED for v, _ in bab_verdicts(model, X, y, epsilon, timeout, domain)], dtype=bool)
+
+
+def bab_verdicts(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
+                 domain=(0.0, 1.0)) -> list[tuple]:
+    """(Verdict, seconds) of :func:`certprune.verify` on each input's L-inf robustness property:
+    CERTIFIED, FALSIFIED (a float32-checked counterexample, or the input itself misclassified) or
+    UNKNOWN (``timeout`` s per input spent)."""
     from certprune.specs import RobustnessSpec
     from certprune.verifiers.verify import verify
 
@@ -92,8 +101,9 @@ def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: f
     out = []
     for x, label in zip(X.numpy(), y.tolist()):
         prop = RobustnessSpec(x, epsilon, int(label), domain[0], domain[1]).to_property(k)
-        out.append(verify(module, prop, timeout=timeout).verdict is Verdict.CERTIFIED)
-    return np.array(out, dtype=bool)
+        t = time.monotonic()
+        out.append((verify(module, prop, timeout=timeout).verdict, time.monotonic() - t))
+    return out
 
 
 def pruning_metrics(models: dict[str, nn.Module], data, epsilon: float, reference: str | None = None,
