@@ -108,3 +108,58 @@ def test_stability_magnitude_mix_keeps_an_unstable_unit_with_large_weights():
     assert manifest.steps[0].units["0"]["removed"] == [0, 1]
     with pytest.raises(certprune.errors.ConfigError, match="stability_magnitude"):
         criterion("stability").unit_scores(ScoreContext(net, X, y, epsilon=0.1, stability_magnitude=2.0), layers)
+
+
+def _kept(manifest, widths):
+    kept = dict(widths)
+    for step in manifest.steps:
+        for name, u in step.units.items():
+            kept[name] = len(u["kept"])
+    return kept
+
+
+def test_layer_caps_protect_the_first_conv_layer_and_move_its_share_to_the_others():
+    from certprune.errors import ConfigError
+    net = convnet_bn()
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(24, 1, 8, 8, generator=g), torch.randint(0, 4, (24,), generator=g)
+    widths = {"0": 6, "3": 5, "7": 7}
+    for method, extra in (("magnitude", {}), ("stability", {"epsilon": 0.05})):
+        _, plain = certprune.prune(net, method=method, amount=0.6, granularity="structured", data=(X, y), steps=3,
+                                   **extra)
+        pruned, capped = certprune.prune(net, method=method, amount=0.6, granularity="structured", data=(X, y),
+                                         steps=3, layer_caps={"0": 0.34}, **extra)
+        k0, k1 = _kept(plain, widths), _kept(capped, widths)
+        assert k0["0"] < 4 and k1["0"] >= 4, (k0, k1)  # at most 34% of 6 channels ever removed
+        assert sum(k1.values()) == sum(k0.values()) == round(0.4 * 18)  # the amount is still reached
+        assert k1["3"] + k1["7"] < k0["3"] + k0["7"]
+        assert pruned[0].out_channels == k1["0"]
+    with pytest.raises(ConfigError, match="no prunable layer"):
+        certprune.prune(net, method="magnitude", amount=0.5, granularity="structured", data=(X, y),
+                        layer_caps={"conv1": 0.5})
+    with pytest.raises(ConfigError, match="per-layer budgets"):
+        certprune.prune(net, method="magnitude", amount=0.5, granularity="structured", data=(X, y), scope="global",
+                        layer_caps={"0": 0.5})
+
+
+def test_finetune_fraction_gives_each_round_its_own_share_of_the_data(monkeypatch):
+    import certprune.pruning.api as api
+    from certprune.pruning.schedules import round_slice
+    seen = []
+    monkeypatch.setattr(api, "finetune", lambda work, X, y, cfg, masks=None: seen.append(X.clone()))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    X, y = torch.rand(40, 4), torch.randint(0, 2, (40,))
+    certprune.prune(net, method="magnitude", amount=0.5, granularity="neuron", data=(X, y), steps=4,
+                    finetune_epochs=1, finetune_fraction=0.5)
+    assert [len(s) for s in seen] == [20] * 4
+    rows = lambda s: {tuple(r.tolist()) for r in s}  # noqa: E731
+    assert rows(seen[0]).isdisjoint(rows(seen[1])) and rows(seen[0]) | rows(seen[1]) == rows(X)
+    assert rows(seen[2]) == rows(seen[0])  # the slices rotate: 4 rounds at 1/2 = 2 passes over the data
+    assert sorted(round_slice(10, 0.3, 3, 0).tolist()) != sorted(round_slice(10, 0.3, 0, 0).tolist())
+    seen.clear()
+    certprune.prune(net, method="magnitude", amount=0.5, granularity="neuron", data=(X, y), steps=2, finetune_epochs=1)
+    assert [len(s) for s in seen] == [40, 40]
+    from certprune.errors import ConfigError
+    with pytest.raises(ConfigError, match="finetune_fraction"):
+        certprune.prune(net, method="magnitude", amount=0.5, granularity="neuron", data=(X, y), finetune_fraction=0.0)

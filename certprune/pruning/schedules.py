@@ -7,10 +7,14 @@
 * ``silo_max_lr``: the maximum learning rate of pruning cycle k rises along an S-shaped (logistic)
   curve from ``lr_min`` to ``lr_max``, in the spirit of SILO (S-shaped increasing max-LR for
   iterative pruning): later, sparser cycles get a larger max LR to recover accuracy.
+* ``round_slice``: the data indices one pruning step fine-tunes on when each step sees a share of
+  the data (steps take consecutive slices of one seeded permutation, wrapping around).
 """
 from __future__ import annotations
 
 import math
+
+import torch
 
 from certprune.errors import ConfigError
 
@@ -44,3 +48,14 @@ def silo_max_lr(step: int, steps: int, lr_min: float, lr_max: float, steepness: 
     t = step / (steps - 1)
     frac = (sig(t) - sig(0.0)) / (sig(1.0) - sig(0.0))
     return lr_min + (lr_max - lr_min) * frac
+
+
+def round_slice(n: int, fraction: float, step: int, seed: int) -> torch.Tensor:
+    """Indices (of ``n``) for pruning step ``step`` (0-based): ``ceil(fraction * n)`` consecutive
+    entries of a permutation seeded by ``seed``, starting where step ``step - 1`` stopped."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"fine-tuning share must be in (0, 1], got {fraction!r}")
+    size = max(1, math.ceil(fraction * n - 1e-9))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    start = (step * size) % n
+    return perm[(torch.arange(size) + start) % n]

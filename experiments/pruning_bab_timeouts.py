@@ -1,0 +1,85 @@
+"""Is branch-and-bound certified accuracy on the pruning benchmark's convnets limited by the
+time per input? (issue 12, the certified-3x target.)
+
+For the dense model and pruned models saved by ``pruning_benchmark.py --cache DIR`` it runs
+certprune.verify on the first ``-n`` held-out images (the benchmark's evaluation split) at each
+``--timeouts`` value and counts the verdicts: CERTIFIED, FALSIFIED (a counterexample re-run in
+float32 on the model, or the image already misclassified) and UNKNOWN (time spent). FALSIFIED is
+final, so ``1 - falsified share`` bounds the certified accuracy any verifier can reach at this eps,
+whatever the time limit: if that is below 3x the dense model's certified accuracy, the target is
+out of reach for that model.
+
+Usage: python experiments/pruning_bab_timeouts.py --net conv --rows dense,magnitude+loss@0.5 \
+    --timeouts 2,10,30 -n 20 --cache /tmp/p12_cache --out experiments/results/pruning_recipes
+(rows appended to ``bab_timeouts_<net>.csv`` as they finish; a rerun skips those there).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def load_row(net: str, row: str, cache: Path, args) -> torch.nn.Module:
+    """The dense model (cached by the benchmark) or a pruned one (``pruned_<net>_<row>.pt``)."""
+    import pruning_benchmark as pb
+
+    if row == "dense":
+        model = pb.build(net)
+        model.load_state_dict(torch.load(cache / f"certprune_bench_{net}_s{args.seed}_e{args.train_epochs}.pt",
+                                         weights_only=True))
+        return model.eval()
+    path = cache / f"pruned_{net}_{row}.pt"
+    if not path.is_file():
+        raise SystemExit(f"no saved model {path}: run pruning_benchmark.py --nets {net} --cache {cache} first")
+    return torch.load(path, weights_only=False).eval()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--net", default="conv")
+    p.add_argument("--rows", default="dense")
+    p.add_argument("--timeouts", default="2,10,30")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--eps", type=float, default=None, help="default: 0.08 (conv, mlp), 0.02 (conv-bn)")
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pruning_recipes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-epochs", type=int, default=10)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from certprune.datasets import load_mnist
+    from certprune.pruning.metrics import bab_verdicts
+
+    eps = args.eps if args.eps is not None else (0.02 if args.net == "conv-bn" else 0.08)
+    X, y = (torch.from_numpy(a) for a in load_mnist())
+    Xte, yte = X[8000:8000 + args.n].reshape(-1, 1, 28, 28), y[8000:8000 + args.n]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bab_timeouts_{args.net}.csv"
+    done = set(zip(*pd.read_csv(path)[["model", "timeout"]].values.T)) if path.is_file() else set()
+    for row in args.rows.split(","):
+        model = load_row(args.net, row, args.cache, args)
+        for timeout in [float(t) for t in args.timeouts.split(",")]:
+            if (row, timeout) in done:
+                continue
+            t0 = time.monotonic()
+            res = bab_verdicts(model, Xte, yte, eps, timeout)
+            seconds = time.monotonic() - t0
+            names = [v.name.lower() for v in res]
+            rec = {"net": args.net, "model": row, "eps": eps, "timeout": timeout, "n": len(res),
+                   **{k: names.count(k) / len(res) for k in ("certified", "falsified", "unknown")},
+                   "mean_s": seconds / len(res)}
+            pd.DataFrame([rec]).to_csv(path, mode="a", header=not path.is_file(), index=False)
+            print(f"[{args.net}] {row} @ {timeout:g}s: certified {rec['certified']:.2f} falsified "
+                  f"{rec['falsified']:.2f} unknown {rec['unknown']:.2f} ({rec['mean_s']:.1f} s/input)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
