@@ -146,7 +146,7 @@ def test_finetune_fraction_gives_each_round_its_own_share_of_the_data(monkeypatc
     import certprune.pruning.api as api
     from certprune.pruning.schedules import round_slice
     seen = []
-    monkeypatch.setattr(api, "finetune", lambda work, X, y, cfg, masks=None: seen.append(X.clone()))
+    monkeypatch.setattr(api, "finetune", lambda work, X, y, cfg, masks=None, checkpoint=None: seen.append(X.clone()))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     X, y = torch.rand(40, 4), torch.randint(0, 2, (40,))
