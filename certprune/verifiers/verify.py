@@ -66,7 +66,7 @@ class VerifyConfig:
     input_batch: int = 2048             # input strategy on chains: boxes bounded per step of the batched
                                         # look-ahead input splitting (bab_input.box_search); 0 = off
     input_alpha_iters: int = 10         # alpha-CROWN steps on every box of that search (0 = plain CROWN)
-    input_alpha_after: int = 4096       # ... once it has bounded this many boxes with plain CROWN
+    input_alpha_after: int = 20000      # ... once it has bounded this many boxes with plain CROWN
     threads: int = 1                    # torch intra-op threads during the call (0 = leave torch's setting)
     milp_max_unstable: int = 48         # ReLU branching: hand domains with this few unstable ReLUs to the MILP
     milp_time_limit: float = 5.0        # seconds per MILP call (a domain it leaves open is branched further)
