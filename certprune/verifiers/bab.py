@@ -81,6 +81,8 @@ class BabSettings:
     milp_time_limit: float = 5.0
     box_batch: int = 0  # input strategy: children per step of bab_input.box_search (0 = off)
     branch_candidates: int = 1  # ReLU splits: filtered smart branching among this many (1 = BaBSR score only)
+    box_alpha_iters: int = 0  # alpha-CROWN steps per box in that search (0 = plain CROWN)
+    box_alpha_after: int = 0  # ... once that search has bounded this many boxes
 
 
 class BranchAndBound:
@@ -187,7 +189,8 @@ class BranchAndBound:
                          None if self.int_mask is None else self.int_mask.numpy(), self.confirm, self.deadline,
                          batch=self.settings.box_batch, max_depth=self.settings.max_input_depth,
                          attack=self.attack, progress=self.progress,
-                         handoff_unstable=self.settings.relu_switch_unstable)
+                         handoff_unstable=self.settings.relu_switch_unstable,
+                         alpha_iters=self.settings.box_alpha_iters, alpha_after=self.settings.box_alpha_after)
         self.stats.update(out.stats)
         self.stats["domains"] += out.stats["box_domains"]
         self.stats["input_splits"] += out.stats["box_steps"] and out.stats["box_domains"] // 2

@@ -71,6 +71,8 @@ class VerifyConfig:
     relu_switch_unstable: int = 1       # input strategy: split ReLUs once this few are unstable
     input_batch: int = 2048             # input strategy on chains: boxes bounded per step of the batched
                                         # look-ahead input splitting (bab_input.box_search); 0 = off
+    input_alpha_iters: int = 10         # alpha-CROWN steps on every box of that search (0 = plain CROWN)
+    input_alpha_after: int = 20000      # ... once it has bounded this many boxes with plain CROWN
     threads: int = 1                    # torch intra-op threads during the call (0 = leave torch's setting)
     milp_max_unstable: int = 48         # ReLU branching: hand domains with this few unstable ReLUs to the MILP
     milp_time_limit: float = 5.0        # seconds per MILP call (a domain it leaves open is branched further)
@@ -88,7 +90,8 @@ class VerifyConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "attack_odi_restarts",
                      "attack_odi_steps", "branch_candidates", "relu_switch_unstable",
-                     "optimize_iters", "threads", "milp_max_unstable", "milp_time_limit", "input_batch"):
+                     "optimize_iters", "threads", "milp_max_unstable", "milp_time_limit", "input_batch",
+                     "input_alpha_iters", "input_alpha_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
@@ -186,7 +189,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
     t0 = time.monotonic()
     settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                            cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit, cfg.input_batch,
-                           cfg.branch_candidates)
+                           cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after)
     out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
                          attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
                          progress=progress, root_attack=_root_attack(pb, cfg, deadline)).run(alive)
