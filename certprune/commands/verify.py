@@ -134,6 +134,7 @@ class Answer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._given = False
+        self._timer: threading.Timer | None = None
 
     def give(self, args: argparse.Namespace, word: str, x=None, y=None) -> bool:
         """Print / write ``word`` unless an answer was given already; True when this call gave it."""
@@ -141,6 +142,8 @@ class Answer:
             if self._given:
                 return False
             self._given = True
+            if self._timer is not None:
+                self._timer.cancel()
             _finish(args, word, x, y)
             return True
 
@@ -148,6 +151,7 @@ class Answer:
         """Start the watchdog thread that answers ``timeout`` at ``time.monotonic()`` value ``at``."""
         t = threading.Timer(max(0.0, at - time.monotonic()), self._fire, args=(args,))
         t.daemon = True
+        self._timer = t
         t.start()
 
     def _fire(self, args: argparse.Namespace) -> None:

@@ -139,15 +139,19 @@ def pgd(run: Float32Model, prop: Property, lo: np.ndarray, hi: np.ndarray, start
 
 
 def odi_starts(run: Float32Model, lo: np.ndarray, hi: np.ndarray, n: int, steps: int,
-               rng: np.random.Generator, int_mask: np.ndarray | None = None) -> np.ndarray:
+               rng: np.random.Generator, int_mask: np.ndarray | None = None,
+               deadline: float | None = None) -> np.ndarray:
     """``n`` output-diversified starts (n, n_in): from uniform random points, ``steps`` signed-gradient
-    steps of a quarter of the box width that increase ``w_i . y`` for a random ``w_i`` in [-1, 1]^n_out."""
+    steps of a quarter of the box width that increase ``w_i . y`` for a random ``w_i`` in [-1, 1]^n_out
+    (fewer steps once ``deadline``, a ``time.monotonic()`` value, has passed)."""
     lo_t, hi_t = torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
     m_t = None if int_mask is None else torch.tensor(int_mask)
     x = torch.as_tensor(lo + rng.random((n, lo.size)) * (hi - lo), dtype=torch.float32)
     x = torch.maximum(torch.minimum(x, hi_t), lo_t)
     w = None
     for _ in range(steps):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         x = x.detach().requires_grad_(True)
         y = run(project(x, lo_t, hi_t, m_t) if m_t is not None else x)
         if w is None:
@@ -162,7 +166,7 @@ def odi_pgd(run: Float32Model, prop: Property, lo: np.ndarray, hi: np.ndarray, n
             odi_steps: int, rng: np.random.Generator, int_mask: np.ndarray | None = None,
             deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """PGD (``steps``) from ``n`` :func:`odi_starts`; (points (n, n_in), float32 margins (n,))."""
-    starts = odi_starts(run, lo, hi, n, odi_steps, rng, int_mask)
+    starts = odi_starts(run, lo, hi, n, odi_steps, rng, int_mask, deadline)
     return pgd(run, prop, lo, hi, starts, steps, int_mask, deadline)
 
 

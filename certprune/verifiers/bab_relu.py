@@ -9,8 +9,9 @@ then clamps its pre-activation bounds and recomputes every later layer.
 Filtered smart branching (:func:`choose_relus_fsb`, the idea of De Palma et al. 2021 and
 alpha-beta-CROWN's ``fsb``): the ``k`` best neurons by that score are candidates; for each, both
 children are bounded cheaply (one backward CROWN pass for the spec rows only, on the parent's
-intermediate bounds with that one neuron's bounds clamped) and the candidate whose worse child
-has the best key (the search's key: min over live disjuncts of the max over their rows) wins.
+intermediate bounds with that one neuron's bounds clamped) and the candidate whose two children's
+keys have the largest sum (the search's key: min over live disjuncts of the max over their rows)
+wins.
 The estimate only orders candidates; the children are bounded afresh by ``domain_bounds``, so
 the choice can never affect soundness.
 """

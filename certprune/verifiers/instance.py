@@ -60,7 +60,7 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
         _tell(progress, {"phase": "property", "index": i + 1, "of": len(props)})
         res = verify(model, prop, timeout=left, config=cfg, progress=tell)
         stats["verify"].append(res.stats)
-        if res.stats.get("phase") == "bound":
+        if res.stats.get("phase") == "bound" and "time_bound" in res.stats:  # the root pass finished
             stats.setdefault("seconds_first_bound", time.monotonic() - start)
         if res.verdict.value == "falsified":
             x, y = recheck(model, prop, res.counterexample)

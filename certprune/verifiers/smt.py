@@ -39,7 +39,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from certprune.errors import ConfigError, ShapeMismatchError, SpecError
-from certprune.graph import Graph, build_graph
+from certprune.verifiers.problem import chain_graph
 from certprune.graph.encode_z3 import RELU_ENCODINGS, encode_z3, interval_pre, rational, widen_pre
 from certprune.specs import Property
 
@@ -55,11 +55,6 @@ class SmtOutcome:
     status: str
     x: np.ndarray | None
     stats: dict = field(default_factory=dict)
-
-
-def as_graph(model) -> Graph:
-    """The graph IR of ``model`` (a Graph is returned as it is; see ``build_graph``)."""
-    return model if isinstance(model, Graph) else build_graph(model)
 
 
 def input_variables(region, prefix: str = "x") -> tuple[list, list, list]:
@@ -86,7 +81,7 @@ def input_variables(region, prefix: str = "x") -> tuple[list, list, list]:
 def widen_bounds(model, lo: np.ndarray, hi: np.ndarray, pre) -> list[tuple[np.ndarray, np.ndarray]]:
     """ReLU-input bounds of ``model`` (any form :func:`as_graph` takes) widened so that they hold
     in exact arithmetic (:func:`certprune.graph.encode_z3.widen_pre`); ``lo``/``hi`` the flat box."""
-    return widen_pre(as_graph(model), lo, hi, pre)
+    return widen_pre(chain_graph(model), lo, hi, pre)
 
 
 def violation_formula(prop: Property, outputs: Sequence):
@@ -166,7 +161,7 @@ def solve_property(model, prop: Property, timeout: float, pre_bounds=None,
     opt = options or SmtOptions()
     if not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
-    graph = as_graph(model)
+    graph = chain_graph(model)
     region = prop.region
     if region.dim != graph.input_dim:
         raise ShapeMismatchError(f"the property's region has {region.dim} inputs, the network {graph.input_dim}")

@@ -143,7 +143,8 @@ def verify(model, prop: Property, timeout: float | None = None, config: VerifyCo
     try:
         pb = prepare(model, prop, cfg, deadline)
     except DeadlineExceeded:
-        return _unknown({"semantics": cfg.semantics, "time_total": time.monotonic() - t_start}, "prepare")
+        res = _unknown({"semantics": cfg.semantics, "time_total": time.monotonic() - t_start}, "prepare")
+        return dataclasses.replace(res, model_hash=_model_hash(model))
     stats: dict[str, Any] = {"semantics": cfg.semantics, "strategy": pb.strategy, "input_dim": pb.net.input_dim,
                              "relus": sum(pb.net.relu_sizes)}
     with torch_threads(cfg.threads):
@@ -192,7 +193,8 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
                            cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after)
     out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
                          attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
-                         progress=progress, root_attack=_root_attack(pb, cfg, deadline)).run(alive)
+                         progress=progress,
+                         root_attack=_root_attack(pb, cfg, deadline) if pb.strategy == "relu" else None).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
     if out.status == "falsified":
