@@ -191,3 +191,14 @@ def test_checkpoint_resumes_a_stopped_learner_run_to_the_uninterrupted_output(tm
     assert res["steps"] == ref["steps"] and res["config"] == ref["config"]
     a, b = (load_model(str(tmp_path / f"{n}.onnx")).module.state_dict() for n in ("ref", "res"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_refuses_a_model_folder_and_leaves_its_files(tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mymodel.pt").write_bytes(b"user weights")
+    argv = ["prune", DIGITS, "--method", "scl", "--dataset", "digits", "--finetune-epochs", "1",
+            "--out", str(tmp_path / "p.onnx"), "--checkpoint", str(folder)]
+    assert main(argv) == 2
+    assert "non-empty folder without run.json" in _one_error_line(capsys)
+    assert (folder / "mymodel.pt").read_bytes() == b"user weights"
