@@ -157,6 +157,11 @@ def test_mask_learners_refuse_options_their_training_does_not_use():
     for opt in ({"stability_weight": 0.1}, {"min_keep": 0.2}):
         with pytest.raises(ConfigError, match="do not apply"):
             certprune.prune(m, "scl", None, "unstructured", data=(X, y), **opt)
+    # layer caps (also on a layer name the model lacks) and a fine-tuning share were silently dropped
+    for method, gran, opt in (("gating", "neuron", {"layer_caps": {"0": 0.5}}), ("scl", "unstructured",
+                              {"layer_caps": {"nope": 0.5}}), ("scl", "unstructured", {"finetune_fraction": 0.5})):
+        with pytest.raises(ConfigError, match="layer_caps and finetune_fraction do not apply"):
+            certprune.prune(m, method, 0.5, gran, data=(X, y), **opt)
 
 
 def _interrupt_at_first_epoch(monkeypatch) -> None:
