@@ -110,8 +110,11 @@ def end_to_end(data: Path, repeats: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
         for _ in range(repeats):
+            stats_path.unlink(missing_ok=True)  # a run that writes no stats must not reuse the last one's
             p, wall, cpu = child_run([sys.executable, "-m", "certprune", "verify", str(onnx), str(vnn),
                                       "--timeout", "30", "--stats-file", str(stats_path)])
+            if not stats_path.is_file():
+                raise SystemExit(f"verify wrote no stats file (exit {p.returncode}): {p.stderr[-2000:]}")
             s = json.loads(stats_path.read_text())
             rows.append((wall, cpu, s.get("seconds_after_imports", float("nan")),
                          s.get("seconds_after_loading", float("nan")), s.get("seconds_first_bound", float("nan")),

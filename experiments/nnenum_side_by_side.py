@@ -6,7 +6,9 @@
 The two tools run *interleaved per instance*: instance i is run by nnenum and then by certprune (the
 order alternates from one instance to the next), so the machine's load at any moment falls on both
 tools alike. Each tool's rows are appended to its own CSV as instances finish (a rerun with the same
---out resumes where it stopped; each row also records the 1-minute load average when it started),
+--out resumes where it stopped, skipping only the rows run at the same budget: after a change of
+--cap the instances run again and their new rows replace the old ones; each row also records the
+1-minute load average when it started),
 then a table is written: decided / unsat / sat / unknown per tool, total and median time, and the
 instances where the tools disagree (sat against unsat).
 
@@ -118,7 +120,8 @@ def run_certprune(root: Path, onnx: str, vnnlib: str, timeout: float) -> tuple[s
 
 
 def load_rows(path: Path) -> dict[tuple[str, str], dict]:
-    """Rows already in a tool's CSV, by (onnx, vnnlib)."""
+    """Rows already in a tool's CSV, by (onnx, vnnlib); of an instance run more than once (at other
+    budgets), its last row."""
     return {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader(open(path))} if path.exists() else {}
 
 
@@ -154,7 +157,8 @@ def run_interleaved(tools: list[str], rows: list, a: argparse.Namespace, out: Pa
             budget = min(t, a.cap) if a.cap else t
             for tool in (tools if i % 2 == 0 else tools[::-1]):
                 done, f, w = opened[tool]
-                if (onnx, vnn) in done:
+                old = done.get((onnx, vnn))
+                if old is not None and float(old["timeout"]) == budget:  # another budget: run it again
                     continue
                 load1 = round(os.getloadavg()[0], 1)
                 word, sec = run_one(tool, onnx, vnn, budget, a, out)
@@ -187,6 +191,17 @@ def disagreements(a: dict, b: dict) -> list[tuple[str, str, str, str]]:
         if pair == {"sat", "unsat"}:
             bad.append((*key, a[key]["result"], b[key]["result"]))
     return bad
+
+
+def budget_label(rows: dict[tuple[str, str], dict]) -> str:
+    """The budgets per instance the rows were run at (their CSV's timeout column), e.g.
+    ``30 s`` or ``10 s (60 rows), 30 s (6 rows)``."""
+    counts: dict[float, int] = {}
+    for r in rows.values():
+        counts[float(r["timeout"])] = counts.get(float(r["timeout"]), 0) + 1
+    if len(counts) == 1:
+        return f"{next(iter(counts)):g} s"
+    return ", ".join(f"{t:g} s ({n} rows)" for t, n in sorted(counts.items()))
 
 
 def markdown(per_tool: dict[str, dict], caps: dict[str, str]) -> str:
@@ -234,8 +249,8 @@ def main() -> None:
         run_interleaved(a.tools.split(","), rows, a, out)
     per_tool = {t: load_rows(out / f"nnenum_side_by_side_{t}.csv") for t in ("nnenum", "certprune")}
     per_tool = {t: r for t, r in per_tool.items() if r}
-    cap = f"min(own, {a.cap:g} s)" if a.cap else "own timeout"
-    caps = {"nnenum": cap + ", own process", "certprune": cap + ", in process"}
+    where = {"nnenum": "own process", "certprune": "in process"}
+    caps = {t: f"{budget_label(r)}, {where[t]}" for t, r in per_tool.items()}  # what the rows ran at
     md = markdown(per_tool, caps)
     (out / "nnenum_side_by_side.md").write_text(md + "\n")
     print(md)

@@ -11,7 +11,8 @@ out of reach for that model.
 
 Usage: python experiments/pruning_bab_timeouts.py --net conv --rows dense,magnitude+loss@0.5 \
     --timeouts 2,10,30 -n 20 --cache /tmp/p12_cache --out experiments/results/pruning_recipes
-(rows appended to ``bab_timeouts_<net>.csv`` as they finish; a rerun skips those there).
+(rows appended to ``bab_timeouts_<net>.csv`` as they finish; a rerun skips those there with the
+same model, timeout, eps and -n).
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def load_row(net: str, row: str, cache: Path, args) -> torch.nn.Module:
-    """The dense model (cached by the benchmark) or a pruned one (``pruned_<net>_<row>.pt``)."""
+def load_row(net: str, row: str, cache: Path, args, eps: float) -> torch.nn.Module:
+    """The dense model (cached by the benchmark) or a pruned one (pruning_benchmark.pruned_cache:
+    ``pruned_<net>_<row>_s<seed>_e<train epochs>_eps<eps>.pt``, pruned at ``eps``)."""
     import pruning_benchmark as pb
 
     if row == "dense":
@@ -35,9 +37,10 @@ def load_row(net: str, row: str, cache: Path, args) -> torch.nn.Module:
         model.load_state_dict(torch.load(cache / f"certprune_bench_{net}_s{args.seed}_e{args.train_epochs}.pt",
                                          weights_only=True))
         return model.eval()
-    path = cache / f"pruned_{net}_{row}.pt"
+    path = pb.pruned_cache(cache, net, row, args.seed, args.train_epochs, eps)
     if not path.is_file():
-        raise SystemExit(f"no saved model {path}: run pruning_benchmark.py --nets {net} --cache {cache} first")
+        raise SystemExit(f"no saved model {path}: run pruning_benchmark.py --nets {net} --cache {cache} "
+                         f"--seed {args.seed} --train-epochs {args.train_epochs} (at eps {eps:g}) first")
     return torch.load(path, weights_only=False).eval()
 
 
@@ -47,7 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default="dense")
     p.add_argument("--timeouts", default="2,10,30")
     p.add_argument("-n", type=int, default=20)
-    p.add_argument("--eps", type=float, default=None, help="default: 0.08 (conv, mlp), 0.02 (conv-bn)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="radius verified, and the benchmark's eps the pruned rows were made at; "
+                        "default: 0.08 (conv, mlp), 0.02 (conv-bn)")
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pruning_recipes")
     p.add_argument("--seed", type=int, default=0)
@@ -62,11 +67,14 @@ def main(argv=None) -> int:
     Xte, yte = X[8000:8000 + args.n].reshape(-1, 1, 28, 28), y[8000:8000 + args.n]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bab_timeouts_{args.net}.csv"
-    done = set(zip(*pd.read_csv(path)[["model", "timeout"]].values.T)) if path.is_file() else set()
+    done = set()  # (model, timeout, eps, n) of the rows already there: another eps or n is a new row
+    if path.is_file():
+        old = pd.read_csv(path)
+        done = {(m, float(t), float(e), int(k)) for m, t, e, k in zip(old.model, old.timeout, old.eps, old.n)}
     for row in args.rows.split(","):
-        model = load_row(args.net, row, args.cache, args)
+        model = load_row(args.net, row, args.cache, args, eps)
         for timeout in [float(t) for t in args.timeouts.split(",")]:
-            if (row, timeout) in done:
+            if (row, timeout, float(eps), args.n) in done:
                 continue
             t0 = time.monotonic()
             res = bab_verdicts(model, Xte, yte, eps, timeout)

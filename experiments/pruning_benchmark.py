@@ -38,8 +38,8 @@ fine-tuning (no pruning, no loss): the dense baseline with the pruned rows' trai
 The BatchNorm convnet runs at ``--eps-conv-bn`` (default 0.02): at 0.08 its dense model certifies
 nothing, so the certified ratios would be undefined.
 
-With ``--cache`` the pruned models are saved there too (``pruned_<net>_<row>.pt``, whole modules)
-for side analyses such as experiments/pruning_bab_timeouts.py.
+With ``--cache`` the pruned models are saved there too (``pruned_<net>_<row>_s<seed>_e<train
+epochs>_eps<eps>.pt``, whole modules; :func:`pruned_cache`) for side analyses such as experiments/pruning_bab_timeouts.py.
 
 Rows are appended to experiments/results/pruning_benchmark_<net>.csv as they finish; a rerun
 skips the rows already there (delete the file to start over). Then pruning_benchmark.md and
@@ -186,6 +186,12 @@ def measure(name: str, model: nn.Module, Xte, yte, args, n_verify: int) -> dict:
     return row
 
 
+def pruned_cache(cache: Path, net: str, row: str, seed: int, train_epochs: int, eps: float) -> Path:
+    """The cache file of pruned row ``row`` of ``net``: named by the dense model's seed and
+    training epochs and the row's eps, so that runs with other settings do not share it."""
+    return cache / f"pruned_{net}_{row}_s{seed}_e{train_epochs}_eps{eps:g}.pt"
+
+
 def net_eps(net: str, args) -> float:
     """The L-inf radius of one net: ``--eps``, or ``--eps-conv-bn`` for the BatchNorm convnet."""
     return args.eps_conv_bn if net == "conv-bn" and args.eps_conv_bn is not None else args.eps
@@ -214,7 +220,7 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
         model = dense if method == "dense" else prune_one(method, amount, dense, Xtr4, ytr, args, n_score, norm)
         prune_s = time.time() - t
         if args.cache is not None and method != "dense":
-            torch.save(model, args.cache / f"pruned_{net}_{name}.pt")
+            torch.save(model, pruned_cache(args.cache, net, name, args.seed, args.train_epochs, args.eps))
         score_s = (scoring_seconds(method.partition("+loss")[0], dense, Xtr4, ytr, args, n_score)
                    if not method.startswith("dense") else 0.0)
         row = {"net": net, "model": name, "criterion": method, "amount": amount, "eps": args.eps, "score_s": score_s,

@@ -49,7 +49,8 @@ Usage: python experiments/pruning_learners_benchmark.py [--nets mlp,conv,conv-bn
        [--methods ...] [--bab-samples 20 --bab-timeout 1] [--bab-samples-conv 10 --bab-timeout-conv 5]
        [--bab-methods all] [--quick]
 (``--nets ""`` only rewrites the .md and .png from the CSVs; ``--merge DIR`` first appends the
-rows of a parallel run's ``--out DIR`` that the CSVs lack.)
+rows of a parallel run's ``--out DIR`` that the CSVs lack, and replaces a row by the incoming one
+when only the incoming one has BaB.)
 """
 from __future__ import annotations
 
@@ -442,19 +443,28 @@ def write_report(args) -> str:
 
 
 def merge_rows(out: Path, other: Path, quick: bool = False) -> dict[str, int]:
-    """Append to every net's CSV in ``out`` the (method, seed) rows of ``other``'s CSV that it
-    lacks (a run of other seeds in parallel, ``--out other``); returns rows added per net."""
+    """Merge into every net's CSV in ``out`` the (method, seed) rows of ``other``'s CSV (a run of
+    other seeds in parallel, ``--out other``): a row it lacks is appended; a row it has is replaced
+    (in place, :func:`replace_row`) when the incoming one carries BaB of this script's mode that
+    the stored one lacks (:func:`is_done`); returns rows added or replaced per net."""
     added = {}
     for net in NETS:
         src, dst = csv_path(other, net, quick), csv_path(out, net, quick)
         if not src.is_file():
             continue
         new = pd.read_csv(src)
-        old = pd.read_csv(dst) if dst.is_file() else new.iloc[:0]
-        have = set(zip(old.method, old.seed))
-        rows = new[[(m, s) not in have for m, s in zip(new.method, new.seed)]]
-        pd.concat([old, rows], ignore_index=True).to_csv(dst, index=False)
-        added[net] = len(rows)
+        table = pd.read_csv(dst) if dst.is_file() else new.iloc[:0]
+        n = 0
+        for row in new.to_dict("records"):
+            name, seed = row["method"], row["seed"]
+            has = bool(((table.method == name) & (table.seed == seed)).any())
+            bab = None
+            if pd.notna(row.get("bab_cert_acc")) and row.get("bab_mode") == BAB_MODE:
+                bab = (int(row["bab_samples"]), float(row["bab_timeout_s"]))
+            if not has or (bab is not None and not is_done(table, name, seed, bab)):
+                table, n = replace_row(table, row, name, seed), n + 1
+        table.to_csv(dst, index=False)
+        added[net] = n
     return added
 
 

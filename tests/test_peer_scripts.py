@@ -156,6 +156,33 @@ def test_run_interleaved_alternates_tools_per_instance_and_resumes(tmp_path, mon
     assert sorted(k[0] for k in done) == ["n0", "n1", "n2"] and {r["result"] for r in done.values()} == {"sat"}
 
 
+def test_a_rerun_with_another_cap_runs_again_and_the_label_follows_the_rows(tmp_path, monkeypatch):
+    """Rows stored at another budget are not skipped: the instance runs at the new --cap and its new
+    row is the one read back; the report's budget label comes from the rows' timeout column."""
+    import argparse
+    calls = []
+
+    def fake(tool, onnx, vnn, budget, a, out):
+        calls.append((tool, onnx, budget))
+        return ("unsat", 0.5)
+    monkeypatch.setattr(nn, "run_one", fake)
+    rows = [("n0", "p1", 116.0), ("n1", "p1", 20.0)]
+    a = argparse.Namespace(cap=10.0, retry_errors=False, instances=str(tmp_path / "instances.csv"))
+    nn.run_interleaved(["certprune"], rows, a, tmp_path)
+    path = tmp_path / "nnenum_side_by_side_certprune.csv"
+    assert nn.budget_label(nn.load_rows(path)) == "10 s"
+    calls.clear()
+    a.cap = 30.0
+    nn.run_interleaved(["certprune"], rows, a, tmp_path)
+    assert calls == [("certprune", "n0", 30.0), ("certprune", "n1", 20.0)]  # both budgets changed
+    calls.clear()
+    nn.run_interleaved(["certprune"], rows, a, tmp_path)
+    assert calls == []  # same budgets: nothing to run
+    done = nn.load_rows(path)
+    assert {k[0]: float(r["timeout"]) for k, r in done.items()} == {"n0": 30.0, "n1": 20.0}
+    assert nn.budget_label(done) == "20 s (1 rows), 30 s (1 rows)"
+
+
 def test_summary_and_disagreements():
     def rows(words):
         return {(f"n{i}", "p"): {"result": w, "seconds": str(i + 1)} for i, w in enumerate(words)}

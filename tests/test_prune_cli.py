@@ -157,6 +157,11 @@ def test_mask_learners_refuse_options_their_training_does_not_use():
     for opt in ({"stability_weight": 0.1}, {"min_keep": 0.2}):
         with pytest.raises(ConfigError, match="do not apply"):
             certprune.prune(m, "scl", None, "unstructured", data=(X, y), **opt)
+    # layer caps (also on a layer name the model lacks) and a fine-tuning share were silently dropped
+    for method, gran, opt in (("gating", "neuron", {"layer_caps": {"0": 0.5}}), ("scl", "unstructured",
+                              {"layer_caps": {"nope": 0.5}}), ("scl", "unstructured", {"finetune_fraction": 0.5})):
+        with pytest.raises(ConfigError, match="layer_caps and finetune_fraction do not apply"):
+            certprune.prune(m, method, 0.5, gran, data=(X, y), **opt)
 
 
 def _interrupt_at_first_epoch(monkeypatch) -> None:
@@ -191,3 +196,14 @@ def test_checkpoint_resumes_a_stopped_learner_run_to_the_uninterrupted_output(tm
     assert res["steps"] == ref["steps"] and res["config"] == ref["config"]
     a, b = (load_model(str(tmp_path / f"{n}.onnx")).module.state_dict() for n in ("ref", "res"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_refuses_a_model_folder_and_leaves_its_files(tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mymodel.pt").write_bytes(b"user weights")
+    argv = ["prune", DIGITS, "--method", "scl", "--dataset", "digits", "--finetune-epochs", "1",
+            "--out", str(tmp_path / "p.onnx"), "--checkpoint", str(folder)]
+    assert main(argv) == 2
+    assert "non-empty folder without run.json" in _one_error_line(capsys)
+    assert (folder / "mymodel.pt").read_bytes() == b"user weights"

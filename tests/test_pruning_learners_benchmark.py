@@ -101,10 +101,14 @@ def test_a_row_without_the_requested_bab_column_is_run_again_and_replaced_in_pla
     assert not bench.is_done(old_mode, "scl", 0, (10, 5.0))
 
 
-def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown():
+def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown(monkeypatch):
+    """bab_columns sends exactly the inputs CROWN leaves open to bab_verdicts (stubbed here with a
+    known answer per input) and adds its CERTIFIED verdicts to CROWN's count."""
     import torch
 
+    from certprune.pruning import metrics
     from certprune.pruning.metrics import crown_certified
+    from certprune.results import Verdict
     from conftest import random_mlp
 
     bench = _bench()
@@ -112,12 +116,32 @@ def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown():
     model = random_mlp([6, 12, 12, 3], seed=4)
     X = torch.rand(12, 6)
     y = model(X).argmax(1)  # correctly classified, so the radius decides
-    for eps in (0.01, 0.08):
+    answers = [Verdict.CERTIFIED, Verdict.FALSIFIED, Verdict.UNKNOWN]
+    seen = []
+
+    def stub(m, Xs, ys, eps, timeout):
+        assert m is model and timeout == 2.0
+        seen.append((Xs.clone(), ys.clone()))
+        return [answers[i % 3] for i in range(len(Xs))]
+
+    monkeypatch.setattr(metrics, "bab_verdicts", stub)
+    mixed = 0
+    for eps in (0.001, 0.01, 0.03, 0.08):
+        seen.clear()
+        by_crown = torch.from_numpy(crown_certified(model, X, y, eps)[0])
+        crown, rest = int(by_crown.sum()), int((~by_crown).sum())
         cols = bench.bab_columns(model, (X, y), eps, 12, 2.0)
-        crown = int(crown_certified(model, X, y, eps)[0].sum())
-        assert cols["bab_by_crown"] == crown and cols["bab_cert_acc"] * 12 >= crown
-        undecided = 12 - round(cols["bab_cert_acc"] * 12)
-        assert cols["bab_falsified"] + cols["bab_timeouts"] <= undecided
+        if rest:  # the stub saw each open input once, in order, and nothing CROWN certified
+            assert len(seen) == 1 and torch.equal(seen[0][0], X[~by_crown]) and torch.equal(seen[0][1], y[~by_crown])
+        else:
+            assert seen == []
+        mixed += 0 < crown < 12
+        expect = [answers[i % 3] for i in range(rest)]
+        assert cols["bab_by_crown"] == crown
+        assert round(cols["bab_cert_acc"] * 12) == crown + expect.count(Verdict.CERTIFIED)
+        assert cols["bab_falsified"] == expect.count(Verdict.FALSIFIED)
+        assert cols["bab_timeouts"] == expect.count(Verdict.UNKNOWN)
+    assert mixed  # at least one radius where CROWN certifies some inputs and leaves others
 
 
 def test_a_stored_row_is_reused_for_bab_only_when_the_rerun_gives_the_same_network():
@@ -135,6 +159,25 @@ def test_a_stored_row_is_reused_for_bab_only_when_the_rerun_gives_the_same_netwo
     assert not bench.same_network(model, dict(clean_acc=0.75, nonzeros=nz - 1), (X, y))
     assert not bench.same_network(model, dict(clean_acc=0.7, nonzeros=nz), (X, y))
     assert not bench.same_network(model, dict(clean_acc=float("nan"), nonzeros=nz), (X, y))
+
+
+def test_merge_replaces_a_row_when_the_incoming_one_adds_bab(tmp_path):
+    bench = _bench()
+    main, other = tmp_path / "main", tmp_path / "other"
+    main.mkdir(), other.mkdir()
+    bab = dict(bab_cert_acc=0.6, bab_samples=10, bab_timeout_s=5.0, bab_mode=bench.BAB_MODE)
+    pd.DataFrame([dict(method="dense", seed=0, clean_acc=0.9), dict(method="scl", seed=0, clean_acc=0.8),
+                  dict(method="agn", seed=0, clean_acc=0.7, **bab)]).to_csv(main / "pruning_learners_conv.csv", index=False)
+    pd.DataFrame([dict(method="scl", seed=0, clean_acc=0.8, **bab),  # adds BaB: replaces in place
+                  dict(method="agn", seed=0, clean_acc=0.1, **{**bab, "bab_cert_acc": 0.1}),  # has it already
+                  dict(method="dense", seed=0, clean_acc=0.2, **{**bab, "bab_mode": "verify-only"})]  # other mode
+                 ).to_csv(other / "pruning_learners_conv.csv", index=False)
+    assert bench.merge_rows(main, other) == {"conv": 1}
+    t = pd.read_csv(main / "pruning_learners_conv.csv")
+    assert list(zip(t.method, t.clean_acc)) == [("dense", 0.9), ("scl", 0.8), ("agn", 0.7)]
+    assert t.bab_cert_acc.isna().tolist() == [True, False, False] and t.bab_cert_acc[2] == 0.6
+    assert bench.is_done(t, "scl", 0, (10, 5.0))
+    assert bench.merge_rows(main, other) == {"conv": 0}  # idempotent
 
 
 def test_merge_appends_only_the_rows_a_parallel_run_adds(tmp_path):

@@ -122,6 +122,27 @@ def test_a_checkpoint_path_that_is_a_file_is_refused(tmp_path):
         _run(LEARNERS["scl"], path)
 
 
+def test_a_non_empty_folder_without_run_json_is_refused_and_left_alone(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mymodel.pt").write_bytes(b"user weights")
+    with pytest.raises(ConfigError, match="non-empty folder without run.json"):
+        _run(LEARNERS["scl"], folder)
+    assert [p.name for p in folder.iterdir()] == ["mymodel.pt"]
+    assert (folder / "mymodel.pt").read_bytes() == b"user weights"
+
+
+def test_a_completed_run_deletes_only_the_files_it_wrote(tmp_path, monkeypatch):
+    spec, folder = LEARNERS["dynamic-surgery"], tmp_path / "ck"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            _run(spec, folder)
+    (folder / "mymodel.pt").write_bytes(b"user weights")  # a file put there meanwhile
+    _run(spec, folder)
+    assert [p.name for p in folder.iterdir()] == ["mymodel.pt"]
+
+
 SCHEDULES = {  # iterative schedules of scoring criteria: the state after every step is saved too
     "magnitude-neuron": dict(method="magnitude", granularity="neuron", amount=0.5, steps=3),
     "taylor-unstructured-ap": dict(method="taylor", amount=0.7, steps=3, activate_while_pruning=True),

@@ -12,7 +12,8 @@ logits), so ``--finetune-epochs`` defaults to 0 there, and only the methods that
 the loss (``TABULAR_METHODS``) are accepted on them.
 ``--checkpoint DIR`` makes the run resumable (:mod:`certprune.pruning.checkpoint`): a stopped run
 (Ctrl-C: exit code 130, crash) started again with the same command continues from its last saved
-epoch and writes what an uninterrupted run writes; a folder of another run is bad input.
+epoch and writes what an uninterrupted run writes; a folder of another run, or a non-empty folder
+without run.json, is bad input.
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of

@@ -6,14 +6,16 @@ phase's :func:`~certprune.pruning.finetune.train_loop` checkpoint (saved after e
 after a learner has finished, its result (``learned.pt``), so that an interrupted fine-tuning
 does not learn the masks again. Started again with the same folder and the same settings, a run
 continues from the last saved epoch and ends with the weights and masks of an uninterrupted run;
-a folder of another run (other settings, model or data) is refused with a ConfigError. The
-folder's files are deleted when the run completes.
+a folder of another run (other settings, model or data) is refused with a ConfigError, and so is
+a folder that already holds files but no ``run.json`` (e.g. a model folder). When the run
+completes, only the files a run writes (:data:`RUN_FILES`) are deleted, never other files.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +24,12 @@ from torch import nn
 from certprune.errors import ConfigError
 
 VERSION = 1
+
+#: The files a prune run writes into its folder (besides ``run.json``): ``learn.pt`` (a learner's
+#: train_loop), ``learn-round.pt`` (a brain round), ``learned.pt`` (a learner's result),
+#: ``steps.pt`` (finished prune steps), ``finetune.pt`` / ``finetune<k>.pt`` (fine-tuning
+#: phases), each also as ``<name>.tmp`` while :func:`atomic_save` writes it.
+RUN_FILES = re.compile(r"(learn|learn-round|learned|steps|finetune\d*)\.pt(\.tmp)?")
 
 
 def data_digest(*tensors: torch.Tensor | None) -> str:
@@ -64,6 +72,9 @@ class RunCheckpoint:
         if path.is_file():
             self._check(path, identity)
         else:
+            if self.folder.is_dir() and any(self.folder.iterdir()):
+                raise ConfigError(f"checkpoint {self.folder} is a non-empty folder without {self.IDENTITY}; "
+                                  "use an empty or new folder")
             self.folder.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(identity, indent=1))
 
@@ -96,9 +107,11 @@ class RunCheckpoint:
         atomic_save(obj, self.phase(name))
 
     def finish(self) -> None:
-        """Delete the run's files (and the folder if it is then empty): the run is complete."""
-        for path in self.folder.glob("*.pt"):
-            path.unlink()
+        """Delete the files the run wrote (:data:`RUN_FILES`, ``run.json``) and the folder if it is
+        then empty: the run is complete. Other files stay."""
+        for path in self.folder.iterdir():
+            if path.is_file() and RUN_FILES.fullmatch(path.name):
+                path.unlink()
         (self.folder / self.IDENTITY).unlink(missing_ok=True)
         try:
             self.folder.rmdir()

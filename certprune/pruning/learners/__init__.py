@@ -81,6 +81,9 @@ def prune_learned(model: nn.Module, method: str, amount: float | None, granulari
     if opts.stability_weight > 0 or opts.min_keep > 0:  # the learners' training has no such term: say so
         raise ConfigError(f"method {method!r} learns its masks while training; stability_weight and min_keep "
                           "do not apply to it")
+    if opts.layer_caps or opts.finetune_fraction != 1.0:  # ignored by the learners: refuse rather than drop
+        raise ConfigError(f"method {method!r} learns its masks while training; layer_caps and finetune_fraction "
+                          "do not apply to it")
     if amount is None and not getattr(mod, "AMOUNT_OPTIONAL", False):
         raise ConfigError("amount is required (fraction in [0, 1) of weights or units to remove)")
     amount = None if amount is None else check_amount(amount)
