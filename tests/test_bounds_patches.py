@@ -36,15 +36,20 @@ def _dense(g, t, st, monkeypatch):
         return crown.node_crown(g, t, st)
 
 
-@pytest.mark.parametrize("name", sorted(NETS))
-def test_patches_equal_the_dense_pass_on_every_conv_node(name, monkeypatch):
+def _graph_and_boxes(name: str, seed: int, n: int):
+    """Graph of ``NETS[name]``, ``n`` random boxes in [-1, 1.5] and their CROWN intermediate state."""
     make, shape = NETS[name]
     g = build_graph(make(), shape)
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     d = int(torch.tensor(shape).prod())
-    lo = torch.rand(3, d, generator=gen, dtype=torch.float64) * 2 - 1
-    hi = lo + 0.5 * torch.rand(3, d, generator=gen, dtype=torch.float64)
-    st = crown.intermediate(g, lo, hi)
+    lo = torch.rand(n, d, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.5 * torch.rand(n, d, generator=gen, dtype=torch.float64)
+    return g, lo, hi, crown.intermediate(g, lo, hi)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_patches_equal_the_dense_pass_on_every_conv_node(name, monkeypatch):
+    g, lo, hi, st = _graph_and_boxes(name, seed=1, n=3)
     kinds = set()
     for t in range(1, len(g.nodes)):
         if patches.plan(g, t) is None:
@@ -145,13 +150,7 @@ def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
 def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
     """``keep_lam=False`` (identity-spec and output passes) reuses the input coefficients' buffer
     for |lam|: same lower bounds as the pass that keeps them, which stay untouched."""
-    make, shape = NETS[name]
-    g = build_graph(make(), shape)
-    gen = torch.Generator().manual_seed(2)
-    d = int(torch.tensor(shape).prod())
-    lo = torch.rand(4, d, generator=gen, dtype=torch.float64) * 2 - 1
-    hi = lo + 0.5 * torch.rand(4, d, generator=gen, dtype=torch.float64)
-    st = crown.intermediate(g, lo, hi)
+    g, lo, hi, st = _graph_and_boxes(name, seed=2, n=4)
     m = g.output_dim
     A = torch.cat([torch.eye(m), -torch.eye(m)]).double().unsqueeze(0)
     kept = crown.backward(g, g.output, A, st)
@@ -162,6 +161,7 @@ def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
     torch.testing.assert_close(kept.lam_x, lam, rtol=0, atol=0)
     yl, yu = crown.output_bounds(g, st)
     torch.testing.assert_close(yl, kept.lower.expand(4, 2 * m)[:, :m], rtol=0, atol=1e-12)
+    d, gen = lo.shape[1], torch.Generator().manual_seed(3)
     x = lo + (hi - lo) * torch.rand(2000, 1, d, generator=gen, dtype=torch.float64)  # sampled soundness
     y = g.forward(x.reshape(-1, d)).reshape(2000, 4, -1)
     assert (y >= yl - 1e-9).all() and (y <= yu + 1e-9).all()

@@ -79,15 +79,21 @@ def test_odi_starts_lie_in_the_box():
     assert len(np.unique(x.round(6), axis=0)) > 1  # diversified, not one point
 
 
+def _mlp_with_exact_min(sizes, seed: int, widths):
+    """A random MLP, a random box (widths drawn from ``widths``), the output weight ``a`` and the
+    exact MILP minimum of ``a . y`` over the box."""
+    m = random_mlp(sizes, seed=seed)
+    g = build_graph(m, (sizes[0],))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, sizes[0])
+    hi = lo + rng.uniform(*widths, sizes[0])
+    a = np.array([1.0])
+    return m, lo, hi, a, milp_min(g, lo, hi, a)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_odi_attack_never_violates_a_property_that_holds(seed):
-    m = random_mlp([5, 20, 20, 1], seed=seed)
-    g = build_graph(m, (5,))
-    rng = np.random.default_rng(seed)
-    lo = rng.uniform(-1, 0, 5)
-    hi = lo + rng.uniform(0.2, 1, 5)
-    a = np.array([1.0])
-    best = milp_min(g, lo, hi, a)
+    m, lo, hi, a, best = _mlp_with_exact_min([5, 20, 20, 1], seed, (0.2, 1))
     prop = box_property(lo, hi, a[None], np.array([best - 1e-3]))  # violation a.y <= b never happens
     att = falsify(float32_forward(m, (5,)), prop, lo, hi, odi_restarts=128)
     assert not att.violated and att.margin > 0
@@ -163,13 +169,7 @@ def test_fsb_picks_an_unstable_neuron_and_k1_is_babsr():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("side", ["certified", "falsified"])
 def test_relu_branching_with_fsb_agrees_with_exact_milp(seed, side):
-    m = random_mlp([6, 10, 10, 1], seed=seed)
-    g = build_graph(m, (6,))
-    rng = np.random.default_rng(seed)
-    lo = rng.uniform(-1, 0, 6)
-    hi = lo + rng.uniform(0.5, 1.5, 6)
-    a = np.array([1.0])
-    best = milp_min(g, lo, hi, a)
+    m, lo, hi, a, best = _mlp_with_exact_min([6, 10, 10, 1], seed, (0.5, 1.5))
     b = best - 0.05 if side == "certified" else best + 0.05
     prop = box_property(lo, hi, a[None], np.array([b]))
     res = verify(m.float(), prop, timeout=60, config={"strategy": "relu", "branch_candidates": 4,
