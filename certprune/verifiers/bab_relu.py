@@ -47,7 +47,11 @@ def choose_relus(scores: list[torch.Tensor], row_live: torch.Tensor,
     neuron is stable. scores[j] (N, m, n_j), row_live (N, m)."""
     if not pre:
         return torch.full((row_live.shape[0],), -1, dtype=torch.long)
-    allsc = relu_scores(scores, row_live, pre)
+    return _best(relu_scores(scores, row_live, pre))
+
+
+def _best(allsc: torch.Tensor) -> torch.Tensor:
+    """Per row the index of the highest score, or -1 where every neuron is stable (score -1)."""
     idx = allsc.argmax(dim=1)
     return torch.where(allsc.max(dim=1).values >= 0, idx, torch.full_like(idx, -1))
 
@@ -62,7 +66,7 @@ def choose_relus_fsb(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, pre: list
     if not pre:
         return torch.full((row_live.shape[0],), -1, dtype=torch.long)
     allsc = relu_scores(scores, row_live, pre)
-    best = torch.where(allsc.max(dim=1).values >= 0, allsc.argmax(dim=1), torch.full((len(allsc),), -1))
+    best = _best(allsc)
     k = min(k, allsc.shape[1])
     top = allsc.topk(k, dim=1)
     valid = top.values >= 0  # (N, k)
@@ -73,9 +77,8 @@ def choose_relus_fsb(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, pre: list
     child_key = torch.empty(len(dom), 2, dtype=lo.dtype)
     for part in torch.arange(len(dom)).split(max(1, FSB_CHUNK // 2)):
         child_key[part] = _children_keys(graph, lo, hi, pre, dom[part], cand[part], C, c, key_of)
-    worse = child_key.sum(1)
     table = torch.full(valid.shape, -torch.inf, dtype=lo.dtype)
-    table[dom, slot] = worse
+    table[dom, slot] = child_key.sum(1)  # both children's progress
     pick = top.indices.gather(1, table.argmax(1, keepdim=True)).squeeze(1)
     return torch.where(valid.sum(1) > 1, pick, best)
 
