@@ -11,8 +11,11 @@ one-shot, then ``--finetune-epochs`` epochs of plain cross-entropy fine-tuning, 
 criterion) we report: params, MACs, clean accuracy (all 2,000 held-out images), unstable ReLUs
 per input at ``--eps`` (CROWN bounds), CROWN certified accuracy and CROWN time per input on the
 first ``--verify-samples`` held-out images, the criterion's scoring time on the dense model, and
-for the dense and stability models branch-and-bound certified accuracy (certprune.verify,
-``--bab-timeout`` s per input, first ``--bab-samples`` images).
+for the dense, stability and recipe models branch-and-bound certified accuracy on the first
+``--bab-samples`` images (``--bab-samples-conv`` on the convnets) by the one procedure,
+:func:`certprune.pruning.metrics.bab_counts`: an image one CROWN pass certifies is certified,
+every other one goes to certprune.verify with ``--bab-timeout`` s; the columns count certified
+(``bab_by_crown`` of them by CROWN), falsified and timed-out images.
 
 ``stability+loss`` is the certified-pruning recipe (Li et al. 2023): stability scores with
 per-layer budgets (every layer loses the same fraction), ``--recipe-steps`` iterative rounds,
@@ -175,14 +178,13 @@ def prune_one(method: str, amount: float, dense: nn.Module, X, y, args, n_score:
 
 
 def measure(name: str, model: nn.Module, Xte, yte, args, n_verify: int) -> dict:
-    """One row of metrics (certprune.pruning.metrics), plus BaB for dense/stability models."""
-    from certprune.pruning.metrics import bab_certified, pruning_metrics
+    """One row of metrics (certprune.pruning.metrics), plus the BaB columns of
+    :func:`certprune.pruning.metrics.bab_counts` (CROWN first, then verify) for dense/stability/recipe rows."""
+    from certprune.pruning.metrics import bab_counts, pruning_metrics
 
     row = pruning_metrics({name: model}, (Xte, yte), args.eps, verify_samples=n_verify).iloc[0].to_dict()
     if args.bab_samples and (name.startswith(("dense", "stability")) or "+loss" in name or args.bab_all):
-        t = time.time()
-        cert = bab_certified(model, Xte[:args.bab_samples], yte[:args.bab_samples], args.eps, args.bab_timeout)
-        row.update(bab_cert_acc=float(cert.mean()), bab_s_per_input=(time.time() - t) / args.bab_samples)
+        row.update(bab_counts(model, Xte[:args.bab_samples], yte[:args.bab_samples], args.eps, args.bab_timeout))
     return row
 
 
@@ -228,7 +230,9 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
         row.pop("model", None)
         row = {"net": net, "model": name, **row}
         frame = pd.DataFrame([row])
-        frame.to_csv(path, mode="a", header=not path.is_file(), index=False)
+        if path.is_file():  # rewritten whole: a row with the BaB columns and one without share one header
+            frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+        frame.to_csv(path, index=False)
         print(f"[{net}] {name}: acc {row['clean_acc']:.3f} unstable {row['unstable_per_input']:.1f} "
               f"cert {row['crown_cert_acc']:.3f} (prune {prune_s:.0f}s, score {score_s:.1f}s)", flush=True)
 
