@@ -221,7 +221,10 @@ def net_eps(net: str, args) -> float:
 
 
 def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
-    """Every (criterion, amount) row of one net, appended to its CSV as it finishes."""
+    """Every (criterion, amount) row of one net, appended to its CSV as it finishes (a row that
+    prune() refuses, ConfigError, is reported on one line and skipped)."""
+    from certprune.errors import ConfigError
+
     bab = args.bab_samples_conv if net != "mlp" and args.bab_samples_conv is not None else args.bab_samples
     args = argparse.Namespace(**{**vars(args), "eps": net_eps(net, args), "bab_samples": bab})
     path = args.out / f"pruning_benchmark_{net}.csv"
@@ -240,7 +243,11 @@ def run_net(net: str, args, Xtr, ytr, Xte, yte) -> None:
         t = time.time()
         n_score = score_samples(net, method, args)
         norm = args.stability_norm if net == "mlp" else args.stability_norm_conv
-        model = dense if method == "dense" else prune_one(method, amount, dense, Xtr4, ytr, args, n_score, norm)
+        try:
+            model = dense if method == "dense" else prune_one(method, amount, dense, Xtr4, ytr, args, n_score, norm)
+        except ConfigError as e:  # e.g. a layer cap the amount cannot meet: no row, the next one runs
+            print(f"[{net}] {name}: refused: {e}", flush=True)
+            continue
         prune_s = time.time() - t
         if args.cache is not None and method != "dense":
             torch.save(model, pruned_cache(args.cache, net, name, args.seed, args.train_epochs, args.eps))
