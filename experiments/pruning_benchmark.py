@@ -80,6 +80,13 @@ REFUSED = {"slimming": "conv, mlp: network slimming scores BatchNorm scales; ref
                           "and Linear layers only (refuses Conv2d)"}
 
 
+BAB_NOTE = ("BaB columns (dense, stability and recipe rows): certprune.pruning.metrics.bab_counts, one CROWN pass "
+            "and then certprune.verify on each image it leaves open, with the per-image limit of the run "
+            "(--bab-timeout); bab_by_crown of the certified were closed by CROWN; a timed-out image counts as not "
+            "certified; bab_samples images (the first held-out ones). Commands and settings: "
+            "pruning_benchmark_notes.md.")
+
+
 def build(net: str) -> nn.Sequential:
     """The benchmark architectures."""
     if net == "mlp":
@@ -292,10 +299,17 @@ def markdown(t: pd.DataFrame) -> str:
     """The table of one net (hand-written: DataFrame.to_markdown needs 'tabulate')."""
     cols = ["net", "model", "params", "macs", "clean_acc", "unstable_per_input", "crown_cert_acc",
             "crown_s_per_input", "score_s"]
-    cols += [c for c in ("bab_cert_acc",) if c in t]
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    cols += [c for c in ("bab_cert_acc", "bab_by_crown", "bab_falsified", "bab_timeouts", "bab_samples") if c in t]
+    counts = {"params", "macs", "bab_by_crown", "bab_falsified", "bab_timeouts", "bab_samples"}
+
+    def fmt(col: str, v) -> str:  # counts without decimals; an empty cell where a row has no BaB
+        if not isinstance(v, float):
+            return str(v)
+        return "" if np.isnan(v) else f"{v:.0f}" if col in counts else f"{v:.3f}"
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in t.reindex(columns=cols).itertuples(index=False)]
+    lines += ["| " + " | ".join(fmt(c, v) for c, v in zip(cols, row)) + " |"
+              for row in t.reindex(columns=cols).itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -397,7 +411,7 @@ def main(argv=None) -> int:
     tables = [pd.read_csv(f) for f in sorted(args.out.glob("pruning_benchmark_*.csv"))]
     refused = "Criteria without a row: " + "; ".join(f"`{k}` ({v})" for k, v in REFUSED.items()) + "."
     (args.out / "pruning_benchmark.md").write_text(
-        "\n\n".join(markdown(t) + "\n\n" + targets(t) for t in tables) + "\n\n" + refused + "\n")
+        BAB_NOTE + "\n\n" + "\n\n".join(markdown(t) + "\n\n" + targets(t) for t in tables) + "\n\n" + refused + "\n")
     if tables:
         plot(tables, args.out / "pruning_certified_vs_sparsity.png")
     return 0
