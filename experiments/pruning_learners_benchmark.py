@@ -66,6 +66,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning_benchmark import build, train  # noqa: E402  (the same nets and training)
 
+from certprune.pruning.metrics import BAB_MODE  # noqa: E402  (bab_columns' procedure; rows of another mode are run again)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NETS = ("mlp", "conv", "conv-bn")
 FT = 2  # fine-tuning epochs after every method that masks (the same for all)
@@ -164,24 +166,12 @@ def same_network(model, old: dict, eval_data) -> bool:
 
 
 def bab_columns(model, eval_data, eps: float, n: int, timeout: float) -> dict:
-    """Branch-and-bound certified accuracy on the first ``n`` images: an image the CROWN pass
-    certifies counts as certified (``bab_by_crown``), every other one goes to ``certprune.verify``
-    (falsification, bounds, branch and bound) with ``timeout`` s; one that runs out of time
-    (UNKNOWN, ``bab_timeouts``) counts as not certified. (verify alone spends ~1 s of its budget on
-    falsification first, which on the loaded machine left nothing for inputs CROWN closes.)"""
-    from certprune.pruning.metrics import bab_verdicts, crown_certified
-    from certprune.results import Verdict
+    """Branch-and-bound columns on the first ``n`` images: the one procedure,
+    :func:`certprune.pruning.metrics.bab_counts` (CROWN first, then certprune.verify with
+    ``timeout`` s on the images it leaves open; a timed-out image counts as not certified)."""
+    from certprune.pruning.metrics import bab_counts
 
-    t = time.time()
-    X, y = eval_data[0][:n], eval_data[1][:n]
-    by_crown = crown_certified(model, X, y, eps)[0]
-    rest = torch.from_numpy(~by_crown)
-    verdicts = bab_verdicts(model, X[rest], y[rest], eps, timeout) if rest.any() else []
-    certified = int(by_crown.sum()) + sum(v is Verdict.CERTIFIED for v in verdicts)
-    return dict(bab_cert_acc=certified / n, bab_by_crown=int(by_crown.sum()),
-                bab_falsified=sum(v is Verdict.FALSIFIED for v in verdicts),
-                bab_timeouts=sum(v is Verdict.UNKNOWN for v in verdicts),
-                bab_s_per_input=(time.time() - t) / n, bab_samples=n, bab_timeout_s=timeout, bab_mode=BAB_MODE)
+    return bab_counts(model, eval_data[0][:n], eval_data[1][:n], eps, timeout)
 
 
 def gating_row(model, learned: dict, eval_data) -> dict:
@@ -231,7 +221,6 @@ def dense_model(net: str, seed: int, Xtr, ytr, args):
     return model
 
 
-BAB_MODE = "crown-then-verify"  # bab_columns' procedure; rows of another mode are run again
 
 
 def bab_plan(name: str, net: str, seed: int, args) -> tuple[int, float] | None:

@@ -207,3 +207,39 @@ def test_checkpoint_refuses_a_model_folder_and_leaves_its_files(tmp_path, capsys
     assert main(argv) == 2
     assert "non-empty folder without run.json" in _one_error_line(capsys)
     assert (folder / "mymodel.pt").read_bytes() == b"user weights"
+
+
+def test_layer_caps_and_finetune_fraction_reach_prune(tmp_path, capsys):
+    """--layer-caps 0=0.2 caps the first prunable layer (named '1' in the ONNX model) at 20 % removed
+    while the amount (50 % of the 64 hidden units) is still met; --finetune-fraction reaches prune()."""
+    from certprune.network import load_model
+    from certprune.pruning.layers import unit_layers
+
+    out = tmp_path / "caps.onnx"
+    argv = ["prune", DIGITS, "--method", "magnitude", "--amount", "0.5", "--granularity", "neuron", "--dataset",
+            "digits", "--steps", "2", "--finetune-epochs", "1", "--finetune-fraction", "0.5", "--layer-caps", "0=0.2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    config = json.loads(out.with_suffix(".manifest.json").read_text())["config"]
+    assert config["layer_caps"] == {"1": 0.2} and config["finetune_fraction"] == 0.5 and config["steps"] == 2
+    widths = [l.width for l in unit_layers(load_model(str(out)), "neuron")]
+    assert widths[0] >= 26 and sum(widths) == 32  # ceil(0.8 * 32) kept in the capped layer; 32 of 64 removed
+    plain = tmp_path / "plain.onnx"
+    assert main([a if a != str(out) else str(plain) for a in argv[:-4]] + ["--out", str(plain)]) == 0
+    assert [l.width for l in unit_layers(load_model(str(plain)), "neuron")][0] < 26  # without the cap: more removed
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layer-caps", "0"], "expects K=F"), (["--layer-caps", "first=0.5"], "expects K=F"),
+    (["--layer-caps", "0=1"], "in [0, 1)"), (["--layer-caps", "0=0.5,0=0.3"], "twice"),
+    (["--layer-caps", "2=0.5"], "no prunable layer 2"), (["--finetune-fraction", "0"], "(0, 1]"),
+    (["--finetune-fraction", "1.5"], "(0, 1]"), (["--finetune-fraction", "half"], "invalid float"),
+    (["--granularity", "unstructured", "--layer-caps", "0=0.5"], "unit pruning")])
+def test_bad_layer_caps_and_finetune_fraction_are_one_line_exit_2(extra, message, tmp_path, capsys):
+    argv = ["prune", DIGITS, "--method", "magnitude", "--amount", "0.5", "--granularity", "neuron", "--dataset",
+            "digits", "--finetune-epochs", "0", "--out", str(tmp_path / "x.onnx"), *extra]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own type check
+        rc = e.code
+    assert rc == 2 and message in _one_error_line(capsys) and not (tmp_path / "x.onnx").exists()

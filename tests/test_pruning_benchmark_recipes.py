@@ -44,3 +44,16 @@ def test_targets_table_reports_ratios_against_dense_and_the_finetuned_baselines(
     lines = {l.split(" | ")[0].strip("| "): l for l in pb.targets(t).splitlines() if l.startswith("| magnitude")}
     assert lines["magnitude+loss@0.5"].endswith("| -0.50 | 8.0x | 3.00x | 4.00x | 1.50x | 6.00x | all met |")
     assert lines["magnitude+loss-p50@0.8"].endswith("| accuracy missed |")  # -3.5 pt > 3
+
+
+def test_markdown_shows_the_bab_counts_and_leaves_rows_without_bab_empty():
+    pb = _bench()
+    t = pd.DataFrame([dict(net="mlp", model="dense", params=100, macs=90, clean_acc=0.95, unstable_per_input=12.5,
+                           crown_cert_acc=0.2, crown_s_per_input=0.01, score_s=0.0, bab_cert_acc=0.25, bab_by_crown=3,
+                           bab_falsified=10, bab_timeouts=5, bab_samples=20),
+                      dict(net="mlp", model="random@0.5", params=60, macs=50, clean_acc=0.9, unstable_per_input=8.0,
+                           crown_cert_acc=0.3, crown_s_per_input=0.01, score_s=0.1)])
+    lines = pb.markdown(t).splitlines()
+    assert lines[0].endswith("| bab_cert_acc | bab_by_crown | bab_falsified | bab_timeouts | bab_samples |")
+    assert lines[2].endswith("| 0.250 | 3 | 10 | 5 | 20 |") and "| 100 | 90 |" in lines[2]
+    assert lines[3].endswith("| 0.100 |  |  |  |  |  |")

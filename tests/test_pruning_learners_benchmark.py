@@ -102,8 +102,9 @@ def test_a_row_without_the_requested_bab_column_is_run_again_and_replaced_in_pla
 
 
 def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown(monkeypatch):
-    """bab_columns sends exactly the inputs CROWN leaves open to bab_verdicts (stubbed here with a
-    known answer per input) and adds its CERTIFIED verdicts to CROWN's count."""
+    """bab_columns (metrics.bab_counts, the one procedure) sends exactly the inputs CROWN leaves
+    open to verify_each (stubbed here with a known answer per input) and adds its CERTIFIED
+    verdicts to CROWN's count."""
     import torch
 
     from certprune.pruning import metrics
@@ -119,12 +120,12 @@ def test_bab_columns_count_every_input_once_and_never_certify_less_than_crown(mo
     answers = [Verdict.CERTIFIED, Verdict.FALSIFIED, Verdict.UNKNOWN]
     seen = []
 
-    def stub(m, Xs, ys, eps, timeout):
+    def stub(m, Xs, ys, eps, timeout, domain):
         assert m is model and timeout == 2.0
         seen.append((Xs.clone(), ys.clone()))
         return [answers[i % 3] for i in range(len(Xs))]
 
-    monkeypatch.setattr(metrics, "bab_verdicts", stub)
+    monkeypatch.setattr(metrics, "verify_each", stub)
     mixed = 0
     for eps in (0.001, 0.01, 0.03, 0.08):
         seen.clear()

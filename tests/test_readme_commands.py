@@ -101,6 +101,9 @@ COMMANDS = {
     "certprune prune MODEL.onnx --method magnitude --amount 0.5 --granularity neuron --dataset digits|mnist "
     "[--scope global|local] [--min-keep F] [--epsilon E] [--finetune-epochs E] [--stability-weight L] --out PRUNED.onnx":
         Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/pruned.onnx"}),
+    "certprune prune MODEL.onnx --method stability --amount 0.5 --granularity neuron --dataset digits --steps 4 "
+    "--finetune-fraction 0.5 --layer-caps 0=0.3 --out PRUNED.onnx":
+        Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/caps.onnx"}),
     "certprune prune MODEL.onnx --method taylor-group --amount 0.5 --granularity neuron --dataset digits "
     "--activate-while-pruning --out PRUNED.onnx": Run(subst={"MODEL.onnx": DIGITS, "PRUNED.onnx": "{tmp}/ap.onnx"}),
     "certprune prune certprune/models/german_mlp.onnx --method m-info-flow --amount 0.25 --granularity neuron "

@@ -1,5 +1,5 @@
 """``certprune prune MODEL --method NAME --amount A [--granularity G] [--finetune-epochs E]
---dataset NAME [--epsilon E] [--activate-while-pruning] [--protected ATTR] [--checkpoint DIR] --out PRUNED.onnx``.
+[--steps K] [--finetune-fraction F] [--layer-caps K=F] --dataset NAME [--epsilon E] [--activate-while-pruning] [--protected ATTR] [--checkpoint DIR] --out PRUNED.onnx``.
 
 ``--method`` choices are read from the library's registries (the scoring criteria of
 :mod:`certprune.pruning.criteria` and the mask learners of :mod:`certprune.pruning.learners`).
@@ -14,6 +14,10 @@ the loss (``TABULAR_METHODS``) are accepted on them.
 (Ctrl-C: exit code 130, crash) started again with the same command continues from its last saved
 epoch and writes what an uninterrupted run writes; a folder of another run, or a non-empty folder
 without run.json, is bad input.
+``--layer-caps K=F`` caps the K-th prunable layer (0 = the first; positions, because an ONNX
+model's layer names are its node names) at a fraction F of its units removed, and
+``--finetune-fraction F`` fine-tunes each step on a rotating share F of the data (Li et al.'s many
+small steps at the same epochs); both are checked before the model is loaded where they can be.
 Writes PRUNED.onnx and PRUNED.manifest.json (the manifest is also stored in the ONNX metadata).
 ``--out`` must not be the input model (refused unless ``--force``) nor a directory; both are
 checked before any work. Defaults a newcomer can rely on: ``--finetune-epochs`` of
@@ -63,6 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-keep", type=float, default=0.0,
                    help="fraction of every layer's units that is never removed (default 0)")
     p.add_argument("--steps", type=int, default=1, help="iterative prune/fine-tune steps (default 1: one-shot)")
+    p.add_argument("--layer-caps", action="append", default=None, metavar="K=F",
+                   help="the K-th prunable layer (0 = the first, in forward order) never loses more than the "
+                        "fraction F in [0, 1) of its units; the other layers take the rest, so --amount is kept "
+                        "(unit granularities; repeat or comma-separate, e.g. 0=0.5,1=0.7)")
+    p.add_argument("--finetune-fraction", type=float, default=1.0, metavar="F",
+                   help="each step fine-tunes on its own rotating share F in (0, 1] of the training part "
+                        "(default 1: all of it); 12 steps at 0.5 cost the epochs of 6 steps at 1")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="epochs of fine-tuning on the training part after each step (default "
                         f"{DEFAULT_FINETUNE_EPOCHS['digits']} on digits, {DEFAULT_FINETUNE_EPOCHS['mnist']} on mnist, "
@@ -115,16 +126,23 @@ def run(args: argparse.Namespace) -> int:
         from certprune.errors import ConfigError
         raise ConfigError(f"--finetune-epochs {args.finetune_epochs}: the one-logit {args.dataset} models cannot be "
                           "fine-tuned with cross-entropy; use --finetune-epochs 0")
+    if not 0.0 < args.finetune_fraction <= 1.0:
+        from certprune.errors import ConfigError
+        raise ConfigError(f"--finetune-fraction must be in (0, 1], got {args.finetune_fraction:g}")
+    parse_layer_caps(args.layer_caps or [])  # bad syntax refused before the model is loaded
     epsilon = _epsilon(args)
     network = load_from_args(args)
     (X, y), (X_test, y_test) = _splits(args.dataset, args.data_dir, network.info.input_shape)
+    granularity = "structured" if args.structured else args.granularity
     options = dict(scope=args.scope, steps=args.steps, lr=args.lr, stability_weight=args.stability_weight,
-                   min_keep=args.min_keep)
+                   min_keep=args.min_keep, finetune_fraction=args.finetune_fraction)
+    if args.layer_caps:
+        options["layer_caps"] = layer_caps(network, granularity, args.layer_caps)
     if protected is not None:
         options["protected"] = protected
     try:
         pruned, manifest = prune(network, method=args.method, amount=args.amount,
-                                 granularity="structured" if args.structured else args.granularity,
+                                 granularity=granularity,
                                  data=(X, y), epsilon=epsilon, n=args.n, m=args.m, seed=args.seed,
                                  finetune_epochs=args.finetune_epochs,
                                  activate_while_pruning=args.activate_while_pruning, checkpoint=args.checkpoint,
@@ -171,6 +189,48 @@ def protected_column(method: str, dataset: str, attr: str | None) -> int | None:
                           "feature schema")
     from certprune.datasets import get_schema
     return get_schema(dataset).index(attr)
+
+
+def parse_layer_caps(values: list[str]) -> dict[int, float]:
+    """{layer position: largest fraction removed} from ``--layer-caps`` values ``K=F`` (repeated or
+    comma-separated); ConfigError on bad syntax, a repeated K, or F outside [0, 1)."""
+    from certprune.errors import ConfigError
+
+    caps: dict[int, float] = {}
+    for item in [v for value in values for v in value.split(",") if v.strip()]:
+        key, sep, frac = item.partition("=")
+        try:
+            k, f = int(key), float(frac)
+        except ValueError:
+            k = f = None
+        if not sep or k is None or k < 0:
+            raise ConfigError(f"--layer-caps expects K=F (K a layer position 0, 1, ..., F a fraction), e.g. 0=0.5; "
+                              f"got {item!r}")
+        if not 0.0 <= f < 1.0:
+            raise ConfigError(f"--layer-caps {item}: the fraction must be in [0, 1), got {f:g}")
+        if k in caps:
+            raise ConfigError(f"--layer-caps gives layer {k} twice")
+        caps[k] = f
+    return caps
+
+
+def layer_caps(network, granularity: str, values: list[str]) -> dict[str, float]:
+    """``prune(layer_caps=...)``: the ``--layer-caps`` positions mapped to the names of the model's
+    prunable layers at ``granularity`` (the order prune() removes units in); ConfigError for a
+    position past the last layer or a granularity without units."""
+    from certprune.errors import ConfigError
+    from certprune.pruning.layers import unit_layers
+
+    if granularity not in ("neuron", "channel", "structured"):
+        raise ConfigError(f"--layer-caps applies to unit pruning (--granularity neuron, channel or structured), "
+                          f"not {granularity}")
+    layers = unit_layers(network, granularity)
+    caps = parse_layer_caps(values)
+    past = sorted(k for k in caps if k >= len(layers))
+    if past:
+        known = ", ".join(f"{i} ({l.width} units)" for i, l in enumerate(layers))
+        raise ConfigError(f"--layer-caps: no prunable layer {', '.join(map(str, past))}; this model has {known}")
+    return {layers[k].name: f for k, f in caps.items()}
 
 
 def accuracy(model, X, y) -> float:
