@@ -18,9 +18,10 @@ a backward pass to the input over the ReLUs below it. Options:
   does lose the tighter interval images that CROWN bounds of stable neurons give later layers
   (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
   what costs (convolutional layers, deep ResNets);
-- patches mode (:mod:`certprune.bounds.patches`): the identity-spec pass of a convolutional node
-  keeps each neuron's coefficients on its receptive field only, where that is cheaper than the
-  dense pass (same bounds);
+- patches mode: the identity-spec pass of a convolutional node keeps each neuron's coefficients
+  on its receptive field only (:class:`~certprune.graph.windows.Windows`), where that is cheaper
+  than the dense pass (a cost rule, ``windows.plan`` / ``windows.cost``; same bounds). It is the
+  same sweep: every operator's backward step accepts dense coefficients or windows;
 - a node that is a single linear operator applied to the input box (the first Linear / Conv)
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certprune.bounds import patches
 from certprune.errors import check_deadline
+from certprune.graph import windows
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear, matmul
@@ -90,7 +91,9 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
           alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
           betas: dict[int, torch.Tensor] | None = None, keep_lam: bool = True) -> Backward:
     """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
-    some nodes and the bias collected so far (see :func:`backward`)."""
+    some nodes and the bias collected so far (see :func:`backward`). The coefficients are dense
+    tensors or :class:`~certprune.graph.windows.Windows` (the lower bounds then come per window
+    row, (N, Lc * R)); each operator's step handles both."""
     A = next(iter(acc.values()))
     scores: dict[int, torch.Tensor] = {}
     for i in range(start, 0, -1):
@@ -112,6 +115,10 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         for j, cj in zip(node.inputs, ins):
             acc[j] = acc[j] + cj if j in acc else cj
     lam = acc.get(0)
+    if isinstance(A, windows.Windows):
+        if lam is None:  # the node does not depend on the input
+            return Backward(bias.expand(st.lo.shape[0], bias.shape[1]), None, scores)
+        return Backward(lam.concretize(bias, *st.bounds[0]), None, scores)
     if lam is None:
         lam = A.new_zeros(A.shape[0], A.shape[1], graph.input_dim)
     lam = lam.reshape(lam.shape[0], lam.shape[1], -1)
@@ -132,12 +139,21 @@ def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, h
     return const + mid - (mag @ radius).squeeze(-1)
 
 
-def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None) -> Interval:
-    """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k)."""
+def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None,
+               use_windows: bool | None = None, budget: int | None = None) -> Interval:
+    """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k).
+    The pass runs on windows (patches mode) where ``windows.plan`` applies and, with
+    ``use_windows=None``, the cost rule says they are cheaper than dense coefficients for these
+    rows; ``True`` takes them wherever they apply, ``False`` never (same bounds either way).
+    ``budget`` (default ``ROW_BUDGET``) caps the values of one coefficient tensor."""
     n = graph.nodes[t].size
-    pc = patches.patch_crown(graph, t, st, ROW_BUDGET, 1.0 if rows is None else len(rows) / n)
-    if pc is not None:  # convolutional node: the pass on local windows (patches mode)
-        return pc if rows is None else (pc[0][:, rows], pc[1][:, rows])
+    budget = ROW_BUDGET if budget is None else budget
+    geo = None if use_windows is False else windows.plan(graph, t)
+    if geo is not None:
+        patch, dense = windows.cost(graph, t, geo)
+        if use_windows or patch < windows.COST_RATIO * dense * (1.0 if rows is None else len(rows) / n):
+            wl, wu = _windows_crown(graph, t, st, geo, budget)
+            return (wl, wu) if rows is None else (wl[:, rows], wu[:, rows])
     rows = torch.arange(n) if rows is None else rows
     N = st.lo.shape[0]
     lows, ups = [], []
@@ -166,6 +182,22 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
         lows.append(r[:, :k])
         ups.append(-r[:, k:])
     return torch.cat(lows, 1), torch.cat(ups, 1)
+
+
+def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> Interval:
+    """CROWN (lower, upper) of every entry of the 3-D node t (N, n), by the sweep on windows,
+    the target's locations in chunks of at most ``budget`` values per window tensor."""
+    C, H, W = graph.nodes[t].shape
+    N, L, R = st.lo.shape[0], H * W, 2 * C
+    widest = max(graph.nodes[j].shape[0] * g[0] * g[1] for j, g in geo.items())
+    chunk = max(1, min(L, budget // (N * R * widest)))
+    cache: dict = {}
+    parts = []
+    for l0 in range(0, L, chunk):
+        A = windows.identity(graph.nodes[t].shape, windows.Locations((H, W), slice(l0, l0 + chunk), cache), st.lo.dtype)
+        parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st).lower.expand(N, A.rows))
+    r = torch.cat(parts, 1).reshape(N, L, R)
+    return r[..., :C].transpose(1, 2).reshape(N, -1), -r[..., C:].transpose(1, 2).reshape(N, -1)
 
 
 TWO_STEP_VALUES = 1 << 20  # largest (2n, rows * (p + 1)) matrix of the two-step product
