@@ -66,14 +66,22 @@ def test_patches_equal_the_dense_pass_on_every_conv_node(name):
     assert ("pad" in kinds and "scale" in kinds) if name == "chain_bn_pad" else "add" in kinds
 
 
-def test_plan_refuses_what_it_cannot_window():
+def test_plan_keeps_windows_down_to_where_they_stop_paying(monkeypatch):
+    """The plan refuses a 1-D target; below a target it keeps windows down to a node without a
+    window step (grouped conv) or where a window would cover the whole node, dense from there."""
     g = build_graph(_chain(), (2, 9, 9))
     assert windows.plan(g, len(g.nodes) - 1) is None  # the Linear head: 1-D
     m = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
-    assert windows.plan(build_graph(m, (2, 7, 7)), 3) is None  # grouped conv below
+    geo = windows.plan(build_graph(m, (2, 7, 7)), 3)
+    assert set(geo) == {3, 2}  # the grouped conv (node 1) gets dense coefficients
     geo = windows.plan(g, 7)  # Conv(s2) <- Pad <- ReLU <- BN <- Conv(p2) <- ReLU <- Conv(s2, p1) <- input
     assert geo[6] == (2, 2, 2, 2, 0, 0) and geo[5] == (2, 2, 2, 2, 2, 1)
-    assert geo[0][2:4] == (4, 4)  # strides multiply
+    assert 2 not in geo and windows.WINDOW_FILL <= 16 / 25  # a 4x4 window on node 2 (3, 5, 5): dense
+    monkeypatch.setattr(windows, "WINDOW_FILL", 1.0)
+    geo = windows.plan(g, 7)
+    assert geo[2] == (4, 4, 2, 2, 4, 3) and 0 not in geo  # strides multiply; a 9x9 window on the 9x9 input
+    g2 = build_graph(nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv2d(2, 2, 3)).eval(), (1, 15, 15))
+    assert windows.plan(g2, 3)[0] == (7, 7, 2, 2, 0, 0)  # a 7x7 window on a 15x15 input stays windows
 
 
 def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):

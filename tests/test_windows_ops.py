@@ -134,3 +134,12 @@ def test_concretize_equals_the_dense_minimum():
     vals = torch.einsum("mx,snx->snm", densify(A).reshape(A.rows, -1), x.reshape(500, N, -1)) + bias
     assert (vals >= got - 1e-12).all()
     assert unfold(lo, A.geo, (3, 3)).shape == (N, 9, 1, 12)
+
+
+def test_dense_conversion_equals_the_placed_windows():
+    """``Windows.dense`` (where the sweep leaves windows) scatters each window to its location,
+    also for a chunk of locations that starts and ends inside a row of the target."""
+    A = random_windows((2, 6, 7), (4, 3, 2, 2, 1, 2), hw=(3, 4), sl=slice(1, 11), K=2)
+    _same(A.dense(), densify(A))
+    B = random_windows((2, 6, 7), (5, 5, 2, 2, 2, 2), hw=(3, 4), sl=slice(0, 12), seed=4)  # window > node
+    _same(B.dense(), densify(B))

@@ -100,6 +100,8 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         coef = acc.pop(i, None)
         if coef is None:
             continue
+        if isinstance(coef, windows.Windows) and i not in coef.at.plan:
+            coef = coef.dense()  # windows no longer pay below here (``windows.plan``)
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
@@ -113,18 +115,27 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
             if b is not None:
                 bias = bias + b
         for j, cj in zip(node.inputs, ins):
-            acc[j] = acc[j] + cj if j in acc else cj
+            acc[j] = cj if j not in acc else _add(acc[j], cj)
     lam = acc.get(0)
-    if isinstance(A, windows.Windows):
-        if lam is None:  # the node does not depend on the input
-            return Backward(bias.expand(st.lo.shape[0], bias.shape[1]), None, scores)
-        return Backward(lam.concretize(bias, *st.bounds[0]), None, scores)
+    if isinstance(lam, windows.Windows):
+        if 0 in lam.at.plan:
+            return Backward(lam.concretize(bias, *st.bounds[0]), None, scores)
+        lam = lam.dense()
+    if lam is None and isinstance(A, windows.Windows):  # the node does not depend on the input
+        return Backward(bias.expand(st.lo.shape[0], bias.shape[1]), None, scores)
     if lam is None:
         lam = A.new_zeros(A.shape[0], A.shape[1], graph.input_dim)
     lam = lam.reshape(lam.shape[0], lam.shape[1], -1)
     if keep_lam:
         return Backward(concretize_lower(lam, bias, st.lo, st.hi), lam, scores)
     return Backward(concretize_lower(lam, bias, st.lo, st.hi, overwrite=True), None, scores)
+
+
+def _add(a, b):
+    """Sum of two contributions to a node's coefficients (windows meeting dense ones turn dense)."""
+    if isinstance(a, windows.Windows) != isinstance(b, windows.Windows):
+        a, b = [x.dense() if isinstance(x, windows.Windows) else x for x in (a, b)]
+    return a + b
 
 
 def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
@@ -189,13 +200,15 @@ def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> I
     the target's locations in chunks of at most ``budget`` values per window tensor."""
     C, H, W = graph.nodes[t].shape
     N, L, R = st.lo.shape[0], H * W, 2 * C
-    widest = max(graph.nodes[j].shape[0] * g[0] * g[1] for j, g in geo.items())
+    widest = max(graph.nodes[j].shape[0] * geo[j][0] * geo[j][1] if j in geo else graph.nodes[j].size
+                 for j in graph.ancestors(t))
     chunk = max(1, min(L, budget // (N * R * widest)))
     cache: dict = {}
     parts = []
     for l0 in range(0, L, chunk):
-        A = windows.identity(graph.nodes[t].shape, windows.Locations((H, W), slice(l0, l0 + chunk), cache), st.lo.dtype)
-        parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st).lower.expand(N, A.rows))
+        at = windows.Locations((H, W), slice(l0, l0 + chunk), cache, geo)
+        A = windows.identity(graph.nodes[t].shape, at, st.lo.dtype)
+        parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st, keep_lam=False).lower.expand(N, A.rows))
     r = torch.cat(parts, 1).reshape(N, L, R)
     return r[..., :C].transpose(1, 2).reshape(N, -1), -r[..., C:].transpose(1, 2).reshape(N, -1)
 
