@@ -127,11 +127,12 @@ def test_concretize_equals_the_dense_minimum():
     hi = lo + torch.rand(N, *shape, generator=g, dtype=torch.float64)
     A = random_windows(shape, (4, 3, 2, 2, 1, 1), hw=(3, 3), sl=slice(0, 9))
     bias = torch.randn(1, A.rows, generator=g, dtype=torch.float64)
+    D = densify(A).reshape(1, A.rows, -1)  # before: concretize overwrites P with |P| (the sweep's last use)
     got = A.concretize(bias, lo, hi)
-    want = concretize_lower(densify(A).reshape(1, A.rows, -1), bias, lo.reshape(N, -1), hi.reshape(N, -1))
+    want = concretize_lower(D.clone(), bias, lo.reshape(N, -1), hi.reshape(N, -1))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     x = lo + (hi - lo) * torch.rand(500, N, *shape, generator=g, dtype=torch.float64)  # sampled: a lower bound
-    vals = torch.einsum("mx,snx->snm", densify(A).reshape(A.rows, -1), x.reshape(500, N, -1)) + bias
+    vals = torch.einsum("mx,snx->snm", D[0], x.reshape(500, N, -1)) + bias
     assert (vals >= got - 1e-12).all()
     assert unfold(lo, A.geo, (3, 3)).shape == (N, 9, 1, 12)
 

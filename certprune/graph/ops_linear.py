@@ -212,9 +212,12 @@ class Conv(Op):
         K, Lc, R, C, ph, pw = P.shape
         bias = None if self.bias is None else (P.sum((-2, -1)) @ self.bias).reshape(K, Lc * R)
         g = self.window_geo(A.geo)
-        out = torch.nn.grad.conv2d_input((K * Lc * R, self.weight.shape[1], g[0], g[1]), self.weight,
-                                         P.reshape(-1, C, ph, pw), self.stride, 0)
-        return [A.moved(out.reshape(K, Lc, R, *out.shape[1:]), g, self.in_shape)], bias
+        same = Lc > 1 and P.stride(1) == 0  # the same windows at every location (the identity spec)
+        Q = P[:, :1] if same else P
+        out = torch.nn.grad.conv2d_input((Q.shape[0] * Q.shape[1] * R, self.weight.shape[1], g[0], g[1]), self.weight,
+                                         Q.reshape(-1, C, ph, pw), self.stride, 0)
+        out = out.reshape(K, Q.shape[1], R, *out.shape[1:])
+        return [A.moved(out.expand(K, Lc, *out.shape[2:]) if same else out, g, self.in_shape)], bias
 
     def backward(self, A):
         if isinstance(A, Windows):

@@ -91,7 +91,7 @@ class ReLU(Op):
         Pf = A.flat()
         neg = Pf.clamp(max=0)
         bias = (neg @ A.of(r, "intercept", lambda: r.intercept).transpose(-1, -2)).reshape(-1, A.rows)
-        new = torch.addcmul(Pf * a, neg, gap)  # alpha on positive, chord on negative coefficients
+        new = (Pf * a).addcmul_(neg, gap)  # alpha on positive, chord on negative coefficients
         return A.moved(new.reshape(new.shape[0], *A.P.shape[1:]), A.geo, A.shape), bias, None
 
     @staticmethod

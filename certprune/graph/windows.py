@@ -109,6 +109,8 @@ class Windows:
 
     def masked(self) -> torch.Tensor:
         """``P`` with the positions outside the node set to zero (before a step that moves values)."""
+        if self.geo == ONE:  # each location's own position: always inside
+            return self.P
         ones = self.of(None, ("mask",) + self.shape[1:], lambda: self.P.new_ones(1, 1, *self.shape[1:]))
         g = self.geo
         return self.P * ones.reshape(1, ones.shape[1], 1, 1, g[0], g[1])
@@ -159,11 +161,15 @@ class Windows:
 
     def concretize(self, bias: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Minimum over each box (``lo``/``hi`` (N, C, H, W), the input node) of the linear
-        function with these coefficients and ``bias`` (K, Lc * R): (N, Lc * R)."""
+        function with these coefficients and ``bias`` (K, Lc * R): (N, Lc * R). Overwrites ``P``
+        with |P| where it is contiguous (the end of a sweep: nobody reads it again)."""
         center = self.of(lo, "center", lambda: (lo + hi) / 2).transpose(-1, -2)  # (N, Lc, X, 1)
         radius = self.of(lo, "radius", lambda: (hi - lo) / 2).transpose(-1, -2)
         Pf = self.flat()
-        out = (Pf @ center).squeeze(-1) - (Pf.abs() @ radius).squeeze(-1)
+        mid = (Pf @ center).squeeze(-1)
+        # the sweep's own last buffer: |P| in place where it can be (one allocation less)
+        mag = Pf.abs_() if Pf.is_contiguous() and not Pf.requires_grad else Pf.abs()
+        out = mid - (mag @ radius).squeeze(-1)
         return bias + out.reshape(out.shape[0], -1)
 
 
