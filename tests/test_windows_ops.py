@@ -44,8 +44,11 @@ def _same(win, dense, atol=1e-12):
 CONVS = [(1, 0, True), (2, 1, True), (2, 0, False), (1, 2, True)]
 
 
+@pytest.mark.parametrize("jacobian", [True, False])
 @pytest.mark.parametrize("stride,padding,bias", CONVS)
-def test_conv_window_step_equals_the_transposed_convolution(stride, padding, bias):
+def test_conv_window_step_equals_the_transposed_convolution(stride, padding, bias, jacobian, monkeypatch):
+    """Both ways of the window step: the cached window Jacobian (one product) and conv2d_input."""
+    monkeypatch.setattr(Conv, "JACOBIAN_VALUES", (1 << 21) if jacobian else 0)
     g = torch.Generator().manual_seed(stride * 10 + padding)
     cin, cout, k = 3, 2, 3
     H_in = W_in = 9
@@ -57,7 +60,12 @@ def test_conv_window_step_equals_the_transposed_convolution(stride, padding, bia
     (win,), wb = op.backward(A)
     (den,), db = op.backward(densify(A))
     assert win.geo == op.window_geo(A.geo) and win.shape == (cin, H_in, W_in)
+    assert (op.__dict__.get("_jac", {}).get((2, 3) + win.geo[:2] + (torch.float64,)) is not None) is jacobian
     _same(win, den)
+    same = Windows(A.P[:, :1].expand_as(A.P), A.geo, A.shape, A.at)  # one window for all locations
+    (w1,), _ = op.backward(same)
+    (d1,), _ = op.backward(densify(same))
+    _same(w1, d1)
     if bias:
         torch.testing.assert_close(wb, db, rtol=0, atol=1e-12)
     else:
