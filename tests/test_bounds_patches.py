@@ -174,19 +174,3 @@ def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
     x = lo + (hi - lo) * torch.rand(2000, 1, d, generator=gen, dtype=torch.float64)  # sampled soundness
     y = g.forward(x.reshape(-1, d)).reshape(2000, 4, -1)
     assert (y >= yl - 1e-9).all() and (y <= yu + 1e-9).all()
-
-
-def test_keep_large_buffers_applies_once_and_can_be_switched_off(monkeypatch):
-    """The allocator setting (``bounds.memory``) is accepted by glibc on Linux, applied once per
-    process (the answer is remembered), and ``CERTPRUNE_MALLOPT=0`` leaves the allocator alone."""
-    import platform
-    import sys
-
-    from certprune.bounds import memory
-    monkeypatch.setattr(memory, "_state", [])
-    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert memory.keep_large_buffers() is expected
-    assert memory._state == [expected] and memory.keep_large_buffers() is expected
-    monkeypatch.setattr(memory, "_state", [])
-    monkeypatch.setenv("CERTPRUNE_MALLOPT", "0")
-    assert memory.keep_large_buffers() is False

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certprune.bounds import memory
 from certprune.errors import check_deadline
 from certprune.graph import windows
 from certprune.graph.ir import Graph
@@ -158,7 +157,6 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     ``use_windows=None``, the cost rule says they are cheaper than dense coefficients for these
     rows; ``True`` takes them wherever they apply, ``False`` never (same bounds either way).
     ``budget`` (default ``ROW_BUDGET``) caps the values of one coefficient tensor."""
-    memory.keep_large_buffers()  # once per process: no page faults on every coefficient buffer
     n = graph.nodes[t].size
     budget = ROW_BUDGET if budget is None else budget
     geo = None if use_windows is False else windows.plan(graph, t)
