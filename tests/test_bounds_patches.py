@@ -99,6 +99,10 @@ def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):
     pl, pu = crown.node_crown(g, 3, st)
     assert used == [3]  # the cost rule chose windows
     dl, du = _dense(g, 3, st)
+    sl, su = crown.node_crown(g, 3, st, budget=2 * 16 * 100 - 1)  # one location's rows would not fit
+    assert used == [3]  # so the dense pass (which splits rows further) ran
+    torch.testing.assert_close(sl, dl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(su, du, rtol=0, atol=1e-12)
     torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
     torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
 

@@ -155,14 +155,16 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k).
     The pass runs on windows (patches mode) where ``windows.plan`` applies and, with
     ``use_windows=None``, the cost rule says they are cheaper than dense coefficients for these
-    rows; ``True`` takes them wherever they apply, ``False`` never (same bounds either way).
+    rows and the rows of one location fit in ``budget`` (the dense pass splits rows further);
+    ``True`` takes them wherever they apply, ``False`` never (same bounds either way).
     ``budget`` (default ``ROW_BUDGET``) caps the values of one coefficient tensor."""
     n = graph.nodes[t].size
     budget = ROW_BUDGET if budget is None else budget
     geo = None if use_windows is False else windows.plan(graph, t)
     if geo is not None:
         patch, dense = windows.cost(graph, t, geo)
-        if use_windows or patch < windows.COST_RATIO * dense * (1.0 if rows is None else len(rows) / n):
+        fits = st.lo.shape[0] * 2 * graph.nodes[t].shape[0] * _widest(graph, t, geo) <= budget  # one location
+        if use_windows or (fits and patch < windows.COST_RATIO * dense * (1.0 if rows is None else len(rows) / n)):
             wl, wu = _windows_crown(graph, t, st, geo, budget)
             return (wl, wu) if rows is None else (wl[:, rows], wu[:, rows])
     rows = torch.arange(n) if rows is None else rows
@@ -195,14 +197,18 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     return torch.cat(lows, 1), torch.cat(ups, 1)
 
 
+def _widest(graph: Graph, t: int, geo: dict) -> int:
+    """Largest coefficient volume per row in the pass of t: a window where ``geo`` keeps them, a node."""
+    return max(graph.nodes[j].shape[0] * geo[j][0] * geo[j][1] if j in geo else graph.nodes[j].size
+               for j in graph.ancestors(t))
+
+
 def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> Interval:
     """CROWN (lower, upper) of every entry of the 3-D node t (N, n), by the sweep on windows,
     the target's locations in chunks of at most ``budget`` values per window tensor."""
     C, H, W = graph.nodes[t].shape
     N, L, R = st.lo.shape[0], H * W, 2 * C
-    widest = max(graph.nodes[j].shape[0] * geo[j][0] * geo[j][1] if j in geo else graph.nodes[j].size
-                 for j in graph.ancestors(t))
-    chunk = max(1, min(L, budget // (N * R * widest)))
+    chunk = max(1, min(L, budget // (N * R * _widest(graph, t, geo))))
     cache: dict = {}
     parts = []
     for l0 in range(0, L, chunk):
