@@ -206,26 +206,37 @@ class Conv(Op):
         (s0, s1), (p0, p1) = self.stride, self.padding
         return (ph - 1) * s0 + kh, (pw - 1) * s1 + kw, sh * s0, sw * s1, oh * s0 + p0, ow * s1 + p1
 
-    JACOBIAN_VALUES = 1 << 21  # largest window Jacobian kept (16 MB in float64)
+    JACOBIAN_VALUES = 1 << 21  # largest Jacobian kept (16 MB in float64)
+    JACOBIAN_SPREAD = 12  # ... and only where an output covers at most this many kernel areas
 
-    def _window_jacobian(self, P: torch.Tensor, g) -> torch.Tensor | None:
-        """The transposed convolution of one window as a matrix (C * ph * pw, C_in * g0 * g1),
-        built once per window shape and kept on the operator (None where it would exceed
-        ``JACOBIAN_VALUES``): one BLAS product for all windows, measured 1.6x (oval21) to 2.2x
-        (MNIST convnet) faster than ``conv2d_input`` on many small windows; same values up to
-        float64 rounding."""
-        C, ph, pw = P.shape[-3:]
-        key = (ph, pw, g[0], g[1], P.dtype)
+    def _transposed(self, P: torch.Tensor, out_hw, padding) -> torch.Tensor:
+        """The transposed convolution of windows P (B, C, h, w) to (B, C_in, *out_hw) (2-D): one
+        BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and kept on
+        the operator, where that is small (``JACOBIAN_VALUES``), the output small next to the
+        kernel (``JACOBIAN_SPREAD``) and there are at least as many rows as Jacobian rows; else
+        ``conv2d_input``. Measured on the windows of patches mode: oval21 1.6x, MNIST convnet 2.2x,
+        sri_resnet_a 7x7 windows 1.2x faster (in isolation; in the pass: MNIST conv node 38 -> 31
+        ms); 2-5x slower on larger outputs (28x28 from a 4x4 kernel, 16x16 on oval21), hence the
+        spread rule. Not for the dense step: on the MNIST convnet's 5x5 node it won 1.5x in
+        isolation but lost in the pass (Linear node 110 -> 130 ms). Same values up to rounding."""
+        B, C, h, w = P.shape
+        ci, (kh, kw) = self.in_shape[0], self.weight.shape[2:]
+        H, W = out_hw
+        key = (C, h, w, H, W, tuple(padding), P.dtype)
         cache = self.__dict__.setdefault("_jac", {})
         if key not in cache:
-            if C * ph * pw * self.weight.shape[1] * g[0] * g[1] > self.JACOBIAN_VALUES:
-                cache[key] = None
-            else:
-                eye = torch.eye(C * ph * pw, dtype=P.dtype).reshape(-1, C, ph, pw)
-                J = torch.nn.grad.conv2d_input((C * ph * pw, self.weight.shape[1], g[0], g[1]),
-                                               self.weight.to(P.dtype), eye, self.stride, 0)
-                cache[key] = J.reshape(C * ph * pw, -1).contiguous()
-        return cache[key]
+            small = C * h * w * ci * H * W <= self.JACOBIAN_VALUES and H * W <= self.JACOBIAN_SPREAD * kh * kw
+            J = None
+            if small:
+                eye = torch.eye(C * h * w, dtype=P.dtype).reshape(-1, C, h, w)
+                J = torch.nn.grad.conv2d_input((C * h * w, ci, H, W), self.weight.to(P.dtype), eye, self.stride,
+                                               padding, self.dilation, self.groups).reshape(C * h * w, -1)
+            cache[key] = J
+        J = cache[key]
+        if J is None or B < J.shape[0]:
+            return torch.nn.grad.conv2d_input((B, ci, H, W), self.weight, P, self.stride, padding, self.dilation,
+                                              self.groups)
+        return matmul(P.reshape(B, -1), J).reshape(B, ci, H, W)
 
     def _backward_windows(self, A: Windows):
         """The transposed convolution of every window (unpadded: the geometry carries the padding)."""
@@ -235,14 +246,8 @@ class Conv(Op):
         g = self.window_geo(A.geo)
         same = Lc > 1 and P.stride(1) == 0  # the same windows at every location (the identity spec)
         Q = P[:, :1] if same else P
-        rows = Q.shape[0] * Q.shape[1] * R
-        M = self._window_jacobian(P, g) if rows >= C * ph * pw else None
-        if M is not None:
-            out = matmul(Q.reshape(rows, -1), M)
-        else:
-            out = torch.nn.grad.conv2d_input((rows, self.weight.shape[1], g[0], g[1]), self.weight,
-                                             Q.reshape(-1, C, ph, pw), self.stride, 0)
-        out = out.reshape(K, Q.shape[1], R, self.weight.shape[1], g[0], g[1])
+        out = self._transposed(Q.reshape(-1, C, ph, pw), g[:2], (0, 0))
+        out = out.reshape(K, Q.shape[1], R, *out.shape[1:])
         return [A.moved(out.expand(K, Lc, *out.shape[2:]) if same else out, g, self.in_shape)], bias
 
     def backward(self, A):
