@@ -9,8 +9,8 @@ geometry ``(ph, pw, sh, sw, oh, ow)``: the window of location (i, j) starts at r
 ``i * sh - oh`` and column ``j * sw - ow`` of the node (C_j, H_j, W_j) holding them. The rows of
 the linear function are the Lc * R (location, row) pairs, so biases are (K, Lc * R) as in the
 dense sweep. Positions outside the node (the zero padding of a convolution, or of the window
-itself) may hold anything: every step multiplies them by zero (``masked``, or windows of a
-per-node tensor, which are zero there).
+itself) may hold any finite value: every step multiplies them by zero (``masked``, or windows
+of a per-node tensor, which are zero there) and ``dense`` crops them.
 
 The sweep (``certprune.bounds.crown.sweep``) is the same for dense tensors and windows: each
 operator's ``backward`` (and ``ReLU.backward_relaxed``) accepts either and owns its step and
