@@ -1,5 +1,5 @@
 """The fast paths of the identity-spec CROWN passes give the bounds of the plain sweep: patches
-mode (``certprune.bounds.patches``, local windows) on every convolutional node (strided /
+mode (the one sweep on ``certprune.graph.windows.Windows``, local windows) on every convolutional node (strided /
 padded convs, BatchNorm, Pad, residual adds) whatever the location chunking, with a dense
 fallback where it does not apply; the one-product ReLU -> Linear step; numpy's BLAS products."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from certprune.bounds import crown, patches
+from certprune.bounds import crown
+from certprune.graph import windows
 from certprune.graph import build_graph
 from certprune.io import onnx_ops as ops
 from tests.graph_nets import GRAPHS
@@ -30,10 +31,8 @@ def _chain() -> nn.Sequential:
 NETS = {"chain_bn_pad": (_chain, (2, 9, 9)), "conv_residual": (lambda: GRAPHS["conv_residual"][0](1), (1, 8, 8))}
 
 
-def _dense(g, t, st, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr(patches, "patch_crown", lambda *a, **k: None)
-        return crown.node_crown(g, t, st)
+def _dense(g, t, st):
+    return crown.node_crown(g, t, st, use_windows=False)
 
 
 def _graph_and_boxes(name: str, seed: int, n: int):
@@ -48,19 +47,18 @@ def _graph_and_boxes(name: str, seed: int, n: int):
 
 
 @pytest.mark.parametrize("name", sorted(NETS))
-def test_patches_equal_the_dense_pass_on_every_conv_node(name, monkeypatch):
+def test_patches_equal_the_dense_pass_on_every_conv_node(name):
     g, lo, hi, st = _graph_and_boxes(name, seed=1, n=3)
     kinds = set()
     for t in range(1, len(g.nodes)):
-        if patches.plan(g, t) is None:
-            assert patches.patch_crown(g, t, st, 1 << 25, fraction=1e9) is None
+        if windows.plan(g, t) is None:
             continue
         kinds.add(g.nodes[t].op.kind)
-        pl, pu = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)  # forced on, whatever the cost
-        dl, du = _dense(g, t, st, monkeypatch)
+        pl, pu = crown.node_crown(g, t, st, use_windows=True, budget=1 << 25)  # forced on, whatever the cost
+        dl, du = _dense(g, t, st)
         torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
         torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
-        cl, cu = patches.patch_crown(g, t, st, 40, fraction=1e9)  # one location per chunk
+        cl, cu = crown.node_crown(g, t, st, use_windows=True, budget=40)  # one location per chunk
         torch.testing.assert_close(cl, pl, rtol=0, atol=1e-12)
         torch.testing.assert_close(cu, pu, rtol=0, atol=1e-12)
         assert (pl <= pu + 1e-12).all()
@@ -68,14 +66,22 @@ def test_patches_equal_the_dense_pass_on_every_conv_node(name, monkeypatch):
     assert ("pad" in kinds and "scale" in kinds) if name == "chain_bn_pad" else "add" in kinds
 
 
-def test_plan_refuses_what_it_cannot_window():
+def test_plan_keeps_windows_down_to_where_they_stop_paying(monkeypatch):
+    """The plan refuses a 1-D target; below a target it keeps windows down to a node without a
+    window step (grouped conv) or where a window would cover the whole node, dense from there."""
     g = build_graph(_chain(), (2, 9, 9))
-    assert patches.plan(g, len(g.nodes) - 1) is None  # the Linear head: 1-D
+    assert windows.plan(g, len(g.nodes) - 1) is None  # the Linear head: 1-D
     m = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
-    assert patches.plan(build_graph(m, (2, 7, 7)), 3) is None  # grouped conv below
-    geo = patches.plan(g, 7)  # Conv(s2) <- Pad <- ReLU <- BN <- Conv(p2) <- ReLU <- Conv(s2, p1) <- input
+    geo = windows.plan(build_graph(m, (2, 7, 7)), 3)
+    assert set(geo) == {3, 2}  # the grouped conv (node 1) gets dense coefficients
+    geo = windows.plan(g, 7)  # Conv(s2) <- Pad <- ReLU <- BN <- Conv(p2) <- ReLU <- Conv(s2, p1) <- input
     assert geo[6] == (2, 2, 2, 2, 0, 0) and geo[5] == (2, 2, 2, 2, 2, 1)
-    assert geo[0][2:4] == (4, 4)  # strides multiply
+    assert 2 not in geo and windows.WINDOW_FILL <= 16 / 25  # a 4x4 window on node 2 (3, 5, 5): dense
+    monkeypatch.setattr(windows, "WINDOW_FILL", 1.0)
+    geo = windows.plan(g, 7)
+    assert geo[2] == (4, 4, 2, 2, 4, 3) and 0 not in geo  # strides multiply; a 9x9 window on the 9x9 input
+    g2 = build_graph(nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv2d(2, 2, 3)).eval(), (1, 15, 15))
+    assert windows.plan(g2, 3)[0] == (7, 7, 2, 2, 0, 0)  # a 7x7 window on a 15x15 input stays windows
 
 
 def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):
@@ -87,9 +93,16 @@ def test_patches_used_on_the_mnist_convnet_and_bounds_unchanged(monkeypatch):
     lo = torch.rand(2, 784, dtype=torch.float64)
     hi = (lo + 0.02).clamp(max=1)
     st = crown.intermediate(g, lo, hi)
-    assert patches.patch_crown(g, 3, st, crown.ROW_BUDGET) is not None
+    used = []
+    real = crown._windows_crown
+    monkeypatch.setattr(crown, "_windows_crown", lambda *a: used.append(a[1]) or real(*a))
     pl, pu = crown.node_crown(g, 3, st)
-    dl, du = _dense(g, 3, st, monkeypatch)
+    assert used == [3]  # the cost rule chose windows
+    dl, du = _dense(g, 3, st)
+    sl, su = crown.node_crown(g, 3, st, budget=2 * 16 * 100 - 1)  # one location's rows would not fit
+    assert used == [3]  # so the dense pass (which splits rows further) ran
+    torch.testing.assert_close(sl, dl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(su, du, rtol=0, atol=1e-12)
     torch.testing.assert_close(pl, dl, rtol=0, atol=1e-12)
     torch.testing.assert_close(pu, du, rtol=0, atol=1e-12)
 

@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from certprune.bounds import crown, patches
+from certprune.bounds import crown
+from certprune.graph import windows
 from certprune.bounds.engine import domain_bounds
 from certprune.bounds.float32 import output_error
 from certprune.bounds.forward import forward_pass
@@ -159,12 +160,7 @@ ODD_CONVS = [(cin, s, p, k, H, W) for cin in (1, 3) for s in (1, 2) for p in (0,
 
 
 def _dense_crown(g, t, st):
-    orig = patches.patch_crown
-    patches.patch_crown = lambda *a, **kw: None
-    try:
-        return crown.node_crown(g, t, st)
-    finally:
-        patches.patch_crown = orig
+    return crown.node_crown(g, t, st, use_windows=False)
 
 
 @pytest.mark.parametrize("case", ODD_CONVS + [(3, 1, 1, 3, 6, 9, 2, 1), (3, 2, 2, 3, 9, 6, 1, 3), (3, 1, 0, 2, 5, 8, 2, 3)])
@@ -179,12 +175,10 @@ def test_patches_equal_dense_crown_on_odd_conv_shapes(case):
     st = crown.intermediate(g, lo, hi)
     planned = 0
     for t in range(1, len(g.nodes)):
-        if patches.plan(g, t) is None:
+        if windows.plan(g, t) is None:
             continue
-        r = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)
-        if r is None:
-            continue
-        r1 = patches.patch_crown(g, t, st, 40, fraction=1e9)
+        r = crown.node_crown(g, t, st, use_windows=True, budget=1 << 25)
+        r1 = crown.node_crown(g, t, st, use_windows=True, budget=40)
         dl, du = _dense_crown(g, t, st)
         for a, b in ((r[0], dl), (r[1], du), (r1[0], dl), (r1[1], du)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
@@ -502,11 +496,9 @@ def test_patches_equal_dense_crown_on_random_dags(seed):
     st = crown.intermediate(g, lo, hi)
     planned = 0
     for t in range(1, len(g.nodes)):
-        if patches.plan(g, t) is None:
+        if windows.plan(g, t) is None:
             continue
-        r = patches.patch_crown(g, t, st, 1 << 25, fraction=1e9)
-        if r is None:
-            continue
+        r = crown.node_crown(g, t, st, use_windows=True, budget=1 << 25)
         dl, du = _dense_crown(g, t, st)
         torch.testing.assert_close(r[0], dl, rtol=0, atol=1e-9)
         torch.testing.assert_close(r[1], du, rtol=0, atol=1e-9)

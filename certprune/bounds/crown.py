@@ -18,9 +18,10 @@ a backward pass to the input over the ReLUs below it. Options:
   does lose the tighter interval images that CROWN bounds of stable neurons give later layers
   (measured on ACAS Xu: much looser), hence only where the identity-spec backward pass is
   what costs (convolutional layers, deep ResNets);
-- patches mode (:mod:`certprune.bounds.patches`): the identity-spec pass of a convolutional node
-  keeps each neuron's coefficients on its receptive field only, where that is cheaper than the
-  dense pass (same bounds);
+- patches mode: the identity-spec pass of a convolutional node keeps each neuron's coefficients
+  on its receptive field only (:class:`~certprune.graph.windows.Windows`), where that is cheaper
+  than the dense pass (a cost rule, ``windows.plan`` / ``windows.cost``; same bounds). It is the
+  same sweep: every operator's backward step accepts dense coefficients or windows;
 - a node that is a single linear operator applied to the input box (the first Linear / Conv)
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certprune.bounds import patches
 from certprune.errors import check_deadline
+from certprune.graph import windows
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear, matmul
@@ -90,13 +91,17 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
           alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
           betas: dict[int, torch.Tensor] | None = None, keep_lam: bool = True) -> Backward:
     """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
-    some nodes and the bias collected so far (see :func:`backward`)."""
+    some nodes and the bias collected so far (see :func:`backward`). The coefficients are dense
+    tensors or :class:`~certprune.graph.windows.Windows` (the lower bounds then come per window
+    row, (N, Lc * R)); each operator's step handles both."""
     A = next(iter(acc.values()))
     scores: dict[int, torch.Tensor] = {}
     for i in range(start, 0, -1):
         coef = acc.pop(i, None)
         if coef is None:
             continue
+        if isinstance(coef, windows.Windows) and i not in coef.at.plan:
+            coef = coef.dense()  # windows no longer pay below here (``windows.plan``)
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
@@ -110,14 +115,27 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
             if b is not None:
                 bias = bias + b
         for j, cj in zip(node.inputs, ins):
-            acc[j] = acc[j] + cj if j in acc else cj
+            acc[j] = cj if j not in acc else _add(acc[j], cj)
     lam = acc.get(0)
+    if isinstance(lam, windows.Windows):
+        if 0 in lam.at.plan:
+            return Backward(lam.concretize(bias, *st.bounds[0]), None, scores)
+        lam = lam.dense()
+    if lam is None and isinstance(A, windows.Windows):  # the node does not depend on the input
+        return Backward(bias.expand(st.lo.shape[0], bias.shape[1]), None, scores)
     if lam is None:
         lam = A.new_zeros(A.shape[0], A.shape[1], graph.input_dim)
     lam = lam.reshape(lam.shape[0], lam.shape[1], -1)
     if keep_lam:
         return Backward(concretize_lower(lam, bias, st.lo, st.hi), lam, scores)
     return Backward(concretize_lower(lam, bias, st.lo, st.hi, overwrite=True), None, scores)
+
+
+def _add(a, b):
+    """Sum of two contributions to a node's coefficients (windows meeting dense ones turn dense)."""
+    if isinstance(a, windows.Windows) != isinstance(b, windows.Windows):
+        a, b = [x.dense() if isinstance(x, windows.Windows) else x for x in (a, b)]
+    return a + b
 
 
 def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
@@ -132,12 +150,23 @@ def concretize_lower(lam: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, h
     return const + mid - (mag @ radius).squeeze(-1)
 
 
-def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None) -> Interval:
-    """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k)."""
+def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None,
+               use_windows: bool | None = None, budget: int | None = None) -> Interval:
+    """CROWN (lower, upper) of the entries ``rows`` (all if None) of node t, flattened (N, k).
+    The pass runs on windows (patches mode) where ``windows.plan`` applies and, with
+    ``use_windows=None``, the cost rule says they are cheaper than dense coefficients for these
+    rows and the rows of one location fit in ``budget`` (the dense pass splits rows further);
+    ``True`` takes them wherever they apply, ``False`` never (same bounds either way).
+    ``budget`` (default ``ROW_BUDGET``) caps the values of one coefficient tensor."""
     n = graph.nodes[t].size
-    pc = patches.patch_crown(graph, t, st, ROW_BUDGET, 1.0 if rows is None else len(rows) / n)
-    if pc is not None:  # convolutional node: the pass on local windows (patches mode)
-        return pc if rows is None else (pc[0][:, rows], pc[1][:, rows])
+    budget = ROW_BUDGET if budget is None else budget
+    geo = None if use_windows is False else windows.plan(graph, t)
+    if geo is not None:
+        patch, dense = windows.cost(graph, t, geo)
+        fits = st.lo.shape[0] * 2 * graph.nodes[t].shape[0] * _widest(graph, t, geo) <= budget  # one location
+        if use_windows or (fits and patch < windows.COST_RATIO * dense * (1.0 if rows is None else len(rows) / n)):
+            wl, wu = _windows_crown(graph, t, st, geo, budget)
+            return (wl, wu) if rows is None else (wl[:, rows], wu[:, rows])
     rows = torch.arange(n) if rows is None else rows
     N = st.lo.shape[0]
     lows, ups = [], []
@@ -166,6 +195,28 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
         lows.append(r[:, :k])
         ups.append(-r[:, k:])
     return torch.cat(lows, 1), torch.cat(ups, 1)
+
+
+def _widest(graph: Graph, t: int, geo: dict) -> int:
+    """Largest coefficient volume per row in the pass of t: a window where ``geo`` keeps them, a node."""
+    return max(graph.nodes[j].shape[0] * geo[j][0] * geo[j][1] if j in geo else graph.nodes[j].size
+               for j in graph.ancestors(t))
+
+
+def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> Interval:
+    """CROWN (lower, upper) of every entry of the 3-D node t (N, n), by the sweep on windows,
+    the target's locations in chunks of at most ``budget`` values per window tensor."""
+    C, H, W = graph.nodes[t].shape
+    N, L, R = st.lo.shape[0], H * W, 2 * C
+    chunk = max(1, min(L, budget // (N * R * _widest(graph, t, geo))))
+    cache: dict = {}
+    parts = []
+    for l0 in range(0, L, chunk):
+        at = windows.Locations((H, W), slice(l0, l0 + chunk), cache, geo)
+        A = windows.identity(graph.nodes[t].shape, at, st.lo.dtype)
+        parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st, keep_lam=False).lower.expand(N, A.rows))
+    r = torch.cat(parts, 1).reshape(N, L, R)
+    return r[..., :C].transpose(1, 2).reshape(N, -1), -r[..., C:].transpose(1, 2).reshape(N, -1)
 
 
 TWO_STEP_VALUES = 1 << 20  # largest (2n, rows * (p + 1)) matrix of the two-step product

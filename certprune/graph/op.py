@@ -8,7 +8,10 @@ Conventions (all operators):
   linear function ``sum(A * y)`` of the operator's output and returns one coefficient tensor per
   input and a bias ``(K, m)`` (or None) such that ``sum(A * y) = sum_i sum(A_i * x_i) + bias``
   exactly (linear operators) -- the backward (CROWN) step. Nonlinear operators (ReLU) take
-  their relaxation as well: see :mod:`certprune.graph.relu`.
+  their relaxation as well: see :mod:`certprune.graph.relu`. ``A`` may also be a
+  :class:`~certprune.graph.windows.Windows` (coefficients on local windows, patches mode; biases
+  then (K, rows)) for the operators whose ``window_geo(g)`` gives the geometry on their input for
+  the geometry ``g`` on their output (None, the default: no window step).
 - ``encode(enc, *exprs)`` maps the expressions of the inputs' values to the output's: the exact
   encoding, for both back ends of the one walk (``certprune.graph.encode.walk``): HiGHS rows
   (``encode.LinExpr``, LP/MILP leaves) or exact z3 terms (``encode_z3.TermExpr``). Operators
@@ -50,6 +53,10 @@ class Op:
 
     def backward(self, A: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         raise NotImplementedError
+
+    def window_geo(self, g):
+        """Window geometry on the input for ``g`` on the output; None: no window step."""
+        return None
 
     def encode(self, enc, *xs):
         """Exact encoding (see module doc); the default is for bias-free linear single-input ops."""

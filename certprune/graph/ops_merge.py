@@ -27,7 +27,10 @@ class AddSub(Op):
             return a[0] + b[0], a[1] + b[1]
         return a[0] - b[1], a[1] - b[0]
 
-    def backward(self, A):
+    def window_geo(self, g):
+        return g
+
+    def backward(self, A):  # dense tensors or Windows alike
         return [A, A if self.sign > 0 else -A], None
 
     def encode(self, enc, a, b):

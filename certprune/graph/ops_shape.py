@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, unflat_rows
+from certprune.graph.windows import Windows
 
 
 class Structural(Op):
@@ -102,7 +103,18 @@ class Pad(Structural):
     def forward(self, x):
         return F.pad(x, self.pad)
 
+    def window_geo(self, g):
+        """2-D zero padding only moves a window: by the top / left pads."""
+        if len(self.pad) != 4 or min(self.pad) < 0:
+            return None
+        ph, pw, sh, sw, oh, ow = g
+        return ph, pw, sh, sw, oh + self.pad[2], ow + self.pad[0]
+
     def backward(self, A):
+        if isinstance(A, Windows):
+            C, H, W = A.shape
+            l, r, t, b = self.pad
+            return [A.moved(A.P, self.window_geo(A.geo), (C, H - t - b, W - l - r))], None
         return [F.pad(A, tuple(-p for p in self.pad))], None
 
 

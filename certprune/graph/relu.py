@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from certprune.graph.op import FnPair, Interval, LinFn, Op
+from certprune.graph.windows import Windows
 
 
 @dataclass
@@ -78,6 +79,21 @@ class ReLU(Op):
         alpha, s, t = relu_relaxation(l, u)
         return Relaxation(alpha, s, t, ~((l >= 0) | (u <= 0)))
 
+    def window_geo(self, g):
+        return g
+
+    @staticmethod
+    def _backward_windows(A: Windows, r: Relaxation) -> tuple[Windows, torch.Tensor, None]:
+        """The step of :meth:`backward_relaxed` on windows: the relaxation's slopes and
+        intercepts are unfolded once per pass into the same windows (zero outside the node)."""
+        a = A.of(r, "alpha", lambda: r.alpha)
+        gap = A.of(r, "gap", lambda: r.slope - r.alpha)  # chord slope - lower slope
+        Pf = A.flat()
+        neg = Pf.clamp(max=0)
+        bias = (neg @ A.of(r, "intercept", lambda: r.intercept).transpose(-1, -2)).reshape(-1, A.rows)
+        new = (Pf * a).addcmul_(neg, gap)  # alpha on positive, chord on negative coefficients
+        return A.moved(new.reshape(new.shape[0], *A.P.shape[1:]), A.geo, A.shape), bias, None
+
     @staticmethod
     def backward_relaxed(A: torch.Tensor, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False,
                          beta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -90,7 +106,14 @@ class ReLU(Op):
         for z >= 0, -1 for z <= 0, 0 free) of beta-CROWN (Wang et al. 2021). The result then
         bounds ``sum(A * relu(z)) - sum(beta * split * z)``, which is <= the original function
         on every point of the split domain (``split * z >= 0`` there), so the bound stays sound
-        for any such multipliers and optimising them only tightens it."""
+        for any such multipliers and optimising them only tightens it.
+
+        ``A`` may be :class:`~certprune.graph.windows.Windows` (identity-spec passes: no
+        ``alpha``, ``beta`` or ``record``)."""
+        if isinstance(A, Windows):
+            if alpha is not None or beta is not None or record:
+                raise ValueError("windows carry the identity-spec pass only (no alpha, beta or scores)")
+            return ReLU._backward_windows(A, r)
         a = r.alpha.unsqueeze(1)
         if alpha is not None:
             a = torch.where(r.unstable.unsqueeze(1), alpha, a)
