@@ -16,9 +16,12 @@ a backward pass to the input over the ReLUs below it. Options:
   bounds, which is all its exact relaxation (identity or zero) needs; an interval-unstable
   neuron gets the same CROWN bounds as in ``"all"`` whenever the relaxations below are the same.
   Where CROWN alone would leave an interval-stable neuron unstable, ``"all"`` relaxes it and
-  ``"unstable"`` keeps it exact (tighter output bounds in the tests, never looser beyond
-  rounding, but no longer equal to auto_LiRPA's). With ``intersect``, ``"all"`` is tighter:
-  the CROWN bounds of stable neurons tighten later layers' interval images;
+  ``"unstable"`` keeps it exact: both sound, no longer equal to auto_LiRPA's, and neither
+  always tighter (CROWN is not monotone in the relaxations: an exact active neuron passes
+  CROWN's own lower bound of its input down where ``"all"`` may use ``relu(z) >= 0``; measured
+  on random MLPs, tighter far more often than looser, see tests/test_bounds_unstable_rows.py).
+  With ``intersect``, ``"all"`` is tighter: the CROWN bounds of stable neurons tighten later
+  layers' interval images;
 - ``intersect``: intersect every CROWN bound with the interval image of the tightest bounds of
   the node's inputs (sound, tighter; off = auto_LiRPA 0.3's semantics with dense intermediate
   bounds, which the agreement tests check);
@@ -240,17 +243,20 @@ def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: boo
 
 
 BOX_GROUP = 128  # boxes per group of the per-box rows pass (sorted by unstable count: little padding)
+BOX_ROWS_MIN = 512  # boxes from which per-box rows pay for their gathers (20-50-30-15-10-1 MLP, whole
+# intermediate pass: 15-40 % faster than all rows at 1,024 boxes, 10-20 % slower at 349, in three runs)
 
 
 def unstable_crown(graph: Graph, p: int, st: State, il: torch.Tensor, iu: torch.Tensor) -> Interval:
     """(lower, upper) (N, n) of node p: CROWN where the interval bounds ``il``/``iu`` (N, n)
     cross zero, the interval bounds elsewhere (``rows="unstable"``, see module doc). A 1-D node
-    runs per-box spec rows (:func:`box_rows_crown`) where few enough (box, neuron) pairs are
-    unstable (``PAIR_FRACTION``), else the shared-row pass of :func:`node_crown` over the
-    neurons unstable in some box, as other shapes do (patches mode serves those)."""
+    runs per-box spec rows (:func:`box_rows_crown`) on at least ``BOX_ROWS_MIN`` boxes where
+    few enough (box, neuron) pairs are unstable (``PAIR_FRACTION``), else the shared-row pass
+    of :func:`node_crown` over the neurons unstable in some box, as other shapes do (patches
+    mode serves those)."""
     unst = (il < 0) & (iu > 0)
     low, up = il.clone(), iu.clone()
-    if len(graph.nodes[p].shape) == 1:
+    if len(graph.nodes[p].shape) == 1 and len(unst) >= BOX_ROWS_MIN:
         limit = PAIR_FRACTION[1 if _one_product(graph, p) else 0]
         if unst.sum() < limit * unst.numel():
             return box_rows_crown(graph, p, st, unst, low, up)

@@ -160,9 +160,9 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
     equal to auto_LiRPA. ``intermediate`` (native backward CROWN / alpha-CROWN): "unstable"
     (default without ``intersect_ibp``) computes CROWN intermediate bounds only for the neurons
     whose interval bounds (from the tightest bounds below) cross zero in that box, the others
-    keep interval bounds: output bounds tighter than or equal to "all" (never looser beyond
-    float64 rounding), intermediate bounds of stable neurons are interval bounds; "all"
-    (default with ``intersect_ibp``) computes every neuron's, equal to auto_LiRPA's CROWN.
+    keep interval bounds (sound; output bounds mostly equal or tighter than "all", in a few
+    boxes looser: see ``certprune.bounds.crown``); "all" (default with ``intersect_ibp``)
+    computes every neuron's, equal to auto_LiRPA's CROWN without ``intersect_ibp``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}")
