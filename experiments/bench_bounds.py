@@ -7,7 +7,11 @@ radius 2/255 around MNIST test images. Both engines run in float64 with one torc
 shared 2-core development machine, several threads and wall time mostly measured the other
 jobs (two OpenMP threads on an overloaded machine ran IBP 80x slower than one). auto_LiRPA is called through our adapter (``engine="lirpa"``: full CROWN
 intermediate bounds, float64), with all boxes in one call; one extra row gives auto_LiRPA
-CROWN with its own defaults (float32, default bound options) for reference. alpha-CROWN uses a
+CROWN with its own defaults (float32, default bound options) for reference. CROWN rows come
+twice: "all rows" (every neuron's intermediate bounds: equal to auto_LiRPA's) and the native
+default "unstable rows" (CROWN intermediate bounds only where the interval image leaves a
+neuron unstable in that box: not equal to auto_LiRPA's; the diff column counts the bounds where
+it is tighter / looser). alpha-CROWN uses a
 subset of boxes (auto_LiRPA's takes ~100x longer per box). "max abs diff" is the largest difference
 between native and auto_LiRPA bounds over all boxes and outputs; for alpha-CROWN, where both
 engines optimise differently, it reports the mean bound width of each engine instead.
@@ -97,20 +101,30 @@ def lirpa_default_float32(model: nn.Module, lo: torch.Tensor, hi: torch.Tensor, 
             return timed(lambda: bm.compute_bounds(x=(x,), method="CROWN"))[1]
 
 
-def compare(name, model, shape, lo, hi, method, mode="backward", warm: int | None = None):
-    """One table row: boxes/s of both engines, ratio, disagreement."""
+def compare(name, model, shape, lo, hi, method, mode="backward", warm: int | None = None,
+            intermediate: str | None = None):
+    """One table row: boxes/s of both engines, ratio, disagreement. ``intermediate`` (backward
+    CROWN / alpha-CROWN): the native engine's rows option, None = its default ("unstable")."""
     net = model
+    kw = {} if intermediate is None else {"intermediate": intermediate}
     w = min(len(lo), 1024 if method != "alpha-crown" else 8) if warm is None else warm  # warm-up (allocator, caches)
-    compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native", input_shape=shape)
+    compute_bounds(net, lo[:w], hi[:w], method=method, mode=mode, engine="native", input_shape=shape, **kw)
     compute_bounds(model, lo[:w], hi[:w], method=method, mode=mode, engine="lirpa", input_shape=shape)
-    a, ta = timed(lambda: compute_bounds(net, lo, hi, method=method, mode=mode, engine="native", input_shape=shape))
+    a, ta = timed(lambda: compute_bounds(net, lo, hi, method=method, mode=mode, engine="native", input_shape=shape,
+                                         **kw))
     b, tb = timed(lambda: compute_bounds(model, lo, hi, method=method, mode=mode, engine="lirpa", input_shape=shape))
     n = len(lo)
     if method == "alpha-crown":
         diff = f"width {float((a.upper - a.lower).mean()):.4g} vs {float((b.upper - b.lower).mean()):.4g}"
     else:
         diff = f"{float(torch.maximum((a.lower - b.lower).abs().max(), (a.upper - b.upper).abs().max())):.1e}"
+        if method == "crown" and mode == "backward" and intermediate != "all":
+            tight = int(((a.lower - b.lower) > 1e-9).sum() + ((b.upper - a.upper) > 1e-9).sum())
+            loose = int(((b.lower - a.lower) > 1e-9).sum() + ((a.upper - b.upper) > 1e-9).sum())
+            diff += f" (native tighter on {tight}, looser on {loose} of {2 * a.lower.numel()} bounds)"
     label = method if mode == "backward" else f"{method} ({mode})"
+    if method != "ibp" and mode == "backward":
+        label += ", all rows" if intermediate == "all" else ", unstable rows (default)"
     print(f"{name} {label}: native {n / ta:,.1f}/s, lirpa {n / tb:,.1f}/s", flush=True)
     return [name, label, n, f"{n / ta:,.1f}", f"{n / tb:,.1f}", f"{tb / ta:.2f}x", diff]
 
@@ -120,7 +134,7 @@ def native_only(name, model, shape, lo, hi, note: str) -> list:
     compute_bounds(model, lo[:1], hi[:1], engine="native", input_shape=shape)
     a, ta = timed(lambda: compute_bounds(model, lo, hi, engine="native", input_shape=shape))
     print(f"{name} crown: native {len(lo) / ta:,.2f}/s ({note})", flush=True)
-    return [name, "crown", len(lo), f"{len(lo) / ta:,.2f}", note, "", ""]
+    return [name, "crown, unstable rows (default)", len(lo), f"{len(lo) / ta:,.2f}", note, "", ""]
 
 
 def vnn_box(bench: str, n: int):
@@ -158,7 +172,8 @@ def main() -> None:
     _clock = CLOCK[args.clock]
     mlp, conv = bench_mlp(), mnist_convnet()
     lo, hi = mlp_boxes(args.boxes)
-    rows = [compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, m) for m in ("ibp", "crown")]
+    rows = [compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, "ibp")]
+    rows += [compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, "crown", intermediate=r) for r in ("all", None)]
     rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo, hi, "crown", mode="forward"))
     rows.append(compare("MLP 20-50-30-15-10-1", mlp, (20,), lo[:args.alpha_boxes], hi[:args.alpha_boxes],
                         "alpha-crown"))
@@ -166,13 +181,14 @@ def main() -> None:
     rows.append(["MLP 20-50-30-15-10-1", "crown: auto_LiRPA float32 defaults", args.boxes, "",
                  f"{args.boxes / t32:,.0f}", "", ""])
     mlo, mhi = mnist_boxes(args.mnist_boxes)
-    rows += [compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, m) for m in ("ibp", "crown")]
+    rows.append(compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, "ibp"))
+    rows += [compare("MNIST convnet", conv, (1, 28, 28), mlo, mhi, "crown", intermediate=r) for r in ("all", None)]
     for bench, label in (("oval21", "oval21 cifar_base_kw"), ("sri_resnet_a", "sri_resnet_a ResNet")):
         got = vnn_box(bench, args.vnn_boxes)
         if got is not None:
             net, shape, vlo, vhi = got
             try:
-                rows.append(compare(label, net, shape, vlo, vhi, "crown", warm=1))
+                rows += [compare(label, net, shape, vlo, vhi, "crown", warm=1, intermediate=r) for r in ("all", None)]
             except Exception as e:  # auto_LiRPA 0.3 fails on some graphs with this torch: time native alone
                 rows.append(native_only(label, net, shape, vlo, vhi, f"auto_LiRPA fails: {type(e).__name__}"))
     unit = "boxes/CPU-s" if args.clock == "cpu" else "boxes/s"

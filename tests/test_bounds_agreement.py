@@ -86,7 +86,7 @@ def test_native_crown_agrees_with_auto_lirpa(name):
     for radius, seed in ((0.05, 0), (0.5, 1)):
         lo, hi = random_boxes(shape, 64, seed)
         lo, hi = (lo + hi) / 2 - radius * (hi - lo), (lo + hi) / 2 + radius * (hi - lo)
-        a = compute_bounds(model, lo, hi, method="crown", engine="native", return_intermediate=True, input_shape=shape)
+        a = compute_bounds(model, lo, hi, method="crown", engine="native", intermediate="all", return_intermediate=True, input_shape=shape)
         b = compute_bounds(model, lo, hi, method="crown", engine="lirpa", return_intermediate=True, input_shape=shape)
         assert (a.lower - b.lower).abs().max() < AGREE and (a.upper - b.upper).abs().max() < AGREE
         for (l1, u1), (l2, u2) in zip(a.intermediate, b.intermediate):

@@ -98,7 +98,7 @@ def test_crown_agrees_with_auto_lirpa(name):
     lo, hi = _boxes(shape, 4, seed=6, width=0.4)
     C = torch.randn(2, 3 if name != "twin_mlp" else 2, dtype=torch.float64)
     for spec in (None, C):
-        a = compute_bounds(m, lo, hi, engine="native", input_shape=shape, C=spec, return_intermediate=True)
+        a = compute_bounds(m, lo, hi, engine="native", intermediate="all", input_shape=shape, C=spec, return_intermediate=True)
         b = compute_bounds(m, lo, hi, engine="lirpa", input_shape=shape, C=spec, return_intermediate=True)
         torch.testing.assert_close(a.lower, b.lower, rtol=0, atol=1e-6)
         torch.testing.assert_close(a.upper, b.upper, rtol=0, atol=1e-6)

@@ -60,6 +60,20 @@ def matmul(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(a.numpy() @ W.numpy()).reshape(*A.shape[:-1], W.shape[1])
 
 
+
+def batched_mv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_n A[k, i, n] * v[k, n]``, (K', m), for A (K, m, n) and v (N, n) with K in {1, N}
+    (K' = max(K, N)). float64 CPU without autograd: K = 1 is one 2-D product, K = N numpy's
+    stacked products (measured 3-9x faster than torch's bmm on (1024, 20-40, 20-50) blocks)."""
+    if (A.dtype != torch.float64 or v.dtype != torch.float64 or A.requires_grad or v.requires_grad
+            or A.device.type != "cpu" or A.dim() != 3):
+        return (A @ v.unsqueeze(-1)).squeeze(-1)
+    if A.shape[0] == 1:
+        return matmul(v, A[0].T)
+    if A.shape[0] != v.shape[0]:
+        return (A @ v.unsqueeze(-1)).squeeze(-1)
+    return torch.from_numpy(A.numpy() @ v.contiguous().numpy()[..., None])[..., 0]
+
 class Linear(Op):
     """``y = x @ W.T + b`` on the last dim; W (out, in), b (out,) or None."""
 

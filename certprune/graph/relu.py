@@ -15,6 +15,7 @@ import torch
 
 from certprune.graph.op import FnPair, Interval, LinFn, Op
 from certprune.graph.windows import Windows
+from certprune.graph.ops_linear import batched_mv
 
 
 @dataclass
@@ -123,7 +124,7 @@ class ReLU(Op):
         if beta is not None:
             new = new - beta
         K, m = neg.shape[:2]
-        t = r.intercept.reshape(r.intercept.shape[0], -1, 1)
-        bias = (neg.reshape(K, m, -1) @ t).squeeze(-1)  # <= 0: the chord intercepts on negative coefficients
+        # <= 0: the chord intercepts on negative coefficients
+        bias = batched_mv(neg.reshape(K, m, -1), r.intercept.reshape(r.intercept.shape[0], -1))
         loss = -(neg * r.intercept.unsqueeze(1)) if record else None
         return new, bias, loss

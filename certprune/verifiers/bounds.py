@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from certprune.errors import ConfigError, InputRegionError, ShapeMismatchError, UnsupportedModelError
-from certprune.bounds.engine import graph_bounds
+from certprune.bounds.engine import ROWS, boxes_per_pass, graph_bounds
 from certprune.graph import Graph, build_graph
 from certprune.verifiers.affine import AffineReluNet
 
@@ -145,7 +145,7 @@ def as_boxes(lower, upper, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
 
 def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "auto",
                    return_intermediate: bool = False, C=None, input_shape: tuple[int, ...] | None = None,
-                   mode: str = "backward", intersect_ibp: bool = False) -> Bounds:
+                   mode: str = "backward", intersect_ibp: bool = False, intermediate: str | None = None) -> Bounds:
     """Bounds on the outputs (or on ``C @ y``) of ``model`` over N boxes ``[lower, upper]``.
 
     ``lower``/``upper``: (N, *input_shape) or one box of input_shape. ``method``: ibp, crown,
@@ -157,7 +157,12 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
     much looser on deep nets; see ``certprune.bounds.forward``). ``intersect_ibp`` (native engine only)
     intersects every layer's bounds with the interval image of the previous layer's: sound and
     often much tighter on deep nets (ACAS Xu: mean CROWN output width halved), but no longer
-    equal to auto_LiRPA.
+    equal to auto_LiRPA. ``intermediate`` (native backward CROWN / alpha-CROWN): "unstable"
+    (default without ``intersect_ibp``) computes CROWN intermediate bounds only for the neurons
+    whose interval bounds (from the tightest bounds below) cross zero in that box, the others
+    keep interval bounds (sound; output bounds mostly equal or tighter than "all", in a few
+    boxes looser: see ``certprune.bounds.crown``); "all" (default with ``intersect_ibp``)
+    computes every neuron's, equal to auto_LiRPA's CROWN without ``intersect_ibp``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}")
@@ -165,6 +170,9 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
         raise ConfigError(f"unknown bound engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if mode not in MODES:
         raise ConfigError(f"unknown bound mode {mode!r}; choose one of {', '.join(MODES)}")
+    if intermediate is not None and intermediate not in ROWS:
+        raise ConfigError(f"unknown intermediate {intermediate!r}; choose one of {', '.join(ROWS)}")
+    rows = intermediate or ("all" if intersect_ibp else "unstable")
     shape = tuple(input_shape) if input_shape else (model.input_shape if isinstance(model, (AffineReluNet, Graph))
                                                      else _input_shape_of(model))
     lo, hi = as_boxes(lower, upper, shape)
@@ -180,9 +188,11 @@ def compute_bounds(model, lower, upper, method: str = "crown", engine: str = "au
             _check_spec(Ct, net.output_dim, len(lo))
             if forward:
                 return _forward(net, lo, hi, return_intermediate, Ct, intersect_ibp)
-            return _graph(net, lo, hi, method, return_intermediate, Ct, intersect_ibp)
+            return _graph(net, lo, hi, method, return_intermediate, Ct, intersect_ibp, rows)
     if intersect_ibp:
         raise ConfigError("intersect_ibp is an option of the native engine only; use engine='native'")
+    if engine == "lirpa" and intermediate == "unstable":
+        raise ConfigError("intermediate='unstable' is an option of the native engine only (auto_LiRPA computes all rows)")
     from certprune.verifiers.lirpa_engine import lirpa_bounds
     lmethod = "forward" if method == "crown" and mode == "forward" else method
     return lirpa_bounds(model, lo, hi, shape, lmethod, return_intermediate, Ct)
@@ -200,13 +210,13 @@ def _check_spec(C, n_out: int, n: int) -> None:
         raise InputRegionError("spec matrix C contains NaN or infinite values")
 
 
-def _graph(g: Graph, lo, hi, method, return_intermediate, C, intersect_ibp: bool) -> Bounds:
+def _graph(g: Graph, lo, hi, method, return_intermediate, C, intersect_ibp: bool, rows: str = "all") -> Bounds:
     """The graph engine over chunks of boxes (float64; see ``certprune.bounds``)."""
     parts = []
-    chunk = _CHUNK if method != "alpha-crown" else 256
+    chunk = boxes_per_pass(g, _CHUNK) if method != "alpha-crown" else 256
     for s in range(0, len(lo), chunk):
         c = None if C is None else (C if C.dim() == 2 else C[s:s + chunk])
-        parts.append(graph_bounds(g, lo[s:s + chunk], hi[s:s + chunk], method, c, intersect_ibp))
+        parts.append(graph_bounds(g, lo[s:s + chunk], hi[s:s + chunk], method, c, intersect_ibp, rows))
     inter = None
     if return_intermediate:
         inter = tuple((torch.cat([p.intermediate[j][0] for p in parts]), torch.cat([p.intermediate[j][1] for p in parts]))
