@@ -166,3 +166,35 @@ def test_one_loop_decides_like_exact_milp(strategy, box_batch):
             assert out.status != "certified" or exact > -1e-7, (seed, exact, out.stats)
         decided[out.status] = decided.get(out.status, 0) + 1
     assert decided["certified"] >= 3 and decided["falsified"] >= 3, decided
+
+
+def test_frontier_pops_every_domain_once_best_first_then_newest_above_cap():
+    """``domains.Frontier``: each pushed domain comes back exactly once with its own columns;
+    lowest keys first while at most ``cap`` are queued, the newest first above it."""
+    from certprune.verifiers.domains import Frontier
+
+    rng = np.random.default_rng(0)
+    f = Frontier(cap=50, n_in=3, n_relu=4, n_disj=2)
+
+    def rows(keys):
+        m = len(keys)
+        ids = torch.as_tensor(keys, dtype=torch.float64)
+        return {"lo": ids[:, None].expand(m, 3), "hi": ids[:, None].expand(m, 3) + 1,
+                "splits": torch.ones(m, 4, dtype=torch.int8), "alive": torch.ones(m, 2, dtype=torch.bool),
+                "depth": torch.arange(m), "key": ids, "rule": torch.full((m,), RELU, dtype=torch.int8),
+                "idx": torch.arange(m), "value": ids, "milp_tried": torch.zeros(m, dtype=torch.bool)}
+    keys = rng.permutation(120).astype(float)
+    f.push(rows(keys[:100]))
+    newest = f.take(f.order(5))  # 100 > cap: the last five pushed
+    assert sorted(newest["key"].tolist()) == sorted(keys[95:100].tolist())
+    f.push(rows(keys[100:]))
+    seen = newest["key"].tolist()
+    while len(f) > 50:
+        seen += f.take(f.order(7))["key"].tolist()
+    best = f.take(f.order(10))  # at the cap: the ten lowest keys left, in order
+    assert best["key"].tolist() == sorted(f.col("key").tolist() + best["key"].tolist())[:10]
+    assert torch.equal(best["lo"][:, 0], best["key"]) and torch.equal(best["value"], best["key"])
+    seen += best["key"].tolist()
+    while len(f):
+        seen += f.take(f.order(13))["key"].tolist()
+    assert sorted(seen) == sorted(keys.tolist())
