@@ -1,10 +1,17 @@
-"""Branch and bound over domains (box + ReLU phases) until every sub-problem is decided.
+"""Branch and bound over domains (input boxes + ReLU splits) until every sub-problem is decided.
 
-One loop serves both strategies; only the branching rule differs:
-- ``input``: bisect the input dimension with the best smear score (``bab_input``); a domain
-  switches to ReLU splitting once it has few unstable neurons left or its input depth reaches
-  ``max_input_depth`` (boxes touching a ReLU's hyperplane never become stable by bisection).
-- ``relu``: split the unstable neuron with the best BaBSR-style score (``bab_relu``).
+ONE loop (:meth:`BranchAndBound.run`, one ``while`` over the frontier, ``domains.Frontier``: a
+struct of arrays, best-first with a LIFO cap) serves both strategies; each domain carries the
+branching rule chosen when it was bounded:
+- ``LOOKAHEAD`` (input strategy, ``box_batch`` > 0): bisect along every splittable input, bound
+  all children at once, keep the best pair (``bab_input.lookahead_children`` / ``lookahead_pick``);
+  ``INPUT`` (``box_batch`` = 0, and fractional integers of LP leaves): bisect the input with the
+  best smear score (``bab_input.choose_input_dims``). A domain switches (hands off) to ReLU
+  splitting once it has ``relu_switch_unstable`` or fewer unstable neurons, no splittable input,
+  or its input depth reaches ``max_input_depth`` (boxes touching a ReLU's hyperplane never become
+  stable by bisection).
+- ``RELU`` (relu strategy, and after the hand-off): split the unstable neuron with the best
+  BaBSR-style score or filtered smart branching (``bab_relu``).
 Domains are bounded in batches on the graph engine (``bounds.engine.domain_bounds``: CROWN with
 interval-intersected intermediate bounds, splits clamped, alpha/beta-CROWN on ReLU-split
 domains); a domain whose ReLUs are all stable is an exact LP leaf (``lp_leaf``); under ReLU
@@ -26,11 +33,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from certprune.bounds.engine import domain_bounds
+from certprune.bounds.engine import DomainBounds, domain_bounds
 from certprune.graph import Graph
-from certprune.verifiers.bab_input import choose_input_dims, split_box
-from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relu
-from certprune.verifiers.domains import Domain, DomainQueue, timed_batch
+from certprune.verifiers.bab_input import choose_input_dims, lookahead_children, lookahead_pick
+from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relus
+from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, rows_where, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
 
 Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
@@ -79,14 +86,32 @@ class BabSettings:
     optimize_iters: int = 0
     milp_max_unstable: int = 0
     milp_time_limit: float = 5.0
-    box_batch: int = 0  # input strategy: children per step of bab_input.box_search (0 = off)
+    box_batch: int = 0  # input strategy: children per step under the look-ahead rule (0 = smear score rule)
     branch_candidates: int = 1  # ReLU splits: filtered smart branching among this many (1 = BaBSR score only)
-    box_alpha_iters: int = 0  # alpha-CROWN steps per box in that search (0 = plain CROWN)
-    box_alpha_after: int = 0  # ... once that search has bounded this many boxes
+    box_alpha_iters: int = 0  # alpha-CROWN steps per split-free box under look-ahead (0 = plain CROWN)
+    box_alpha_after: int = 0  # ... once this many split-free boxes were bounded with plain CROWN
+    lookahead_queue_cap: int = 1_000_000  # the frontier's best-first cap under look-ahead (queue_cap otherwise)
+
+
+@dataclass
+class Bounded:
+    """Domains just bounded: their frontier columns (``alive`` already minus what the bounds
+    refuted; no ``rule``/``idx``/``value`` yet), the bounds, the live spec rows and the keys."""
+
+    rows: dict[str, torch.Tensor]
+    db: DomainBounds
+    row_live: torch.Tensor
+    keys: torch.Tensor
+
+    def subset(self, mask: torch.Tensor) -> "Bounded":
+        db = self.db
+        sub = DomainBounds(db.lower[mask], [(l[mask], u[mask]) for l, u in db.pre], db.infeasible[mask],
+                           db.lam_x[mask], [s[mask] for s in db.relu_scores])
+        return Bounded(rows_where(self.rows, mask), sub, self.row_live[mask], self.keys[mask])
 
 
 class BranchAndBound:
-    """State of one search; call :meth:`run` once."""
+    """State of one search; call :meth:`run` once (or :meth:`step` after bounding the root, in tests)."""
 
     def __init__(self, net: Graph, spec: Spec, lo: np.ndarray, hi: np.ndarray,
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
@@ -99,78 +124,230 @@ class BranchAndBound:
         self.int_mask = None if int_mask is None or not int_mask.any() else torch.as_tensor(int_mask)
         self.confirm = confirm
         self.sizes = net.relu_sizes
-        self.queue = DomainQueue(settings.queue_cap)
+        self.lookahead = settings.strategy == "input" and settings.box_batch > 0
+        cap = settings.lookahead_queue_cap if self.lookahead else settings.queue_cap
+        self.frontier = Frontier(cap, len(self.lo), sum(self.sizes), spec.num_disjuncts)
+        self.root_width = torch.where(self.hi > self.lo, self.hi - self.lo, torch.ones_like(self.hi))
         self.stats = {"domains": 0, "lp_leaves": 0, "unresolved_leaves": 0, "max_depth": 0,
-                      "input_splits": 0, "relu_splits": 0, "time_bound": 0.0, "time_lp": 0.0}
+                      "input_splits": 0, "relu_splits": 0, "lookahead_splits": 0, "box_domains": 0, "handoffs": 0,
+                      "time_bound": 0.0, "time_lp": 0.0}
         self.found: np.ndarray | None = None
         self.timed_out = False  # set when a domain was left unprocessed for lack of time
-        self._per_domain: float | None = None
+        self._per_child: dict[bool, float | None] = {True: None, False: None}  # seconds per child (look-ahead or not)
         self.attack = attack  # (lo (k, n), hi (k, n)) -> candidate points, or None
         self._last_attack = self._started = time.monotonic()
         self.root_attack = root_attack  # () -> candidate points of a fresh attack round on the root box
         self.progress = progress  # called about twice a second with the queue size and global bound
         self._last_progress = time.monotonic()
 
+    def run(self, alive: np.ndarray) -> BabOutcome:
+        """Search from the root box with the disjuncts ``alive`` still open: bound the root, then
+        :meth:`step` until the frontier is empty, a point is confirmed or the time is up."""
+        self.start(alive)
+        while len(self.frontier) and self.found is None and not self.timed_out:
+            if self._out_of_time():
+                self.timed_out = True
+                break
+            self.step()
+        return self.run_result()
+
+    def start(self, alive: np.ndarray) -> None:
+        """Bound the root box and settle it (queue it, or decide it as a leaf)."""
+        root = {"lo": self.lo[None], "hi": self.hi[None],
+                "splits": torch.zeros(1, sum(self.sizes), dtype=torch.int8),
+                "alive": torch.as_tensor(np.asarray(alive), dtype=torch.bool)[None],
+                "depth": torch.zeros(1, dtype=torch.long), "milp_tried": torch.zeros(1, dtype=torch.bool)}
+        b = self._bound(root)
+        if self.found is None:
+            self._settle(b, from_lookahead=False)
+
+    def step(self) -> None:
+        """One pass of the loop: pop a batch of domains, branch each by its rule, bound and settle
+        the children; about once a second an attack; progress."""
+        rows = self._pop()
+        t0 = time.monotonic()
+        look = rows["rule"] == LOOKAHEAD
+        if bool(look.any()):
+            self._branch_lookahead(rows_where(rows, look))
+        if bool((~look).any()) and self.found is None and not self.timed_out:
+            self._branch_pairs(rows_where(rows, ~look))
+        if self.found is None and t0 - self._last_attack > 1.0:
+            self._attack()
+        self._report()
+
+    def _pop(self) -> dict[str, torch.Tensor]:
+        """The next domains in frontier order, as many as fit one step's budget of children: the
+        look-ahead's ``box_batch`` (2 n_in children per box) or twice ``batch`` (2 per domain),
+        after the rule of the first one, shrunk by :func:`domains.timed_batch` (~0.5 s a step)."""
+        n_in = len(self.lo)
+        most = max(self.settings.box_batch // 2, self.settings.batch) if self.lookahead else self.settings.batch
+        order = self.frontier.order(most)
+        look = self.frontier.col("rule")[order] == LOOKAHEAD
+        group = bool(look[0])
+        cap, first = (self.settings.box_batch, 16 * n_in) if group else (2 * self.settings.batch, 32)
+        budget = timed_batch(cap, self._per_child[group], self.deadline, first)
+        cost = torch.where(look, 2 * n_in, 2)
+        k = max(1, int((cost.cumsum(0) <= budget).sum()))
+        return self.frontier.take(order[:k])
+
+    def _branch_lookahead(self, rows: dict[str, torch.Tensor]) -> None:
+        """Look-ahead rule: bound the children along every splittable input, keep the best pair per box."""
+        t0 = time.monotonic()
+        c_lo, c_hi, sel = lookahead_children(rows["lo"], rows["hi"], self.int_mask)
+        if not bool(sel[:, :, 0].any(1).all()):
+            raise RuntimeError("look-ahead rule on a box without a splittable input")  # _settle never queues one
+        B, n, _ = sel.shape
+
+        def expand(v: torch.Tensor) -> torch.Tensor:
+            return v[:, None, None].expand(B, n, 2, *v.shape[1:])[sel]
+        kids = {"lo": c_lo, "hi": c_hi, "splits": expand(rows["splits"]), "alive": expand(rows["alive"]),
+                "depth": expand(rows["depth"] + 1), "milp_tried": expand(rows["milp_tried"])}
+        self.stats["lookahead_splits"] += B
+        self.stats["input_splits"] += B
+        b = self._bound(kids)
+        # the batch is sized on the bounding time alone (the LP leaves that follow vary widely;
+        # counting them made the batches smaller and the hard ACAS Xu instances ~5-10 % slower)
+        self._per_child[True] = (time.monotonic() - t0) / len(c_lo)
+        if self.found is None:
+            keep = lookahead_pick(rows["key"], b.keys, sel, rows["lo"], rows["hi"], self.root_width)
+            self._settle(b.subset(keep), from_lookahead=True)
+
+    def _branch_pairs(self, rows: dict[str, torch.Tensor]) -> None:
+        """Input rule (bisect input ``idx`` at ``value``) and ReLU rule (neuron ``idx`` active /
+        inactive): two children per domain, bounded together."""
+        t0 = time.monotonic()
+        inp = rows["rule"] == INPUT
+        lo, hi, splits, idx = rows["lo"], rows["hi"], rows["splits"], rows["idx"]
+        r = torch.nonzero(inp).squeeze(1)
+        hi_a, lo_b = hi.clone(), lo.clone()
+        hi_a[r, idx[r]] = rows["value"][r]
+        step = torch.zeros(len(r), dtype=lo.dtype) if self.int_mask is None else self.int_mask[idx[r]].to(lo.dtype)
+        lo_b[r, idx[r]] = rows["value"][r] + step
+        sp_a, sp_b = splits.clone(), splits.clone()
+        q = torch.nonzero(~inp).squeeze(1)
+        if len(q):
+            sp_a[q], sp_b[q] = split_relus(splits[q], idx[q])
+        self.stats["input_splits"] += len(r)
+        self.stats["relu_splits"] += len(q)
+        two = lambda v: torch.cat([v, v])  # noqa: E731
+        kids = {"lo": torch.cat([lo, lo_b]), "hi": torch.cat([hi_a, hi]), "splits": torch.cat([sp_a, sp_b]),
+                "alive": two(rows["alive"]), "depth": two(rows["depth"] + 1), "milp_tried": two(rows["milp_tried"])}
+        b = self._bound(kids)
+        if self.found is None:
+            self._settle(b, from_lookahead=False)
+        self._per_child[False] = (time.monotonic() - t0) / (2 * len(lo))
+
+    def _bound(self, rows: dict[str, torch.Tensor]) -> Bounded:
+        """Bound the domains (split-free boxes under look-ahead with ``box_alpha_iters`` alpha steps
+        once ``box_alpha_after`` were bounded; ReLU-split domains with ``optimize_iters``
+        alpha/beta steps), drop refuted disjuncts, try the candidate points."""
+        t0 = time.monotonic()
+        lo, hi, splits = rows["lo"], rows["hi"], rows["splits"]
+        split_free = not bool((splits != 0).any())
+        iters = 0 if split_free else self.settings.optimize_iters
+        if split_free and self.lookahead and self.stats["box_domains"] >= self.settings.box_alpha_after:
+            iters = self.settings.box_alpha_iters
+        db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c, iters,
+                           self.spec.tol, self.deadline)
+        self.stats["domains"] += len(lo)
+        self.stats["box_domains"] += len(lo) if split_free and self.lookahead else 0
+        self.stats["max_depth"] = max(self.stats["max_depth"], int(rows["depth"].max()))
+        refuted = self.spec.disjunct_max(db.lower - self.spec.tol) > 0
+        alive = rows["alive"] & ~refuted & ~db.infeasible.unsqueeze(1)
+        row_live = alive[:, self.spec.row_disjunct]
+        disj_lb = self.spec.disjunct_max(db.lower)
+        keys = torch.where(alive, disj_lb, torch.full_like(disj_lb, torch.inf)).min(dim=1).values
+        self._try_points(db, lo, hi, row_live, alive.any(1) & ~db.infeasible)
+        self.stats["time_bound"] += time.monotonic() - t0
+        return Bounded({**rows, "alive": alive}, db, row_live, keys)
+
+    def _settle(self, b: Bounded, from_lookahead: bool) -> None:
+        """Decide each open bounded domain's fate: all ReLUs stable -> LP leaf; few unstable under
+        ReLU branching (or input depth exhausted) -> MILP once; else queue it with its rule:
+        look-ahead / smear-score input split while inputs are splittable, the input depth is left
+        and more than ``relu_switch_unstable`` ReLUs are unstable (input strategy), a ReLU split
+        otherwise (the hand-off, counted in ``handoffs`` when the parent was a look-ahead box)."""
+        b = b.subset(b.rows["alive"].any(1) & ~b.db.infeasible)
+        rows, st = b.rows, self.settings
+        if not len(rows["depth"]):
+            return
+        unstable = b.db.unstable_count()
+        in_dims, in_vals = choose_input_dims(b.db.lam_x, b.row_live, rows["lo"], rows["hi"], self.int_mask)
+        input_open = (in_dims >= 0) & (rows["depth"] - (rows["splits"] != 0).sum(1) < st.max_input_depth)
+        leaf = unstable == 0
+        use_input = input_open & (unstable > st.relu_switch_unstable) if st.strategy == "input" else leaf & False
+        # MILP: for ReLU splitting, and for input splitting once the input depth is exhausted
+        # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
+        milp_ok = ~input_open if st.strategy == "input" else ~leaf
+        milp = ~leaf & milp_ok & ~rows["milp_tried"] & (unstable <= st.milp_max_unstable)
+        relu = ~leaf & ~use_input
+        rule = torch.where(use_input, LOOKAHEAD if self.lookahead else INPUT, RELU).to(torch.int8)
+        idx = torch.where(use_input, in_dims, torch.full_like(in_dims, -1))
+        if bool(relu.any()):
+            idx[relu] = self._choose_relus(b.subset(relu))
+        if from_lookahead:
+            self.stats["handoffs"] += int(relu.sum())
+        rows = {**rows, "key": b.keys, "rule": rule, "idx": idx,
+                "value": torch.where(use_input, in_vals, torch.zeros_like(in_vals))}
+        self.frontier.push(rows_where(rows, ~leaf & ~milp))
+        for i in torch.nonzero(leaf | milp).squeeze(1).tolist():
+            if self._out_of_time():
+                self.timed_out = True
+                return
+            one, pre = rows_where(rows, slice(i, i + 1)), [(l[i], u[i]) for l, u in b.db.pre]
+            self._leaf(one, pre) if bool(leaf[i]) else self._milp(one, pre)
+            if self.found is not None:
+                return
+
+    def _choose_relus(self, b: Bounded) -> torch.Tensor:
+        """The neuron to split per domain: BaBSR score, or filtered smart branching among the
+        ``branch_candidates`` best under ReLU branching (``bab_relu``)."""
+        k = self.settings.branch_candidates
+        db, alive = b.db, b.rows["alive"]
+        if k <= 1 or self.settings.strategy != "relu":
+            return choose_relus(db.relu_scores, b.row_live, db.pre)
+
+        def key_of(lower: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+            # the bound still missing over the live disjuncts: progress on any of them counts
+            disj = self.spec.disjunct_max(lower - self.spec.tol)
+            return torch.where(alive[owner], disj.clamp(max=0), torch.zeros_like(disj)).sum(dim=1)
+        t0 = time.monotonic()
+        idx = choose_relus_fsb(self.net, b.rows["lo"], b.rows["hi"], db.pre, db.relu_scores, b.row_live,
+                               self.spec.C, self.spec.c, key_of, k)
+        self.stats["time_fsb"] = self.stats.get("time_fsb", 0.0) + time.monotonic() - t0
+        return idx
+
+    def _attack(self) -> None:
+        """About once a second: PGD inside the 32 lowest-key queued boxes (input rules), where a
+        violation is most likely. When only ReLU domains are queued, a fresh ``root_attack`` round
+        runs instead, while attacks have taken under a tenth of the search time."""
+        t0 = time.monotonic()
+        f = self.frontier
+        boxes = f.col("rule") != RELU
+        spent = self.stats.get("time_bab_attack", 0.0)
+        if bool(boxes.any()) and self.attack is not None:
+            keys = torch.where(boxes, f.col("key"), torch.full_like(f.col("key"), torch.inf))
+            top = torch.topk(keys, min(32, int(boxes.sum())), largest=False).indices
+            self.found = self.confirm(self.attack(f.col("lo")[top].numpy(), f.col("hi")[top].numpy()))
+            self.stats["bab_attacks"] = self.stats.get("bab_attacks", 0) + 1
+        elif not bool(boxes.any()) and self.root_attack is not None and spent < 0.1 * (t0 - self._started):
+            self.found = self.confirm(self.root_attack())
+            self.stats["bab_root_attacks"] = self.stats.get("bab_root_attacks", 0) + 1
+        self.stats["time_bab_attack"] = spent + time.monotonic() - t0
+        self._last_attack = time.monotonic()
+
     def _report(self) -> None:
         """Tell ``progress`` the queue size and the global lower bound (min key; > 0 means refuted)."""
         if self.progress is not None and time.monotonic() - self._last_progress > 0.5:
-            self.progress({"phase": "bab", "domains": len(self.queue), "bound": self.queue.min_key(),
+            self.progress({"phase": "bab", "domains": len(self.frontier), "bound": self.frontier.min_key(),
                            "processed": self.stats["domains"]})
             self._last_progress = time.monotonic()
-
-    def _attack_boxes(self, batch: list[Domain]) -> None:
-        """About once a second: PGD inside the boxes of the domains just popped (the lowest keys),
-        where a violation is most likely. ReLU domains share the root box: there a fresh
-        ``root_attack`` round runs instead, while attacks have taken under a tenth of the search time."""
-        t0 = time.monotonic()
-        boxes = [d for d in batch if d.branch[0] == "input"][:32]
-        spent = self.stats.get("time_bab_attack", 0.0)
-        if boxes and self.attack is not None:
-            lo = torch.stack([d.lo for d in boxes]).numpy()
-            hi = torch.stack([d.hi for d in boxes]).numpy()
-            self.found = self.confirm(self.attack(lo, hi))
-            self.stats["bab_attacks"] = self.stats.get("bab_attacks", 0) + 1
-        elif not boxes and self.root_attack is not None and spent < 0.1 * (t0 - self._started):
-            self.found = self.confirm(self.root_attack())
-            self.stats["bab_root_attacks"] = self.stats.get("bab_root_attacks", 0) + 1
-        self.stats["time_bab_attack"] = self.stats.get("time_bab_attack", 0.0) + time.monotonic() - t0
-        self._last_attack = time.monotonic()
-
-    def _batch_size(self) -> int:
-        """Domains per step: the configured batch, shrunk so one step takes at most ~0.5 s and at
-        most a tenth of the remaining time (keeps the deadline within a few percent)."""
-        per_step = None if self._per_domain is None else 2 * self._per_domain  # two children per domain
-        return timed_batch(self.settings.batch, per_step, self.deadline, 16)
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
-    def run(self, alive: np.ndarray) -> BabOutcome:
-        """Search from the root box with the disjuncts ``alive`` still open."""
-        total = sum(self.sizes)
-        if self.settings.strategy == "input" and self.settings.box_batch:
-            first = self._box_phase(alive)  # batched input splitting; the loop below finishes its leftovers
-            if first is not None:
-                return first
-        else:
-            root = Domain(self.lo, self.hi, torch.zeros(total, dtype=torch.int8), torch.as_tensor(alive), 0, 0.0,
-                          ("none", -1, 0.0))
-            self._process([root])
-        while len(self.queue) and self.found is None and not self.timed_out:
-            if self._out_of_time():
-                self.timed_out = True
-                break
-            batch = self.queue.pop_batch(self._batch_size())
-            t0 = time.monotonic()
-            self._process([c for d in batch for c in self._children(d)])
-            self._per_domain = (time.monotonic() - t0) / (2 * len(batch))
-            if self.found is None and t0 - self._last_attack > 1.0:
-                self._attack_boxes(batch)
-            self._report()
-        return self.run_result()
-
     def run_result(self) -> BabOutcome:
-        """The outcome once the search stopped (found, out of time, or queue empty)."""
+        """The outcome once the search stopped (found, out of time, or frontier empty)."""
         if self.found is not None:
             return BabOutcome("falsified", self.found, self._final_stats("falsified"))
         if self.timed_out:
@@ -180,127 +357,14 @@ class BranchAndBound:
             return BabOutcome("unknown", stats=self._final_stats(why))
         return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
 
-    def _box_phase(self, alive: np.ndarray) -> BabOutcome | None:
-        """``bab_input.box_search`` on the root box: its outcome, or None after queueing the boxes
-        it handed back (all ReLUs stable, or input depth exhausted) for the domain loop."""
-        from certprune.verifiers.bab_input import box_search
-
-        out = box_search(self.net, self.spec, self.lo.numpy(), self.hi.numpy(), np.asarray(alive),
-                         None if self.int_mask is None else self.int_mask.numpy(), self.confirm, self.deadline,
-                         batch=self.settings.box_batch, max_depth=self.settings.max_input_depth,
-                         attack=self.attack, progress=self.progress,
-                         handoff_unstable=self.settings.relu_switch_unstable,
-                         alpha_iters=self.settings.box_alpha_iters, alpha_after=self.settings.box_alpha_after)
-        self.stats.update(out.stats)
-        self.stats["domains"] += out.stats["box_domains"]
-        self.stats["input_splits"] += out.stats["box_steps"] and out.stats["box_domains"] // 2
-        self.stats["max_depth"] = max(self.stats["max_depth"], out.stats["box_max_depth"])
-        if out.status == "falsified":
-            self.found = out.x
-            return BabOutcome("falsified", out.x, self._final_stats("falsified"))
-        if out.status in ("certified", "timeout"):
-            self.timed_out = out.status == "timeout"
-            return self.run_result()
-        total = sum(self.sizes)
-        lo, hi, al, depth = out.left
-        self._process([Domain(lo[i], hi[i], torch.zeros(total, dtype=torch.int8), al[i], int(depth[i]), 0.0,
-                              ("none", -1, 0.0)) for i in range(len(lo))])
-        return None
-
     def _final_stats(self, reason: str) -> dict:
         s = dict(self.stats)
         s["reason"] = reason
-        s["queue_left"] = len(self.queue)
+        s["queue_left"] = len(self.frontier)
         return s
-
-    def _children(self, d: Domain) -> list[Domain]:
-        kind, idx, value = d.branch
-        if kind == "input":
-            integer = self.int_mask is not None and bool(self.int_mask[idx])
-            (l1, h1), (l2, h2) = split_box(d.lo, d.hi, idx, value, integer)
-            self.stats["input_splits"] += 1
-            return [Domain(l1, h1, d.splits, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried),
-                    Domain(l2, h2, d.splits, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried)]
-        a, b = split_relu(d.splits, idx)
-        self.stats["relu_splits"] += 1
-        return [Domain(d.lo, d.hi, a, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried),
-                Domain(d.lo, d.hi, b, d.alive, d.depth + 1, d.key, d.branch, d.milp_tried)]
 
     def _layer_splits(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(flat, self.sizes, dim=1)) if self.sizes else []
-
-    def _process(self, doms: list[Domain]) -> None:
-        """Bound the domains, try their candidate points, close or branch each one."""
-        if not doms:
-            return
-        t0 = time.monotonic()
-        lo = torch.stack([d.lo for d in doms])
-        hi = torch.stack([d.hi for d in doms])
-        splits = torch.stack([d.splits for d in doms])
-        alive = torch.stack([d.alive for d in doms])
-        db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c,
-                           self.settings.optimize_iters if bool((splits != 0).any()) else 0, self.spec.tol,
-                           self.deadline)
-        self.stats["domains"] += len(doms)
-        self.stats["max_depth"] = max(self.stats["max_depth"], max(d.depth for d in doms))
-        refuted = self.spec.disjunct_max(db.lower - self.spec.tol) > 0
-        alive = alive & ~refuted & ~db.infeasible.unsqueeze(1)
-        row_live = alive[:, self.spec.row_disjunct]
-        disj_lb = self.spec.disjunct_max(db.lower)
-        keys = torch.where(alive, disj_lb, torch.full_like(disj_lb, torch.inf)).min(dim=1).values
-        self._try_points(db, lo, hi, row_live, alive.any(1) & ~db.infeasible)
-        self.stats["time_bound"] += time.monotonic() - t0
-        if self.found is not None:
-            return
-        unstable = db.unstable_count()
-        relu_idx = self._choose_relus(db, lo, hi, row_live, alive) if self.sizes else None
-        in_dims, in_vals = choose_input_dims(db.lam_x, row_live, lo, hi, self.int_mask)
-        for i, d in enumerate(doms):
-            if not bool(alive[i].any()):
-                continue
-            n_relu = int((d.splits != 0).sum())
-            input_open = int(in_dims[i]) >= 0 and d.depth - n_relu < self.settings.max_input_depth
-            if int(unstable[i]) == 0:
-                if self._out_of_time():
-                    self.timed_out = True
-                    return
-                self._leaf(d, lo[i], hi[i], splits[i], alive[i], [(l[i], u[i]) for l, u in db.pre], float(keys[i]))
-                if self.found is not None:
-                    return
-                continue
-            use_input = (self.settings.strategy == "input" and input_open
-                         and int(unstable[i]) > self.settings.relu_switch_unstable)
-            # MILP: for ReLU splitting, and for input splitting once the input depth is exhausted
-            # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
-            milp_ok = self.settings.strategy == "relu" or not input_open
-            branch = ("input", int(in_dims[i]), float(in_vals[i])) if use_input else ("relu", int(relu_idx[i]), 0.0)
-            dom = Domain(lo[i], hi[i], splits[i], alive[i], d.depth, float(keys[i]), branch, d.milp_tried)
-            if milp_ok and not d.milp_tried and int(unstable[i]) <= self.settings.milp_max_unstable:
-                if self._out_of_time():
-                    self.timed_out = True
-                    return
-                self._milp(dom, [(l[i], u[i]) for l, u in db.pre])
-                if self.found is not None:
-                    return
-                continue
-            self.queue.push(dom)
-
-    def _choose_relus(self, db, lo, hi, row_live, alive) -> torch.Tensor:
-        """The neuron to split per domain: BaBSR score, or filtered smart branching among the
-        ``branch_candidates`` best under ReLU branching (``bab_relu``)."""
-        k = self.settings.branch_candidates
-        if k <= 1 or self.settings.strategy != "relu":
-            return choose_relus(db.relu_scores, row_live, db.pre)
-
-        def key_of(lower: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-            # the bound still missing over the live disjuncts: progress on any of them counts
-            disj = self.spec.disjunct_max(lower - self.spec.tol)
-            return torch.where(alive[owner], disj.clamp(max=0), torch.zeros_like(disj)).sum(dim=1)
-        t0 = time.monotonic()
-        idx = choose_relus_fsb(self.net, lo, hi, db.pre, db.relu_scores, row_live, self.spec.C, self.spec.c,
-                               key_of, k)
-        self.stats["time_fsb"] = self.stats.get("time_fsb", 0.0) + time.monotonic() - t0
-        return idx
 
     def _try_points(self, db, lo, hi, row_live, open_: torch.Tensor) -> None:
         """Check box centers and the CROWN primal vertex of each domain's worst live row."""
@@ -316,21 +380,25 @@ class BranchAndBound:
             pts = np.where(m, np.clip(np.round(pts), np.ceil(self.lo.numpy()), np.floor(self.hi.numpy())), pts)
         self.found = self.confirm(pts)
 
-    def _milp(self, d: Domain, pre) -> None:
-        """Few unstable ReLUs left: try the exact MILP per live disjunct; push back what stays open."""
+    def _np_leaf_args(self, row: dict[str, torch.Tensor], pre):
+        """(lo, hi, per-layer splits, pre-activation bounds) of one domain as numpy arrays."""
+        sp = [s.numpy() for s in torch.split(row["splits"][0], self.sizes)] if self.sizes else []
+        return row["lo"][0].numpy(), row["hi"][0].numpy(), sp, [(l.numpy(), u.numpy()) for l, u in pre]
+
+    def _milp(self, row: dict[str, torch.Tensor], pre) -> None:
+        """Few unstable ReLUs left: try the exact MILP per live disjunct; queue back what stays open."""
         from certprune.verifiers.milp_leaf import solve_milp
 
         t0 = time.monotonic()
         self.stats["milp_calls"] = self.stats.get("milp_calls", 0) + 1
-        pre_np = [(l.numpy(), u.numpy()) for l, u in pre]
-        sp = [s.numpy() for s in torch.split(d.splits, self.sizes)] if self.sizes else []
-        still = d.alive.clone()
-        for k in np.flatnonzero(d.alive.numpy()):
+        lo, hi, sp, pre_np = self._np_leaf_args(row, pre)
+        still = row["alive"][0].clone()
+        for k in np.flatnonzero(still.numpy()):
             limit = self.settings.milp_time_limit
             if self.deadline is not None:
                 limit = min(limit, self.deadline - time.monotonic())
             tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
-            out = solve_milp(self.net, d.lo.numpy(), d.hi.numpy(), pre_np, self.spec.A[k], self.spec.b[k], tol,
+            out = solve_milp(self.net, lo, hi, pre_np, self.spec.A[k], self.spec.b[k], tol,
                              limit, None if self.int_mask is None else self.int_mask.numpy(), sp)
             if out.status == "refuted":
                 still[k] = False
@@ -340,26 +408,26 @@ class BranchAndBound:
                     break
         self.stats["time_milp"] = self.stats.get("time_milp", 0.0) + time.monotonic() - t0
         if self.found is None and bool(still.any()):
-            d.alive, d.milp_tried = still, True
-            self.queue.push(d)
+            self.frontier.push({**row, "alive": still[None], "milp_tried": torch.ones(1, dtype=torch.bool)})
 
-    def _leaf(self, d: Domain, lo, hi, splits, alive, pre, key: float) -> None:
+    def _leaf(self, row: dict[str, torch.Tensor], pre) -> None:
         """All ReLUs stable: decide each live disjunct by an LP; branch on fractional integers."""
         t0 = time.monotonic()
         self.stats["lp_leaves"] += 1
-        pre_np = [(l.numpy(), u.numpy()) for l, u in pre]
-        sp = [s.numpy() for s in torch.split(splits, self.sizes)] if self.sizes else []
-        still = alive.clone()
-        for k in np.flatnonzero(alive.numpy()):
+        lo, hi, sp, pre_np = self._np_leaf_args(row, pre)
+        still = row["alive"][0].clone()
+        for k in np.flatnonzero(still.numpy()):
             remaining = 60.0 if self.deadline is None else self.deadline - time.monotonic()
             tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
-            out = solve_leaf(self.net, lo.numpy(), hi.numpy(), pre_np, sp, self.spec.A[k], self.spec.b[k], tol,
+            out = solve_leaf(self.net, lo, hi, pre_np, sp, self.spec.A[k], self.spec.b[k], tol,
                              remaining, None if self.int_mask is None else self.int_mask.numpy())
             if out.status == "refuted":
                 still[k] = False
             elif out.status == "fractional":
-                branch = ("input", out.dim, float(np.floor(out.value)))
-                self.queue.push(Domain(lo, hi, splits, still, d.depth, key, branch))
+                self.frontier.push({**row, "alive": still[None], "rule": torch.tensor([INPUT], dtype=torch.int8),
+                                    "idx": torch.tensor([out.dim]), "value": torch.tensor([float(np.floor(out.value))],
+                                                                                         dtype=torch.float64),
+                                    "milp_tried": torch.zeros(1, dtype=torch.bool)})
                 break
             elif out.status == "candidate":
                 self.found = self.confirm(out.x[None])

@@ -106,8 +106,10 @@ def _children_keys(graph: Graph, lo, hi, pre, dom: torch.Tensor, cand: torch.Ten
     return key_of(lower, owner).reshape(K, 2)
 
 
-def split_relu(splits: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Children split vectors: neuron ``index`` forced active (+1) and inactive (-1)."""
+def split_relus(splits: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Children split vectors of N domains (N, total): neuron ``index[i]`` of domain i forced active
+    (+1) and inactive (-1)."""
     a, b = splits.clone(), splits.clone()
-    a[index], b[index] = 1, -1
+    rows = torch.arange(len(index))
+    a[rows, index], b[rows, index] = 1, -1
     return a, b

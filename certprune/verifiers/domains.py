@@ -1,76 +1,98 @@
-"""Branch-and-bound domains and a capped best-first queue.
+"""The branch-and-bound frontier: undecided domains as a struct of arrays, best-first with a LIFO cap.
 
-A :class:`Domain` is one undecided sub-problem: a box (flattened float64 inputs), one int8
-split vector over all ReLUs (+1 active, -1 inactive, 0 free; layers concatenated), the
-disjuncts not yet refuted, its depth, its key (the worst lower bound of the violation margin
-over its live disjuncts: smaller = closer to a violation) and the branching decision already
-chosen when it was bounded. Relu-split children share their parent's box tensors (no copy).
+A domain is one undecided sub-problem: a box (flattened float64 inputs), one int8 split vector
+over all ReLUs (+1 active, -1 inactive, 0 free; layers concatenated), the disjuncts not yet
+refuted, its depth, its key (the worst lower bound of the violation margin over its live
+disjuncts: smaller = closer to a violation), the branching rule chosen when it was bounded
+(:data:`LOOKAHEAD`, :data:`INPUT` at ``idx``/``value``, :data:`RELU` at flat neuron ``idx``) and
+whether an exact MILP already left it open. The :class:`Frontier` keeps every field in one
+tensor over all domains (no per-domain Python objects), so a search can queue millions of boxes.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(eq=False)
-class Domain:
-    """One sub-problem; ``branch`` is ('input', dim, split_value) or ('relu', flat_index, 0.0)."""
-
-    lo: torch.Tensor
-    hi: torch.Tensor
-    splits: torch.Tensor
-    alive: torch.Tensor
-    depth: int
-    key: float
-    branch: tuple[str, int, float]
-    milp_tried: bool = False  # an exact MILP already left this domain (or an ancestor) open
+LOOKAHEAD, INPUT, RELU = 0, 1, 2  # branching rules (bab_input.lookahead_children, bab_input.choose_input_dims, bab_relu)
 
 
-class DomainQueue:
-    """Best-first (smallest key first) while below ``cap`` domains; once at the cap, newly pushed
-    domains go on a LIFO stack that is drained first (depth-first), which bounds memory by
-    ``cap + batch * depth``."""
+def _columns(n_in: int, n_relu: int, n_disj: int, rows: int) -> dict[str, torch.Tensor]:
+    """Empty columns of ``rows`` domains."""
+    return {"lo": torch.zeros(rows, n_in, dtype=torch.float64), "hi": torch.zeros(rows, n_in, dtype=torch.float64),
+            "splits": torch.zeros(rows, n_relu, dtype=torch.int8), "alive": torch.zeros(rows, n_disj, dtype=torch.bool),
+            "depth": torch.zeros(rows, dtype=torch.long), "key": torch.zeros(rows, dtype=torch.float64),
+            "rule": torch.zeros(rows, dtype=torch.int8), "idx": torch.zeros(rows, dtype=torch.long),
+            "value": torch.zeros(rows, dtype=torch.float64), "milp_tried": torch.zeros(rows, dtype=torch.bool),
+            "seq": torch.zeros(rows, dtype=torch.long)}
 
-    def __init__(self, cap: int):
+
+class Frontier:
+    """Domains in rows ``[0, n)`` of growable column tensors. Popping is best-first (smallest key)
+    while at most ``cap`` domains are queued; above the cap the newest first (depth-first, which
+    bounds memory by ``cap + batch * depth``). A pop moves the last rows into the holes (O(popped)
+    data moves; the O(n) part is one top-k over keys or insertion numbers)."""
+
+    def __init__(self, cap: int, n_in: int, n_relu: int, n_disj: int):
         self.cap = cap
-        self._heap: list[tuple[float, int, Domain]] = []
-        self._stack: list[Domain] = []
-        self._seq = itertools.count()
+        self.n = 0
+        self._seq = 0
+        self.t = _columns(n_in, n_relu, n_disj, 64)
 
     def __len__(self) -> int:
-        return len(self._heap) + len(self._stack)
+        return self.n
 
-    def push(self, d: Domain) -> None:
-        if len(self._heap) < self.cap:
-            heapq.heappush(self._heap, (d.key, next(self._seq), d))
-        else:
-            self._stack.append(d)
+    def col(self, name: str) -> torch.Tensor:
+        """The live part of one column (a view)."""
+        return self.t[name][:self.n]
 
-    def pop_batch(self, n: int) -> list[Domain]:
-        """Up to ``n`` domains: from the depth-first stack first, then the lowest keys."""
-        out: list[Domain] = []
-        while self._stack and len(out) < n:
-            out.append(self._stack.pop())
-        while self._heap and len(out) < n:
-            out.append(heapq.heappop(self._heap)[2])
+    def push(self, rows: dict[str, torch.Tensor]) -> None:
+        """Append domains; ``rows`` holds every column but ``seq``, each with the same first dimension."""
+        m = len(rows["key"])
+        if m == 0:
+            return
+        if self.n + m > len(self.t["key"]):
+            size = max(2 * len(self.t["key"]), self.n + m)
+            self.t = {k: torch.cat([v[:self.n], v.new_zeros((size - self.n,) + v.shape[1:])]) for k, v in self.t.items()}
+        for k, v in rows.items():
+            self.t[k][self.n:self.n + m] = v
+        self.t["seq"][self.n:self.n + m] = torch.arange(self._seq, self._seq + m)
+        self._seq += m
+        self.n += m
+
+    def order(self, k: int) -> torch.Tensor:
+        """Indices of the next ``k`` domains to pop, in pop order."""
+        if self.n > self.cap:
+            return torch.topk(self.col("seq"), min(k, self.n)).indices
+        return torch.topk(self.col("key"), min(k, self.n), largest=False).indices
+
+    def take(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Remove the domains at ``idx`` and return their rows (copies; ``seq`` dropped)."""
+        out = {k: v[idx] for k, v in self.t.items() if k != "seq"}
+        gone = torch.zeros(self.n, dtype=torch.bool)
+        gone[idx] = True
+        m = self.n - len(idx)
+        holes = torch.nonzero(gone[:m]).squeeze(1)
+        movers = torch.nonzero(~gone[m:]).squeeze(1) + m
+        for v in self.t.values():
+            v[holes] = v[movers]
+        self.n = m
         return out
 
     def min_key(self) -> float:
         """Smallest key over all queued domains (inf when empty)."""
-        keys = [self._heap[0][0]] if self._heap else []
-        keys += [d.key for d in self._stack]
-        return min(keys, default=float("inf"))
+        return float(self.col("key").min()) if self.n else float("inf")
+
+
+def rows_where(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The domains of ``rows`` selected by a boolean (or index) ``mask``."""
+    return {k: v[mask] for k, v in rows.items()}
 
 
 def timed_batch(cap: int, seconds_per_item: float | None, deadline: float | None, first: int) -> int:
     """Items per search step: ``cap``, shrunk so that one step takes at most ~0.5 s and at most a
     tenth of the time left before ``deadline`` (keeps the deadline within a few percent); ``first``
-    (<= cap) while the cost per item is not measured yet. Shared by the domain loop (``bab``) and
-    the box search (``bab_input``)."""
+    (<= cap) while the cost per item is not measured yet."""
     if seconds_per_item is None:
         return min(cap, first)
     target = 0.5 if deadline is None else min(0.5, 0.1 * max(deadline - time.monotonic(), 0.0))

@@ -70,7 +70,7 @@ class VerifyConfig:
     max_input_depth: int = 64
     relu_switch_unstable: int = 1       # input strategy: split ReLUs once this few are unstable
     input_batch: int = 2048             # input strategy on chains: boxes bounded per step of the batched
-                                        # look-ahead input splitting (bab_input.box_search); 0 = off
+                                        # look-ahead input branching rule (bab_input.lookahead_*); 0 = smear score
     input_alpha_iters: int = 10         # alpha-CROWN steps on every box of that search (0 = plain CROWN)
     input_alpha_after: int = 20000      # ... once it has bounded this many boxes with plain CROWN
     threads: int = 1                    # torch intra-op threads during the call (0 = leave torch's setting)
@@ -162,7 +162,7 @@ def _silent(event: dict) -> None:
 
 def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: Callable[[dict], None]) -> Result:
     from certprune.verifiers.attack import falsify
-    from certprune.verifiers.bab import BabSettings, BranchAndBound
+    from certprune.verifiers.bab import BranchAndBound
 
     progress({"phase": "falsify"})
     t0 = time.monotonic()
@@ -188,10 +188,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
         return _unknown(stats, "bound")
     progress({"phase": "bab", "domains": 1, "bound": None, "processed": 0})
     t0 = time.monotonic()
-    settings = BabSettings(pb.strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
-                           cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit, cfg.input_batch,
-                           cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after)
-    out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, settings, deadline,
+    out = BranchAndBound(pb.graph, pb.spec, pb.lo, pb.hi, pb.int_mask, pb.confirm, bab_settings(pb.strategy, cfg), deadline,
                          attack=_box_attack(pb, cfg, deadline) if cfg.attack_restarts else None,
                          progress=progress,
                          root_attack=_root_attack(pb, cfg, deadline) if pb.strategy == "relu" else None).run(alive)
@@ -203,6 +200,15 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
         stats["phase"] = "bab"
         return Result(Verdict.CERTIFIED, stats=stats, message="every branch-and-bound domain refuted")
     return _unknown(stats, "bab", out.stats.get("reason", ""))
+
+
+def bab_settings(strategy: str, cfg: VerifyConfig) -> BabSettings:
+    """The branch-and-bound knobs of ``cfg`` for ``strategy`` ('input' or 'relu')."""
+    from certprune.verifiers.bab import BabSettings
+
+    return BabSettings(strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
+                       cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit, cfg.input_batch,
+                       cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after)
 
 
 @contextlib.contextmanager
