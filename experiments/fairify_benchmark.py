@@ -1,7 +1,8 @@
-"""Audit the 25 Fairify models for every protected attribute Fairify used (37 audits) and compare
-with Fairify's published partition counts (read from the data README) and FairQuant's published
-shares (measured in issue 10: certified / undecided %, seconds; 60 s, one core). Rows are
-checkpointed to a CSV, so a rerun resumes.
+"""Audit the 25 Fairify models for every protected attribute Fairify used (42 audits) and compare
+with Fairify's published partition counts (read from the data README) and FairQuant's shares
+(issue 10's figures, and this project's own side-by-side run where
+experiments/results/fairquant_side_by_side.csv has the model; 60 s, one core). Rows are
+checkpointed to a CSV, so a rerun resumes (and, with every row present, only rewrites the .md).
 
     python experiments/fairify_benchmark.py [--timeout 60] [--workers 1] [--only AC-9,GC-3] [--grid]
 
@@ -9,6 +10,9 @@ By default the whole domain is one partition (certprune's default); ``--grid`` u
 partitions (T = 10 Adult, 100 German and Bank). Individuals decided = proven fair + proven unfair.
 ``s_to_fq``: seconds into the audit (summary.json's ``progress``) at which the proven-fair share
 first reaches FairQuant's certified share of the table below (blank: never, or no FairQuant row).
+``seconds`` is the audit's own run time (summary.json), without the sampling checks that follow it
+(:func:`sampled_checks`: the sampled unfair share against the proven bounds, and points inside
+partitions proven wholly fair / wholly unfair).
 Writes experiments/results/fairify_individuals.csv and .md (or fairify_individuals_grid.*).
 """
 from __future__ import annotations
@@ -160,15 +164,17 @@ def _checks(r) -> str:
 
 
 def _fq(r, sbs: dict) -> tuple[str, float | None]:
-    """FairQuant's figures as text, and the larger of its two certified % (None: no FairQuant row)."""
+    """FairQuant's figures as text, and the certified % to compare with (None: no FairQuant row):
+    the side-by-side run's where there is one (same domain as certprune's: the Bank ``.nnet``
+    headers fixed there), else issue 10's."""
     fq = FAIRQUANT.get(r.model) if r.protected == fq_protected(r.model) else None
     if not fq:
         return "-", None
     here = sbs.get(r.model)
     t_fq = r.get("s_to_fq")
     txt = f"{fq[0]} / {fq[1]}, {fq[2]} s" + (f"; run here {here}" if here is not None else "")
-    txt += f" (certprune at FQ %: {t_fq:.1f} s)" if pd.notna(t_fq) else ""
-    return txt, max(fq[0], here if here is not None else fq[0])
+    txt += f" (certprune at issue's %: {t_fq:.1f} s)" if pd.notna(t_fq) else ""
+    return txt, here if here is not None else fq[0]
 
 
 def markdown(df: pd.DataFrame, grid: bool = False) -> str:
@@ -205,8 +211,8 @@ def markdown(df: pd.DataFrame, grid: bool = False) -> str:
         dec = 100 - df.undecided_pct
         met = dec >= df.model.map(target_pct)
         lines.append(f"\nDecided target (>= 99 % German and Bank, >= 90 % Adult) met on {int(met.sum())} of {len(df)} "
-                     f"audits; certified-fair share >= FairQuant's (the larger of its published and run-here "
-                     f"figures) on {met_fq} of {n_fq} audits with a FairQuant row.")
+                     f"audits; certified-fair share >= FairQuant's (its side-by-side run's figure, else issue 10's) "
+                     f"on {met_fq} of {n_fq} audits with a FairQuant row.")
     bad = int((~df.interval_ok.astype(bool) | (df.fair_box_flips > 0) | (df.unfair_box_misses > 0)).sum())
     lines.append(f"Sampling checks failed on {bad} of {len(df)} audits; worst audit time {df.seconds.max():.1f} s.")
     return "\n".join(lines)
