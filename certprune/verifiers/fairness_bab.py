@@ -67,7 +67,8 @@ STRADDLE_DISCOUNT = 0.9
 
 @dataclass(frozen=True)
 class BabConfig:
-    """Knobs of the engine (none affects soundness): units per round, exact-enumeration size (in
+    """Knobs of the engine (none affects soundness): twin boxes per round (``batch``: units x their
+    protected-value pairs, so fewer units per round when the protected attribute has more values), exact-enumeration size (in
     forward passes), a box goes to z3 (0 = never) once its unit has at most ``z3_unstable``
     unstable ReLUs or reached ``z3_depth`` splits, and again every ``z3_every`` further splits; z3
     timeout per box and z3 calls per run; counterexample pairs kept per partition; beyond ``pool_cap`` open units,
@@ -638,6 +639,11 @@ class TwinBab:
         pool = UnitPool()
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
+        # cfg.batch counts twin boxes: a unit has one per open (value, partner) pair, so a round of
+        # cfg.batch units of a 5-valued attribute (Adult race: 10 pairs) bounded 10x as many boxes
+        # and ran ~30 s, far past a 60 s deadline that is checked only between rounds
+        V = len(self.values)
+        per_round = max(1, self.cfg.batch // max(1, V * (V - 1) // (2 if self.unordered else 1)))
         while True:
             while len(pool) < 4 * self.cfg.batch and next_p < P:
                 sel = np.arange(next_p, min(P, next_p + chunk))
@@ -650,7 +656,7 @@ class TwinBab:
                 break
             if tolerance_points > 0 and pool.volume_sum() + float(unloaded.sum()) <= tolerance_points:
                 break
-            batch = pool.pop(self.cfg.batch, drain=len(pool) > self.cfg.pool_cap)
+            batch = pool.pop(per_round, drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
             kids = self._round(batch, st)
