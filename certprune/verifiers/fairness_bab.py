@@ -76,7 +76,9 @@ class BabConfig:
     round of fewer than ``min(first_round, batch) / 2`` units (the first rounds of a small pool)
     halves each unit several times, to about that many children, so a quick model is not run 1, 2,
     4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
-    pool still pops by open volume x weight. z3 is off by default:
+    pool still pops by open volume x weight. Units of at most ``count_points`` free points on which
+    the network is linear (binary protected attribute, no relaxed one) are counted exactly
+    (:meth:`TwinBab._count_linear`; 0 = never). z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -90,6 +92,7 @@ class BabConfig:
     pool_cap: int = 400000
     enum_per_round: int = 65536
     first_round: int = 256
+    count_points: int = 0
 
 
 @dataclass
@@ -466,8 +469,9 @@ class TwinBab:
         if len(u) == 0:
             return back
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
+        counting = self._counting()
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
-                         skip_closed=self.semantics)
+                         keep_pre=counting, skip_closed=self.semantics)
         closed = tb.closed(self.semantics).numpy()
         sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
         fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp,
@@ -483,6 +487,8 @@ class TwinBab:
             for z in c:
                 self._fix_coupling(z)
                 self._check_points(z, u.part[own[opn]], st)
+        if counting:
+            self._count_linear(u, tb, own, vi, vj, closed, st)
         alive = u.open.any(1)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
@@ -492,6 +498,65 @@ class TwinBab:
         times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
         kids = self._split(u.take(alive), score[alive], times)
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
+
+    # ----- exact counts on linear units --------------------------------------------------------
+    def _counting(self) -> bool:
+        """Whether units may be counted exactly on linear boxes: one binary protected attribute
+        (values v, w), no relaxed attribute, ``count_points`` > 0."""
+        return self.cfg.count_points > 0 and self.unordered and len(self.values) == 2
+
+    def _linear_boxes(self, tb, M: int) -> np.ndarray:
+        """``(ok, patterns)``: ``ok`` (M,) marks the twin boxes whose ReLUs are all stable in both
+        copies with one and the same activation pattern; ``patterns[k]`` (M, h_k) the active ReLUs
+        of hidden layer k (meaningful where ``ok``)."""
+        ok = np.ones(M, dtype=bool)
+        pats = []
+        for lo, hi in tb.pre:
+            lo, hi = lo.numpy(), hi.numpy()
+            act, ina = lo >= 0, hi <= 0
+            stable = act | ina
+            ok &= stable[:M].all(1) & stable[M:].all(1) & (act[:M] == act[M:]).all(1)
+            pats.append(act[:M])
+        return ok, pats
+
+    def _count_linear(self, u: Units, tb, own, vi, vj, closed, st: _State) -> None:
+        """Count exactly the individuals of open units of at most ``count_points`` free points whose
+        twin box is linear (:meth:`_linear_boxes`): with ``s(x) = a . x + c`` on the box and
+        ``s(x') = s(x) + delta``, the pair flips iff ``s(x)`` lies between ``-delta`` and 0
+        (:func:`linear_count.count_between`); a unit with some point within the error band of a
+        threshold (float64 rounding, plus the float32 margin tau under ``float32``) is left open."""
+        from certprune.verifiers.linear_count import collapse, count_between, error_bound
+        M = len(own)
+        if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
+            return
+        if any(lo.shape != (2 * M, w.shape[0]) for (lo, _), w in zip(tb.pre, self.net.weights)):
+            return
+        ok, pats = self._linear_boxes(tb, M)
+        ok &= ~closed & (u.size[own] <= self.cfg.count_points) & u.open[own].any(1)
+        if not ok.any():
+            return
+        W = [w.double().numpy() for w in self.net.weights]
+        B = [b.double().numpy() for b in self.net.biases]
+        tau = np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()) if self.semantics is Semantics.FLOAT32 else np.zeros(M)
+        for b in np.flatnonzero(ok):
+            k = int(own[b])
+            a, c, aa, ca = collapse(W, B, [p[b] for p in pats])
+            x0 = u.lo[k].copy()
+            x0[self.prot] = self.values[vi[b]]
+            xmax = np.maximum(np.abs(u.lo[k]), np.abs(u.hi[k]))
+            xmax[self.prot] = np.abs(self.values).max(0)
+            eps = error_bound(aa, ca, xmax) + float(tau[b])
+            delta = float(a[self.prot] @ (self.values[vj[b]] - self.values[vi[b]]))
+            widths = (u.hi[k, self.free] - u.lo[k, self.free] + 1).astype(np.int64)
+            n_flip, band = count_between(a[self.free], float(a @ x0 + c), widths, min(0.0, -delta), max(0.0, -delta), eps)
+            if band:
+                continue
+            p = int(u.part[k])
+            size = box_points(u.lo[k:k + 1], u.hi[k:k + 1], self.free)[0]
+            nv = int(u.open[k].sum())
+            st.unfair[p] += nv * n_flip
+            st.fair[p] += nv * (size - n_flip)
+            u.open[k] = False
 
     @staticmethod
     def _decide_values(N, V, own, vi, vj, closed, sy, sp, unordered: bool = True):
@@ -636,6 +701,7 @@ class TwinBab:
                     np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
+        self.pool = pool  # the open units (read after the run by diagnostics)
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         while True:
