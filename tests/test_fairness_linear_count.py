@@ -17,7 +17,8 @@ from certprune.verifiers.linear_count import collapse, count_between
 from test_fairness_exact import biased_mlp, small_spec
 from test_fairness_individuals import _check
 
-COUNTING = BabConfig(enum_points=0, count_points=2 ** 32)  # no enumeration: linear units are counted
+COUNTING = BabConfig(enum_points=0, count_points=2 ** 32)
+BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6)  # every band resolved point by point  # no enumeration: linear units are counted
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -27,10 +28,14 @@ def test_count_between_equals_enumeration(seed):
     a, base = rng.normal(size=5), float(rng.normal())
     s = base + np.array([a @ np.array(k) for k in itertools.product(*[range(w) for w in widths])])
     t0, t1 = sorted(rng.normal(size=2))
-    n, band = count_between(a, base, widths, t0, t1, 1e-12)
-    assert n == int(((s > t0) & (s <= t1)).sum()) and not band
-    _, band = count_between(a, base, widths, float(s[3]), t1, 1e-12)  # a point on a threshold
-    assert band
+    cnt = count_between(a, base, widths, t0, t1, 1e-12, 100)
+    assert cnt.inside == int(((s > t0) & (s <= t1)).sum()) and len(cnt.band) == 0
+    cnt = count_between(a, base, widths, float(s[3]), t1, 1e-9, 100)  # a point on a threshold
+    assert len(cnt.band) >= 1 and cnt.inside == int(((s > s[3]) & (s <= t1)).sum())
+    grid = np.array(list(itertools.product(*[range(w) for w in widths])))
+    near = grid[(np.abs(s - s[3]) <= 1e-9) | (np.abs(s - t1) <= 1e-9)]
+    assert {tuple(r) for r in cnt.band} == {tuple(r) for r in near}  # the band, listed exactly
+    assert count_between(a, base, widths, t0, t1, 10.0, 5) is None  # too wide a band
 
 
 def test_collapse_is_the_network_on_its_activation_pattern():
@@ -67,23 +72,49 @@ def _linear_model(seed: int):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_counted_audits_equal_brute_force(seed, semantics, monkeypatch):
     """Linear models (counted at the root) and mixed random ones (counted where linear), with
-    enumeration off: individual counts equal brute force; the counting path is taken."""
-    calls = []
-    orig = fairness_bab.TwinBab._count_linear
+    enumeration off, with the default band and with every band resolved point by point:
+    individual counts equal brute force; the counting path is taken on the linear models."""
+    counted = []
+    orig = fairness_bab.TwinBab._count_job
 
-    def spy(self, u, *a):
-        before = u.open.sum()
-        orig(self, u, *a)
-        calls.append(int(before - u.open.sum()))
-    monkeypatch.setattr(fairness_bab.TwinBab, "_count_linear", spy)
+    def spy(self, job, st):
+        back = orig(self, job, st)
+        counted.append(back is None)
+        return back
+    monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", spy)
     spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
-    for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
-        calls.clear()
-        res = audit_fairness(model, spec, None, timeout=60, progress=False, config=COUNTING,
-                             semantics=semantics, samples=0)
-        _check(res, model, spec)
-        assert sum(calls) > 0 or not linear
+    for cfg in (COUNTING, BAND):
+        for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
+            counted.clear()
+            res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg,
+                                 semantics=semantics, samples=0)
+            _check(res, model, spec)
+            assert any(counted) or not linear
     assert res.summary["semantics"] == semantics
+
+
+def test_band_points_are_decided_one_by_one(monkeypatch):
+    """A linear model with a tie on the decision boundary at integer points (integer weights):
+    the band holds points, each is decided exactly, and the counts equal brute force."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0, 2.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+        model[0].bias.fill_(1.0)
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model[2].bias.fill_(0.0)  # s = a + 2 p - c: zero at many integer points
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
+    bands = []
+    orig = fairness_bab.TwinBab.decide_points
+
+    def spy(self, X):
+        bands.append(len(X))
+        return orig(self, X)
+    monkeypatch.setattr(fairness_bab.TwinBab, "decide_points", spy)
+    for sem in ("exact", "float32"):
+        bands.clear()
+        res = audit_fairness(model, spec, None, timeout=60, progress=False, config=BAND, semantics=sem, samples=0)
+        _check(res, model, spec)
+        assert sum(bands) > 0
 
 
 def test_counting_is_off_with_relaxed_attributes_and_still_exact():

@@ -78,7 +78,7 @@ class BabConfig:
     4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
     pool still pops by open volume x weight. Units of at most ``count_points`` free points on which
     the network is linear (binary protected attribute, no relaxed one) are counted exactly
-    (:meth:`TwinBab._count_linear`; 0 = never). z3 is off by default:
+    (:meth:`TwinBab._queue_linear`; 0 = never), taking at most ``count_share`` of the time. z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -92,7 +92,10 @@ class BabConfig:
     pool_cap: int = 400000
     enum_per_round: int = 65536
     first_round: int = 256
-    count_points: int = 0
+    count_points: int = 2 ** 42
+    count_band: int = 4096
+    count_z: float = 2.0
+    count_share: float = 0.5
 
 
 @dataclass
@@ -156,6 +159,27 @@ class _State:
     def __post_init__(self) -> None:
         if self.npairs is None:
             self.npairs = np.array([len(q) for q in self.pairs], dtype=np.int64)
+
+
+@dataclass
+class _LinearJob:
+    """A unit (one row) queued for an exact count on its linear twin box: ``s(x) = base + a . k``
+    over the free offsets k < ``widths`` from the unit's low corner, partner decision
+    ``s + delta``; ``eps`` the error band; ``x0`` the low corner with the own protected value,
+    ``partner`` the partner's protected value."""
+
+    unit: Units
+    a: np.ndarray
+    base: float
+    widths: np.ndarray
+    delta: float
+    eps: float
+    x0: np.ndarray
+    partner: np.ndarray
+
+    @property
+    def size(self) -> float:
+        return float(self.unit.size[0])
 
 
 class ExactLogit:
@@ -225,6 +249,7 @@ class TwinBab:
         self._solver = None
         self.trace = False
         self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run, per round
+        self.queue: list[_LinearJob] = []  # linear units waiting for an exact count (_queue_linear)
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
@@ -488,7 +513,7 @@ class TwinBab:
                 self._fix_coupling(z)
                 self._check_points(z, u.part[own[opn]], st)
         if counting:
-            self._count_linear(u, tb, own, vi, vj, closed, st)
+            self._queue_linear(u, tb, own, vi, vj, closed)
         alive = u.open.any(1)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
@@ -519,13 +544,15 @@ class TwinBab:
             pats.append(act[:M])
         return ok, pats
 
-    def _count_linear(self, u: Units, tb, own, vi, vj, closed, st: _State) -> None:
-        """Count exactly the individuals of open units of at most ``count_points`` free points whose
-        twin box is linear (:meth:`_linear_boxes`): with ``s(x) = a . x + c`` on the box and
-        ``s(x') = s(x) + delta``, the pair flips iff ``s(x)`` lies between ``-delta`` and 0
-        (:func:`linear_count.count_between`); a unit with some point within the error band of a
-        threshold (float64 rounding, plus the float32 margin tau under ``float32``) is left open."""
-        from certprune.verifiers.linear_count import collapse, count_between, error_bound
+    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> None:
+        """Move open units of at most ``count_points`` free points whose twin box is linear
+        (:meth:`_linear_boxes`) from the search to the count queue (:meth:`_count_job`): with
+        ``s(x) = a . x + c`` on the box and ``s(x') = s(x) + delta``, the pair flips iff ``s(x)``
+        lies between ``-delta`` and 0. Skipped: units whose error band would hold more than
+        ``count_band`` points (spread evenly), or whose thresholds lie more than ``count_z``
+        standard deviations from the mean of ``s`` over the box (few points near the decision
+        boundary: such units are cheap to bisect)."""
+        from certprune.verifiers.linear_count import band_size, collapse, error_bound
         M = len(own)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
             return
@@ -537,26 +564,55 @@ class TwinBab:
             return
         W = [w.double().numpy() for w in self.net.weights]
         B = [b.double().numpy() for b in self.net.biases]
+        depth, width = len(W), max(w.shape[1] for w in W)
         tau = np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()) if self.semantics is Semantics.FLOAT32 else np.zeros(M)
         for b in np.flatnonzero(ok):
             k = int(own[b])
             a, c, aa, ca = collapse(W, B, [p[b] for p in pats])
+            v, w = self.values[vi[b]], self.values[vj[b]]
             x0 = u.lo[k].copy()
-            x0[self.prot] = self.values[vi[b]]
+            x0[self.prot] = v
             xmax = np.maximum(np.abs(u.lo[k]), np.abs(u.hi[k]))
             xmax[self.prot] = np.abs(self.values).max(0)
-            eps = error_bound(aa, ca, xmax) + float(tau[b])
-            delta = float(a[self.prot] @ (self.values[vj[b]] - self.values[vi[b]]))
+            eps = error_bound(aa, ca, xmax, depth, width) + float(tau[b])
             widths = (u.hi[k, self.free] - u.lo[k, self.free] + 1).astype(np.int64)
-            n_flip, band = count_between(a[self.free], float(a @ x0 + c), widths, min(0.0, -delta), max(0.0, -delta), eps)
-            if band:
+            af = a[self.free]
+            if 2 * band_size(af, widths, eps) > self.cfg.count_band:
                 continue
-            p = int(u.part[k])
-            size = box_points(u.lo[k:k + 1], u.hi[k:k + 1], self.free)[0]
-            nv = int(u.open[k].sum())
-            st.unfair[p] += nv * n_flip
-            st.fair[p] += nv * (size - n_flip)
+            delta, base = float(a[self.prot] @ (w - v)), float(a @ x0 + c)
+            mu = base + float(af @ (widths - 1)) / 2
+            sd = float(np.sqrt((af ** 2) @ ((widths ** 2 - 1) / 12.0)))
+            if min(abs(mu), abs(mu + delta)) > self.cfg.count_z * sd:
+                continue
+            self.queue.append(_LinearJob(u.take(np.array([k])), af, base, widths, delta, eps, x0, w))
             u.open[k] = False
+
+    def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
+        """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
+        points computed within the error band of a threshold (float64 rounding, plus the float32
+        margin tau under ``float32``) are decided one by one (:meth:`decide_points`) and the count
+        corrected. Returns the unit when its band holds more than ``count_band`` points (back to
+        the search), else None."""
+        from certprune.verifiers.linear_count import count_between
+        u = job.unit
+        cnt = count_between(job.a, job.base, job.widths, min(0.0, -job.delta), max(0.0, -job.delta), job.eps,
+                            self.cfg.count_band)
+        if cnt is None:
+            return u
+        n_flip = cnt.inside
+        if len(cnt.band):
+            X = np.repeat(job.x0[None], len(cnt.band), axis=0)
+            X[:, self.free] = u.lo[0, self.free] + cnt.band
+            Xp = X.copy()
+            Xp[:, self.prot] = job.partner
+            flip = self.decide_points(X) != self.decide_points(Xp)
+            n_flip += int(flip.sum()) - int(cnt.band_inside.sum())
+        p = int(u.part[0])
+        size = box_points(u.lo, u.hi, self.free)[0]
+        nv = int(u.open[0].sum())
+        st.unfair[p] += nv * n_flip
+        st.fair[p] += nv * (size - n_flip)
+        return None
 
     @staticmethod
     def _decide_values(N, V, own, vi, vj, closed, sy, sp, unordered: bool = True):
@@ -688,6 +744,31 @@ class TwinBab:
                                             int(st.nodes[p]), int(st.z3[p]),
                                             now - st.started[p] if np.isfinite(st.started[p]) else 0.0))
 
+    def _emit_done(self, st: _State, parts: np.ndarray) -> None:
+        """Emit the partitions among ``parts`` with no unit left (in the pool or the count queue)."""
+        for p in parts:
+            if st.units[p] == 0 and not st.done[p]:
+                self._emit(st, p, "falsified" if st.unfair[p] else "certified")
+
+    def _count_queue(self, st: _State, pool: UnitPool, budget: float) -> np.ndarray:
+        """Count queued linear units, largest first, for about ``budget`` seconds (at least one;
+        never past the deadline); units whose band is too wide go back to the pool. Returns the
+        partitions touched."""
+        t0, parts = time.perf_counter(), []
+        self.queue.sort(key=lambda j: j.size)
+        while self.queue and time.monotonic() <= self.deadline:
+            job = self.queue.pop()
+            p = int(job.unit.part[0])
+            st.units[p] -= 1
+            back = self._count_job(job, st)
+            if back is not None:
+                pool.add(back)
+                st.units[p] += 1
+            parts.append(p)
+            if time.perf_counter() - t0 >= budget:
+                break
+        return np.array(parts, dtype=np.int64)
+
     def run(self, pids: np.ndarray, plo: np.ndarray, phi: np.ndarray, deadline: float,
             on_done: Callable[[list[PartitionOutcome]], None], chunk: int = 2000,
             tolerance_points: float = 0.0) -> None:
@@ -702,6 +783,7 @@ class TwinBab:
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
         self.pool = pool  # the open units (read after the run by diagnostics)
+        self.queue = []
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         while True:
@@ -712,27 +794,41 @@ class TwinBab:
                 st.started[sel] = time.perf_counter()
                 np.add.at(st.units, sel, 1)
                 unloaded[sel] = 0.0
-            if len(pool) == 0 or time.monotonic() > deadline:
+            if (len(pool) == 0 and not self.queue) or time.monotonic() > deadline:
                 break
-            if tolerance_points > 0 and pool.volume_sum() + float(unloaded.sum()) <= tolerance_points:
+            queued = sum(j.unit.volume()[0] for j in self.queue)
+            if tolerance_points > 0 and pool.volume_sum() + queued + float(unloaded.sum()) <= tolerance_points:
                 break
+            if len(pool) == 0:  # only counts left
+                self._count_queue(st, pool, float("inf"))
+                self._emit_done(st, np.arange(P))
+                if len(st.outcomes) > emitted:
+                    on_done(st.outcomes[emitted:])
+                    emitted = len(st.outcomes)
+                continue
             batch = pool.pop(self.cfg.batch, drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
+            n_queued = len(self.queue)
             kids = self._round(batch, st)
             if self.trace:
                 print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
                       f"t={time.perf_counter() - t0:.3f}")
             np.add.at(st.units, kids.part, 1)
             pool.add(kids)
-            for p in np.unique(batch.part):
-                if st.units[p] == 0 and not st.done[p]:
-                    self._emit(st, p, "falsified" if st.unfair[p] else "certified")
+            for j in self.queue[n_queued:]:
+                st.units[j.unit.part[0]] += 1
+            touched = [batch.part]
+            if self.queue:
+                budget = self.cfg.count_share / max(1e-9, 1 - self.cfg.count_share) * (time.perf_counter() - t0)
+                touched.append(self._count_queue(st, pool, budget))
+            self._emit_done(st, np.unique(np.concatenate(touched)))
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)
             if self.on_progress is not None:
                 self.on_progress(sum(st.fair), sum(st.unfair))
+        self.queue = []  # what is still queued at the deadline stays undecided
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, "unknown")
         if len(st.outcomes) > emitted:
