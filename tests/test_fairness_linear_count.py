@@ -17,8 +17,8 @@ from certprune.verifiers.linear_count import collapse, count_between
 from test_fairness_exact import biased_mlp, small_spec
 from test_fairness_individuals import _check
 
-COUNTING = BabConfig(enum_points=0, count_points=2 ** 32)
-BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6)  # every band resolved point by point  # no enumeration: linear units are counted
+COUNTING = BabConfig(enum_points=0, count_points=2 ** 32, count_after=0.0)
+BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6, count_after=0.0)  # every band resolved point by point
 
 
 @pytest.mark.parametrize("seed", range(6))
