@@ -540,12 +540,14 @@ class TwinBab:
     def _linear_boxes(self, tb, M: int) -> np.ndarray:
         """``(ok, patterns)``: ``ok`` (M,) marks the twin boxes whose ReLUs are all stable in both
         copies with one and the same activation pattern; ``patterns[k]`` (M, h_k) the active ReLUs
-        of hidden layer k (meaningful where ``ok``)."""
+        of hidden layer k (meaningful where ``ok``). A ReLU is stable only when its float64 bound
+        clears zero by ``1e-9 (1 + |bound|)``, far beyond the rounding of the forward pass, so the
+        pattern holds for the real-arithmetic network."""
         ok = np.ones(M, dtype=bool)
         pats = []
         for lo, hi in tb.pre:
             lo, hi = lo.numpy(), hi.numpy()
-            act, ina = lo >= 0, hi <= 0
+            act, ina = lo > 1e-9 * (1 + np.abs(lo)), hi < -1e-9 * (1 + np.abs(hi))
             stable = act | ina
             ok &= stable[:M].all(1) & stable[M:].all(1) & (act[:M] == act[M:]).all(1)
             pats.append(act[:M])
@@ -798,7 +800,6 @@ class TwinBab:
                     np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
-        self.pool = pool  # the open units (read after the run by diagnostics)
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
