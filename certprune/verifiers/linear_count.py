@@ -1,0 +1,118 @@
+"""Exact counts of integer points of a box on each side of a hyperplane, for the individual-counting
+search (:mod:`fairness_bab`) on boxes where the network is linear.
+
+Where every ReLU of both twin copies is stable over a box and both copies share one activation
+pattern, the decision logit is one affine function ``s(x) = a . x + c`` of the box (the copies
+differ only in the protected value, so ``s(x') = s(x) + delta``), and an individual (binary
+protected attribute, no relaxed ones) is unfair iff ``s(x)`` lies between ``-delta`` and 0.
+:func:`count_between` counts the integer points with ``t0 < s(x) <= t1`` by meet in the middle
+(the free features split into two groups of about equal point counts; all partial sums of one
+group are sorted and each of the other's is located in them by binary search), in time about
+``sqrt(points) log(points)``. The float64 count is that of real arithmetic except for points whose
+computed ``s(x)`` lies within ``eps`` of a threshold (``eps`` bounds the float64 error, plus under
+the float32 semantics its rounding margin); those band points are listed, and the caller decides
+each of them exactly and corrects the count."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def collapse(weights, biases, active: list[np.ndarray]) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """The affine map of a ReLU MLP with a fixed activation pattern: ``(a, c, a_abs, c_abs)`` with
+    ``s(x) = a . x + c`` (float64 from the float32 weights) and the same chain of absolute values
+    (for the error bound). ``active[k]`` (h_k,) bool: hidden layer k's ReLUs that pass their input."""
+    A = np.asarray(weights[0], dtype=np.float64)
+    c = np.asarray(biases[0], dtype=np.float64)
+    Aa, ca = np.abs(A), np.abs(c)
+    for W, b, m in zip(weights[1:], biases[1:], active):
+        W = np.asarray(W, dtype=np.float64)
+        Wm = W[:, m]
+        A, c = Wm @ A[m], Wm @ c[m] + np.asarray(b, dtype=np.float64)
+        Aa, ca = np.abs(Wm) @ Aa[m], np.abs(Wm) @ ca[m] + np.abs(np.asarray(b, dtype=np.float64))
+    return A[0], float(c[0]), Aa[0], float(ca[0])
+
+
+def error_bound(a_abs: np.ndarray, c_abs: float, xmax: np.ndarray, depth: int, width: int) -> float:
+    """A bound on |computed s(x) - real s(x)| over points with |x| <= xmax: each of the ``depth``
+    products of the collapse (inner dimension <= ``width``) and the at most ``2 n + 8`` additions of
+    a point's sum (n features) add at most ``k 2^-53`` relative to the absolute chain
+    ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety."""
+    k = depth * width + 2 * len(xmax) + 8
+    return 2.0 * k * 2.0 ** -53 * (float(a_abs @ xmax) + c_abs) + 1e-300
+
+
+def _groups(widths: np.ndarray) -> tuple[list[int], list[int]]:
+    """Split feature indices into two groups of about equal products of widths (largest first)."""
+    ga, gb, pa, pb = [], [], 1.0, 1.0
+    for i in np.argsort(-widths, kind="stable"):
+        if pa <= pb:
+            ga.append(int(i))
+            pa *= widths[i]
+        else:
+            gb.append(int(i))
+            pb *= widths[i]
+    return ga, gb
+
+
+def _sums(a: np.ndarray, widths: np.ndarray, idx: list[int]) -> np.ndarray:
+    """All partial sums ``sum_i a_i k_i`` over ``k_i in 0..w_i-1``, i in ``idx``, in C order of
+    ``widths[idx]`` (the first feature of ``idx`` slowest)."""
+    s = np.zeros(1)
+    for i in idx:
+        s = (s[:, None] + a[i] * np.arange(int(widths[i]))[None]).ravel()
+    return s
+
+
+def band_size(a: np.ndarray, widths: np.ndarray, eps: float) -> float:
+    """Expected number of points within ``eps`` of one threshold if the values ``a . k`` were spread
+    evenly over their range (a cheap test before a count: a large band is not worth resolving)."""
+    span = float(np.abs(a) @ (widths - 1))
+    pts = float(np.prod(widths.astype(np.float64)))
+    return pts if span <= 0 else pts * min(1.0, 2 * eps / span)
+
+
+@dataclass
+class Count:
+    """``inside``: points k with ``t0 < base + a . k <= t1`` as computed in float64; ``band`` (m, F)
+    the offset vectors of the points computed within ``eps`` of ``t0`` or ``t1`` (whose real value may
+    lie on the other side), ``band_inside`` (m,) whether each was counted in ``inside``."""
+
+    inside: int
+    band: np.ndarray
+    band_inside: np.ndarray
+
+
+def count_between(a: np.ndarray, base: float, widths: np.ndarray, t0: float, t1: float,
+                  eps: float, max_band: int) -> Count | None:
+    """Count the offset vectors k (0 <= k_i < widths_i) with ``t0 < base + a . k <= t1`` (see
+    :class:`Count`), or None when more than ``max_band`` points lie in the bands. ``a``, ``widths``
+    over the free features; threshold and ``eps`` in units of ``s``."""
+    widths = np.asarray(widths, dtype=np.int64)
+    ga, gb = _groups(widths)
+    sa_raw, sb_raw = _sums(a, widths, ga), _sums(a, widths, gb)
+    oa, ob = np.argsort(sa_raw, kind="stable")[::-1], np.argsort(sb_raw, kind="stable")
+    sb = sb_raw[ob]
+    r = base + sa_raw[oa]  # descending, so every query t - r below is ascending (fast search)
+
+    def find(t, side):
+        return np.searchsorted(sb, t - r, side=side)
+    inside = int(find(t1, "right").sum() - find(t0, "right").sum()) if t1 > t0 else 0
+    lo = [find(t - eps, "left") for t in (t0, t1)]
+    hi = [find(t + eps, "right") for t in (t0, t1)]
+    if sum(int((h - l).sum()) for l, h in zip(lo, hi)) > max_band:
+        return None
+    pairs = set()
+    for l, h in zip(lo, hi):
+        for i in np.flatnonzero(h > l):
+            pairs.update((int(i), int(j)) for j in range(int(l[i]), int(h[i])))
+    band = np.zeros((len(pairs), len(widths)), dtype=np.int64)
+    vals = np.zeros(len(pairs))
+    for m, (i, j) in enumerate(sorted(pairs)):
+        if ga:
+            band[m, ga] = np.unravel_index(int(oa[i]), tuple(widths[ga]))
+        if gb:
+            band[m, gb] = np.unravel_index(int(ob[j]), tuple(widths[gb]))
+        vals[m] = r[i] + sb[j]
+    return Count(inside, band, (vals > t0) & (vals <= t1))
