@@ -170,3 +170,27 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
         flips = int((eng.decide_points(X) != eng.decide_points(Xp)).sum())
         nv = int(u.open[0].sum())
         assert st.unfair[0] == nv * flips and st.fair[0] == nv * (len(grid) - flips)
+
+
+# (base, a_0, a_1, t): offset (1, 1) has a_1 <= fl(t - fl(base + a_0)) but fl(fl(base + a_0) + a_1) > t
+ROUNDING_TIES = [(0.10490011715303971, -0.535669373161111, 0.5392477724809167, 0.10847851647284541),
+                 (-0.7322673547034516, -0.5442589828573099, 1.1816362906500153, -0.09489004691074636),
+                 (0.4116305363741328, 1.0425133694426776, -1.4927043047000206, -0.03856039888321028)]
+
+
+@pytest.mark.parametrize("base,a0,a1,t", ROUNDING_TIES)
+def test_band_correction_is_exact_where_roundings_disagree(base, a0, a1, t):
+    """The caller corrects ``inside`` by ``band_inside`` and exact decisions of the band points; on
+    points where the two float64 roundings of the threshold comparison (``a_1 <= t - r`` as
+    counted, ``r + a_1 <= t`` as a naive recomputation) disagree, ``band_inside`` must say what
+    ``inside`` counted, or the corrected count is off by one."""
+    from fractions import Fraction
+    a, widths = np.array([a0, a1]), np.array([2, 2])
+    cnt = count_between(a, base, widths, -10.0, t, 1e-12, 100)
+    assert any(tuple(k) == (1, 1) for k in cnt.band)
+    exact_in = [Fraction(-10) < Fraction(base) + Fraction(a0) * int(k[0]) + Fraction(a1) * int(k[1]) <= Fraction(t)
+                for k in cnt.band]
+    corrected = cnt.inside - int(cnt.band_inside.sum()) + sum(exact_in)
+    truth = sum(Fraction(-10) < Fraction(base) + Fraction(a0) * i + Fraction(a1) * j <= Fraction(t)
+                for i in range(2) for j in range(2))
+    assert corrected == truth

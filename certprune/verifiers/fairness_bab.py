@@ -591,7 +591,9 @@ class TwinBab:
             v, w = self.values[vi[b]], self.values[vj[b]]
             x0 = u.lo[k].copy()
             x0[self.prot] = v
-            xmax = np.maximum(np.abs(u.lo[k]), np.abs(u.hi[k]))
+            # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
+            # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
+            xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
             xmax[self.prot] = np.abs(self.values).max(0)
             eps = error_bound(aa, ca, xmax, depth, width) + float(tau[b])
             widths = (u.hi[k, self.free] - u.lo[k, self.free] + 1).astype(np.int64)

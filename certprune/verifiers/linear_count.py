@@ -35,7 +35,9 @@ def collapse(weights, biases, active: list[np.ndarray]) -> tuple[np.ndarray, flo
 
 
 def error_bound(a_abs: np.ndarray, c_abs: float, xmax: np.ndarray, depth: int, width: int) -> float:
-    """A bound on |computed s(x) - real s(x)| over points with |x| <= xmax: each of the ``depth``
+    """A bound on |computed s(x) - real s(x)| where every term of the computed sums is at most
+    ``a_abs_i xmax_i`` in magnitude (the caller passes ``xmax = |lo| + (hi - lo)``, which bounds
+    the offsets of :func:`count_between`'s partial sums and the base point alike): each of the ``depth``
     products of the collapse (inner dimension <= ``width``) and the at most ``2 n + 8`` additions of
     a point's sum (n features) add at most ``k 2^-53`` relative to the absolute chain
     ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety."""
@@ -108,11 +110,14 @@ def count_between(a: np.ndarray, base: float, widths: np.ndarray, t0: float, t1:
         for i in np.flatnonzero(h > l):
             pairs.update((int(i), int(j)) for j in range(int(l[i]), int(h[i])))
     band = np.zeros((len(pairs), len(widths)), dtype=np.int64)
-    vals = np.zeros(len(pairs))
+    inside_b = np.zeros(len(pairs), dtype=bool)
     for m, (i, j) in enumerate(sorted(pairs)):
         if ga:
             band[m, ga] = np.unravel_index(int(oa[i]), tuple(widths[ga]))
         if gb:
             band[m, gb] = np.unravel_index(int(ob[j]), tuple(widths[gb]))
-        vals[m] = r[i] + sb[j]
-    return Count(inside, band, (vals > t0) & (vals <= t1))
+        # the very comparisons `inside` counted with (sb[j] <= fl(t - r[i])), not fl(r[i] + sb[j])
+        # against t: the two can differ by one rounding, and the caller's correction
+        # `inside - band_inside + exact` must remove exactly what `inside` counted
+        inside_b[m] = t1 > t0 and t0 - r[i] < sb[j] <= t1 - r[i]
+    return Count(inside, band, inside_b)
