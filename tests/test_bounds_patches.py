@@ -178,3 +178,39 @@ def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
     x = lo + (hi - lo) * torch.rand(2000, 1, d, generator=gen, dtype=torch.float64)  # sampled soundness
     y = g.forward(x.reshape(-1, d)).reshape(2000, 4, -1)
     assert (y >= yl - 1e-9).all() and (y <= yu + 1e-9).all()
+
+
+def test_same_shape_convs_keep_their_own_window_jacobians():
+    """Two convolutions of one shape but different weights in one graph: each operator's cached
+    window Jacobian (``Conv._transposed``) belongs to its own weight, so the CROWN bounds (patches
+    mode, the Jacobian path taken) contain 10^4 sampled outputs per box and equal auto_LiRPA's;
+    a weight changed in place rebuilds the Jacobian instead of reusing the old one."""
+    from certprune.graph.ops_linear import Conv
+    from certprune.verifiers.bounds import compute_bounds
+    torch.manual_seed(7)
+    m = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 3)).eval()
+    with torch.no_grad():
+        m[4].weight.copy_(-2.0 * m[2].weight.flip(0))  # the same shape, other values
+    g = build_graph(m, (2, 8, 8))
+    convs = [n.op for n in g.nodes if isinstance(n.op, Conv)]
+    assert len(convs) == 3 and convs[1].weight.shape == convs[2].weight.shape
+    gen = torch.Generator().manual_seed(8)
+    lo = torch.rand(40, 128, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.4 * torch.rand(40, 128, generator=gen, dtype=torch.float64)
+    nat = compute_bounds(g, lo, hi, engine="native", intermediate="all")
+    ref = compute_bounds(m, lo, hi, engine="lirpa", input_shape=(2, 8, 8))
+    shared = set(convs[1]._jac[2]) & set(convs[2]._jac[2])  # keys the two same-shape convs both built
+    assert any(convs[1]._jac[2][k] is not None for k in shared)
+    assert all(not torch.equal(convs[1]._jac[2][k], convs[2]._jac[2][k]) for k in shared)
+    torch.testing.assert_close(nat.lower, ref.lower, rtol=0, atol=1e-6)
+    torch.testing.assert_close(nat.upper, ref.upper, rtol=0, atol=1e-6)
+    for box in (0, 17, 39):
+        x = lo[box] + (hi[box] - lo[box]) * torch.rand(10_000, 128, generator=gen, dtype=torch.float64)
+        y = m.double()(x.reshape(-1, 2, 8, 8))
+        assert (y >= nat.lower[box] - 1e-9).all() and (y <= nat.upper[box] + 1e-9).all()
+    old = convs[2]._jac
+    with torch.no_grad():
+        convs[2].weight.mul_(-1.0)  # in place: a new version of the same tensor
+    convs[2]._transposed(torch.ones(1, 2, 1, 1, dtype=torch.float64), (3, 3), (0, 0))
+    assert convs[2]._jac is not old and convs[2]._jac[1] == convs[2].weight._version

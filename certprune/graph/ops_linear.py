@@ -225,8 +225,8 @@ class Conv(Op):
 
     def _transposed(self, P: torch.Tensor, out_hw, padding) -> torch.Tensor:
         """The transposed convolution of windows P (B, C, h, w) to (B, C_in, *out_hw) (2-D): one
-        BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and kept on
-        the operator, where that is small (``JACOBIAN_VALUES``), the output small next to the
+        BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and weight and
+        kept on the operator, where that is small (``JACOBIAN_VALUES``), the output small next to the
         kernel (``JACOBIAN_SPREAD``) and there are at least as many rows as Jacobian rows; else
         ``conv2d_input``. Measured on the windows of patches mode: oval21 1.6x, MNIST convnet 2.2x,
         sri_resnet_a 7x7 windows 1.2x faster (in isolation; in the pass: MNIST conv node 38 -> 31
@@ -237,7 +237,12 @@ class Conv(Op):
         ci, (kh, kw) = self.in_shape[0], self.weight.shape[2:]
         H, W = out_hw
         key = (C, h, w, H, W, tuple(padding), P.dtype)
-        cache = self.__dict__.setdefault("_jac", {})
+        # the Jacobians belong to this weight tensor: a new or in-place changed weight starts
+        # an empty cache (the cache sits on the operator, so other operators never share it)
+        held = self.__dict__.get("_jac")
+        if held is None or held[0] is not self.weight or held[1] != self.weight._version:
+            held = self._jac = (self.weight, self.weight._version, {})
+        cache = held[2]
         if key not in cache:
             small = C * h * w * ci * H * W <= self.JACOBIAN_VALUES and H * W <= self.JACOBIAN_SPREAD * kh * kw
             J = None
@@ -248,8 +253,8 @@ class Conv(Op):
             cache[key] = J
         J = cache[key]
         if J is None or B < J.shape[0]:
-            return torch.nn.grad.conv2d_input((B, ci, H, W), self.weight, P, self.stride, padding, self.dilation,
-                                              self.groups)
+            return torch.nn.grad.conv2d_input((B, ci, H, W), self.weight.to(P.dtype), P, self.stride, padding,
+                                              self.dilation, self.groups)
         return matmul(P.reshape(B, -1), J).reshape(B, ci, H, W)
 
     def _backward_windows(self, A: Windows):
