@@ -66,7 +66,10 @@ _BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coord
 class State:
     """Boxes ``lo``/``hi`` (N, input_dim); ``bounds[i]`` the tightest known bounds of node i
     (N, *shape); ``relax[i]`` and ``pre[i]`` (clamped input bounds) of each ReLU node i;
-    ``infeasible`` (N,) domains whose split constraints contradict the bounds."""
+    ``infeasible`` (N,) domains whose split constraints contradict the bounds; ``deadline``
+    (``time.monotonic()`` value or None) checked between the backward passes of one node's
+    bounds (row chunks, box groups, window chunks), so that one large node cannot overrun it
+    by more than one pass."""
 
     lo: torch.Tensor
     hi: torch.Tensor
@@ -74,6 +77,7 @@ class State:
     relax: dict[int, Relaxation] = field(default_factory=dict)
     pre: dict[int, Interval] = field(default_factory=dict)
     infeasible: torch.Tensor | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -188,6 +192,7 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     widest = max(graph.nodes[j].size for j in graph.ancestors(t))
     chunk = max(1, min(ROW_CHUNK, ROW_BUDGET // (2 * N * widest)))  # caps the memory of one pass
     for part in rows.split(chunk):
+        check_deadline(st.deadline, "the CROWN bound pass")
         k = len(part)
         if type(node.op) is Linear and len(node.shape) == 1:
             # identity rows through a Linear are +-W's rows: start one step further down
@@ -226,6 +231,7 @@ def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> I
     cache: dict = {}
     parts = []
     for l0 in range(0, L, chunk):
+        check_deadline(st.deadline, "the CROWN bound pass")
         at = windows.Locations((H, W), slice(l0, l0 + chunk), cache, geo)
         A = windows.identity(graph.nodes[t].shape, at, st.lo.dtype)
         parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st, keep_lam=False).lower.expand(N, A.rows))
@@ -354,6 +360,7 @@ def box_rows_crown(graph: Graph, p: int, st: State, unst: torch.Tensor, low: tor
                 relax={i: _gather_relax(st.relax[i], order) for i in sorted(graph.ancestors(p)) if i in st.relax})
     cl, cu = torch.empty_like(mask, dtype=low.dtype), torch.empty_like(mask, dtype=low.dtype)
     for s in range(0, len(order), BOX_GROUP):
+        check_deadline(st.deadline, "the CROWN bound pass")
         e = min(s + BOX_GROUP, len(order))
         c, ix = sorted_counts[e - 1], idx[s:e, :sorted_counts[e - 1]]
         part = State(sub.lo[s:e], sub.hi[s:e], relax={i: _slice_relax(r, s, e) for i, r in sub.relax.items()})
@@ -413,10 +420,11 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
                  rows: str = "all") -> State:
     """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8;
     ``rows`` "all" or "unstable" (which neurons get an identity-spec CROWN pass).
-    ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass,
-    raising :class:`~certprune.errors.DeadlineExceeded` once passed."""
+    ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass and
+    between its backward passes (``State.deadline``), raising
+    :class:`~certprune.errors.DeadlineExceeded` once passed."""
     N = lo.shape[0]
-    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
+    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool), deadline=deadline)
     st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
     tight: set[int] = {0}
     for i, node in enumerate(graph.nodes[1:], start=1):
