@@ -116,6 +116,10 @@ def test_blas_matmul_equals_torch_and_keeps_autograd():
     W = torch.randn(50, 21, generator=g, dtype=torch.float64)
     torch.testing.assert_close(matmul(A, W), A @ W, rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(matmul(A[:, ::2], W), A[:, ::2] @ W, rtol=1e-13, atol=1e-12)  # non-contiguous
+    buf = torch.zeros(64, 3, 21, dtype=torch.float64)  # into the strided rows of a buffer
+    got = matmul(A[:, 0], W, out=buf[:, 1])
+    assert got.data_ptr() == buf[:, 1].data_ptr() and (buf[:, [0, 2]] == 0).all()
+    torch.testing.assert_close(buf[:, 1], A[:, 0] @ W, rtol=1e-13, atol=1e-12)
     Ag = A.clone().requires_grad_(True)
     out = matmul(Ag, W)
     assert out.grad_fn is not None
@@ -124,7 +128,7 @@ def test_blas_matmul_equals_torch_and_keeps_autograd():
 
 
 def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
-    """node_crown's one-product step through ReLU -> Linear (``crown._relu_linear_step``, used
+    """node_crown's two-product step through ReLU -> Linear (``crown._relu_linear_step``, used
     from 16 boxes on) gives the intermediate and output bounds of the plain sweep, with and
     without a bias on the Linear below, and with split-clamped relaxations."""
     from certprune.verifiers.bounds import compute_bounds

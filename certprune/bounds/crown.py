@@ -199,7 +199,7 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
             w = node.op.weight[part]
             b = node.op.bias[part] if node.op.bias is not None else w.new_zeros(k)
             R, bias = torch.cat([w, -w]), torch.cat([b, -b]).unsqueeze(0)
-            two = _relu_linear_step(graph, node.inputs[0], R, st)
+            two = _relu_linear_step(graph, node.inputs[0], w, st)
             if two is not None:  # and through the ReLU and Linear below as one matrix product
                 j, coef, b2 = two
                 r = sweep(graph, j, {j: coef}, bias + b2, st, keep_lam=False).lower.expand(N, 2 * k)
@@ -242,15 +242,18 @@ def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> I
 TWO_STEP_VALUES = 1 << 20  # largest (2n, rows * (p + 1)) matrix of the two-step product
 
 
-def _relu_linear_step(graph: Graph, r: int, R: torch.Tensor, st: State):
-    """The backward step of rows ``R`` (m, n) (shared by all boxes) through ReLU node r and the
-    1-D Linear below it as one product: ``pos(R) * alpha + neg(R) * slope`` is linear in the
-    per-box slopes, so ``[alpha, slope] (N, 2n) @ T (2n, m (p + 1))`` with ``T`` the stacked
-    outer products of ``pos(R)`` / ``neg(R)`` columns with ``[W | b]`` rows gives the
-    coefficients on the Linear's input and its bias term at once (one large matrix product
-    instead of an (N, m, n) elementwise pass and N small ones; same values). Returns
-    (node j below the Linear, coefficients (N, m, p), bias (N, m)) or None where it does not
-    apply (not ReLU -> Linear, few boxes, or T too large)."""
+def _relu_linear_step(graph: Graph, r: int, w: torch.Tensor, st: State):
+    """The backward step of the rows ``[w; -w]`` (2k, n) (shared by all boxes: an identity-spec
+    pass through a Linear) through ReLU node r and the 1-D Linear below it as two products.
+    With ``pos``/``neg`` the parts of a row, alpha / s / t the per-box lower slope, chord slope
+    and intercept and ``gap = s - alpha``, row +w gets ``pos alpha + neg s = (w (alpha + s) -
+    |w| gap) / 2`` and row -w gets ``-(w (alpha + s) + |w| gap) / 2``: both from ``X = (alpha +
+    s) (N, n) @ T_w`` and ``Y = gap @ T_|w|``, where ``T_v (n, k (p + 1))`` stacks the outer
+    products of v's columns with the rows of ``[W | b]``. That gives the coefficients on the
+    Linear's input and its bias term at once, in half the multiply-adds of one product per
+    sign (large products instead of an (N, 2k, n) elementwise pass and N small ones; same values
+    up to rounding). Returns (node j below the Linear, coefficients (N, 2k, p), bias (N, 2k)) or
+    None where it does not apply (not ReLU -> Linear, few boxes, or T too large)."""
     relu = graph.nodes[r]
     if relu.op is None or not relu.op.nonlinear or len(relu.shape) != 1 or st.lo.shape[0] < 16:
         return None
@@ -258,19 +261,35 @@ def _relu_linear_step(graph: Graph, r: int, R: torch.Tensor, st: State):
     lin = graph.nodes[q].op
     if type(lin) is not Linear or len(graph.nodes[q].shape) != 1:
         return None
-    m, n = R.shape
+    k, n = w.shape
     aug = lin.weight if lin.bias is None else lin.augmented  # (n, p (+ 1))
-    if 2 * n * m * aug.shape[1] > TWO_STEP_VALUES:
+    if 4 * n * k * aug.shape[1] > TWO_STEP_VALUES:
         return None
-    pos, neg = R.clamp(min=0), R.clamp(max=0)
-    T = torch.cat([pos.T.unsqueeze(-1) * aug.unsqueeze(1), neg.T.unsqueeze(-1) * aug.unsqueeze(1)]).reshape(2 * n, -1)
+    hw, ha = w / 2, w.abs() / 2
     rel = st.relax[r]
     N = st.lo.shape[0]
-    out = matmul(torch.cat([rel.alpha.reshape(N, n), rel.slope.reshape(N, n)], 1), T).reshape(N, m, aug.shape[1])
-    bias = matmul(rel.intercept.reshape(N, n), neg.T.contiguous())  # the chord intercepts on negative rows
+    alpha, slope = rel.alpha.reshape(N, n), rel.slope.reshape(N, n)
+    out = _plus_minus(alpha + slope, slope - alpha, (hw.T.unsqueeze(-1) * aug.unsqueeze(1)).reshape(n, -1),
+                      (ha.T.unsqueeze(-1) * aug.unsqueeze(1)).reshape(n, -1)).reshape(N, 2 * k, aug.shape[1])
+    t = rel.intercept.reshape(N, n)
+    bias = _plus_minus(t, t, hw.T.contiguous(), ha.T.contiguous())  # the chord intercepts on negative parts
     if lin.bias is None:
         return graph.nodes[q].inputs[0], out, bias
     return graph.nodes[q].inputs[0], out[..., :-1], bias + out[..., -1]
+
+
+def _plus_minus(x: torch.Tensor, y: torch.Tensor, Tx: torch.Tensor, Ty: torch.Tensor) -> torch.Tensor:
+    """``[X - Y, -X - Y]`` (N, 2 q) for ``X = x @ Tx``, ``Y = y @ Ty`` (x, y (N, n); T (n, q)):
+    both products written into the halves of one buffer and combined in place (fresh
+    intermediates of this size cost as much as the products, measured on the 20-50-30-15-10-1 MLP)."""
+    N, q = x.shape[0], Tx.shape[1]
+    out = x.new_empty(N, 2, q)
+    matmul(x, Tx, out=out[:, 0])
+    matmul(y, Ty, out=out[:, 1])
+    X, Y = out[:, 0], out[:, 1]
+    X.sub_(Y)  # X - Y
+    Y.mul_(-2).sub_(X)  # -2 Y - (X - Y) = -X - Y
+    return out.reshape(N, 2 * q)
 
 
 def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: bool, sparse: bool,
