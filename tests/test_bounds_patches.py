@@ -218,3 +218,21 @@ def test_same_shape_convs_keep_their_own_window_jacobians():
         convs[2].weight.mul_(-1.0)  # in place: a new version of the same tensor
     convs[2]._transposed(torch.ones(1, 2, 1, 1, dtype=torch.float64), (3, 3), (0, 0))
     assert convs[2]._jac is not old and convs[2]._jac[1] == convs[2].weight._version
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_dense_conv_step_in_row_chunks_gives_the_same_bounds(name, monkeypatch):
+    """The dense backward step of a convolution runs its rows in chunks (``Conv.CONV_CHUNK``
+    output values per call): same bounds on every node as one call for all rows."""
+    from certprune.graph.ops_linear import Conv
+    g, lo, hi, _ = _graph_and_boxes(name, seed=3, n=5)
+    monkeypatch.setattr(Conv, "CONV_CHUNK", 1 << 30)
+    one = crown.intermediate(g, lo, hi)
+    whole = [_dense(g, t, one) for t in range(1, len(g.nodes))]
+    monkeypatch.setattr(Conv, "CONV_CHUNK", 100)  # a few rows per call
+    st = crown.intermediate(g, lo, hi)
+    for t in range(1, len(g.nodes)):
+        l, u = _dense(g, t, st)
+        torch.testing.assert_close(l, whole[t - 1][0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(u, whole[t - 1][1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(crown.output_bounds(g, st)[0], crown.output_bounds(g, one)[0], rtol=0, atol=1e-12)
