@@ -204,20 +204,21 @@ def test_same_shape_convs_keep_their_own_window_jacobians():
     hi = lo + 0.4 * torch.rand(40, 128, generator=gen, dtype=torch.float64)
     nat = compute_bounds(g, lo, hi, engine="native", intermediate="all")
     ref = compute_bounds(m, lo, hi, engine="lirpa", input_shape=(2, 8, 8))
-    shared = set(convs[1]._jac[2]) & set(convs[2]._jac[2])  # keys the two same-shape convs both built
-    assert any(convs[1]._jac[2][k] is not None for k in shared)
-    assert all(not torch.equal(convs[1]._jac[2][k], convs[2]._jac[2][k]) for k in shared)
+    j1, j2 = convs[1].jacobians(), convs[2].jacobians()
+    shared = set(j1) & set(j2)  # keys the two same-shape convs both built
+    assert any(j1[k] is not None for k in shared)
+    assert all(not torch.equal(j1[k], j2[k]) for k in shared)
     torch.testing.assert_close(nat.lower, ref.lower, rtol=0, atol=1e-6)
     torch.testing.assert_close(nat.upper, ref.upper, rtol=0, atol=1e-6)
     for box in (0, 17, 39):
         x = lo[box] + (hi[box] - lo[box]) * torch.rand(10_000, 128, generator=gen, dtype=torch.float64)
         y = m.double()(x.reshape(-1, 2, 8, 8))
         assert (y >= nat.lower[box] - 1e-9).all() and (y <= nat.upper[box] + 1e-9).all()
-    old = convs[2]._jac
     with torch.no_grad():
         convs[2].weight.mul_(-1.0)  # in place: a new version of the same tensor
+    assert convs[2].jacobians() == {}  # nothing built from the old values is served
     convs[2]._transposed(torch.ones(1, 2, 1, 1, dtype=torch.float64), (3, 3), (0, 0))
-    assert convs[2]._jac is not old and convs[2]._jac[1] == convs[2].weight._version
+    assert convs[2].jacobians() is not j2 and len(convs[2].jacobians()) == 1
 
 
 @pytest.mark.parametrize("name", sorted(NETS))

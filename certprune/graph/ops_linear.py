@@ -239,6 +239,15 @@ class Conv(Op):
     JACOBIAN_VALUES = 1 << 21  # largest Jacobian kept (16 MB in float64)
     JACOBIAN_SPREAD = 12  # ... and only where an output covers at most this many kernel areas
 
+    def jacobians(self) -> dict:
+        """The window Jacobians built so far for the current weight tensor, by (C, h, w, H, W,
+        padding, dtype): they sit on this operator (never shared with another), and a new or
+        in-place changed weight (tensor identity, version counter) starts an empty dict."""
+        held = self.__dict__.get("_jac")
+        if held is None or held[0] is not self.weight or held[1] != self.weight._version:
+            held = self._jac = (self.weight, self.weight._version, {})
+        return held[2]
+
     def _transposed(self, P: torch.Tensor, out_hw, padding) -> torch.Tensor:
         """The transposed convolution of windows P (B, C, h, w) to (B, C_in, *out_hw) (2-D): one
         BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and weight and
@@ -253,12 +262,7 @@ class Conv(Op):
         ci, (kh, kw) = self.in_shape[0], self.weight.shape[2:]
         H, W = out_hw
         key = (C, h, w, H, W, tuple(padding), P.dtype)
-        # the Jacobians belong to this weight tensor: a new or in-place changed weight starts
-        # an empty cache (the cache sits on the operator, so other operators never share it)
-        held = self.__dict__.get("_jac")
-        if held is None or held[0] is not self.weight or held[1] != self.weight._version:
-            held = self._jac = (self.weight, self.weight._version, {})
-        cache = held[2]
+        cache = self.jacobians()
         if key not in cache:
             small = C * h * w * ci * H * W <= self.JACOBIAN_VALUES and H * W <= self.JACOBIAN_SPREAD * kh * kw
             J = None
