@@ -166,7 +166,7 @@ def test_neuron_stability_matches_brute_force_count():
 
 
 def test_lirpa_compat_patches_are_in_place_and_idempotent():
-    """Fails loudly if a future torch/numpy moves what the three patches rely on."""
+    """Fails loudly if a future torch/numpy moves what the four patches rely on."""
     import sys
 
     import numpy as np
@@ -196,7 +196,14 @@ def test_lirpa_compat_patches_are_in_place_and_idempotent():
     node = next(n for n in g.nodes() if n.kind() == "onnx::Conv")
     attrs = {k: node[k] for k in node.attributeNames()}
     assert attrs["strides"] == [2, 2] and attrs["kernel_shape"] == [3, 3]
-    assert "auto_LiRPA" in sys.modules or lirpa_compat.import_auto_lirpa() is not None
+    # 4. BoundedModule.parameters() (torch 2.x passes remove_duplicate to _named_members)
+    import warnings
+    al = lirpa_compat.import_auto_lirpa()
+    lirpa_compat.import_auto_lirpa()  # idempotent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bm = al.BoundedModule(nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)), torch.zeros(1, 3))
+    assert len(list(bm.parameters())) == 4 and len(dict(bm.named_parameters())) == 4
 
 
 def test_affine_cache_follows_data_edits_and_structural_changes():

@@ -116,6 +116,10 @@ def test_blas_matmul_equals_torch_and_keeps_autograd():
     W = torch.randn(50, 21, generator=g, dtype=torch.float64)
     torch.testing.assert_close(matmul(A, W), A @ W, rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(matmul(A[:, ::2], W), A[:, ::2] @ W, rtol=1e-13, atol=1e-12)  # non-contiguous
+    buf = torch.zeros(64, 3, 21, dtype=torch.float64)  # into the strided rows of a buffer
+    got = matmul(A[:, 0], W, out=buf[:, 1])
+    assert got.data_ptr() == buf[:, 1].data_ptr() and (buf[:, [0, 2]] == 0).all()
+    torch.testing.assert_close(buf[:, 1], A[:, 0] @ W, rtol=1e-13, atol=1e-12)
     Ag = A.clone().requires_grad_(True)
     out = matmul(Ag, W)
     assert out.grad_fn is not None
@@ -124,7 +128,7 @@ def test_blas_matmul_equals_torch_and_keeps_autograd():
 
 
 def test_two_step_relu_linear_product_equals_the_sweep(monkeypatch):
-    """node_crown's one-product step through ReLU -> Linear (``crown._relu_linear_step``, used
+    """node_crown's two-product step through ReLU -> Linear (``crown._relu_linear_step``, used
     from 16 boxes on) gives the intermediate and output bounds of the plain sweep, with and
     without a bias on the Linear below, and with split-clamped relaxations."""
     from certprune.verifiers.bounds import compute_bounds
@@ -178,3 +182,58 @@ def test_concretising_in_place_gives_the_bounds_of_the_kept_coefficients(name):
     x = lo + (hi - lo) * torch.rand(2000, 1, d, generator=gen, dtype=torch.float64)  # sampled soundness
     y = g.forward(x.reshape(-1, d)).reshape(2000, 4, -1)
     assert (y >= yl - 1e-9).all() and (y <= yu + 1e-9).all()
+
+
+def test_same_shape_convs_keep_their_own_window_jacobians():
+    """Two convolutions of one shape but different weights in one graph: each operator's cached
+    window Jacobian (``Conv._transposed``) belongs to its own weight, so the CROWN bounds (patches
+    mode, the Jacobian path taken) contain 10^4 sampled outputs per box and equal auto_LiRPA's;
+    a weight changed in place rebuilds the Jacobian instead of reusing the old one."""
+    from certprune.graph.ops_linear import Conv
+    from certprune.verifiers.bounds import compute_bounds
+    torch.manual_seed(7)
+    m = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 3)).eval()
+    with torch.no_grad():
+        m[4].weight.copy_(-2.0 * m[2].weight.flip(0))  # the same shape, other values
+    g = build_graph(m, (2, 8, 8))
+    convs = [n.op for n in g.nodes if isinstance(n.op, Conv)]
+    assert len(convs) == 3 and convs[1].weight.shape == convs[2].weight.shape
+    gen = torch.Generator().manual_seed(8)
+    lo = torch.rand(40, 128, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.4 * torch.rand(40, 128, generator=gen, dtype=torch.float64)
+    nat = compute_bounds(g, lo, hi, engine="native", intermediate="all")
+    ref = compute_bounds(m, lo, hi, engine="lirpa", input_shape=(2, 8, 8))
+    j1, j2 = convs[1].jacobians(), convs[2].jacobians()
+    shared = set(j1) & set(j2)  # keys the two same-shape convs both built
+    assert any(j1[k] is not None for k in shared)
+    assert all(not torch.equal(j1[k], j2[k]) for k in shared)
+    torch.testing.assert_close(nat.lower, ref.lower, rtol=0, atol=1e-6)
+    torch.testing.assert_close(nat.upper, ref.upper, rtol=0, atol=1e-6)
+    for box in (0, 17, 39):
+        x = lo[box] + (hi[box] - lo[box]) * torch.rand(10_000, 128, generator=gen, dtype=torch.float64)
+        y = m.double()(x.reshape(-1, 2, 8, 8))
+        assert (y >= nat.lower[box] - 1e-9).all() and (y <= nat.upper[box] + 1e-9).all()
+    with torch.no_grad():
+        convs[2].weight.mul_(-1.0)  # in place: a new version of the same tensor
+    assert convs[2].jacobians() == {}  # nothing built from the old values is served
+    convs[2]._transposed(torch.ones(1, 2, 1, 1, dtype=torch.float64), (3, 3), (0, 0))
+    assert convs[2].jacobians() is not j2 and len(convs[2].jacobians()) == 1
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_dense_conv_step_in_row_chunks_gives_the_same_bounds(name, monkeypatch):
+    """The dense backward step of a convolution runs its rows in chunks (``Conv.CONV_CHUNK``
+    output values per call): same bounds on every node as one call for all rows."""
+    from certprune.graph.ops_linear import Conv
+    g, lo, hi, _ = _graph_and_boxes(name, seed=3, n=5)
+    monkeypatch.setattr(Conv, "CONV_CHUNK", 1 << 30)
+    one = crown.intermediate(g, lo, hi)
+    whole = [_dense(g, t, one) for t in range(1, len(g.nodes))]
+    monkeypatch.setattr(Conv, "CONV_CHUNK", 100)  # a few rows per call
+    st = crown.intermediate(g, lo, hi)
+    for t in range(1, len(g.nodes)):
+        l, u = _dense(g, t, st)
+        torch.testing.assert_close(l, whole[t - 1][0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(u, whole[t - 1][1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(crown.output_bounds(g, st)[0], crown.output_bounds(g, one)[0], rtol=0, atol=1e-12)

@@ -105,3 +105,30 @@ def test_densify_and_crown_pass_raise_past_their_deadline(conv_instance):
         l, u = (b.reshape(1, -1) for b in st.pre[node])
         assert bool((h >= l - 1e-9).all() and (h <= u + 1e-9).all())
     assert np.isfinite(st.pre[g.relu_nodes[-1]][0].numpy()).all()
+
+
+def test_crown_pass_checks_its_deadline_between_backward_passes(monkeypatch):
+    """One node's CROWN bounds take several backward passes (per-box row groups of 128 boxes on a
+    1-D node, row chunks, window chunks): the deadline is checked before each, so that a large
+    node overruns it by one pass at most, not by the whole node."""
+    from certprune.bounds import crown
+    from certprune.graph import build_graph
+    from tests.conftest import random_mlp
+
+    g = build_graph(random_mlp([6, 40, 30, 20, 3], seed=1), (6,))
+    gen = torch.Generator().manual_seed(2)
+    lo = torch.rand(1024, 6, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + 0.05  # few unstable neurons: the per-box rows pass
+    calls = []
+    real = crown.check_deadline
+    monkeypatch.setattr(crown, "check_deadline", lambda d, w: calls.append(d) or real(d, w))
+    crown.intermediate(g, lo, hi, rows="unstable", deadline=time.monotonic() + 600)
+    groups = 1024 // crown.BOX_GROUP
+    assert len(calls) >= groups + 2  # the third layer alone: one check per group of boxes
+    # a deadline that passes inside a node stops its remaining passes
+    clock = iter(range(10_000))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+    calls.clear()
+    with pytest.raises(DeadlineExceeded):
+        crown.intermediate(g, lo, hi, rows="unstable", deadline=3.5)
+    assert len(calls) <= 5

@@ -60,7 +60,7 @@ def test_conv_window_step_equals_the_transposed_convolution(stride, padding, bia
     (win,), wb = op.backward(A)
     (den,), db = op.backward(densify(A))
     assert win.geo == op.window_geo(A.geo) and win.shape == (cin, H_in, W_in)
-    assert (op.__dict__.get("_jac", {}).get((cout, 2, 3) + win.geo[:2] + ((0, 0), torch.float64)) is not None) is jacobian
+    assert (op.jacobians().get((cout, 2, 3) + win.geo[:2] + ((0, 0), torch.float64)) is not None) is jacobian
     _same(win, den)
     same = Windows(A.P[:, :1].expand_as(A.P), A.geo, A.shape, A.at)  # one window for all locations
     (w1,), _ = op.backward(same)

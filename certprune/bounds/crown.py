@@ -66,7 +66,10 @@ _BOX_OPS = ("scale", "reshape", "permute", "pad")  # map a box onto a box (coord
 class State:
     """Boxes ``lo``/``hi`` (N, input_dim); ``bounds[i]`` the tightest known bounds of node i
     (N, *shape); ``relax[i]`` and ``pre[i]`` (clamped input bounds) of each ReLU node i;
-    ``infeasible`` (N,) domains whose split constraints contradict the bounds."""
+    ``infeasible`` (N,) domains whose split constraints contradict the bounds; ``deadline``
+    (``time.monotonic()`` value or None) checked between the backward passes of one node's
+    bounds (row chunks, box groups, window chunks), so that one large node cannot overrun it
+    by more than one pass."""
 
     lo: torch.Tensor
     hi: torch.Tensor
@@ -74,6 +77,7 @@ class State:
     relax: dict[int, Relaxation] = field(default_factory=dict)
     pre: dict[int, Interval] = field(default_factory=dict)
     infeasible: torch.Tensor | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -188,13 +192,14 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
     widest = max(graph.nodes[j].size for j in graph.ancestors(t))
     chunk = max(1, min(ROW_CHUNK, ROW_BUDGET // (2 * N * widest)))  # caps the memory of one pass
     for part in rows.split(chunk):
+        check_deadline(st.deadline, "the CROWN bound pass")
         k = len(part)
         if type(node.op) is Linear and len(node.shape) == 1:
             # identity rows through a Linear are +-W's rows: start one step further down
             w = node.op.weight[part]
             b = node.op.bias[part] if node.op.bias is not None else w.new_zeros(k)
             R, bias = torch.cat([w, -w]), torch.cat([b, -b]).unsqueeze(0)
-            two = _relu_linear_step(graph, node.inputs[0], R, st)
+            two = _relu_linear_step(graph, node.inputs[0], w, st)
             if two is not None:  # and through the ReLU and Linear below as one matrix product
                 j, coef, b2 = two
                 r = sweep(graph, j, {j: coef}, bias + b2, st, keep_lam=False).lower.expand(N, 2 * k)
@@ -226,6 +231,7 @@ def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> I
     cache: dict = {}
     parts = []
     for l0 in range(0, L, chunk):
+        check_deadline(st.deadline, "the CROWN bound pass")
         at = windows.Locations((H, W), slice(l0, l0 + chunk), cache, geo)
         A = windows.identity(graph.nodes[t].shape, at, st.lo.dtype)
         parts.append(sweep(graph, t, {t: A}, A.P.new_zeros(1, A.rows), st, keep_lam=False).lower.expand(N, A.rows))
@@ -236,15 +242,18 @@ def _windows_crown(graph: Graph, t: int, st: State, geo: dict, budget: int) -> I
 TWO_STEP_VALUES = 1 << 20  # largest (2n, rows * (p + 1)) matrix of the two-step product
 
 
-def _relu_linear_step(graph: Graph, r: int, R: torch.Tensor, st: State):
-    """The backward step of rows ``R`` (m, n) (shared by all boxes) through ReLU node r and the
-    1-D Linear below it as one product: ``pos(R) * alpha + neg(R) * slope`` is linear in the
-    per-box slopes, so ``[alpha, slope] (N, 2n) @ T (2n, m (p + 1))`` with ``T`` the stacked
-    outer products of ``pos(R)`` / ``neg(R)`` columns with ``[W | b]`` rows gives the
-    coefficients on the Linear's input and its bias term at once (one large matrix product
-    instead of an (N, m, n) elementwise pass and N small ones; same values). Returns
-    (node j below the Linear, coefficients (N, m, p), bias (N, m)) or None where it does not
-    apply (not ReLU -> Linear, few boxes, or T too large)."""
+def _relu_linear_step(graph: Graph, r: int, w: torch.Tensor, st: State):
+    """The backward step of the rows ``[w; -w]`` (2k, n) (shared by all boxes: an identity-spec
+    pass through a Linear) through ReLU node r and the 1-D Linear below it as two products.
+    With ``pos``/``neg`` the parts of a row, alpha / s / t the per-box lower slope, chord slope
+    and intercept and ``gap = s - alpha``, row +w gets ``pos alpha + neg s = (w (alpha + s) -
+    |w| gap) / 2`` and row -w gets ``-(w (alpha + s) + |w| gap) / 2``: both from ``X = (alpha +
+    s) (N, n) @ T_w`` and ``Y = gap @ T_|w|``, where ``T_v (n, k (p + 1))`` stacks the outer
+    products of v's columns with the rows of ``[W | b]``. That gives the coefficients on the
+    Linear's input and its bias term at once, in half the multiply-adds of one product per
+    sign (large products instead of an (N, 2k, n) elementwise pass and N small ones; same values
+    up to rounding). Returns (node j below the Linear, coefficients (N, 2k, p), bias (N, 2k)) or
+    None where it does not apply (not ReLU -> Linear, few boxes, or T too large)."""
     relu = graph.nodes[r]
     if relu.op is None or not relu.op.nonlinear or len(relu.shape) != 1 or st.lo.shape[0] < 16:
         return None
@@ -252,19 +261,35 @@ def _relu_linear_step(graph: Graph, r: int, R: torch.Tensor, st: State):
     lin = graph.nodes[q].op
     if type(lin) is not Linear or len(graph.nodes[q].shape) != 1:
         return None
-    m, n = R.shape
+    k, n = w.shape
     aug = lin.weight if lin.bias is None else lin.augmented  # (n, p (+ 1))
-    if 2 * n * m * aug.shape[1] > TWO_STEP_VALUES:
+    if 4 * n * k * aug.shape[1] > TWO_STEP_VALUES:
         return None
-    pos, neg = R.clamp(min=0), R.clamp(max=0)
-    T = torch.cat([pos.T.unsqueeze(-1) * aug.unsqueeze(1), neg.T.unsqueeze(-1) * aug.unsqueeze(1)]).reshape(2 * n, -1)
+    hw, ha = w / 2, w.abs() / 2
     rel = st.relax[r]
     N = st.lo.shape[0]
-    out = matmul(torch.cat([rel.alpha.reshape(N, n), rel.slope.reshape(N, n)], 1), T).reshape(N, m, aug.shape[1])
-    bias = matmul(rel.intercept.reshape(N, n), neg.T.contiguous())  # the chord intercepts on negative rows
+    alpha, slope = rel.alpha.reshape(N, n), rel.slope.reshape(N, n)
+    out = _plus_minus(alpha + slope, slope - alpha, (hw.T.unsqueeze(-1) * aug.unsqueeze(1)).reshape(n, -1),
+                      (ha.T.unsqueeze(-1) * aug.unsqueeze(1)).reshape(n, -1)).reshape(N, 2 * k, aug.shape[1])
+    t = rel.intercept.reshape(N, n)
+    bias = _plus_minus(t, t, hw.T.contiguous(), ha.T.contiguous())  # the chord intercepts on negative parts
     if lin.bias is None:
         return graph.nodes[q].inputs[0], out, bias
     return graph.nodes[q].inputs[0], out[..., :-1], bias + out[..., -1]
+
+
+def _plus_minus(x: torch.Tensor, y: torch.Tensor, Tx: torch.Tensor, Ty: torch.Tensor) -> torch.Tensor:
+    """``[X - Y, -X - Y]`` (N, 2 q) for ``X = x @ Tx``, ``Y = y @ Ty`` (x, y (N, n); T (n, q)):
+    both products written into the halves of one buffer and combined in place (fresh
+    intermediates of this size cost as much as the products, measured on the 20-50-30-15-10-1 MLP)."""
+    N, q = x.shape[0], Tx.shape[1]
+    out = x.new_empty(N, 2, q)
+    matmul(x, Tx, out=out[:, 0])
+    matmul(y, Ty, out=out[:, 1])
+    X, Y = out[:, 0], out[:, 1]
+    X.sub_(Y)  # X - Y
+    Y.mul_(-2).sub_(X)  # -2 Y - (X - Y) = -X - Y
+    return out.reshape(N, 2 * q)
 
 
 def _tighten(graph: Graph, p: int, st: State, interval: Interval, intersect: bool, sparse: bool,
@@ -354,6 +379,7 @@ def box_rows_crown(graph: Graph, p: int, st: State, unst: torch.Tensor, low: tor
                 relax={i: _gather_relax(st.relax[i], order) for i in sorted(graph.ancestors(p)) if i in st.relax})
     cl, cu = torch.empty_like(mask, dtype=low.dtype), torch.empty_like(mask, dtype=low.dtype)
     for s in range(0, len(order), BOX_GROUP):
+        check_deadline(st.deadline, "the CROWN bound pass")
         e = min(s + BOX_GROUP, len(order))
         c, ix = sorted_counts[e - 1], idx[s:e, :sorted_counts[e - 1]]
         part = State(sub.lo[s:e], sub.hi[s:e], relax={i: _slice_relax(r, s, e) for i, r in sub.relax.items()})
@@ -413,10 +439,11 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
                  rows: str = "all") -> State:
     """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8;
     ``rows`` "all" or "unstable" (which neurons get an identity-spec CROWN pass).
-    ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass,
-    raising :class:`~certprune.errors.DeadlineExceeded` once passed."""
+    ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass and
+    between its backward passes (``State.deadline``), raising
+    :class:`~certprune.errors.DeadlineExceeded` once passed."""
     N = lo.shape[0]
-    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
+    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool), deadline=deadline)
     st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
     tight: set[int] = {0}
     for i, node in enumerate(graph.nodes[1:], start=1):

@@ -38,14 +38,34 @@ def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat:
 _BLAS_THREADS: list[int] = []  # the thread count last given to numpy's BLAS
 
 
-def matmul(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def matmul(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``A @ W`` for A (..., n) and a 2-D W (n, p). float64 CPU products without autograd run
     through numpy's BLAS (OpenBLAS: measured 2.5-3x faster than torch's MKL on the small-inner-
     dimension products of backward passes on AMD CPUs; same values up to float64 rounding),
-    with as many BLAS threads as torch uses (``torch.set_num_threads``)."""
+    with as many BLAS threads as torch uses (``torch.set_num_threads``). ``out`` (2-D A only):
+    a float64 buffer of the result's shape, rows possibly strided, written and returned."""
+    if out is not None:
+        if (A.dtype != torch.float64 or W.dtype != torch.float64 or A.requires_grad or W.requires_grad
+                or A.device.type != "cpu" or A.dim() != 2):
+            out.copy_(A @ W)
+            return out
+        _blas_threads()
+        import numpy as np
+        np.matmul(A.contiguous().numpy(), W.contiguous().numpy(), out=out.numpy())
+        return out
     if (A.dtype != torch.float64 or W.dtype != torch.float64 or A.requires_grad or W.requires_grad
             or A.device.type != "cpu" or A.dim() < 2 or A.numel() < (1 << 14)):
         return A @ W
+    _blas_threads()
+    a = A.reshape(-1, A.shape[-1])
+    if not a.is_contiguous():
+        a = a.contiguous()
+    return torch.from_numpy(a.numpy() @ W.numpy()).reshape(*A.shape[:-1], W.shape[1])
+
+
+
+def _blas_threads() -> None:
+    """Give numpy's BLAS as many threads as torch uses (once per change)."""
     n = torch.get_num_threads()
     if not _BLAS_THREADS or _BLAS_THREADS[-1] != n:
         try:
@@ -54,11 +74,6 @@ def matmul(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         except Exception:  # no threadpoolctl: numpy keeps its own thread count
             pass
         _BLAS_THREADS.append(n)
-    a = A.reshape(-1, A.shape[-1])
-    if not a.is_contiguous():
-        a = a.contiguous()
-    return torch.from_numpy(a.numpy() @ W.numpy()).reshape(*A.shape[:-1], W.shape[1])
-
 
 
 def batched_mv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -220,13 +235,23 @@ class Conv(Op):
         (s0, s1), (p0, p1) = self.stride, self.padding
         return (ph - 1) * s0 + kh, (pw - 1) * s1 + kw, sh * s0, sw * s1, oh * s0 + p0, ow * s1 + p1
 
+    CONV_CHUNK = 1 << 18  # values of the transposed convolution's output per call of the dense backward step
     JACOBIAN_VALUES = 1 << 21  # largest Jacobian kept (16 MB in float64)
     JACOBIAN_SPREAD = 12  # ... and only where an output covers at most this many kernel areas
 
+    def jacobians(self) -> dict:
+        """The window Jacobians built so far for the current weight tensor, by (C, h, w, H, W,
+        padding, dtype): they sit on this operator (never shared with another), and a new or
+        in-place changed weight (tensor identity, version counter) starts an empty dict."""
+        held = self.__dict__.get("_jac")
+        if held is None or held[0] is not self.weight or held[1] != self.weight._version:
+            held = self._jac = (self.weight, self.weight._version, {})
+        return held[2]
+
     def _transposed(self, P: torch.Tensor, out_hw, padding) -> torch.Tensor:
         """The transposed convolution of windows P (B, C, h, w) to (B, C_in, *out_hw) (2-D): one
-        BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and kept on
-        the operator, where that is small (``JACOBIAN_VALUES``), the output small next to the
+        BLAS product with its Jacobian (C * h * w, C_in * H * W), built once per shape and weight and
+        kept on the operator, where that is small (``JACOBIAN_VALUES``), the output small next to the
         kernel (``JACOBIAN_SPREAD``) and there are at least as many rows as Jacobian rows; else
         ``conv2d_input``. Measured on the windows of patches mode: oval21 1.6x, MNIST convnet 2.2x,
         sri_resnet_a 7x7 windows 1.2x faster (in isolation; in the pass: MNIST conv node 38 -> 31
@@ -237,7 +262,7 @@ class Conv(Op):
         ci, (kh, kw) = self.in_shape[0], self.weight.shape[2:]
         H, W = out_hw
         key = (C, h, w, H, W, tuple(padding), P.dtype)
-        cache = self.__dict__.setdefault("_jac", {})
+        cache = self.jacobians()
         if key not in cache:
             small = C * h * w * ci * H * W <= self.JACOBIAN_VALUES and H * W <= self.JACOBIAN_SPREAD * kh * kw
             J = None
@@ -248,8 +273,8 @@ class Conv(Op):
             cache[key] = J
         J = cache[key]
         if J is None or B < J.shape[0]:
-            return torch.nn.grad.conv2d_input((B, ci, H, W), self.weight, P, self.stride, padding, self.dilation,
-                                              self.groups)
+            return torch.nn.grad.conv2d_input((B, ci, H, W), self.weight.to(P.dtype), P, self.stride, padding,
+                                              self.dilation, self.groups)
         return matmul(P.reshape(B, -1), J).reshape(B, ci, H, W)
 
     def _backward_windows(self, A: Windows):
@@ -271,8 +296,16 @@ class Conv(Op):
         # the transposed convolution, as the input gradient of the convolution (measured 1.6x
         # faster than F.conv_transpose2d in float64 on CPU; same values)
         f = torch.nn.grad.conv1d_input if self.d == 1 else torch.nn.grad.conv2d_input
-        out = f((K * m, *self.in_shape), self.weight, flat_rows(A), self.stride, self.padding, self.dilation,
-                self.groups)
+        rows, B = flat_rows(A), K * m
+        per = max(1, self.CONV_CHUNK // max(1, int(torch.tensor(self.in_shape).prod())))
+        if B <= per or A.requires_grad:
+            out = f((B, *self.in_shape), self.weight, rows, self.stride, self.padding, self.dilation, self.groups)
+        else:  # in row chunks whose input and output stay in cache
+            out = A.new_empty(B, *self.in_shape)
+            for s in range(0, B, per):
+                e = min(B, s + per)
+                out[s:e] = f((e - s, *self.in_shape), self.weight, rows[s:e], self.stride, self.padding,
+                             self.dilation, self.groups)
         bias = None
         if self.bias is not None:
             spatial = tuple(range(3, A.dim()))

@@ -139,15 +139,6 @@ def bab_counts(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: floa
                 bab_mode=BAB_MODE)
 
 
-def bab_certified(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float, timeout: float,
-                  domain=(0.0, 1.0)) -> np.ndarray:
-    """Certified mask from :func:`bab_verdicts` (a timed-out input counts as not certified)."""
-    from certprune.results import Verdict
-
-    verdicts = bab_verdicts(model, X, y, epsilon, timeout, domain)
-    return np.array([v is Verdict.CERTIFIED for v in verdicts], dtype=bool)
-
-
 def pruning_metrics(models: dict[str, nn.Module], data, epsilon: float, reference: str | None = None,
                     verify_samples: int = 100, verify_timeout: float | None = None, domain=(0.0, 1.0),
                     latency_batch: int = 256) -> pd.DataFrame:

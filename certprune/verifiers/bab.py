@@ -280,6 +280,9 @@ class BranchAndBound:
         # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
         milp_ok = ~input_open if st.strategy == "input" else ~leaf
         milp = ~leaf & milp_ok & ~rows["milp_tried"] & (unstable <= st.milp_max_unstable)
+        # MILP domains get their ReLU split chosen too: one the MILP leaves open (time limit) is
+        # queued back with this rule and index (``_milp``); choosing it there would run the
+        # scoring once per such domain instead of once per batch
         relu = ~leaf & ~use_input
         rule = torch.where(use_input, LOOKAHEAD if self.lookahead else INPUT, RELU).to(torch.int8)
         idx = torch.where(use_input, in_dims, torch.full_like(in_dims, -1))

@@ -1,6 +1,6 @@
 """Compatibility patches that let auto_LiRPA 0.3 run on torch 2.13 and numpy 2.
 
-auto_LiRPA 0.3 (the last release on PyPI) was written for torch 1.x / numpy 1.x. Three things
+auto_LiRPA 0.3 (the last release on PyPI) was written for torch 1.x / numpy 1.x. Four things
 it relies on are gone; :func:`apply_patches` restores each one with the smallest shim (plus a
 ``appdirs`` stand-in when that dependency, skipped by ``pip install --no-deps``, is missing):
 
@@ -12,6 +12,10 @@ it relies on are gone; :func:`apply_patches` restores each one with the smallest
 3. ``torch._C.Node.__getitem__`` (attribute subscripting ``node[k]``, removed in torch 2.x):
    ``parse_graph`` reads ``{k: n[k] for k in n.attributeNames()}``. We restore it as
    ``getattr(node, node.kindOf(k))(k)`` (``kindOf`` returns the typed getter's name: f, i, s, t, ...).
+4. ``BoundedModule._named_members`` overrides torch's without the ``remove_duplicate`` keyword
+   that torch 2.x's ``named_parameters`` passes (``list(self.parameters())``, reached from
+   ``get_sparse_C`` on ResNets such as sri_resnet_a: TypeError). After the import we wrap it to
+   accept and drop that keyword (it always removes duplicates, torch's default).
 
 The patches are applied only when the lirpa engine is first used (never at import of certprune),
 are idempotent, and each raises :class:`RuntimeError` naming the patch if the torch internals it
@@ -97,6 +101,24 @@ def _patch_node_getitem() -> None:
     node_cls.__getitem__ = _node_getitem
 
 
+def _patch_named_members(al) -> None:
+    """Let ``BoundedModule._named_members`` take torch 2.x's ``remove_duplicate`` keyword (patch 4)."""
+    cls = al.BoundedModule
+    orig = vars(cls).get("_named_members")
+    if orig is None:
+        raise RuntimeError("lirpa_compat patch 4 (_named_members): BoundedModule no longer overrides it")
+    if getattr(orig, "_certprune_patched", False):
+        return
+    import inspect
+    if "remove_duplicate" in inspect.signature(orig).parameters:  # a fixed auto_LiRPA: keep it
+        return
+
+    def _named_members(self, get_members_fn, prefix="", recurse=True, remove_duplicate=True):
+        return orig(self, get_members_fn, prefix=prefix, recurse=recurse)
+    _named_members._certprune_patched = True
+    cls._named_members = _named_members
+
+
 def apply_patches() -> None:
     """Apply the three patches (idempotent); then ``import auto_LiRPA`` works."""
     global _APPLIED
@@ -119,4 +141,5 @@ def import_auto_lirpa():
         import torch
         raise RuntimeError(f"auto_LiRPA failed to import after compatibility patches "
                            f"(torch {torch.__version__}, numpy {numpy.__version__}): {e}") from e
+    _patch_named_members(auto_LiRPA)
     return auto_LiRPA
