@@ -103,6 +103,7 @@ class BabConfig:
     count_z: float = 1.0
     count_after: float = 0.0
     count_share: float = 0.5
+    count_wait: int = 0
 
 
 @dataclass
@@ -523,7 +524,8 @@ class TwinBab:
                 self._fix_coupling(z)
                 self._check_points(z, u.part[own[opn]], st)
         if counting:
-            self._queue_linear(u, tb, own, vi, vj, closed)
+            seen = self._queue_linear(u, tb, own, vi, vj, closed)
+            u.linear = np.where(seen, u.linear + 1, 0)
         alive = u.open.any(1)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
@@ -561,52 +563,64 @@ class TwinBab:
             pats.append(act[:M])
         return ok, pats
 
-    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> None:
+    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> np.ndarray:
         """Move open units of at most ``count_points`` free points whose twin box is linear
         (:meth:`_linear_boxes`) from the search to the count queue (:meth:`_count_job`): with
         ``s(x) = a . x + c`` on the box and ``s(x') = s(x) + delta``, the pair flips iff ``s(x)``
         lies between ``-delta`` and 0. Skipped: units whose error band would hold more than
-        ``count_band`` points (spread evenly), or whose thresholds lie more than ``count_z``
+        ``count_band`` points (spread evenly), whose thresholds lie more than ``count_z``
         standard deviations from the mean of ``s`` over the box (few points near the decision
-        boundary: such units are cheap to bisect)."""
+        boundary: such units are cheap to bisect), and units not yet ``count_wait`` rounds linear
+        (``Units.linear``: bisection closes most of a large linear unit's volume in a few cheap
+        rounds when its decision strip is thin, GC-4; what stays open after them is counted).
+        Returns, per unit, whether its open twin box was linear (the caller's streak update).
+        The affine map is collapsed once per activation pattern (the boxes of a round share few)."""
         from certprune.verifiers.linear_count import band_size, collapse, error_bound
-        M = len(own)
+        M, N = len(own), len(u)
+        seen = np.zeros(N, dtype=bool)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
-            return
+            return seen
         if any(lo.shape != (2 * M, w.shape[0]) for (lo, _), w in zip(tb.pre, self.net.weights)):
-            return
+            return seen
         ok, pats = self._linear_boxes(tb, M)
         self.linear_seen = (self.linear_seen[0] + M, self.linear_seen[1] + int(ok.sum()))
         ok &= ~closed & (u.size[own] <= self.cfg.count_points) & u.open[own].any(1)
+        seen[own[ok]] = True
+        ok &= u.linear[own] >= self.cfg.count_wait
         cand = np.flatnonzero(ok)
         if len(cand) == 0:
-            return
+            return seen
         W = [w.double().numpy() for w in self.net.weights]
         B = [b.double().numpy() for b in self.net.biases]
         depth, width = len(W), max(w.shape[1] for w in W)
         tau = np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()) if self.semantics is Semantics.FLOAT32 else np.zeros(M)
-        for b in cand:
-            k = int(own[b])
-            a, c, aa, ca = collapse(W, B, [p[b] for p in pats])
-            v, w = self.values[vi[b]], self.values[vj[b]]
-            x0 = u.lo[k].copy()
-            x0[self.prot] = v
-            # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
-            # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
-            xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
-            xmax[self.prot] = np.abs(self.values).max(0)
-            eps = error_bound(aa, ca, xmax, depth, width) + float(tau[b])
-            widths = (u.hi[k, self.free] - u.lo[k, self.free] + 1).astype(np.int64)
-            af = a[self.free]
-            if 2 * band_size(af, widths, eps) > self.cfg.count_band:
-                continue
-            delta, base = float(a[self.prot] @ (w - v)), float(a @ x0 + c)
-            mu = base + float(af @ (widths - 1)) / 2
-            sd = float(np.sqrt((af ** 2) @ ((widths ** 2 - 1) / 12.0)))
-            if min(abs(mu), abs(mu + delta)) > self.cfg.count_z * sd:
-                continue
-            self.queue.append(_LinearJob(u.take(np.array([k])), af, base, widths, delta, eps, x0, w))
-            u.open[k] = False
+        keys, inv = np.unique(np.concatenate([p[cand] for p in pats], axis=1), axis=0, return_inverse=True)
+        sizes = np.cumsum([0] + [p.shape[1] for p in pats])
+        maps = [collapse(W, B, [key[sizes[i]:sizes[i + 1]] for i in range(len(pats))]) for key in keys]
+        inv = inv.reshape(-1)
+        a, c, aa, ca = (np.array([m[i] for m in maps])[inv] for i in range(4))
+        k = own[cand]
+        v, w = self.values[vi[cand]], self.values[vj[cand]]
+        x0 = u.lo[k].copy()
+        x0[:, self.prot] = v
+        # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
+        # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
+        xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
+        xmax[:, self.prot] = np.abs(self.values).max(0)
+        eps = error_bound(aa, ca, xmax, depth, width) + tau[cand]
+        widths = (u.hi[k][:, self.free] - u.lo[k][:, self.free] + 1).astype(np.int64)
+        af = a[:, self.free]
+        delta = ((w - v) * a[:, self.prot]).sum(1)
+        base = (a * x0).sum(1) + c
+        mu = base + (af * (widths - 1)).sum(1) / 2
+        sd = np.sqrt((af ** 2 * ((widths.astype(np.float64) ** 2 - 1) / 12.0)).sum(1))
+        take = (2 * band_size(af, widths, eps) <= self.cfg.count_band)
+        take &= np.minimum(np.abs(mu), np.abs(mu + delta)) <= self.cfg.count_z * sd
+        for j in np.flatnonzero(take):
+            self.queue.append(_LinearJob(u.take(k[j:j + 1]), af[j], float(base[j]), widths[j], float(delta[j]),
+                                         float(eps[j]), x0[j], w[j]))
+        u.open[k[take]] = False
+        return seen
 
     def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
         """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
@@ -746,7 +760,8 @@ class TwinBab:
             s1 = u.size * (mid - u.lo[r, dim] + 1) / w
             u = Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
                       np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
-                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]))
+                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]),
+                      np.concatenate([u.linear, u.linear]))
             if t + 1 < times:
                 score[r, dim] /= 2
                 score = np.concatenate([score, score])

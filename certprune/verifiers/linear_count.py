@@ -34,15 +34,16 @@ def collapse(weights, biases, active: list[np.ndarray]) -> tuple[np.ndarray, flo
     return A[0], float(c[0]), Aa[0], float(ca[0])
 
 
-def error_bound(a_abs: np.ndarray, c_abs: float, xmax: np.ndarray, depth: int, width: int) -> float:
+def error_bound(a_abs: np.ndarray, c_abs, xmax: np.ndarray, depth: int, width: int):
     """A bound on |computed s(x) - real s(x)| where every term of the computed sums is at most
     ``a_abs_i xmax_i`` in magnitude (the caller passes ``xmax = |lo| + (hi - lo)``, which bounds
     the offsets of :func:`count_between`'s partial sums and the base point alike): each of the ``depth``
     products of the collapse (inner dimension <= ``width``) and the at most ``2 n + 8`` additions of
     a point's sum (n features) add at most ``k 2^-53`` relative to the absolute chain
-    ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety."""
-    k = depth * width + 2 * len(xmax) + 8
-    return 2.0 * k * 2.0 ** -53 * (float(a_abs @ xmax) + c_abs) + 1e-300
+    ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety.
+    Row-wise for stacked inputs (features on the last axis; ``c_abs`` one per row)."""
+    k = depth * width + 2 * np.shape(xmax)[-1] + 8
+    return 2.0 * k * 2.0 ** -53 * ((np.asarray(a_abs) * xmax).sum(-1) + c_abs) + 1e-300
 
 
 def _groups(widths: np.ndarray) -> tuple[list[int], list[int]]:
@@ -67,12 +68,13 @@ def _sums(a: np.ndarray, widths: np.ndarray, idx: list[int]) -> np.ndarray:
     return s
 
 
-def band_size(a: np.ndarray, widths: np.ndarray, eps: float) -> float:
+def band_size(a: np.ndarray, widths: np.ndarray, eps):
     """Expected number of points within ``eps`` of one threshold if the values ``a . k`` were spread
-    evenly over their range (a cheap test before a count: a large band is not worth resolving)."""
-    span = float(np.abs(a) @ (widths - 1))
-    pts = float(np.prod(widths.astype(np.float64)))
-    return pts if span <= 0 else pts * min(1.0, 2 * eps / span)
+    evenly over their range (a cheap test before a count: a large band is not worth resolving).
+    Row-wise for stacked inputs (features on the last axis)."""
+    span = (np.abs(a) * (np.asarray(widths) - 1)).sum(-1)
+    pts = np.prod(np.asarray(widths, dtype=np.float64), axis=-1)
+    return np.where(span <= 0, pts, pts * np.minimum(1.0, 2 * np.asarray(eps) / np.where(span > 0, span, 1.0)))
 
 
 @dataclass
