@@ -17,8 +17,9 @@ from certprune.verifiers.linear_count import collapse, count_between
 from test_fairness_exact import biased_mlp, small_spec
 from test_fairness_individuals import _check
 
-COUNTING = BabConfig(enum_points=0, count_points=2 ** 32, count_after=0.0)
-BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6, count_after=0.0)  # every band resolved point by point
+COUNTING = BabConfig(enum_points=0, count_points=2 ** 32, count_after=0.0, count_stall_rounds=0)  # count at once
+BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6, count_after=0.0,
+                 count_stall_rounds=0)  # every band resolved point by point
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -137,7 +138,7 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
     from certprune.verifiers.fairness_bab import _LinearJob, _State
     spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
     exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
-    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9)
+    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9, count_stall_rounds=0)
     eng = EngineFactory(exact, module, spec, cfg, fairness_bab.Semantics(semantics))()
     jobs = []
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", lambda self, job, st: jobs.append(job) or None)
@@ -194,3 +195,17 @@ def test_band_correction_is_exact_where_roundings_disagree(base, a0, a1, t):
     truth = sum(Fraction(-10) < Fraction(base) + Fraction(a0) * i + Fraction(a1) * j <= Fraction(t)
                 for i in range(2) for j in range(2))
     assert corrected == truth
+
+
+def test_counting_waits_until_bisection_stalls():
+    """Exact counts start only after ``count_stall_rounds`` rounds in a row that each decided less
+    than ``count_stall`` of the open volume (a round that gains much resets the streak), and then
+    stay on; with ``count_stall_rounds=0`` they start at once."""
+    from certprune.verifiers.fairness import EngineFactory, _prepare_model
+    model, spec = _linear_model(0), FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
+    exact, module, _ = _prepare_model(model)
+    eng = EngineFactory(exact, module, spec, BabConfig(count_stall=0.05, count_stall_rounds=3))()
+    for gained, want in ((1, False), (1, False), (60, False), (1, False), (4, False), (2, True), (90, True)):
+        eng._note_gain(gained, 100.0)
+        assert eng._counting() == want
+    assert EngineFactory(exact, module, spec, BabConfig(count_stall_rounds=0))()._counting()

@@ -80,11 +80,12 @@ class BabConfig:
     4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
     pool still pops by open volume x weight. Units of at most ``count_points`` free points on which
     the network is linear (binary protected attribute, no relaxed one) are counted exactly
-    (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on,
-    taking at most ``count_share`` of the time (counts are cheapest per individual on the largest
-    linear units, so the default starts at once; a queued unit is not bisected meanwhile, which
-    delays the easy volume of very fair models: GC-4 reaches 99.65 % proven fair after ~2 CPU s
-    instead of 0.15 s, and 99.95 % instead of 99.8 % after 2 s). z3 is off by default:
+    (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on and
+    once ``count_stall_rounds`` rounds in a row decided less than ``count_stall`` of the open
+    volume each (:meth:`TwinBab._note_gain`; 0 rounds = at once), taking at most ``count_share``
+    of the time (a queued unit is not bisected meanwhile: counting from the first round delayed
+    the easy volume of very fair models, GC-4 reached 99.65 % proven fair after ~2.6 CPU s instead
+    of 0.15 s). z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -103,7 +104,8 @@ class BabConfig:
     count_z: float = 1.0
     count_after: float = 0.0
     count_share: float = 0.5
-    count_wait: int = 0
+    count_stall: float = 0.05
+    count_stall_rounds: int = 3
 
 
 @dataclass
@@ -261,6 +263,7 @@ class TwinBab:
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
         self.linear_seen = (0, 0)
+        self.stalled = 0  # rounds in a row that decided < count_stall of the open volume (_note_gain)
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
@@ -524,8 +527,7 @@ class TwinBab:
                 self._fix_coupling(z)
                 self._check_points(z, u.part[own[opn]], st)
         if counting:
-            seen = self._queue_linear(u, tb, own, vi, vj, closed)
-            u.linear = np.where(seen, u.linear + 1, 0)
+            self._queue_linear(u, tb, own, vi, vj, closed)
         alive = u.open.any(1)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
@@ -539,11 +541,12 @@ class TwinBab:
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
         """Whether units may be counted exactly on linear boxes: one binary protected attribute
-        (values v, w), no relaxed attribute, ``count_points`` > 0, and (once LINEAR_PROBE twin
-        boxes were seen) at least LINEAR_MIN of them linear: on models whose open boxes are
-        rarely linear (AC-3: 0.15 %) the check costs more than the counts gain."""
+        (values v, w), no relaxed attribute, ``count_points`` > 0, bisection has stalled
+        (:meth:`_note_gain`), and (once LINEAR_PROBE twin boxes were seen) at least LINEAR_MIN
+        of them linear: on models whose open boxes are rarely linear (AC-3: 0.15 %) the check
+        costs more than the counts gain."""
         seen, linear = self.linear_seen
-        if seen >= LINEAR_PROBE and linear < LINEAR_MIN * seen:
+        if (seen >= LINEAR_PROBE and linear < LINEAR_MIN * seen) or self.stalled < self.cfg.count_stall_rounds:
             return False
         return self.cfg.count_points > 0 and self.unordered and len(self.values) == 2
 
@@ -563,33 +566,27 @@ class TwinBab:
             pats.append(act[:M])
         return ok, pats
 
-    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> np.ndarray:
+    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> None:
         """Move open units of at most ``count_points`` free points whose twin box is linear
         (:meth:`_linear_boxes`) from the search to the count queue (:meth:`_count_job`): with
         ``s(x) = a . x + c`` on the box and ``s(x') = s(x) + delta``, the pair flips iff ``s(x)``
         lies between ``-delta`` and 0. Skipped: units whose error band would hold more than
         ``count_band`` points (spread evenly), whose thresholds lie more than ``count_z``
         standard deviations from the mean of ``s`` over the box (few points near the decision
-        boundary: such units are cheap to bisect), and units not yet ``count_wait`` rounds linear
-        (``Units.linear``: bisection closes most of a large linear unit's volume in a few cheap
-        rounds when its decision strip is thin, GC-4; what stays open after them is counted).
-        Returns, per unit, whether its open twin box was linear (the caller's streak update).
-        The affine map is collapsed once per activation pattern (the boxes of a round share few)."""
+        boundary: such units are cheap to bisect). The affine map is collapsed once per activation
+        pattern (the boxes of a round share few)."""
         from certprune.verifiers.linear_count import band_size, collapse, error_bound
-        M, N = len(own), len(u)
-        seen = np.zeros(N, dtype=bool)
+        M = len(own)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
-            return seen
+            return
         if any(lo.shape != (2 * M, w.shape[0]) for (lo, _), w in zip(tb.pre, self.net.weights)):
-            return seen
+            return
         ok, pats = self._linear_boxes(tb, M)
         self.linear_seen = (self.linear_seen[0] + M, self.linear_seen[1] + int(ok.sum()))
         ok &= ~closed & (u.size[own] <= self.cfg.count_points) & u.open[own].any(1)
-        seen[own[ok]] = True
-        ok &= u.linear[own] >= self.cfg.count_wait
         cand = np.flatnonzero(ok)
         if len(cand) == 0:
-            return seen
+            return
         W = [w.double().numpy() for w in self.net.weights]
         B = [b.double().numpy() for b in self.net.biases]
         depth, width = len(W), max(w.shape[1] for w in W)
@@ -620,7 +617,6 @@ class TwinBab:
             self.queue.append(_LinearJob(u.take(k[j:j + 1]), af[j], float(base[j]), widths[j], float(delta[j]),
                                          float(eps[j]), x0[j], w[j]))
         u.open[k[take]] = False
-        return seen
 
     def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
         """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
@@ -760,8 +756,7 @@ class TwinBab:
             s1 = u.size * (mid - u.lo[r, dim] + 1) / w
             u = Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
                       np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
-                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]),
-                      np.concatenate([u.linear, u.linear]))
+                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]))
             if t + 1 < times:
                 score[r, dim] /= 2
                 score = np.concatenate([score, score])
@@ -785,6 +780,17 @@ class TwinBab:
         for p in parts:
             if st.units[p] == 0 and not st.done[p]:
                 self._emit(st, p, "falsified" if st.unfair[p] else "certified")
+
+    def _note_gain(self, gained: int, open_before: float) -> None:
+        """Count the rounds in a row whose decided individuals were fewer than ``count_stall`` of
+        the open volume before them: exact counts start once ``count_stall_rounds`` such rounds
+        have passed (and stay on). While bisection still decides a large share of what is open
+        per round, it is cheaper than counting (GC-4: the first 7 rounds take 99.65 % of the
+        domain in ~0.2 s; counting from the start held its large linear units in the count queue
+        and reached that share after ~2.6 s); on models where the search gains little per round
+        from the start (GC-1, GC-3: 2-4 %) counting starts after 3 rounds, as before."""
+        if self.stalled < self.cfg.count_stall_rounds:
+            self.stalled = self.stalled + 1 if gained < self.cfg.count_stall * open_before else 0
 
     def _count_queue(self, st: _State, pool: UnitPool, always: bool = False) -> np.ndarray:
         """Count the queued linear units, largest first, while counting's share of this run's time
@@ -828,6 +834,7 @@ class TwinBab:
         pool = UnitPool()
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
+        self.stalled = 0
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         # cfg.batch counts twin boxes: a unit has one per open (value, partner) pair, so a round of
@@ -855,6 +862,8 @@ class TwinBab:
                     on_done(st.outcomes[emitted:])
                     emitted = len(st.outcomes)
                 continue
+            open_before = pool.volume_sum() + queued + float(unloaded.sum())
+            decided_before = sum(st.fair) + sum(st.unfair)
             batch = pool.pop(per_round, drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
@@ -871,6 +880,7 @@ class TwinBab:
             if self.queue:
                 touched.append(self._count_queue(st, pool))
             self._emit_done(st, np.unique(np.concatenate(touched)))
+            self._note_gain(sum(st.fair) + sum(st.unfair) - decided_before, open_before)
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)

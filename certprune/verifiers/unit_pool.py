@@ -10,8 +10,8 @@ import numpy as np
 @dataclass
 class Units:
     """A batch of units: bounds (N, n), partition index, open-value mask (N, V), depth, the
-    float number of integer points over the free features (scheduling only; counts are exact), a
-    scheduling weight and the linear streak (the exact-count queue's waiting rule)."""
+    float number of integer points over the free features (scheduling only; counts are exact) and a
+    scheduling weight."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -20,13 +20,10 @@ class Units:
     depth: np.ndarray
     size: np.ndarray
     weight: np.ndarray | None = None  # scheduling weight in (0, 1] (None: ones); pop order is volume x weight
-    linear: np.ndarray | None = None  # rounds in a row the unit (or its ancestors) was seen linear (None: zeros)
 
     def __post_init__(self) -> None:
         if self.weight is None:
             self.weight = np.ones(len(self.part))
-        if self.linear is None:
-            self.linear = np.zeros(len(self.part), np.int64)
 
     def __len__(self) -> int:
         return len(self.part)
@@ -35,7 +32,7 @@ class Units:
         return Units(*(a[idx] for a in self.astuple()))
 
     def astuple(self) -> tuple[np.ndarray, ...]:
-        return self.lo, self.hi, self.part, self.open, self.depth, self.size, self.weight, self.linear
+        return self.lo, self.hi, self.part, self.open, self.depth, self.size, self.weight
 
     def volume(self) -> np.ndarray:
         """Open individuals per unit (float)."""
