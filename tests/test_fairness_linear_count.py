@@ -39,6 +39,28 @@ def test_count_between_equals_enumeration(seed):
     assert count_between(a, base, widths, t0, t1, 10.0, 5) is None  # too wide a band
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_count_between_with_many_ties_equals_enumeration(seed):
+    """Integer coefficients: many points share each partial sum and lie exactly on the thresholds,
+    so the band holds whole runs of equal values; the band is exactly the points within eps of a
+    threshold (each listed once), ``inside`` and ``band_inside`` equal brute force."""
+    rng = np.random.default_rng(100 + seed)
+    widths = rng.integers(1, 6, size=rng.integers(2, 7))
+    a = rng.integers(-3, 4, size=len(widths)).astype(float)
+    base = float(rng.integers(-2, 3))
+    grid = np.array(list(itertools.product(*[range(w) for w in widths])))
+    s = base + grid @ a
+    t0, t1 = sorted(float(v) for v in rng.integers(-4, 5, size=2))
+    eps = [1e-9, 1.0][seed % 2]
+    cnt = count_between(a, base, widths, t0, t1, eps, 10 ** 6)
+    assert cnt.inside == int(((s > t0) & (s <= t1)).sum())
+    near = (np.abs(s - t0) <= eps) | (np.abs(s - t1) <= eps)
+    assert len(cnt.band) == len({tuple(r) for r in cnt.band})
+    assert {tuple(r) for r in cnt.band} == {tuple(r) for r in grid[near]}
+    sb = base + cnt.band @ a
+    assert np.array_equal(cnt.band_inside, (sb > t0) & (sb <= t1))
+
+
 def test_collapse_is_the_network_on_its_activation_pattern():
     model = biased_mlp(4)
     W = [m.weight.detach().double().numpy() for m in model if isinstance(m, torch.nn.Linear)]

@@ -106,6 +106,7 @@ class BabConfig:
     count_share: float = 0.5
     count_stall: float = 0.05
     count_stall_rounds: int = 3
+    count_max_share: float = 0.9
 
 
 @dataclass
@@ -264,6 +265,7 @@ class TwinBab:
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
         self.linear_seen = (0, 0)
         self.stalled = 0  # rounds in a row that decided < count_stall of the open volume (_note_gain)
+        self.search_rate = float("inf")  # individuals decided per second by recent search rounds (_note_search)
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
@@ -792,18 +794,29 @@ class TwinBab:
         if self.stalled < self.cfg.count_stall_rounds:
             self.stalled = self.stalled + 1 if gained < self.cfg.count_stall * open_before else 0
 
+    def _note_search(self, gained: int, seconds: float) -> None:
+        """The search's recent rate (individuals decided per second of a round, an exponential
+        average over rounds), against which :meth:`_count_queue` weighs the next count."""
+        rate = gained / max(seconds, 1e-9)
+        self.search_rate = rate if not np.isfinite(self.search_rate) else 0.7 * self.search_rate + 0.3 * rate
+
     def _count_queue(self, st: _State, pool: UnitPool, always: bool = False) -> np.ndarray:
         """Count the queued linear units, largest first, while counting's share of this run's time
         stays within ``count_share`` with the next count's estimated time (``count_rate`` x
-        sqrt(points), learnt from the counts made; ``always``: no limit, the search has nothing
-        left) and never past the deadline; units whose band is too wide go back to the pool.
+        sqrt(points), learnt from the counts made), or within ``count_max_share`` where the next
+        count decides more individuals per second than the search's recent rounds did
+        (``search_rate``: on GC-1 the search gains little per round after the first seconds while
+        a third of the domain waited in the queue); ``always``: no limit, the search has nothing
+        left; never past the deadline; units whose band is too wide go back to the pool.
         Returns the partitions touched."""
         parts = []
         self.queue.sort(key=lambda j: j.size)
         while self.queue and time.monotonic() <= self.deadline:
             job = self.queue[-1]
             est = self.count_rate * np.sqrt(job.size)
-            if not always and self.count_time + est > self.cfg.count_share * (time.perf_counter() - self.started):
+            spent, elapsed = self.count_time + est, time.perf_counter() - self.started
+            worth = spent <= self.cfg.count_max_share * elapsed and job.unit.volume()[0] >= self.search_rate * est
+            if not always and spent > self.cfg.count_share * elapsed and not worth:
                 break
             self.queue.pop()
             p = int(job.unit.part[0])
@@ -834,7 +847,7 @@ class TwinBab:
         pool = UnitPool()
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
-        self.stalled = 0
+        self.stalled, self.search_rate = 0, float("inf")
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         # cfg.batch counts twin boxes: a unit has one per open (value, partner) pair, so a round of
@@ -869,6 +882,7 @@ class TwinBab:
             t0 = time.perf_counter()
             n_queued = len(self.queue)
             kids = self._round(batch, st)
+            self._note_search(sum(st.fair) + sum(st.unfair) - decided_before, time.perf_counter() - t0)
             if self.trace:
                 print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
                       f"t={time.perf_counter() - t0:.3f}")

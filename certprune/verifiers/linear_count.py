@@ -77,6 +77,20 @@ def band_size(a: np.ndarray, widths: np.ndarray, eps):
     return np.where(span <= 0, pts, pts * np.minimum(1.0, 2 * np.asarray(eps) / np.where(span > 0, span, 1.0)))
 
 
+def _raw_index(raw: np.ndarray, srt: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Indices into ``raw`` of the positions ``pos`` of ``srt = sort(raw)``, distinct for distinct
+    positions: within a run of equal values any one-to-one assignment serves, since the counts
+    compare values only and a band range (``searchsorted`` on values) holds whole runs."""
+    uv = np.unique(srt[pos])
+    k = np.minimum(np.searchsorted(uv, raw), len(uv) - 1)
+    hits = np.flatnonzero(uv[k] == raw)  # every raw index holding one of the values
+    hits = hits[np.argsort(raw[hits], kind="stable")]
+    hv = raw[hits]
+    v = srt[pos]
+    rank = pos - np.searchsorted(srt, v, side="left")  # position within its run of equal values
+    return hits[np.searchsorted(hv, v, side="left") + rank]
+
+
 @dataclass
 class Count:
     """``inside``: points k with ``t0 < base + a . k <= t1`` as computed in float64; ``band`` (m, F)
@@ -96,30 +110,44 @@ def count_between(a: np.ndarray, base: float, widths: np.ndarray, t0: float, t1:
     widths = np.asarray(widths, dtype=np.int64)
     ga, gb = _groups(widths)
     sa_raw, sb_raw = _sums(a, widths, ga), _sums(a, widths, gb)
-    oa, ob = np.argsort(sa_raw, kind="stable")[::-1], np.argsort(sb_raw, kind="stable")
-    sb = sb_raw[ob]
-    r = base + sa_raw[oa]  # descending, so every query t - r below is ascending (fast search)
+    sa, sb = np.sort(sa_raw), np.sort(sb_raw)  # values only (np.sort: ~5x faster than argsort)
+    r = base + sa[::-1]  # descending, so every query t - r below is ascending (fast search)
 
-    def find(t, side):
-        return np.searchsorted(sb, t - r, side=side)
-    inside = int(find(t1, "right").sum() - find(t0, "right").sum()) if t1 > t0 else 0
-    lo = [find(t - eps, "left") for t in (t0, t1)]
-    hi = [find(t + eps, "right") for t in (t0, t1)]
+    n = len(sb)
+
+    def band(t, p):
+        """[l, h): the positions j with t - eps - r <= sb_j <= t + eps - r per row (as
+        searchsorted computes them), given p = #(sb <= t - r): l <= p <= h, and l < p (h > p)
+        only where sb[p - 1] (sb[p]) lies in the band, so only those rows are searched."""
+        qlo, qhi = (t - eps) - r, (t + eps) - r
+        l, h = p.copy(), p.copy()
+        rows = np.flatnonzero(((p > 0) & (sb[np.maximum(p - 1, 0)] >= qlo)) | ((p < n) & (sb[np.minimum(p, n - 1)] <= qhi)))
+        l[rows] = np.searchsorted(sb, qlo[rows], side="left")
+        h[rows] = np.searchsorted(sb, qhi[rows], side="right")
+        return l, h
+    p0, p1 = (np.searchsorted(sb, t - r, side="right") for t in (t0, t1))
+    inside = int(p1.sum() - p0.sum()) if t1 > t0 else 0
+    (l0, h0), (l1, h1) = band(t0, p0), band(t1, p1)
+    lo, hi = [l0, l1], [h0, h1]
     if sum(int((h - l).sum()) for l, h in zip(lo, hi)) > max_band:
         return None
     pairs = set()
     for l, h in zip(lo, hi):
         for i in np.flatnonzero(h > l):
             pairs.update((int(i), int(j)) for j in range(int(l[i]), int(h[i])))
+    pairs = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     band = np.zeros((len(pairs), len(widths)), dtype=np.int64)
     inside_b = np.zeros(len(pairs), dtype=bool)
-    for m, (i, j) in enumerate(sorted(pairs)):
+    if len(pairs):
+        ia = _raw_index(sa_raw, sa, len(sa) - 1 - pairs[:, 0])  # r[i] = base + sa[n - 1 - i]
+        ib = _raw_index(sb_raw, sb, pairs[:, 1])
         if ga:
-            band[m, ga] = np.unravel_index(int(oa[i]), tuple(widths[ga]))
+            band[:, ga] = np.stack(np.unravel_index(ia, tuple(widths[ga])), 1)
         if gb:
-            band[m, gb] = np.unravel_index(int(ob[j]), tuple(widths[gb]))
+            band[:, gb] = np.stack(np.unravel_index(ib, tuple(widths[gb])), 1)
         # the very comparisons `inside` counted with (sb[j] <= fl(t - r[i])), not fl(r[i] + sb[j])
         # against t: the two can differ by one rounding, and the caller's correction
         # `inside - band_inside + exact` must remove exactly what `inside` counted
-        inside_b[m] = t1 > t0 and t0 - r[i] < sb[j] <= t1 - r[i]
+        ri, sj = r[pairs[:, 0]], sb[pairs[:, 1]]
+        inside_b[:] = (t1 > t0) & (t0 - ri < sj) & (sj <= t1 - ri)
     return Count(inside, band, inside_b)
