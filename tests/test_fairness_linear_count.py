@@ -160,7 +160,8 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
     from certprune.verifiers.fairness_bab import _LinearJob, _State
     spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
     exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
-    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9, count_stall_rounds=0)
+    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9, count_stall_rounds=0,
+                    count_share=1.0)
     eng = EngineFactory(exact, module, spec, cfg, fairness_bab.Semantics(semantics))()
     jobs = []
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", lambda self, job, st: jobs.append(job) or None)

@@ -103,7 +103,7 @@ class BabConfig:
     count_band: int = 4096
     count_z: float = 1.0
     count_after: float = 0.0
-    count_share: float = 0.5
+    count_share: float = 0.1
     count_stall: float = 0.05
     count_stall_rounds: int = 3
     count_max_share: float = 0.9
