@@ -17,8 +17,9 @@ from certprune.verifiers.linear_count import collapse, count_between
 from test_fairness_exact import biased_mlp, small_spec
 from test_fairness_individuals import _check
 
-COUNTING = BabConfig(enum_points=0, count_points=2 ** 32, count_after=0.0)
-BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6, count_after=0.0)  # every band resolved point by point
+COUNTING = BabConfig(enum_points=0, count_points=2 ** 32, count_after=0.0, count_stall_rounds=0)  # count at once
+BAND = BabConfig(enum_points=0, count_points=2 ** 32, count_band=10 ** 6, count_after=0.0,
+                 count_stall_rounds=0)  # every band resolved point by point
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -36,6 +37,28 @@ def test_count_between_equals_enumeration(seed):
     near = grid[(np.abs(s - s[3]) <= 1e-9) | (np.abs(s - t1) <= 1e-9)]
     assert {tuple(r) for r in cnt.band} == {tuple(r) for r in near}  # the band, listed exactly
     assert count_between(a, base, widths, t0, t1, 10.0, 5) is None  # too wide a band
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_count_between_with_many_ties_equals_enumeration(seed):
+    """Integer coefficients: many points share each partial sum and lie exactly on the thresholds,
+    so the band holds whole runs of equal values; the band is exactly the points within eps of a
+    threshold (each listed once), ``inside`` and ``band_inside`` equal brute force."""
+    rng = np.random.default_rng(100 + seed)
+    widths = rng.integers(1, 6, size=rng.integers(2, 7))
+    a = rng.integers(-3, 4, size=len(widths)).astype(float)
+    base = float(rng.integers(-2, 3))
+    grid = np.array(list(itertools.product(*[range(w) for w in widths])))
+    s = base + grid @ a
+    t0, t1 = sorted(float(v) for v in rng.integers(-4, 5, size=2))
+    eps = [1e-9, 1.0][seed % 2]
+    cnt = count_between(a, base, widths, t0, t1, eps, 10 ** 6)
+    assert cnt.inside == int(((s > t0) & (s <= t1)).sum())
+    near = (np.abs(s - t0) <= eps) | (np.abs(s - t1) <= eps)
+    assert len(cnt.band) == len({tuple(r) for r in cnt.band})
+    assert {tuple(r) for r in cnt.band} == {tuple(r) for r in grid[near]}
+    sb = base + cnt.band @ a
+    assert np.array_equal(cnt.band_inside, (sb > t0) & (sb <= t1))
 
 
 def test_collapse_is_the_network_on_its_activation_pattern():
@@ -137,7 +160,8 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
     from certprune.verifiers.fairness_bab import _LinearJob, _State
     spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
     exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
-    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9)
+    cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9, count_stall_rounds=0,
+                    count_share=1.0)
     eng = EngineFactory(exact, module, spec, cfg, fairness_bab.Semantics(semantics))()
     jobs = []
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", lambda self, job, st: jobs.append(job) or None)
@@ -194,3 +218,17 @@ def test_band_correction_is_exact_where_roundings_disagree(base, a0, a1, t):
     truth = sum(Fraction(-10) < Fraction(base) + Fraction(a0) * i + Fraction(a1) * j <= Fraction(t)
                 for i in range(2) for j in range(2))
     assert corrected == truth
+
+
+def test_counting_waits_until_bisection_stalls():
+    """Exact counts start only after ``count_stall_rounds`` rounds in a row that each decided less
+    than ``count_stall`` of the open volume (a round that gains much resets the streak), and then
+    stay on; with ``count_stall_rounds=0`` they start at once."""
+    from certprune.verifiers.fairness import EngineFactory, _prepare_model
+    model, spec = _linear_model(0), FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
+    exact, module, _ = _prepare_model(model)
+    eng = EngineFactory(exact, module, spec, BabConfig(count_stall=0.05, count_stall_rounds=3))()
+    for gained, want in ((1, False), (1, False), (60, False), (1, False), (4, False), (2, True), (90, True)):
+        eng._note_gain(gained, 100.0)
+        assert eng._counting() == want
+    assert EngineFactory(exact, module, spec, BabConfig(count_stall_rounds=0))()._counting()

@@ -80,11 +80,12 @@ class BabConfig:
     4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
     pool still pops by open volume x weight. Units of at most ``count_points`` free points on which
     the network is linear (binary protected attribute, no relaxed one) are counted exactly
-    (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on,
-    taking at most ``count_share`` of the time (counts are cheapest per individual on the largest
-    linear units, so the default starts at once; a queued unit is not bisected meanwhile, which
-    delays the easy volume of very fair models: GC-4 reaches 99.65 % proven fair after ~2 CPU s
-    instead of 0.15 s, and 99.95 % instead of 99.8 % after 2 s). z3 is off by default:
+    (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on and
+    once ``count_stall_rounds`` rounds in a row decided less than ``count_stall`` of the open
+    volume each (:meth:`TwinBab._note_gain`; 0 rounds = at once), taking at most ``count_share``
+    of the time (a queued unit is not bisected meanwhile: counting from the first round delayed
+    the easy volume of very fair models, GC-4 reached 99.65 % proven fair after ~2.6 CPU s instead
+    of 0.15 s). z3 is off by default:
     on real models its calls on wide boxes mostly time out, and small boxes are enumerated."""
 
     batch: int = 4096
@@ -102,7 +103,10 @@ class BabConfig:
     count_band: int = 4096
     count_z: float = 1.0
     count_after: float = 0.0
-    count_share: float = 0.5
+    count_share: float = 0.1
+    count_stall: float = 0.1
+    count_stall_rounds: int = 2
+    count_max_share: float = 0.9
 
 
 @dataclass
@@ -260,6 +264,8 @@ class TwinBab:
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
         self.linear_seen = (0, 0)
+        self.stalled = 0  # rounds in a row that decided < count_stall of the open volume (_note_gain)
+        self.search_rate = float("inf")  # individuals decided per second by recent search rounds (_note_search)
 
     # ----- units and their twin boxes --------------------------------------------------------
     def initial_units(self, plo: np.ndarray, phi: np.ndarray, part: np.ndarray) -> Units:
@@ -537,11 +543,12 @@ class TwinBab:
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
         """Whether units may be counted exactly on linear boxes: one binary protected attribute
-        (values v, w), no relaxed attribute, ``count_points`` > 0, and (once LINEAR_PROBE twin
-        boxes were seen) at least LINEAR_MIN of them linear: on models whose open boxes are
-        rarely linear (AC-3: 0.15 %) the check costs more than the counts gain."""
+        (values v, w), no relaxed attribute, ``count_points`` > 0, bisection has stalled
+        (:meth:`_note_gain`), and (once LINEAR_PROBE twin boxes were seen) at least LINEAR_MIN
+        of them linear: on models whose open boxes are rarely linear (AC-3: 0.15 %) the check
+        costs more than the counts gain."""
         seen, linear = self.linear_seen
-        if seen >= LINEAR_PROBE and linear < LINEAR_MIN * seen:
+        if (seen >= LINEAR_PROBE and linear < LINEAR_MIN * seen) or self.stalled < self.cfg.count_stall_rounds:
             return False
         return self.cfg.count_points > 0 and self.unordered and len(self.values) == 2
 
@@ -566,9 +573,10 @@ class TwinBab:
         (:meth:`_linear_boxes`) from the search to the count queue (:meth:`_count_job`): with
         ``s(x) = a . x + c`` on the box and ``s(x') = s(x) + delta``, the pair flips iff ``s(x)``
         lies between ``-delta`` and 0. Skipped: units whose error band would hold more than
-        ``count_band`` points (spread evenly), or whose thresholds lie more than ``count_z``
+        ``count_band`` points (spread evenly), whose thresholds lie more than ``count_z``
         standard deviations from the mean of ``s`` over the box (few points near the decision
-        boundary: such units are cheap to bisect)."""
+        boundary: such units are cheap to bisect). The affine map is collapsed once per activation
+        pattern (the boxes of a round share few)."""
         from certprune.verifiers.linear_count import band_size, collapse, error_bound
         M = len(own)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
@@ -585,28 +593,32 @@ class TwinBab:
         B = [b.double().numpy() for b in self.net.biases]
         depth, width = len(W), max(w.shape[1] for w in W)
         tau = np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()) if self.semantics is Semantics.FLOAT32 else np.zeros(M)
-        for b in cand:
-            k = int(own[b])
-            a, c, aa, ca = collapse(W, B, [p[b] for p in pats])
-            v, w = self.values[vi[b]], self.values[vj[b]]
-            x0 = u.lo[k].copy()
-            x0[self.prot] = v
-            # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
-            # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
-            xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
-            xmax[self.prot] = np.abs(self.values).max(0)
-            eps = error_bound(aa, ca, xmax, depth, width) + float(tau[b])
-            widths = (u.hi[k, self.free] - u.lo[k, self.free] + 1).astype(np.int64)
-            af = a[self.free]
-            if 2 * band_size(af, widths, eps) > self.cfg.count_band:
-                continue
-            delta, base = float(a[self.prot] @ (w - v)), float(a @ x0 + c)
-            mu = base + float(af @ (widths - 1)) / 2
-            sd = float(np.sqrt((af ** 2) @ ((widths ** 2 - 1) / 12.0)))
-            if min(abs(mu), abs(mu + delta)) > self.cfg.count_z * sd:
-                continue
-            self.queue.append(_LinearJob(u.take(np.array([k])), af, base, widths, delta, eps, x0, w))
-            u.open[k] = False
+        keys, inv = np.unique(np.concatenate([p[cand] for p in pats], axis=1), axis=0, return_inverse=True)
+        sizes = np.cumsum([0] + [p.shape[1] for p in pats])
+        maps = [collapse(W, B, [key[sizes[i]:sizes[i + 1]] for i in range(len(pats))]) for key in keys]
+        inv = inv.reshape(-1)
+        a, c, aa, ca = (np.array([m[i] for m in maps])[inv] for i in range(4))
+        k = own[cand]
+        v, w = self.values[vi[cand]], self.values[vj[cand]]
+        x0 = u.lo[k].copy()
+        x0[:, self.prot] = v
+        # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
+        # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
+        xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
+        xmax[:, self.prot] = np.abs(self.values).max(0)
+        eps = error_bound(aa, ca, xmax, depth, width) + tau[cand]
+        widths = (u.hi[k][:, self.free] - u.lo[k][:, self.free] + 1).astype(np.int64)
+        af = a[:, self.free]
+        delta = ((w - v) * a[:, self.prot]).sum(1)
+        base = (a * x0).sum(1) + c
+        mu = base + (af * (widths - 1)).sum(1) / 2
+        sd = np.sqrt((af ** 2 * ((widths.astype(np.float64) ** 2 - 1) / 12.0)).sum(1))
+        take = (2 * band_size(af, widths, eps) <= self.cfg.count_band)
+        take &= np.minimum(np.abs(mu), np.abs(mu + delta)) <= self.cfg.count_z * sd
+        for j in np.flatnonzero(take):
+            self.queue.append(_LinearJob(u.take(k[j:j + 1]), af[j], float(base[j]), widths[j], float(delta[j]),
+                                         float(eps[j]), x0[j], w[j]))
+        u.open[k[take]] = False
 
     def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
         """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
@@ -771,18 +783,41 @@ class TwinBab:
             if st.units[p] == 0 and not st.done[p]:
                 self._emit(st, p, "falsified" if st.unfair[p] else "certified")
 
+    def _note_gain(self, gained: int, open_before: float) -> None:
+        """Count the rounds in a row whose decided individuals were fewer than ``count_stall`` of
+        the open volume before them: exact counts start once ``count_stall_rounds`` such rounds
+        have passed (and stay on). While bisection still decides a large share of what is open
+        per round, it is cheaper than counting (GC-4: its first rounds decide 7-98 % of what is
+        open each and take 99.65 % of the domain in ~0.15 s; counting from the start held its large
+        linear units in the count queue and reached that share after ~2.6 s); on models where the
+        search gains little per round from the start (GC-1, GC-3: 2-4 %) counting starts after
+        ``count_stall_rounds`` rounds."""
+        if self.stalled < self.cfg.count_stall_rounds:
+            self.stalled = self.stalled + 1 if gained < self.cfg.count_stall * open_before else 0
+
+    def _note_search(self, gained: int, seconds: float) -> None:
+        """The search's recent rate (individuals decided per second of a round, an exponential
+        average over rounds), against which :meth:`_count_queue` weighs the next count."""
+        rate = gained / max(seconds, 1e-9)
+        self.search_rate = rate if not np.isfinite(self.search_rate) else 0.7 * self.search_rate + 0.3 * rate
+
     def _count_queue(self, st: _State, pool: UnitPool, always: bool = False) -> np.ndarray:
         """Count the queued linear units, largest first, while counting's share of this run's time
         stays within ``count_share`` with the next count's estimated time (``count_rate`` x
-        sqrt(points), learnt from the counts made; ``always``: no limit, the search has nothing
-        left) and never past the deadline; units whose band is too wide go back to the pool.
+        sqrt(points), learnt from the counts made), or within ``count_max_share`` where the next
+        count decides more individuals per second than the search's recent rounds did
+        (``search_rate``: on GC-1 the search gains little per round after the first seconds while
+        a third of the domain waited in the queue); ``always``: no limit, the search has nothing
+        left; never past the deadline; units whose band is too wide go back to the pool.
         Returns the partitions touched."""
         parts = []
         self.queue.sort(key=lambda j: j.size)
         while self.queue and time.monotonic() <= self.deadline:
             job = self.queue[-1]
             est = self.count_rate * np.sqrt(job.size)
-            if not always and self.count_time + est > self.cfg.count_share * (time.perf_counter() - self.started):
+            spent, elapsed = self.count_time + est, time.perf_counter() - self.started
+            worth = spent <= self.cfg.count_max_share * elapsed and job.unit.volume()[0] >= self.search_rate * est
+            if not always and spent > self.cfg.count_share * elapsed and not worth:
                 break
             self.queue.pop()
             p = int(job.unit.part[0])
@@ -813,6 +848,7 @@ class TwinBab:
         pool = UnitPool()
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
+        self.stalled, self.search_rate = 0, float("inf")
         unloaded = np.asarray([float(n) for n in st.points])
         next_p = emitted = 0
         # cfg.batch counts twin boxes: a unit has one per open (value, partner) pair, so a round of
@@ -840,11 +876,14 @@ class TwinBab:
                     on_done(st.outcomes[emitted:])
                     emitted = len(st.outcomes)
                 continue
+            open_before = pool.volume_sum() + queued + float(unloaded.sum())
+            decided_before = sum(st.fair) + sum(st.unfair)
             batch = pool.pop(per_round, drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
             n_queued = len(self.queue)
             kids = self._round(batch, st)
+            self._note_search(sum(st.fair) + sum(st.unfair) - decided_before, time.perf_counter() - t0)
             if self.trace:
                 print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
                       f"t={time.perf_counter() - t0:.3f}")
@@ -856,6 +895,7 @@ class TwinBab:
             if self.queue:
                 touched.append(self._count_queue(st, pool))
             self._emit_done(st, np.unique(np.concatenate(touched)))
+            self._note_gain(sum(st.fair) + sum(st.unfair) - decided_before, open_before)
             if len(st.outcomes) > emitted:
                 on_done(st.outcomes[emitted:])
                 emitted = len(st.outcomes)

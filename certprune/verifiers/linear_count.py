@@ -34,15 +34,16 @@ def collapse(weights, biases, active: list[np.ndarray]) -> tuple[np.ndarray, flo
     return A[0], float(c[0]), Aa[0], float(ca[0])
 
 
-def error_bound(a_abs: np.ndarray, c_abs: float, xmax: np.ndarray, depth: int, width: int) -> float:
+def error_bound(a_abs: np.ndarray, c_abs, xmax: np.ndarray, depth: int, width: int):
     """A bound on |computed s(x) - real s(x)| where every term of the computed sums is at most
     ``a_abs_i xmax_i`` in magnitude (the caller passes ``xmax = |lo| + (hi - lo)``, which bounds
     the offsets of :func:`count_between`'s partial sums and the base point alike): each of the ``depth``
     products of the collapse (inner dimension <= ``width``) and the at most ``2 n + 8`` additions of
     a point's sum (n features) add at most ``k 2^-53`` relative to the absolute chain
-    ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety."""
-    k = depth * width + 2 * len(xmax) + 8
-    return 2.0 * k * 2.0 ** -53 * (float(a_abs @ xmax) + c_abs) + 1e-300
+    ``a_abs . xmax + c_abs`` (Higham's gamma_k, first order); doubled, plus 1e-300, for safety.
+    Row-wise for stacked inputs (features on the last axis; ``c_abs`` one per row)."""
+    k = depth * width + 2 * np.shape(xmax)[-1] + 8
+    return 2.0 * k * 2.0 ** -53 * ((np.asarray(a_abs) * xmax).sum(-1) + c_abs) + 1e-300
 
 
 def _groups(widths: np.ndarray) -> tuple[list[int], list[int]]:
@@ -67,12 +68,27 @@ def _sums(a: np.ndarray, widths: np.ndarray, idx: list[int]) -> np.ndarray:
     return s
 
 
-def band_size(a: np.ndarray, widths: np.ndarray, eps: float) -> float:
+def band_size(a: np.ndarray, widths: np.ndarray, eps):
     """Expected number of points within ``eps`` of one threshold if the values ``a . k`` were spread
-    evenly over their range (a cheap test before a count: a large band is not worth resolving)."""
-    span = float(np.abs(a) @ (widths - 1))
-    pts = float(np.prod(widths.astype(np.float64)))
-    return pts if span <= 0 else pts * min(1.0, 2 * eps / span)
+    evenly over their range (a cheap test before a count: a large band is not worth resolving).
+    Row-wise for stacked inputs (features on the last axis)."""
+    span = (np.abs(a) * (np.asarray(widths) - 1)).sum(-1)
+    pts = np.prod(np.asarray(widths, dtype=np.float64), axis=-1)
+    return np.where(span <= 0, pts, pts * np.minimum(1.0, 2 * np.asarray(eps) / np.where(span > 0, span, 1.0)))
+
+
+def _raw_index(raw: np.ndarray, srt: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Indices into ``raw`` of the positions ``pos`` of ``srt = sort(raw)``, distinct for distinct
+    positions: within a run of equal values any one-to-one assignment serves, since the counts
+    compare values only and a band range (``searchsorted`` on values) holds whole runs."""
+    uv = np.unique(srt[pos])
+    k = np.minimum(np.searchsorted(uv, raw), len(uv) - 1)
+    hits = np.flatnonzero(uv[k] == raw)  # every raw index holding one of the values
+    hits = hits[np.argsort(raw[hits], kind="stable")]
+    hv = raw[hits]
+    v = srt[pos]
+    rank = pos - np.searchsorted(srt, v, side="left")  # position within its run of equal values
+    return hits[np.searchsorted(hv, v, side="left") + rank]
 
 
 @dataclass
@@ -94,30 +110,44 @@ def count_between(a: np.ndarray, base: float, widths: np.ndarray, t0: float, t1:
     widths = np.asarray(widths, dtype=np.int64)
     ga, gb = _groups(widths)
     sa_raw, sb_raw = _sums(a, widths, ga), _sums(a, widths, gb)
-    oa, ob = np.argsort(sa_raw, kind="stable")[::-1], np.argsort(sb_raw, kind="stable")
-    sb = sb_raw[ob]
-    r = base + sa_raw[oa]  # descending, so every query t - r below is ascending (fast search)
+    sa, sb = np.sort(sa_raw), np.sort(sb_raw)  # values only (np.sort: ~5x faster than argsort)
+    r = base + sa[::-1]  # descending, so every query t - r below is ascending (fast search)
 
-    def find(t, side):
-        return np.searchsorted(sb, t - r, side=side)
-    inside = int(find(t1, "right").sum() - find(t0, "right").sum()) if t1 > t0 else 0
-    lo = [find(t - eps, "left") for t in (t0, t1)]
-    hi = [find(t + eps, "right") for t in (t0, t1)]
+    n = len(sb)
+
+    def band(t, p):
+        """[l, h): the positions j with t - eps - r <= sb_j <= t + eps - r per row (as
+        searchsorted computes them), given p = #(sb <= t - r): l <= p <= h, and l < p (h > p)
+        only where sb[p - 1] (sb[p]) lies in the band, so only those rows are searched."""
+        qlo, qhi = (t - eps) - r, (t + eps) - r
+        l, h = p.copy(), p.copy()
+        rows = np.flatnonzero(((p > 0) & (sb[np.maximum(p - 1, 0)] >= qlo)) | ((p < n) & (sb[np.minimum(p, n - 1)] <= qhi)))
+        l[rows] = np.searchsorted(sb, qlo[rows], side="left")
+        h[rows] = np.searchsorted(sb, qhi[rows], side="right")
+        return l, h
+    p0, p1 = (np.searchsorted(sb, t - r, side="right") for t in (t0, t1))
+    inside = int(p1.sum() - p0.sum()) if t1 > t0 else 0
+    (l0, h0), (l1, h1) = band(t0, p0), band(t1, p1)
+    lo, hi = [l0, l1], [h0, h1]
     if sum(int((h - l).sum()) for l, h in zip(lo, hi)) > max_band:
         return None
     pairs = set()
     for l, h in zip(lo, hi):
         for i in np.flatnonzero(h > l):
             pairs.update((int(i), int(j)) for j in range(int(l[i]), int(h[i])))
+    pairs = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     band = np.zeros((len(pairs), len(widths)), dtype=np.int64)
     inside_b = np.zeros(len(pairs), dtype=bool)
-    for m, (i, j) in enumerate(sorted(pairs)):
+    if len(pairs):
+        ia = _raw_index(sa_raw, sa, len(sa) - 1 - pairs[:, 0])  # r[i] = base + sa[n - 1 - i]
+        ib = _raw_index(sb_raw, sb, pairs[:, 1])
         if ga:
-            band[m, ga] = np.unravel_index(int(oa[i]), tuple(widths[ga]))
+            band[:, ga] = np.stack(np.unravel_index(ia, tuple(widths[ga])), 1)
         if gb:
-            band[m, gb] = np.unravel_index(int(ob[j]), tuple(widths[gb]))
+            band[:, gb] = np.stack(np.unravel_index(ib, tuple(widths[gb])), 1)
         # the very comparisons `inside` counted with (sb[j] <= fl(t - r[i])), not fl(r[i] + sb[j])
         # against t: the two can differ by one rounding, and the caller's correction
         # `inside - band_inside + exact` must remove exactly what `inside` counted
-        inside_b[m] = t1 > t0 and t0 - r[i] < sb[j] <= t1 - r[i]
+        ri, sj = r[pairs[:, 0]], sb[pairs[:, 1]]
+        inside_b[:] = (t1 > t0) & (t0 - ri < sj) & (sj <= t1 - ri)
     return Count(inside, band, inside_b)

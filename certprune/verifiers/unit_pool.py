@@ -9,8 +9,9 @@ import numpy as np
 
 @dataclass
 class Units:
-    """A batch of units: bounds (N, n), partition index, open-value mask (N, V), depth, and the
-    float number of integer points over the free features (scheduling only; counts are exact)."""
+    """A batch of units: bounds (N, n), partition index, open-value mask (N, V), depth, the
+    float number of integer points over the free features (scheduling only; counts are exact) and a
+    scheduling weight."""
 
     lo: np.ndarray
     hi: np.ndarray
