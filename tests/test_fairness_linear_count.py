@@ -232,3 +232,18 @@ def test_counting_waits_until_bisection_stalls():
         eng._note_gain(gained, 100.0)
         assert eng._counting() == want
     assert EngineFactory(exact, module, spec, BabConfig(count_stall_rounds=0))()._counting()
+
+
+def test_units_whose_count_is_given_up_are_split_by_the_search(monkeypatch):
+    """A count that gives up (band wider than ``count_band``, though the even-spread estimate was
+    small) sends its unit back to the pool; it must then be split by the search, not queued again
+    forever (it was: the audit ended undecided at its timeout). Every count gives up here."""
+    from certprune.verifiers import linear_count
+    calls = []
+    monkeypatch.setattr(linear_count, "count_between", lambda *a, **k: calls.append(1))
+    model = _linear_model(0)
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
+    res = audit_fairness(model, spec, None, timeout=20, progress=False, config=COUNTING, samples=0)
+    assert calls and len(calls) < 1000
+    assert res.summary["individuals"]["undecided"] == 0
+    _check(res, model, spec)

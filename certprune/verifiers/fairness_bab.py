@@ -261,6 +261,7 @@ class TwinBab:
         self.trace = False
         self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run, per round
         self.queue: list[_LinearJob] = []  # linear units waiting for an exact count (_queue_linear)
+        self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
         self.linear_seen = (0, 0)
@@ -615,10 +616,19 @@ class TwinBab:
         sd = np.sqrt((af ** 2 * ((widths.astype(np.float64) ** 2 - 1) / 12.0)).sum(1))
         take = (2 * band_size(af, widths, eps) <= self.cfg.count_band)
         take &= np.minimum(np.abs(mu), np.abs(mu + delta)) <= self.cfg.count_z * sd
+        if self.no_count:  # units a count sent back (band too wide) are left to the search to split
+            take &= np.array([self._unit_key(u, int(kk)) not in self.no_count for kk in k], dtype=bool)
         for j in np.flatnonzero(take):
             self.queue.append(_LinearJob(u.take(k[j:j + 1]), af[j], float(base[j]), widths[j], float(delta[j]),
                                          float(eps[j]), x0[j], w[j]))
         u.open[k[take]] = False
+
+    @staticmethod
+    def _unit_key(u: Units, k: int) -> tuple:
+        """Identity of unit ``k`` (partition and box): a unit whose count came back (more than
+        ``count_band`` band points, though the even-spread estimate was small) is not queued
+        again, or it would bounce between the pool and the queue without ever being split."""
+        return int(u.part[k]), u.lo[k].tobytes(), u.hi[k].tobytes()
 
     def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
         """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
@@ -828,6 +838,7 @@ class TwinBab:
             self.count_time += dt
             self.count_rate = 0.5 * self.count_rate + 0.5 * dt / max(1.0, np.sqrt(job.size))
             if back is not None:
+                self.no_count.add(self._unit_key(back, 0))
                 pool.add(back)
                 st.units[p] += 1
             parts.append(p)
@@ -847,6 +858,7 @@ class TwinBab:
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
+        self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
         self.stalled, self.search_rate = 0, float("inf")
         unloaded = np.asarray([float(n) for n in st.points])
