@@ -34,8 +34,7 @@ def _pre_values(g, x: np.ndarray) -> dict[int, np.ndarray]:
     return {g.nodes[r].inputs[0]: vals[g.nodes[r].inputs[0]].reshape(len(x), -1).numpy() for r in g.relu_nodes}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("milp_limit", [0.0, 2.0])
+@pytest.mark.parametrize("seed,milp_limit", [(0, 0.0), (1, 0.0), (2, 0.0), (0, 0.2)])
 def test_refined_bounds_contain_sampled_points_and_are_no_looser_than_crown(seed, milp_limit):
     m, g, lo, hi = _setup(seed)
     rng = np.random.default_rng(seed + 10)
@@ -59,9 +58,9 @@ def test_refined_bounds_contain_sampled_points_and_are_no_looser_than_crown(seed
 
 
 def test_milp_refinement_stabilises_more_than_the_lp_relaxation():
-    m, g, lo, hi = _setup(4, sizes=(8, 32, 32, 3), width=(1.0, 2.0))
+    m, g, lo, hi = _setup(4, sizes=(8, 16, 16, 3), width=(1.0, 2.0))
     lp, s_lp = refine_bounds(g, lo, hi, 2, None, 0.0, None, both=True)
-    mi, s_mi = refine_bounds(g, lo, hi, 2, None, 5.0, None, both=True)
+    mi, s_mi = refine_bounds(g, lo, hi, 2, None, 2.0, None, both=True)
     p = g.nodes[g.relu_nodes[1]].inputs[0]
     assert torch.all(mi[p][0] >= lp[p][0] - 1e-6) and torch.all(mi[p][1] <= lp[p][1] + 1e-6)
     assert s_mi["refine_unstable_after"][1] <= s_lp["refine_unstable_after"][1]
