@@ -162,7 +162,9 @@ def refine_bounds(graph: Graph, lo: np.ndarray, hi: np.ndarray, layers: int, dea
                 keep = sides != 0
                 unst, sides = unst[keep], sides[keep]
         if j > 0 and len(unst) and not crown.interval_exact(graph, p):
-            nl, nu = neuron_bounds(graph, lo, hi, pre[:j], p, unst, sides, deadline, milp_limit)
+            below = graph.ancestors(p)  # parallel branches: only the ReLU nodes p depends on
+            pre_below = [b for i, b in zip(relus[:j], pre[:j]) if i in below]
+            nl, nu = neuron_bounds(graph, lo, hi, pre_below, p, unst, sides, deadline, milp_limit)
             stats["refine_solves"] += int(np.where(sides == 0, 2, 1).sum())
             l[unst], u[unst] = np.maximum(l[unst], nl), np.minimum(u[unst], nu)
         stats["refine_unstable_after"].append(int(((l < 0) & (u > 0)).sum()))
