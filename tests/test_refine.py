@@ -137,7 +137,8 @@ def test_verify_with_refinement_agrees_with_exact_milp(seed, side):
     b = best - 0.02 if side == "certified" else best + 0.02
     prop = box_property(lo, hi, np.array([[1.0]]), np.array([b]))
     res = verify(m.float(), prop, timeout=60, config={"milp_max_unstable": 0, "attack_restarts": 0,
-                                                      "attack_odi_restarts": 0, "refine_milp_limit": 1.0})
+                                                      "attack_odi_restarts": 0, "refine_milp_limit": 1.0,
+                                                      "refine_min_inputs": 30})
     want = Verdict.CERTIFIED if side == "certified" else Verdict.FALSIFIED
     assert res.verdict == want, res.stats
     assert res.stats["strategy"] == "relu"

@@ -84,6 +84,8 @@ class VerifyConfig:
     optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
     refine_layers: int = 3              # ReLU branching on MLPs: MILP/LP-refine the pre-activation bounds of the
                                         # first this many ReLU layers once at the root (verifiers.refine; 0/1 = off)
+    refine_min_inputs: int = 64         # ... on networks with at least this many inputs (MNIST: 784; on small
+                                        # inputs forced to ReLU branching the LPs took time the search lacked)
     refine_time_fraction: float = 0.4   # ... in at most this fraction of the time left after the root bound
     refine_milp_limit: float = 0.0      # ... seconds per neuron bound MILP (0 = LP relaxation only: measured 8-10 s
                                         # per MILP bound on mnist_fc 256x4 layer 2, 44 binaries; LP ~0.01-0.2 s)
@@ -99,7 +101,8 @@ class VerifyConfig:
         for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "attack_odi_restarts",
                      "attack_odi_steps", "branch_candidates", "relu_switch_unstable",
                      "optimize_iters", "threads", "milp_max_unstable", "milp_time_limit", "input_batch",
-                     "input_alpha_iters", "input_alpha_after", "refine_layers", "refine_milp_limit"):
+                     "input_alpha_iters", "input_alpha_after", "refine_layers", "refine_milp_limit",
+                     "refine_min_inputs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (0.0 <= self.refine_time_fraction <= 1.0):
@@ -197,7 +200,7 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
     if _timed_out(deadline):
         return _unknown(stats, "bound")
     prior = None
-    if pb.strategy == "relu" and cfg.refine_layers > 1:
+    if pb.strategy == "relu" and cfg.refine_layers > 1 and pb.graph.input_dim >= cfg.refine_min_inputs:
         from certprune.verifiers.refine import root_refinement
         progress({"phase": "refine"})
         prior, rstats = root_refinement(pb.graph, pb.lo, pb.hi, cfg, deadline)
