@@ -436,12 +436,15 @@ def _volume_below(graph: Graph, p: int) -> int:
 
 def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bool = False, sparse: bool = False,
                  splits: dict[int, torch.Tensor] | None = None, deadline: float | None = None,
-                 rows: str = "all") -> State:
+                 rows: str = "all", prior: dict[int, Interval] | None = None) -> State:
     """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8;
     ``rows`` "all" or "unstable" (which neurons get an identity-spec CROWN pass).
     ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass and
     between its backward passes (``State.deadline``), raising
-    :class:`~certprune.errors.DeadlineExceeded` once passed."""
+    :class:`~certprune.errors.DeadlineExceeded` once passed. ``prior`` maps a ReLU input
+    node to bounds (1 or N, *shape) known to hold on every box (the root refinement of
+    ``verifiers.refine``, valid on sub-boxes of its box): intersected with the computed ones
+    before the splits are applied, so every later layer is bounded with them."""
     N = lo.shape[0]
     st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool), deadline=deadline)
     st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
@@ -452,6 +455,9 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
             if p not in tight:
                 check_deadline(deadline, "the CROWN bound pass")
                 st.bounds[p] = _tighten(graph, p, st, st.bounds[p], intersect, sparse, rows)
+                if prior is not None and p in prior:
+                    st.bounds[p] = (torch.maximum(st.bounds[p][0], prior[p][0]),
+                                    torch.minimum(st.bounds[p][1], prior[p][1]))
                 tight.add(p)
             l, u = st.bounds[p]
             if splits is not None and i in splits:

@@ -122,15 +122,17 @@ BAB_LR = 0.1  # Adam step of the alpha/beta optimisation on branch-and-bound dom
 
 def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
                   C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
-                  deadline: float | None = None, lr: float = BAB_LR) -> DomainBounds:
+                  deadline: float | None = None, lr: float = BAB_LR,
+                  prior: dict[int, Interval] | None = None) -> DomainBounds:
     """Bounds of ``C y + c`` on N branch-and-bound domains (boxes ``lo``/``hi`` (N, n_in) and
     ``splits[j]`` (N, n_j) for the j-th ReLU node: +1 forced active, -1 inactive, 0 free).
     Intermediate bounds are intersected with interval bounds and clamped by the splits (crossing
     bounds: infeasible); with ``iters > 0`` the lower ReLU slopes and the split constraints'
-    multipliers are optimised towards ``target`` (alpha/beta-CROWN, ``alpha.optimize``)."""
+    multipliers are optimised towards ``target`` (alpha/beta-CROWN, ``alpha.optimize``).
+    ``prior``: fixed bounds of ReLU input nodes valid on every domain (``crown.intermediate``)."""
     N = lo.shape[0]
     sp = dict(zip(graph.relu_nodes, splits))
-    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp)
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     bw = crown.backward(graph, graph.output, A, st, record=True)
     lower = bw.lower.expand(N, C.shape[0]) + c
@@ -145,9 +147,11 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
 
 
 def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,
-               iters: int, target: torch.Tensor, lr: float = alpha_mod.LR, deadline: float | None = None) -> torch.Tensor:
+               iters: int, target: torch.Tensor, lr: float = alpha_mod.LR, deadline: float | None = None,
+               prior: dict[int, Interval] | None = None) -> torch.Tensor:
     """Lower bounds (1, m) of ``C y + c`` on one box: intersected CROWN, then alpha-CROWN; past
-    ``deadline`` the CROWN pass raises DeadlineExceeded and alpha-CROWN stops."""
-    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, deadline=deadline)
+    ``deadline`` the CROWN pass raises DeadlineExceeded and alpha-CROWN stops. ``prior``: fixed
+    ReLU input bounds (``crown.intermediate``)."""
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, deadline=deadline, prior=prior)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     return alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline) + c

@@ -202,11 +202,18 @@ class Encoder:
 
 
 def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[np.ndarray] | None = None,
-           lifted: bool = False) -> Encoding:
+           lifted: bool = False, target: int | None = None) -> Encoding:
     """Encode the graph on one domain: ``pre[j]`` (l, u) flat bounds of the j-th ReLU node's input
     (sound on the domain), ``splits[j]`` its int8 split vector (None: no splits); ``lifted``: a
-    variable per ReLU input (see module doc)."""
+    variable per ReLU input (see module doc). ``target``: encode only what node ``target`` depends
+    on, ``out`` is its expression and ``pre`` / ``splits`` cover only the ReLU nodes below it
+    (the intermediate-bound refinement of ``verifiers.refine``)."""
     relus = graph.relu_nodes
+    if target is not None:
+        relus = tuple(i for i in relus if i in graph.ancestors(target))
+        if len(pre) != len(relus):
+            raise ValueError(f"encode needs bounds of the {len(relus)} ReLU nodes below node {target}, got {len(pre)}")
+    target = graph.output if target is None else target
     splits = [np.zeros(len(l), np.int8) for l, _ in pre] if splits is None else splits
     n_in = graph.input_dim
     n_unst = sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre)
@@ -216,7 +223,7 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     enc._new_vars(np.full(n_in, -np.inf), np.full(n_in, np.inf), 0.0)
     dense = n_vars == n_in  # a linear piece over the input alone: dense rows
     eye = np.eye(n_in) if dense else sp.eye(n_in, n_vars, format="csr")
-    vals = walk(graph, enc, LinExpr(eye, np.zeros(n_in), graph.input_shape))
+    vals = walk(graph, enc, LinExpr(eye, np.zeros(n_in), graph.input_shape), target)
     empty = np.zeros((0, n_vars)) if dense else sp.csr_matrix((0, n_vars))
     P = _vstack(enc.split_M) if enc.split_M else empty
     p = np.concatenate(enc.split_c) if enc.split_c else np.zeros(0)
@@ -224,17 +231,18 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     rlo = np.concatenate(enc.row_lo) if enc.row_lo else np.zeros(0)
     rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
     assert enc.next_var == n_vars
-    return Encoding(vals[graph.output], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
+    return Encoding(vals[target], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
                     np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
 
 
-def walk(graph: Graph, enc, x) -> dict:
+def walk(graph: Graph, enc, x, target: int | None = None) -> dict:
     """THE walk of every exact encoding: each node the output depends on, in topological order,
     maps its inputs' expressions through ``op.encode(enc, ...)``; ``x`` is the input's expression.
     The back end is the expression type (``LinExpr`` rows for HiGHS, z3 terms for
     :mod:`certprune.graph.encode_z3`) and the encoder ``enc`` (its ``relu``; ``enc.node`` is set to
-    the node being encoded). Returns every encoded node's expression by index."""
-    live = graph.ancestors(graph.output)
+    the node being encoded). Returns every encoded node's expression by index; ``target``
+    (default the output): encode only the nodes it depends on."""
+    live = graph.ancestors(graph.output if target is None else target)
     vals = {0: x}
     for i, node in enumerate(graph.nodes[1:], start=1):
         if i not in live:

@@ -117,8 +117,10 @@ class BranchAndBound:
                  int_mask: np.ndarray | None, confirm: Confirm, settings: BabSettings, deadline: float | None,
                  attack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                  progress: Callable[[dict], None] | None = None,
-                 root_attack: Callable[[], np.ndarray] | None = None):
+                 root_attack: Callable[[], np.ndarray] | None = None,
+                 prior: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.net, self.spec, self.settings, self.deadline = net, spec, settings, deadline
+        self.prior = prior  # fixed ReLU input bounds of the root box (verifiers.refine), kept by every domain
         self.lo = torch.as_tensor(lo, dtype=torch.float64)
         self.hi = torch.as_tensor(hi, dtype=torch.float64)
         self.int_mask = None if int_mask is None or not int_mask.any() else torch.as_tensor(int_mask)
@@ -248,7 +250,7 @@ class BranchAndBound:
         if split_free and self.lookahead and self.stats["box_domains"] >= self.settings.box_alpha_after:
             iters = self.settings.box_alpha_iters
         db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c, iters,
-                           self.spec.tol, self.deadline)
+                           self.spec.tol, self.deadline, prior=self.prior)
         self.stats["domains"] += len(lo)
         self.stats["box_domains"] += len(lo) if split_free and self.lookahead else 0
         self.stats["max_depth"] = max(self.stats["max_depth"], int(rows["depth"].max()))

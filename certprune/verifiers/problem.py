@@ -71,14 +71,16 @@ class Problem:
         return Result(Verdict.FALSIFIED, counterexample=cex, counterexample_output=y[0].astype(np.float32),
                       stats=stats, message=f"counterexample found by {phase}, re-checked in float32")
 
-    def root_alive(self, cfg: Any, deadline: float | None) -> np.ndarray:
+    def root_alive(self, cfg: Any, deadline: float | None, prior: dict | None = None) -> np.ndarray:
         """Disjuncts not refuted on the whole region by CROWN, then by alpha-CROWN
-        (``bounds.engine.root_lower``: 20 Adam steps, lr 0.5, stopped at the deadline)."""
+        (``bounds.engine.root_lower``: 20 Adam steps, lr 0.5, stopped at the deadline), with the
+        fixed ReLU input bounds ``prior`` (``verifiers.refine``) where given."""
         from certprune.bounds.engine import root_lower
 
         lo, hi = torch.as_tensor(self.lo)[None], torch.as_tensor(self.hi)[None]
         iters = 20 if cfg.use_alpha_crown else 0
-        lower = root_lower(self.graph, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline)
+        lower = root_lower(self.graph, lo, hi, self.spec.C, self.spec.c, iters, self.spec.tol, deadline=deadline,
+                           prior=prior)
         return (~(self.spec.disjunct_max(lower - self.spec.tol) > 0)[0]).numpy()
 
 
