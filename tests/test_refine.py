@@ -163,3 +163,31 @@ def test_refined_bounds_on_graphs_contain_sampled_points(name):
     vals = _pre_values(g, x)
     for p, (l, u) in prior.items():
         assert np.all(vals[p] >= l.reshape(-1).numpy() - 1e-9) and np.all(vals[p] <= u.reshape(-1).numpy() + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_refined_bounds_hold_where_large_terms_cancel(seed):
+    """Layer 1 duplicated (stable, weights ~1e4), layer 2 ``[W2, -W2]``: every layer-2
+    pre-activation is identically 0 on the box. The weak-duality bound's slack must cover the
+    rounding of the cancelling terms of ``cost - R'y`` (a slack relative to ``|g|`` claimed lower
+    bounds of +1e-7 here): refined bounds must contain 0."""
+    from torch import nn
+    from certprune.bounds.engine import _flat
+    from certprune.verifiers.refine import neuron_bounds
+    rng = np.random.default_rng(seed)
+    n, h, sc = 3, 10, 1e4
+    m = nn.Sequential(nn.Linear(n, 2 * h), nn.ReLU(), nn.Linear(2 * h, 6), nn.ReLU(), nn.Linear(6, 1)).double()
+    with torch.no_grad():
+        W1 = rng.uniform(0.1, 1, (h, n)) * sc
+        m[0].weight.copy_(torch.tensor(np.r_[W1, W1]))
+        m[0].bias.zero_()
+        W2 = rng.normal(size=(6, h)) * sc
+        m[2].weight.copy_(torch.tensor(np.c_[W2, -W2]))
+        m[2].bias.zero_()
+    g = build_graph(m, (n,))
+    lo, hi = np.full(n, 1.0), np.full(n, 2.0)
+    st = crown.intermediate(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], intersect=True, sparse=True)
+    r1, r2 = g.relu_nodes[:2]
+    pre = [tuple(t[0].numpy() for t in _flat(st.pre[r1]))]
+    nl, nu = neuron_bounds(g, lo, hi, pre, g.nodes[r2].inputs[0], np.arange(6), np.zeros(6, np.int64))
+    assert np.all(nl <= 0) and np.all(nu >= 0)

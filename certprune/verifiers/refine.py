@@ -121,7 +121,12 @@ def dual_bound(cost, R, rlo, rhi, vlo, vhi, y) -> float:
     side = np.where(y > 0, rlo, np.where(y < 0, rhi, 0.0))
     g = cost - R.T @ y
     val = float(np.minimum(g * vlo, g * vhi).sum() + (y * side).sum())
-    scale = float(np.abs(g).max(initial=0.0) * np.maximum(np.abs(vlo), np.abs(vhi)).sum() + np.abs(y * side).sum())
+    # the rounding of g = cost - R'y is relative to |cost| + |R|'|y|, not to |g|: where the terms
+    # cancel (g ~ 0 from large ones) a scale built on |g| misses it (a review found claimed
+    # lower bounds of +1e-7 on values identically 0 with weights ~1e4); so the slack is relative
+    # to the absolute terms of every product and sum, and SLACK >> n 2^-53 for n < 10^6 terms
+    gabs = np.abs(cost) + np.asarray(abs(R).T @ np.abs(y)).ravel()  # R: ndarray or scipy sparse
+    scale = float(gabs @ np.maximum(np.abs(vlo), np.abs(vhi)) + np.abs(y * side).sum())
     return val - SLACK * (1.0 + scale)
 
 
