@@ -3,6 +3,8 @@
 (BatchNorm in eval mode, Mul/Div/Add/Sub by constants, Neg)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -297,7 +299,7 @@ class Conv(Op):
         # faster than F.conv_transpose2d in float64 on CPU; same values)
         f = torch.nn.grad.conv1d_input if self.d == 1 else torch.nn.grad.conv2d_input
         rows, B = flat_rows(A), K * m
-        per = max(1, self.CONV_CHUNK // max(1, int(torch.tensor(self.in_shape).prod())))
+        per = max(1, self.CONV_CHUNK // max(1, math.prod(self.in_shape)))
         if B <= per or A.requires_grad:
             out = f((B, *self.in_shape), self.weight, rows, self.stride, self.padding, self.dilation, self.groups)
         else:  # in row chunks whose input and output stay in cache

@@ -858,7 +858,7 @@ class TwinBab:
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
         pool = UnitPool()
         self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
-        self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
+        self.no_count = set()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
         self.stalled, self.search_rate = 0, float("inf")
         unloaded = np.asarray([float(n) for n in st.points])

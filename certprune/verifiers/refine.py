@@ -103,7 +103,9 @@ def neuron_bounds(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[
             h.run()
             if h.getModelStatus() == core.HighsModelStatus.kOptimal:
                 y = np.asarray(h.getSolution().row_dual, dtype=np.float64)
-                val = max(val, dual_bound(cost, R, rlo, rhi, vlo, vhi, y))
+                b = dual_bound(cost, R, rlo, rhi, vlo, vhi, y)
+                if np.isfinite(b):  # a NaN (0 * inf in a degenerate box) or inf says nothing
+                    val = max(val, b)
             val += sign * c0[i]
             if sign > 0:
                 low[k] = val
