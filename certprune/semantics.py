@@ -69,3 +69,15 @@ def gamma(k: int) -> float:
 def float32_error_finish(e):
     """The final margin from the propagated bound ``e`` (safety factor plus an absolute 1e-9)."""
     return SAFETY * e + 1e-9
+
+
+# --- constants of the rigorous float64 rounding margin of the bound passes themselves
+#     (certprune.bounds.crown's module doc; per operator in Op.float64_residual) --------------------
+
+U64 = 2.0 ** -53   # unit roundoff of float64
+
+
+def gamma64(k: int) -> float:
+    """Higham's ``gamma_k = k u / (1 - k u)`` for float64 (``u = 2^-53``): ``|fl(sum of k
+    products) - exact| <= gamma_k * sum |products|`` in any summation order, FMA or not."""
+    return (k * U64) / (1 - k * U64)

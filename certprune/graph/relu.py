@@ -16,6 +16,7 @@ import torch
 from certprune.graph.op import FnPair, Interval, LinFn, Op
 from certprune.graph.windows import Windows
 from certprune.graph.ops_linear import batched_mv
+from certprune.semantics import gamma64
 
 
 @dataclass
@@ -73,6 +74,26 @@ class ReLU(Op):
 
     def float32_error(self, es, ms):
         return es[0]  # ReLU is exact in float32 and 1-Lipschitz: the input error passes unchanged
+
+    def float64_residual(self, ms):
+        return None  # the interval image (clamp) is exact; the relaxed step: relaxation_residual
+
+    @staticmethod
+    def relaxation_residual(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """``r`` (N, *shape) for the backward step of :meth:`backward_relaxed` on the relaxation
+        built from ``[l, u]`` (None where no neuron is unstable: stable neurons are exact, slopes
+        0 / 1 and no intercept). Per unstable neuron, with ``m = max(|l|, |u|)``, n = the node's
+        size: the float chord ``s z + t`` (``s = fl(u / fl(u - l))``, ``t = -fl(s l)``) can miss
+        relu on [l, u] by at most ``3.01 u m`` (at the ends: ``s l - fl(s l)`` and ``s (u - l) >=
+        u (1 - 2.01 u)``; relu minus a line is convex), while ``alpha z <= relu(z)`` holds exactly for
+        every float alpha in [0, 1]; the coefficients ``A a + min(A, 0) (s - a)`` carry at most
+        ``7.1 u |A|`` and the intercept product ``min(A, 0) @ t`` (inner length n, |t| <= m (1 + u))
+        ``gamma_n |A| m``: all within ``gamma_{n + 12} |A| m``, doubled for the rounding of r."""
+        unstable = ~((l >= 0) | (u <= 0))
+        if not bool(unstable.any()):
+            return None
+        n = l[0].numel()
+        return torch.where(unstable, gamma64(2 * (n + 12)) * torch.maximum(l.abs(), u.abs()), 0.0)
 
     @staticmethod
     def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:
