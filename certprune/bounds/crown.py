@@ -40,7 +40,34 @@ a backward pass to the input over the ReLUs below it. Options:
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
   (forced inactive: u <= 0) / 0, applied by clamping; crossing bounds mark the domain infeasible.
-All arithmetic is float64: bounds enclose the real-arithmetic network up to float64 rounding.
+All arithmetic is float64.
+
+Rounding (the bounds are rigorous for the real-arithmetic network despite float64 rounding):
+treat the *computed* coefficients as Lagrange multipliers. Each backward step maps computed
+coefficients ``A`` on a node's output to computed coefficients on its inputs and a bias; in
+real arithmetic ``sum(A * y)`` then equals (or, for ReLU, is bounded below by) the computed
+linear function of the inputs up to the step's rounding residual, at most ``sum(|A| * r)`` with
+``r = Op.float64_residual`` of the node (from magnitude bounds ``m = max(|l|, |u|)`` of its
+inputs): for Linear / Conv / MatMul ``r = gamma_k (|W| m + |b|)`` (Higham: any summation order,
+FMA or not, k covering the inner lengths of the forward and the backward product and the bias
+sums); ReLU (``ReLU.relaxation_residual``) ``gamma_{n+12} m`` on unstable neurons (the float
+chord misses relu by ``<= 3.01 u m``, alpha lines in [0, 1] are exact relaxations, the
+coefficients and the intercept product round), 0 on stable ones; Add / Sub one rounding, shape
+ops 0. The sweep adds ``|acc[i]| . r_i`` per node (one elementwise pass beside the step's
+product; windows: against the unfolded ``r``), ``u |bias|`` per bias addition, ``2 u |acc| . m``
+where two consumers' coefficients are summed and, with beta, ``2 u |coef| . m`` for ``coef -
+beta``; it concretises over the input box widened by ``gamma_{4 n + 48} max(|lo|, |hi|)`` (which
+absorbs the rounded centre / radius and the two inner products) and subtracts ``1.001 (margin
++ 2 u |bias|) + 3 u |lower| + 2^-900`` (the margin's own rounding, the last subtractions,
+underflow). The two-product step of ``node_crown`` is covered by the Linear's plus the ReLU's
+residual on ``|w|`` (:func:`_two_step_margin`). Every interval image in :func:`intermediate`
+and ``bounds.ibp`` is widened by the same ``r`` (``rounded_interval``), so the relaxations are
+built from rigorous bounds, and :func:`add_rounded` adds a spec's constant. The margin is
+``~k u`` relative to the absolute terms of the bound: ~1e-13 on normal nets, far above the
+bound's value only where large terms cancel. States built without node bounds (heuristic
+child scores in ``bab_relu``) get no margin; ``ROUNDING_MARGIN = False`` turns it off for
+measurements only. Convolutions assume float64 convolution by direct summation (im2col /
+gemm, as on CPU); FFT / Winograd kernels have no such bound.
 """
 from __future__ import annotations
 
@@ -80,6 +107,8 @@ class State:
     infeasible: torch.Tensor | None = None
     deadline: float | None = None
     resid: dict[int, torch.Tensor] = field(default_factory=dict)
+    folded: dict[int, int] = field(default_factory=dict)  # ReLU node -> its input, charged with it
+    fold_resid: dict[int, torch.Tensor] = field(default_factory=dict)  # their residuals summed
     cache: dict = field(default_factory=dict)  # magnitudes and the widened box, built once per state
 
 
@@ -125,6 +154,7 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
     scores: dict[int, torch.Tensor] = {}
     rig = ROUNDING_MARGIN and 0 in st.bounds
     mar = margin
+    charged: set[int] = set()  # nodes whose residual was charged with their consumer ReLU's
     for i in range(start, 0, -1):
         coef = acc.pop(i, None)
         if coef is None:
@@ -132,20 +162,32 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         if isinstance(coef, windows.Windows) and i not in coef.at.plan:
             coef = coef.dense()  # windows no longer pay below here (``windows.plan``)
         node = graph.nodes[i]
-        if rig and i in st.resid:
-            mar = _plus(mar, _abs_dot(coef, st.resid[i]))
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
             beta = None if betas is None else betas.get(i)
-            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record, beta)
-            if rig and beta is not None:  # new - beta: one more rounding per coefficient
-                mar = _plus(mar, 2 * U64 * _abs_dot(new, _magnitude(st, ("pre", i), st.pre[i])))
+            res = None
+            if rig:
+                res = st.resid.get(i)
+                p = st.folded.get(i)
+                fold = p is not None and p not in acc
+                if fold:  # the ReLU's only input p gets |new| <= |coef| (1 + 3u) (+ |beta|): charge p here
+                    res, _ = st.fold_resid[i], charged.add(p)
+                if beta is not None:  # new - beta rounds once more, and p's coefficients grow by |beta|
+                    mar = _plus(mar, _beta_margin(st, i, beta, p if fold else None))
+                    res = _plus(res, 2 * U64 * _magnitude(st, ("pre", i), st.pre[i]))
+                if res is not None and isinstance(coef, windows.Windows):
+                    mar, res = _plus(mar, _abs_dot(coef, res)), None
+            new, b, loss, m = ReLU.backward_margin(coef, st.relax[i], a, record, beta, res)
+            if m is not None:
+                mar = _plus(mar, m)
             if record:
                 scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
             ins, bias = [new], bias + b
             if rig:
                 mar = _plus(mar, U64 * bias.detach().abs())
         else:
+            if rig and i in st.resid and i not in charged:
+                mar = _plus(mar, _abs_dot(coef, st.resid[i]))
             ins, b = node.op.backward(coef)
             if b is not None:
                 bias = bias + b
@@ -155,6 +197,7 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
             if j not in acc:
                 acc[j] = cj
                 continue
+            charged.discard(j)  # a second contribution: charge j's residual on the sum
             acc[j] = _add(acc[j], cj)
             if rig:  # the sum of two consumers' coefficients rounds once per entry
                 mar = _plus(mar, 2 * U64 * _abs_dot(acc[j], _magnitude(st, j, st.bounds[j])))
@@ -195,6 +238,26 @@ def _abs_dot(coef, r: torch.Tensor) -> torch.Tensor:
             return out.reshape(out.shape[0], -1)
         c = coef.detach()
         return batched_mv(c.abs().reshape(c.shape[0], c.shape[1], -1), r.reshape(r.shape[0], -1))
+
+
+def _beta_margin(st: State, i: int, beta: torch.Tensor, p: int | None) -> torch.Tensor:
+    """``sum(|beta| * (2 u m + 2 r_p))`` per row (r_p: the folded input's residual, where p is
+    given) as one product ``beta . (sign * v)``: beta is ``b * split`` (b >= 0) and nonzero only
+    on split neurons, which the clamped bounds make stable, so ``sign`` (+1 where l >= 0, -1 where
+    u <= 0) is the sign of beta wherever beta is nonzero."""
+    l, u = st.pre[i]
+    v = 2 * U64 * _magnitude(st, ("pre", i), st.pre[i])
+    if p is not None:
+        v = v + 2 * st.resid[p].reshape(v.shape)
+    sign = (l >= 0).to(v.dtype) - (u <= 0).to(v.dtype)
+    with torch.no_grad():
+        B = beta.detach()
+        B = B.reshape(B.shape[0], B.shape[1], -1)
+        out = batched_mv(B, (sign * v).reshape(v.shape[0], -1))
+        zero = (l == 0) & (u == 0)  # either split sign: |beta| itself
+        if bool(zero.any()):
+            out = out + batched_mv(B.abs(), (zero * v).reshape(v.shape[0], -1))
+        return out
 
 
 def _magnitude(st: State, key, b: Interval) -> torch.Tensor:
@@ -487,7 +550,9 @@ def box_rows_crown(graph: Graph, p: int, st: State, unst: torch.Tensor, low: tor
     sub = State(st.lo[order], st.hi[order],
                 bounds={i: (st.bounds[i][0][order], st.bounds[i][1][order]) for i in below if i in st.bounds},
                 relax={i: _gather_relax(st.relax[i], order) for i in below if i in st.relax},
-                resid={i: st.resid[i][order] for i in below if i in st.resid})
+                resid={i: st.resid[i][order] for i in below if i in st.resid},
+                folded={i: q for i, q in st.folded.items() if i in below},
+                fold_resid={i: st.fold_resid[i][order] for i in below if i in st.fold_resid})
     cl, cu = torch.empty_like(mask, dtype=low.dtype), torch.empty_like(mask, dtype=low.dtype)
     for s in range(0, len(order), BOX_GROUP):
         check_deadline(st.deadline, "the CROWN bound pass")
@@ -495,7 +560,8 @@ def box_rows_crown(graph: Graph, p: int, st: State, unst: torch.Tensor, low: tor
         c, ix = sorted_counts[e - 1], idx[s:e, :sorted_counts[e - 1]]
         part = State(sub.lo[s:e], sub.hi[s:e], bounds={i: (a[s:e], b[s:e]) for i, (a, b) in sub.bounds.items()},
                      relax={i: _slice_relax(r, s, e) for i, r in sub.relax.items()},
-                     resid={i: r[s:e] for i, r in sub.resid.items()})
+                     resid={i: r[s:e] for i, r in sub.resid.items()}, folded=sub.folded,
+                     fold_resid={i: r[s:e] for i, r in sub.fold_resid.items()})
         if type(node.op) is Linear:  # identity rows through a Linear: +-W's rows, one step further down
             w = node.op.weight[ix]
             b = node.op.bias[ix] if node.op.bias is not None else w.new_zeros(ix.shape)
@@ -586,11 +652,62 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
             st.pre[i] = (l, u)
             st.relax[i] = ReLU.relax(l, u)
             st.bounds[i] = node.op.interval((l, u))
-            r = ReLU.relaxation_residual(l, u)
-            if r is not None:
-                st.resid[i] = r
+            _relu_resid(graph, st, i, l, u)
         else:
             st.bounds[i] = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
+    return st
+
+
+def _sole_consumers(graph: Graph) -> dict[int, int]:
+    """Node -> its only consumer, for nodes with exactly one (cached on the graph object)."""
+    hit = graph.__dict__.get("_sole_consumers")
+    if hit is None:
+        count: dict[int, list[int]] = {}
+        for i, node in enumerate(graph.nodes[1:], start=1):
+            for j in node.inputs:
+                count.setdefault(j, []).append(i)
+        hit = {j: c[0] for j, c in count.items() if len(c) == 1}
+        graph.__dict__["_sole_consumers"] = hit
+    return hit
+
+
+def _relu_resid(graph: Graph, st: State, i: int, l: torch.Tensor, u: torch.Tensor) -> None:
+    """ReLU node i's residual, and its input's folded into it where the ReLU is that input's only
+    consumer (the sweep then charges both in one pass: ``State.folded``; the step's coefficients
+    on p are at most ``|A| (1 + 3u)`` where the neuron is not stable inactive, exactly 0 where it is)."""
+    r = ReLU.relaxation_residual(l, u)
+    if r is not None:
+        st.resid[i] = r
+    p = graph.nodes[i].inputs[0]
+    if p in st.resid and _sole_consumers(graph).get(p) == i:
+        st.folded[i] = p
+        rp = torch.where(u > 0, st.resid[p].reshape(u.shape), 0.0)  # inactive: coefficients exactly 0
+        st.fold_resid[i] = rp if r is None else rp + r
+
+
+def domain_state(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, pre: list[Interval]) -> State:
+    """The state of domains with known ReLU input bounds ``pre[j]`` ((N, n_j) flat pairs, sound on
+    the domains, one per ReLU node in order): those relaxations, the other nodes' rigorous
+    interval images (each ReLU input intersected with its ``pre``) and the residuals, so that
+    :func:`sweep` gives rigorous bounds there (the exact leaves' dual certificates,
+    ``verifiers.lp_leaf``)."""
+    N = lo.shape[0]
+    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
+    st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
+    by_input = {graph.nodes[i].inputs[0]: (l, u) for i, (l, u) in zip(graph.relu_nodes, pre)}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if node.op.nonlinear:
+            l, u = st.bounds[node.inputs[0]]
+            st.pre[i] = (l, u)
+            st.relax[i] = ReLU.relax(l, u)
+            st.bounds[i] = node.op.interval((l, u))
+            _relu_resid(graph, st, i, l, u)
+            continue
+        b = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
+        if i in by_input:
+            l, u = (t.reshape(N, *node.shape) for t in by_input[i])
+            b = torch.maximum(b[0], l), torch.minimum(b[1], u)
+        st.bounds[i] = b
     return st
 
 

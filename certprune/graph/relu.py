@@ -132,10 +132,23 @@ class ReLU(Op):
 
         ``A`` may be :class:`~certprune.graph.windows.Windows` (identity-spec passes: no
         ``alpha``, ``beta`` or ``record``)."""
+        return ReLU.backward_margin(A, r, alpha, record, beta)[:3]
+
+    @staticmethod
+    def backward_margin(A, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False,
+                        beta: torch.Tensor | None = None, resid: torch.Tensor | None = None):
+        """:meth:`backward_relaxed` and, for a residual ``resid`` (N, *shape) >= 0 (dense ``A``
+        only), ``sum(|A| * resid)`` per row (K', m), else None, as ``sum(A r) - 2 sum(min(A, 0) r)``
+        from the step's own ``min(A, 0)`` (two products, no |A| tensor: the rounding margin of
+        ``certprune.bounds.crown``); returns (new, bias, loss, margin). Without autograd the margin
+        is folded into the bias instead (``bias - margin`` as ``neg . (t + 2 r) - A . r``, one
+        product more than the plain step; margin None): the rounding of both products is within
+        ``gamma_n`` of ``|A| . (|t| + 3 r)``, covered by the residual's own slack and the sweep's
+        safety factor."""
         if isinstance(A, Windows):
             if alpha is not None or beta is not None or record:
                 raise ValueError("windows carry the identity-spec pass only (no alpha, beta or scores)")
-            return ReLU._backward_windows(A, r)
+            return ReLU._backward_windows(A, r) + (None,)
         a = r.alpha.unsqueeze(1)
         if alpha is not None:
             a = torch.where(r.unstable.unsqueeze(1), alpha, a)
@@ -145,7 +158,19 @@ class ReLU(Op):
         if beta is not None:
             new = new - beta
         K, m = neg.shape[:2]
-        # <= 0: the chord intercepts on negative coefficients
-        bias = batched_mv(neg.reshape(K, m, -1), r.intercept.reshape(r.intercept.shape[0], -1))
+        t = r.intercept.reshape(r.intercept.shape[0], -1)
         loss = -(neg * r.intercept.unsqueeze(1)) if record else None
-        return new, bias, loss
+        if resid is None or neg.requires_grad:
+            # <= 0: the chord intercepts on negative coefficients
+            bias = batched_mv(neg.reshape(K, m, -1), t)
+            margin = None
+            if resid is not None:
+                with torch.no_grad():
+                    R = resid.reshape(resid.shape[0], -1)
+                    margin = batched_mv(A.detach().reshape(K, m, -1), R) - 2 * batched_mv(neg.detach().reshape(K, m, -1), R)
+            return new, bias, loss, margin
+        # bias - margin = neg . t - (A . r - 2 neg . r) = neg . (t + 2 r) - A . r: one product more
+        # than the plain step; the bias returned is then already less the margin (margin None)
+        R = resid.reshape(resid.shape[0], -1)
+        bias = batched_mv(neg.reshape(K, m, -1), t + 2 * R) - batched_mv(A.reshape(K, m, -1), R)
+        return new, bias, loss, None
