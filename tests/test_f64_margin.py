@@ -331,3 +331,20 @@ def test_refine_dual_bound_slack_is_at_least_the_rigorous_gamma(monkeypatch):
     cost, R = np.ones(1), np.zeros((n, 1))
     v = refine.dual_bound(cost, R, np.zeros(n), np.zeros(n), np.zeros(1), np.ones(1), np.zeros(n))
     assert v <= -2 * gamma64(n + 1 + 8) * 1.5  # min cost v = 0; scale = 1
+
+
+def test_float_chord_misses_relu_by_at_most_three_ulps_of_the_magnitude():
+    """The constant of ``ReLU.relaxation_residual``: with ``s = fl(u / fl(u - l))``, ``t = -fl(s l)``,
+    exactly ``relu(z) <= s z + t + 3.01 u max(|l|, |u|)`` at both ends (hence on [l, u])."""
+    from certprune.graph.relu import relu_relaxation
+    from certprune.semantics import U64
+    rng = np.random.default_rng(5)
+    mag = 10.0 ** rng.uniform(-8, 8, (2, 4000))
+    l = torch.as_tensor(-mag[0] * rng.random(4000))
+    u = torch.as_tensor(mag[1] * rng.random(4000))
+    _, s, t = relu_relaxation(l, u)
+    for li, ui, si, ti in zip(l.tolist(), u.tolist(), s.tolist(), t.tolist()):
+        slack = Fraction(3.01) * Fraction(U64) * Fraction(max(-li, ui))
+        for z in (li, ui):
+            assert Fraction(si) * Fraction(z) + Fraction(ti) + slack >= max(Fraction(z), Fraction(0))
+        assert 0 <= si <= 1

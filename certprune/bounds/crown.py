@@ -441,6 +441,8 @@ def _two_step_margin(graph: Graph, r: int, w: torch.Tensor, st: State) -> torch.
     if not ROUNDING_MARGIN or 0 not in st.bounds:
         return None
     q = graph.nodes[r].inputs[0]
+    if q not in st.resid:  # a state not built by ``intermediate``
+        return None
     N, n = st.lo.shape[0], w.shape[1]
     rr = st.resid[q].reshape(-1, n)
     if r in st.resid:
