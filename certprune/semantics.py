@@ -4,7 +4,13 @@ Two semantics, named in every output that certifies:
 
 - ``exact`` (the default): the real-arithmetic network. Bounds are computed in float64 and a
   bound only decides when it clears zero by the outward margin ``1e-7 * (1 + |b|)`` (what
-  ``verify`` does, and what Fairify, FairQuant, Marabou and alpha-beta-CROWN certify).
+  ``verify`` does, and what Fairify, FairQuant, Marabou and alpha-beta-CROWN certify). The
+  robustness bound passes (IBP, CROWN / alpha / beta-CROWN, intermediate bounds, branch-and-bound
+  domains, LP leaves' dual certificates) are themselves rigorous for real arithmetic: each
+  carries its float64 rounding margin (``U64``, :func:`gamma64`; :mod:`certprune.bounds.crown`,
+  "Rounding"), which comes *on top of* the relative margin. Not yet covered: the forward
+  symbolic pass (``bounds.forward``, the fairness twin bounds) and the MILP leaves' solver dual
+  bound (HiGHS, within its 1e-5 tolerance).
 - ``float32``: the certificate also holds for the model executed in float32; a bound only decides
   when it clears zero by a rigorous float32 rounding-error bound ``tau`` of the quantity (for the
   fairness engine: :mod:`certprune.verifiers.twin_bounds`' ``tau``), computed over the graph
@@ -69,3 +75,15 @@ def gamma(k: int) -> float:
 def float32_error_finish(e):
     """The final margin from the propagated bound ``e`` (safety factor plus an absolute 1e-9)."""
     return SAFETY * e + 1e-9
+
+
+# --- constants of the rigorous float64 rounding margin of the bound passes themselves
+#     (certprune.bounds.crown's module doc; per operator in Op.float64_residual) --------------------
+
+U64 = 2.0 ** -53   # unit roundoff of float64
+
+
+def gamma64(k: int) -> float:
+    """Higham's ``gamma_k = k u / (1 - k u)`` for float64 (``u = 2^-53``): ``|fl(sum of k
+    products) - exact| <= gamma_k * sum |products|`` in any summation order, FMA or not."""
+    return (k * U64) / (1 - k * U64)

@@ -239,9 +239,12 @@ def test_every_encoding_and_strategy_agrees_with_enumeration(options):
             assert net.forward(torch.as_tensor(out.x[None])).item() >= t - 1e-12
 
 
-def test_widened_interval_bounds_enclose_exact_rational_values_on_point_boxes():
+def test_widened_interval_bounds_enclose_exact_rational_values_on_point_boxes(monkeypatch):
     """Point boxes, large magnitudes: float64 interval bounds collapse to l == u, which float64
-    rounding can place on the wrong side of the exact value; the widening must cover that."""
+    rounding can place on the wrong side of the exact value; the widening must cover that (the
+    raw bounds without the bound engine's own rounding margin, ``crown.ROUNDING_MARGIN``)."""
+    from certprune.bounds import crown
+    monkeypatch.setattr(crown, "ROUNDING_MARGIN", False)
     rng = np.random.default_rng(3)
     ws = [torch.as_tensor(rng.normal(0, 300, (12, 6))), torch.as_tensor(rng.normal(0, 1, (8, 12))),
           torch.as_tensor(rng.normal(0, 1, (1, 8)))]

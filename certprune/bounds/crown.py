@@ -40,7 +40,34 @@ a backward pass to the input over the ReLUs below it. Options:
   has exact interval bounds, equal to CROWN's: no backward pass is run for it;
 - ``splits``: per ReLU node, an int8 vector (N, n) with +1 (forced active: l >= 0) / -1
   (forced inactive: u <= 0) / 0, applied by clamping; crossing bounds mark the domain infeasible.
-All arithmetic is float64: bounds enclose the real-arithmetic network up to float64 rounding.
+All arithmetic is float64.
+
+Rounding (the bounds are rigorous for the real-arithmetic network despite float64 rounding):
+treat the *computed* coefficients as Lagrange multipliers. Each backward step maps computed
+coefficients ``A`` on a node's output to computed coefficients on its inputs and a bias; in
+real arithmetic ``sum(A * y)`` then equals (or, for ReLU, is bounded below by) the computed
+linear function of the inputs up to the step's rounding residual, at most ``sum(|A| * r)`` with
+``r = Op.float64_residual`` of the node (from magnitude bounds ``m = max(|l|, |u|)`` of its
+inputs): for Linear / Conv / MatMul ``r = gamma_k (|W| m + |b|)`` (Higham: any summation order,
+FMA or not, k covering the inner lengths of the forward and the backward product and the bias
+sums); ReLU (``ReLU.relaxation_residual``) ``gamma_{n+12} m`` on unstable neurons (the float
+chord misses relu by ``<= 3.01 u m``, alpha lines in [0, 1] are exact relaxations, the
+coefficients and the intercept product round), 0 on stable ones; Add / Sub one rounding, shape
+ops 0. The sweep adds ``|acc[i]| . r_i`` per node (one elementwise pass beside the step's
+product; windows: against the unfolded ``r``), ``u |bias|`` per bias addition, ``2 u |acc| . m``
+where two consumers' coefficients are summed and, with beta, ``2 u |coef| . m`` for ``coef -
+beta``; it concretises over the input box widened by ``gamma_{4 n + 48} max(|lo|, |hi|)`` (which
+absorbs the rounded centre / radius and the two inner products) and subtracts ``1.001 (margin
++ 2 u |bias|) + 3 u |lower| + 2^-900`` (the margin's own rounding, the last subtractions,
+underflow). The two-product step of ``node_crown`` is covered by the Linear's plus the ReLU's
+residual on ``|w|`` (:func:`_two_step_margin`). Every interval image in :func:`intermediate`
+and ``bounds.ibp`` is widened by the same ``r`` (``rounded_interval``), so the relaxations are
+built from rigorous bounds, and :func:`add_rounded` adds a spec's constant. The margin is
+``~k u`` relative to the absolute terms of the bound: ~1e-13 on normal nets, far above the
+bound's value only where large terms cancel. States built without node bounds (heuristic
+child scores in ``bab_relu``) get no margin; ``ROUNDING_MARGIN = False`` turns it off for
+measurements only. Convolutions assume float64 convolution by direct summation (im2col /
+gemm, as on CPU); FFT / Winograd kernels have no such bound.
 """
 from __future__ import annotations
 
@@ -54,6 +81,7 @@ from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear, batched_mv, matmul
 from certprune.graph.relu import ReLU, Relaxation
+from certprune.semantics import U64, gamma64
 
 ROW_CHUNK = 1024  # identity rows per backward pass for intermediate bounds
 ROW_BUDGET = 1 << 21  # values per coefficient tensor (boxes x rows x node size, 16 MB in float64: larger
@@ -78,6 +106,10 @@ class State:
     pre: dict[int, Interval] = field(default_factory=dict)
     infeasible: torch.Tensor | None = None
     deadline: float | None = None
+    resid: dict[int, torch.Tensor] = field(default_factory=dict)
+    folded: dict[int, int] = field(default_factory=dict)  # ReLU node -> its input, charged with it
+    fold_resid: dict[int, torch.Tensor] = field(default_factory=dict)  # their residuals summed
+    cache: dict = field(default_factory=dict)  # magnitudes and the widened box, built once per state
 
 
 @dataclass
@@ -107,13 +139,22 @@ def backward(graph: Graph, target: int, A: torch.Tensor, st: State,
 
 def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Tensor, st: State,
           alphas: dict[int, torch.Tensor] | None = None, record: bool = False,
-          betas: dict[int, torch.Tensor] | None = None, keep_lam: bool = True) -> Backward:
+          betas: dict[int, torch.Tensor] | None = None, keep_lam: bool = True,
+          margin: torch.Tensor | None = None) -> Backward:
     """The backward sweep from node ``start`` down, with coefficients ``acc`` already placed on
     some nodes and the bias collected so far (see :func:`backward`). The coefficients are dense
     tensors or :class:`~certprune.graph.windows.Windows` (the lower bounds then come per window
-    row, (N, Lc * R)); each operator's step handles both."""
+    row, (N, Lc * R)); each operator's step handles both. ``margin`` (broadcastable to the
+    lower bound): a rounding margin of the steps the caller already took (``node_crown``).
+
+    On a state with node bounds (built by :func:`intermediate`), the returned lower bound is
+    rigorous for real arithmetic: the float64 rounding margin of every step (module doc,
+    "Rounding") is accumulated alongside and subtracted."""
     A = next(iter(acc.values()))
     scores: dict[int, torch.Tensor] = {}
+    rig = ROUNDING_MARGIN and 0 in st.bounds
+    mar = margin
+    charged: set[int] = set()  # nodes whose residual was charged with their consumer ReLU's
     for i in range(start, 0, -1):
         coef = acc.pop(i, None)
         if coef is None:
@@ -123,30 +164,143 @@ def sweep(graph: Graph, start: int, acc: dict[int, torch.Tensor], bias: torch.Te
         node = graph.nodes[i]
         if node.op.nonlinear:
             a = None if alphas is None else alphas.get(i)
-            new, b, loss = ReLU.backward_relaxed(coef, st.relax[i], a, record,
-                                                 None if betas is None else betas.get(i))
+            beta = None if betas is None else betas.get(i)
+            res = None
+            if rig:
+                res = st.resid.get(i)
+                p = st.folded.get(i)
+                fold = p is not None and p not in acc
+                if fold:  # the ReLU's only input p gets |new| <= |coef| (1 + 3u) (+ |beta|): charge p here
+                    res, _ = st.fold_resid[i], charged.add(p)
+                if beta is not None:  # new - beta rounds once more, and p's coefficients grow by |beta|
+                    mar = _plus(mar, _beta_margin(st, i, beta, p if fold else None))
+                    res = _plus(res, 2 * U64 * _magnitude(st, ("pre", i), st.pre[i]))
+                if res is not None and isinstance(coef, windows.Windows):
+                    mar, res = _plus(mar, _abs_dot(coef, res)), None
+            new, b, loss, m = ReLU.backward_margin(coef, st.relax[i], a, record, beta, res)
+            if m is not None:
+                mar = _plus(mar, m)
             if record:
                 scores[i] = loss.detach().reshape(loss.shape[0], loss.shape[1], -1)
             ins, bias = [new], bias + b
+            if rig:
+                mar = _plus(mar, U64 * bias.detach().abs())
         else:
+            if rig and i in st.resid and i not in charged:
+                mar = _plus(mar, _abs_dot(coef, st.resid[i]))
             ins, b = node.op.backward(coef)
             if b is not None:
                 bias = bias + b
+                if rig:
+                    mar = _plus(mar, U64 * bias.detach().abs())
         for j, cj in zip(node.inputs, ins):
-            acc[j] = cj if j not in acc else _add(acc[j], cj)
+            if j not in acc:
+                acc[j] = cj
+                continue
+            charged.discard(j)  # a second contribution: charge j's residual on the sum
+            acc[j] = _add(acc[j], cj)
+            if rig:  # the sum of two consumers' coefficients rounds once per entry
+                mar = _plus(mar, 2 * U64 * _abs_dot(acc[j], _magnitude(st, j, st.bounds[j])))
     lam = acc.get(0)
+    box = _wide_box(graph, st) if rig else None
     if isinstance(lam, windows.Windows):
         if 0 in lam.at.plan:
-            return Backward(lam.concretize(bias, *st.bounds[0]), None, scores)
+            shaped = box[1] if rig else st.bounds[0]
+            return Backward(_finish(lam.concretize(bias, *shaped), mar, bias, rig), None, scores)
         lam = lam.dense()
     if lam is None and isinstance(A, windows.Windows):  # the node does not depend on the input
-        return Backward(bias.expand(st.lo.shape[0], bias.shape[1]), None, scores)
+        return Backward(_finish(bias.expand(st.lo.shape[0], bias.shape[1]), mar, bias, rig), None, scores)
     if lam is None:
         lam = A.new_zeros(A.shape[0], A.shape[1], graph.input_dim)
     lam = lam.reshape(lam.shape[0], lam.shape[1], -1)
+    lo, hi = box[0] if rig else (st.lo, st.hi)
     if keep_lam:
-        return Backward(concretize_lower(lam, bias, st.lo, st.hi), lam, scores)
-    return Backward(concretize_lower(lam, bias, st.lo, st.hi, overwrite=True), None, scores)
+        return Backward(_finish(concretize_lower(lam, bias, lo, hi), mar, bias, rig), lam, scores)
+    return Backward(_finish(concretize_lower(lam, bias, lo, hi, overwrite=True), mar, bias, rig), None, scores)
+
+
+ROUNDING_MARGIN = True  # False only to measure what the margin costs (experiments/): never in use
+MARGIN_SAFETY = 1.001  # covers the relative rounding of computing the margin itself (<< 1e-3)
+TINY = 2.0 ** -900  # absolute: covers gradual underflow (<= 2^-1075 per operation)
+
+
+def _plus(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else a + b
+
+
+def _abs_dot(coef, r: torch.Tensor) -> torch.Tensor:
+    """``sum(|coef| * r)`` per row, (max(K, N), rows), for dense coefficients (K, m, *shape) or
+    windows, and ``r`` (N, *shape) >= 0 (no gradient: the margin is a constant of the bound)."""
+    with torch.no_grad():
+        if isinstance(coef, windows.Windows):
+            w = coef.of(r, "margin", lambda: r.to(coef.P.dtype))
+            out = coef.flat().abs() @ w.transpose(-1, -2)
+            return out.reshape(out.shape[0], -1)
+        c = coef.detach()
+        return batched_mv(c.abs().reshape(c.shape[0], c.shape[1], -1), r.reshape(r.shape[0], -1))
+
+
+def _beta_margin(st: State, i: int, beta: torch.Tensor, p: int | None) -> torch.Tensor:
+    """``sum(|beta| * (2 u m + 2 r_p))`` per row (r_p: the folded input's residual, where p is
+    given) as one product ``beta . (sign * v)``: beta is ``b * split`` (b >= 0) and nonzero only
+    on split neurons, which the clamped bounds make stable, so ``sign`` (+1 where l >= 0, -1 where
+    u <= 0) is the sign of beta wherever beta is nonzero."""
+    l, u = st.pre[i]
+    v = 2 * U64 * _magnitude(st, ("pre", i), st.pre[i])
+    if p is not None:
+        v = v + 2 * st.resid[p].reshape(v.shape)
+    sign = (l >= 0).to(v.dtype) - (u <= 0).to(v.dtype)
+    with torch.no_grad():
+        B = beta.detach()
+        B = B.reshape(B.shape[0], B.shape[1], -1)
+        out = batched_mv(B, (sign * v).reshape(v.shape[0], -1))
+        zero = (l == 0) & (u == 0)  # either split sign: |beta| itself
+        if bool(zero.any()):
+            out = out + batched_mv(B.abs(), (zero * v).reshape(v.shape[0], -1))
+        return out
+
+
+def _magnitude(st: State, key, b: Interval) -> torch.Tensor:
+    """``max(|lower|, |upper|)`` of bounds ``b``, cached on the state under ``key``."""
+    hit = st.cache.get(("mag", key))
+    if hit is None or hit[0] is not b[0]:
+        hit = st.cache[("mag", key)] = (b[0], torch.maximum(b[0].abs(), b[1].abs()))
+    return hit[1]
+
+
+def _wide_box(graph: Graph, st: State):
+    """The input box widened by ``g max(|lo|, |hi|)``, ``g = gamma_{4 n + 48}``: concretising over
+    it absorbs the rounding of the box's centre and radius (each within ``u max(|lo|, |hi|)``),
+    of the two inner products of length n and of their sum (module doc). (flat, node-shaped)."""
+    hit = st.cache.get("wide")
+    if hit is None or hit[0] is not st.lo:
+        g = gamma64(4 * st.lo.shape[1] + 48)
+        w = g * torch.maximum(st.lo.abs(), st.hi.abs())
+        lo, hi = st.lo - w, st.hi + w
+        N = lo.shape[0]
+        hit = st.cache["wide"] = (st.lo, (lo, hi), (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape)))
+    return hit[1], hit[2]
+
+
+def _finish(lower: torch.Tensor, mar: torch.Tensor | None, bias: torch.Tensor, rig: bool) -> torch.Tensor:
+    """The lower bound less the accumulated margin: ``lower - (1.001 (margin + 2 u |bias|) + 3 u
+    |lower| + TINY)`` (the concretisation adds the bias once more; the last subtraction and this
+    one round within ``3 u |lower|``)."""
+    if not rig:
+        return lower
+    with torch.no_grad():
+        m = 2 * U64 * bias.detach().abs()
+        if mar is not None:
+            m = m + mar
+        m = MARGIN_SAFETY * m + 3 * U64 * lower.detach().abs() + TINY
+    return lower - m
+
+
+def add_rounded(lower: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``lower + c`` pushed down by ``3 u |lower + c|``: at most the exact sum (a rigorous lower
+    bound stays one after adding a constant)."""
+    s = lower + c
+    return s - 3 * U64 * s.detach().abs() if ROUNDING_MARGIN else s
 
 
 def _add(a, b):
@@ -202,7 +356,8 @@ def node_crown(graph: Graph, t: int, st: State, rows: torch.Tensor | None = None
             two = _relu_linear_step(graph, node.inputs[0], w, st)
             if two is not None:  # and through the ReLU and Linear below as one matrix product
                 j, coef, b2 = two
-                r = sweep(graph, j, {j: coef}, bias + b2, st, keep_lam=False).lower.expand(N, 2 * k)
+                r = sweep(graph, j, {j: coef}, bias + b2, st, keep_lam=False,
+                          margin=_two_step_margin(graph, node.inputs[0], w, st)).lower.expand(N, 2 * k)
             else:
                 r = sweep(graph, t - 1, {node.inputs[0]: R.unsqueeze(0)}, bias, st, keep_lam=False).lower.expand(N, 2 * k)
         else:
@@ -276,6 +431,24 @@ def _relu_linear_step(graph: Graph, r: int, w: torch.Tensor, st: State):
     if lin.bias is None:
         return graph.nodes[q].inputs[0], out, bias
     return graph.nodes[q].inputs[0], out[..., :-1], bias + out[..., -1]
+
+
+def _two_step_margin(graph: Graph, r: int, w: torch.Tensor, st: State) -> torch.Tensor | None:
+    """The rounding margin (N, 2k) of :func:`_relu_linear_step` for rows ``[w; -w]``: the exact
+    step's coefficients on the Linear's output are at most ``|w|`` entrywise (slopes in [0, 1]),
+    and its products (inner length n, a few roundings per term, within 1.5 gamma_{n+5} of the
+    terms) are covered by the Linear's residual, the relaxation by the ReLU's: ``|w| @ (r_q + r_r)``."""
+    if not ROUNDING_MARGIN or 0 not in st.bounds:
+        return None
+    q = graph.nodes[r].inputs[0]
+    if q not in st.resid:  # a state not built by ``intermediate``
+        return None
+    N, n = st.lo.shape[0], w.shape[1]
+    rr = st.resid[q].reshape(-1, n)
+    if r in st.resid:
+        rr = rr + st.resid[r].reshape(-1, n)
+    m = matmul(rr.expand(N, n), w.abs().T)
+    return torch.cat([m, m], 1)
 
 
 def _plus_minus(x: torch.Tensor, y: torch.Tensor, Tx: torch.Tensor, Ty: torch.Tensor) -> torch.Tensor:
@@ -375,14 +548,22 @@ def box_rows_crown(graph: Graph, p: int, st: State, unst: torch.Tensor, low: tor
     mask = unst[order]
     idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)  # unstable neurons first
     sorted_counts = counts[order].tolist()
+    below = sorted(graph.ancestors(p))
     sub = State(st.lo[order], st.hi[order],
-                relax={i: _gather_relax(st.relax[i], order) for i in sorted(graph.ancestors(p)) if i in st.relax})
+                bounds={i: (st.bounds[i][0][order], st.bounds[i][1][order]) for i in below if i in st.bounds},
+                relax={i: _gather_relax(st.relax[i], order) for i in below if i in st.relax},
+                resid={i: st.resid[i][order] for i in below if i in st.resid},
+                folded={i: q for i, q in st.folded.items() if i in below},
+                fold_resid={i: st.fold_resid[i][order] for i in below if i in st.fold_resid})
     cl, cu = torch.empty_like(mask, dtype=low.dtype), torch.empty_like(mask, dtype=low.dtype)
     for s in range(0, len(order), BOX_GROUP):
         check_deadline(st.deadline, "the CROWN bound pass")
         e = min(s + BOX_GROUP, len(order))
         c, ix = sorted_counts[e - 1], idx[s:e, :sorted_counts[e - 1]]
-        part = State(sub.lo[s:e], sub.hi[s:e], relax={i: _slice_relax(r, s, e) for i, r in sub.relax.items()})
+        part = State(sub.lo[s:e], sub.hi[s:e], bounds={i: (a[s:e], b[s:e]) for i, (a, b) in sub.bounds.items()},
+                     relax={i: _slice_relax(r, s, e) for i, r in sub.relax.items()},
+                     resid={i: r[s:e] for i, r in sub.resid.items()}, folded=sub.folded,
+                     fold_resid={i: r[s:e] for i, r in sub.fold_resid.items()})
         if type(node.op) is Linear:  # identity rows through a Linear: +-W's rows, one step further down
             w = node.op.weight[ix]
             b = node.op.bias[ix] if node.op.bias is not None else w.new_zeros(ix.shape)
@@ -473,9 +654,77 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
             st.pre[i] = (l, u)
             st.relax[i] = ReLU.relax(l, u)
             st.bounds[i] = node.op.interval((l, u))
+            _relu_resid(graph, st, i, l, u)
         else:
-            st.bounds[i] = node.op.interval(*[st.bounds[j] for j in node.inputs])
+            st.bounds[i] = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
     return st
+
+
+def _sole_consumers(graph: Graph) -> dict[int, int]:
+    """Node -> its only consumer, for nodes with exactly one (cached on the graph object)."""
+    hit = graph.__dict__.get("_sole_consumers")
+    if hit is None:
+        count: dict[int, list[int]] = {}
+        for i, node in enumerate(graph.nodes[1:], start=1):
+            for j in node.inputs:
+                count.setdefault(j, []).append(i)
+        hit = {j: c[0] for j, c in count.items() if len(c) == 1}
+        graph.__dict__["_sole_consumers"] = hit
+    return hit
+
+
+def _relu_resid(graph: Graph, st: State, i: int, l: torch.Tensor, u: torch.Tensor) -> None:
+    """ReLU node i's residual, and its input's folded into it where the ReLU is that input's only
+    consumer (the sweep then charges both in one pass: ``State.folded``; the step's coefficients
+    on p are at most ``|A| (1 + 3u)`` where the neuron is not stable inactive, exactly 0 where it is)."""
+    r = ReLU.relaxation_residual(l, u)
+    if r is not None:
+        st.resid[i] = r
+    p = graph.nodes[i].inputs[0]
+    if p in st.resid and _sole_consumers(graph).get(p) == i:
+        st.folded[i] = p
+        rp = torch.where(u > 0, st.resid[p].reshape(u.shape), 0.0)  # inactive: coefficients exactly 0
+        st.fold_resid[i] = rp if r is None else rp + r
+
+
+def domain_state(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, pre: list[Interval]) -> State:
+    """The state of domains with known ReLU input bounds ``pre[j]`` ((N, n_j) flat pairs, sound on
+    the domains, one per ReLU node in order): those relaxations, the other nodes' rigorous
+    interval images (each ReLU input intersected with its ``pre``) and the residuals, so that
+    :func:`sweep` gives rigorous bounds there (the exact leaves' dual certificates,
+    ``verifiers.lp_leaf``)."""
+    N = lo.shape[0]
+    st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool))
+    st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
+    by_input = {graph.nodes[i].inputs[0]: (l, u) for i, (l, u) in zip(graph.relu_nodes, pre)}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if node.op.nonlinear:
+            l, u = st.bounds[node.inputs[0]]
+            st.pre[i] = (l, u)
+            st.relax[i] = ReLU.relax(l, u)
+            st.bounds[i] = node.op.interval((l, u))
+            _relu_resid(graph, st, i, l, u)
+            continue
+        b = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
+        if i in by_input:
+            l, u = (t.reshape(N, *node.shape) for t in by_input[i])
+            b = torch.maximum(b[0], l), torch.minimum(b[1], u)
+        st.bounds[i] = b
+    return st
+
+
+def rounded_interval(op, bounds: list[Interval], resid: dict | None = None, i: int | None = None) -> Interval:
+    """The interval image of ``op`` on ``bounds`` widened by its float64 residual (a rigorous
+    enclosure of the exact image); the residual is stored in ``resid[i]`` where given."""
+    b = op.interval(*bounds)
+    if not ROUNDING_MARGIN:
+        return b
+    r = op.float64_residual([torch.maximum(lb.abs(), ub.abs()) for lb, ub in bounds])
+    if r is None:
+        return b
+    if resid is not None:
+        resid[i] = r
+    return b[0] - r, b[1] + r
 
 
 def spec_matrix(C: torch.Tensor | None, n_out: int, dtype) -> torch.Tensor:

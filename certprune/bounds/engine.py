@@ -14,6 +14,7 @@ from certprune.bounds.ibp import ibp
 from certprune.graph.ir import Graph
 from certprune.graph.op import Interval
 from certprune.graph.ops_linear import Linear
+from certprune.semantics import gamma64
 
 
 @dataclass
@@ -114,7 +115,14 @@ def interval_output(graph: Graph, bounds, C: torch.Tensor | None) -> Interval:
         x, W, b = _flat(bounds[graph.output]), C, torch.zeros(C.shape[-2], dtype=C.dtype)
     c, r = ((x[0] + x[1]) / 2).unsqueeze(-1), ((x[1] - x[0]) / 2).unsqueeze(-1)
     mid, rad = (W @ c).squeeze(-1) + b, (W.abs() @ r).squeeze(-1)
-    return mid - rad, mid + rad
+    # the rounding of C W (inner length m_out), of this image (inner length n) and of the widening:
+    # as Linear.float64_residual, with |C| |W| bounding |C W| and the rounding of it
+    m = torch.maximum(x[0].abs(), x[1].abs()).unsqueeze(-1)
+    aw = C.abs() @ out.op.abs_weight if W is not C else C.abs()
+    ab = C.abs() @ out.op.bias.abs() if W is not C and out.op.bias is not None else 0.0
+    k = 2 * (2 * W.shape[-1] + (out.op.weight.shape[0] if W is not C else 0) + W.shape[-2] + 16)
+    e = gamma64(k) * ((aw @ m).squeeze(-1) + ab)
+    return mid - rad - e, mid + rad + e
 
 
 BAB_LR = 0.1  # Adam step of the alpha/beta optimisation on branch-and-bound domains
@@ -135,11 +143,11 @@ def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list
     st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     bw = crown.backward(graph, graph.output, A, st, record=True)
-    lower = bw.lower.expand(N, C.shape[0]) + c
+    lower = crown.add_rounded(bw.lower.expand(N, C.shape[0]), c)
     if iters > 0 and st.relax:
         tgt = None if target is None else target - c
         opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp, start=bw.lower)
-        lower = torch.maximum(lower, opt + c)
+        lower = torch.maximum(lower, crown.add_rounded(opt, c))
     scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
               else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
     pre = [_flat(st.pre[i]) for i in graph.relu_nodes]
@@ -154,4 +162,4 @@ def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor
     ReLU input bounds (``crown.intermediate``)."""
     st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, deadline=deadline, prior=prior)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
-    return alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline) + c
+    return crown.add_rounded(alpha_mod.optimize(graph, st, A, iters, lr, target=target - c, deadline=deadline), c)

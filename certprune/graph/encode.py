@@ -102,6 +102,7 @@ class Encoding:
     var_hi: np.ndarray
     integrality: np.ndarray
     n_in: int
+    split_f: np.ndarray | None = None  # split row k is ``split_f[k] * z`` of its neuron (non-lifted)
 
     @property
     def n_vars(self) -> int:
@@ -123,6 +124,7 @@ class Encoder:
     node: int = -1
     split_M: list = field(default_factory=list)
     split_c: list = field(default_factory=list)
+    split_f: list = field(default_factory=list)  # the signed factor of each split row: row = f z
     row_M: list = field(default_factory=list)
     row_lo: list = field(default_factory=list)
     row_hi: list = field(default_factory=list)
@@ -153,6 +155,7 @@ class Encoder:
             f = sign / np.maximum(big, 1.0)
             self.split_M.append(f[:, None] * Zi if isinstance(Zi, np.ndarray) else sp.diags(f) @ Zi)
             self.split_c.append(f * z.c[idx])
+            self.split_f.append(f)
         active = (l >= 0).astype(np.float64)
         unst = np.flatnonzero((l < 0) & (u > 0))
         M = active[:, None] * z.M if isinstance(z.M, np.ndarray) else sp.diags(active) @ z.M
@@ -232,7 +235,8 @@ def encode(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits: list[
     rhi = np.concatenate(enc.row_hi) if enc.row_hi else np.zeros(0)
     assert enc.next_var == n_vars
     return Encoding(vals[target], (P, p), (R, rlo, rhi), np.concatenate(enc.var_lo),
-                    np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in)
+                    np.concatenate(enc.var_hi), np.concatenate(enc.integ), n_in,
+                    np.concatenate(enc.split_f) if enc.split_f else np.zeros(0))
 
 
 def walk(graph: Graph, enc, x, target: int | None = None) -> dict:

@@ -27,6 +27,13 @@ Conventions (all operators):
   bound ``m`` on |float32 value| (both (N, *shape)) and returns the bound ``e`` of the output
   when the operator itself runs in float32 (``certprune.bounds.float32``); operators whose
   float32 execution is not modelled raise UnsupportedModelError.
+- ``float64_residual(ms)`` takes per input a bound ``m`` on its |value| (both (N, *shape), from
+  the input's bounds) and returns ``r`` (N, *out_shape) or None (= 0) such that, in float64,
+  (a) the computed ``interval`` image widened by ``r`` on both sides encloses the exact real
+  image of the input boxes, and (b) for any coefficients ``A`` on the output, the computed
+  ``backward(A)`` (input coefficients and bias) misses the exact ``sum(A * y)`` by at most
+  ``sum(|A| * r)`` on those boxes: the rounding margin of the bound passes
+  (:mod:`certprune.bounds.crown`). Operators that only move values return None.
 """
 from __future__ import annotations
 
@@ -72,6 +79,10 @@ class Op:
         from certprune.errors import UnsupportedModelError
         raise UnsupportedModelError(f"--semantics float32: no float32 rounding-error bound for {self!r} "
                                     "(supported: Linear, MatMul, Conv, ReLU, Add/Sub, Concat and shape operators)")
+
+    def float64_residual(self, ms: list[torch.Tensor]) -> torch.Tensor | None:
+        from certprune.errors import UnsupportedModelError
+        raise UnsupportedModelError(f"no float64 rounding margin for {self!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from certprune.graph.op import FnPair, Interval, LinFn, Op, flat_rows, signed_forward, sum_trailing, unflat_rows
 from certprune.graph.windows import Windows
-from certprune.semantics import gamma
+from certprune.semantics import gamma, gamma64
 
 
 def _pos_neg(op, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +166,18 @@ class Linear(Op):
         t = ms[0] @ aw.T
         return es[0] @ aw.T + gamma(aw.shape[1] + 1) * (t if ab is None else t + ab)
 
+    def float64_residual(self, ms):
+        """``gamma_k (|W| m + |b|)``: the interval image (centre and radius products of inner
+        length n_in, their sum, the box's rounded centre/radius: 2 gamma_{n_in+4}) and the
+        backward step (``A @ [W | b]``, inner length n_out, and the bias summed over leading dims:
+        gamma_{size}), k doubled again for the rounding of r itself and of widening by it."""
+        n_in = self.weight.shape[1]
+        size = math.prod(ms[0].shape[1:-1]) * self.weight.shape[0]
+        t = matmul(ms[0], self.abs_weight.T)
+        if self.bias is not None:
+            t = t + self.bias.abs()
+        return gamma64(2 * (2 * n_in + size + 16)) * t
+
 
 class MatMul(Op):
     """``y = x @ W`` for a constant W (ONNX MatMul on tensors of rank > 2)."""
@@ -194,6 +206,11 @@ class MatMul(Op):
     def float32_error(self, es, ms):
         k = self.weight.shape[-2]
         return torch.matmul(es[0], self.abs_weight) + gamma(k) * torch.matmul(ms[0], self.abs_weight)
+
+    def float64_residual(self, ms):
+        """As Linear: forward inner length p, backward q (W (p, q))."""
+        p, q = self.weight.shape[-2:]
+        return gamma64(2 * (2 * p + q + 16)) * torch.matmul(ms[0], self.abs_weight)
 
 
 class Conv(Op):
@@ -326,6 +343,16 @@ class Conv(Op):
         ab = None if self.bias is None else self.bias.abs()
         return self._conv(es[0], self.abs_weight, None) + gamma(k + 1) * self._conv(ms[0], self.abs_weight, ab)
 
+    def float64_residual(self, ms):
+        """As Linear, with the forward inner length the kernel volume (in channels / groups x
+        kernel size), the backward one at most out channels x kernel size (transposed
+        convolution) or a window's volume (patches mode, < the node's size), and the bias term
+        summed over the node."""
+        k = self.weight[0].numel()
+        back = self.weight.shape[0] * math.prod(self.weight.shape[2:])
+        ab = None if self.bias is None else self.bias.abs()
+        return gamma64(2 * (2 * k + back + math.prod(self.out_shape) + 16)) * self._conv(ms[0], self.abs_weight, ab)
+
 
 class Scale(Op):
     """Elementwise ``y = x * scale + shift``; scale/shift broadcast to the per-sample shape."""
@@ -368,6 +395,14 @@ class Scale(Op):
         sp, sn = _pos_neg(self, self.scale)
         return signed_forward(f, lambda x: x * self.scale, lambda x: x * sp, lambda x: x * sn, self.shift)
 
+    def float64_residual(self, ms):
+        """``gamma_k (|scale| m + |shift|)``: a few roundings per entry forward, one product per
+        coefficient backward and the shift's bias summed over the node."""
+        t = ms[0] if self.scale is None else ms[0] * self.scale.abs()
+        if self.shift is not None:
+            t = t + self.shift.abs()
+        return gamma64(2 * (math.prod(t.shape[1:]) + 16)) * t
+
 
 class Dense(Op):
     """Any other affine layer as one dense matrix on the flattened sample (a fallback read off
@@ -401,3 +436,7 @@ class Dense(Op):
             return lambda x: (x.reshape(x.shape[0], -1) @ w.T).reshape(x.shape[0], *self.out_shape)
         b = None if self.linear.bias is None else self.linear.bias.reshape(self.out_shape)
         return signed_forward(f, via(self.linear.weight), via(wp), via(wn), b)
+
+    def float64_residual(self, ms):
+        m = ms[0].reshape(len(ms[0]), -1)
+        return self.linear.float64_residual([m]).reshape(len(m), *self.out_shape)

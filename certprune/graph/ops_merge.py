@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from certprune.graph.op import FnPair, Interval, LinFn, Op
-from certprune.semantics import U32
+from certprune.semantics import U32, gamma64
 
 
 class AddSub(Op):
@@ -47,6 +47,10 @@ class AddSub(Op):
         """One rounding of the sum: ``e_a + e_b + u (m_a + m_b)``."""
         return es[0] + es[1] + U32 * (ms[0] + ms[1])
 
+    def float64_residual(self, ms):
+        """One rounding per interval end (the backward step is exact: A and -A)."""
+        return gamma64(8) * (ms[0] + ms[1])
+
     def __repr__(self) -> str:
         return f"AddSub({'+' if self.sign > 0 else '-'})"
 
@@ -84,6 +88,9 @@ class Concat(Op):
 
     def float32_error(self, es, ms):
         return self.forward(*es)
+
+    def float64_residual(self, ms):
+        return None  # moves values
 
     def __repr__(self) -> str:
         return f"Concat(dim={self.dim}, sizes={self.sizes})"

@@ -4,6 +4,7 @@ nonnegative linear pooling ops (AveragePool, global average) through their vecto
 product, which is exact for a linear map."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from certprune.graph.op import FnPair, Interval, Op, flat_rows, signed_forward, unflat_rows
 from certprune.graph.windows import Windows
+from certprune.semantics import gamma64
 
 
 class Structural(Op):
@@ -30,6 +32,9 @@ class Structural(Op):
 
     def float32_error(self, es, ms):
         return self.forward(es[0])
+
+    def float64_residual(self, ms):
+        return None  # moves values: interval and backward step are exact
 
 
 class Reshape(Structural):
@@ -80,6 +85,14 @@ class Select(Structural):
         self.n_in = 1
         for d in in_shape:
             self.n_in *= int(d)
+
+    def float64_residual(self, ms):
+        """Exact unless an entry is selected several times (Gather): the backward step then sums
+        the coefficients of its copies."""
+        repeats = int(torch.unique(self.index, return_counts=True)[1].max()) if self.index.numel() else 0
+        if repeats <= 1:
+            return None
+        return gamma64(2 * (repeats + 4)) * self.forward(ms[0])
 
     def forward(self, x):
         return x.reshape(x.shape[0], -1)[:, self.index].reshape(x.shape[0], *self.out_shape)
@@ -143,6 +156,13 @@ class MonotoneLinear(Op):
 
     def forward_linear(self, f: FnPair) -> FnPair:
         return signed_forward(f, self.fn, self.fn, None, None)  # nonnegative weights, no offset
+
+    def float64_residual(self, ms):
+        """``gamma_k fn(m)`` with k covering sums over the whole input / output (average pooling:
+        nonnegative weights, each output a rounded mean, the backward step its vector-Jacobian
+        product)."""
+        out = self.fn(ms[0])
+        return gamma64(2 * (math.prod(self.in_shape) + math.prod(out.shape[1:]) + 16)) * out
 
     def __repr__(self) -> str:
         return f"MonotoneLinear({self.label})"

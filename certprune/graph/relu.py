@@ -16,6 +16,7 @@ import torch
 from certprune.graph.op import FnPair, Interval, LinFn, Op
 from certprune.graph.windows import Windows
 from certprune.graph.ops_linear import batched_mv
+from certprune.semantics import gamma64
 
 
 @dataclass
@@ -74,6 +75,26 @@ class ReLU(Op):
     def float32_error(self, es, ms):
         return es[0]  # ReLU is exact in float32 and 1-Lipschitz: the input error passes unchanged
 
+    def float64_residual(self, ms):
+        return None  # the interval image (clamp) is exact; the relaxed step: relaxation_residual
+
+    @staticmethod
+    def relaxation_residual(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """``r`` (N, *shape) for the backward step of :meth:`backward_relaxed` on the relaxation
+        built from ``[l, u]`` (None where no neuron is unstable: stable neurons are exact, slopes
+        0 / 1 and no intercept). Per unstable neuron, with ``m = max(|l|, |u|)``, n = the node's
+        size: the float chord ``s z + t`` (``s = fl(u / fl(u - l))``, ``t = -fl(s l)``) can miss
+        relu on [l, u] by at most ``3.01 u m`` (at the ends: ``s l - fl(s l)`` and ``s (u - l) >=
+        u (1 - 2.01 u)``; relu minus a line is convex), while ``alpha z <= relu(z)`` holds exactly for
+        every float alpha in [0, 1]; the coefficients ``A a + min(A, 0) (s - a)`` carry at most
+        ``7.1 u |A|`` and the intercept product ``min(A, 0) @ t`` (inner length n, |t| <= m (1 + u))
+        ``gamma_n |A| m``: all within ``gamma_{n + 12} |A| m``, doubled for the rounding of r."""
+        unstable = ~((l >= 0) | (u <= 0))
+        if not bool(unstable.any()):
+            return None
+        n = l[0].numel()
+        return torch.where(unstable, gamma64(2 * (n + 12)) * torch.maximum(l.abs(), u.abs()), 0.0)
+
     @staticmethod
     def relax(l: torch.Tensor, u: torch.Tensor) -> Relaxation:
         """The relaxation on ``[l, u]`` (see module doc)."""
@@ -111,10 +132,23 @@ class ReLU(Op):
 
         ``A`` may be :class:`~certprune.graph.windows.Windows` (identity-spec passes: no
         ``alpha``, ``beta`` or ``record``)."""
+        return ReLU.backward_margin(A, r, alpha, record, beta)[:3]
+
+    @staticmethod
+    def backward_margin(A, r: Relaxation, alpha: torch.Tensor | None = None, record: bool = False,
+                        beta: torch.Tensor | None = None, resid: torch.Tensor | None = None):
+        """:meth:`backward_relaxed` and, for a residual ``resid`` (N, *shape) >= 0 (dense ``A``
+        only), ``sum(|A| * resid)`` per row (K', m), else None, as ``sum(A r) - 2 sum(min(A, 0) r)``
+        from the step's own ``min(A, 0)`` (two products, no |A| tensor: the rounding margin of
+        ``certprune.bounds.crown``); returns (new, bias, loss, margin). Without autograd the margin
+        is folded into the bias instead (``bias - margin`` as ``neg . (t + 2 r) - A . r``, one
+        product more than the plain step; margin None): the rounding of both products is within
+        ``gamma_n`` of ``|A| . (|t| + 3 r)``, covered by the residual's own slack and the sweep's
+        safety factor."""
         if isinstance(A, Windows):
             if alpha is not None or beta is not None or record:
                 raise ValueError("windows carry the identity-spec pass only (no alpha, beta or scores)")
-            return ReLU._backward_windows(A, r)
+            return ReLU._backward_windows(A, r) + (None,)
         a = r.alpha.unsqueeze(1)
         if alpha is not None:
             a = torch.where(r.unstable.unsqueeze(1), alpha, a)
@@ -124,7 +158,19 @@ class ReLU(Op):
         if beta is not None:
             new = new - beta
         K, m = neg.shape[:2]
-        # <= 0: the chord intercepts on negative coefficients
-        bias = batched_mv(neg.reshape(K, m, -1), r.intercept.reshape(r.intercept.shape[0], -1))
+        t = r.intercept.reshape(r.intercept.shape[0], -1)
         loss = -(neg * r.intercept.unsqueeze(1)) if record else None
-        return new, bias, loss
+        if resid is None or neg.requires_grad:
+            # <= 0: the chord intercepts on negative coefficients
+            bias = batched_mv(neg.reshape(K, m, -1), t)
+            margin = None
+            if resid is not None:
+                with torch.no_grad():
+                    R = resid.reshape(resid.shape[0], -1)
+                    margin = batched_mv(A.detach().reshape(K, m, -1), R) - 2 * batched_mv(neg.detach().reshape(K, m, -1), R)
+            return new, bias, loss, margin
+        # bias - margin = neg . t - (A . r - 2 neg . r) = neg . (t + 2 r) - A . r: one product more
+        # than the plain step; the bias returned is then already less the margin (margin None)
+        R = resid.reshape(resid.shape[0], -1)
+        bias = batched_mv(neg.reshape(K, m, -1), t + 2 * R) - batched_mv(A.reshape(K, m, -1), R)
+        return new, bias, loss, None

@@ -11,8 +11,14 @@ over the rows ``A (H x + h) - b`` of the disjunct and the split constraints (``-
 neuron forced active, ``z_i`` for one forced inactive, each scaled to unit max coefficient) has
 optimum ``t* <= 0`` iff the disjunct holds somewhere in the domain. Refutation does not trust
 the solver's tolerances: the LP duals ``lam`` (normalised to sum 1) give the weak-duality bound
-``min_box sum_i lam_i rows_i(x) <= t*``, recomputed here in float64; the disjunct is refuted only
-when that recomputed bound exceeds the caller's certification margin.
+``min_box sum_i lam_i rows_i(x) <= t*``, recomputed here; the disjunct is refuted only
+when that recomputed bound exceeds the caller's certification margin. The recomputation does
+not trust the float64 affine piece either (its products of weights round: far off on
+ill-conditioned nets): the multipliers ``lam`` combine the *real* functions ``A y(x) - b`` and
+``f_k z_k(x)`` (split row k is ``f_k z_k``, ``f_k`` of its sign), whose minimum over the domain
+is bounded by the rigorous backward sweep of ``certprune.bounds.crown`` on the domain's bounds
+(every ReLU stable: the sweep is exact up to its rounding margin), less the rounding of
+``lam @ A`` and ``lam @ b`` (:func:`dual_certificate`).
 """
 from __future__ import annotations
 
@@ -41,11 +47,55 @@ def affine_pieces(graph: Graph, pre: list[tuple[np.ndarray, np.ndarray]], splits
     ``pre``) and split rows ``P x + p <= 0`` (one per split neuron), dense float64."""
     from certprune.graph.encode import encode  # scipy.sparse: imported on the first leaf only
 
+    H, h, P, p, _ = _pieces(graph, pre, splits)
+    return H, h, P, p
+
+
+def _pieces(graph: Graph, pre, splits):
+    from certprune.graph.encode import encode  # scipy.sparse: imported on the first leaf only
+
     enc = encode(graph, pre, splits)
     if enc.n_vars != enc.n_in:
         raise ValueError("affine_pieces needs every ReLU stable on the domain")
     P, p = enc.split_rows
-    return np.asarray(enc.out.M), enc.out.c, np.asarray(P), p
+    return np.asarray(enc.out.M), enc.out.c, np.asarray(P), p, enc.split_f
+
+
+def dual_certificate(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre, splits, A: np.ndarray, b: np.ndarray,
+                     lam_a: np.ndarray, lam_p: np.ndarray, f: np.ndarray) -> float:
+    """A rigorous lower bound (real arithmetic) of ``lam_a . (A y(x) - b) + sum_k lam_p[k] f[k]
+    z_k(x)`` over the domain (box, every ReLU stable under ``pre``): split row k belongs to the
+    k-th nonzero split in ReLU-node then neuron order (the encoder's order). On the domain's
+    points that violate the disjunct the function is <= 0, so a bound > 0 refutes it."""
+    import torch
+
+    from certprune.bounds import crown
+    from certprune.semantics import U64, gamma64
+
+    tl, th = torch.as_tensor(lo, dtype=torch.float64)[None], torch.as_tensor(hi, dtype=torch.float64)[None]
+    st = crown.domain_state(graph, tl, th, [(torch.as_tensor(l)[None], torch.as_tensor(u)[None]) for l, u in pre])
+    out = graph.nodes[graph.output]
+    w = lam_a @ A
+    acc = {graph.output: torch.as_tensor(w, dtype=torch.float64).reshape(1, 1, *out.shape)}
+    k = 0
+    for j, s in zip(graph.relu_nodes, splits):
+        idx = np.flatnonzero(s)
+        if not len(idx):
+            continue
+        z = graph.nodes[j].inputs[0]
+        c = np.zeros(graph.nodes[z].size)
+        c[idx] = lam_p[k:k + len(idx)] * f[k:k + len(idx)]  # the multiplier of z: any sign-correct value
+        k += len(idx)
+        ct = torch.as_tensor(c).reshape(1, 1, *graph.nodes[z].shape)
+        acc[z] = ct if z not in acc else acc[z] + ct  # (exact: disjoint entries or a node's own sum, bounded below)
+    lower = float(crown.sweep(graph, graph.output, acc, torch.zeros(1, 1, dtype=torch.float64), st,
+                              keep_lam=False).lower[0, 0])
+    # w is lam_a @ A rounded (inner length len(b)): the real combination differs by |dw| . |y|
+    m_y = torch.maximum(st.bounds[graph.output][0].abs(), st.bounds[graph.output][1].abs()).reshape(-1).numpy()
+    g = gamma64(2 * (len(b) + 4))
+    slack = g * float((np.abs(lam_a) @ np.abs(A)) @ m_y + np.abs(lam_a) @ np.abs(b))
+    val = lower - float(lam_a @ b) - slack
+    return val - 4 * U64 * abs(val)
 
 
 def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]],
@@ -55,7 +105,7 @@ def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
     bounds ``pre`` (flat (l, u) per ReLU node; ``splits`` its split vectors; see module doc)."""
     from scipy.optimize import linprog
 
-    H, h, P, p = affine_pieces(graph, pre, splits)
+    H, h, P, p, f = _pieces(graph, pre, splits)
     M = np.vstack([A @ H, P])           # rows(x) = M x + m
     m = np.concatenate([A @ h - b, p])
     n = M.shape[1]
@@ -71,8 +121,10 @@ def solve_leaf(graph: Graph, lo: np.ndarray, hi: np.ndarray, pre: list[tuple[np.
         lam = lam / lam.sum()
         gx, c0 = lam @ M, lam @ m
         bound = float(c0 + np.minimum(gx * lo, gx * hi).sum())
-        if bound > margin:
-            return LeafOutcome("refuted", bound)
+        if bound > margin:  # the float64 affine piece agrees: check it rigorously
+            bound = dual_certificate(graph, lo, hi, pre, splits, A, b, lam[:len(A)], lam[len(A):], f)
+            if bound > margin:
+                return LeafOutcome("refuted", bound)
     x = np.clip(res.x[:n], lo, hi)
     if int_mask is not None and int_mask.any():
         frac = np.abs(x - np.round(x)) * int_mask

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from certprune.graph import Graph
+from certprune.semantics import gamma64
 
-SLACK = 1e-9  # relative float64 slack subtracted from every recomputed dual bound
+SLACK = 1e-9  # relative float64 slack subtracted from every recomputed dual bound (at least the
+# rigorous 2 gamma_k of its k <= rows + columns terms: 2e-9 only past 10^7)
 
 
 def _highs(enc, vlo: np.ndarray, vhi: np.ndarray, integral: bool):
@@ -129,7 +131,8 @@ def dual_bound(cost, R, rlo, rhi, vlo, vhi, y) -> float:
     # to the absolute terms of every product and sum, and SLACK >> n 2^-53 for n < 10^6 terms
     gabs = np.abs(cost) + np.asarray(abs(R).T @ np.abs(y)).ravel()  # R: ndarray or scipy sparse
     scale = float(gabs @ np.maximum(np.abs(vlo), np.abs(vhi)) + np.abs(y * side).sum())
-    return val - SLACK * (1.0 + scale)
+    # rigorous: each term's rounding is within gamma_k of the absolute terms, k <= rows + columns
+    return val - max(SLACK, 2 * gamma64(R.shape[0] + len(vlo) + 8)) * (1.0 + scale)
 
 
 def refine_bounds(graph: Graph, lo: np.ndarray, hi: np.ndarray, layers: int, deadline: float | None = None,

@@ -13,8 +13,12 @@ Soundness conventions
 - Bounds are float64 on the exact weights. A disjunct ``A y <= b`` is refuted only when some row
   has ``lower(A_r y - b_r) > cert_margin * (1 + |b_r|)`` (default ``cert_margin = 1e-7``).
   CERTIFIED means every disjunct is refuted on every domain, i.e. the property holds for the
-  network in exact real arithmetic (the semantics of alpha-beta-CROWN and Marabou); the margin
-  absorbs float64 rounding of the bound computation and float32 rounding of well-conditioned nets.
+  network in exact real arithmetic (the semantics of alpha-beta-CROWN and Marabou). The lower
+  bounds are rigorous for real arithmetic despite float64 rounding: the bound passes subtract
+  their own rounding margin (``certprune.bounds.crown``, "Rounding": IBP, CROWN, alpha/beta-CROWN,
+  intermediate bounds, every branch-and-bound domain) and LP leaves re-derive their dual
+  certificate by the same rigorous sweep, so ``cert_margin`` comes on top; it absorbs float32
+  rounding of well-conditioned nets. MILP leaves trust HiGHS's dual bound beyond a 1e-5 tolerance.
   It is not a rigorous float32 bound: on ill-conditioned nets (large cancelling weights) float32
   execution can differ from exact arithmetic by more (see tests/test_redteam_soundness.py; a
   rigorous worst-case float32 margin measured 0.1-9 at the root of ACAS Xu boxes, which would
