@@ -123,16 +123,32 @@ BAB_LR = 0.1  # Adam step of the alpha/beta optimisation on branch-and-bound dom
 def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
                   C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
                   deadline: float | None = None, lr: float = BAB_LR,
-                  prior: dict[int, Interval] | None = None) -> DomainBounds:
+                  prior: dict[int, Interval] | None = None, parent: list[Interval] | None = None,
+                  reuse_upto: int = -1) -> DomainBounds:
     """Bounds of ``C y + c`` on N branch-and-bound domains (boxes ``lo``/``hi`` (N, n_in) and
     ``splits[j]`` (N, n_j) for the j-th ReLU node: +1 forced active, -1 inactive, 0 free).
     Intermediate bounds are intersected with interval bounds and clamped by the splits (crossing
     bounds: infeasible); with ``iters > 0`` the lower ReLU slopes and the split constraints'
     multipliers are optimised towards ``target`` (alpha/beta-CROWN, ``alpha.optimize``).
-    ``prior``: fixed bounds of ReLU input nodes valid on every domain (``crown.intermediate``)."""
+    ``prior``: fixed bounds of ReLU input nodes valid on every domain (``crown.intermediate``).
+    ``parent[j]`` (N, n_j): pre-activation bounds of the j-th ReLU node valid on each domain (its
+    parent's, a superset: intersected with the computed ones); the ReLU nodes ``j <= reuse_upto``
+    take them as they are, without a CROWN pass (sound for any valid bounds; equal to a fresh
+    pass's where the child differs from its parent only by splits at ReLU nodes >= reuse_upto,
+    whose inputs come before them in topological order)."""
     N = lo.shape[0]
     sp = dict(zip(graph.relu_nodes, splits))
-    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior)
+    known = None
+    if parent is not None:
+        inputs = [graph.nodes[i].inputs[0] for i in graph.relu_nodes]
+        shaped = {p: (l.reshape(N, *graph.nodes[p].shape), u.reshape(N, *graph.nodes[p].shape))
+                  for p, (l, u) in zip(inputs, parent)}
+        if prior is not None:
+            shaped = {p: (torch.maximum(l, prior[p][0]), torch.minimum(u, prior[p][1])) if p in prior else (l, u)
+                      for p, (l, u) in shaped.items()}
+        known = {p: shaped[p] for p in inputs[:reuse_upto + 1]}
+        prior = shaped
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior, known=known)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     bw = crown.backward(graph, graph.output, A, st, record=True)
     lower = bw.lower.expand(N, C.shape[0]) + c

@@ -82,6 +82,8 @@ class VerifyConfig:
     branch_candidates: int = 4         # ReLU branching: filtered smart branching among this many neurons
                                         # (bab_relu.choose_relus_fsb; 1 = the BaBSR score alone)
     optimize_iters: int = 8             # alpha/beta-CROWN Adam steps per branch-and-bound batch (0 = CROWN)
+    interm_reuse: bool = True           # ReLU branching: children start from the parent's ReLU input bounds, no
+                                        # CROWN pass up to the split layer (BabSettings.interm_reuse; False: afresh)
     refine_layers: int = 3              # ReLU branching on MLPs: MILP/LP-refine the pre-activation bounds of the
                                         # first this many ReLU layers once at the root (verifiers.refine; 0/1 = off)
     refine_min_inputs: int = 64         # ... on networks with at least this many inputs (MNIST: 784; on small
@@ -236,7 +238,8 @@ def bab_settings(strategy: str, cfg: VerifyConfig) -> BabSettings:
 
     return BabSettings(strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                        cfg.optimize_iters, cfg.milp_max_unstable, cfg.milp_time_limit, cfg.input_batch,
-                       cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after)
+                       cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after,
+                       interm_reuse=cfg.interm_reuse)
 
 
 @contextlib.contextmanager
