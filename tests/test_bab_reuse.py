@@ -205,3 +205,27 @@ def test_a_dive_of_splits_from_reused_bounds_keeps_every_sampled_point(seed):
         _check_contains(db, spec, pre, y, mask)
         levels += 1
     assert levels >= 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_capped_milp_leaf_refutes_exactly_the_disjuncts_above_the_exact_minimum(seed):
+    """The MILP leaf caps ``t`` at its refutation threshold: with ``b`` below the exact minimum
+    of ``y`` it refutes, above it it returns a candidate whose output violates (float64 check)."""
+    from certprune.verifiers.milp_leaf import solve_milp
+
+    m, lo, hi, best = _mlp_with_exact_min(seed)
+    g = build_graph(m, (len(lo),))
+    n = sum(g.relu_sizes)
+    db = domain_bounds(g, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None],
+                       list(torch.split(torch.zeros(1, n, dtype=torch.int8), g.relu_sizes, dim=1)),
+                       torch.eye(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    pre = [(l[0].numpy(), u[0].numpy()) for l, u in db.pre]
+    sp = [np.zeros(k, dtype=np.int8) for k in g.relu_sizes]
+    for gap in (0.05, 1e-3):
+        refuted = solve_milp(g, lo, hi, pre, np.array([[1.0]]), np.array([best - gap]), 1e-7, 30.0, None, sp)
+        assert refuted.status == "refuted"
+        found = solve_milp(g, lo, hi, pre, np.array([[1.0]]), np.array([best + gap]), 1e-7, 30.0, None, sp)
+        assert found.status == "candidate"
+        with torch.no_grad():
+            y = copy.deepcopy(m).double()(torch.as_tensor(found.x)[None])
+        assert float(y[0, 0]) <= best + gap + 1e-6

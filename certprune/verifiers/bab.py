@@ -91,6 +91,8 @@ class BabSettings:
     box_alpha_iters: int = 0  # alpha-CROWN steps per split-free box under look-ahead (0 = plain CROWN)
     box_alpha_after: int = 0  # ... once this many split-free boxes were bounded with plain CROWN
     lookahead_queue_cap: int = 1_000_000  # the frontier's best-first cap under look-ahead (queue_cap otherwise)
+    milp_after: int = 0  # ReLU branching: domains bounded before any goes to the MILP leaf (where branching
+    # is cheap, e.g. mnist_fc 256x2 prop_6/0.03: 117 domains in 1 s against 27 s of MILPs, it decides first)
     interm_reuse: bool = True  # ReLU branching: children start from the parent's ReLU input bounds, bounded
     # in groups by split layer, without a CROWN pass up to it (False: every layer afresh)
 
@@ -307,6 +309,8 @@ class BranchAndBound:
         # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
         milp_ok = ~input_open if st.strategy == "input" else ~leaf
         milp = ~leaf & milp_ok & ~rows["milp_tried"] & (unstable <= st.milp_max_unstable)
+        if st.strategy == "relu" and self.stats["domains"] < st.milp_after:
+            milp &= False
         # MILP domains get their ReLU split chosen too: one the MILP leaves open (time limit) is
         # queued back with this rule and index (``_milp``); choosing it there would run the
         # scoring once per such domain instead of once per batch
