@@ -6,7 +6,10 @@
   10^4 sampled points of the child domain (box and every split constraint), pre-activations and
   spec rows, with and without alpha/beta steps; a fresh pass with the parent's bounds only
   intersected gives the same bounds for the reused layers.
-- The search with reuse on and off agrees with the exact MILP minimum for both verdicts.
+- Children bounded from a parent's kept alpha/beta iterate, or from arbitrary starting values,
+  still contain their sampled points (``warm``/``keep_params``).
+- The search with reuse on and off agrees with the exact MILP minimum for both verdicts; the
+  capped MILP leaf refutes below and finds a candidate above the exact minimum.
 """
 from __future__ import annotations
 
@@ -229,3 +232,34 @@ def test_capped_milp_leaf_refutes_exactly_the_disjuncts_above_the_exact_minimum(
         with torch.no_grad():
             y = copy.deepcopy(m).double()(torch.as_tensor(found.x)[None])
         assert float(y[0, 0]) <= best + gap + 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warm_started_alpha_beta_bounds_contain_sampled_points_for_any_start(seed):
+    """A child bounded from arbitrary starting slopes / multipliers (out of range too: projected)
+    and from its parent's kept iterate: the spec bounds contain the child's sampled points."""
+    m, g, lo, hi, spec = _net(seed)
+    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
+    n = sum(g.relu_sizes)
+    root = domain_bounds(g, lo_t, hi_t, _split_vec(g, torch.zeros(n, dtype=torch.int8)), spec.C, spec.c,
+                         keep_params=True)
+    assert root.params is not None and root.params[0].shape == (1, spec.C.shape[0], n)
+    pre, y = _samples(m, lo, hi, 10_000, seed)
+    fl, fu = torch.cat([l for l, _ in root.pre], 1)[0], torch.cat([u for _, u in root.pre], 1)[0]
+    k = int(torch.nonzero((fl < 0) & (fu > 0)).flatten()[0])
+    rng = torch.Generator().manual_seed(seed)
+    starts = [root.params, (torch.rand(root.params[0].shape, generator=rng) * 3 - 1,
+                            torch.randn(root.params[1].shape, generator=rng) * 5)]
+    for sign in (1, -1):
+        sp = torch.zeros(n, dtype=torch.int8)
+        sp[k] = sign
+        mask = pre[:, k] * sign >= 0
+        if mask.sum() <= 100:
+            continue
+        for warm in starts:
+            child = domain_bounds(g, lo_t, hi_t, _split_vec(g, sp), spec.C, spec.c, 8, parent=root.pre,
+                                  reuse_upto=_layer_of(g, k), warm=warm, keep_params=True)
+            _check_contains(child, spec, pre, y, mask)
+            a, b = child.params
+            assert torch.all((a >= 0) & (a <= 1)) and torch.all(b >= 0)  # kept iterate is projected
+

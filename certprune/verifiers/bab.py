@@ -40,6 +40,8 @@ from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_r
 from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, outward32, rows_where, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
 
+WARM_MAX_VALUES = 1 << 16  # warm starts kept where spec rows x ReLU neurons is at most this (2 x 256 KB float32
+# per queued domain; mnist_fc 256x6: 9 x 1536)
 Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
 
 
@@ -93,6 +95,7 @@ class BabSettings:
     lookahead_queue_cap: int = 1_000_000  # the frontier's best-first cap under look-ahead (queue_cap otherwise)
     milp_after: int = 0  # ReLU branching: domains bounded before any goes to the MILP leaf (where branching
     # is cheap, e.g. mnist_fc 256x2 prop_6/0.03: 117 domains in 1 s against 27 s of MILPs, it decides first)
+    warm_start: bool = True  # ReLU branching with interm_reuse: alpha/beta start from the parent's last iterate
     interm_reuse: bool = True  # ReLU branching: children start from the parent's ReLU input bounds, bounded
     # in groups by split layer, without a CROWN pass up to it (False: every layer afresh)
 
@@ -110,7 +113,8 @@ class Bounded:
     def subset(self, mask: torch.Tensor) -> "Bounded":
         db = self.db
         sub = DomainBounds(db.lower[mask], [(l[mask], u[mask]) for l, u in db.pre], db.infeasible[mask],
-                           db.lam_x[mask], [s[mask] for s in db.relu_scores])
+                           db.lam_x[mask], [s[mask] for s in db.relu_scores],
+                           None if db.params is None else (db.params[0][mask], db.params[1][mask]))
         return Bounded(rows_where(self.rows, mask), sub, self.row_live[mask], self.keys[mask])
 
 
@@ -134,7 +138,12 @@ class BranchAndBound:
         cap = settings.lookahead_queue_cap if self.lookahead else settings.queue_cap
         # ReLU branching keeps each queued domain's ReLU input bounds for its children (``_bound``)
         self.keep_pre = settings.strategy == "relu" and settings.interm_reuse and bool(self.sizes)
-        self.frontier = Frontier(cap, len(self.lo), sum(self.sizes), spec.num_disjuncts, pre=self.keep_pre)
+        # ... and its last alpha/beta iterate, the children's starting point (where it is small)
+        m = spec.C.shape[0]
+        self.keep_params = (self.keep_pre and settings.warm_start and settings.optimize_iters > 0
+                            and m * sum(self.sizes) <= WARM_MAX_VALUES)
+        self.frontier = Frontier(cap, len(self.lo), sum(self.sizes), spec.num_disjuncts, pre=self.keep_pre,
+                                 params_rows=m if self.keep_params else 0)
         self.root_width = torch.where(self.hi > self.lo, self.hi - self.lo, torch.ones_like(self.hi))
         self.stats = {"domains": 0, "lp_leaves": 0, "unresolved_leaves": 0, "max_depth": 0,
                       "input_splits": 0, "relu_splits": 0, "lookahead_splits": 0, "box_domains": 0, "handoffs": 0,
@@ -244,6 +253,8 @@ class BranchAndBound:
         groups: list[tuple[torch.Tensor | slice, int]] = [(slice(None), -1)]
         if self.keep_pre:
             kids["pre_lo"], kids["pre_hi"] = two(rows["pre_lo"]), two(rows["pre_hi"])
+            if self.keep_params:
+                kids["alpha"], kids["beta"] = two(rows["alpha"]), two(rows["beta"])
             if not len(r):  # ReLU splits only: the layers up to the split one are unchanged (``_bound``)
                 layer = two(torch.searchsorted(torch.tensor(self.sizes).cumsum(0), idx, right=True))
                 groups = [(layer == j, int(j)) for j in torch.unique(layer)]
@@ -272,10 +283,14 @@ class BranchAndBound:
         parent = None
         if "pre_lo" in rows:
             parent = list(zip(self._layer_splits(rows["pre_lo"].double()), self._layer_splits(rows["pre_hi"].double())))
+        warm = (rows["alpha"].double(), rows["beta"].double()) if "alpha" in rows else None
         db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c, iters,
-                           self.spec.tol, self.deadline, prior=self.prior, parent=parent, reuse_upto=reuse_upto)
+                           self.spec.tol, self.deadline, prior=self.prior, parent=parent, reuse_upto=reuse_upto,
+                           warm=warm, keep_params=self.keep_params)
         if self.keep_pre:
             rows = {**rows}
+            if self.keep_params:
+                rows["alpha"], rows["beta"] = db.params[0].float(), db.params[1].float()
             rows["pre_lo"], rows["pre_hi"] = outward32(torch.cat([l for l, _ in db.pre], 1),
                                                        torch.cat([u for _, u in db.pre], 1))
         self.stats["domains"] += len(lo)

@@ -6,8 +6,8 @@ refuted, its depth, its key (the worst lower bound of the violation margin over 
 disjuncts: smaller = closer to a violation), the branching rule chosen when it was bounded
 (:data:`LOOKAHEAD`, :data:`INPUT` at ``idx``/``value``, :data:`RELU` at flat neuron ``idx``) and
 whether an exact MILP already left it open; under ReLU branching also its ReLU input bounds
-(``pre_lo``/``pre_hi``, float32 rounded outward: :func:`outward32`), which its children start
-from. The :class:`Frontier` keeps every field in one tensor over all domains (no per-domain
+(``pre_lo``/``pre_hi``, float32 rounded outward: :func:`outward32`) and last alpha/beta
+iterate (``alpha``/``beta``, float32: any values are sound), which its children start from. The :class:`Frontier` keeps every field in one tensor over all domains (no per-domain
 Python objects), so a search can queue millions of boxes.
 """
 from __future__ import annotations
@@ -19,10 +19,15 @@ import torch
 LOOKAHEAD, INPUT, RELU = 0, 1, 2  # branching rules (bab_input.lookahead_children, bab_input.choose_input_dims, bab_relu)
 
 
-def _columns(n_in: int, n_relu: int, n_disj: int, rows: int, pre: bool = False) -> dict[str, torch.Tensor]:
-    """Empty columns of ``rows`` domains (with ``pre``: the ReLU input bound columns)."""
+def _columns(n_in: int, n_relu: int, n_disj: int, rows: int, pre: bool = False,
+             params_rows: int = 0) -> dict[str, torch.Tensor]:
+    """Empty columns of ``rows`` domains (with ``pre``: the ReLU input bound columns; with
+    ``params_rows`` m > 0: the alpha/beta iterate columns, (m, n_relu) per domain)."""
     extra = {"pre_lo": torch.zeros(rows, n_relu, dtype=torch.float32),
              "pre_hi": torch.zeros(rows, n_relu, dtype=torch.float32)} if pre else {}
+    if params_rows:
+        extra.update(alpha=torch.zeros(rows, params_rows, n_relu, dtype=torch.float32),
+                     beta=torch.zeros(rows, params_rows, n_relu, dtype=torch.float32))
     return {**extra, "lo": torch.zeros(rows, n_in, dtype=torch.float64), "hi": torch.zeros(rows, n_in, dtype=torch.float64),
             "splits": torch.zeros(rows, n_relu, dtype=torch.int8), "alive": torch.zeros(rows, n_disj, dtype=torch.bool),
             "depth": torch.zeros(rows, dtype=torch.long), "key": torch.zeros(rows, dtype=torch.float64),
@@ -37,11 +42,11 @@ class Frontier:
     bounds memory by ``cap + batch * depth``). A pop moves the last rows into the holes (O(popped)
     data moves; the O(n) part is one top-k over keys or insertion numbers)."""
 
-    def __init__(self, cap: int, n_in: int, n_relu: int, n_disj: int, pre: bool = False):
+    def __init__(self, cap: int, n_in: int, n_relu: int, n_disj: int, pre: bool = False, params_rows: int = 0):
         self.cap = cap
         self.n = 0
         self._seq = 0
-        self.t = _columns(n_in, n_relu, n_disj, 64, pre)
+        self.t = _columns(n_in, n_relu, n_disj, 64, pre, params_rows)
 
     def __len__(self) -> int:
         return self.n

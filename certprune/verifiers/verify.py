@@ -87,6 +87,7 @@ class VerifyConfig:
                                         # on the input strategy's ReLU hand-offs
     relu_optimize_iters: int = 16       # ... under the ReLU strategy (8 -> 16: mnist_fc 256x4 prop_11/0.05
                                         # 1019 -> 161 domains, 33 -> 8 s)
+    warm_start: bool = True             # ReLU branching: children's alpha/beta start from the parent's last iterate
     interm_reuse: bool = True           # ReLU branching: children start from the parent's ReLU input bounds, no
                                         # CROWN pass up to the split layer (BabSettings.interm_reuse; False: afresh)
     refine_layers: int = 3              # ReLU branching on MLPs: MILP/LP-refine the pre-activation bounds of the
@@ -245,7 +246,7 @@ def bab_settings(strategy: str, cfg: VerifyConfig) -> BabSettings:
     return BabSettings(strategy, cfg.batch, cfg.queue_cap, cfg.max_input_depth, cfg.relu_switch_unstable,
                        iters, cfg.milp_max_unstable, cfg.milp_time_limit, cfg.input_batch,
                        cfg.branch_candidates, cfg.input_alpha_iters, cfg.input_alpha_after,
-                       milp_after=cfg.milp_after, interm_reuse=cfg.interm_reuse)
+                       milp_after=cfg.milp_after, interm_reuse=cfg.interm_reuse, warm_start=cfg.warm_start)
 
 
 @contextlib.contextmanager
