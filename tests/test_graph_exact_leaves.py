@@ -160,7 +160,8 @@ def test_verify_residual_net_through_the_milp_leaf_agrees_with_exact_milp(side):
     best = milp_min(g, lo, hi, a)
     b = best - 0.01 if side == "certified" else best + 0.01
     res = verify(m.float(), box_property(lo, hi, a[None], np.array([b])), timeout=60,
-                 config={"strategy": "relu", "attack_restarts": 0, "attack_samples": 0, "attack_corners": 0})
+                 config={"strategy": "relu", "attack_restarts": 0, "attack_samples": 0, "attack_corners": 0,
+                         "milp_after": 0})
     assert res.verdict == (Verdict.CERTIFIED if side == "certified" else Verdict.FALSIFIED), res.stats
     if side == "certified":
         assert res.stats["phase"] == "bab" and res.stats.get("milp_calls", 0) > 0

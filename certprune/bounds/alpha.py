@@ -25,12 +25,17 @@ LR = 0.5
 
 def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATIONS, lr: float = LR,
              target: torch.Tensor | None = None, deadline: float | None = None,
-             splits: dict[int, torch.Tensor] | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
+             splits: dict[int, torch.Tensor] | None = None, start: torch.Tensor | None = None,
+             warm: dict[str, dict[int, torch.Tensor]] | None = None,
+             keep: dict[str, dict[int, torch.Tensor]] | None = None) -> torch.Tensor:
     """Best lower bound (N, m) of ``sum(A * y)`` (A (K, m, *out_shape)) over the iterations;
     stops early once every entry exceeds ``target`` (m,) or at ``deadline`` (time.monotonic()).
     ``splits`` (ReLU node -> (N, n) int8 with +1 / -1 / 0, the phases the domains fix) adds the
     beta multipliers of the nodes with a split neuron. ``start``: the plain CROWN bound of the same
-    ``A`` and ``st`` (beta = 0) where the caller has it (not recomputed)."""
+    ``A`` and ``st`` (beta = 0) where the caller has it (not recomputed). ``warm``: starting
+    values ``{"alpha": {node: (N, m, *shape)}, "beta": {...}}`` (a branch-and-bound parent's last
+    iterate; projected onto [0, 1] / >= 0, so any values are sound); ``keep`` (a dict) receives
+    the last iterate in that form."""
     N, m = st.lo.shape[0], A.shape[1]
     if start is None:
         with torch.no_grad():
@@ -38,11 +43,15 @@ def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATI
     best = start.detach().expand(N, m).clone()
     if iterations <= 0 or not st.relax or _done(best, target):
         return best
-    alphas = {i: r.alpha.unsqueeze(1).expand(N, m, *r.alpha.shape[1:]).clone().requires_grad_(True)
+    wa, wb = (warm or {}).get("alpha", {}), (warm or {}).get("beta", {})
+    alphas = {i: (wa[i].to(st.lo.dtype).clamp(0.0, 1.0) if i in wa else
+                  r.alpha.unsqueeze(1).expand(N, m, *r.alpha.shape[1:])).clone().requires_grad_(True)
               for i, r in st.relax.items()}
     signs = {i: s.reshape(N, 1, *st.relax[i].alpha.shape[1:]).to(st.lo.dtype)
              for i, s in (splits or {}).items() if i in st.relax and bool((s != 0).any())}
-    betas = {i: torch.zeros(N, m, *sg.shape[2:], dtype=st.lo.dtype, requires_grad=True) for i, sg in signs.items()}
+    betas = {i: (wb[i].to(st.lo.dtype).clamp(min=0.0) if i in wb else
+                 torch.zeros(N, m, *sg.shape[2:], dtype=st.lo.dtype)).clone().requires_grad_(True)
+             for i, sg in signs.items()}
     params = list(alphas.values()) + list(betas.values())
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
 
@@ -50,11 +59,13 @@ def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATI
         signed = {i: b * signs[i] for i, b in betas.items()} if betas else None
         return backward(graph, graph.output, A, st, alphas, betas=signed).lower.expand(N, m)
 
+    stopped = False
     for k in range(1, iterations + 1):
         value = bound()
         best = torch.maximum(best, value.detach())
         if _done(best, target) or (deadline is not None and time.monotonic() > deadline):
-            return best
+            stopped = True
+            break
         grads = torch.autograd.grad(value.sum(), params)
         with torch.no_grad():
             adam_ascent(params, grads, moments, k, lr)
@@ -62,8 +73,12 @@ def optimize(graph: Graph, st: State, A: torch.Tensor, iterations: int = ITERATI
                 a.clamp_(0.0, 1.0)
             for b in betas.values():
                 b.clamp_(min=0.0)
-    with torch.no_grad():
-        best = torch.maximum(best, bound())
+    if not stopped:
+        with torch.no_grad():
+            best = torch.maximum(best, bound())
+    if keep is not None:
+        keep["alpha"] = {i: a.detach() for i, a in alphas.items()}
+        keep["beta"] = {i: b.detach() for i, b in betas.items()}
     return best
 
 

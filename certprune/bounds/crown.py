@@ -617,15 +617,20 @@ def _volume_below(graph: Graph, p: int) -> int:
 
 def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bool = False, sparse: bool = False,
                  splits: dict[int, torch.Tensor] | None = None, deadline: float | None = None,
-                 rows: str = "all", prior: dict[int, Interval] | None = None) -> State:
+                 rows: str = "all", prior: dict[int, Interval] | None = None,
+                 known: dict[int, Interval] | None = None) -> State:
     """Relaxations of every ReLU (see module doc); ``splits`` maps ReLU node -> (N, n) int8;
     ``rows`` "all" or "unstable" (which neurons get an identity-spec CROWN pass).
     ``deadline`` (``time.monotonic()`` value): checked before each ReLU layer's bound pass and
     between its backward passes (``State.deadline``), raising
     :class:`~certprune.errors.DeadlineExceeded` once passed. ``prior`` maps a ReLU input
     node to bounds (1 or N, *shape) known to hold on every box (the root refinement of
-    ``verifiers.refine``, valid on sub-boxes of its box): intersected with the computed ones
-    before the splits are applied, so every later layer is bounded with them."""
+    ``verifiers.refine``, valid on sub-boxes of its box; or a branch-and-bound parent's bounds):
+    intersected with the interval image before the CROWN pass (whose sparse mode then bounds only
+    the neurons still unstable) and the splits are applied after, so every later layer is
+    bounded with them. ``known`` maps a ReLU input node to bounds (N, *shape) valid on every box
+    that are used as they are, without a CROWN pass (a parent's bounds of the layers a new split
+    cannot change, ``bounds.engine.domain_bounds``)."""
     N = lo.shape[0]
     st = State(lo, hi, infeasible=torch.zeros(N, dtype=torch.bool), deadline=deadline)
     st.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
@@ -634,11 +639,17 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
         if node.op.nonlinear:
             p = node.inputs[0]
             if p not in tight:
-                check_deadline(deadline, "the CROWN bound pass")
-                st.bounds[p] = _tighten(graph, p, st, st.bounds[p], intersect, sparse, rows)
-                if prior is not None and p in prior:
-                    st.bounds[p] = (torch.maximum(st.bounds[p][0], prior[p][0]),
-                                    torch.minimum(st.bounds[p][1], prior[p][1]))
+                if known is not None and p in known:
+                    st.bounds[p] = known[p]
+                else:
+                    check_deadline(deadline, "the CROWN bound pass")
+                    if prior is not None and p in prior:
+                        st.bounds[p] = (torch.maximum(st.bounds[p][0], prior[p][0]),
+                                        torch.minimum(st.bounds[p][1], prior[p][1]))
+                    st.bounds[p] = _tighten(graph, p, st, st.bounds[p], intersect, sparse, rows)
+                    if prior is not None and p in prior:  # (without ``intersect`` the pass drops it)
+                        st.bounds[p] = (torch.maximum(st.bounds[p][0], prior[p][0]),
+                                        torch.minimum(st.bounds[p][1], prior[p][1]))
                 tight.add(p)
             l, u = st.bounds[p]
             if splits is not None and i in splits:

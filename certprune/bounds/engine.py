@@ -22,13 +22,15 @@ class DomainBounds:
     """``lower`` (N, m): lower bounds of ``C y + c``; ``pre[j]`` clamped pre-activation bounds of
     the j-th ReLU node, flattened (N, n_j); ``infeasible`` (N,) empty domains; ``lam_x`` (N, m, n_in)
     input coefficients of the (un-optimised) CROWN bound; ``relu_scores[j]`` (N, m, n_j) intercept
-    loss of each unstable neuron per spec row."""
+    loss of each unstable neuron per spec row; ``params`` (alpha, beta), each (N, m, total ReLU
+    neurons), the last alpha/beta iterate when ``domain_bounds`` was asked to keep it."""
 
     lower: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]]
     infeasible: torch.Tensor
     lam_x: torch.Tensor
     relu_scores: list[torch.Tensor]
+    params: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def unstable_count(self) -> torch.Tensor:
         """Number of unstable (l < 0 < u) neurons per domain, (N,)."""
@@ -131,27 +133,65 @@ BAB_LR = 0.1  # Adam step of the alpha/beta optimisation on branch-and-bound dom
 def domain_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, splits: list[torch.Tensor],
                   C: torch.Tensor, c: torch.Tensor, iters: int = 0, target: torch.Tensor | None = None,
                   deadline: float | None = None, lr: float = BAB_LR,
-                  prior: dict[int, Interval] | None = None) -> DomainBounds:
+                  prior: dict[int, Interval] | None = None, parent: list[Interval] | None = None,
+                  reuse_upto: int = -1, warm: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  keep_params: bool = False) -> DomainBounds:
     """Bounds of ``C y + c`` on N branch-and-bound domains (boxes ``lo``/``hi`` (N, n_in) and
     ``splits[j]`` (N, n_j) for the j-th ReLU node: +1 forced active, -1 inactive, 0 free).
     Intermediate bounds are intersected with interval bounds and clamped by the splits (crossing
     bounds: infeasible); with ``iters > 0`` the lower ReLU slopes and the split constraints'
     multipliers are optimised towards ``target`` (alpha/beta-CROWN, ``alpha.optimize``).
-    ``prior``: fixed bounds of ReLU input nodes valid on every domain (``crown.intermediate``)."""
+    ``prior``: fixed bounds of ReLU input nodes valid on every domain (``crown.intermediate``).
+    ``parent[j]`` (N, n_j): pre-activation bounds of the j-th ReLU node valid on each domain (its
+    parent's, a superset: intersected with the computed ones); the ReLU nodes ``j <= reuse_upto``
+    take them as they are, without a CROWN pass (sound for any valid bounds; equal to a fresh
+    pass's where the child differs from its parent only by splits at ReLU nodes >= reuse_upto,
+    whose inputs come before them in topological order). ``warm`` (alpha, beta) (N, m, total):
+    starting slopes and multipliers of the optimisation (a parent's ``params``; any values are
+    sound, ``alpha.optimize`` projects them); ``keep_params`` returns the last iterate as ``params``."""
     N = lo.shape[0]
     sp = dict(zip(graph.relu_nodes, splits))
-    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior)
+    known = None
+    if parent is not None:
+        inputs = [graph.nodes[i].inputs[0] for i in graph.relu_nodes]
+        shaped = {p: (l.reshape(N, *graph.nodes[p].shape), u.reshape(N, *graph.nodes[p].shape))
+                  for p, (l, u) in zip(inputs, parent)}
+        if prior is not None:
+            shaped = {p: (torch.maximum(l, prior[p][0]), torch.minimum(u, prior[p][1])) if p in prior else (l, u)
+                      for p, (l, u) in shaped.items()}
+        known = {p: shaped[p] for p in inputs[:reuse_upto + 1]}
+        prior = shaped
+    st = crown.intermediate(graph, lo, hi, intersect=True, sparse=True, splits=sp, prior=prior, known=known)
     A = C.unsqueeze(0).reshape(1, C.shape[0], *graph.nodes[graph.output].shape)
     bw = crown.backward(graph, graph.output, A, st, record=True)
     lower = crown.add_rounded(bw.lower.expand(N, C.shape[0]), c)
+    params = None
     if iters > 0 and st.relax:
         tgt = None if target is None else target - c
-        opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp, start=bw.lower)
+        sizes = [graph.nodes[i].size for i in graph.relu_nodes]
+        w = None
+        if warm is not None:
+            w = {name: {i: part.reshape(N, part.shape[1], *graph.nodes[i].shape)
+                        for i, part in zip(graph.relu_nodes, torch.split(t, sizes, dim=2))}
+                 for name, t in zip(("alpha", "beta"), warm)}
+        kept: dict | None = {} if keep_params else None
+        opt = alpha_mod.optimize(graph, st, A, iters, lr, target=tgt, deadline=deadline, splits=sp, start=bw.lower,
+                                 warm=w, keep=kept)
         lower = torch.maximum(lower, crown.add_rounded(opt, c))
+        if kept:
+            m = C.shape[0]
+            params = tuple(torch.cat([kept[name][i].reshape(N, m, -1) if i in kept[name]
+                                      else lo.new_zeros(N, m, graph.nodes[i].size) for i in graph.relu_nodes], 2)
+                           for name in ("alpha", "beta"))
+    if keep_params and params is None:  # no iterate: CROWN's slopes, no multipliers
+        m = C.shape[0]
+        alpha0 = torch.cat([st.relax[i].alpha.reshape(N, 1, -1).expand(N, m, -1) if i in st.relax
+                            else lo.new_zeros(N, m, graph.nodes[i].size) for i in graph.relu_nodes], 2)
+        params = (alpha0, torch.zeros_like(alpha0))
     scores = [bw.scores[i].expand(N, *bw.scores[i].shape[1:]) if i in bw.scores
               else lo.new_zeros(N, C.shape[0], graph.nodes[i].size) for i in graph.relu_nodes]
     pre = [_flat(st.pre[i]) for i in graph.relu_nodes]
-    return DomainBounds(lower, pre, st.infeasible, bw.lam_x.expand(N, *bw.lam_x.shape[1:]), scores)
+    return DomainBounds(lower, pre, st.infeasible, bw.lam_x.expand(N, *bw.lam_x.shape[1:]), scores, params)
 
 
 def root_lower(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, c: torch.Tensor,

@@ -37,9 +37,11 @@ from certprune.bounds.engine import DomainBounds, domain_bounds
 from certprune.graph import Graph
 from certprune.verifiers.bab_input import choose_input_dims, lookahead_children, lookahead_pick
 from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relus
-from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, rows_where, timed_batch
+from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, outward32, rows_where, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
 
+WARM_MAX_VALUES = 1 << 16  # warm starts kept where spec rows x ReLU neurons is at most this (2 x 256 KB float32
+# per queued domain; mnist_fc 256x6: 9 x 1536)
 Confirm = Callable[[np.ndarray], "np.ndarray | None"]  # (N, n_in) -> first confirmed float32 point or None
 
 
@@ -91,6 +93,11 @@ class BabSettings:
     box_alpha_iters: int = 0  # alpha-CROWN steps per split-free box under look-ahead (0 = plain CROWN)
     box_alpha_after: int = 0  # ... once this many split-free boxes were bounded with plain CROWN
     lookahead_queue_cap: int = 1_000_000  # the frontier's best-first cap under look-ahead (queue_cap otherwise)
+    milp_after: int = 0  # ReLU branching: domains bounded before any goes to the MILP leaf (where branching
+    # is cheap, e.g. mnist_fc 256x2 prop_6/0.03: 117 domains in 1 s against 27 s of MILPs, it decides first)
+    warm_start: bool = True  # ReLU branching with interm_reuse: alpha/beta start from the parent's last iterate
+    interm_reuse: bool = True  # ReLU branching: children start from the parent's ReLU input bounds, bounded
+    # in groups by split layer, without a CROWN pass up to it (False: every layer afresh)
 
 
 @dataclass
@@ -106,7 +113,8 @@ class Bounded:
     def subset(self, mask: torch.Tensor) -> "Bounded":
         db = self.db
         sub = DomainBounds(db.lower[mask], [(l[mask], u[mask]) for l, u in db.pre], db.infeasible[mask],
-                           db.lam_x[mask], [s[mask] for s in db.relu_scores])
+                           db.lam_x[mask], [s[mask] for s in db.relu_scores],
+                           None if db.params is None else (db.params[0][mask], db.params[1][mask]))
         return Bounded(rows_where(self.rows, mask), sub, self.row_live[mask], self.keys[mask])
 
 
@@ -128,7 +136,14 @@ class BranchAndBound:
         self.sizes = net.relu_sizes
         self.lookahead = settings.strategy == "input" and settings.box_batch > 0
         cap = settings.lookahead_queue_cap if self.lookahead else settings.queue_cap
-        self.frontier = Frontier(cap, len(self.lo), sum(self.sizes), spec.num_disjuncts)
+        # ReLU branching keeps each queued domain's ReLU input bounds for its children (``_bound``)
+        self.keep_pre = settings.strategy == "relu" and settings.interm_reuse and bool(self.sizes)
+        # ... and its last alpha/beta iterate, the children's starting point (where it is small)
+        m = spec.C.shape[0]
+        self.keep_params = (self.keep_pre and settings.warm_start and settings.optimize_iters > 0
+                            and m * sum(self.sizes) <= WARM_MAX_VALUES)
+        self.frontier = Frontier(cap, len(self.lo), sum(self.sizes), spec.num_disjuncts, pre=self.keep_pre,
+                                 params_rows=m if self.keep_params else 0)
         self.root_width = torch.where(self.hi > self.lo, self.hi - self.lo, torch.ones_like(self.hi))
         self.stats = {"domains": 0, "lp_leaves": 0, "unresolved_leaves": 0, "max_depth": 0,
                       "input_splits": 0, "relu_splits": 0, "lookahead_splits": 0, "box_domains": 0, "handoffs": 0,
@@ -216,7 +231,8 @@ class BranchAndBound:
 
     def _branch_pairs(self, rows: dict[str, torch.Tensor]) -> None:
         """Input rule (bisect input ``idx`` at ``value``) and ReLU rule (neuron ``idx`` active /
-        inactive): two children per domain, bounded together."""
+        inactive): two children per domain, bounded together; with ``keep_pre`` and ReLU splits
+        only, in groups by the split neuron's layer (each group skips the CROWN passes up to it)."""
         t0 = time.monotonic()
         inp = rows["rule"] == INPUT
         lo, hi, splits, idx = rows["lo"], rows["hi"], rows["splits"], rows["idx"]
@@ -234,23 +250,49 @@ class BranchAndBound:
         two = lambda v: torch.cat([v, v])  # noqa: E731
         kids = {"lo": torch.cat([lo, lo_b]), "hi": torch.cat([hi_a, hi]), "splits": torch.cat([sp_a, sp_b]),
                 "alive": two(rows["alive"]), "depth": two(rows["depth"] + 1), "milp_tried": two(rows["milp_tried"])}
-        b = self._bound(kids)
-        if self.found is None:
+        groups: list[tuple[torch.Tensor | slice, int]] = [(slice(None), -1)]
+        if self.keep_pre:
+            kids["pre_lo"], kids["pre_hi"] = two(rows["pre_lo"]), two(rows["pre_hi"])
+            if self.keep_params:
+                kids["alpha"], kids["beta"] = two(rows["alpha"]), two(rows["beta"])
+            if not len(r):  # ReLU splits only: the layers up to the split one are unchanged (``_bound``)
+                layer = two(torch.searchsorted(torch.tensor(self.sizes).cumsum(0), idx, right=True))
+                groups = [(layer == j, int(j)) for j in torch.unique(layer)]
+        for sel, upto in groups:
+            b = self._bound(rows_where(kids, sel), upto)
+            if self.found is not None:
+                break
             self._settle(b, from_lookahead=False)
+            if self.found is not None or self.timed_out:
+                break
         self._per_child[False] = (time.monotonic() - t0) / (2 * len(lo))
 
-    def _bound(self, rows: dict[str, torch.Tensor]) -> Bounded:
+    def _bound(self, rows: dict[str, torch.Tensor], reuse_upto: int = -1) -> Bounded:
         """Bound the domains (split-free boxes under look-ahead with ``box_alpha_iters`` alpha steps
         once ``box_alpha_after`` were bounded; ReLU-split domains with ``optimize_iters``
-        alpha/beta steps), drop refuted disjuncts, try the candidate points."""
+        alpha/beta steps), drop refuted disjuncts, try the candidate points. With ``pre_lo`` /
+        ``pre_hi`` in ``rows`` (the parents' ReLU input bounds, valid on the sub-domains) those
+        are intersected in and the ReLU layers ``<= reuse_upto`` take them without a CROWN pass
+        (``domain_bounds``); the new bounds go back into ``rows`` for the children to come."""
         t0 = time.monotonic()
         lo, hi, splits = rows["lo"], rows["hi"], rows["splits"]
         split_free = not bool((splits != 0).any())
         iters = 0 if split_free else self.settings.optimize_iters
         if split_free and self.lookahead and self.stats["box_domains"] >= self.settings.box_alpha_after:
             iters = self.settings.box_alpha_iters
+        parent = None
+        if "pre_lo" in rows:
+            parent = list(zip(self._layer_splits(rows["pre_lo"].double()), self._layer_splits(rows["pre_hi"].double())))
+        warm = (rows["alpha"].double(), rows["beta"].double()) if "alpha" in rows else None
         db = domain_bounds(self.net, lo, hi, self._layer_splits(splits), self.spec.C, self.spec.c, iters,
-                           self.spec.tol, self.deadline, prior=self.prior)
+                           self.spec.tol, self.deadline, prior=self.prior, parent=parent, reuse_upto=reuse_upto,
+                           warm=warm, keep_params=self.keep_params)
+        if self.keep_pre:
+            rows = {**rows}
+            if self.keep_params:
+                rows["alpha"], rows["beta"] = db.params[0].float(), db.params[1].float()
+            rows["pre_lo"], rows["pre_hi"] = outward32(torch.cat([l for l, _ in db.pre], 1),
+                                                       torch.cat([u for _, u in db.pre], 1))
         self.stats["domains"] += len(lo)
         self.stats["box_domains"] += len(lo) if split_free and self.lookahead else 0
         self.stats["max_depth"] = max(self.stats["max_depth"], int(rows["depth"].max()))
@@ -282,6 +324,8 @@ class BranchAndBound:
         # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
         milp_ok = ~input_open if st.strategy == "input" else ~leaf
         milp = ~leaf & milp_ok & ~rows["milp_tried"] & (unstable <= st.milp_max_unstable)
+        if st.strategy == "relu" and self.stats["domains"] < st.milp_after:
+            milp &= False
         # MILP domains get their ReLU split chosen too: one the MILP leaves open (time limit) is
         # queued back with this rule and index (``_milp``); choosing it there would run the
         # scoring once per such domain instead of once per batch

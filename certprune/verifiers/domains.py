@@ -5,8 +5,10 @@ over all ReLUs (+1 active, -1 inactive, 0 free; layers concatenated), the disjun
 refuted, its depth, its key (the worst lower bound of the violation margin over its live
 disjuncts: smaller = closer to a violation), the branching rule chosen when it was bounded
 (:data:`LOOKAHEAD`, :data:`INPUT` at ``idx``/``value``, :data:`RELU` at flat neuron ``idx``) and
-whether an exact MILP already left it open. The :class:`Frontier` keeps every field in one
-tensor over all domains (no per-domain Python objects), so a search can queue millions of boxes.
+whether an exact MILP already left it open; under ReLU branching also its ReLU input bounds
+(``pre_lo``/``pre_hi``, float32 rounded outward: :func:`outward32`) and last alpha/beta
+iterate (``alpha``/``beta``, float32: any values are sound), which its children start from. The :class:`Frontier` keeps every field in one tensor over all domains (no per-domain
+Python objects), so a search can queue millions of boxes.
 """
 from __future__ import annotations
 
@@ -17,9 +19,16 @@ import torch
 LOOKAHEAD, INPUT, RELU = 0, 1, 2  # branching rules (bab_input.lookahead_children, bab_input.choose_input_dims, bab_relu)
 
 
-def _columns(n_in: int, n_relu: int, n_disj: int, rows: int) -> dict[str, torch.Tensor]:
-    """Empty columns of ``rows`` domains."""
-    return {"lo": torch.zeros(rows, n_in, dtype=torch.float64), "hi": torch.zeros(rows, n_in, dtype=torch.float64),
+def _columns(n_in: int, n_relu: int, n_disj: int, rows: int, pre: bool = False,
+             params_rows: int = 0) -> dict[str, torch.Tensor]:
+    """Empty columns of ``rows`` domains (with ``pre``: the ReLU input bound columns; with
+    ``params_rows`` m > 0: the alpha/beta iterate columns, (m, n_relu) per domain)."""
+    extra = {"pre_lo": torch.zeros(rows, n_relu, dtype=torch.float32),
+             "pre_hi": torch.zeros(rows, n_relu, dtype=torch.float32)} if pre else {}
+    if params_rows:
+        extra.update(alpha=torch.zeros(rows, params_rows, n_relu, dtype=torch.float32),
+                     beta=torch.zeros(rows, params_rows, n_relu, dtype=torch.float32))
+    return {**extra, "lo": torch.zeros(rows, n_in, dtype=torch.float64), "hi": torch.zeros(rows, n_in, dtype=torch.float64),
             "splits": torch.zeros(rows, n_relu, dtype=torch.int8), "alive": torch.zeros(rows, n_disj, dtype=torch.bool),
             "depth": torch.zeros(rows, dtype=torch.long), "key": torch.zeros(rows, dtype=torch.float64),
             "rule": torch.zeros(rows, dtype=torch.int8), "idx": torch.zeros(rows, dtype=torch.long),
@@ -33,11 +42,11 @@ class Frontier:
     bounds memory by ``cap + batch * depth``). A pop moves the last rows into the holes (O(popped)
     data moves; the O(n) part is one top-k over keys or insertion numbers)."""
 
-    def __init__(self, cap: int, n_in: int, n_relu: int, n_disj: int):
+    def __init__(self, cap: int, n_in: int, n_relu: int, n_disj: int, pre: bool = False, params_rows: int = 0):
         self.cap = cap
         self.n = 0
         self._seq = 0
-        self.t = _columns(n_in, n_relu, n_disj, 64)
+        self.t = _columns(n_in, n_relu, n_disj, 64, pre, params_rows)
 
     def __len__(self) -> int:
         return self.n
@@ -97,3 +106,12 @@ def timed_batch(cap: int, seconds_per_item: float | None, deadline: float | None
         return min(cap, first)
     target = 0.5 if deadline is None else min(0.5, 0.1 * max(deadline - time.monotonic(), 0.0))
     return int(max(1, min(cap, target / max(seconds_per_item, 1e-9))))
+
+
+def outward32(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 copies of float64 bounds rounded outward (lower down, upper up): every value the
+    float64 interval holds, the float32 one holds too (half the memory of a queued domain's bounds)."""
+    lo32, hi32 = lower.to(torch.float32), upper.to(torch.float32)
+    lo32 = torch.where(lo32.to(lower.dtype) > lower, torch.nextafter(lo32, torch.full_like(lo32, -torch.inf)), lo32)
+    hi32 = torch.where(hi32.to(upper.dtype) < upper, torch.nextafter(hi32, torch.full_like(hi32, torch.inf)), hi32)
+    return lo32, hi32
