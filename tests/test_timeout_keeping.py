@@ -69,15 +69,16 @@ def conv_instance(shared_data):
     return net, property_for_model(p, net.info.input_shape, net.info.num_outputs)
 
 
-def test_verify_stops_while_densifying(conv_instance):
-    """A budget far below the densifying time: UNKNOWN (timeout) from the prepare phase."""
+def test_verify_stops_at_a_tiny_budget(conv_instance):
+    """A budget far below one bound pass: UNKNOWN (timeout) at once (the convnet is bounded on its
+    graph IR, so nothing is densified; the densifier's own deadline is tested below)."""
     from certprune.verifiers.verify import verify
 
     net, prop = conv_instance
     t = time.monotonic()
     res = verify(net, prop, timeout=1e-3, config={"threads": 1})
     assert res.verdict is Verdict.UNKNOWN
-    assert res.stats["phase"] == "prepare" and res.stats["reason"] == "timeout"
+    assert res.stats["phase"] in ("prepare", "falsify") and res.stats["reason"] == "timeout"
     assert time.monotonic() - t < 5.0
 
 

@@ -7,6 +7,13 @@ BatchNorm in eval mode, Flatten, Reshape, constant Add/Mul, ...) collapses into 
 (instead of one hand-written rule per layer type) means BatchNorm folding, convolution
 padding/stride, and the ONNX loader's constant ops all come out right by construction; a
 random-point check confirms the run really is affine.
+
+That evaluation rounds (a product of two layers, a convolution's sum, BatchNorm's folding), and
+the bound passes' rigorous float64 margin (``Op.float64_residual``) does not see it: a run is
+*exact* only where it is one ``nn.Linear`` on a flat input (with Flatten / Identity / Dropout
+around it), whose (W, b) are its own parameters. ``AffineReluNet.exact`` says whether every run
+was; :func:`certprune.verifiers.problem.model_forms` bounds a non-exact chain on its graph IR
+(one operator per layer, each with its own rounding margin) instead.
 """
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ class AffineReluNet:
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor, ...]
     input_shape: tuple[int, ...]
+    exact: bool = True  # (W, b) are the model's own parameters, not a rounded product (module doc)
 
     @property
     def num_layers(self) -> int:
@@ -96,18 +104,61 @@ class AffineReluNet:
         if bad:
             raise UnsupportedModelError(
                 "the native engine supports feed-forward ReLU networks only; unsupported layers: " + ", ".join(bad))
-        segments: list[list[nn.Module]] = [[]]
-        for m in mods:
-            if isinstance(m, nn.ReLU):
-                segments.append([])
-            else:
-                segments[-1].append(m)
-        weights, biases, shape = [], [], tuple(input_shape)
-        for seg in segments:
-            w, b, shape = _densify(seg, shape, deadline)
+        weights, biases, shape, exact = [], [], tuple(input_shape), True
+        for seg in _segments(mods):
+            copied = _single_linear(seg, shape)
+            exact &= copied is not None or all(isinstance(m, _PASSIVE) for m in seg)
+            w, b, shape = copied if copied is not None else _densify(seg, shape, deadline)
             weights.append(w)
             biases.append(b)
-        return cls(tuple(weights), tuple(biases), tuple(input_shape))
+        return cls(tuple(weights), tuple(biases), tuple(input_shape), exact)
+
+
+_PASSIVE = (nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def _segments(mods: list[nn.Module]) -> list[list[nn.Module]]:
+    """The affine runs between ReLUs."""
+    segments: list[list[nn.Module]] = [[]]
+    for m in mods:
+        if isinstance(m, nn.ReLU):
+            segments.append([])
+        else:
+            segments[-1].append(m)
+    return segments
+
+
+def is_exact_chain(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether :meth:`AffineReluNet.from_module` would copy every affine run of ``model`` from
+    its one ``nn.Linear`` (``exact``), decided without densifying anything."""
+    shape = tuple(input_shape)
+    for seg in _segments(flatten_modules(model)):
+        if all(isinstance(m, _PASSIVE) for m in seg):
+            shape = (int(np.prod(shape)),) if any(isinstance(m, nn.Flatten) for m in seg) else shape
+            continue
+        copied = _single_linear(seg, shape)
+        if copied is None:
+            return False
+        shape = copied[2]
+    return True
+
+
+def _single_linear(seg: list[nn.Module], in_shape: tuple[int, ...]):
+    """(W, b, out shape) copied from the one ``nn.Linear`` of ``seg`` when ``seg`` is that Linear
+    on a flat input with only Flatten / Identity / Dropout around it (no rounding at all), else None."""
+    lin = [m for m in seg if not isinstance(m, _PASSIVE)]
+    if len(lin) != 1 or not isinstance(lin[0], nn.Linear) or lin[0].in_features != int(np.prod(in_shape)):
+        return None
+    m = lin[0]
+    k = seg.index(m)
+    if any(isinstance(p, nn.Flatten) and (p.start_dim not in (1, -len(in_shape)) or p.end_dim != -1) for p in seg):
+        return None
+    if len(in_shape) != 1 and not any(isinstance(p, nn.Flatten) for p in seg[:k]):
+        return None  # Linear on the last axis of a multi-axis input: not one matrix on the flat input
+    w = m.weight.detach().to(torch.float64).clone()
+    b = (m.bias.detach().to(torch.float64).clone() if m.bias is not None
+         else torch.zeros(m.out_features, dtype=torch.float64))
+    return w, b, (m.out_features,)
 
 
 DENSIFY_CHUNK = 512  # unit-basis rows per forward pass of _densify (deadline checked between chunks)

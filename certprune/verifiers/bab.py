@@ -434,6 +434,12 @@ class BranchAndBound:
         sp = [s.numpy() for s in torch.split(row["splits"][0], self.sizes)] if self.sizes else []
         return row["lo"][0].numpy(), row["hi"][0].numpy(), sp, [(l.numpy(), u.numpy()) for l, u in pre]
 
+    def _disjunct_tol(self, k: int) -> float:
+        """The one margin an exact leaf may use for disjunct ``k``: the largest of its rows' (a
+        point refuted with it is refuted under every row's own margin; rows differ under
+        ``--semantics float32``, whose per-row tau the smallest would drop)."""
+        return float(self.spec.tol[self.spec.row_disjunct == k].max())
+
     def _milp(self, row: dict[str, torch.Tensor], pre) -> None:
         """Few unstable ReLUs left: try the exact MILP per live disjunct; queue back what stays open."""
         from certprune.verifiers.milp_leaf import solve_milp
@@ -446,7 +452,7 @@ class BranchAndBound:
             limit = self.settings.milp_time_limit
             if self.deadline is not None:
                 limit = min(limit, self.deadline - time.monotonic())
-            tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
+            tol = self._disjunct_tol(k)
             out = solve_milp(self.net, lo, hi, pre_np, self.spec.A[k], self.spec.b[k], tol,
                              limit, None if self.int_mask is None else self.int_mask.numpy(), sp)
             if out.status == "refuted":
@@ -467,7 +473,7 @@ class BranchAndBound:
         still = row["alive"][0].clone()
         for k in np.flatnonzero(still.numpy()):
             remaining = 60.0 if self.deadline is None else self.deadline - time.monotonic()
-            tol = float(self.spec.tol[self.spec.row_disjunct == k].min())
+            tol = self._disjunct_tol(k)
             out = solve_leaf(self.net, lo, hi, pre_np, sp, self.spec.A[k], self.spec.b[k], tol,
                              remaining, None if self.int_mask is None else self.int_mask.numpy())
             if out.status == "refuted":

@@ -75,6 +75,10 @@ def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
     if not isinstance(model, Network):
         model = as_network(model)
     exact = affine_net(model)
+    if not exact.exact:  # densified products round outside every margin (verifiers.affine doc)
+        from certprune.errors import UnsupportedModelError
+        raise UnsupportedModelError("fairness audits take chains of single Linear layers and ReLUs; this model "
+                                    "composes affine layers (Linear after Linear, BatchNorm, scaling) between ReLUs")
     module = copy.deepcopy(model.module).float().eval()
     h = model.info.sha256 or hashlib.sha256(b"".join(w.numpy().tobytes() for w in exact.weights + exact.biases)).hexdigest()
     return exact, module, h

@@ -20,6 +20,9 @@ from certprune.verifiers.attack import Float32Model, float32_forward, float32_ma
 from certprune.verifiers.bab import Spec
 
 
+CONFIRM_SINGLE_MAX = 16  # batch hits re-run alone, best float32 margin first
+
+
 @dataclass
 class Problem:
     """``lo``/``hi``: flattened float64 box (integer inputs rounded inward); ``int_mask`` flat or
@@ -46,7 +49,8 @@ class Problem:
     def confirm(self, pts: np.ndarray) -> np.ndarray | None:
         """The point (float32 values, as float64, flat) among ``pts`` that lies in the region and
         whose float32 output violates the property exactly (strict rows strictly:
-        :meth:`Property.is_violated`), the one with the smallest float32 margin; else None."""
+        :meth:`Property.is_violated`) in the batch and again when run alone, the one with the
+        smallest float32 margin among the first ``CONFIRM_SINGLE_MAX`` batch hits; else None."""
         x32 = to_float32_in_box(np.asarray(pts, dtype=np.float64).reshape(len(pts), -1), self.lo, self.hi,
                                 self.open_lo, self.open_hi)
         ok = in_box_float32(x32, self.lo, self.hi, self.int_mask, self.open_lo, self.open_hi)
@@ -55,10 +59,14 @@ class Problem:
         x32 = x32[ok]
         m, y = float32_margin(self.run32, self.prop, x32)
         hit = self.prop.is_violated(y)
-        if not hit.any():
-            return None
-        i = int(np.argmin(np.where(hit, m, np.inf)))
-        return x32[i]
+        # a batched float32 run may round differently from the point run a user repeats (BLAS
+        # blocking): a candidate counts only when it violates the property run alone too
+        for i in np.argsort(np.where(hit, m, np.inf), kind="stable")[:CONFIRM_SINGLE_MAX]:
+            if not hit[i]:
+                break
+            if self.prop.is_violated(float32_margin(self.run32, self.prop, x32[i:i + 1])[1])[0]:
+                return x32[i]
+        return None
 
     def falsified(self, x: np.ndarray, stats: dict, phase: str) -> Result:
         """FALSIFIED Result for a confirmed flat point, re-run once more for its float32 output."""
@@ -148,8 +156,10 @@ def build_spec(prop: Property, cert_margin: float) -> Spec:
 def model_forms(model, region_shape: tuple[int, ...],
                 deadline: float | None = None) -> tuple[AffineReluNet | Graph, Float32Model, tuple[int, ...]]:
     """(bound form, float32 runner, model input shape) of a Network / nn.Module / AffineReluNet.
-    The bound form is the dense chain (``AffineReluNet``: exact LP/MILP leaves) where the model is
-    a chain of affine layers and ReLUs, else its graph IR (residual, concat, twin networks)."""
+    The bound form is the dense chain (``AffineReluNet``) where the model is a chain of single
+    ``nn.Linear`` layers and ReLUs (its weights copied, nothing rounded), else its graph IR
+    (convolutions, BatchNorm, composed Linear layers, residual, concat, twin networks: one
+    operator per layer, each with its rigorous rounding margin)."""
     from certprune.verifiers.bounds import affine_net, graph_of
 
     if isinstance(model, AffineReluNet):
@@ -163,9 +173,12 @@ def model_forms(model, region_shape: tuple[int, ...],
     if (info is None and isinstance(model, nn.Sequential) and isinstance(first, nn.Linear)
             and int(np.prod(shape)) != first.in_features):
         shape = (first.in_features,)  # let check_shapes report the mismatch in words
+    from certprune.verifiers.affine import is_exact_chain
     try:
+        if not is_exact_chain(model, shape):  # densifying would round outside every margin (affine doc)
+            raise UnsupportedModelError("not a chain of single Linear layers")
         form = affine_net(model, shape, deadline)
-    except UnsupportedModelError:  # not a chain: the graph IR (its error names the unsupported ops)
+    except UnsupportedModelError:  # the graph IR (its error names the unsupported ops)
         form = graph_of(model, shape)
     return form, float32_forward(model, shape), shape
 

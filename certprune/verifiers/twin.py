@@ -67,14 +67,29 @@ def twin_layout(spec: FairnessSpec) -> TwinLayout:
     return TwinLayout(n, prot, rel, spec.relaxed_deltas, P, Pp)
 
 
+def exact_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a - b`` in float64 where that subtraction is exact (always for float32 weights of
+    similar magnitude); UnsupportedModelError otherwise, since the one-logit form would then not
+    be the model. Exactness is checked with Knuth's error-free TwoSum: the rounding error of
+    ``s = a + (-b)`` is exactly ``(a - (s - bv)) + (-b - bv)`` with ``bv = s - a``."""
+    a, nb = a.double(), -b.double()
+    s = a + nb
+    bv = s - a
+    err = (a - (s - bv)) + (nb - bv)
+    if not bool(torch.isfinite(s).all()) or bool((err != 0).any()):
+        raise UnsupportedModelError("fairness audits take the two-class model's logit difference y1 - y0, which "
+                                    "float64 cannot represent exactly for these last-layer weights")
+    return s
+
+
 def decision_logit_net(net: AffineReluNet) -> AffineReluNet:
     """One-logit form: unchanged for one output; ``y1 - y0`` for two (argmax = 1 iff > 0)."""
     if net.output_dim == 1:
         return net
     if net.output_dim == 2:
         w, b = net.weights[-1], net.biases[-1]
-        return AffineReluNet(net.weights[:-1] + ((w[1] - w[0])[None],), net.biases[:-1] + ((b[1] - b[0])[None],),
-                             net.input_shape)
+        return AffineReluNet(net.weights[:-1] + (exact_difference(w[1], w[0])[None],),
+                             net.biases[:-1] + (exact_difference(b[1], b[0])[None],), net.input_shape, net.exact)
     raise UnsupportedModelError(
         f"fairness audits support one-logit or two-class models; this model has {net.output_dim} outputs")
 

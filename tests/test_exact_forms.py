@@ -1,0 +1,199 @@
+"""Bound forms that round outside the rigorous float64 margin are not used for proofs.
+
+* ``verifiers.affine``: a chain whose affine runs are anything but one ``nn.Linear`` (composed
+  Linear layers, convolutions, BatchNorm, input scaling) is bounded on its graph IR, one operator
+  per layer with its own margin, not on the densified product (which rounds).
+* ``verifiers.twin.exact_difference``: the two-class logit difference is exact or refused.
+* ``Problem.confirm``: a candidate counts only when it violates the property run alone.
+"""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import certprune
+from certprune.errors import UnsupportedModelError
+from certprune.graph import Graph
+from certprune.results import Verdict
+from certprune.specs import InputRegion, LinearConstraints, Property
+from certprune.verifiers.affine import AffineReluNet, is_exact_chain
+from certprune.verifiers.problem import model_forms, prepare
+from certprune.verifiers.twin import exact_difference
+from certprune.verifiers.verify import VerifyConfig
+
+OFF = dict(attack_restarts=0, attack_samples=0, attack_corners=0, attack_odi_restarts=0)
+
+
+def cancelling_pair() -> nn.Sequential:
+    """Linear(1, 3) -> Linear(3, 1) with exact output y = 2^-30 x, whose float64 product has a
+    rounding residue of about 1e-6 in its bias (the reviewer's densification counterexample):
+    ``y > 0`` on [-1, 1] is FALSE (at every x <= 0) but held on the collapsed (W, b)."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        B1 = float(rng.uniform(1e9, 1e11))
+        B2 = B1 - 2.0 ** int(rng.integers(10, 24))
+        c1, delta = float(rng.uniform(0.5, 2.0)), 2.0 ** -30
+        b2 = -(Fraction(c1) * (Fraction(B1) - Fraction(B2)))
+        if float(b2) != b2:
+            continue
+        l1, l2 = nn.Linear(1, 3).double(), nn.Linear(3, 1).double()
+        with torch.no_grad():
+            l1.weight.copy_(torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64))
+            l1.bias.copy_(torch.tensor([0.0, B1, B2], dtype=torch.float64))
+            l2.weight.copy_(torch.tensor([[delta, c1, -c1]], dtype=torch.float64))
+            l2.bias.copy_(torch.tensor([float(b2)], dtype=torch.float64))
+        m = nn.Sequential(l1, l2)
+        dense = AffineReluNet.from_module(m, (1,))
+        if float(dense.biases[0][0]) - abs(float(dense.weights[0][0, 0])) > 1e-7:
+            return m
+    raise AssertionError("no cancelling parameters found")
+
+
+def test_cancelling_linear_pair_is_not_certified():
+    m = cancelling_pair()
+    dense = AffineReluNet.from_module(m, (1,))
+    assert not dense.exact
+    # the collapsed form claims y > 0 on the whole box; the exact model is 2^-30 x
+    assert float(dense.biases[0][0]) - abs(float(dense.weights[0][0, 0])) > 0
+    form = model_forms(m, (1,))[0]
+    assert isinstance(form, Graph)
+    prop = Property(InputRegion(-np.ones(1), np.ones(1)), (LinearConstraints([[1.0]], [0.0]),))  # bad: y <= 0
+    r = certprune.verify(m, prop, timeout=10, config=OFF)
+    assert r.verdict is not Verdict.CERTIFIED, r.message
+
+
+@pytest.mark.parametrize("model, shape, exact", [
+    (nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2)), (3, 4), True),
+    (nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2), nn.Identity()), (5,), True),
+    (nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), (5,), False),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), (1, 4, 4), False),
+    (nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4).eval(), nn.ReLU(), nn.Linear(4, 2)), (5,), False),
+])
+def test_exact_chain_detection(model, shape, exact):
+    assert is_exact_chain(model, shape) is exact
+    form = model_forms(model.double().eval(), shape)[0]
+    assert isinstance(form, AffineReluNet) is exact
+    if exact:  # copied parameters, bit for bit
+        lins = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        assert all(torch.equal(w, l.weight.double()) for w, l in zip(form.weights, lins))
+        assert form.exact
+
+
+def test_linear_on_last_axis_is_not_one_matrix():
+    assert not is_exact_chain(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), (2, 4))
+
+
+def test_graph_form_bounds_match_model_on_composed_layers():
+    """The graph form of a non-exact chain computes the model (sampled points inside CROWN bounds)."""
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 5), nn.Linear(5, 2)).double()
+    m[1].running_mean.uniform_(-1, 1)
+    m[1].running_var.uniform_(0.5, 2)
+    m.eval()
+    prop = Property(InputRegion(-np.ones(4), np.ones(4)), (LinearConstraints([[1.0, -1.0]], [0.0]),))
+    pb = prepare(m, prop, VerifyConfig())
+    from certprune.bounds.engine import root_lower
+    lo, hi = torch.as_tensor(pb.lo)[None], torch.as_tensor(pb.hi)[None]
+    low = root_lower(pb.graph, lo, hi, pb.spec.C, pb.spec.c, 0, pb.spec.tol)[0]
+    x = torch.rand(4000, 4, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        y = m(x)
+    val = (y @ pb.spec.C.T + pb.spec.c)
+    assert bool((val >= low - 1e-12).all())
+
+
+def test_exact_difference():
+    a = torch.tensor([0.3, -1.5, 2.0], dtype=torch.float32).double()
+    b = torch.tensor([0.1, 7.25, -3.0], dtype=torch.float32).double()
+    d = exact_difference(a, b)
+    assert all(Fraction(float(x)) == Fraction(float(p)) - Fraction(float(q)) for x, p, q in zip(d, a, b))
+    with pytest.raises(UnsupportedModelError, match="exactly"):
+        exact_difference(torch.tensor([2.0 ** 100], dtype=torch.float64), torch.tensor([2.0 ** -100], dtype=torch.float64))
+
+
+def test_fairness_refuses_composed_chain(tmp_path):
+    from certprune.network import as_network
+    from certprune.verifiers.fairness import _prepare_model
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    with pytest.raises(UnsupportedModelError, match="single Linear"):
+        _prepare_model(as_network(m))
+
+
+def test_confirm_requires_the_single_point_run_to_violate():
+    """A candidate that violates only in the batched float32 run (rounding differs there) is not
+    a counterexample; one that violates alone is returned."""
+    m = nn.Sequential(nn.Linear(2, 1))
+    with torch.no_grad():
+        m[0].weight.fill_(1.0)
+        m[0].bias.zero_()
+    prop = Property(InputRegion(-np.ones(2), np.ones(2)), (LinearConstraints([[1.0]], [0.0]),))  # bad: y <= 0
+    pb = prepare(m, prop, VerifyConfig())
+    real = pb.run32
+
+    def batch_differs(x):  # in batches, outputs 1.0 lower: every point "violates" there
+        y = real(x)
+        return y - 1.0 if len(x) > 1 else y
+
+    pb.run32 = batch_differs
+    pts = np.array([[0.4, 0.3], [0.2, 0.2], [0.1, 0.2]])  # y = 0.7, 0.4, 0.3 > 0: safe
+    assert pb.confirm(pts) is None
+    pts = np.vstack([pts, [[-0.5, 0.1]]])  # y = -0.4: violates alone
+    x = pb.confirm(pts)
+    assert x is not None and np.allclose(x, [-0.5, 0.1])
+    assert pb.falsified(x, {}, "test").verdict is Verdict.FALSIFIED
+
+
+def composed_refine_model(seed: int = 2) -> nn.Sequential:
+    """The review's refinement counterexample: y == -0.01 exactly on [0, 1]^64 through a ReLU of
+    zb = 1e4 (w.(V a1 + beta) - w_P.(V_P a1 + beta_P)) == 0 (Linear after Linear, weights ~1e5,
+    ~1e9 after composition): the float64 product of the two layers' rows is not the model."""
+    g = torch.Generator().manual_seed(seed)
+    d, h1, h = 64, 8, 16
+    l1, la, lb = nn.Linear(d, h1).double(), nn.Linear(h1, 2 * h).double(), nn.Linear(2 * h, 1).double()
+    l4, l5 = nn.Linear(1, 1).double(), nn.Linear(1, 1).double()
+    V = torch.randn(h, h1, generator=g, dtype=torch.float64) * 1e5
+    beta = torch.randn(h, generator=g, dtype=torch.float64) * 1e6
+    w = torch.randn(h, generator=g, dtype=torch.float64) * 1e5
+    P = torch.randperm(h, generator=g)
+    with torch.no_grad():
+        l1.weight.copy_(torch.randn(h1, d, generator=g, dtype=torch.float64) * 0.1)
+        l1.bias.fill_(10.0)
+        la.weight.copy_(torch.cat([V, V[P]]))
+        la.bias.copy_(torch.cat([beta, beta[P]]))
+        lb.weight.copy_(torch.cat([w, -w[P]]).unsqueeze(0) * 1e4)
+        lb.bias.zero_()
+        l4.weight.fill_(-1.0)
+        l4.bias.fill_(0.01)
+        l5.weight.fill_(-1.0)
+        l5.bias.zero_()
+    return nn.Sequential(l1, nn.ReLU(), la, lb, nn.ReLU(), l4, nn.ReLU(), l5)
+
+
+def test_refinement_skips_composed_layers_and_does_not_certify(monkeypatch):
+    from certprune.verifiers import problem, refine
+    from certprune.verifiers.bounds import graph_of
+    m = composed_refine_model()
+    assert not refine.applies(graph_of(m, (64,)), 2)
+    chain = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    assert refine.applies(problem.chain_graph(model_forms(chain, (64,))[0]), 2)
+    # bad: y <= -0.005, TRUE everywhere (y == -0.01); with confirmation off the search must not certify
+    monkeypatch.setattr(problem.Problem, "confirm", lambda self, pts: None)
+    prop = Property(InputRegion(np.zeros(64), np.ones(64)), (LinearConstraints([[1.0]], [-0.005]),))
+    r = certprune.verify(m, prop, timeout=30, config=OFF)
+    assert r.verdict is not Verdict.CERTIFIED, r.message
+
+
+def test_exact_leaves_use_the_largest_row_margin_of_a_disjunct():
+    """An LP/MILP leaf decides a whole disjunct with one margin; it must be the largest of its
+    rows' (float32 semantics adds a per-row tau: the smallest would refute a row early)."""
+    from types import SimpleNamespace
+
+    from certprune.verifiers.bab import BranchAndBound, Spec
+    C = torch.eye(3, dtype=torch.float64)
+    spec = Spec(C, torch.zeros(3, dtype=torch.float64), torch.tensor([0, 0, 1]),
+                torch.tensor([1e-7, 3e-4, 2e-6], dtype=torch.float64), [], [])
+    fake = SimpleNamespace(spec=spec)
+    assert BranchAndBound._disjunct_tol(fake, 0) == pytest.approx(3e-4)
+    assert BranchAndBound._disjunct_tol(fake, 1) == pytest.approx(2e-6)
