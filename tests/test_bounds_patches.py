@@ -74,11 +74,11 @@ def test_plan_keeps_windows_down_to_where_they_stop_paying(monkeypatch):
     m = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
     geo = windows.plan(build_graph(m, (2, 7, 7)), 3)
     assert set(geo) == {3, 2}  # the grouped conv (node 1) gets dense coefficients
-    geo = windows.plan(g, 7)  # Conv(s2) <- Pad <- ReLU <- BN <- Conv(p2) <- ReLU <- Conv(s2, p1) <- input
-    assert geo[6] == (2, 2, 2, 2, 0, 0) and geo[5] == (2, 2, 2, 2, 2, 1)
+    geo = windows.plan(g, 8)  # Conv(s2) <- Pad <- ReLU <- BN (x - mean, x * s + b) <- Conv(p2) <- ReLU <- Conv(s2, p1)
+    assert geo[7] == (2, 2, 2, 2, 0, 0) and geo[6] == (2, 2, 2, 2, 2, 1)
     assert 2 not in geo and windows.WINDOW_FILL <= 16 / 25  # a 4x4 window on node 2 (3, 5, 5): dense
     monkeypatch.setattr(windows, "WINDOW_FILL", 1.0)
-    geo = windows.plan(g, 7)
+    geo = windows.plan(g, 8)
     assert geo[2] == (4, 4, 2, 2, 4, 3) and 0 not in geo  # strides multiply; a 9x9 window on the 9x9 input
     g2 = build_graph(nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv2d(2, 2, 3)).eval(), (1, 15, 15))
     assert windows.plan(g2, 3)[0] == (7, 7, 2, 2, 0, 0)  # a 7x7 window on a 15x15 input stays windows

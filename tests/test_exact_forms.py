@@ -197,3 +197,172 @@ def test_exact_leaves_use_the_largest_row_margin_of_a_disjunct():
     fake = SimpleNamespace(spec=spec)
     assert BranchAndBound._disjunct_tol(fake, 0) == pytest.approx(3e-4)
     assert BranchAndBound._disjunct_tol(fake, 1) == pytest.approx(2e-6)
+
+
+# --- session-13 review (graph builder and chain detection) -----------------------------------
+
+def _never_certified(m, prop):
+    r = certprune.verify(m, prop, timeout=10, config=OFF)
+    assert r.verdict is not Verdict.CERTIFIED, r.message
+
+
+def test_batchnorm_is_not_folded_into_a_rounded_shift():
+    """BatchNorm with mean ~1e33: folding b - mean * scale into one shift rounds by ~1e17, and a
+    false property (y <= 1000 holds everywhere: y = 1790 x / 13) was certified."""
+    r, k, w, e = 13, 2009, 1790, 100
+    bn = nn.BatchNorm1d(1, eps=0.0)
+    l1, l2 = nn.Linear(1, 1), nn.Linear(1, 1)
+    with torch.no_grad():
+        bn.running_mean[:] = float(r * k) * 2.0 ** e
+        bn.running_var[:] = r * r
+        bn.weight[:] = w
+        bn.bias[:] = float(w * k) * 2.0 ** e
+        for lin in (l1, l2):
+            lin.weight[:] = 1
+            lin.bias[:] = 0
+    m = nn.Sequential(l1, nn.ReLU(), bn, l2).eval()
+    prop = Property(InputRegion(np.zeros(1), np.ones(1)), (LinearConstraints([[1.0]], [1000.0]),))
+    _never_certified(m, prop)
+
+
+def test_batchnorm_graph_bounds_contain_the_model():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)).double()
+    m[1].running_mean.uniform_(-2, 2)
+    m[1].running_var.uniform_(0.1, 3)
+    m.eval()
+    from certprune.verifiers.bounds import compute_bounds
+    lo, hi = -torch.ones(1, 2, 4, 4, dtype=torch.float64), torch.ones(1, 2, 4, 4, dtype=torch.float64)
+    bd = compute_bounds(m, lo, hi, method="crown", engine="native", input_shape=(2, 4, 4))
+    b_lo, b_hi = bd.lower, bd.upper
+    x = torch.rand(3000, 2, 4, 4, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        y = m(x)
+    assert bool((y >= b_lo - 1e-12).all() and (y <= b_hi + 1e-12).all())
+
+
+def test_transposed_conv_is_read_off_exactly():
+    """A bias of 2^93 swallowed the scaled unit columns of the old densifier (W read as 0); the
+    bias-free unit basis gives W exactly, and the false property is not certified."""
+    ct, lin, out = nn.ConvTranspose2d(1, 1, 1), nn.Linear(1, 1), nn.Linear(1, 1)
+    with torch.no_grad():
+        ct.weight[:] = 1
+        ct.bias[:] = 2.0 ** 93
+        lin.weight[:] = 1
+        lin.bias[:] = -2.0 ** 93
+        out.weight[:] = 1
+        out.bias[:] = 0
+    m = nn.Sequential(ct, nn.Flatten(), lin, nn.ReLU(), out).eval()
+    from certprune.graph import build_graph
+    g = build_graph(m, (1, 1, 1))
+    dense = [n.op for n in g.nodes if type(n.op).__name__ == "Dense"]
+    assert len(dense) == 1 and float(dense[0].linear.weight[0, 0]) == 1.0
+    prop = Property(InputRegion(np.full((1, 1, 1), 2.0 ** 60), np.full((1, 1, 1), 2.0 ** 61)),
+                    (LinearConstraints([[-1.0]], [-2.0 ** 59]),))  # bad: y >= 2^59, true everywhere
+    _never_certified(m, prop)
+
+
+def test_transposed_conv_dense_matches_the_module():
+    from certprune.verifiers.affine import exact_dense
+    torch.manual_seed(1)
+    for ct in (nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1, dilation=1),
+               nn.ConvTranspose2d(2, 4, 2, stride=1, groups=2, dilation=2), nn.ConvTranspose1d(2, 2, 3, stride=3)):
+        shape = (2, 4, 4) if isinstance(ct, nn.ConvTranspose2d) else (2, 5)
+        w, b, out = exact_dense(ct, shape)
+        x = torch.randn(5, *shape, dtype=torch.float64)
+        with torch.no_grad():
+            y = ct.double()(x).reshape(5, -1)
+        assert torch.allclose(x.reshape(5, -1) @ w.T + b, y, atol=1e-12)
+
+
+def test_partial_flatten_then_linear_is_not_a_dense_chain():
+    """Flatten(start_dim=2) on (1, 6) keeps two axes: the chain check follows the real shape (it
+    had assumed a flat one and bounded a densified, rounded W = 0)."""
+    l1, l2 = nn.Linear(6, 1), nn.Linear(1, 1)
+    with torch.no_grad():
+        l1.weight[:] = 1
+        l1.bias[:] = 2.0 ** 93
+        l2.weight[:] = 1
+        l2.bias[:] = -2.0 ** 93
+    m = nn.Sequential(nn.Flatten(start_dim=2), nn.ReLU(), l1, nn.ReLU(), l2).eval()
+    assert not is_exact_chain(m, (1, 6))
+    assert isinstance(model_forms(m, (1, 6))[0], Graph)
+    prop = Property(InputRegion(np.full((1, 6), 2.0 ** 60), np.full((1, 6), 2.0 ** 61)),
+                    (LinearConstraints([[-1.0]], [-2.0 ** 59]),))
+    _never_certified(m, prop)
+
+
+class _Doubled(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class _PlusOne(nn.Identity):
+    def forward(self, x):
+        return x + 1
+
+
+class _Tagged(nn.Linear):  # a subclass that keeps Linear's forward: still a Linear
+    tag = "ok"
+
+
+@pytest.mark.parametrize("kind", ["Linear subclass", "Identity subclass", "forward hook", "pre hook"])
+def test_modules_that_change_forward_are_refused(kind):
+    first = _Doubled(3, 1) if kind == "Linear subclass" else nn.Linear(3, 1)
+    mid = _PlusOne() if kind == "Identity subclass" else nn.Identity()
+    if kind == "forward hook":
+        first.register_forward_hook(lambda mod, inp, out: 3 * out)
+    if kind == "pre hook":
+        first.register_forward_pre_hook(lambda mod, inp: (inp[0] * 3,))
+    m = nn.Sequential(first, mid, nn.ReLU(), nn.Linear(1, 1))
+    assert not is_exact_chain(m, (3,))
+    with pytest.raises(UnsupportedModelError):
+        model_forms(m, (3,))
+
+
+def test_subclass_keeping_forward_is_a_plain_linear():
+    m = nn.Sequential(_Tagged(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    assert is_exact_chain(m, (3,))
+    assert isinstance(model_forms(m, (3,))[0], AffineReluNet)
+
+
+def test_verify_refuses_a_hooked_model_in_one_line():
+    m = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    m[0].register_forward_hook(lambda mod, inp, out: 3 * out)
+    prop = Property(InputRegion(np.zeros(3), np.ones(3)), (LinearConstraints([[1.0]], [-100.0]),))
+    with pytest.raises(UnsupportedModelError, match="hooks"):
+        certprune.verify(m, prop, timeout=5)
+
+
+def test_conv_same_padding_runs_on_the_graph():
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 1)).double().eval()
+    from certprune.verifiers.bounds import compute_bounds
+    lo, hi = -torch.ones(1, 1, 4, 4, dtype=torch.float64), torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    bd = compute_bounds(m, lo, hi, method="crown", engine="native", input_shape=(1, 4, 4))
+    b_lo, b_hi = bd.lower, bd.upper
+    x = torch.rand(2000, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        y = m(x)
+    assert bool((y >= b_lo - 1e-12).all() and (y <= b_hi + 1e-12).all())
+    even = nn.Sequential(nn.Conv2d(1, 2, 2, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 1))
+    with pytest.raises(UnsupportedModelError, match="padding"):
+        model_forms(even, (1, 4, 4))
+
+
+@pytest.mark.parametrize("model, shape", [
+    (nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 1)), (1, 4, 4)),
+    (nn.Sequential(nn.Linear(3, 4), nn.Flatten(), nn.ReLU(), nn.Linear(8, 1)), (2, 3)),
+])
+def test_input_shape_is_not_replaced_by_a_later_linear(model, shape):
+    form, _, used = model_forms(model.double().eval(), shape)
+    assert used == shape
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    g = form if isinstance(form, Graph) else problem_graph(form)
+    with torch.no_grad():
+        assert torch.allclose(g.forward(x.reshape(4, *shape)), model(x).reshape(4, -1), atol=1e-12)
+
+
+def problem_graph(form):
+    from certprune.verifiers.problem import chain_graph
+    return chain_graph(form)

@@ -140,6 +140,14 @@ class Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
+    def graph_ops(self, shape: tuple[int, ...]) -> list:
+        """The graph IR of this module (``graph.build``): ``x - mean`` (exact constants), then
+        ``x * (1 / std)`` whose rounded reciprocal carries its error bound."""
+        from certprune.graph import ops_linear as L
+        from certprune.semantics import gamma64
+        mean, inv = self.mean.double(), 1.0 / self.std.double()
+        return [L.Scale(None, -mean), L.Scale(inv, None, gamma64(2) * inv.abs())]
+
 
 def _broadcast(vals, input_shape: tuple[int, ...], option: str) -> torch.Tensor:
     v = np.asarray(vals, dtype=np.float32).ravel()

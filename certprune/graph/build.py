@@ -18,7 +18,8 @@ from certprune.graph.ir import Graph, Node
 from certprune.graph.op import Op
 from certprune.graph.relu import ReLU
 from certprune.io import onnx_ops
-from certprune.verifiers.affine import _densify, is_affine_module
+from certprune.semantics import gamma64
+from certprune.verifiers.affine import _global_hooks, _plain, exact_dense
 
 
 _UNSUPPORTED = "the native engine supports piecewise-linear ReLU graphs only; unsupported layers: "
@@ -85,20 +86,27 @@ class _Builder:
         return self.nodes[i].shape
 
     def module(self, m: nn.Module, x: int) -> int:
-        """Append the nodes of module ``m`` applied to node ``x``; returns the output node."""
-        if isinstance(m, nn.Sequential):
+        """Append the nodes of module ``m`` applied to node ``x``; returns the output node. A
+        module is taken by its type only where its ``forward`` is that type's own and no hook
+        changes it (:func:`affine._plain`): a subclass that overrides ``forward`` is unsupported."""
+        if m._forward_hooks or m._forward_pre_hooks or _global_hooks():
+            raise UnsupportedModelError(f"{type(m).__name__} has forward hooks: the bound operators would not see "
+                                        "what they do")
+        if _plain(m, nn.Sequential):
             for child in m:
                 x = self.module(child, x)
             return x
         if isinstance(m, onnx_ops.OnnxGraph):
             return self._onnx_graph(m, x)
-        if isinstance(m, (nn.Identity, nn.Dropout)):
+        if _plain(m, (nn.Identity, nn.Dropout)):
             return x
         op = self._op(m, x)
         if op is None:
             self.unsupported.add(type(m).__name__)
             return x
-        return self.add(op, (x,), type(m).__name__)
+        for o in op if isinstance(op, list) else [op]:
+            x = self.add(o, (x,), type(m).__name__)
+        return x
 
     def _onnx_graph(self, g: onnx_ops.OnnxGraph, x: int) -> int:
         env = {"__input__": x}
@@ -129,17 +137,17 @@ class _Builder:
             return M.Concat(dim, [self.shape(i)[dim - 1] for i in ins])
         return None
 
-    def _op(self, m: nn.Module, x: int) -> Op | None:
+    def _op(self, m: nn.Module, x: int) -> Op | list[Op] | None:
         shape = self.shape(x)
-        if isinstance(m, nn.ReLU):
+        if _plain(m, nn.ReLU):
             return ReLU()
-        if isinstance(m, nn.Linear):
+        if _plain(m, nn.Linear):
             return L.Linear(_t(m.weight), _t(m.bias))
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        if _plain(m, (nn.Conv1d, nn.Conv2d)):
             return self._conv(m, shape)
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if _plain(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return _batchnorm(m, shape)
-        if isinstance(m, (nn.Flatten, nn.Unflatten, onnx_ops.Reshape)):
+        if _plain(m, (nn.Flatten, nn.Unflatten, onnx_ops.Reshape)):
             out = tuple(m(self.samples[x]).shape[1:])
             return S.Reshape(shape, out)
         if isinstance(m, onnx_ops.Select):
@@ -152,34 +160,44 @@ class _Builder:
             return L.MatMul(_t(m.weight))
         if isinstance(m, onnx_ops.ConstBinary):
             return _const_binary(m, shape)
-        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        if _plain(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
             return S.MonotoneLinear(m, shape, repr(m))
-        if is_affine_module(m):  # other affine layers (ConvTranspose, custom is_affine ops): dense map
-            w, bias, out = _densify([m], shape)
+        if _plain(m, (nn.ConvTranspose1d, nn.ConvTranspose2d)):  # one dense matrix, read off exactly
+            w, bias, out = exact_dense(m, shape)
             return L.Dense(w, bias, shape, out)
-        return None
+        if callable(getattr(m, "graph_ops", None)):  # a module that states its own operators
+            return list(m.graph_ops(shape))
+        return None  # includes other modules declaring is_affine: no exact operator for them
 
     def _conv(self, m, shape) -> Op:
-        if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+        k = tuple(m.weight.shape[2:])
+        if m.padding == "same":  # stride 1 (torch requires it): total d (k - 1), split evenly where even
+            total = [d * (kk - 1) for d, kk in zip(m.dilation, k)]
+            pad = tuple(t // 2 for t in total) if all(t % 2 == 0 for t in total) else None
+        else:
+            pad = (0,) * len(k) if m.padding == "valid" else tuple(m.padding)
+        if m.padding_mode != "zeros" or pad is None:
             raise UnsupportedModelError(f"{type(m).__name__} with padding {m.padding!r} / mode {m.padding_mode!r} "
-                                        "is not supported (zero padding with explicit sizes only)")
-        pad = (0,) * (m.weight.dim() - 2) if isinstance(m.padding, str) else tuple(m.padding)
+                                        "is not supported (zero padding, symmetric)")
         w, bias = _t(m.weight), _t(m.bias)
         y = (torch.nn.functional.conv1d if w.dim() == 3 else torch.nn.functional.conv2d)(
             self.samples[-1].new_zeros(1, *shape), w, None, m.stride, pad, m.dilation, m.groups)
         return L.Conv(w, bias, tuple(m.stride), pad, tuple(m.dilation), m.groups, shape, tuple(y.shape[1:]))
 
 
-def _batchnorm(m, shape) -> Op:
+def _batchnorm(m, shape) -> list[Op]:
     if m.training or m.running_mean is None:
         raise UnsupportedModelError(f"{type(m).__name__} without running statistics (or in training mode)")
     var, mean = _t(m.running_var), _t(m.running_mean)
     w = _t(m.weight) if m.weight is not None else torch.ones_like(var)
     b = _t(m.bias) if m.bias is not None else torch.zeros_like(var)
     scale = w / torch.sqrt(var + m.eps)
-    shift = b - mean * scale
     view = (-1,) + (1,) * (len(shape) - 1)
-    return L.Scale(scale.reshape(view), shift.reshape(view))
+    # not folded into one shift b - mean * scale: that product rounds outside every margin (a
+    # review certified a false property through a fold with mean ~1e33); (x - mean) is its own
+    # node, and the rounded scale carries its error bound (three correctly rounded operations)
+    err = gamma64(4) * scale.abs()
+    return [L.Scale(None, -mean.reshape(view)), L.Scale(scale.reshape(view), b.reshape(view), err.reshape(view))]
 
 
 def _const_binary(m, shape) -> Op:
@@ -197,4 +215,5 @@ def _const_binary(m, shape) -> Op:
         return L.Scale(c, None)
     if m.const_first:
         raise UnsupportedModelError("division by a tensor (c / x) is not supported: it is not piecewise linear")
-    return L.Scale(1.0 / c, None)
+    inv = 1.0 / c  # correctly rounded: within U64 |inv| / (1 - U64) of the real 1 / c
+    return L.Scale(inv, None, gamma64(2) * inv.abs())

@@ -355,12 +355,16 @@ class Conv(Op):
 
 
 class Scale(Op):
-    """Elementwise ``y = x * scale + shift``; scale/shift broadcast to the per-sample shape."""
+    """Elementwise ``y = x * scale + shift``; scale/shift broadcast to the per-sample shape.
+    ``scale_err`` (broadcastable, >= 0): a bound on |model's real scale - ``scale``| where the
+    stored scale is itself rounded (BatchNorm's ``w / sqrt(var + eps)``, a division's reciprocal);
+    it enters the rounding margin only (:meth:`float64_residual`)."""
 
     kind = "scale"
 
-    def __init__(self, scale: torch.Tensor | None, shift: torch.Tensor | None):
-        self.scale, self.shift = scale, shift
+    def __init__(self, scale: torch.Tensor | None, shift: torch.Tensor | None,
+                 scale_err: torch.Tensor | None = None):
+        self.scale, self.shift, self.scale_err = scale, shift, scale_err
 
     def forward(self, x):
         y = x if self.scale is None else x * self.scale
@@ -397,11 +401,13 @@ class Scale(Op):
 
     def float64_residual(self, ms):
         """``gamma_k (|scale| m + |shift|)``: a few roundings per entry forward, one product per
-        coefficient backward and the shift's bias summed over the node."""
+        coefficient backward and the shift's bias summed over the node; plus ``scale_err m``,
+        the stored scale's own error, widened by one more rounding."""
         t = ms[0] if self.scale is None else ms[0] * self.scale.abs()
         if self.shift is not None:
             t = t + self.shift.abs()
-        return gamma64(2 * (math.prod(t.shape[1:]) + 16)) * t
+        r = gamma64(2 * (math.prod(t.shape[1:]) + 16)) * t
+        return r if self.scale_err is None else r + (ms[0] * self.scale_err) * (1 + gamma64(4))
 
 
 class Dense(Op):

@@ -42,7 +42,7 @@ def flatten_modules(model: nn.Module) -> list[nn.Module]:
     inner = getattr(model, "module", None)
     if isinstance(inner, nn.Module) and hasattr(model, "info"):
         model = inner
-    if isinstance(model, nn.Sequential):
+    if _plain(model, nn.Sequential):
         out: list[nn.Module] = []
         for child in model:
             out.extend(flatten_modules(child))
@@ -107,7 +107,7 @@ class AffineReluNet:
         weights, biases, shape, exact = [], [], tuple(input_shape), True
         for seg in _segments(mods):
             copied = _single_linear(seg, shape)
-            exact &= copied is not None or all(isinstance(m, _PASSIVE) for m in seg)
+            exact &= copied is not None or all(_plain(m, _PASSIVE) for m in seg)
             w, b, shape = copied if copied is not None else _densify(seg, shape, deadline)
             weights.append(w)
             biases.append(b)
@@ -115,6 +115,23 @@ class AffineReluNet:
 
 
 _PASSIVE = (nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def _global_hooks() -> bool:
+    """Whether torch has global module forward hooks registered (they run on every module)."""
+    from torch.nn.modules import module as mm
+    return bool(mm._global_forward_hooks or mm._global_forward_pre_hooks)
+
+
+def _plain(m: nn.Module, types) -> bool:
+    """``m`` is one of ``types`` and computes what that type computes: its class keeps the
+    type's own ``forward`` (a subclass may add attributes, not behaviour) and no forward hook
+    is registered on it. Bound forms read a module's parameters by its type; a module that
+    overrides ``forward`` would be bounded as something it does not compute."""
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(m, types) or m._forward_hooks or m._forward_pre_hooks:
+        return False
+    return any(isinstance(m, t) and type(m).forward is t.forward for t in types)
 
 
 def _segments(mods: list[nn.Module]) -> list[list[nn.Module]]:
@@ -132,9 +149,16 @@ def is_exact_chain(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
     """Whether :meth:`AffineReluNet.from_module` would copy every affine run of ``model`` from
     its one ``nn.Linear`` (``exact``), decided without densifying anything."""
     shape = tuple(input_shape)
-    for seg in _segments(flatten_modules(model)):
-        if all(isinstance(m, _PASSIVE) for m in seg):
-            shape = (int(np.prod(shape)),) if any(isinstance(m, nn.Flatten) for m in seg) else shape
+    mods = flatten_modules(model)
+    if any(not (_plain(m, nn.ReLU) or _plain(m, _PASSIVE + (nn.Linear,))) for m in mods) or _global_hooks():
+        return False
+    for seg in _segments(mods):
+        if all(isinstance(m, _PASSIVE) for m in seg):  # shape moves only: follow it on a zero sample
+            with torch.no_grad():
+                try:
+                    shape = tuple(nn.Sequential(*seg)(torch.zeros(1, *shape)).shape[1:])
+                except RuntimeError:
+                    return False
             continue
         copied = _single_linear(seg, shape)
         if copied is None:
@@ -146,6 +170,8 @@ def is_exact_chain(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
 def _single_linear(seg: list[nn.Module], in_shape: tuple[int, ...]):
     """(W, b, out shape) copied from the one ``nn.Linear`` of ``seg`` when ``seg`` is that Linear
     on a flat input with only Flatten / Identity / Dropout around it (no rounding at all), else None."""
+    if _global_hooks() or any(not _plain(m, _PASSIVE + (nn.Linear,)) for m in seg):
+        return None
     lin = [m for m in seg if not isinstance(m, _PASSIVE)]
     if len(lin) != 1 or not isinstance(lin[0], nn.Linear) or lin[0].in_features != int(np.prod(in_shape)):
         return None
@@ -199,3 +225,27 @@ def _densify(seg: list[nn.Module], in_shape: tuple[int, ...],
         names = ", ".join(type(m).__name__ for m in seg)
         raise UnsupportedModelError(f"layers [{names}] are not affine (error {err:.2e}); only ReLU may be nonlinear")
     return w, b.clone(), out_shape
+
+
+def exact_dense(m: nn.Module, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Dense (W, b, out shape) of a transposed convolution, without rounding: W from a bias-free
+    copy on the unit basis, where each output of ``e_j`` is ``1 * w`` for at most one kernel tap
+    (an input position reaches an output position through one tap of each channel pair) plus
+    exact zeros, and b the bias broadcast (the image of 0). Unlike :func:`_densify` (which scales
+    and subtracts, rounding), so it may carry a proof under the exact semantics."""
+    n_in = int(np.prod(in_shape))
+    f = copy.deepcopy(m).double().eval()
+    bias = None if f.bias is None else f.bias.detach().clone()
+    f.bias = None
+    with torch.no_grad():
+        try:
+            cols = f(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape))
+        except RuntimeError as e:
+            raise ShapeMismatchError(f"{type(m).__name__} rejects inputs of shape {in_shape}: "
+                                     f"{str(e).splitlines()[0]}") from None
+    out_shape = tuple(cols.shape[1:])
+    w = cols.reshape(n_in, -1).T.contiguous()
+    b = torch.zeros(out_shape, dtype=torch.float64)
+    if bias is not None:
+        b = b + bias.reshape((-1,) + (1,) * (len(out_shape) - 1))
+    return w, b.reshape(-1), out_shape

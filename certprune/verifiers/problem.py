@@ -169,15 +169,17 @@ def model_forms(model, region_shape: tuple[int, ...],
         raise ConfigError(f"model must be a Network, torch.nn.Module or AffineReluNet, got {type(model).__name__}")
     info = getattr(model, "info", None)
     shape = tuple(info.input_shape) if info is not None else tuple(region_shape)
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    first = next(iter(flatten_modules(model)), None)
     if (info is None and isinstance(model, nn.Sequential) and isinstance(first, nn.Linear)
-            and int(np.prod(shape)) != first.in_features):
+            and int(np.prod(shape)) != first.in_features and (not shape or shape[-1] != first.in_features)):
         shape = (first.in_features,)  # let check_shapes report the mismatch in words
     from certprune.verifiers.affine import is_exact_chain
     try:
         if not is_exact_chain(model, shape):  # densifying would round outside every margin (affine doc)
             raise UnsupportedModelError("not a chain of single Linear layers")
         form = affine_net(model, shape, deadline)
+        if not form.exact:  # the two checks must agree; never bound a rounded product
+            raise UnsupportedModelError("densified")
     except UnsupportedModelError:  # the graph IR (its error names the unsupported ops)
         form = graph_of(model, shape)
     return form, float32_forward(model, shape), shape
