@@ -366,3 +366,21 @@ def test_input_shape_is_not_replaced_by_a_later_linear(model, shape):
 def problem_graph(form):
     from certprune.verifiers.problem import chain_graph
     return chain_graph(form)
+
+
+def test_milp_leaf_only_on_the_models_own_rows():
+    """The MILP leaf trusts HiGHS on the encoder's rows: never where they are float64 products of
+    composed layers (the review refuted false disjuncts there); kept on chains of single Linears."""
+    from certprune.graph.encode import encoding_exact
+    from certprune.verifiers import problem
+    from certprune.verifiers.bounds import graph_of
+    chain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    assert encoding_exact(problem.chain_graph(model_forms(chain, (4,))[0]))
+    assert not encoding_exact(graph_of(composed_refine_model(), (64,)))
+    bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
+    assert not encoding_exact(graph_of(bn, (4,)))
+    m = composed_refine_model()
+    prop = Property(InputRegion(np.zeros(64), np.ones(64)), (LinearConstraints([[1.0]], [-0.005]),))
+    r = certprune.verify(m, prop, timeout=10, config={**OFF, "strategy": "relu", "milp_max_unstable": 48,
+                                                        "milp_after": 0, "refine_layers": 0})
+    assert r.verdict is not Verdict.CERTIFIED and not r.stats.get("milp_calls")

@@ -316,3 +316,31 @@ def moved(exprs: list, index: np.ndarray, shape):
     """The expression whose entry k is entry ``index[k]`` of the stacked ``exprs`` (-1: zero), in
     the expressions' own back end (``LinExpr`` rows or z3 terms)."""
     return type(exprs[0]).gather(list(exprs), index, shape)
+
+
+def rows_copied(graph: Graph, p: int) -> bool:
+    """Whether the lifted encoding's rows of node ``p`` are one Linear operator's own weights on
+    a ReLU node or the input (through reshapes only, which move entries): then the LP is the
+    network's relaxation exactly, and the dual bound (``refine.dual_bound``) is rigorous for it. A
+    composition (Linear after Linear, BatchNorm, scaling, a sum of branches) is multiplied out in
+    float64 by the encoder, and a bound rigorous for those rounded rows is not one for the model
+    (a review certified a false property through it), so neither the root refinement
+    (``verifiers.refine``) nor the MILP leaf (``verifiers.bab``) works on such rows."""
+    from certprune.graph import ops_linear as L
+    from certprune.graph import ops_shape as S
+    from certprune.graph.relu import ReLU
+
+    node = graph.nodes[p]
+    if not isinstance(node.op, L.Linear):
+        return False
+    j = node.inputs[0]
+    while graph.nodes[j].op is not None and isinstance(graph.nodes[j].op, S.Reshape):
+        j = graph.nodes[j].inputs[0]
+    return graph.nodes[j].op is None or isinstance(graph.nodes[j].op, ReLU)
+
+
+def encoding_exact(graph: Graph) -> bool:
+    """Whether the lifted encoding of the whole graph is the network's relaxation exactly: every
+    ReLU input and the output is :func:`rows_copied` (the exact leaves' condition to refute)."""
+    return all(rows_copied(graph, graph.nodes[r].inputs[0]) for r in graph.relu_nodes) and \
+        rows_copied(graph, graph.output)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from certprune.graph import Graph
+from certprune.graph.encode import rows_copied
 from certprune.semantics import gamma64
 
 SLACK = 1e-9  # relative float64 slack subtracted from every recomputed dual bound (at least the
@@ -191,7 +192,7 @@ REFINE_SAMPLES = 2048  # uniform points of the box, and as many random corners, 
 def applies(graph: Graph, layers: int) -> bool:
     """Refinement is used on MLP-like graphs: at least two ReLU nodes, and the first ``layers``
     of them with 1-D inputs (a convolutional layer's LPs would be far too many and too large),
-    each the output of one Linear on a ReLU or the input (:func:`_copied_rows`), and scipy's
+    each the output of one Linear on a ReLU or the input (``graph.encode.rows_copied``), and scipy's
     HiGHS bindings importable."""
     try:
         from scipy.optimize._highspy import _core  # noqa: F401  (scipy >= 1.15 bundles these bindings)
@@ -200,27 +201,8 @@ def applies(graph: Graph, layers: int) -> bool:
     relus = graph.relu_nodes[:layers]
     return (layers >= 2 and len(relus) >= 2
             and all(len(graph.nodes[graph.nodes[r].inputs[0]].shape) == 1 for r in relus)
-            and all(_copied_rows(graph, graph.nodes[r].inputs[0]) for r in relus))
+            and all(rows_copied(graph, graph.nodes[r].inputs[0]) for r in relus))
 
-
-def _copied_rows(graph: Graph, p: int) -> bool:
-    """Whether the lifted encoding's rows of node ``p`` are one Linear operator's own weights on
-    a ReLU node or the input (through reshapes only, which move entries): then the LP is the
-    network's relaxation exactly, and the dual bound (:func:`dual_bound`) is rigorous for it. A
-    composition (Linear after Linear, BatchNorm, scaling, a sum of branches) is multiplied out in
-    float64 by the encoder, and a bound rigorous for those rounded rows is not one for the model
-    (a review certified a false property through it), so such graphs are not refined."""
-    from certprune.graph import ops_linear as L
-    from certprune.graph import ops_shape as S
-    from certprune.graph.relu import ReLU
-
-    node = graph.nodes[p]
-    if not isinstance(node.op, L.Linear):
-        return False
-    j = node.inputs[0]
-    while graph.nodes[j].op is not None and isinstance(graph.nodes[j].op, S.Reshape):
-        j = graph.nodes[j].inputs[0]
-    return graph.nodes[j].op is None or isinstance(graph.nodes[j].op, ReLU)
 
 
 def root_refinement(graph: Graph, lo: np.ndarray, hi: np.ndarray, cfg, deadline: float | None
