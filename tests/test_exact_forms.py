@@ -384,3 +384,22 @@ def test_milp_leaf_only_on_the_models_own_rows():
     r = certprune.verify(m, prop, timeout=10, config={**OFF, "strategy": "relu", "milp_max_unstable": 48,
                                                         "milp_after": 0, "refine_layers": 0})
     assert r.verdict is not Verdict.CERTIFIED and not r.stats.get("milp_calls")
+
+
+def test_conv_jacobian_rows_are_the_weights():
+    """A convolution's encoder rows are its weights, copied: conv chains keep the MILP leaf."""
+    from certprune.graph import ops_linear as L
+    from certprune.graph.encode import encoding_exact, jacobian
+    from certprune.verifiers.bounds import graph_of
+    torch.manual_seed(4)
+    m = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)).double()
+    with torch.no_grad():
+        m[0].weight.mul_(1e7).add_(torch.randn_like(m[0].weight) * 1e-9)
+        m[0].bias.fill_(2.0 ** 60)
+    g = graph_of(m, (2, 4, 4))
+    assert encoding_exact(g)
+    conv = next(n.op for n in g.nodes[1:] if isinstance(n.op, L.Conv))
+    J, b = jacobian(lambda e: conv._conv(e, conv.weight, None), (2, 4, 4))
+    assert not b.any()
+    vals = set(np.abs(J.data).tolist())
+    assert vals <= set(np.abs(conv.weight.numpy()).ravel().tolist())

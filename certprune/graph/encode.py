@@ -319,8 +319,8 @@ def moved(exprs: list, index: np.ndarray, shape):
 
 
 def rows_copied(graph: Graph, p: int) -> bool:
-    """Whether the lifted encoding's rows of node ``p`` are one Linear operator's own weights on
-    a ReLU node or the input (through reshapes only, which move entries): then the LP is the
+    """Whether the lifted encoding's rows of node ``p`` are one Linear / Conv operator's own
+    weights on a ReLU node or the input (through reshapes only, which move entries): then the LP is the
     network's relaxation exactly, and the dual bound (``refine.dual_bound``) is rigorous for it. A
     composition (Linear after Linear, BatchNorm, scaling, a sum of branches) is multiplied out in
     float64 by the encoder, and a bound rigorous for those rounded rows is not one for the model
@@ -331,7 +331,9 @@ def rows_copied(graph: Graph, p: int) -> bool:
     from certprune.graph.relu import ReLU
 
     node = graph.nodes[p]
-    if not isinstance(node.op, L.Linear):
+    # a convolution's (or transposed one's, graph.build) Jacobian is read off its bias-free unit
+    # basis: one weight per entry, copied (an input reaches an output through one kernel tap)
+    if not isinstance(node.op, (L.Linear, L.Conv, L.Dense)):
         return False
     j = node.inputs[0]
     while graph.nodes[j].op is not None and isinstance(graph.nodes[j].op, S.Reshape):
