@@ -320,10 +320,33 @@ def test_modules_that_change_forward_are_refused(kind):
         model_forms(m, (3,))
 
 
-def test_subclass_keeping_forward_is_a_plain_linear():
-    m = nn.Sequential(_Tagged(3, 2), nn.ReLU(), nn.Linear(2, 1))
-    assert is_exact_chain(m, (3,))
-    assert isinstance(model_forms(m, (3,))[0], AffineReluNet)
+def test_any_subclass_or_instance_override_is_refused():
+    """Exact types only: a subclass may override any helper (``__call__``, ``_conv_forward``), an
+    instance attribute may shadow ``forward`` (session-13 review: each was bounded as the plain
+    layer and certified y < 1.5 where y = 2x)."""
+    import types as pytypes
+
+    class CallTwice(nn.Linear):
+        def __call__(self, x):
+            return 2 * super().__call__(x)
+
+    class ConvTwice(nn.Conv1d):
+        def _conv_forward(self, x, w, b):
+            return 2 * super()._conv_forward(x, w, b)
+
+    lin = nn.Linear(3, 1)
+    lin.forward = pytypes.MethodType(lambda self, x: 2 * nn.Linear.forward(self, x), lin)
+    relu = nn.ReLU()
+    relu.forward = pytypes.MethodType(lambda self, x: 2 * torch.relu(x), relu)
+    cases = [(nn.Sequential(_Tagged(3, 2), nn.ReLU(), nn.Linear(2, 1)), (3,)),
+             (nn.Sequential(CallTwice(3, 2), nn.ReLU(), nn.Linear(2, 1)), (3,)),
+             (nn.Sequential(lin, nn.ReLU(), nn.Linear(1, 1)), (3,)),
+             (nn.Sequential(nn.Linear(3, 2), relu, nn.Linear(2, 1)), (3,)),
+             (nn.Sequential(ConvTwice(1, 1, 2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 1)), (1, 3))]
+    for m, shape in cases:
+        assert not is_exact_chain(m, shape)
+        with pytest.raises(UnsupportedModelError):
+            model_forms(m, shape)
 
 
 def test_verify_refuses_a_hooked_model_in_one_line():
@@ -403,3 +426,62 @@ def test_conv_jacobian_rows_are_the_weights():
     assert not b.any()
     vals = set(np.abs(J.data).tolist())
     assert vals <= set(np.abs(conv.weight.numpy()).ravel().tolist())
+
+
+def test_batchnorm_without_a_positive_variance_is_refused():
+    bn = nn.BatchNorm1d(2)
+    with torch.no_grad():
+        bn.running_var[:] = -1.0
+    m = nn.Sequential(nn.Linear(2, 2), bn, nn.ReLU(), nn.Linear(2, 1)).eval()
+    with pytest.raises(UnsupportedModelError, match="running_var"):
+        model_forms(m, (2,))
+
+
+def test_underflowing_batchnorm_scale_keeps_the_exact_value_inside():
+    """BatchNorm weight 2^-1072, var 9: the real scale 2^-1072 / 3 rounds to a subnormal 25 % off;
+    the scale's error bound carries an underflow term, so the bounds contain the exact output."""
+    bn = nn.BatchNorm1d(1, eps=0.0).double()
+    with torch.no_grad():
+        bn.running_mean[:] = 0.0
+        bn.running_var[:] = 9.0
+        bn.weight[:] = 2.0 ** -1072
+        bn.bias[:] = 0.0
+    l1, l2 = nn.Linear(1, 1).double(), nn.Linear(1, 1).double()
+    with torch.no_grad():
+        l1.weight[:] = 2.0 ** 1000
+        l1.bias[:] = 0.0
+        l2.weight[:] = 2.0 ** 70
+        l2.bias[:] = 0.0
+    m = nn.Sequential(l1, bn, l2).eval()
+    from certprune.verifiers.bounds import compute_bounds
+    bd = compute_bounds(m, torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64),
+                        method="crown", engine="native")
+    exact = Fraction(2) ** 1000 * Fraction(2) ** -1072 / 3 * Fraction(2) ** 70  # = 1/12
+    assert Fraction(float(bd.lower[0, 0])) <= exact <= Fraction(float(bd.upper[0, 0]))
+
+
+def test_onnx_folds_only_where_float32_holds_them(tmp_path):
+    """The loader folds Gemm alpha/beta and a following Add into float32 parameters only where
+    the fold is a float32 number (review: a 2^30 bias plus -1 folded to 2^30, certified)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from certprune.network import load_model
+
+    def save(nodes, inits, name):
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()])
+        p = tmp_path / name
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(p))
+        return p
+
+    p = save([helper.make_node("Gemm", ["x", "B", "C"], ["h"]), helper.make_node("Add", ["h", "c"], ["y"])],
+             {"B": [[1.0]], "C": [2.0 ** 30], "c": [[-1.0]]}, "fuse.onnx")
+    net = load_model(p)
+    x = torch.zeros(1, 1)
+    assert float(net.module.double()(x.double())[0, 0]) == 2.0 ** 30 - 1
+    p = save([helper.make_node("Gemm", ["x", "B", "C"], ["y"], alpha=float(np.float32(1 / 3)))],
+             {"B": [[3.0 * 2 ** 30]], "C": [-2.0 ** 30]}, "alpha.onnx")
+    with pytest.raises(UnsupportedModelError, match="alpha"):
+        load_model(p)

@@ -146,7 +146,7 @@ class Normalize(nn.Module):
         from certprune.graph import ops_linear as L
         from certprune.semantics import gamma64
         mean, inv = self.mean.double(), 1.0 / self.std.double()
-        return [L.Scale(None, -mean), L.Scale(inv, None, gamma64(2) * inv.abs())]
+        return [L.Scale(None, -mean), L.Scale(inv, None, gamma64(2) * inv.abs() + 2 * 2.0 ** -1074)]
 
 
 def _broadcast(vals, input_shape: tuple[int, ...], option: str) -> torch.Tensor:

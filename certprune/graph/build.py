@@ -21,6 +21,8 @@ from certprune.io import onnx_ops
 from certprune.semantics import gamma64
 from certprune.verifiers.affine import _global_hooks, _plain, exact_dense
 
+TINY64 = 2.0 ** -1074  # the smallest float64: the absolute error of an underflowing rounding
+
 
 _UNSUPPORTED = "the native engine supports piecewise-linear ReLU graphs only; unsupported layers: "
 
@@ -161,6 +163,8 @@ class _Builder:
         if isinstance(m, onnx_ops.ConstBinary):
             return _const_binary(m, shape)
         if _plain(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            if (getattr(m, "divisor_override", None) or 1) <= 0:
+                raise UnsupportedModelError(f"{type(m).__name__} with divisor_override <= 0 (not monotone)")
             return S.MonotoneLinear(m, shape, repr(m))
         if _plain(m, (nn.ConvTranspose1d, nn.ConvTranspose2d)):  # one dense matrix, read off exactly
             w, bias, out = exact_dense(m, shape)
@@ -192,11 +196,13 @@ def _batchnorm(m, shape) -> list[Op]:
     w = _t(m.weight) if m.weight is not None else torch.ones_like(var)
     b = _t(m.bias) if m.bias is not None else torch.zeros_like(var)
     scale = w / torch.sqrt(var + m.eps)
+    if not bool(torch.isfinite(scale).all() and torch.isfinite(mean).all() and torch.isfinite(b).all()):
+        raise UnsupportedModelError(f"{type(m).__name__} with running_var + eps <= 0 or non-finite statistics")
     view = (-1,) + (1,) * (len(shape) - 1)
     # not folded into one shift b - mean * scale: that product rounds outside every margin (a
     # review certified a false property through a fold with mean ~1e33); (x - mean) is its own
     # node, and the rounded scale carries its error bound (three correctly rounded operations)
-    err = gamma64(4) * scale.abs()
+    err = gamma64(4) * scale.abs() + 4 * TINY64  # three roundings, each also off by an underflow
     return [L.Scale(None, -mean.reshape(view)), L.Scale(scale.reshape(view), b.reshape(view), err.reshape(view))]
 
 
@@ -215,5 +221,5 @@ def _const_binary(m, shape) -> Op:
         return L.Scale(c, None)
     if m.const_first:
         raise UnsupportedModelError("division by a tensor (c / x) is not supported: it is not piecewise linear")
-    inv = 1.0 / c  # correctly rounded: within U64 |inv| / (1 - U64) of the real 1 / c
-    return L.Scale(inv, None, gamma64(2) * inv.abs())
+    inv = 1.0 / c  # correctly rounded: within U64 |inv| / (1 - U64) (+ an underflow) of the real 1 / c
+    return L.Scale(inv, None, gamma64(2) * inv.abs() + 2 * TINY64)

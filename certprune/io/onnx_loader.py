@@ -238,7 +238,11 @@ class _Converter:
             if c.size not in (1, b.shape[1]):
                 raise UnsupportedModelError(f"Gemm node {node.name!r} has a bias of shape {c.shape}")
             bias = beta * np.broadcast_to(c.reshape(-1), (b.shape[1],))
-        _set_linear(lin, alpha * b.T, bias)
+        w = alpha * b.T
+        if not (_float32_exact(w) and _float32_exact(bias)):
+            raise UnsupportedModelError(f"Gemm node {node.name!r}: alpha * B or beta * C is not a float32 number "
+                                        "(folding it would change the file's function)")
+        _set_linear(lin, w, bias)
         return lin
 
     def _matmul(self, node, names, x) -> nn.Module:
@@ -394,12 +398,23 @@ def _fuse_bias(seq: nn.Sequential) -> nn.Sequential:
                 and m.const.numel() in (1, prev.out_features) and (m.const.dim() < 2 or m.const.shape[0] == 1)):
             c = m.const.reshape(-1).double() * (1 if m.op == "Add" else -1)
             old = prev.bias.detach().double() if prev.bias is not None else torch.zeros(prev.out_features).double()
+            if not _float32_exact((old + c).numpy()):  # the float32 bias would round: keep the Add
+                out.append(m)
+                continue
             fused = nn.Linear(prev.in_features, prev.out_features)
             _set_linear(fused, prev.weight.detach().double().numpy(), (old + c).numpy())
             out[-1] = fused
             continue
         out.append(m)
     return nn.Sequential(*out)
+
+
+def _float32_exact(v) -> bool:
+    """Whether float64 values (a fold of float32 constants, computed exactly or not) are float32
+    numbers: only then may the fold replace the file's operators (exact semantics)."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return bool((v.astype(np.float32).astype(np.float64) == v).all())
 
 
 def _set_linear(lin: nn.Linear, w: np.ndarray, b: np.ndarray | None) -> None:

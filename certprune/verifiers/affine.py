@@ -124,14 +124,17 @@ def _global_hooks() -> bool:
 
 
 def _plain(m: nn.Module, types) -> bool:
-    """``m`` is one of ``types`` and computes what that type computes: its class keeps the
-    type's own ``forward`` (a subclass may add attributes, not behaviour) and no forward hook
-    is registered on it. Bound forms read a module's parameters by its type; a module that
+    """``m`` is one of ``types`` and computes what that type computes: its class is exactly
+    that type (no subclass), no instance attribute replaces ``forward`` (or the helpers it calls)
+    and no forward hook is registered on it. Bound forms read a module's parameters by its type; a module that
     overrides ``forward`` would be bounded as something it does not compute."""
     types = types if isinstance(types, tuple) else (types,)
-    if not isinstance(m, types) or m._forward_hooks or m._forward_pre_hooks:
-        return False
-    return any(isinstance(m, t) and type(m).forward is t.forward for t in types)
+    if type(m) not in types or m._forward_hooks or m._forward_pre_hooks:
+        return False  # exact type: a subclass may override any helper (__call__, _conv_forward, ...)
+    return not any(k in m.__dict__ for k in _OVERRIDES)  # nor an instance attribute shadow a method
+
+
+_OVERRIDES = ("forward", "__call__", "_call_impl", "_conv_forward")
 
 
 def _segments(mods: list[nn.Module]) -> list[list[nn.Module]]:
