@@ -81,6 +81,7 @@ def float32_error_finish(e):
 #     (certprune.bounds.crown's module doc; per operator in Op.float64_residual) --------------------
 
 U64 = 2.0 ** -53   # unit roundoff of float64
+TINY64 = 2.0 ** -1074  # the smallest float64: the absolute error of a rounding that underflows
 
 
 def gamma64(k: int) -> float:

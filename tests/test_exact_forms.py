@@ -225,20 +225,24 @@ def test_batchnorm_is_not_folded_into_a_rounded_shift():
     _never_certified(m, prop)
 
 
+def _assert_crown_contains(m, shape, n):
+    """Native CROWN bounds of ``m`` on [-1, 1]^shape contain ``n`` sampled outputs."""
+    from certprune.verifiers.bounds import compute_bounds
+    lo, hi = -torch.ones(1, *shape, dtype=torch.float64), torch.ones(1, *shape, dtype=torch.float64)
+    bd = compute_bounds(m, lo, hi, method="crown", engine="native", input_shape=shape)
+    x = torch.rand(n, *shape, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        y = m(x)
+    assert bool((y >= bd.lower - 1e-12).all() and (y <= bd.upper + 1e-12).all())
+
+
 def test_batchnorm_graph_bounds_contain_the_model():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)).double()
     m[1].running_mean.uniform_(-2, 2)
     m[1].running_var.uniform_(0.1, 3)
     m.eval()
-    from certprune.verifiers.bounds import compute_bounds
-    lo, hi = -torch.ones(1, 2, 4, 4, dtype=torch.float64), torch.ones(1, 2, 4, 4, dtype=torch.float64)
-    bd = compute_bounds(m, lo, hi, method="crown", engine="native", input_shape=(2, 4, 4))
-    b_lo, b_hi = bd.lower, bd.upper
-    x = torch.rand(3000, 2, 4, 4, dtype=torch.float64) * 2 - 1
-    with torch.no_grad():
-        y = m(x)
-    assert bool((y >= b_lo - 1e-12).all() and (y <= b_hi + 1e-12).all())
+    _assert_crown_contains(m, (2, 4, 4), 3000)
 
 
 def test_transposed_conv_is_read_off_exactly():
@@ -360,14 +364,7 @@ def test_verify_refuses_a_hooked_model_in_one_line():
 def test_conv_same_padding_runs_on_the_graph():
     torch.manual_seed(2)
     m = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 1)).double().eval()
-    from certprune.verifiers.bounds import compute_bounds
-    lo, hi = -torch.ones(1, 1, 4, 4, dtype=torch.float64), torch.ones(1, 1, 4, 4, dtype=torch.float64)
-    bd = compute_bounds(m, lo, hi, method="crown", engine="native", input_shape=(1, 4, 4))
-    b_lo, b_hi = bd.lower, bd.upper
-    x = torch.rand(2000, 1, 4, 4, dtype=torch.float64) * 2 - 1
-    with torch.no_grad():
-        y = m(x)
-    assert bool((y >= b_lo - 1e-12).all() and (y <= b_hi + 1e-12).all())
+    _assert_crown_contains(m, (1, 4, 4), 2000)
     even = nn.Sequential(nn.Conv2d(1, 2, 2, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 1))
     with pytest.raises(UnsupportedModelError, match="padding"):
         model_forms(even, (1, 4, 4))

@@ -662,10 +662,7 @@ def intermediate(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intersect: bo
                 l, u = torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u)
                 cross = l > u
                 l, u = torch.where(cross & (s < 0), u, l), torch.where(cross & (s >= 0), l, u)
-            st.pre[i] = (l, u)
-            st.relax[i] = ReLU.relax(l, u)
-            st.bounds[i] = node.op.interval((l, u))
-            _relu_resid(graph, st, i, l, u)
+            _set_relu(graph, st, i, l, u)
         else:
             st.bounds[i] = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
     return st
@@ -684,10 +681,14 @@ def _sole_consumers(graph: Graph) -> dict[int, int]:
     return hit
 
 
-def _relu_resid(graph: Graph, st: State, i: int, l: torch.Tensor, u: torch.Tensor) -> None:
-    """ReLU node i's residual, and its input's folded into it where the ReLU is that input's only
-    consumer (the sweep then charges both in one pass: ``State.folded``; the step's coefficients
-    on p are at most ``|A| (1 + 3u)`` where the neuron is not stable inactive, exactly 0 where it is)."""
+def _set_relu(graph: Graph, st: State, i: int, l: torch.Tensor, u: torch.Tensor) -> None:
+    """ReLU node i with input bounds (l, u): its relaxation, output bounds and residual, and its
+    input's residual folded into it where the ReLU is that input's only consumer (the sweep then
+    charges both in one pass: ``State.folded``; the step's coefficients on p are at most ``|A| (1 +
+    3u)`` where the neuron is not stable inactive, exactly 0 where it is)."""
+    st.pre[i] = (l, u)
+    st.relax[i] = ReLU.relax(l, u)
+    st.bounds[i] = graph.nodes[i].op.interval((l, u))
     r = ReLU.relaxation_residual(l, u)
     if r is not None:
         st.resid[i] = r
@@ -711,10 +712,7 @@ def domain_state(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, pre: list[Int
     for i, node in enumerate(graph.nodes[1:], start=1):
         if node.op.nonlinear:
             l, u = st.bounds[node.inputs[0]]
-            st.pre[i] = (l, u)
-            st.relax[i] = ReLU.relax(l, u)
-            st.bounds[i] = node.op.interval((l, u))
-            _relu_resid(graph, st, i, l, u)
+            _set_relu(graph, st, i, l, u)
             continue
         b = rounded_interval(node.op, [st.bounds[j] for j in node.inputs], st.resid, i)
         if i in by_input:

@@ -144,9 +144,7 @@ class Normalize(nn.Module):
         """The graph IR of this module (``graph.build``): ``x - mean`` (exact constants), then
         ``x * (1 / std)`` whose rounded reciprocal carries its error bound."""
         from certprune.graph import ops_linear as L
-        from certprune.semantics import gamma64
-        mean, inv = self.mean.double(), 1.0 / self.std.double()
-        return [L.Scale(None, -mean), L.Scale(inv, None, gamma64(2) * inv.abs() + 2 * 2.0 ** -1074)]
+        return [L.Scale(None, -self.mean.double()), L.reciprocal_scale(self.std.double())]
 
 
 def _broadcast(vals, input_shape: tuple[int, ...], option: str) -> torch.Tensor:

@@ -18,10 +18,8 @@ from certprune.graph.ir import Graph, Node
 from certprune.graph.op import Op
 from certprune.graph.relu import ReLU
 from certprune.io import onnx_ops
-from certprune.semantics import gamma64
+from certprune.semantics import TINY64, gamma64
 from certprune.verifiers.affine import _global_hooks, _plain, exact_dense
-
-TINY64 = 2.0 ** -1074  # the smallest float64: the absolute error of an underflowing rounding
 
 
 _UNSUPPORTED = "the native engine supports piecewise-linear ReLU graphs only; unsupported layers: "
@@ -221,5 +219,4 @@ def _const_binary(m, shape) -> Op:
         return L.Scale(c, None)
     if m.const_first:
         raise UnsupportedModelError("division by a tensor (c / x) is not supported: it is not piecewise linear")
-    inv = 1.0 / c  # correctly rounded: within U64 |inv| / (1 - U64) (+ an underflow) of the real 1 / c
-    return L.Scale(inv, None, gamma64(2) * inv.abs() + 2 * TINY64)
+    return L.reciprocal_scale(c)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from certprune.graph.op import FnPair, Interval, LinFn, Op, flat_rows, signed_forward, sum_trailing, unflat_rows
 from certprune.graph.windows import Windows
-from certprune.semantics import gamma, gamma64
+from certprune.semantics import TINY64, gamma, gamma64
 
 
 def _pos_neg(op, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,6 +408,13 @@ class Scale(Op):
             t = t + self.shift.abs()
         r = gamma64(2 * (math.prod(t.shape[1:]) + 16)) * t
         return r if self.scale_err is None else r + (ms[0] * self.scale_err) * (1 + gamma64(4))
+
+
+def reciprocal_scale(c: torch.Tensor) -> Scale:
+    """``x / c`` as ``x * fl(1 / c)``: the correctly rounded reciprocal is within ``U64 |inv| /
+    (1 - U64)`` of the real ``1 / c``, plus an underflow, which ``scale_err`` carries."""
+    inv = 1.0 / c
+    return Scale(inv, None, gamma64(2) * inv.abs() + 2 * TINY64)
 
 
 class Dense(Op):

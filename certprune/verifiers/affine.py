@@ -104,14 +104,13 @@ class AffineReluNet:
         if bad:
             raise UnsupportedModelError(
                 "the native engine supports feed-forward ReLU networks only; unsupported layers: " + ", ".join(bad))
-        weights, biases, shape, exact = [], [], tuple(input_shape), True
+        weights, biases, shape = [], [], tuple(input_shape)
         for seg in _segments(mods):
             copied = _single_linear(seg, shape)
-            exact &= copied is not None or all(_plain(m, _PASSIVE) for m in seg)
             w, b, shape = copied if copied is not None else _densify(seg, shape, deadline)
             weights.append(w)
             biases.append(b)
-        return cls(tuple(weights), tuple(biases), tuple(input_shape), exact)
+        return cls(tuple(weights), tuple(biases), tuple(input_shape), is_exact_chain(model, input_shape))
 
 
 _PASSIVE = (nn.Flatten, nn.Identity, nn.Dropout)
@@ -236,18 +235,19 @@ def exact_dense(m: nn.Module, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
     (an input position reaches an output position through one tap of each channel pair) plus
     exact zeros, and b the bias broadcast (the image of 0). Unlike :func:`_densify` (which scales
     and subtracts, rounding), so it may carry a proof under the exact semantics."""
-    n_in = int(np.prod(in_shape))
+    from certprune.graph.encode import jacobian  # the one unit-basis reader (chunked, sparse)
+
     f = copy.deepcopy(m).double().eval()
     bias = None if f.bias is None else f.bias.detach().clone()
     f.bias = None
     with torch.no_grad():
         try:
-            cols = f(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape))
+            out_shape = tuple(f(torch.zeros(1, *in_shape, dtype=torch.float64)).shape[1:])
         except RuntimeError as e:
             raise ShapeMismatchError(f"{type(m).__name__} rejects inputs of shape {in_shape}: "
                                      f"{str(e).splitlines()[0]}") from None
-    out_shape = tuple(cols.shape[1:])
-    w = cols.reshape(n_in, -1).T.contiguous()
+    J, _ = jacobian(f, tuple(in_shape))  # f(0) = 0 exactly: the columns are f(e_j) themselves
+    w = torch.from_numpy(J.toarray())
     b = torch.zeros(out_shape, dtype=torch.float64)
     if bias is not None:
         b = b + bias.reshape((-1,) + (1,) * (len(out_shape) - 1))

@@ -137,7 +137,7 @@ class BranchAndBound:
         self.sizes = net.relu_sizes
         # the MILP leaf trusts HiGHS on the encoder's rows: only where they are the model's own
         # weights (no float64 products of composed layers; graph.encode.rows_copied)
-        self.milp_exact = settings.milp_max_unstable > 0 and encoding_exact(net)
+        self.milp_usable = settings.milp_max_unstable > 0 and encoding_exact(net)
         self.lookahead = settings.strategy == "input" and settings.box_batch > 0
         cap = settings.lookahead_queue_cap if self.lookahead else settings.queue_cap
         # ReLU branching keeps each queued domain's ReLU input bounds for its children (``_bound``)
@@ -328,7 +328,7 @@ class BranchAndBound:
         # (with one or two unstable ReLUs left, splitting them and LP leaves are far cheaper)
         milp_ok = ~input_open if st.strategy == "input" else ~leaf
         milp = ~leaf & milp_ok & ~rows["milp_tried"] & (unstable <= st.milp_max_unstable)
-        if (st.strategy == "relu" and self.stats["domains"] < st.milp_after) or not self.milp_exact:
+        if (st.strategy == "relu" and self.stats["domains"] < st.milp_after) or not self.milp_usable:
             milp &= False
         # MILP domains get their ReLU split chosen too: one the MILP leaves open (time limit) is
         # queued back with this rule and index (``_milp``); choosing it there would run the

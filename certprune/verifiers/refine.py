@@ -204,7 +204,6 @@ def applies(graph: Graph, layers: int) -> bool:
             and all(rows_copied(graph, graph.nodes[r].inputs[0]) for r in relus))
 
 
-
 def root_refinement(graph: Graph, lo: np.ndarray, hi: np.ndarray, cfg, deadline: float | None
                     ) -> tuple[dict | None, dict]:
     """The refined priors of ``cfg.refine_layers`` layers on the root box within
