@@ -8,9 +8,9 @@ Two semantics, named in every output that certifies:
   robustness bound passes (IBP, CROWN / alpha / beta-CROWN, intermediate bounds, branch-and-bound
   domains, LP leaves' dual certificates) are themselves rigorous for real arithmetic: each
   carries its float64 rounding margin (``U64``, :func:`gamma64`; :mod:`certprune.bounds.crown`,
-  "Rounding"), which comes *on top of* the relative margin. Not yet covered: the forward
-  symbolic pass (``bounds.forward``, the fairness twin bounds) and the MILP leaves' solver dual
-  bound (HiGHS, within its 1e-5 tolerance).
+  "Rounding"), which comes *on top of* the relative margin; so do the forward symbolic pass and
+  the fairness twin bounds (:mod:`certprune.bounds.forward`, "Rounding"). Not yet covered: the
+  MILP leaves' solver dual bound (HiGHS, within its 1e-5 tolerance).
 - ``float32``: the certificate also holds for the model executed in float32; a bound only decides
   when it clears zero by a rigorous float32 rounding-error bound ``tau`` of the quantity (for the
   fairness engine: :mod:`certprune.verifiers.twin_bounds`' ``tau``), computed over the graph

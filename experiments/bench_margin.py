@@ -6,7 +6,8 @@ largest change of a bound relative to ``1 + |bound|``.
 Rows: bench_bounds' 20-50-30-15-10-1 MLP on 10,000 boxes (IBP, CROWN with all / unstable
 rows) and 500 boxes (alpha-CROWN), its MNIST convnet on 100 boxes (CROWN), and branch-and-bound
 domain bounds (``engine.domain_bounds``: intersected CROWN, split ReLUs, 5 alpha/beta steps) of
-1,024 MLP domains.
+1,024 MLP domains, forward symbolic mode on the MLP, and the fairness twin bounds of two Fairify
+models (BM-8, AC-5) on 2,000 integer boxes.
 
 Run: ``python experiments/bench_margin.py`` (writes experiments/results/f64margin/bench_margin.md).
 """
@@ -49,6 +50,42 @@ def interleaved(fn, repeat: int):
     crown.ROUNDING_MARGIN = True
     rel = max(float(((a - b).abs() / (1 + b.abs())).max()) for a, b in zip(out[True], out[False]))
     return best[True], best[False], rel
+
+
+def _twin_cases():
+    """Fairness twin bounds (forward + CROWN + pair differences, ``twin_bounds.twin_bounds``) of
+    two Fairify models on 2,000 random integer boxes of their domains (FairQuant's attribute)."""
+    import numpy as np
+
+    import certprune
+    from certprune.datasets.tabular import get_schema
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.bounds import affine_net
+    from certprune.verifiers.twin import decision_logit_net, twin_layout
+    from certprune.verifiers.twin_bounds import twin_bounds
+    root = Path(os.environ.get("CERTPRUNE_DATA", HERE.parents[1] / "shared" / "data")) / "fairness" / "fairify_models"
+    out = []
+    for model, ds, prot in (("BM-8", "bank", "age"), ("AC-5", "adult", "sex")):
+        spec = FairnessSpec.from_schema(get_schema(ds), (prot,), name=ds)
+        net = decision_logit_net(affine_net(certprune.load_model(root / f"{model}.h5")))
+        layout = twin_layout(spec)
+        rng = np.random.default_rng(0)
+        n, N = spec.num_features, 2000
+        lo, hi = spec.lower.astype(np.float64), spec.upper.astype(np.float64)
+        a = rng.uniform(lo, hi, (N, n))
+        w = (hi - lo) * rng.uniform(0, 0.05, (N, n))
+        zlo, zhi = np.zeros((N, layout.dz)), np.zeros((N, layout.dz))
+        zlo[:, :n], zhi[:, :n] = np.floor(np.maximum(lo, a - w)), np.ceil(np.minimum(hi, a + w))
+        for j, i in enumerate(layout.protected):
+            zlo[:, i] = zhi[:, i] = lo[i]
+            zlo[:, n + j] = zhi[:, n + j] = hi[i]
+        zl, zh = torch.from_numpy(zlo), torch.from_numpy(zhi)
+
+        def run(net=net, layout=layout, zl=zl, zh=zh):
+            tb = twin_bounds(net, layout, zl, zh)
+            return [tb.y[0], tb.y[1], tb.diff[0], tb.diff[1]]
+        out.append((f"{model} twin ({prot})", "fairness twin bounds", N, run))
+    return out
 
 
 def main() -> None:
@@ -95,6 +132,11 @@ def main() -> None:
     def dom():
         return [engine.domain_bounds(g, lo[:1024], hi[:1024], splits, C, c, iters=5).lower]
     cases.append(("MLP 20-50-30-15-10-1", "BaB domains: CROWN + 5 alpha/beta steps", 1024, dom))
+    cases.append(("MLP 20-50-30-15-10-1", "forward mode", 10_000, bounds(mlp, lo, hi, "crown", (20,), mode="forward")))
+    try:
+        cases += _twin_cases()
+    except Exception as e:  # no fairness data here
+        print("fairness twin rows skipped:", e)
     for net, method, n, fn in cases:
         fn()  # warm-up
         on, off, rel = interleaved(fn, args.repeat)

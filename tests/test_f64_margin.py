@@ -348,3 +348,113 @@ def test_float_chord_misses_relu_by_at_most_three_ulps_of_the_magnitude():
         for z in (li, ui):
             assert Fraction(si) * Fraction(z) + Fraction(ti) + slack >= max(Fraction(z), Fraction(0))
         assert 0 <= si <= 1
+
+
+# --- the forward symbolic pass and the fairness twin bounds (certprune.bounds.forward, "Rounding") ---
+
+def _boxes_and_points(d: int, seed: int = 0, N: int = 24, K: int = 10):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-1, 1, (N, d))
+    r = rng.uniform(0, 0.6, (N, d)) * (rng.random((N, 1)) < 0.8)  # point boxes among them
+    lo, hi = torch.as_tensor(np.clip(c - r, -1, 1)), torch.as_tensor(np.clip(c + r, -1, 1))
+    t = rng.random((N, K, d))
+    t[:, :2] = rng.integers(0, 2, (N, 2, d))  # corners
+    pts = np.clip(lo.numpy()[:, None] + t * (hi - lo).numpy()[:, None], lo.numpy()[:, None], hi.numpy()[:, None])
+    return lo, hi, pts.reshape(N * K, d), np.repeat(np.arange(N), K)
+
+
+@pytest.mark.parametrize("name,graph,d", NETS, ids=[n for n, _, _ in NETS])
+def test_exact_values_lie_inside_the_forward_bounds(name, graph, d):
+    """Every node's forward bounds (with / without interval intersection), the output's with a
+    spec matrix (folded into the last Linear) and a CROWN pass on the forward relaxations
+    (``Forward.state``) contain the exact values; before the forward pass carried its rounding
+    bound, point boxes (and the cancelling net everywhere) gave bounds that missed them."""
+    from certprune.bounds.forward import forward_bounds, forward_pass
+    lo, hi, pts, box = _boxes_and_points(d)
+    vals = exact_values(graph, pts)
+    m = graph.output_dim
+    C = torch.as_tensor(np.random.default_rng(1).normal(size=(2, m)) * 1e3)
+    Cf = np.vectorize(Fraction, otypes=[object])(C.numpy())
+    for intersect in (False, True):
+        res = forward_pass(graph, lo, hi, every_node=True, intersect_ibp=intersect)
+        for i, b in res.bounds.items():
+            assert _inside(b, vals[i], box), (intersect, i)
+        (yl, yu), _ = forward_bounds(graph, lo, hi, intersect_ibp=intersect)
+        assert _inside((yl, yu), vals[graph.output], box)
+        (cl, cu), res = forward_bounds(graph, lo, hi, C, intersect_ibp=intersect)
+        assert _inside((cl, cu), vals[graph.output].reshape(len(pts), -1) @ Cf.T, box)
+        assert _inside(crown.output_bounds(graph, res.state()), vals[graph.output], box)
+
+
+def _cancelling_credit_net(seed: int = 5, d: int = 4, h: int = 16):
+    """The cancelling net as a one-logit fairness model (float32 weights): 0 in real arithmetic
+    on every input (all ReLUs active on [0, 3]^d: biases 1e6 against weights 1e5)."""
+    from certprune.verifiers.affine import AffineReluNet
+    m = cancelling(seed, d, h)
+    ws = tuple(layer.weight.detach().float().double() for layer in (m[0], m[2]))
+    bs = tuple(layer.bias.detach().float().double() for layer in (m[0], m[2]))
+    ws = (ws[0] * 0.1, ws[1])  # inputs up to 3: keep every ReLU active
+    return AffineReluNet(ws, bs, (d,))
+
+
+def test_twin_bounds_contain_the_exact_zero_of_a_cancelling_net():
+    """y = y' = 0 identically in real arithmetic, while float64 sums 1e15-sized terms in
+    different orders: y, y' and y - y' bounds contain 0 on every box, and no box is closed as
+    'both decisions the same' by a sign it does not have (before: the forward and pair-
+    difference bounds of y - y' excluded the exact 0 on point boxes)."""
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.twin import twin_layout
+    from certprune.verifiers.twin_bounds import twin_bounds
+    net = _cancelling_credit_net()
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [3, 3, 1, 3], ("p",))
+    layout = twin_layout(spec)
+    rng = np.random.default_rng(3)
+    N = 64
+    zlo = np.zeros((N, layout.dz))
+    zlo[:, :4] = rng.integers(0, 4, (N, 4))
+    zhi = zlo.copy()
+    zhi[:, :4] += rng.integers(0, 2, (N, 4)) * (rng.random((N, 1)) < 0.5)  # point boxes and small ones
+    zhi[:, :4] = np.minimum(zhi[:, :4], 3)
+    zlo[:, 2], zhi[:, 2], zlo[:, 4], zhi[:, 4] = 0, 0, 1, 1
+    tb = twin_bounds(net, layout, torch.as_tensor(zlo), torch.as_tensor(zhi))
+    for lo_, hi_ in (tb.y, tb.yp, tb.diff):
+        assert bool((lo_ <= 0).all()) and bool((hi_ >= 0).all())
+
+
+def test_twin_bounds_contain_exact_values_on_large_weights():
+    """The twin bounds of a 1e4-scaled three-layer one-logit net contain the exact y, y' and
+    y - y' (Fractions) at integer points and corners of 40 boxes."""
+    from certprune.fairness_spec import FairnessSpec
+    from certprune.verifiers.affine import AffineReluNet
+    from certprune.verifiers.twin import twin_layout
+    from certprune.verifiers.twin_bounds import twin_bounds
+    g = torch.Generator().manual_seed(11)
+    dims = [4, 10, 10, 1]
+    ws = tuple((torch.randn(o, i, generator=g) * 1e4).float().double() for i, o in zip(dims, dims[1:]))
+    bs = tuple((torch.randn(o, generator=g) * 1e4).float().double() for o in dims[1:])
+    net = AffineReluNet(ws, bs, (4,))
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 4, 2, 6], ("p",))
+    layout = twin_layout(spec)
+    rng = np.random.default_rng(4)
+    N = 40
+    zlo = np.zeros((N, layout.dz))
+    zlo[:, :4] = rng.integers(0, 3, (N, 4))
+    zhi = zlo.copy()
+    zhi[:, :4] += rng.integers(0, 3, (N, 4)) * (rng.random((N, 1)) < 0.7)
+    zlo[:, 2], zhi[:, 2], zlo[:, 4], zhi[:, 4] = 0, 0, 2, 2
+    tb = twin_bounds(net, layout, torch.as_tensor(zlo), torch.as_tensor(zhi))
+    frac = np.vectorize(Fraction, otypes=[object])
+
+    def exact(x):
+        h = frac(x)
+        for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+            h = h @ frac(w.numpy()).T + frac(b.numpy())
+            if k < len(net.weights) - 1:
+                h = np.where(h > 0, h, Fraction(0))
+        return h[:, 0]
+    for k in range(N):
+        z = np.stack([zlo[k], zhi[k]] + [rng.integers(zlo[k], zhi[k] + 1) for _ in range(6)]).astype(np.float64)
+        x, xp = layout.split(z)
+        y, yp = exact(x), exact(xp)
+        for v, (l, u) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
+            assert all(Fraction(float(l[k])) <= t <= Fraction(float(u[k])) for t in v), k

@@ -15,6 +15,25 @@ layer mixes the lower and upper functions of the layer below).
 Bounds are float64 and enclose the real-arithmetic graph. ``intersect_ibp`` intersects every
 concretised bound with the interval image of the node's inputs' bounds (sound, tighter; off =
 auto_LiRPA's forward mode, which the agreement tests check).
+
+Rounding (the bounds are rigorous for real arithmetic, as those of :mod:`certprune.bounds.crown`):
+beside its functions every node carries two nonnegative (N, *shape) bounds, ``mag`` on
+``|A| max(|lo|, |hi|) + |b|`` of both computed functions over the box, and ``err`` on how far
+the computed functions may lie outside valid bounds of the exact value at any point of the box
+(``L(x) - err <= v(x) <= U(x) + err``). The input has ``mag = max(|lo|, |hi|)``, ``err = 0``. A
+linear operator maps them by ``abs_map`` (``|W| mag + |b|``, ``|W| err``) and adds its
+``float64_residual`` on ``mag + err``: its forward step computes each coefficient column and the
+offset as sums of the same products as its interval image, so the computed functions miss the
+exact maps of the input functions by at most ``gamma_k (|W| mag + |b|)`` at any point (the
+residual's ``k`` covers the signed split and the stacked product); a stored scale's own error
+(``Scale.scale_err``) enters through the ``+ err``. A ReLU keeps stable neurons exact and gives
+an unstable one ``err + 4u (mag + |t|) + relaxation_residual`` (the coefficient products round,
+and the float chord misses relu by ``<= 3.01 u max(|l|, |u|)``; ``alpha z <= relu(z)`` is exact
+for alpha in [0, 1]). Concretising adds ``err + gamma_{2(n+8)} mag`` (rounded centre / radius
+and the two inner products of length n). Interval images are ``crown.rounded_interval``.
+:meth:`Forward.state` carries every node's residual, so a backward CROWN pass on the forward
+relaxations gets its own rigorous margin. ``crown.ROUNDING_MARGIN = False`` turns all of it off
+(measurements only).
 """
 from __future__ import annotations
 
@@ -22,11 +41,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certprune.bounds.crown import State, spec_matrix
+from certprune.bounds import crown
+from certprune.bounds.crown import MARGIN_SAFETY, TINY, State, rounded_interval, spec_matrix
 from certprune.graph.ir import Graph
 from certprune.graph.op import FnPair, Interval, LinFn
-from certprune.graph.ops_linear import Linear
+from certprune.graph.ops_linear import Linear, batched_mv
 from certprune.graph.relu import ReLU, Relaxation
+from certprune.semantics import U64, gamma64
+
+MAG_SAFETY = 1 + 2.0 ** -28  # covers the rounding of computing a magnitude bound (sums of < 2^24 terms)
 
 
 @dataclass
@@ -41,11 +64,71 @@ class Forward:
     relax: dict[int, Relaxation] = field(default_factory=dict)
     pre: dict[int, Interval] = field(default_factory=dict)
     fns: dict[int, FnPair] = field(default_factory=dict)
+    err: dict[int, torch.Tensor] = field(default_factory=dict)  # of the kept nodes (module doc)
+    mag: dict[int, torch.Tensor] = field(default_factory=dict)
+    graph: Graph | None = None
 
     def state(self) -> State:
-        """The bounds as a CROWN state (backward passes reuse the forward relaxations)."""
-        return State(self.lo, self.hi, self.bounds, self.relax, self.pre,
-                     torch.zeros(self.lo.shape[0], dtype=torch.bool))
+        """The bounds as a CROWN state (backward passes reuse the forward relaxations), with every
+        node's float64 residual (``State.resid``, as ``crown.intermediate`` sets it) so that a
+        backward sweep on it is rigorous."""
+        st = State(self.lo, self.hi, self.bounds, self.relax, self.pre,
+                   torch.zeros(self.lo.shape[0], dtype=torch.bool))
+        if self.graph is not None and crown.ROUNDING_MARGIN:
+            for i, node in enumerate(self.graph.nodes[1:], start=1):
+                if node.op.nonlinear:
+                    r = ReLU.relaxation_residual(*self.pre[i])
+                else:
+                    r = node.op.float64_residual([_magnitude(self.bounds[j]) for j in node.inputs])
+                if r is not None:
+                    st.resid[i] = r
+        return st
+
+
+def _magnitude(b: Interval) -> torch.Tensor:
+    return torch.maximum(b[0].abs(), b[1].abs())
+
+
+def _offset(op, graph: Graph, node) -> torch.Tensor:
+    """``|op(0)|`` (1, *shape): the absolute offset of a linear operator (cached on the op)."""
+    hit = op.__dict__.get("_abs_offset")
+    if hit is None:
+        zeros = [torch.zeros(1, *graph.nodes[j].shape, dtype=torch.float64) for j in node.inputs]
+        hit = op._abs_offset = op.forward(*zeros).abs()
+    return hit
+
+
+def linear_step_error(op, graph: Graph, node, es, ms) -> tuple[torch.Tensor, torch.Tensor]:
+    """(err, mag) of a linear operator's output from its inputs' (module doc)."""
+    mag = (op.abs_map(ms) + _offset(op, graph, node)) * MAG_SAFETY
+    err = op.abs_map(es)
+    r = op.float64_residual([m + e for m, e in zip(ms, es)])
+    return (err if r is None else err + r) + TINY, mag
+
+
+def relu_step_error(relax: Relaxation, pre: Interval, e: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(err, mag) of a relaxed ReLU's output from its input's (module doc)."""
+    l, u = pre
+    on = u > 0  # stable inactive neurons are exactly 0
+    t = relax.intercept.abs()
+    r = ReLU.relaxation_residual(l, u)
+    unst = relax.unstable
+    err = torch.where(unst, e + 4 * U64 * (m + t), torch.where(on, e, 0.0))
+    if r is not None:
+        err = err + r
+    mag = torch.where(unst, (m + t) * (1 + 4 * U64), torch.where(on, m, 0.0))
+    return err, mag
+
+
+def widened(box: Interval, w: torch.Tensor) -> Interval:
+    """``box`` pushed outward by ``w`` >= 0 and the rounding of the two subtractions."""
+    l, u = box
+    return (l - (MARGIN_SAFETY * w + 3 * U64 * l.abs() + TINY), u + (MARGIN_SAFETY * w + 3 * U64 * u.abs() + TINY))
+
+
+def concretize_gamma(n: int) -> float:
+    """Relative rounding of :func:`concretize` over n inputs, against ``mag`` (module doc)."""
+    return gamma64(2 * (n + 8))
 
 
 def concretize(f: LinFn, lo: torch.Tensor, hi: torch.Tensor, upper: bool) -> torch.Tensor:
@@ -101,21 +184,27 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
                  intersect_ibp: bool = False, every_node: bool = False) -> Forward:
     """Forward symbolic bounds over N boxes lo/hi (N, input_dim); see module doc. A node's bounds
     are the concretised functions where they are needed (ReLU inputs, ``keep``, all nodes if
-    ``every_node``), elsewhere the interval image of its inputs' bounds."""
+    ``every_node``), elsewhere the (rounded) interval image of its inputs' bounds; ``err`` and
+    ``mag`` of the kept nodes come with their functions."""
     N = lo.shape[0]
-    res = Forward(lo, hi)
+    res = Forward(lo, hi, graph=graph)
     res.bounds[0] = (lo.reshape(N, *graph.input_shape), hi.reshape(N, *graph.input_shape))
+    rig = crown.ROUNDING_MARGIN
+    gcon = concretize_gamma(graph.input_dim)
     feeds_relu = {n.inputs[0] for n in graph.nodes[1:] if n.op.nonlinear}
     last_use = {}
     for i, node in enumerate(graph.nodes[1:], start=1):
         for j in node.inputs:
             last_use[j] = i
     fns: dict = {0: _input_fn(graph, lo)}
+    err: dict = {0: torch.zeros_like(res.bounds[0][0])} if rig else {}
+    mag: dict = {0: _magnitude(res.bounds[0])} if rig else {}
     fusable = _fusable(graph, keep)
     for i, node in enumerate(graph.nodes[1:], start=1):
         ins = [fns[j] for j in node.inputs]
         if node.op.nonlinear:
-            l, u = res.bounds[node.inputs[0]]
+            p = node.inputs[0]
+            l, u = res.bounds[p]
             res.pre[i] = (l, u)
             res.relax[i] = ReLU.relax(l, u)
             f = ins[0]
@@ -124,42 +213,72 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
             else:
                 fns[i] = node.op.forward_relaxed(f, res.relax[i])
             res.bounds[i] = node.op.interval((l, u))
+            if rig:
+                err[i], mag[i] = relu_step_error(res.relax[i], (l, u), err[p], mag[p])
         else:
             if isinstance(ins[0], _Pending):
                 fns[i] = node.op.forward_linear_relaxed(ins[0].f, ins[0].relax)
             else:
                 fns[i] = node.op.forward_linear(*ins)
+            if rig:
+                err[i], mag[i] = linear_step_error(node.op, graph, node, [err[j] for j in node.inputs],
+                                                   [mag[j] for j in node.inputs])
             if i in feeds_relu or i in keep or every_node:
                 fl, fu = fns[i]
                 box = concretize(fl, lo, hi, False), concretize(fu, lo, hi, True)
+                if rig:
+                    box = widened(box, err[i] + gcon * mag[i])
                 if intersect_ibp:
-                    il, iu = node.op.interval(*[res.bounds[j] for j in node.inputs])
+                    il, iu = rounded_interval(node.op, [res.bounds[j] for j in node.inputs])
                     box = (torch.maximum(box[0], il), torch.minimum(box[1], iu))
             else:
-                box = node.op.interval(*[res.bounds[j] for j in node.inputs])
+                box = rounded_interval(node.op, [res.bounds[j] for j in node.inputs])
             res.bounds[i] = box
         for j in set(node.inputs):  # a node may use one input twice (x + x, concat([h, h]))
             if last_use[j] == i and j not in keep:
                 del fns[j]
+                err.pop(j, None)
+                mag.pop(j, None)
     res.fns = {i: fns[i] for i in keep}
+    if rig:
+        res.err, res.mag = {i: err[i] for i in keep}, {i: mag[i] for i in keep}
     return res
 
 
-def output_fns(graph: Graph, res: Forward, C: torch.Tensor | None) -> FnPair:
-    """Linear functions bounding ``C @ y`` (y if None), flattened (K, n_in, m). With a Linear
-    output node, ``C W`` is applied to its input's functions as one map (exact folding, as
-    auto_LiRPA does); ``res`` must keep the output node (and its input for the folding)."""
+def output_fns(graph: Graph, res: Forward, C: torch.Tensor | None) -> tuple[FnPair, torch.Tensor | None, torch.Tensor | None]:
+    """Linear functions bounding ``C @ y`` (y if None), flattened (K, n_in, m), and their (err,
+    mag) (N, m) (module doc; None with the margin off). With a Linear output node, ``C W`` is
+    applied to its input's functions as one map (exact folding, as auto_LiRPA does); ``res`` must
+    keep the output node (and its input for the folding). The rounding of ``C W`` (inner length
+    n_out) and of the map (inner length h) is within ``gamma_k |C| |W| (mag + err)``."""
     out = graph.nodes[graph.output]
+    o = graph.output
+    rig = crown.ROUNDING_MARGIN and o in res.err
     if C is None:
-        return tuple(_flat(f) for f in res.fns[graph.output])
+        f = tuple(_flat(g) for g in res.fns[o])
+        if not rig:
+            return f, None, None
+        return f, res.err[o].reshape(len(res.lo), -1), res.mag[o].reshape(len(res.lo), -1)
     Cs = spec_matrix(C, graph.output_dim, res.lo.dtype)  # (K, m, n_out)
     if isinstance(out.op, Linear) and len(out.shape) == 1 and out.inputs[0] in res.fns:
         W = Cs @ out.op.weight
         b = Cs @ out.op.bias if out.op.bias is not None else None
-        src = res.fns[out.inputs[0]]
+        j, inner = out.inputs[0], out.op.weight.shape[0]
+        aw = Cs.abs() @ out.op.abs_weight
+        ab = None if b is None else Cs.abs() @ out.op.bias.abs()
     else:
-        W, b, src = Cs, None, tuple(_flat(f) for f in res.fns[graph.output])
-    return _apply_matrix(src, W, b)
+        W, b, j, inner, aw, ab = Cs, None, o, 0, Cs.abs(), None
+    fp = _apply_matrix(tuple(_flat(f) for f in res.fns[j]), W, b)
+    if not rig:
+        return fp, None, None
+    N = len(res.lo)
+    e, m = res.err[j].reshape(N, -1), res.mag[j].reshape(N, -1)
+    k = 2 * (2 * W.shape[-1] + inner + W.shape[-2] + 16)
+    t = batched_mv(aw, m)
+    if ab is not None:
+        t = t + ab
+    err = batched_mv(aw, e) + gamma64(k) * (t + batched_mv(aw, e)) + TINY
+    return fp, err, t * MAG_SAFETY
 
 
 def _flat(f: LinFn) -> LinFn:
@@ -188,8 +307,10 @@ def forward_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
     out = graph.nodes[graph.output]
     keep = (graph.output,) + ((out.inputs[0],) if isinstance(out.op, Linear) and C is not None else ())
     res = forward_pass(graph, lo, hi, keep, intersect_ibp)
-    fl, fu = output_fns(graph, res, C)
+    (fl, fu), err, mag = output_fns(graph, res, C)
     yl, yu = concretize(fl, lo, hi, False), concretize(fu, lo, hi, True)
+    if err is not None:
+        yl, yu = widened((yl, yu), err + concretize_gamma(graph.input_dim) * mag)
     if intersect_ibp:
         from certprune.bounds.engine import interval_output
         il, iu = interval_output(graph, res.bounds, C)

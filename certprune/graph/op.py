@@ -34,6 +34,11 @@ Conventions (all operators):
   ``backward(A)`` (input coefficients and bias) misses the exact ``sum(A * y)`` by at most
   ``sum(|A| * r)`` on those boxes: the rounding margin of the bound passes
   (:mod:`certprune.bounds.crown`). Operators that only move values return None.
+- ``abs_map(es)`` takes per input a nonnegative tensor ``e`` (N, *shape) and returns the image
+  under the operator's linear part with every weight replaced by its absolute value and no
+  offset (``|W| e`` for Linear, ``e_a + e_b`` for Add / Sub, the move itself for shape
+  operators): how an error or magnitude bound on the inputs carries to the output (the forward
+  pass's rounding bound, :mod:`certprune.bounds.forward`).
 """
 from __future__ import annotations
 
@@ -83,6 +88,10 @@ class Op:
     def float64_residual(self, ms: list[torch.Tensor]) -> torch.Tensor | None:
         from certprune.errors import UnsupportedModelError
         raise UnsupportedModelError(f"no float64 rounding margin for {self!r}")
+
+    def abs_map(self, es: list[torch.Tensor]) -> torch.Tensor:
+        from certprune.errors import UnsupportedModelError
+        raise UnsupportedModelError(f"no forward-mode rounding bound for {self!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

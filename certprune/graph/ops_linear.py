@@ -166,6 +166,9 @@ class Linear(Op):
         t = ms[0] @ aw.T
         return es[0] @ aw.T + gamma(aw.shape[1] + 1) * (t if ab is None else t + ab)
 
+    def abs_map(self, es):
+        return matmul(es[0], self.abs_weight.T)
+
     def float64_residual(self, ms):
         """``gamma_k (|W| m + |b|)``: the interval image (centre and radius products of inner
         length n_in, their sum, the box's rounded centre/radius: 2 gamma_{n_in+4}) and the
@@ -206,6 +209,9 @@ class MatMul(Op):
     def float32_error(self, es, ms):
         k = self.weight.shape[-2]
         return torch.matmul(es[0], self.abs_weight) + gamma(k) * torch.matmul(ms[0], self.abs_weight)
+
+    def abs_map(self, es):
+        return torch.matmul(es[0], self.abs_weight)
 
     def float64_residual(self, ms):
         """As Linear: forward inner length p, backward q (W (p, q))."""
@@ -343,6 +349,9 @@ class Conv(Op):
         ab = None if self.bias is None else self.bias.abs()
         return self._conv(es[0], self.abs_weight, None) + gamma(k + 1) * self._conv(ms[0], self.abs_weight, ab)
 
+    def abs_map(self, es):
+        return self._conv(es[0], self.abs_weight, None)
+
     def float64_residual(self, ms):
         """As Linear, with the forward inner length the kernel volume (in channels / groups x
         kernel size), the backward one at most out channels x kernel size (transposed
@@ -399,6 +408,10 @@ class Scale(Op):
         sp, sn = _pos_neg(self, self.scale)
         return signed_forward(f, lambda x: x * self.scale, lambda x: x * sp, lambda x: x * sn, self.shift)
 
+    def abs_map(self, es):
+        """``|scale| e`` (the stored scale's own error ``scale_err`` is in :meth:`float64_residual`)."""
+        return es[0] if self.scale is None else es[0] * self.scale.abs()
+
     def float64_residual(self, ms):
         """``gamma_k (|scale| m + |shift|)``: a few roundings per entry forward, one product per
         coefficient backward and the shift's bias summed over the node; plus ``scale_err m``,
@@ -449,6 +462,10 @@ class Dense(Op):
             return lambda x: (x.reshape(x.shape[0], -1) @ w.T).reshape(x.shape[0], *self.out_shape)
         b = None if self.linear.bias is None else self.linear.bias.reshape(self.out_shape)
         return signed_forward(f, via(self.linear.weight), via(wp), via(wn), b)
+
+    def abs_map(self, es):
+        e = es[0].reshape(len(es[0]), -1)
+        return self.linear.abs_map([e]).reshape(len(e), *self.out_shape)
 
     def float64_residual(self, ms):
         m = ms[0].reshape(len(ms[0]), -1)

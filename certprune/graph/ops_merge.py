@@ -47,6 +47,9 @@ class AddSub(Op):
         """One rounding of the sum: ``e_a + e_b + u (m_a + m_b)``."""
         return es[0] + es[1] + U32 * (ms[0] + ms[1])
 
+    def abs_map(self, es):
+        return es[0] + es[1]
+
     def float64_residual(self, ms):
         """One rounding per interval end (the backward step is exact: A and -A)."""
         return gamma64(8) * (ms[0] + ms[1])
@@ -91,6 +94,9 @@ class Concat(Op):
 
     def float64_residual(self, ms):
         return None  # moves values
+
+    def abs_map(self, es):
+        return self.forward(*es)
 
     def __repr__(self) -> str:
         return f"Concat(dim={self.dim}, sizes={self.sizes})"

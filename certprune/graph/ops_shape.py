@@ -36,6 +36,9 @@ class Structural(Op):
     def float64_residual(self, ms):
         return None  # moves values: interval and backward step are exact
 
+    def abs_map(self, es):
+        return self.forward(es[0])
+
 
 class Reshape(Structural):
     """Row-major reshape of each sample from ``in_shape`` to ``out_shape``."""
@@ -156,6 +159,9 @@ class MonotoneLinear(Op):
 
     def forward_linear(self, f: FnPair) -> FnPair:
         return signed_forward(f, self.fn, self.fn, None, None)  # nonnegative weights, no offset
+
+    def abs_map(self, es):
+        return self.fn(es[0])  # nonnegative weights, no offset
 
     def float64_residual(self, ms):
         """``gamma_k fn(m)`` with k covering sums over the whole input / output (average pooling:

@@ -78,6 +78,9 @@ class ReLU(Op):
     def float64_residual(self, ms):
         return None  # the interval image (clamp) is exact; the relaxed step: relaxation_residual
 
+    def abs_map(self, es):
+        return es[0]  # 1-Lipschitz, slopes in [0, 1] (the forward pass adds the relaxation's own terms)
+
     @staticmethod
     def relaxation_residual(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
         """``r`` (N, *shape) for the backward step of :meth:`backward_relaxed` on the relaxation

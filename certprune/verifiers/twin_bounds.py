@@ -13,8 +13,12 @@ batches of z boxes, plus the float32 rounding margin -- all from the one graph e
   summation order, FMA or not), with x and x' given exactly (integer inputs).
 
 Soundness: float64 arithmetic on the float32 weights (widened exactly) and the standard ReLU
-relaxations, so the bounds enclose the exact-arithmetic network; the float64 rounding of the
-bound computation is covered by the safety factor of the margin.
+relaxations; every bound is rigorous for the exact-arithmetic network despite the float64
+rounding of computing it: the forward pass carries its rounding bound (``err`` / ``mag``,
+:mod:`certprune.bounds.forward`), the difference of the two copies' functions adds one
+rounding per coefficient to it, the backward pass runs on a state with every node's residual
+(:meth:`~certprune.bounds.forward.Forward.state`), and the pair differences use rounded interval
+images and outward-rounded subtractions (:func:`pair_differences`).
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ import numpy as np
 import torch
 
 from certprune.bounds import crown
+from certprune.bounds.crown import TINY, rounded_interval
 from certprune.bounds.float32 import output_error
-from certprune.bounds.forward import concretize, forward_pass
+from certprune.bounds.forward import concretize, concretize_gamma, forward_pass, widened
 from certprune.graph.op import LinFn
 from certprune.graph.relu import Relaxation
-from certprune.semantics import Semantics
+from certprune.semantics import U64, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
 
@@ -112,12 +117,22 @@ def cached_twin(net: AffineReluNet, layout: TwinLayout, last_abs=None) -> TwinGr
     return tg
 
 
+def _down(t: torch.Tensor) -> torch.Tensor:
+    """A float at most the exact value of the rounded operation that gave ``t`` (one rounding)."""
+    return t - (2 * U64 * t.abs() + TINY) if crown.ROUNDING_MARGIN else t
+
+
+def _up(t: torch.Tensor) -> torch.Tensor:
+    return t + (2 * U64 * t.abs() + TINY) if crown.ROUNDING_MARGIN else t
+
+
 def _relu_diff(a, b, D):
     """Interval of relu(v') - relu(v) given v in a, v' in b and v' - v in D (ReluDiff-style): it
-    lies between 0 and v' - v, and equals v' - v where both are active."""
+    lies between 0 and v' - v, and equals v' - v where both are active (the subtractions
+    rounded outward)."""
     (l1, u1), (l2, u2), (Dl, Du) = a, b, D
-    lo = torch.maximum(Dl.clamp(max=0), l2.clamp(min=0) - u1.clamp(min=0))
-    hi = torch.minimum(Du.clamp(min=0), u2.clamp(min=0) - l1.clamp(min=0))
+    lo = torch.maximum(Dl.clamp(max=0), _down(l2.clamp(min=0) - u1.clamp(min=0)))
+    hi = torch.minimum(Du.clamp(min=0), _up(u2.clamp(min=0) - l1.clamp(min=0)))
     both = (l1 >= 0) & (l2 >= 0)
     return torch.where(both, Dl, lo), torch.where(both, Du, hi)
 
@@ -126,7 +141,9 @@ def pair_differences(tg: TwinGraph, res, x_diff):
     """Interval of v' - v for every pair (v, v') of copies of a model node, in topological order
     (a relational interval domain over the twin graph): an operator's linear part maps the
     difference (its offset cancels), a ReLU maps it by :func:`_relu_diff`, and each difference is
-    intersected with [l' - u, u' - l] from the copies' own bounds. ``x_diff`` = that of x' - x."""
+    intersected with [l' - u, u' - l] from the copies' own bounds. ``x_diff`` = that of x' - x.
+    Rigorous for real arithmetic: the linear images are ``crown.rounded_interval`` and every
+    subtraction is rounded outward."""
     D = {0: x_diff}
     for j, node in enumerate(tg.model.nodes[1:], start=1):
         a, b = tg.pairs[j]
@@ -134,11 +151,11 @@ def pair_differences(tg: TwinGraph, res, x_diff):
             d = _relu_diff(res.pre[a], res.pre[b], D[node.inputs[0]])
         else:
             ins = [D[k] for k in node.inputs]
-            dl, du = node.op.interval(*ins)
+            dl, du = rounded_interval(node.op, ins)
             off = node.op.forward(*[t[0].new_zeros(1, *t[0].shape[1:]) for t in ins])
-            d = (dl - off, du - off)
+            d = (_down(dl - off), _up(du - off))
         (la, ua), (lb, ub) = res.bounds[a], res.bounds[b]
-        D[j] = (torch.maximum(d[0], lb - ua), torch.minimum(d[1], ub - la))
+        D[j] = (torch.maximum(d[0], _down(lb - ua)), torch.minimum(d[1], _up(ub - la)))
     return D[tg.model.output]
 
 
@@ -154,7 +171,8 @@ def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
     return crown.State(st.lo[k], st.hi[k], {i: (rows(a), rows(b)) for i, (a, b) in st.bounds.items()},
                        {i: Relaxation(*(rows(f) for f in (r.alpha, r.slope, r.intercept, r.unstable)))
                         for i, r in st.relax.items()},
-                       {i: (rows(a), rows(b)) for i, (a, b) in st.pre.items()}, st.infeasible[k])
+                       {i: (rows(a), rows(b)) for i, (a, b) in st.pre.items()}, st.infeasible[k],
+                       resid={i: rows(r) for i, r in st.resid.items()})
 
 
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
@@ -178,9 +196,17 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     l, u = res.bounds[g.output]
     fx, fxp = res.fns[tg.x][0], res.fns[tg.xp][0]  # exact: x and x' are linear in z
     xd = LinFn(fxp.A - fx.A, fxp.b - fx.b)
-    Dl, Du = pair_differences(tg, res, (concretize(xd, zlo, zhi, False), concretize(xd, zlo, zhi, True)))
-    dl = torch.maximum(concretize(_diff(fl, fu), zlo, zhi, False), -Du[:, 0])
-    du = torch.minimum(concretize(_diff(fu, fl), zlo, zhi, True), -Dl[:, 0])
+    xdb = concretize(xd, zlo, zhi, False), concretize(xd, zlo, zhi, True)
+    ydb = concretize(_diff(fl, fu), zlo, zhi, False), concretize(_diff(fu, fl), zlo, zhi, True)
+    if res.err:  # the rounding bounds of both functions, plus one rounding per coefficient of the difference
+        gc = concretize_gamma(g.input_dim + 2)
+        ex, mx = (res.err[tg.x] + res.err[tg.xp]).reshape(N, -1), (res.mag[tg.x] + res.mag[tg.xp]).reshape(N, -1)
+        xdb = widened(xdb, ex + gc * mx)
+        ey, my = res.err[g.output].reshape(N, 2), res.mag[g.output].reshape(N, 2)
+        ydb = widened(ydb, ey.sum(1) + gc * my.sum(1))
+    Dl, Du = pair_differences(tg, res, xdb)
+    dl = torch.maximum(ydb[0], -Du[:, 0])
+    du = torch.minimum(ydb[1], -Dl[:, 0])
     tau = output_error(g, res.bounds, exact_nodes=(tg.x, tg.xp))
     y, yp = (l[:, 0], u[:, 0]), (l[:, 1], u[:, 1])
     todo = None  # boxes that get the CROWN pass (None: all)
