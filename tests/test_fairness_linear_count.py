@@ -116,6 +116,31 @@ def test_counted_audits_equal_brute_force(seed, semantics, monkeypatch):
     assert res.summary["semantics"] == semantics
 
 
+@pytest.mark.parametrize("semantics", ["exact", "float32"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_counted_audits_with_a_multi_valued_attribute_equal_brute_force(seed, semantics, monkeypatch):
+    """A protected attribute with 3 and with 4 values (every pair of values): linear models are
+    counted (one job per open value, the flip interval the union over the partner values) and the
+    individual counts equal brute force, with the default band and with every band resolved."""
+    counted = []
+    orig = fairness_bab.TwinBab._count_job
+
+    def spy(self, job, st):
+        back = orig(self, job, st)
+        counted.append((back is None, len(job.partners)))
+        return back
+    monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", spy)
+    for top in (2, 3):
+        spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, top, 13], ("p",))
+        for cfg in (COUNTING, BAND):
+            for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
+                counted.clear()
+                res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg,
+                                     semantics=semantics, samples=0)
+                _check(res, model, spec)
+                assert not linear or any(done and w == top for done, w in counted)
+
+
 def test_band_points_are_decided_one_by_one(monkeypatch):
     """A linear model with a tie on the decision boundary at integer points (integer weights):
     the band holds points, each is decided exactly, and the counts equal brute force."""
@@ -190,7 +215,7 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
         X = np.repeat(x0[None], len(grid), axis=0)
         X[:, eng.free] += grid
         Xp = X.copy()
-        Xp[:, eng.prot] = job.partner
+        Xp[:, eng.prot] = job.partners[0]
         flips = int((eng.decide_points(X) != eng.decide_points(Xp)).sum())
         nv = int(u.open[0].sum())
         assert st.unfair[0] == nv * flips and st.fair[0] == nv * (len(grid) - flips)

@@ -79,7 +79,7 @@ class BabConfig:
     halves each unit several times, to about that many children, so a quick model is not run 1, 2,
     4, ... units per round (on the quick Fairify models, Python overhead per round dominates); the
     pool still pops by open volume x weight. Units of at most ``count_points`` free points on which
-    the network is linear (binary protected attribute, no relaxed one) are counted exactly
+    the network is linear (no relaxed attribute; any number of protected values) are counted exactly
     (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on and
     once ``count_stall_rounds`` rounds in a row decided less than ``count_stall`` of the open
     volume each (:meth:`TwinBab._note_gain`; 0 rounds = at once), taking at most ``count_share``
@@ -174,19 +174,25 @@ class _State:
 
 @dataclass
 class _LinearJob:
-    """A unit (one row) queued for an exact count on its linear twin box: ``s(x) = base + a . k``
-    over the free offsets k < ``widths`` from the unit's low corner, partner decision
-    ``s + delta``; ``eps`` the error band; ``x0`` the low corner with the own protected value,
-    ``partner`` the partner's protected value."""
+    """A unit (one row) queued for an exact count on its linear twin boxes, for one of its open
+    protected values v: ``s(x) = base + a . k`` over the free offsets k < ``widths`` from the
+    unit's low corner (x with the value v), each partner value w's decision ``s + delta_w``. The
+    individual flips iff ``t0 < s <= t1``, ``t0 = min(0, -max_w delta_w)``, ``t1 = max(0, -min_w
+    delta_w)``: the union over w of the flip intervals ``(min(0, -delta_w), max(0, -delta_w)]``,
+    which all have 0 as an end. ``eps`` the error band; ``x0`` the low corner with the value v,
+    ``partners`` (W, n_prot) the partner values; the count stands for ``mult`` open values of the
+    unit (binary attribute: both, the pair's flips being the same points)."""
 
     unit: Units
     a: np.ndarray
     base: float
     widths: np.ndarray
-    delta: float
+    t0: float
+    t1: float
     eps: float
     x0: np.ndarray
-    partner: np.ndarray
+    partners: np.ndarray
+    mult: int
 
     @property
     def size(self) -> float:
@@ -543,15 +549,15 @@ class TwinBab:
 
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
-        """Whether units may be counted exactly on linear boxes: one binary protected attribute
-        (values v, w), no relaxed attribute, ``count_points`` > 0, bisection has stalled
+        """Whether units may be counted exactly on linear boxes: no relaxed attribute (any number of
+        protected values), ``count_points`` > 0, bisection has stalled
         (:meth:`_note_gain`), and (once LINEAR_PROBE twin boxes were seen) at least LINEAR_MIN
         of them linear: on models whose open boxes are rarely linear (AC-3: 0.15 %) the check
         costs more than the counts gain."""
         seen, linear = self.linear_seen
         if (seen >= LINEAR_PROBE and linear < LINEAR_MIN * seen) or self.stalled < self.cfg.count_stall_rounds:
             return False
-        return self.cfg.count_points > 0 and self.unordered and len(self.values) == 2
+        return self.cfg.count_points > 0 and self.unordered and len(self.values) >= 2
 
     def _linear_boxes(self, tb, M: int) -> np.ndarray:
         """``(ok, patterns)``: ``ok`` (M,) marks the twin boxes whose ReLUs are all stable in both
@@ -570,58 +576,74 @@ class TwinBab:
         return ok, pats
 
     def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> None:
-        """Move open units of at most ``count_points`` free points whose twin box is linear
-        (:meth:`_linear_boxes`) from the search to the count queue (:meth:`_count_job`): with
-        ``s(x) = a . x + c`` on the box and ``s(x') = s(x) + delta``, the pair flips iff ``s(x)``
-        lies between ``-delta`` and 0. Skipped: units whose error band would hold more than
-        ``count_band`` points (spread evenly), whose thresholds lie more than ``count_z``
-        standard deviations from the mean of ``s`` over the box (few points near the decision
-        boundary: such units are cheap to bisect). The affine map is collapsed once per activation
-        pattern (the boxes of a round share few)."""
+        """Move open (unit, value)s of units of at most ``count_points`` free points whose twin boxes
+        are all linear with one activation pattern (:meth:`_linear_boxes`) from the search to the
+        count queue (:meth:`_count_job`): with ``s(x) = a . x + c`` on the box, every copy x_w of
+        an individual x differs only in the protected value, ``s(x_w) = s(x) + delta_w``, and x
+        flips iff ``s(x)`` lies in the union of the intervals between ``-delta_w`` and 0
+        (:class:`_LinearJob`). One job per open value, or one for both of a binary attribute.
+        Skipped: jobs whose error band would hold more than ``count_band`` points (spread evenly),
+        whose interval ends lie more than ``count_z`` standard deviations from the mean of ``s``
+        over the box (few points near the decision boundary: such units are cheap to bisect). The
+        affine map is collapsed once per activation pattern (the boxes of a round share few)."""
         from certprune.verifiers.linear_count import band_size, collapse, error_bound
-        M = len(own)
+        M, N, V = len(own), len(u), len(self.values)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
             return
         if any(lo.shape != (2 * M, w.shape[0]) for (lo, _), w in zip(tb.pre, self.net.weights)):
             return
         ok, pats = self._linear_boxes(tb, M)
         self.linear_seen = (self.linear_seen[0] + M, self.linear_seen[1] + int(ok.sum()))
-        ok &= ~closed & (u.size[own] <= self.cfg.count_points) & u.open[own].any(1)
-        cand = np.flatnonzero(ok)
+        # a unit counts when each of its twin boxes is linear with the pattern of its first box
+        pat = np.concatenate(pats, axis=1)
+        first = np.full(N, M, dtype=np.int64)
+        np.minimum.at(first, own, np.arange(M))
+        unit_ok = (first < M) & (u.size <= self.cfg.count_points) & u.open.any(1)
+        np.logical_and.at(unit_ok, own, ok & (pat == pat[np.minimum(first, M - 1)[own]]).all(1))
+        cand = np.flatnonzero(unit_ok)
         if len(cand) == 0:
             return
         W = [w.double().numpy() for w in self.net.weights]
         B = [b.double().numpy() for b in self.net.biases]
         depth, width = len(W), max(w.shape[1] for w in W)
-        tau = np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()) if self.semantics is Semantics.FLOAT32 else np.zeros(M)
-        keys, inv = np.unique(np.concatenate([p[cand] for p in pats], axis=1), axis=0, return_inverse=True)
+        tau = np.zeros(N)
+        if self.semantics is Semantics.FLOAT32:
+            np.maximum.at(tau, own, np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()))
+        keys, inv = np.unique(pat[first[cand]], axis=0, return_inverse=True)
         sizes = np.cumsum([0] + [p.shape[1] for p in pats])
         maps = [collapse(W, B, [key[sizes[i]:sizes[i + 1]] for i in range(len(pats))]) for key in keys]
         inv = inv.reshape(-1)
         a, c, aa, ca = (np.array([m[i] for m in maps])[inv] for i in range(4))
-        k = own[cand]
-        v, w = self.values[vi[cand]], self.values[vj[cand]]
-        x0 = u.lo[k].copy()
-        x0[:, self.prot] = v
         # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
         # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
-        xmax = np.abs(u.lo[k]) + (u.hi[k] - u.lo[k])
+        xmax = np.abs(u.lo[cand]) + (u.hi[cand] - u.lo[cand])
         xmax[:, self.prot] = np.abs(self.values).max(0)
         eps = error_bound(aa, ca, xmax, depth, width) + tau[cand]
-        widths = (u.hi[k][:, self.free] - u.lo[k][:, self.free] + 1).astype(np.int64)
+        widths = (u.hi[cand][:, self.free] - u.lo[cand][:, self.free] + 1).astype(np.int64)
         af = a[:, self.free]
-        delta = ((w - v) * a[:, self.prot]).sum(1)
-        base = (a * x0).sum(1) + c
-        mu = base + (af * (widths - 1)).sum(1) / 2
+        spread = (af * (widths - 1)).sum(1) / 2
         sd = np.sqrt((af ** 2 * ((widths.astype(np.float64) ** 2 - 1) / 12.0)).sum(1))
-        take = (2 * band_size(af, widths, eps) <= self.cfg.count_band)
-        take &= np.minimum(np.abs(mu), np.abs(mu + delta)) <= self.cfg.count_z * sd
-        if self.no_count:  # units a count sent back (band too wide) are left to the search to split
-            take &= np.array([self._unit_key(u, int(kk)) not in self.no_count for kk in k], dtype=bool)
-        for j in np.flatnonzero(take):
-            self.queue.append(_LinearJob(u.take(k[j:j + 1]), af[j], float(base[j]), widths[j], float(delta[j]),
-                                         float(eps[j]), x0[j], w[j]))
-        u.open[k[take]] = False
+        wide = 2 * band_size(af, widths, eps) > self.cfg.count_band
+        for j, k in enumerate(cand):
+            if wide[j] or (self.no_count and self._unit_key(u, int(k)) in self.no_count):
+                continue
+            opened = np.flatnonzero(u.open[k])
+            groups = [opened] if V == 2 else [[v] for v in opened]  # binary: one count serves both values
+            for g in groups:
+                v = int(g[0])
+                x0 = u.lo[k].copy()
+                x0[self.prot] = self.values[v]
+                partners = np.delete(self.values, v, axis=0)
+                deltas = ((partners - self.values[v]) * a[j, self.prot]).sum(1)
+                t0, t1 = min(0.0, float(-deltas.max())), max(0.0, float(-deltas.min()))
+                base = float((a[j] * x0).sum() + c[j])
+                if min(abs(base + spread[j] - t0), abs(base + spread[j] - t1)) > self.cfg.count_z * sd[j]:
+                    continue
+                unit = u.take(np.array([k]))
+                unit.open[:] = False
+                unit.open[0, g] = True
+                self.queue.append(_LinearJob(unit, af[j], base, widths[j], t0, t1, float(eps[j]), x0, partners, len(g)))
+                u.open[k, g] = False
 
     @staticmethod
     def _unit_key(u: Units, k: int) -> tuple:
@@ -631,30 +653,31 @@ class TwinBab:
         return int(u.part[k]), u.lo[k].tobytes(), u.hi[k].tobytes()
 
     def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
-        """Count one queued linear unit exactly (:func:`linear_count.count_between`, float64); the
-        points computed within the error band of a threshold (float64 rounding, plus the float32
-        margin tau under ``float32``) are decided one by one (:meth:`decide_points`) and the count
-        corrected. Returns the unit when its band holds more than ``count_band`` points (back to
-        the search), else None."""
+        """Count one queued linear job exactly (:func:`linear_count.count_between`, float64); the
+        points computed within the error band of an interval end (float64 rounding, plus the
+        float32 margin tau under ``float32``) are decided one by one (:meth:`decide_points`, with
+        every partner value) and the count corrected. Returns the unit when its band holds more
+        than ``count_band`` points (back to the search), else None."""
         from certprune.verifiers.linear_count import count_between
         u = job.unit
-        cnt = count_between(job.a, job.base, job.widths, min(0.0, -job.delta), max(0.0, -job.delta), job.eps,
-                            self.cfg.count_band)
+        cnt = count_between(job.a, job.base, job.widths, job.t0, job.t1, job.eps, self.cfg.count_band)
         if cnt is None:
             return u
         n_flip = cnt.inside
         if len(cnt.band):
             X = np.repeat(job.x0[None], len(cnt.band), axis=0)
             X[:, self.free] = u.lo[0, self.free] + cnt.band
-            Xp = X.copy()
-            Xp[:, self.prot] = job.partner
-            flip = self.decide_points(X) != self.decide_points(Xp)
+            own = self.decide_points(X)
+            flip = np.zeros(len(X), dtype=bool)
+            for w in job.partners:
+                Xp = X.copy()
+                Xp[:, self.prot] = w
+                flip |= self.decide_points(Xp) != own
             n_flip += int(flip.sum()) - int(cnt.band_inside.sum())
         p = int(u.part[0])
         size = box_points(u.lo, u.hi, self.free)[0]
-        nv = int(u.open[0].sum())
-        st.unfair[p] += nv * n_flip
-        st.fair[p] += nv * (size - n_flip)
+        st.unfair[p] += job.mult * n_flip
+        st.fair[p] += job.mult * (size - n_flip)
         return None
 
     @staticmethod
