@@ -90,11 +90,13 @@ def _magnitude(b: Interval) -> torch.Tensor:
 
 
 def _offset(op, graph: Graph, node) -> torch.Tensor:
-    """``|op(0)|`` (1, *shape): the absolute offset of a linear operator (cached on the op)."""
-    hit = op.__dict__.get("_abs_offset")
+    """``|op(0)|`` (1, *shape): the absolute offset of a linear operator (cached on the op, by the
+    input shapes: an operator object may serve several graphs)."""
+    shapes = tuple(tuple(graph.nodes[j].shape) for j in node.inputs)
+    cache = op.__dict__.setdefault("_abs_offset", {})
+    hit = cache.get(shapes)
     if hit is None:
-        zeros = [torch.zeros(1, *graph.nodes[j].shape, dtype=torch.float64) for j in node.inputs]
-        hit = op._abs_offset = op.forward(*zeros).abs()
+        hit = cache[shapes] = op.forward(*[torch.zeros(1, *s, dtype=torch.float64) for s in shapes]).abs()
     return hit
 
 
