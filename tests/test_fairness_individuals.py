@@ -88,37 +88,56 @@ def test_fixture_family_has_fair_unfair_and_mixed_models():
         assert res.summary["fair_on_domain"] == (want == "fair")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_multi_valued_and_several_protected_attributes(seed):
-    """p in {0, 1, 2} (every pair of values), and p with a second protected attribute b."""
+    """p in {0, 1, 2} and {0..3} (every pair of values; one copy per value, both semantics), p
+    with a second protected attribute b (a 6-valued product), and with a relaxed attribute
+    (twin pair boxes)."""
     model = biased_mlp(seed)
     for spec in (FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 3, 2, 6], ("p",)),
+                 FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [9, 3, 3, 8], ("p",)),
+                 FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 2, 1, 6], ("p", "b")),
                  FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [5, 2, 2, 6], ("p", "b"), {"c": 1})):
-        for cfg in (None, BOUNDS_ONLY):
-            _check(audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg), model, spec)
+        for cfg, sem in ((None, "exact"), (BOUNDS_ONLY, "exact"), (BOUNDS_ONLY, "float32")):
+            _check(audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg, semantics=sem),
+                   model, spec)
 
 
-def test_proven_unfair_boxes_hold_on_samples(monkeypatch):
-    """Every box the bounds prove unfair: sampled individuals in it all flip (brute force)."""
-    model, spec = biased_mlp(1), FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 9, 2, 12], ("p",))
-    seen = []
-    orig = fairness_bab.TwinBab._record_proven
+@pytest.mark.parametrize("top", [1, 2, 3])
+def test_proven_unfair_boxes_hold_on_samples(monkeypatch, top):
+    """Every box the bounds prove unfair (twin pair boxes for 2 values; one copy per value,
+    ``TwinBab._round_copies``, for 3 and 4): sampled individuals in it all flip (brute force),
+    and so does every individual of a box proven fair (none flips)."""
+    model, spec = biased_mlp(1), FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 9, top, 12], ("p",))
+    unfair_boxes, fair_boxes, copy_rounds = [], [], []
+    orig, orig_copies = fairness_bab.TwinBab._account, fairness_bab.TwinBab._round_copies
 
-    def spy(self, u, unfair, proof, zlo, zhi, st):
-        for k, v in np.argwhere(unfair):
-            seen.append((u.lo[k].copy(), u.hi[k].copy(), self.values[v].copy()))
-        return orig(self, u, unfair, proof, zlo, zhi, st)
-    monkeypatch.setattr(fairness_bab.TwinBab, "_record_proven", spy)
-    res = audit_fairness(model, spec, None, timeout=60, progress=False, config=BOUNDS_ONLY)
-    _, _, truth = brute_counts(model, spec)
-    assert len(seen) > 0
-    rng = np.random.default_rng(0)
-    for lo, hi, val in seen:
-        for _ in range(20):
-            x = rng.integers(lo, hi + 1)
-            x[2] = val[0]
-            assert tuple(int(v) for v in x) in truth
-    assert res.summary["individuals"]["unfair"] == len(truth)
+    def spy(self, u, fair, unfair, st):
+        for k, v in np.argwhere(unfair & u.open & ~fair):
+            unfair_boxes.append((u.lo[k].copy(), u.hi[k].copy(), self.values[v].copy()))
+        for k, v in np.argwhere(fair & u.open):
+            fair_boxes.append((u.lo[k].copy(), u.hi[k].copy(), self.values[v].copy()))
+        return orig(self, u, fair, unfair, st)
+
+    def spy_copies(self, *a):
+        copy_rounds.append(1)
+        return orig_copies(self, *a)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_account", spy)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_round_copies", spy_copies)
+    for sem in ("exact", "float32"):
+        unfair_boxes.clear(), fair_boxes.clear(), copy_rounds.clear()
+        res = audit_fairness(model, spec, None, timeout=60, progress=False, config=BOUNDS_ONLY, semantics=sem)
+        _, _, truth = brute_counts(model, spec)
+        assert len(unfair_boxes) > 0 and len(fair_boxes) > 0
+        assert bool(copy_rounds) == (top > 1)
+        rng = np.random.default_rng(0)
+        for boxes, want in ((unfair_boxes, True), (fair_boxes, False)):
+            for lo, hi, val in boxes[:300]:
+                for _ in range(20):
+                    x = rng.integers(lo, hi + 1)
+                    x[2] = val[0]
+                    assert (tuple(int(v) for v in x) in truth) == want
+        assert res.summary["individuals"]["unfair"] == len(truth)
 
 
 def test_resume_keeps_counts_and_time(tmp_path):

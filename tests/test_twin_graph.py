@@ -210,3 +210,30 @@ def test_one_relu_layer_twin_skips_crown_with_the_same_bounds(spec):
     y, yp = vals[tg.outs[0]][:, 0], vals[tg.outs[1]][:, 0]
     for v, (l, u) in ((y, tb.y), (yp, tb.yp), (y - yp, tb.diff)):
         assert (v >= l[0] - 1e-9).all() and (v <= u[0] + 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_copy_bounds_contain_sampled_points_and_float32_runs(seed):
+    """``copy_bounds`` (one copy of the model per box, the fairness search's copy mode): 10^4
+    integer points per box inside the logit bounds, float32 runs within tau, and on deep nets the
+    CROWN pass is no looser than the forward bounds alone."""
+    from certprune.bounds.forward import forward_pass
+    from certprune.verifiers.twin_bounds import copy_bounds, decision_graph
+    net = _net(seed, h=30)
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randint(0, 4, (6, 4), generator=g).double()
+    hi = lo + torch.randint(0, 5, (6, 4), generator=g).double()
+    cb = copy_bounds(net, lo, hi)
+    fw = forward_pass(decision_graph(net), lo, hi, keep=(decision_graph(net).output,))
+    assert (cb.y[0] >= fw.bounds[decision_graph(net).output][0][:, 0]).all()
+    for k in range(6):
+        x = torch.floor(lo[k] + torch.rand(N, 4, generator=g, dtype=torch.float64) * (hi[k] - lo[k] + 1))
+        x = torch.minimum(x, hi[k])
+        h32, h = x.float(), x
+        for j, (w, b) in enumerate(zip(net.weights, net.biases)):
+            h32, h = h32 @ w.float().T + b.float(), h @ w.T + b
+            if j < net.num_layers - 1:
+                h32, h = h32.clamp(min=0), h.clamp(min=0)
+        y, y32 = h[:, 0], h32.double()[:, 0]
+        assert (y >= cb.y[0][k] - 1e-9).all() and (y <= cb.y[1][k] + 1e-9).all()
+        assert ((y32 - y).abs() <= cb.tau[k]).all()

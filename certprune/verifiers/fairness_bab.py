@@ -56,7 +56,7 @@ from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.partition import box_points
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
-from certprune.verifiers.twin_bounds import cached_twin, point_logits, twin_bounds
+from certprune.verifiers.twin_bounds import cached_twin, copy_bounds, point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
 # |float64 logit - exact logit| <= F64_ERROR * (point_logits' float32 bound): the same recurrence
@@ -516,8 +516,10 @@ class TwinBab:
         u = u.take(~small & ~later)
         if len(u) == 0:
             return back
-        zlo, zhi, own, vi, vj = self._twin_boxes(u)
         counting = self._counting() and time.perf_counter() - self.started >= self.cfg.count_after
+        if self._copy_mode(counting):
+            return self._round_copies(u, st, back)
+        zlo, zhi, own, vi, vj = self._twin_boxes(u)
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
                          keep_pre=counting, skip_closed=self.semantics)
         closed = tb.closed(self.semantics).numpy()
@@ -546,6 +548,71 @@ class TwinBab:
         times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
         kids = self._split(u.take(alive), score[alive], times)
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
+
+    # ----- one copy per protected value (attributes of more than two values) ----------------
+    def _copy_mode(self, counting: bool) -> bool:
+        """Whether this round bounds one copy of the model per (unit, protected value) instead of
+        the twin boxes of every pair of values: for more than two values, nothing relaxed (the
+        copies then differ only in the protected value), no count this round (counts need the
+        pairs' pre-activations) and z3 off. A pair box costs two model evaluations and a unit has
+        V (V - 1) / 2 of them (Adult race: 10 boxes, 20 evaluations, against 5 copies), and the
+        decisions the search closes with are the copies' signs (measured on AC-2 race: every box
+        closed was closed with both decisions fixed, 94 % of them by the copies' own bounds)."""
+        return len(self.values) > 2 and self.unordered and not counting and self.cfg.z3_depth <= 0
+
+    def _round_copies(self, u: Units, st: _State, back: Units) -> Units:
+        """One round in copy mode (:meth:`_copy_mode`): per unit and protected value v the bounds of
+        the model on the unit's box with value v (``twin_bounds.copy_bounds``); a value is fair
+        where every value's decision is fixed to the same side on the box, unfair where its own is
+        fixed and some other value's is fixed to the other side (every individual of the box
+        flips with that value). The rest as :meth:`_round`: candidate pairs at the vertices that
+        push the most and the least positive values apart, splits by the copies' gradient x width."""
+        N, V, n = len(u), len(self.values), self.layout.n
+        lo = np.repeat(u.lo, V, axis=0)
+        hi = np.repeat(u.hi, V, axis=0)
+        vals = np.tile(self.values, (N, 1))
+        lo[:, self.prot] = hi[:, self.prot] = vals
+        cb = copy_bounds(self.net, torch.from_numpy(lo), torch.from_numpy(hi), self.last_abs)
+        sign = cb.signs(self.semantics).numpy().astype(np.int64).reshape(N, V)
+        pos, neg = (sign > 0).any(1, keepdims=True), (sign < 0).any(1, keepdims=True)
+        fair = (sign != 0).all(1, keepdims=True) & ~(pos & neg)
+        fair = np.repeat(fair, V, axis=1)
+        unfair = ((sign > 0) & neg) | ((sign < 0) & pos)
+        self._account(u, fair, unfair, st)
+        yl, yu = (t.numpy().reshape(N, V) for t in cb.y)
+        grad = cb.grad.numpy().reshape(N, V, n)
+        top, bot = np.argmax(yu, axis=1), np.argmin(yl, axis=1)  # most / least likely yes
+        r = np.arange(N)
+        centre = np.floor((u.lo + u.hi) / 2)
+        for k, v in np.argwhere(unfair):  # a validated pair for partitions with proven-unfair values
+            p = int(u.part[k])
+            if not st.pairs[p]:
+                w = int(np.flatnonzero(sign[k] == -sign[k, v])[0])
+                self._check_points(self._copy_points(centre[k:k + 1], v, w), np.array([p]), st)
+        opn = u.open.any(1) & (top != bot)
+        if opn.any():  # candidate flips: vertices pushing y_top up and y_bot down, and centres
+            k = np.flatnonzero(opn)
+            d = grad[k, top[k]] - grad[k, bot[k]]
+            for x in (np.where(d > 0, u.hi[k], u.lo[k]), np.where(d > 0, u.lo[k], u.hi[k]), centre[k]):
+                self._check_points(self._copy_points(x, top[k], bot[k]), u.part[k], st)
+        alive = u.open.any(1)
+        width = (u.hi - u.lo)
+        score = (np.abs(grad).sum(1) + (grad.max(1) - grad.min(1))) * width
+        def straddle(l, h):
+            return np.clip(2 * np.minimum(h, -l) / np.maximum(h - l, 1e-300), 0.0, 1.0)
+        hard = np.where(alive, straddle(yl, yu).max(1), 0.0)
+        u.weight = 1.0 - STRADDLE_DISCOUNT * hard
+        n_alive = int(alive.sum())
+        target = min(self.cfg.first_round, self.cfg.batch)
+        times = 1 if 2 * n_alive >= target else int(np.ceil(np.log2(target / max(n_alive, 1))))
+        kids = self._split(u.take(alive), score[alive], times)
+        return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
+
+    def _copy_points(self, x: np.ndarray, v, w) -> np.ndarray:
+        """Twin points z of individuals x (m, n) with protected value(s) v and partner value(s) w."""
+        x = np.array(x, dtype=np.float64)
+        x[:, self.prot] = self.values[v]
+        return np.concatenate([x, np.broadcast_to(self.values[w], (len(x), len(self.prot)))], axis=1)
 
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
@@ -891,6 +958,7 @@ class TwinBab:
         # and ran ~30 s, far past a 60 s deadline that is checked only between rounds
         V = len(self.values)
         per_round = max(1, self.cfg.batch // max(1, V * (V - 1) // (2 if self.unordered else 1)))
+        per_copy_round = max(1, 2 * self.cfg.batch // V)  # copy mode: V evaluations per unit, 2 per pair box
         while True:
             while len(pool) < 4 * self.cfg.batch and next_p < P:
                 sel = np.arange(next_p, min(P, next_p + chunk))
@@ -913,7 +981,8 @@ class TwinBab:
                 continue
             open_before = pool.volume_sum() + queued + float(unloaded.sum())
             decided_before = sum(st.fair) + sum(st.unfair)
-            batch = pool.pop(per_round, drain=len(pool) > self.cfg.pool_cap)
+            batch = pool.pop(per_copy_round if self._copy_mode(self._counting()) else per_round,
+                             drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
             n_queued = len(self.queue)

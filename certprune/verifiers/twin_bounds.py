@@ -255,3 +255,40 @@ def point_logits(net: AffineReluNet, X: np.ndarray,
     vals = g.forward(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)), keep=True)
     err = output_error(g, [(v, v) for v in vals])
     return vals[g.output][:, 0].numpy(), err[:, 0].numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class CopyBounds:
+    """Per box (N,): bounds on the one-logit net's decision logit y (exact arithmetic, rigorous),
+    its float32 margin ``tau``, and the mean gradient of the two forward functions (N, n)."""
+
+    y: tuple[torch.Tensor, torch.Tensor]
+    tau: torch.Tensor
+    grad: torch.Tensor
+
+    def signs(self, semantics: Semantics = Semantics.FLOAT32) -> torch.Tensor:
+        """+1 (yes on the whole box), -1 (no on the whole box), 0 (not fixed), as
+        :meth:`TwinBounds.signs` for one copy."""
+        (lo, hi), s = self.y, semantics.slack
+        return (lo - s(lo, self.tau) > 0).to(torch.int8) - (hi + s(hi, self.tau) <= 0).to(torch.int8)
+
+
+_ONE_ROW = torch.tensor([[1.0], [-1.0]], dtype=torch.float64).unsqueeze(0)  # rows y, -y
+
+
+def copy_bounds(net: AffineReluNet, xlo: torch.Tensor, xhi: torch.Tensor,
+                last_abs: tuple[torch.Tensor, torch.Tensor] | None = None) -> CopyBounds:
+    """Bounds of the one-logit ``net`` alone over N integer boxes xlo/xhi (N, n): the forward pass
+    and a backward CROWN pass on its relaxations (the same composition as :func:`twin_bounds`, for
+    one copy: one model evaluation per box instead of two per pair of protected values), and the
+    float32 margin with x given exactly."""
+    g = decision_graph(net, last_abs)
+    res = forward_pass(g, xlo, xhi, keep=(g.output,))
+    l, u = (t[:, 0] for t in res.bounds[g.output])
+    if len(g.relu_nodes) > 1:  # one ReLU layer: CROWN returns the forward functions (twin_bounds doc)
+        cr = crown.backward(g, g.output, _ONE_ROW, res.state()).lower.expand(len(xlo), 2)
+        l, u = torch.maximum(l, cr[:, 0]), torch.minimum(u, -cr[:, 1])
+    fl, fu = res.fns[g.output]
+    grad = ((fl.A + fu.A) / 2)[:, :, 0].expand(len(xlo), -1)
+    tau = output_error(g, res.bounds)[:, 0]
+    return CopyBounds((l, u), tau, grad)
