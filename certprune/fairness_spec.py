@@ -69,6 +69,11 @@ class FairnessSpec:
                 raise SpecError(f"attribute {n!r} cannot be both protected and relaxed")
             if d < 0:
                 raise SpecError(f"relaxation tolerance for {n!r} must be >= 0, got {d}")
+            i = names.index(n)
+            width = int(hi[i]) - int(lo[i])
+            if d > width:  # |x - x'| <= d for d past the width is no constraint (and overflows the partner moves)
+                raise SpecError(f"relaxation tolerance for {n!r} is {d}, more than the width {width} of its "
+                                f"domain {int(lo[i])}..{int(hi[i])}; use at most {width}")
         object.__setattr__(self, "relaxed", rel)
 
     def _lookup(self, name: str, what: str) -> int:

@@ -287,6 +287,9 @@ def _size(declared: dict, kind: str, given: int | None, word: str) -> int:
 
 def _group(clauses: list[list[Atom]], n_in: int, n_out: int, name: str) -> list[Property]:
     """Split clauses into input boxes and output rows; group by identical box."""
+    if not clauses:  # the DNF of an empty (or) is no clause at all, not an empty input box
+        raise VNNLibError("the assertions can never hold (an empty disjunction '(or)'): the file describes no "
+                          "counterexample region")
     boxes: dict[bytes, tuple[_Box, list[LinearConstraints]]] = {}
     for clause in clauses:
         box = _Box.unbounded(n_in)

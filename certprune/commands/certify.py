@@ -162,8 +162,9 @@ def check_run_arguments(args: argparse.Namespace, inputs: Inputs) -> None:
     units = "pixel units" if inputs.clip == (0.0, 1.0) else "input units"
     if not 0.0 <= args.eps <= width:
         raise ConfigError(f"--eps must lie in [0, {width:g}] ({units}), got {args.eps:g}")
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    from certprune.verifiers.verify import MAX_THREADS
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads must lie in 1..{MAX_THREADS}, got {args.threads}")
     check_scaleout(args)
     import torch
     torch.set_num_threads(args.threads)

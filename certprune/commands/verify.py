@@ -66,9 +66,10 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> dict:
     """Every VerifyConfig field: the --config file's values, then --strategy / --threads / --semantics on top."""
     from certprune.verifiers.config_file import effective_config, read_config_file
+    from certprune.verifiers.verify import MAX_THREADS
 
-    if args.threads is not None and args.threads < 1:
-        raise _config_error(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise _config_error(f"--threads must lie in 1..{MAX_THREADS}, got {args.threads}")
     values = read_config_file(args.config) if args.config else {}
     if args.strategy is not None:
         values["strategy"] = args.strategy
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     start = command_start()
     if args.results_file:
         check_writable(args.results_file, "--results-file")  # before any work: an answer is never lost
+    if args.stats_file:
+        check_writable(args.stats_file, "--stats-file")  # not after the answer was printed (then exit 2)
     args.answer = Answer()
     try:
         if args.timeout is not None and not args.timeout > 0:

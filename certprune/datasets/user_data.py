@@ -35,14 +35,14 @@ def load_data_file(path: str | Path, labels: str | Path | None = None,
     kind = p.suffix.lower()
     if labels is not None and kind != ".npy":
         raise DatasetError(f"--labels goes with an .npy data file, not {p.name}")
-    if kind == ".npz":
-        X, y = _npz(p)
-    elif kind == ".npy":
-        X, y = _npy_pair(p, labels)
-    elif kind == ".csv":
-        X, y = _csv(p, label_column)
-    else:
+    if kind not in (".npz", ".npy", ".csv"):
         raise DatasetError(f"unknown data file type {p.name}: expected .npz (X, y), .npy with --labels, or .csv")
+    import zipfile
+    try:
+        X, y = {".npz": lambda: _npz(p), ".npy": lambda: _npy_pair(p, labels), ".csv": lambda: _csv(p, label_column)}[kind]()
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # numpy: object arrays (pickles), corrupt or truncated file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"{p.name} is not a readable {kind} data file: {first}") from None
     return _checked(X, y, p)
 
 

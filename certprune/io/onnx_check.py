@@ -44,6 +44,9 @@ def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: 
         return {"ran": False, "skipped": f"onnxruntime cannot run the file: {type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:120] if str(e) else ''}"}
     ours = net.run_float32(x)
+    if not (np.isfinite(ours).all() and np.isfinite(ref).all()):
+        raise ModelLoadError("the model's float32 outputs on random inputs in [-1, 1] are not finite (inf or NaN: "
+                             "its weights overflow float32), so it cannot be checked or verified")
     diff = float(np.abs(ours - ref).max())
     if not diff <= TOLERANCE * max(1.0, float(np.abs(ref).max())):
         raise ModelLoadError(f"converted model disagrees with onnxruntime by {diff:.3g} on random inputs; "

@@ -21,6 +21,7 @@ UnsupportedModelError naming the layer and ``engine="auto"`` falls back to auto_
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,9 @@ def _parse_proto(data: bytes, p: Path):
 
 def onnx_to_torch(proto) -> tuple[nn.Module, ModelInfo]:
     """Convert a ModelProto; ModelInfo has shapes and names only (no hash/path)."""
-    return _Converter(proto).run()
+    with warnings.catch_warnings():  # a zero-width layer (Gemm with 0 units) is a valid network, but
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")  # torch warns
+        return _Converter(proto).run()
 
 
 class _Converter:
@@ -123,8 +126,11 @@ class _Converter:
         out = self._name(self.graph.output[0].name)
         if out not in self.samples:
             raise UnsupportedModelError("the model output does not depend on its input")
-        module = self._assemble(out)
         n_out = int(self.samples[out].numel())
+        if n_out == 0:
+            raise UnsupportedModelError(f"the model output {self.graph.output[0].name!r} has no values "
+                                        f"(shape {tuple(self.samples[out].shape[1:])}); a model needs at least one output")
+        module = self._assemble(out)
         info = ModelInfo(shape, n_out, source_format="onnx", input_names=(inp.name,),
                          output_names=(self.graph.output[0].name,),
                          extra={"opset": self.opsets.get("", 0), "producer": self.proto.producer_name,

@@ -238,9 +238,16 @@ def _mask_step(crit, ctx, work, cumulative, scope, granularity, n, m, previous):
 
 
 def _check_schedule_options(opts: PruneOptions, granularity: str, scope: str, crit) -> None:
-    """ConfigError for layer caps where one threshold decides, or a fine-tuning share outside (0, 1]."""
+    """ConfigError for layer caps where one threshold decides, a fine-tuning share outside (0, 1], a
+    learning rate <= 0, a min_keep outside [0, 1] or a negative stability weight."""
     if not 0.0 < opts.finetune_fraction <= 1.0:
         raise ConfigError(f"finetune_fraction must be in (0, 1], got {opts.finetune_fraction!r}")
+    if not (0.0 < opts.lr < float("inf")):  # torch's optimizer would raise a bare ValueError mid-run
+        raise ConfigError(f"lr (learning rate) must be a positive number, got {opts.lr!r}")
+    if not 0.0 <= opts.min_keep <= 1.0:
+        raise ConfigError(f"min_keep must be a fraction in [0, 1], got {opts.min_keep!r}")
+    if not (0.0 <= opts.stability_weight < float("inf")):  # a negative weight would reward unstable ReLUs
+        raise ConfigError(f"stability_weight must be a number >= 0, got {opts.stability_weight!r}")
     if opts.layer_caps and granularity not in ("neuron", "channel", "structured"):
         raise ConfigError("layer_caps applies to unit pruning (granularity neuron, channel or structured)")
     if opts.layer_caps and scope == "global" and not hasattr(crit, "layer_budgets"):

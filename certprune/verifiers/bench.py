@@ -54,23 +54,31 @@ def read_instances(path: str | Path) -> list[Instance]:
     if not path.is_file():
         raise ConfigError(f"instances file {path} does not exist")
     out = []
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 3:
-                raise ConfigError(f"{path}:{n}: expected 'onnx,vnnlib,timeout_seconds', got {','.join(row)!r}")
-            try:
-                timeout = float(row[2])
-            except ValueError:
-                raise ConfigError(f"{path}:{n}: timeout {row[2]!r} is not a number") from None
-            if not timeout > 0:
-                raise ConfigError(f"{path}:{n}: timeout must be positive, got {row[2]}")
-            onnx, vnn = row[0].strip(), row[1].strip()
-            out.append(Instance(onnx, vnn, timeout, resolve_path(path.parent, onnx), resolve_path(path.parent, vnn)))
+    for n, row in enumerate(_csv_rows(path, "instances file"), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 3:
+            raise ConfigError(f"{path}:{n}: expected 'onnx,vnnlib,timeout_seconds', got {','.join(row)!r}")
+        try:
+            timeout = float(row[2])
+        except ValueError:
+            raise ConfigError(f"{path}:{n}: timeout {row[2]!r} is not a number") from None
+        if not 0 < timeout < float("inf"):  # inf (or 1e400) would make every instance an 'error' row
+            raise ConfigError(f"{path}:{n}: timeout must be a positive finite number of seconds, got {row[2]}")
+        onnx, vnn = row[0].strip(), row[1].strip()
+        out.append(Instance(onnx, vnn, timeout, resolve_path(path.parent, onnx), resolve_path(path.parent, vnn)))
     if not out:
         raise ConfigError(f"instances file {path} lists no instances")
     return out
+
+
+def _csv_rows(path: Path, what: str) -> list[list[str]]:
+    """Every row of a CSV file; ConfigError naming the file when it is not UTF-8 text or not CSV."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"{what} {path} is not a UTF-8 CSV file: {e}") from None
 
 
 def resolve_path(root: Path, rel: str) -> Path:
@@ -197,10 +205,13 @@ def read_reference(path: str | Path) -> dict[tuple[str, str], str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"reference file {path} does not exist")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
+    rows = [r for r in _csv_rows(path, "reference file") if r]
     if rows and "result" in [c.strip() for c in rows[0]]:  # our own results.csv (with a header)
         head = [c.strip() for c in rows[0]]
+        missing = [c for c in ("onnx", "vnnlib") if c not in head]
+        if missing:
+            raise ConfigError(f"{path}: the header {','.join(head)!r} has a 'result' column but no "
+                              f"{' and no '.join(repr(c) for c in missing)} column")
         return {instance_key(r[head.index("onnx")], r[head.index("vnnlib")]): _ref_word(r[head.index("result")])
                 for r in rows[1:] if len(r) == len(head)}
     out = {}

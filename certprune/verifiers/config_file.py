@@ -36,6 +36,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is a directory") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # tomllib decodes the bytes as UTF-8 before parsing
+        raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
     check_config(data, source=str(path))
     return data
 

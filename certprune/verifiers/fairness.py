@@ -102,6 +102,9 @@ def _identity(model_hash: str, spec: FairnessSpec, part: Partitioning, semantics
             "semantics": semantics.value, "engine": "individuals-2"}
 
 
+MAX_SAMPLES = 10 ** 6  # uniform points for the sampled unfair share (default 10^4); more is a typo
+
+
 def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None, *, partitions=None,
                    timeout: float = 600.0, workers: int = 1, ray_address: str | None = None,
                    out_dir: str | Path | None = None, progress: bool = True, config: BabConfig | None = None,
@@ -128,6 +131,10 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
             raise ConfigError(f"--map-features takes two feature names, got {len(map_features)}")
         for f in map_features:
             spec.index(f)
+        if spec.index(map_features[0]) == spec.index(map_features[1]):
+            raise ConfigError(f"--map-features needs two different features, got {map_features[0]} twice")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or not 0 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"samples must be an integer in 0..{MAX_SAMPLES}, got {samples!r}")
     import tempfile
     from certprune.verifiers import parallel
     from certprune.verifiers.audit_store import AuditStore

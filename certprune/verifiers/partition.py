@@ -75,7 +75,7 @@ def grid_partition(lower: np.ndarray, upper: np.ndarray, size: int, whole=()) ->
     whole = {int(i) for i in whole}
     starts, ends = [], []
     for f, (lo, hi) in enumerate(zip(np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64))):
-        step = int(hi - lo + 1) if f in whole else int(size)
+        step = int(hi - lo + 1) if f in whole else min(int(size), int(hi - lo + 1))  # a chunk past hi: one chunk
         s = np.arange(lo, hi + 1, step, dtype=np.int64)
         starts.append(s)
         ends.append(np.minimum(s + step - 1, hi))

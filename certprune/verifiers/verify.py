@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -53,6 +54,9 @@ from certprune.semantics import DEFAULT, parse_semantics
 from certprune.specs import Property
 
 STRATEGIES = ("auto", "input", "relu")
+# torch CPU threads asked for (--threads, config threads): torch.set_num_threads(100000) is accepted
+# and the next matrix product segfaults while the thread pool is created
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -107,14 +111,20 @@ class VerifyConfig:
         object.__setattr__(self, "semantics", parse_semantics(self.semantics).value)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and math.isnan(v):
+                raise ConfigError(f"{f.name} must be a number, got nan")
         for name in ("batch", "queue_cap", "max_input_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads > MAX_THREADS:
+            raise ConfigError(f"threads must be at most {MAX_THREADS}, got {self.threads}")
         for name in ("attack_restarts", "attack_steps", "attack_samples", "attack_corners", "attack_odi_restarts",
                      "attack_odi_steps", "branch_candidates", "relu_switch_unstable",
                      "optimize_iters", "relu_optimize_iters", "threads", "milp_max_unstable", "milp_time_limit", "milp_after", "input_batch",
                      "input_alpha_iters", "input_alpha_after", "refine_layers", "refine_milp_limit",
-                     "refine_min_inputs"):
+                     "refine_min_inputs", "seed", "input_split_max_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (0.0 <= self.refine_time_fraction <= 1.0):
