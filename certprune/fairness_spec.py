@@ -63,6 +63,7 @@ class FairnessSpec:
         object.__setattr__(self, "protected", prot)
         rel = tuple((str(n), int(d)) for n, d in (self.relaxed.items() if isinstance(self.relaxed, Mapping)
                                                    else self.relaxed))
+        clamped = []
         for n, d in rel:
             self._lookup(n, "relaxed attribute")
             if n in prot:
@@ -70,11 +71,10 @@ class FairnessSpec:
             if d < 0:
                 raise SpecError(f"relaxation tolerance for {n!r} must be >= 0, got {d}")
             i = names.index(n)
-            width = int(hi[i]) - int(lo[i])
-            if d > width:  # |x - x'| <= d for d past the width is no constraint (and overflows the partner moves)
-                raise SpecError(f"relaxation tolerance for {n!r} is {d}, more than the width {width} of its "
-                                f"domain {int(lo[i])}..{int(hi[i])}; use at most {width}")
-        object.__setattr__(self, "relaxed", rel)
+            # |x - x'| <= d for d past the domain's width is the same constraint as d = width (any
+            # value); clamped, so that the partner moves stay within int64 (10^23 overflowed)
+            clamped.append((n, min(d, int(hi[i]) - int(lo[i]))))
+        object.__setattr__(self, "relaxed", tuple(clamped))
 
     def _lookup(self, name: str, what: str) -> int:
         if name not in self.feature_names:
