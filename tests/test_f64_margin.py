@@ -386,6 +386,21 @@ def test_exact_values_lie_inside_the_forward_bounds(name, graph, d):
         assert _inside(crown.output_bounds(graph, res.state()), vals[graph.output], box)
 
 
+def _integer_twin_boxes(layout, N, rng, start, grow, grown, top, values):
+    """N integer twin boxes over 4 features with the protected feature 2 at ``values[0]`` and its
+    partner at ``values[1]``: corners below ``start``, each box grown by up to ``grow - 1`` in each
+    feature with probability ``grown`` (else a point box), clipped at ``top`` when given."""
+    zlo = np.zeros((N, layout.dz))
+    zlo[:, :4] = rng.integers(0, start, (N, 4))
+    zhi = zlo.copy()
+    zhi[:, :4] += rng.integers(0, grow, (N, 4)) * (rng.random((N, 1)) < grown)
+    if top is not None:
+        zhi[:, :4] = np.minimum(zhi[:, :4], top)
+    zlo[:, 2], zhi[:, 2] = values[0], values[0]
+    zlo[:, 4], zhi[:, 4] = values[1], values[1]
+    return zlo, zhi
+
+
 def _cancelling_credit_net(seed: int = 5, d: int = 4, h: int = 16):
     """The cancelling net as a one-logit fairness model (float32 weights): 0 in real arithmetic
     on every input (all ReLUs active on [0, 3]^d: biases 1e6 against weights 1e5)."""
@@ -408,14 +423,8 @@ def test_twin_bounds_contain_the_exact_zero_of_a_cancelling_net():
     net = _cancelling_credit_net()
     spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [3, 3, 1, 3], ("p",))
     layout = twin_layout(spec)
-    rng = np.random.default_rng(3)
-    N = 64
-    zlo = np.zeros((N, layout.dz))
-    zlo[:, :4] = rng.integers(0, 4, (N, 4))
-    zhi = zlo.copy()
-    zhi[:, :4] += rng.integers(0, 2, (N, 4)) * (rng.random((N, 1)) < 0.5)  # point boxes and small ones
-    zhi[:, :4] = np.minimum(zhi[:, :4], 3)
-    zlo[:, 2], zhi[:, 2], zlo[:, 4], zhi[:, 4] = 0, 0, 1, 1
+    zlo, zhi = _integer_twin_boxes(layout, 64, np.random.default_rng(3), start=4, grow=2, grown=0.5,
+                                   top=3, values=(0, 1))
     tb = twin_bounds(net, layout, torch.as_tensor(zlo), torch.as_tensor(zhi))
     for lo_, hi_ in (tb.y, tb.yp, tb.diff):
         assert bool((lo_ <= 0).all()) and bool((hi_ >= 0).all())
@@ -437,11 +446,7 @@ def test_twin_bounds_contain_exact_values_on_large_weights():
     layout = twin_layout(spec)
     rng = np.random.default_rng(4)
     N = 40
-    zlo = np.zeros((N, layout.dz))
-    zlo[:, :4] = rng.integers(0, 3, (N, 4))
-    zhi = zlo.copy()
-    zhi[:, :4] += rng.integers(0, 3, (N, 4)) * (rng.random((N, 1)) < 0.7)
-    zlo[:, 2], zhi[:, 2], zlo[:, 4], zhi[:, 4] = 0, 0, 2, 2
+    zlo, zhi = _integer_twin_boxes(layout, N, rng, start=3, grow=3, grown=0.7, top=None, values=(0, 2))
     tb = twin_bounds(net, layout, torch.as_tensor(zlo), torch.as_tensor(zhi))
     frac = np.vectorize(Fraction, otypes=[object])
 

@@ -93,35 +93,13 @@ def _linear_model(seed: int):
 
 @pytest.mark.parametrize("semantics", ["exact", "float32"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_counted_audits_equal_brute_force(seed, semantics, monkeypatch):
+@pytest.mark.parametrize("top", [1, 2, 3])
+def test_counted_audits_equal_brute_force(seed, semantics, top, monkeypatch):
     """Linear models (counted at the root) and mixed random ones (counted where linear), with
-    enumeration off, with the default band and with every band resolved point by point:
-    individual counts equal brute force; the counting path is taken on the linear models."""
-    counted = []
-    orig = fairness_bab.TwinBab._count_job
-
-    def spy(self, job, st):
-        back = orig(self, job, st)
-        counted.append(back is None)
-        return back
-    monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", spy)
-    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, 1, 13], ("p",))
-    for cfg in (COUNTING, BAND):
-        for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
-            counted.clear()
-            res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg,
-                                 semantics=semantics, samples=0)
-            _check(res, model, spec)
-            assert any(counted) or not linear
-    assert res.summary["semantics"] == semantics
-
-
-@pytest.mark.parametrize("semantics", ["exact", "float32"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_counted_audits_with_a_multi_valued_attribute_equal_brute_force(seed, semantics, monkeypatch):
-    """A protected attribute with 3 and with 4 values (every pair of values): linear models are
-    counted (one job per open value, the flip interval the union over the partner values) and the
-    individual counts equal brute force, with the default band and with every band resolved."""
+    enumeration off, with the default band and with every band resolved point by point, for a
+    protected attribute of 2, 3 and 4 values (one job per open value beyond two, the flip interval
+    the union over the partner values): individual counts equal brute force; the counting path is
+    taken on the linear models, with every partner value."""
     counted = []
     orig = fairness_bab.TwinBab._count_job
 
@@ -130,15 +108,15 @@ def test_counted_audits_with_a_multi_valued_attribute_equal_brute_force(seed, se
         counted.append((back is None, len(job.partners)))
         return back
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", spy)
-    for top in (2, 3):
-        spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, top, 13], ("p",))
-        for cfg in (COUNTING, BAND):
-            for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
-                counted.clear()
-                res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg,
-                                     semantics=semantics, samples=0)
-                _check(res, model, spec)
-                assert not linear or any(done and w == top for done, w in counted)
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [11, 7, top, 13], ("p",))
+    for cfg in (COUNTING, BAND):
+        for model, linear in ((_linear_model(seed), True), (biased_mlp(seed), False)):
+            counted.clear()
+            res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg,
+                                 semantics=semantics, samples=0)
+            _check(res, model, spec)
+            assert not linear or any(done and w == top for done, w in counted)
+    assert res.summary["semantics"] == semantics
 
 
 def test_band_points_are_decided_one_by_one(monkeypatch):

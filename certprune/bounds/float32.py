@@ -33,12 +33,13 @@ def node_errors(graph: Graph, bounds, exact_nodes: tuple[int, ...] = ()) -> list
             errs.append(torch.zeros_like(bounds[i][0]))
             continue
         es = [errs[j] for j in node.inputs]
-        ms = [_magnitude(bounds[j]) + errs[j] for j in node.inputs]
+        ms = [magnitude(bounds[j]) + errs[j] for j in node.inputs]
         errs.append(node.op.float32_error(es, ms))
     return errs
 
 
-def _magnitude(b: Interval) -> torch.Tensor:
+def magnitude(b: Interval) -> torch.Tensor:
+    """``max(|lower|, |upper|)`` of bounds ``b``."""
     return torch.maximum(b[0].abs(), b[1].abs())
 
 

@@ -43,6 +43,7 @@ import torch
 
 from certprune.bounds import crown
 from certprune.bounds.crown import MARGIN_SAFETY, TINY, State, rounded_interval, spec_matrix
+from certprune.bounds.float32 import magnitude
 from certprune.graph.ir import Graph
 from certprune.graph.op import FnPair, Interval, LinFn
 from certprune.graph.ops_linear import Linear, batched_mv
@@ -67,26 +68,23 @@ class Forward:
     err: dict[int, torch.Tensor] = field(default_factory=dict)  # of the kept nodes (module doc)
     mag: dict[int, torch.Tensor] = field(default_factory=dict)
     graph: Graph | None = None
+    resid: dict[int, torch.Tensor] = field(default_factory=dict)  # the residuals the pass computed already
 
     def state(self) -> State:
         """The bounds as a CROWN state (backward passes reuse the forward relaxations), with every
         node's float64 residual (``State.resid``, as ``crown.intermediate`` sets it) so that a
-        backward sweep on it is rigorous."""
+        backward sweep on it is rigorous: those the pass computed (ReLUs, interval images), and
+        those of the concretised nodes from their inputs' bounds."""
         st = State(self.lo, self.hi, self.bounds, self.relax, self.pre,
-                   torch.zeros(self.lo.shape[0], dtype=torch.bool))
+                   torch.zeros(self.lo.shape[0], dtype=torch.bool), resid=dict(self.resid))
         if self.graph is not None and crown.ROUNDING_MARGIN:
             for i, node in enumerate(self.graph.nodes[1:], start=1):
-                if node.op.nonlinear:
-                    r = ReLU.relaxation_residual(*self.pre[i])
-                else:
-                    r = node.op.float64_residual([_magnitude(self.bounds[j]) for j in node.inputs])
+                if node.op.nonlinear or i in self.resid:
+                    continue
+                r = node.op.float64_residual([magnitude(self.bounds[j]) for j in node.inputs])
                 if r is not None:
                     st.resid[i] = r
         return st
-
-
-def _magnitude(b: Interval) -> torch.Tensor:
-    return torch.maximum(b[0].abs(), b[1].abs())
 
 
 def _offset(op, graph: Graph, node) -> torch.Tensor:
@@ -108,12 +106,13 @@ def linear_step_error(op, graph: Graph, node, es, ms) -> tuple[torch.Tensor, tor
     return (err if r is None else err + r) + TINY, mag
 
 
-def relu_step_error(relax: Relaxation, pre: Interval, e: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(err, mag) of a relaxed ReLU's output from its input's (module doc)."""
+def relu_step_error(relax: Relaxation, pre: Interval, r: torch.Tensor | None, e: torch.Tensor,
+                    m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(err, mag) of a relaxed ReLU's output from its input's (module doc); ``r`` its
+    ``ReLU.relaxation_residual``."""
     l, u = pre
     on = u > 0  # stable inactive neurons are exactly 0
     t = relax.intercept.abs()
-    r = ReLU.relaxation_residual(l, u)
     unst = relax.unstable
     err = torch.where(unst, e + 4 * U64 * (m + t), torch.where(on, e, 0.0))
     if r is not None:
@@ -200,7 +199,7 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
             last_use[j] = i
     fns: dict = {0: _input_fn(graph, lo)}
     err: dict = {0: torch.zeros_like(res.bounds[0][0])} if rig else {}
-    mag: dict = {0: _magnitude(res.bounds[0])} if rig else {}
+    mag: dict = {0: magnitude(res.bounds[0])} if rig else {}
     fusable = _fusable(graph, keep)
     for i, node in enumerate(graph.nodes[1:], start=1):
         ins = [fns[j] for j in node.inputs]
@@ -216,7 +215,10 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
                 fns[i] = node.op.forward_relaxed(f, res.relax[i])
             res.bounds[i] = node.op.interval((l, u))
             if rig:
-                err[i], mag[i] = relu_step_error(res.relax[i], (l, u), err[p], mag[p])
+                r = ReLU.relaxation_residual(l, u)
+                if r is not None:
+                    res.resid[i] = r
+                err[i], mag[i] = relu_step_error(res.relax[i], (l, u), r, err[p], mag[p])
         else:
             if isinstance(ins[0], _Pending):
                 fns[i] = node.op.forward_linear_relaxed(ins[0].f, ins[0].relax)
@@ -231,10 +233,10 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
                 if rig:
                     box = widened(box, err[i] + gcon * mag[i])
                 if intersect_ibp:
-                    il, iu = rounded_interval(node.op, [res.bounds[j] for j in node.inputs])
+                    il, iu = rounded_interval(node.op, [res.bounds[j] for j in node.inputs], res.resid, i)
                     box = (torch.maximum(box[0], il), torch.minimum(box[1], iu))
             else:
-                box = rounded_interval(node.op, [res.bounds[j] for j in node.inputs])
+                box = rounded_interval(node.op, [res.bounds[j] for j in node.inputs], res.resid, i)
             res.bounds[i] = box
         for j in set(node.inputs):  # a node may use one input twice (x + x, concat([h, h]))
             if last_use[j] == i and j not in keep:

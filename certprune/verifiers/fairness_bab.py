@@ -150,6 +150,11 @@ class Float32Decider:
         return dec, out[:, 1].astype(np.float64) - out[:, 0].astype(np.float64)
 
 
+def _straddle(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``2 min(hi, -lo) / (hi - lo)`` clipped to [0, 1]: how centred on 0 a decision's bounds are."""
+    return np.clip(2 * np.minimum(hi, -lo) / np.maximum(hi - lo, 1e-300), 0.0, 1.0)
+
+
 @dataclass
 class _State:
     plo: np.ndarray
@@ -516,7 +521,7 @@ class TwinBab:
         u = u.take(~small & ~later)
         if len(u) == 0:
             return back
-        counting = self._counting() and time.perf_counter() - self.started >= self.cfg.count_after
+        counting = self._count_now()
         if self._copy_mode(counting):
             return self._round_copies(u, st, back)
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
@@ -538,11 +543,16 @@ class TwinBab:
                 self._fix_coupling(z)
                 self._check_points(z, u.part[own[opn]], st)
         if counting:
-            self._queue_linear(u, tb, own, vi, vj, closed)
-        alive = u.open.any(1)
+            self._queue_linear(u, tb, own)
         score = np.zeros((len(u), self.layout.n))
         np.add.at(score, own, tb.score.numpy()[:, :self.layout.n])
         u.weight = self._weight(len(u), own, closed, tb)
+        return self._children(u, score, back)
+
+    def _children(self, u: Units, score: np.ndarray, back: Units) -> Units:
+        """The round's result: the units still open split (by ``score``; several times in the
+        first rounds of a small pool, see :class:`BabConfig`), and ``back``."""
+        alive = u.open.any(1)
         n = int(alive.sum())
         target = min(self.cfg.first_round, self.cfg.batch)
         times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
@@ -582,7 +592,6 @@ class TwinBab:
         yl, yu = (t.numpy().reshape(N, V) for t in cb.y)
         grad = cb.grad.numpy().reshape(N, V, n)
         top, bot = np.argmax(yu, axis=1), np.argmin(yl, axis=1)  # most / least likely yes
-        r = np.arange(N)
         centre = np.floor((u.lo + u.hi) / 2)
         for k, v in np.argwhere(unfair):  # a validated pair for partitions with proven-unfair values
             p = int(u.part[k])
@@ -595,18 +604,10 @@ class TwinBab:
             d = grad[k, top[k]] - grad[k, bot[k]]
             for x in (np.where(d > 0, u.hi[k], u.lo[k]), np.where(d > 0, u.lo[k], u.hi[k]), centre[k]):
                 self._check_points(self._copy_points(x, top[k], bot[k]), u.part[k], st)
-        alive = u.open.any(1)
-        width = (u.hi - u.lo)
-        score = (np.abs(grad).sum(1) + (grad.max(1) - grad.min(1))) * width
-        def straddle(l, h):
-            return np.clip(2 * np.minimum(h, -l) / np.maximum(h - l, 1e-300), 0.0, 1.0)
-        hard = np.where(alive, straddle(yl, yu).max(1), 0.0)
-        u.weight = 1.0 - STRADDLE_DISCOUNT * hard
-        n_alive = int(alive.sum())
-        target = min(self.cfg.first_round, self.cfg.batch)
-        times = 1 if 2 * n_alive >= target else int(np.ceil(np.log2(target / max(n_alive, 1))))
-        kids = self._split(u.take(alive), score[alive], times)
-        return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
+        score = (np.abs(grad).sum(1) + (grad.max(1) - grad.min(1))) * (u.hi - u.lo)
+        hard = np.where(u.open.any(1), _straddle(yl, yu).max(1), 0.0)
+        u.weight = 1.0 - STRADDLE_DISCOUNT * hard  # as :meth:`_weight`, over the unit's copies
+        return self._children(u, score, back)
 
     def _copy_points(self, x: np.ndarray, v, w) -> np.ndarray:
         """Twin points z of individuals x (m, n) with protected value(s) v and partner value(s) w."""
@@ -626,6 +627,10 @@ class TwinBab:
             return False
         return self.cfg.count_points > 0 and self.unordered and len(self.values) >= 2
 
+    def _count_now(self) -> bool:
+        """Whether this round may count (:meth:`_counting`, and ``count_after`` seconds into the run)."""
+        return self._counting() and time.perf_counter() - self.started >= self.cfg.count_after
+
     def _linear_boxes(self, tb, M: int) -> np.ndarray:
         """``(ok, patterns)``: ``ok`` (M,) marks the twin boxes whose ReLUs are all stable in both
         copies with one and the same activation pattern; ``patterns[k]`` (M, h_k) the active ReLUs
@@ -642,7 +647,7 @@ class TwinBab:
             pats.append(act[:M])
         return ok, pats
 
-    def _queue_linear(self, u: Units, tb, own, vi, vj, closed) -> None:
+    def _queue_linear(self, u: Units, tb, own) -> None:
         """Move open (unit, value)s of units of at most ``count_points`` free points whose twin boxes
         are all linear with one activation pattern (:meth:`_linear_boxes`) from the search to the
         count queue (:meth:`_count_job`): with ``s(x) = a . x + c`` on the box, every copy x_w of
@@ -822,10 +827,7 @@ class TwinBab:
         1 when a decision's bounds are centred on 0, a box on the decision boundary that needs many
         splits; 0 when neither straddles). The pool pops by open volume x weight, so boxes that can
         close soon go first; only the order changes, never a count."""
-        def straddle(lo, hi):
-            lo, hi = lo.numpy(), hi.numpy()
-            return np.clip(2 * np.minimum(hi, -lo) / np.maximum(hi - lo, 1e-300), 0.0, 1.0)
-        h = np.maximum(straddle(*tb.y), straddle(*tb.yp))
+        h = np.maximum(_straddle(*(t.numpy() for t in tb.y)), _straddle(*(t.numpy() for t in tb.yp)))
         h[closed] = 0.0
         hard = np.zeros(N)
         np.maximum.at(hard, own, h)
@@ -981,7 +983,7 @@ class TwinBab:
                 continue
             open_before = pool.volume_sum() + queued + float(unloaded.sum())
             decided_before = sum(st.fair) + sum(st.unfair)
-            batch = pool.pop(per_copy_round if self._copy_mode(self._counting()) else per_round,
+            batch = pool.pop(per_copy_round if self._copy_mode(self._count_now()) else per_round,
                              drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from certprune.bounds import crown
-from certprune.bounds.crown import TINY, rounded_interval
+from certprune.bounds.crown import add_rounded, rounded_interval
 from certprune.bounds.float32 import output_error
 from certprune.bounds.forward import concretize, concretize_gamma, forward_pass, widened
 from certprune.graph.op import LinFn
 from certprune.graph.relu import Relaxation
-from certprune.semantics import U64, Semantics
+from certprune.semantics import Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
 
@@ -117,13 +117,14 @@ def cached_twin(net: AffineReluNet, layout: TwinLayout, last_abs=None) -> TwinGr
     return tg
 
 
-def _down(t: torch.Tensor) -> torch.Tensor:
-    """A float at most the exact value of the rounded operation that gave ``t`` (one rounding)."""
-    return t - (2 * U64 * t.abs() + TINY) if crown.ROUNDING_MARGIN else t
+def _down(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a - b`` rounded down: at most the exact difference (``crown.add_rounded``)."""
+    return add_rounded(a, -b)
 
 
-def _up(t: torch.Tensor) -> torch.Tensor:
-    return t + (2 * U64 * t.abs() + TINY) if crown.ROUNDING_MARGIN else t
+def _up(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a - b`` rounded up: at least the exact difference."""
+    return -add_rounded(b, -a)
 
 
 def _relu_diff(a, b, D):
@@ -131,8 +132,8 @@ def _relu_diff(a, b, D):
     lies between 0 and v' - v, and equals v' - v where both are active (the subtractions
     rounded outward)."""
     (l1, u1), (l2, u2), (Dl, Du) = a, b, D
-    lo = torch.maximum(Dl.clamp(max=0), _down(l2.clamp(min=0) - u1.clamp(min=0)))
-    hi = torch.minimum(Du.clamp(min=0), _up(u2.clamp(min=0) - l1.clamp(min=0)))
+    lo = torch.maximum(Dl.clamp(max=0), _down(l2.clamp(min=0), u1.clamp(min=0)))
+    hi = torch.minimum(Du.clamp(min=0), _up(u2.clamp(min=0), l1.clamp(min=0)))
     both = (l1 >= 0) & (l2 >= 0)
     return torch.where(both, Dl, lo), torch.where(both, Du, hi)
 
@@ -153,9 +154,9 @@ def pair_differences(tg: TwinGraph, res, x_diff):
             ins = [D[k] for k in node.inputs]
             dl, du = rounded_interval(node.op, ins)
             off = node.op.forward(*[t[0].new_zeros(1, *t[0].shape[1:]) for t in ins])
-            d = (_down(dl - off), _up(du - off))
+            d = (_down(dl, off), _up(du, off))
         (la, ua), (lb, ub) = res.bounds[a], res.bounds[b]
-        D[j] = (torch.maximum(d[0], _down(lb - ua)), torch.minimum(d[1], _up(ub - la)))
+        D[j] = (torch.maximum(d[0], _down(lb, ua)), torch.minimum(d[1], _up(ub, la)))
     return D[tg.model.output]
 
 

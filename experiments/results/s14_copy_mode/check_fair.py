@@ -1,4 +1,4 @@
-import sys, numpy as np
+import os, sys, numpy as np
 import certprune
 from certprune.datasets.tabular import get_schema
 from certprune.fairness_spec import FairnessSpec
@@ -8,7 +8,7 @@ from certprune.verifiers.fairness_bab import BabConfig
 from certprune.semantics import Semantics
 model, sem = sys.argv[1], sys.argv[2]
 spec = FairnessSpec.from_schema(get_schema("adult"), ("race",), name="adult")
-path = f"/work/shared/data/fairness/fairify_models/{model}.h5"
+path = os.path.join(os.environ.get("CERTPRUNE_DATA", "../shared/data"), "fairness", "fairify_models", f"{model}.h5")
 boxes = []
 orig = fairness_bab.TwinBab._account
 def spy(self, u, fair, unfair, st):
