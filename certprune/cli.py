@@ -6,7 +6,7 @@ Exit codes: 0 success / decided; 2 usage or input error (one clear line on stder
 the traceback is printed too, the exit code stays 2); other codes are documented by each
 sub-command (e.g. verify: 3 unknown/timeout). Besides certprune's own errors, file-system errors
 (OSError), a corrupt SQLite store (sqlite3.Error) and unreadable JSON (json.JSONDecodeError) are
-input errors.
+input errors, and so is running out of memory (MemoryError: a size the machine cannot hold).
 """
 from __future__ import annotations
 
@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         print(f"certprune: error: {_describe(e).replace(chr(10), ' ')}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as e:  # a size this machine cannot hold: the same one line and exit code as bad input
+        if args.debug:
+            import traceback
+            traceback.print_exc()
+        print(f"certprune: error: out of memory ({str(e)[:160] or 'MemoryError'}); try smaller sizes or budgets",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("certprune: interrupted", file=sys.stderr)

@@ -130,7 +130,7 @@ def test_default_model_and_option_conflicts_are_one_line_exit_2(tmp_path, digits
     cases = [(["default", "--data", str(tmp_path / "d.npz")], "needs a named --dataset"),
              (["default", "--dataset", "cifar10", "--mean", "0.5"], "drop --mean/--std"),
              ([str(DIGITS_MODEL), "--dataset", "digits", "--labels", str(tmp_path / "d.npz")], "--labels goes with"),
-             ([str(DIGITS_MODEL), "--dataset", "digits", "--workers", "0"], "--workers must be >= 1"),
+             ([str(DIGITS_MODEL), "--dataset", "digits", "--workers", "0"], "--workers must be an integer >= 1"),
              ([str(DIGITS_MODEL), "--dataset", "digits", "--mean", "a,b"], "--mean takes comma-separated numbers"),
              ([str(DIGITS_MODEL), "--dataset", "digits", "--std", "0.5,0.5"], "--std has 2 values")]
     for extra, needle in cases:

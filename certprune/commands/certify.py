@@ -94,12 +94,10 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def check_scaleout(args: argparse.Namespace) -> None:
-    """ConfigError unless ``--workers`` >= 1 and not both ``--workers`` and ``--ray``."""
-    from certprune.errors import ConfigError
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.ray is not None and args.workers != 1:
-        raise ConfigError("give either --workers N (local processes) or --ray ADDRESS, not both")
+    """ConfigError unless ``--workers`` is valid for this machine and not given with ``--ray``
+    (``parallel.check_workers``)."""
+    from certprune.verifiers.parallel import check_workers
+    check_workers(args.workers, args.ray, "--workers")
 
 
 def run(args: argparse.Namespace) -> int:

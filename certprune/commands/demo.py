@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from certprune.fairness_spec import FairnessSpec
     from certprune.network import load_model
     from certprune.verifiers.fairness import audit_fairness
+    from certprune.verifiers.parallel import check_workers
+    check_workers(args.workers, None, "--workers")
     path = bundled_german_model()
     spec = FairnessSpec.from_schema(get_schema("german"), ("age",), name="german (bundled model)")
     print(f"certprune demo: auditing {path.name} for age on German credit (whole domain, {args.timeout:g} s)")

@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     from certprune.datasets.tabular import get_schema
     from certprune.fairness_spec import FairnessSpec
     from certprune.verifiers.fairness import audit_fairness
+    from certprune.verifiers.parallel import check_workers
+    check_workers(args.workers, args.ray, "--workers")
     schema = get_schema(args.dataset)
     protected, relaxed = attribute_names(schema, args.protected, parse_relax(args.relax))
     spec = FairnessSpec.from_schema(schema, protected, relaxed, name=args.dataset)

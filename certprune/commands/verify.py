@@ -4,7 +4,7 @@ Prints the result word (``unsat`` / ``sat`` / ``timeout`` / ``unknown`` / ``erro
 writes the VNN-COMP result file (see :mod:`certprune.vnncomp`). Exit codes: 0 decided (sat or
 unsat), 3 undecided (timeout or unknown), 2 bad input (unreadable model, unknown VNN-LIB construct,
 output index beyond the model, empty input box, a results file that cannot be written, a bad
-config file), 1 internal error.
+config file, out of memory), 1 internal error.
 
 ``--timeout`` counts from the process start (interpreter start-up and imports included) when the
 process is the ``certprune`` command, from the call otherwise (``cli.main`` inside another program).
@@ -103,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
     except CertpruneError:
         args.answer.give(args, "error")
         raise
+    except MemoryError as e:  # a size the machine cannot hold (a config knob, a huge model): bad input
+        if getattr(args, "debug", False):
+            raise
+        args.answer.give(args, "error")
+        print(f"certprune: error: out of memory ({e}); lower the size options of --config "
+              "(attack_samples, attack_restarts, batch, input_batch, queue_cap)", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:  # internal error: one line, exit 1 (--debug shows the traceback)
         if getattr(args, "debug", False):
             raise

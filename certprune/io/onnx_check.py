@@ -4,7 +4,11 @@ Why: verification results speak about the *file*; a converter bug would make eve
 the wrong network. Each ``load_onnx`` therefore runs a few random inputs (uniform in [-1, 1],
 seeded) through both and refuses the model if they disagree by more than ``1e-4 * max(1, |y|)``
 (float32 summation-order noise is far below that). onnxruntime is a core dependency; if it is
-missing, or cannot run the file, the check is skipped and the reason is recorded: the outcome
+missing, or cannot run a file that onnx's own checker accepts (an operator onnxruntime lacks), the
+check is skipped and the reason is recorded; a file that onnxruntime cannot run *and* that is not
+valid ONNX (the checker's full type and shape inference rejects it, or it declares an opset newer
+than the newest ONNX defines) is refused: the converter would read it with semantics the file
+does not have. The outcome
 (``info.extra["onnxruntime_check"]``) always says whether the check ran (``ran``), and
 ``certprune info`` prints it.
 """
@@ -40,7 +44,10 @@ def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: 
         fixed = bool(inp.shape) and isinstance(inp.shape[0], int)
         outs = _run(sess, inp, x, no_batch, fixed)
         ref = np.concatenate([o.reshape(1 if no_batch or fixed else samples, -1) for o in outs])
-    except Exception as e:  # onnxruntime rejects some files our converter reads; record, do not fail
+    except Exception as e:  # onnxruntime rejects some files our converter reads; refuse only invalid ONNX
+        invalid = _invalid_onnx(source)
+        if invalid:
+            raise ModelLoadError(f"not a valid ONNX model (onnxruntime cannot run it either): {invalid}") from None
         return {"ran": False, "skipped": f"onnxruntime cannot run the file: {type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:120] if str(e) else ''}"}
     ours = net.run_float32(x)
@@ -52,6 +59,23 @@ def compare_with_onnxruntime(net, source: Path | bytes, samples: int = 4, seed: 
         raise ModelLoadError(f"converted model disagrees with onnxruntime by {diff:.3g} on random inputs; "
                              "please report this model")
     return {"ran": True, "max_abs_diff": diff, "samples": samples}
+
+
+def _invalid_onnx(source: Path | bytes) -> str | None:
+    """Why the file is not valid ONNX (onnx.checker with full type/shape inference, and opsets up to
+    the newest one defined), or None."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+        newest = onnx.defs.onnx_opset_version()
+        for op in model.opset_import:
+            if op.domain in ("", "ai.onnx") and op.version > newest:
+                return f"it declares ONNX opset {op.version}, newer than the newest defined ({newest})"
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # the checker's and the parser's many error types: each is a reason
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    return None
 
 
 def describe_check(net) -> str:

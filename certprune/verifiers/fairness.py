@@ -138,8 +138,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
     import tempfile
     from certprune.verifiers import parallel
     from certprune.verifiers.audit_store import AuditStore
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    parallel.check_workers(workers, ray_address)
     if not (timeout > 0):
         raise ConfigError(f"timeout must be positive, got {timeout!r}")
     sem = parse_semantics(semantics)

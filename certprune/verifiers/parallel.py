@@ -19,6 +19,24 @@ import numpy as np
 from certprune.errors import ConfigError
 
 
+MAX_WORKERS_PER_CPU = 4  # local processes beyond this many per CPU only cost memory (each forks the model)
+
+
+def check_workers(workers, ray_address: str | None = None, name: str = "workers") -> None:
+    """ConfigError unless ``workers`` is an integer >= 1, at most MAX_WORKERS_PER_CPU x this machine's
+    CPUs for local processes (a Ray cluster's size is its own), and not > 1 together with Ray."""
+    import os
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {workers!r}")
+    if ray_address is not None and workers != 1:
+        raise ConfigError(f"give either {name} N (local processes) or a Ray address, not both")
+    cpus = os.cpu_count() or 1
+    if ray_address is None and workers > MAX_WORKERS_PER_CPU * cpus:
+        raise ConfigError(f"{name} = {workers} local processes on a machine with {cpus} CPUs; at most "
+                          f"{MAX_WORKERS_PER_CPU * cpus} (use a Ray cluster for more)")
+
+
 @dataclass
 class Job:
     """Everything a worker needs: a factory for the engine, the partitioning and the deadline

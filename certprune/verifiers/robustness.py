@@ -98,8 +98,8 @@ def certify_robustness(model, X, y, eps: float, timeout: float = 10.0, out_dir: 
     if sem == "float32":
         from certprune.verifiers.problem import require_float32_chain
         require_float32_chain(net)
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    from certprune.verifiers.parallel import check_workers
+    check_workers(workers, ray_address)
     runner = (workers, ray_address)
     if out_dir is None:
         return _certify(net, X, y, idx, eps, timeout, clip, config, pgd_steps, pgd_restarts, progress, None, runner)

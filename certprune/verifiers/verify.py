@@ -57,6 +57,7 @@ STRATEGIES = ("auto", "input", "relu")
 # torch CPU threads asked for (--threads, config threads): torch.set_num_threads(100000) is accepted
 # and the next matrix product segfaults while the thread pool is created
 MAX_THREADS = 1024
+MAX_COUNT = 1 << 31  # sizes and counts past this cannot index a tensor (they meant a typo, not a search)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,10 @@ class VerifyConfig:
                      "refine_min_inputs", "seed", "input_split_max_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and f.name != "seed" and abs(v) >= MAX_COUNT:
+                raise ConfigError(f"{f.name} must be below 2^31, got {v}")
         if not (0.0 <= self.refine_time_fraction <= 1.0):
             raise ConfigError(f"refine_time_fraction must lie in [0, 1], got {self.refine_time_fraction}")
         if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
