@@ -1,7 +1,7 @@
 """Branch and bound over domains (input boxes + ReLU splits) until every sub-problem is decided.
 
-ONE loop (:meth:`BranchAndBound.run`, one ``while`` over the frontier, ``domains.Frontier``: a
-struct of arrays, best-first with a LIFO cap) serves both strategies; each domain carries the
+ONE loop (:func:`search.run_search`, the loop of every search, fairness's included, over the
+frontier ``domains.Frontier``: a struct of arrays, best-first with a LIFO cap) serves both strategies; each domain carries the
 branching rule chosen when it was bounded:
 - ``LOOKAHEAD`` (input strategy, ``box_batch`` > 0): bisect along every splittable input, bound
   all children at once, keep the best pair (``bab_input.lookahead_children`` / ``lookahead_pick``);
@@ -40,6 +40,7 @@ from certprune.verifiers.bab_input import choose_input_dims, lookahead_children,
 from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relus
 from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, outward32, rows_where, timed_batch
 from certprune.verifiers.lp_leaf import solve_leaf
+from certprune.verifiers.search import run_search
 
 WARM_MAX_VALUES = 1 << 16  # warm starts kept where spec rows x ReLU neurons is at most this (2 x 256 KB float32
 # per queued domain; mnist_fc 256x6: 9 x 1536)
@@ -153,6 +154,7 @@ class BranchAndBound:
                       "input_splits": 0, "relu_splits": 0, "lookahead_splits": 0, "box_domains": 0, "handoffs": 0,
                       "time_bound": 0.0, "time_lp": 0.0}
         self.found: np.ndarray | None = None
+        self.root_alive: np.ndarray | None = None  # the disjuncts open at the root (:meth:`run`)
         self.timed_out = False  # set when a domain was left unprocessed for lack of time
         self._per_child: dict[bool, float | None] = {True: None, False: None}  # seconds per child (look-ahead or not)
         self.attack = attack  # (lo (k, n), hi (k, n)) -> candidate points, or None
@@ -162,18 +164,16 @@ class BranchAndBound:
         self._last_progress = time.monotonic()
 
     def run(self, alive: np.ndarray) -> BabOutcome:
-        """Search from the root box with the disjuncts ``alive`` still open: bound the root, then
-        :meth:`step` until the frontier is empty, a point is confirmed or the time is up."""
-        self.start(alive)
-        while len(self.frontier) and self.found is None and not self.timed_out:
-            if self._out_of_time():
-                self.timed_out = True
-                break
-            self.step()
-        return self.run_result()
+        """Search from the root box with the disjuncts ``alive`` still open, on the one search loop
+        (:func:`search.run_search`): bound the root, then :meth:`step` until the frontier is
+        empty, a point is confirmed or the time is up."""
+        self.root_alive = np.asarray(alive)
+        return run_search(self, self.deadline)
 
-    def start(self, alive: np.ndarray) -> None:
-        """Bound the root box and settle it (queue it, or decide it as a leaf)."""
+    def start(self, alive: np.ndarray | None = None) -> None:
+        """Bound the root box and settle it (queue it, or decide it as a leaf); ``alive``: the
+        disjuncts still open (default: those given to :meth:`run`)."""
+        alive = self.root_alive if alive is None else alive
         root = {"lo": self.lo[None], "hi": self.hi[None],
                 "splits": torch.zeros(1, sum(self.sizes), dtype=torch.int8),
                 "alive": torch.as_tensor(np.asarray(alive), dtype=torch.bool)[None],
@@ -182,8 +182,18 @@ class BranchAndBound:
         if self.found is None:
             self._settle(b, from_lookahead=False)
 
+    def pending(self) -> bool:
+        return len(self.frontier) > 0
+
+    def stopped(self) -> bool:
+        return self.found is not None or self.timed_out
+
+    def finish(self, timed_out: bool) -> BabOutcome:
+        self.timed_out |= timed_out
+        return self.run_result()
+
     def step(self) -> None:
-        """One pass of the loop: pop a batch of domains, branch each by its rule, bound and settle
+        """One round of the loop: pop a batch of domains, branch each by its rule, bound and settle
         the children; about once a second an attack; progress."""
         rows = self._pop()
         t0 = time.monotonic()

@@ -55,6 +55,7 @@ from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.partition import box_points
+from certprune.verifiers.search import run_search
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
 from certprune.verifiers.twin_bounds import cached_twin, copy_bounds, point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
@@ -175,6 +176,24 @@ class _State:
     def __post_init__(self) -> None:
         if self.npairs is None:
             self.npairs = np.array([len(q) for q in self.pairs], dtype=np.int64)
+
+
+@dataclass
+class _Run:
+    """One :meth:`TwinBab.run`: its partitions' state, the pool of open units, where outcomes go,
+    the loading chunk, the undecided tolerance, units per round (pair boxes / copy mode), the
+    individuals of partitions not loaded yet, and how far outcomes were handed on."""
+
+    st: _State
+    pool: UnitPool
+    on_done: Callable[[list["PartitionOutcome"]], None]
+    chunk: int
+    tolerance: float
+    per_round: int
+    per_copy_round: int
+    unloaded: np.ndarray
+    next_p: int = 0
+    emitted: int = 0
 
 
 @dataclass
@@ -940,50 +959,70 @@ class TwinBab:
             on_done: Callable[[list[PartitionOutcome]], None], chunk: int = 2000,
             tolerance_points: float = 0.0) -> None:
         """Decide the individuals of partitions ``pids`` (bounds plo/phi) until ``deadline``
-        (time.monotonic) or until at most ``tolerance_points`` individuals are open; ``on_done``
-        receives outcomes as partitions complete, and the unfinished ones at the end."""
+        (time.monotonic) or until at most ``tolerance_points`` individuals are open, on the one
+        search loop (:func:`search.run_search`: :meth:`start`, then :meth:`step` while
+        :meth:`pending` and not :meth:`stopped`, then :meth:`finish`); ``on_done`` receives
+        outcomes as partitions complete, and the unfinished ones at the end."""
         P = len(pids)
         self.deadline = deadline
         plo, phi = plo.astype(np.float64), phi.astype(np.float64)
         st = _State(plo, phi, np.asarray(pids), box_points(plo, phi), [0] * P, [0] * P,
                     np.zeros(P, np.int64), np.zeros(P, bool), np.full(P, np.inf),
                     np.zeros(P, np.int64), np.zeros(P, np.int64), [[] for _ in range(P)])
-        pool = UnitPool()
-        self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
-        self.no_count = set()
-        self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
-        self.stalled, self.search_rate = 0, float("inf")
-        unloaded = np.asarray([float(n) for n in st.points])
-        next_p = emitted = 0
         # cfg.batch counts twin boxes: a unit has one per open (value, partner) pair, so a round of
         # cfg.batch units of a 5-valued attribute (Adult race: 10 pairs) bounded 10x as many boxes
         # and ran ~30 s, far past a 60 s deadline that is checked only between rounds
         V = len(self.values)
         per_round = max(1, self.cfg.batch // max(1, V * (V - 1) // (2 if self.unordered else 1)))
         per_copy_round = max(1, 2 * self.cfg.batch // V)  # copy mode: V evaluations per unit, 2 per pair box
-        while True:
-            while len(pool) < 4 * self.cfg.batch and next_p < P:
-                sel = np.arange(next_p, min(P, next_p + chunk))
-                next_p = sel[-1] + 1
-                pool.add(self.initial_units(plo[sel], phi[sel], sel))
-                st.started[sel] = time.perf_counter()
-                np.add.at(st.units, sel, 1)
-                unloaded[sel] = 0.0
-            if (len(pool) == 0 and not self.queue) or time.monotonic() > deadline:
-                break
-            queued = sum(j.unit.volume()[0] for j in self.queue)
-            if tolerance_points > 0 and pool.volume_sum() + queued + float(unloaded.sum()) <= tolerance_points:
-                break
-            if len(pool) == 0:  # only counts left
-                self._count_queue(st, pool, always=True)
-                self._emit_done(st, np.arange(P))
-                if len(st.outcomes) > emitted:
-                    on_done(st.outcomes[emitted:])
-                    emitted = len(st.outcomes)
-                continue
-            open_before = pool.volume_sum() + queued + float(unloaded.sum())
+        self._run = _Run(st, UnitPool(), on_done, chunk, tolerance_points, per_round, per_copy_round,
+                         np.asarray([float(n) for n in st.points]))
+        run_search(self, deadline)
+
+    def start(self) -> None:
+        """Reset the run's counters and load the first partitions' units."""
+        self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
+        self.no_count = set()
+        self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
+        self.stalled, self.search_rate = 0, float("inf")
+        self._load()
+
+    def pending(self) -> bool:
+        return len(self._run.pool) > 0 or bool(self.queue)
+
+    def stopped(self) -> bool:
+        """Whether at most ``tolerance_points`` individuals are open (pool, count queue, unloaded)."""
+        r = self._run
+        return r.tolerance > 0 and self._open_volume() <= r.tolerance
+
+    def _open_volume(self) -> float:
+        r = self._run
+        return r.pool.volume_sum() + sum(j.unit.volume()[0] for j in self.queue) + float(r.unloaded.sum())
+
+    def _load(self) -> None:
+        """Keep at least 4 rounds' worth of units in the pool, loading partitions ``chunk`` at a time."""
+        r, st = self._run, self._run.st
+        P = len(st.pids)
+        while len(r.pool) < 4 * self.cfg.batch and r.next_p < P:
+            sel = np.arange(r.next_p, min(P, r.next_p + r.chunk))
+            r.next_p = sel[-1] + 1
+            r.pool.add(self.initial_units(st.plo[sel], st.phi[sel], sel))
+            st.started[sel] = time.perf_counter()
+            np.add.at(st.units, sel, 1)
+            r.unloaded[sel] = 0.0
+
+    def step(self) -> None:
+        """One round: a batch of units through :meth:`_round` (or, with the pool empty, the count
+        queue drained), the partitions it completed emitted, then the pool refilled."""
+        r, st = self._run, self._run.st
+        pool = r.pool
+        if len(pool) == 0:  # only counts left
+            self._count_queue(st, pool, always=True)
+            self._emit_done(st, np.arange(len(st.pids)))
+        else:
+            open_before = self._open_volume()
             decided_before = sum(st.fair) + sum(st.unfair)
-            batch = pool.pop(per_copy_round if self._copy_mode(self._count_now()) else per_round,
+            batch = pool.pop(r.per_copy_round if self._copy_mode(self._count_now()) else r.per_round,
                              drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
@@ -1002,13 +1041,23 @@ class TwinBab:
                 touched.append(self._count_queue(st, pool))
             self._emit_done(st, np.unique(np.concatenate(touched)))
             self._note_gain(sum(st.fair) + sum(st.unfair) - decided_before, open_before)
-            if len(st.outcomes) > emitted:
-                on_done(st.outcomes[emitted:])
-                emitted = len(st.outcomes)
             if self.on_progress is not None:
                 self.on_progress(sum(st.fair), sum(st.unfair))
-        self.queue = []  # what is still queued at the deadline stays undecided
+        self._hand_on()
+        self._load()
+
+    def _hand_on(self) -> None:
+        """Give ``on_done`` the outcomes emitted since the last call."""
+        r = self._run
+        if len(r.st.outcomes) > r.emitted:
+            r.on_done(r.st.outcomes[r.emitted:])
+            r.emitted = len(r.st.outcomes)
+
+    def finish(self, timed_out: bool) -> None:
+        """What is still open (queued for a count, in the pool, not loaded) stays undecided: the
+        unfinished partitions are emitted as 'unknown' with their partial counts."""
+        st = self._run.st
+        self.queue = []
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, "unknown")
-        if len(st.outcomes) > emitted:
-            on_done(st.outcomes[emitted:])
+        self._hand_on()
