@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -30,6 +30,19 @@ class Verdict(str, enum.Enum):
         if self is Verdict.UNKNOWN:
             return "timeout" if timed_out else "unknown"
         return "error"
+
+
+def merge(parts: Iterable[Verdict]) -> Verdict:
+    """The verdict of a property made of parts (the boxes of a multi-box VNN-LIB instance, the
+    partitions of a fairness audit): FALSIFIED as soon as one part is (a validated counterexample
+    of a part is one of the whole), CERTIFIED only when there is a part and every part is
+    certified, else ERROR where a part could not run, else UNKNOWN."""
+    seen = [Verdict(v) for v in parts]
+    if Verdict.FALSIFIED in seen:
+        return Verdict.FALSIFIED
+    if seen and all(v is Verdict.CERTIFIED for v in seen):
+        return Verdict.CERTIFIED
+    return Verdict.ERROR if Verdict.ERROR in seen else Verdict.UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ def test_fixture_family_has_fair_unfair_and_mixed_models():
         fair, unfair = _check(res, model, spec)
         assert {"fair": unfair == 0, "unfair": fair == 0, "mixed": fair > 0 and unfair > 0}[want]
         assert res.summary["fair_on_domain"] == (want == "fair")
+        assert res.summary["verdict"] == {"fair": "certified", "unfair": "falsified", "mixed": "falsified"}[want]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from certprune.results import Verdict, merge
 from certprune.verifiers.partition import box_points
 
 VERDICTS = ("certified", "falsified", "undecided")
@@ -66,6 +67,14 @@ def partition_frame(rows: pd.DataFrame, part) -> pd.DataFrame:
     return df
 
 
+def audit_verdict(parts: pd.DataFrame) -> Verdict:
+    """The audit's verdict from its partitions (:func:`results.merge`): FALSIFIED where some partition
+    holds a validated pair or a proven-unfair individual, CERTIFIED where every one is certified,
+    else UNKNOWN."""
+    return merge(Verdict.FALSIFIED if n or u else (Verdict.CERTIFIED if v == "certified" else Verdict.UNKNOWN)
+                 for v, n, u in zip(parts["verdict"], parts["pairs"], parts["unfair"]))
+
+
 def individuals(parts: pd.DataFrame, spec) -> dict:
     """``{"total", "fair", "unfair", "undecided"}``: exact ints; points outside every partition
     (user boxes that do not cover the domain) are undecided."""
@@ -76,13 +85,18 @@ def individuals(parts: pd.DataFrame, spec) -> dict:
 
 def summarize(parts: pd.DataFrame, spec, part, seconds: float, semantics: str = "exact",
               tolerance: float = 0.0) -> dict:
-    """What summary.json holds: exact individual counts and shares, partition counts and domain
-    shares per partition verdict, the number of validated counterexample pairs, the query."""
+    """What summary.json holds: the audit's ``verdict`` (certified: fair on the domain; falsified:
+    some individual proven unfair or a validated pair; unknown), exact individual counts and
+    shares, partition counts and domain shares per partition verdict, the number of validated
+    counterexample pairs, the query."""
     total_pts = float(domain_total(spec))
     counts = {v: int((parts["verdict"] == v).sum()) for v in VERDICTS}
     shares = {v: float(sum(parts.loc[parts["verdict"] == v, "points"]) / total_pts) for v in VERDICTS}
     ind = individuals(parts, spec)
-    return {"model_features": len(spec.feature_names), "protected": list(spec.protected),
+    verdict = audit_verdict(parts)
+    if verdict is Verdict.CERTIFIED and ind["fair"] != ind["total"]:  # user boxes that miss part of the domain
+        verdict = Verdict.UNKNOWN
+    return {"verdict": verdict.value, "model_features": len(spec.feature_names), "protected": list(spec.protected),
             "relaxed": {n: d for n, d in spec.relaxed}, "semantics": semantics, "decisions": DECISIONS[semantics],
             "undecided_tolerance": tolerance,
             "individuals": ind,

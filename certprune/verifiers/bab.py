@@ -36,6 +36,7 @@ import torch
 from certprune.bounds.engine import DomainBounds, domain_bounds
 from certprune.graph import Graph
 from certprune.graph.encode import encoding_exact
+from certprune.results import Verdict
 from certprune.verifiers.bab_input import choose_input_dims, lookahead_children, lookahead_pick
 from certprune.verifiers.bab_relu import choose_relus, choose_relus_fsb, split_relus
 from certprune.verifiers.domains import INPUT, LOOKAHEAD, RELU, Frontier, outward32, rows_where, timed_batch
@@ -71,9 +72,9 @@ class Spec:
 
 @dataclass
 class BabOutcome:
-    """``status``: 'certified', 'falsified' (``x`` is the confirmed float32 point) or 'unknown'."""
+    """``status``: CERTIFIED, FALSIFIED (``x`` is the confirmed float32 point) or UNKNOWN."""
 
-    status: str
+    status: Verdict
     x: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
 
@@ -412,13 +413,13 @@ class BranchAndBound:
     def run_result(self) -> BabOutcome:
         """The outcome once the search stopped (found, out of time, or frontier empty)."""
         if self.found is not None:
-            return BabOutcome("falsified", self.found, self._final_stats("falsified"))
+            return BabOutcome(Verdict.FALSIFIED, self.found, self._final_stats("falsified"))
         if self.timed_out:
-            return BabOutcome("unknown", stats=self._final_stats("timeout"))
+            return BabOutcome(Verdict.UNKNOWN, stats=self._final_stats("timeout"))
         if self.stats["unresolved_leaves"]:
             why = "an LP leaf optimum not confirmed in float32 (rounding, or on a strict comparison's boundary)"
-            return BabOutcome("unknown", stats=self._final_stats(why))
-        return BabOutcome("certified", stats=self._final_stats("all domains refuted"))
+            return BabOutcome(Verdict.UNKNOWN, stats=self._final_stats(why))
+        return BabOutcome(Verdict.CERTIFIED, stats=self._final_stats("all domains refuted"))
 
     def _final_stats(self, reason: str) -> dict:
         s = dict(self.stats)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from certprune.fairness_spec import FairnessSpec
+from certprune.results import Verdict
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
 from certprune.verifiers.partition import box_points
@@ -112,13 +113,13 @@ class BabConfig:
 
 @dataclass
 class PartitionOutcome:
-    """One partition: ``verdict`` 'certified' (complete, every individual fair) | 'falsified'
-    (complete, some individual unfair) | 'unknown' (budget spent); exact counts of individuals
+    """One partition: ``verdict`` CERTIFIED (complete, every individual fair) | FALSIFIED
+    (complete, some individual unfair) | UNKNOWN (budget spent); exact counts of individuals
     proven fair / unfair / undecided; validated counterexample pairs ``(x, x', logit, logit')``
     (encoded integers, float32 logits of each input run alone)."""
 
     pid: int
-    verdict: str
+    verdict: Verdict
     fair: int = 0
     unfair: int = 0
     undecided: int = 0
@@ -890,7 +891,7 @@ class TwinBab:
         return u
 
     # ----- driver ----------------------------------------------------------------------------
-    def _emit(self, st: _State, p: int, verdict: str) -> None:
+    def _emit(self, st: _State, p: int, verdict: Verdict) -> None:
         und = st.points[p] - st.fair[p] - st.unfair[p]
         now = time.perf_counter()
         st.done[p] = True
@@ -902,7 +903,7 @@ class TwinBab:
         """Emit the partitions among ``parts`` with no unit left (in the pool or the count queue)."""
         for p in parts:
             if st.units[p] == 0 and not st.done[p]:
-                self._emit(st, p, "falsified" if st.unfair[p] else "certified")
+                self._emit(st, p, Verdict.FALSIFIED if st.unfair[p] else Verdict.CERTIFIED)
 
     def _note_gain(self, gained: int, open_before: float) -> None:
         """Count the rounds in a row whose decided individuals were fewer than ``count_stall`` of
@@ -1059,5 +1060,5 @@ class TwinBab:
         st = self._run.st
         self.queue = []
         for p in np.flatnonzero(~st.done):
-            self._emit(st, p, "unknown")
+            self._emit(st, p, Verdict.UNKNOWN)
         self._hand_on()

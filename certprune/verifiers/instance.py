@@ -37,6 +37,7 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
     done; absent when the attack decided first), and each verify call's stats. Loading is not
     interruptible: when it leaves no time, the answer is ``timeout`` without a verify call."""
     from certprune.network import load_model
+    from certprune.results import Verdict, merge
     from certprune.verifiers.verify import VerifyConfig, verify
     from certprune.vnnlib import property_for_model, read_vnnlib
 
@@ -51,7 +52,7 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
     stats["seconds_after_loading"] = time.monotonic() - start
     stats["verify"] = []
     tell = _first_bound_stamp(stats, start, progress)
-    words = []
+    words, parts = [], []
     for i, prop in enumerate(props):
         left = None if timeout is None else timeout - (time.monotonic() - start)
         if left is not None and left <= 0:
@@ -62,13 +63,15 @@ def decide_instance(model_path: str, prop_path: str, timeout: float | None, star
         stats["verify"].append(res.stats)
         if res.stats.get("phase") == "bound" and "time_bound" in res.stats:  # the root pass finished
             stats.setdefault("seconds_first_bound", time.monotonic() - start)
-        if res.verdict.value == "falsified":
+        parts.append(res.verdict)
+        if res.verdict is Verdict.FALSIFIED:  # sat as soon as one box has a validated counterexample
             x, y = recheck(model, prop, res.counterexample)
             return InstanceOutcome("sat", x, y, stats)
         words.append(_word(res))
-    if words and all(w == "unsat" for w in words) and len(words) == len(props):
+    whole = merge(parts + [Verdict.UNKNOWN] * (len(props) - len(parts)))  # boxes left unrun: unknown
+    if whole is Verdict.CERTIFIED:
         return InstanceOutcome("unsat", stats=stats)
-    return InstanceOutcome("timeout" if "timeout" in words else "unknown", stats=stats)
+    return InstanceOutcome("timeout" if "timeout" in words else whole.vnncomp_word(), stats=stats)
 
 
 def _first_bound_stamp(stats: dict, start: float, progress: Progress | None) -> Progress:

@@ -249,9 +249,9 @@ def _run(pb, cfg: VerifyConfig, deadline: float | None, stats: dict, progress: C
                          prior=prior).run(alive)
     stats.update(out.stats)
     stats["time_bab"] = time.monotonic() - t0
-    if out.status == "falsified":
+    if out.status is Verdict.FALSIFIED:
         return pb.falsified(out.x, stats, "bab")
-    if out.status == "certified":
+    if out.status is Verdict.CERTIFIED:
         stats["phase"] = "bab"
         return Result(Verdict.CERTIFIED, stats=stats, message="every branch-and-bound domain refuted")
     return _unknown(stats, "bab", out.stats.get("reason", ""))
