@@ -27,14 +27,14 @@ from tests import graph_nets
 OFF = dict(attack_restarts=0, attack_samples=0, attack_corners=0, attack_odi_restarts=0)
 
 
-def cancelling(seed: int = 5, d: int = 4, h: int = 16) -> nn.Sequential:
+def cancelling(seed: int = 5, d: int = 4, h: int = 16, bias: float = 1e6) -> nn.Sequential:
     """y = 1e4 (w . relu(V x + b) - w_P . relu(V_P x + b_P)) with the second half the first one's
     neurons permuted: identically 0 in real arithmetic (every ReLU active on [-1, 1]^d), while
     float64 sums the 1e15-sized terms in different orders (forward values up to ~3; on main the
     CROWN bound alone claimed y >= 0.59)."""
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(h, d, generator=g, dtype=torch.float64) * 1e5
-    b = torch.full((h,), 1e6, dtype=torch.float64)
+    b = torch.full((h,), bias, dtype=torch.float64)
     w = torch.randn(h, generator=g, dtype=torch.float64) * 1e5
     P = torch.randperm(h, generator=g)
     m = nn.Sequential(nn.Linear(d, 2 * h), nn.ReLU(), nn.Linear(2 * h, 1)).double()
@@ -281,9 +281,12 @@ def _leaf_args(graph, lo, hi, splits=None):
 
 def test_lp_leaf_does_not_trust_the_float64_affine_piece():
     """The cancelling net's affine piece composes to y ~ -1 + 0.06 x in float64 (y is 0): main
-    refuted the true disjunct ``-y <= 0.5`` (y >= -0.5) from it; the rigorous certificate does not."""
+    refuted the true disjunct ``-y <= 0.5`` (y >= -0.5) from it; the rigorous certificate does not.
+    Biases 1e7 (terms ~1e16, float64 spacing 2): with 1e6 the composition's error is 0.25-0.75
+    depending on the BLAS kernel's summation order, 0.5 on an AVX-512 machine, and the trap was
+    not armed there."""
     from certprune.verifiers.lp_leaf import affine_pieces, solve_leaf
-    g = build_graph(cancelling(), (4,))
+    g = build_graph(cancelling(bias=1e7), (4,))
     lo, hi = -np.ones(4), np.ones(4)
     pre, sp = _leaf_args(g, lo, hi)
     assert all(not ((l < 0) & (u > 0)).any() for l, u in pre)
