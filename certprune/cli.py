@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             import traceback
             traceback.print_exc()
-        print(f"certprune: error: out of memory ({str(e)[:160] or 'MemoryError'}); try smaller sizes or budgets",
-              file=sys.stderr)
+        print(f"certprune: error: out of memory ({str(e)[:160] or 'MemoryError'}); try smaller sizes or budgets "
+              "(e.g. attack_samples, batch, input_batch, queue_cap of verify's --config)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("certprune: interrupted", file=sys.stderr)

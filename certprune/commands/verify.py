@@ -100,16 +100,9 @@ def run(args: argparse.Namespace) -> int:
             from certprune.verifiers.config_file import write_config
             write_config(args.results_file + ".config.toml", config)
         out = decide_with_progress(args, config, start)
-    except CertpruneError:
+    except (CertpruneError, MemoryError):  # bad input (out of memory too): cli.main prints the one line, exit 2
         args.answer.give(args, "error")
         raise
-    except MemoryError as e:  # a size the machine cannot hold (a config knob, a huge model): bad input
-        if getattr(args, "debug", False):
-            raise
-        args.answer.give(args, "error")
-        print(f"certprune: error: out of memory ({e}); lower the size options of --config "
-              "(attack_samples, attack_restarts, batch, input_batch, queue_cap)", file=sys.stderr)
-        return EXIT_USAGE
     except Exception as e:  # internal error: one line, exit 1 (--debug shows the traceback)
         if getattr(args, "debug", False):
             raise

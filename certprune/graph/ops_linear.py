@@ -91,6 +91,7 @@ def batched_mv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return (A @ v.unsqueeze(-1)).squeeze(-1)
     return torch.from_numpy(A.numpy() @ v.contiguous().numpy()[..., None])[..., 0]
 
+
 def _two_products(x: torch.Tensor, y: torch.Tensor, B: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """``x @ B[0] + y @ B[1]`` over the last dim of x, y (same shape), as one 2-D product and one
     accumulating ``addmm_`` (any summation order of the 2 n terms: the rounding bound of one

@@ -67,12 +67,14 @@ def partition_frame(rows: pd.DataFrame, part) -> pd.DataFrame:
     return df
 
 
-def audit_verdict(parts: pd.DataFrame) -> Verdict:
+def audit_verdict(parts: pd.DataFrame, covered: bool = True) -> Verdict:
     """The audit's verdict from its partitions (:func:`results.merge`): FALSIFIED where some partition
-    holds a validated pair or a proven-unfair individual, CERTIFIED where every one is certified,
+    holds a validated pair or a proven-unfair individual, CERTIFIED where every one is certified and
+    they cover the domain (``covered``; user boxes may not: the rest is one more unknown part),
     else UNKNOWN."""
-    return merge(Verdict.FALSIFIED if n or u else (Verdict.CERTIFIED if v == "certified" else Verdict.UNKNOWN)
-                 for v, n, u in zip(parts["verdict"], parts["pairs"], parts["unfair"]))
+    verdicts = [Verdict.FALSIFIED if n or u else (Verdict.CERTIFIED if v == "certified" else Verdict.UNKNOWN)
+                for v, n, u in zip(parts["verdict"], parts["pairs"], parts["unfair"])]
+    return merge(verdicts + ([] if covered else [Verdict.UNKNOWN]))
 
 
 def individuals(parts: pd.DataFrame, spec) -> dict:
@@ -93,10 +95,8 @@ def summarize(parts: pd.DataFrame, spec, part, seconds: float, semantics: str = 
     counts = {v: int((parts["verdict"] == v).sum()) for v in VERDICTS}
     shares = {v: float(sum(parts.loc[parts["verdict"] == v, "points"]) / total_pts) for v in VERDICTS}
     ind = individuals(parts, spec)
-    verdict = audit_verdict(parts)
-    if verdict is Verdict.CERTIFIED and ind["fair"] != ind["total"]:  # user boxes that miss part of the domain
-        verdict = Verdict.UNKNOWN
-    return {"verdict": verdict.value, "model_features": len(spec.feature_names), "protected": list(spec.protected),
+    covered = sum(parts["points"]) == ind["total"]
+    return {"verdict": audit_verdict(parts, covered).value, "model_features": len(spec.feature_names), "protected": list(spec.protected),
             "relaxed": {n: d for n, d in spec.relaxed}, "semantics": semantics, "decisions": DECISIONS[semantics],
             "undecided_tolerance": tolerance,
             "individuals": ind,

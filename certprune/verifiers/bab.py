@@ -1,8 +1,8 @@
 """Branch and bound over domains (input boxes + ReLU splits) until every sub-problem is decided.
 
 ONE loop (:func:`search.run_search`, the loop of every search, fairness's included, over the
-frontier ``domains.Frontier``: a struct of arrays, best-first with a LIFO cap) serves both strategies; each domain carries the
-branching rule chosen when it was bounded:
+frontier ``domains.Frontier``: a struct of arrays, best-first with a LIFO cap) serves both
+strategies; each domain carries the branching rule chosen when it was bounded:
 - ``LOOKAHEAD`` (input strategy, ``box_batch`` > 0): bisect along every splittable input, bound
   all children at once, keep the best pair (``bab_input.lookahead_children`` / ``lookahead_pick``);
   ``INPUT`` (``box_batch`` = 0, and fractional integers of LP leaves): bisect the input with the

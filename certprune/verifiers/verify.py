@@ -116,6 +116,8 @@ class VerifyConfig:
             v = getattr(self, f.name)
             if isinstance(v, float) and math.isnan(v):
                 raise ConfigError(f"{f.name} must be a number, got nan")
+            if f.type in ("int", int) and f.name != "seed" and abs(v) >= MAX_COUNT:
+                raise ConfigError(f"{f.name} must be below 2^31, got {v}")
         for name in ("batch", "queue_cap", "max_input_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -128,10 +130,6 @@ class VerifyConfig:
                      "refine_min_inputs", "seed", "input_split_max_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int) and f.name != "seed" and abs(v) >= MAX_COUNT:
-                raise ConfigError(f"{f.name} must be below 2^31, got {v}")
         if not (0.0 <= self.refine_time_fraction <= 1.0):
             raise ConfigError(f"refine_time_fraction must lie in [0, 1], got {self.refine_time_fraction}")
         if not (np.isfinite(self.cert_margin) and self.cert_margin >= 0):
