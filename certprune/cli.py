@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    from certprune.heap import keep_heap
+    keep_heap()
     try:
         return int(_command_module(args.command).run(args) or 0)
     except _input_errors() as e:

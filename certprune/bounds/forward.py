@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from certprune.bounds import crown
@@ -139,6 +140,13 @@ def concretize(f: LinFn, lo: torch.Tensor, hi: torch.Tensor, upper: bool) -> tor
     c, r = (lo + hi) / 2, (hi - lo) / 2
     if K == 1:
         mid, rad = c @ A[0], r @ A[0].abs()
+    elif A.dtype == c.dtype == torch.float64 and A.device.type == "cpu" and not (A.requires_grad or c.requires_grad):
+        # numpy's stacked products: 1.2-2.5x faster than torch's bmm on these (N, 1, n) x (N, n, m)
+        # blocks (a fifth of a twin pass on the small German models); any summation order is
+        # covered by concretize_gamma
+        An = A.numpy()
+        mid = torch.from_numpy(np.matmul(c.numpy()[:, None, :], An)[:, 0])
+        rad = torch.from_numpy(np.matmul(r.numpy()[:, None, :], np.abs(An))[:, 0])
     else:
         mid, rad = (c.unsqueeze(1) @ A).squeeze(1), (r.unsqueeze(1) @ A.abs()).squeeze(1)
     v = (mid + rad if upper else mid - rad).reshape(len(lo), *f.A.shape[2:])

@@ -97,6 +97,16 @@ def _two_products(x: torch.Tensor, y: torch.Tensor, B: tuple[torch.Tensor, torch
     accumulating ``addmm_`` (any summation order of the 2 n terms: the rounding bound of one
     product of inner length 2 n holds)."""
     lead, n = x.shape[:-1], x.shape[-1]
+    if (x.dtype == y.dtype == B[0].dtype == B[1].dtype == torch.float64 and x.device.type == "cpu"
+            and not (x.requires_grad or y.requires_grad or B[0].requires_grad or B[1].requires_grad)):
+        # numpy's BLAS, as :func:`matmul`: 25-45 % faster than torch's mm + addmm_ on the
+        # (N dz, h) x (h, 2 h') products of the forward twin pass (Bank, German models); the sum of
+        # two products of inner length n is one summation order of the 2 n terms
+        _blas_threads()
+        xn, yn = x.reshape(-1, n).contiguous().numpy(), y.reshape(-1, n).contiguous().numpy()
+        out = xn @ B[0].numpy()
+        out += yn @ B[1].numpy()
+        return torch.from_numpy(out).reshape(*lead, out.shape[-1])
     out = x.reshape(-1, n) @ B[0]
     out.addmm_(y.reshape(-1, n), B[1])
     return out.reshape(*lead, out.shape[-1])

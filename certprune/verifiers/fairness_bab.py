@@ -854,10 +854,22 @@ class TwinBab:
         rows = np.flatnonzero(fair.any(1) | unfair.any(1))
         if len(rows):
             n = box_points(u.lo[rows], u.hi[rows], self.free)
-            for k, nk in zip(rows, n):
-                p = int(u.part[k])
-                st.fair[p] += nk * int(fair[k].sum())
-                st.unfair[p] += nk * int(unfair[k].sum())
+            nf, nu, part = fair[rows].sum(1), unfair[rows].sum(1), u.part[rows]
+            if float(np.sum(np.asarray(n, dtype=np.float64) * (nf + nu))) < 2.0 ** 62:
+                # one int64 sum per partition (exact: the total fits); a Python loop over the
+                # thousands of rows a round decides cost as much as the round's splits
+                parts, inv = np.unique(part, return_inverse=True)
+                n64 = np.asarray(n, dtype=np.int64)
+                for counts, dv in ((st.fair, nf), (st.unfair, nu)):
+                    acc = np.zeros(len(parts), dtype=np.int64)
+                    np.add.at(acc, inv.reshape(-1), n64 * dv)
+                    for p, c in zip(parts.tolist(), acc.tolist()):
+                        counts[p] += c
+            else:
+                for k, nk in zip(rows, n):
+                    p = int(u.part[k])
+                    st.fair[p] += nk * int(fair[k].sum())
+                    st.unfair[p] += nk * int(unfair[k].sum())
         u.open = u.open & ~fair & ~unfair
 
     def _weight(self, N: int, own, closed, tb) -> np.ndarray:

@@ -26,7 +26,13 @@ def box_points(lo, hi, dims=None) -> list[int]:
     lo, hi = np.atleast_2d(np.asarray(lo, dtype=np.float64)), np.atleast_2d(np.asarray(hi, dtype=np.float64))
     if dims is not None:
         lo, hi = lo[:, list(dims)], hi[:, list(dims)]
-    return [math.prod(r) for r in (hi - lo + 1).astype(np.int64).tolist()]
+    w = hi - lo + 1
+    if w.shape[1] and np.all(np.abs(np.prod(w, axis=1)) < 2.0 ** 62):
+        # every product fits int64 (the float64 estimate is off by far less than its margin to
+        # 2^63): one vectorised exact product; a list of lists and math.prod per row cost 15 % of
+        # a fairness round on GC-4, where thousands of units are decided per round
+        return np.prod(w.astype(np.int64), axis=1).tolist()
+    return [math.prod(r) for r in w.astype(np.int64).tolist()]
 
 
 @dataclass(frozen=True, eq=False)
