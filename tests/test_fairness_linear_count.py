@@ -250,3 +250,37 @@ def test_units_whose_count_is_given_up_are_split_by_the_search(monkeypatch):
     assert calls and len(calls) < 1000
     assert res.summary["individuals"]["undecided"] == 0
     _check(res, model, spec)
+
+
+def test_progress_is_reported_while_the_count_queue_drains(shared_data, monkeypatch):
+    """A drain of the count queue can last many seconds (GC-1: 15 s after one round); the coverage
+    callback is called during it (every 0.1 s), with counts that only grow, so the audit's progress
+    curve does not sit flat and jump."""
+    import time
+
+    from certprune.datasets.tabular import get_schema
+    from certprune.verifiers.fairness import EngineFactory, _prepare_model
+    spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
+    exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
+    cfg = BabConfig(count_after=0.0, count_stall_rounds=0, count_share=1.0)
+    eng = EngineFactory(exact, module, spec, cfg)()
+    draining, calls = [False], []
+    real_queue, real_job = fairness_bab.TwinBab._count_queue, fairness_bab.TwinBab._count_job
+
+    def queue(self, *a, **k):
+        draining[0] = True
+        try:
+            return real_queue(self, *a, **k)
+        finally:
+            draining[0] = False
+
+    def slow_job(self, job, st):
+        time.sleep(0.03)
+        return real_job(self, job, st)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_count_queue", queue)
+    monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", slow_job)
+    eng.on_progress = lambda f, u: calls.append((draining[0], f, u))
+    lo, hi = spec.lower.astype(float)[None], spec.upper.astype(float)[None]
+    eng.run(np.array([0]), lo, hi, time.monotonic() + 2.5, lambda o: None)
+    assert any(d for d, _, _ in calls), "no progress reported during a count drain"
+    assert all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(calls, calls[1:]))

@@ -290,7 +290,7 @@ class TwinBab:
         self.deadline = float("inf")
         self._solver = None
         self.trace = False
-        self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run, per round
+        self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run: per round, and every 0.1 s of a count drain
         self.queue: list[_LinearJob] = []  # linear units waiting for an exact count (_queue_linear)
         self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
@@ -964,6 +964,7 @@ class TwinBab:
         left; never past the deadline; units whose band is too wide go back to the pool.
         Returns the partitions touched."""
         parts = []
+        shown = time.perf_counter()
         self.queue.sort(key=lambda j: j.size)
         while self.queue and time.monotonic() <= self.deadline:
             job = self.queue[-1]
@@ -985,6 +986,11 @@ class TwinBab:
                 pool.add(back)
                 st.units[p] += 1
             parts.append(p)
+            if self.on_progress is not None and time.perf_counter() - shown >= 0.1:
+                # a drain of the queue can run for many seconds (GC-1: 15 s of counts after one
+                # round): without this the coverage curve stayed flat meanwhile and jumped after it
+                self.on_progress(sum(st.fair), sum(st.unfair))
+                shown = time.perf_counter()
         return np.array(parts, dtype=np.int64)
 
     def run(self, pids: np.ndarray, plo: np.ndarray, phi: np.ndarray, deadline: float,
