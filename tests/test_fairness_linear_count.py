@@ -284,3 +284,18 @@ def test_progress_is_reported_while_the_count_queue_drains(shared_data, monkeypa
     eng.run(np.array([0]), lo, hi, time.monotonic() + 2.5, lambda o: None)
     assert any(d for d, _, _ in calls), "no progress reported during a count drain"
     assert all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(calls, calls[1:]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_sums_equal_sorted_raw_sums_bit_for_bit(seed):
+    """The run-merging build of the sorted partial sums gives exactly np.sort of the raw sums
+    (count_between maps band points back to raw offsets by value equality)."""
+    from certprune.verifiers.linear_count import _sorted_sums, _sums
+    rng = np.random.default_rng(seed)
+    widths = rng.integers(1, 30, size=5)
+    a = rng.normal(size=5) * 10.0 ** rng.integers(-8, 3, size=5)
+    a[rng.integers(0, 5)] = 0.0  # a zero coefficient: runs of equal values
+    idx = list(rng.permutation(5)[:4])
+    want = np.sort(_sums(a, widths, idx))
+    got = _sorted_sums(a, widths, idx)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
