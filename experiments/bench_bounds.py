@@ -180,8 +180,14 @@ def main() -> None:
     ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu")
     ap.add_argument("--repeat", type=int, default=3, help="timed calls per engine and row; the fastest counts")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--malloc", choices=("kept", "default"), default="default",
+                    help="kept: freed memory stays in the heap (certprune.heap.keep_heap, what the "
+                         "command line does), for both engines alike; default: glibc's own thresholds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.malloc == "kept":
+        from certprune.heap import keep_heap
+        keep_heap()
     global _clock, REPEAT
     _clock = CLOCK[args.clock]
     if args.repeat < 1:
@@ -214,7 +220,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {args.threads} thread(s), float64, {args.clock} clock, "
-             f"fastest of {REPEAT} calls; "
+             f"fastest of {REPEAT} calls, malloc {args.malloc}; "
              f"load average at the end "
              f"{load:.1f} (other jobs were running if > {args.threads}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
