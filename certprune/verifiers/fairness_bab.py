@@ -103,7 +103,7 @@ class BabConfig:
     first_round: int = 256
     count_points: int = 2 ** 42
     count_band: int = 4096
-    count_z: float = 1.0
+    count_z: float = 3.0  # 1.0 before counts got 2-3x faster: GC-3 83.3 -> 88.4 % proven fair at 40 s
     count_after: float = 0.0
     count_share: float = 0.1
     count_stall: float = 0.1
