@@ -229,6 +229,8 @@ def main() -> None:
     a.out = a.out or str(RESULTS / ("fairify_individuals_grid.csv" if a.grid else "fairify_individuals.csv"))
     import torch
     torch.set_num_threads(1)
+    from certprune.heap import keep_heap
+    keep_heap()  # as the command line does (the audits run in this process)
     ref = fairify_table(models_dir() / "README.md")
     if a.only:
         ref = ref[ref.model.isin(a.only.split(","))]
