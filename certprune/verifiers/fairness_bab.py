@@ -290,7 +290,8 @@ class TwinBab:
         self.deadline = float("inf")
         self._solver = None
         self.trace = False
-        self.on_progress: Callable[[int, int], None] | None = None  # (fair, unfair) of this run: per round, and every 0.1 s of a count drain
+        # (fair, unfair) of this run, after each round and every 0.1 s of a count drain
+        self.on_progress: Callable[[int, int], None] | None = None
         self.queue: list[_LinearJob] = []  # linear units waiting for an exact count (_queue_linear)
         self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
