@@ -857,8 +857,8 @@ class TwinBab:
             n = box_points(u.lo[rows], u.hi[rows], self.free)
             nf, nu, part = fair[rows].sum(1), unfair[rows].sum(1), u.part[rows]
             if float(np.sum(np.asarray(n, dtype=np.float64) * (nf + nu))) < 2.0 ** 62:
-                # one int64 sum per partition (exact: the total fits); a Python loop over the
-                # thousands of rows a round decides cost as much as the round's splits
+                # one int64 sum per partition (exact: the total fits) instead of a Python loop
+                # over the thousands of rows a round decides
                 parts, inv = np.unique(part, return_inverse=True)
                 n64 = np.asarray(n, dtype=np.int64)
                 for counts, dv in ((st.fair, nf), (st.unfair, nu)):
