@@ -107,12 +107,8 @@ class BabConfig:
     count_after: float = 0.0
     count_share: float = 0.1
     count_stall: float = 0.1
-    # 4, not 2 (session 17): the first rounds are small (256-1300 units), so two of them gain < 10 % of
-    # the open volume before bisection has stalled; with 4, FairQuant's final coverage is reached
-    # in 1.3 s instead of 3.6 s on GC-3 and 2.1 s instead of 4.4 s on GC-1; at 60 s the proven-fair
-    # share moved 88.88 -> 88.82 % (GC-3) and 87.82 -> 87.40 % (GC-1), one run each. Cost: GC-4's
-    # complete audit takes 7.3 s instead of 4.1 s (two more rounds of bisection queue 9124 smaller
-    # linear units instead of 3804, and the final count drain pays per unit: 5.2 s instead of 2.8 s)
+    # 4, not 2 (session 17): two of the small first rounds already looked stalled; GC-3 / GC-1 reach
+    # FairQuant's coverage 2x sooner, GC-4's complete audit takes 7.3 s instead of 4.1 (README)
     count_stall_rounds: int = 4
     count_max_share: float = 0.9
 
