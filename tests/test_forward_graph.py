@@ -191,3 +191,41 @@ def test_fused_relu_linear_equals_the_unfused_step_and_encloses_samples(dims, mo
         vals = g.forward(_points(lo, hi, box, seed=box), keep=True)
         for t in range(1, len(g.nodes)):
             assert _inside(vals[t], fused.bounds[t][0][box], fused.bounds[t][1][box]), t
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_inputs_fixed_in_every_box_are_held_in_the_offsets(name):
+    """Inputs that are one and the same point in every box (a twin batch's protected values)
+    leave the functions' columns (``forward._fixed_inputs``): every node's bounds equal those of
+    the pass that keeps all columns (the same boxes beside one box where every input varies, so
+    nothing is fixed; float64 rounding only), enclose sampled points, and the kept functions
+    come back over all inputs, zero on the fixed ones."""
+    from certprune.bounds.forward import _fixed_inputs
+    make, shape = GRAPHS[name]
+    g = build_graph(make(2), shape)
+    lo, hi = _boxes(g.input_dim, 3, 21, width=0.8)
+    fixed = torch.arange(g.input_dim) % 2 == 1
+    lo[:, fixed] = hi[:, fixed] = torch.linspace(-0.7, 0.9, int(fixed.sum()), dtype=torch.float64)
+    assert torch.equal(_fixed_inputs(lo, hi), torch.nonzero(~fixed).flatten())
+    wide_lo, wide_hi = _boxes(g.input_dim, 1, 22, width=0.8)
+    alo, ahi = torch.cat([lo, wide_lo]), torch.cat([hi, wide_hi])
+    assert _fixed_inputs(alo, ahi) is None
+    out = g.output
+    folded = forward_pass(g, lo, hi, keep=(out,), every_node=True)
+    full = forward_pass(g, alo, ahi, keep=(out,), every_node=True)
+    for t in range(1, len(g.nodes)):
+        for k in (0, 1):
+            torch.testing.assert_close(folded.bounds[t][k], full.bounds[t][k][:3], rtol=1e-9, atol=1e-9)
+    for f in folded.fns[out]:
+        assert f.A.shape[1] == g.input_dim and bool((f.A[:, fixed] == 0).all())
+    for box in range(3):
+        x = _points(lo, hi, box, seed=box)
+        vals = g.forward(x, keep=True)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], folded.bounds[t][0][box], folded.bounds[t][1][box]), (name, t)
+        fl, fu = folded.fns[out]
+        y = vals[out].reshape(len(x), -1)
+        for f, sign in ((fl, 1), (fu, -1)):
+            A = f.A[0 if f.A.shape[0] == 1 else box].reshape(g.input_dim, -1)
+            b = f.b[0 if f.b.shape[0] == 1 else box].reshape(-1)
+            assert bool((sign * (y - (x @ A + b)) >= -1e-9).all())

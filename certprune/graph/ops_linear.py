@@ -67,9 +67,17 @@ def matmul(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) ->
 
 
 def _blas_threads() -> None:
-    """Give numpy's BLAS as many threads as torch uses (once per change)."""
+    """Give numpy's BLAS as many threads as torch uses (once per change). Where the environment
+    already gave OpenBLAS that count (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, which
+    it reads at load), threadpoolctl is not asked: its library scan costs ~10 ms, a third of a
+    quick model's first round."""
     n = torch.get_num_threads()
     if not _BLAS_THREADS or _BLAS_THREADS[-1] != n:
+        import os
+        env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        if not _BLAS_THREADS and env is not None and env.strip() == str(n):
+            _BLAS_THREADS.append(n)
+            return
         try:
             from threadpoolctl import threadpool_limits
             threadpool_limits(limits=n, user_api="blas")
