@@ -160,7 +160,7 @@ def test_counts_on_a_real_model_equal_enumeration_of_sub_boxes(shared_data, sema
 
     from certprune.datasets.tabular import get_schema
     from certprune.verifiers.fairness import EngineFactory, _prepare_model
-    from certprune.verifiers.fairness_bab import _LinearJob, _State
+    from certprune.verifiers.fairness_bab import _State
     spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
     exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
     cfg = BabConfig(count_after=0.0, count_band=4096 if semantics == "exact" else 10 ** 9, count_stall_rounds=0,

@@ -55,6 +55,7 @@ from certprune.fairness_spec import FairnessSpec
 from certprune.results import Verdict
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.linear_jobs import JobQueue, LinearJob
 from certprune.verifiers.partition import box_points
 from certprune.verifiers.search import run_search
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
@@ -199,33 +200,6 @@ class _Run:
     emitted: int = 0
 
 
-@dataclass
-class _LinearJob:
-    """A unit (one row) queued for an exact count on its linear twin boxes, for one of its open
-    protected values v: ``s(x) = base + a . k`` over the free offsets k < ``widths`` from the
-    unit's low corner (x with the value v), each partner value w's decision ``s + delta_w``. The
-    individual flips iff ``t0 < s <= t1``, ``t0 = min(0, -max_w delta_w)``, ``t1 = max(0, -min_w
-    delta_w)``: the union over w of the flip intervals ``(min(0, -delta_w), max(0, -delta_w)]``,
-    which all have 0 as an end. ``eps`` the error band; ``x0`` the low corner with the value v,
-    ``partners`` (W, n_prot) the partner values; the count stands for ``mult`` open values of the
-    unit (binary attribute: both, the pair's flips being the same points)."""
-
-    unit: Units
-    a: np.ndarray
-    base: float
-    widths: np.ndarray
-    t0: float
-    t1: float
-    eps: float
-    x0: np.ndarray
-    partners: np.ndarray
-    mult: int
-
-    @property
-    def size(self) -> float:
-        return float(self.unit.size[0])
-
-
 class ExactLogit:
     """The decision logit of an AffineReluNet in exact rational arithmetic at integer points: every
     weight is a float32 (dyadic) value, so each layer is an integer matrix times 2^-s (Python ints
@@ -294,7 +268,8 @@ class TwinBab:
         self.trace = False
         # (fair, unfair) of this run, after each round and every 0.1 s of a count drain
         self.on_progress: Callable[[int, int], None] | None = None
-        self.queue: list[_LinearJob] = []  # linear units waiting for an exact count (_queue_linear)
+        # linear units waiting for an exact count (_queue_linear), touching ones joined
+        self.queue = JobQueue(self.free, self._job_eps, self._count_fits)
         self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
@@ -676,7 +651,7 @@ class TwinBab:
         count queue (:meth:`_count_job`): with ``s(x) = a . x + c`` on the box, every copy x_w of
         an individual x differs only in the protected value, ``s(x_w) = s(x) + delta_w``, and x
         flips iff ``s(x)`` lies in the union of the intervals between ``-delta_w`` and 0
-        (:class:`_LinearJob`). One job per open value, or one for both of a binary attribute.
+        (:class:`~certprune.verifiers.linear_jobs.LinearJob`). One job per open value, or one for both of a binary attribute.
         Skipped: jobs whose error band would hold more than ``count_band`` points (spread evenly),
         whose interval ends lie more than ``count_z`` standard deviations from the mean of ``s``
         over the box (few points near the decision boundary: such units are cheap to bisect). The
@@ -723,6 +698,7 @@ class TwinBab:
         # the units worth a look, found for all at once: a round holds thousands of candidates, and
         # a Python pass over each cost as much as the round's bounds (GC-4: 46 % of its first second)
         todo = np.flatnonzero(~wide & (near & u.open[cand]).any(1))
+        new: list[LinearJob] = []
         for j in todo:
             k = cand[j]
             if self.no_count and self._unit_key(u, int(k)) in self.no_count:
@@ -742,8 +718,11 @@ class TwinBab:
                 unit = u.take(np.array([k]))
                 unit.open[:] = False
                 unit.open[0, g] = True
-                self.queue.append(_LinearJob(unit, af[j], base, widths[j], t0, t1, float(eps[j]), x0, partners, len(g)))
+                new.append(LinearJob(unit, af[j], base, widths[j], t0, t1, float(eps[j]), x0, partners, len(g),
+                                     aa[j], float(ca[j]), float(tau[k])))
+                self._run.st.units[unit.part[0]] += 1
                 u.open[k, g] = False
+        self.queue.add_many(new)
 
     def _near_boundary(self, lo: np.ndarray, a: np.ndarray, c: np.ndarray, spread: np.ndarray,
                        sd: np.ndarray) -> np.ndarray:
@@ -766,7 +745,23 @@ class TwinBab:
         again, or it would bounce between the pool and the queue without ever being split."""
         return int(u.part[k]), u.lo[k].tobytes(), u.hi[k].tobytes()
 
-    def _count_job(self, job: "_LinearJob", st: _State) -> Units | None:
+    def _job_eps(self, job: LinearJob, lo: np.ndarray, hi: np.ndarray) -> float:
+        """The float64 error bound of ``job``'s sums on the box lo/hi (as :meth:`_queue_linear`
+        computes it, without the float32 margin): for boxes joined by :class:`JobQueue`."""
+        from certprune.verifiers.linear_count import error_bound
+        xmax = np.abs(lo) + (hi - lo)
+        xmax[self.prot] = np.abs(self.values).max(0)
+        W = self.net.weights
+        return float(error_bound(job.aa, job.ca, xmax, len(W), max(w.shape[1] for w in W)))
+
+    def _count_fits(self, a: np.ndarray, widths: np.ndarray, eps: float) -> bool:
+        """Whether a joined box is still one count: at most ``count_points`` points and an
+        even-spread band within ``count_band`` (the filter :meth:`_queue_linear` applies)."""
+        from certprune.verifiers.linear_count import band_size
+        return float(np.prod(widths.astype(np.float64))) <= self.cfg.count_points and \
+            2 * float(band_size(a, widths, eps)) <= self.cfg.count_band
+
+    def _count_job(self, job: LinearJob, st: _State) -> Units | None:
         """Count one queued linear job exactly (:func:`linear_count.count_between`, float64); the
         points computed within the error band of an interval end (float64 rounding, plus the
         float32 margin tau under ``float32``) are decided one by one (:meth:`decide_points`, with
@@ -968,23 +963,28 @@ class TwinBab:
         Returns the partitions touched."""
         parts = []
         shown = time.perf_counter()
-        self.queue.sort(key=lambda j: j.size)
-        while self.queue and time.monotonic() <= self.deadline:
-            job = self.queue[-1]
+        order = sorted(self.queue.values(), key=lambda j: j.size)
+        while order and time.monotonic() <= self.deadline:
+            job = order[-1]
             est = self.count_rate * np.sqrt(job.size)
             spent, elapsed = self.count_time + est, time.perf_counter() - self.started
             worth = spent <= self.cfg.count_max_share * elapsed and job.unit.volume()[0] >= self.search_rate * est
             if not always and spent > self.cfg.count_share * elapsed and not worth:
                 break
-            self.queue.pop()
+            order.pop()
+            self.queue.discard(job)
             p = int(job.unit.part[0])
-            st.units[p] -= 1
+            st.units[p] -= job.n_units
             t0 = time.perf_counter()
             back = self._count_job(job, st)
+            if back is not None and job.leaves is not None:  # the union's band is too wide: its leaves one by one
+                backs = [b for b in (self._count_job(leaf, st) for leaf in job.leaves) if b is not None]
+            else:
+                backs = [] if back is None else [back]
             dt = time.perf_counter() - t0
             self.count_time += dt
             self.count_rate = 0.5 * self.count_rate + 0.5 * dt / max(1.0, np.sqrt(job.size))
-            if back is not None:
+            for back in backs:
                 self.no_count.add(self._unit_key(back, 0))
                 pool.add(back)
                 st.units[p] += 1
@@ -1022,7 +1022,8 @@ class TwinBab:
 
     def start(self) -> None:
         """Reset the run's counters and load the first partitions' units."""
-        self.queue, self.count_time, self.started = [], 0.0, time.perf_counter()
+        self.queue.clear()
+        self.count_time, self.started = 0.0, time.perf_counter()
         self.no_count = set()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
         self.stalled, self.search_rate = 0, float("inf")
@@ -1038,7 +1039,7 @@ class TwinBab:
 
     def _open_volume(self) -> float:
         r = self._run
-        return r.pool.volume_sum() + sum(j.unit.volume()[0] for j in self.queue) + float(r.unloaded.sum())
+        return r.pool.volume_sum() + self.queue.volume + float(r.unloaded.sum())
 
     def _load(self) -> None:
         """Keep at least 4 rounds' worth of units in the pool, loading partitions ``chunk`` at a time."""
@@ -1067,7 +1068,6 @@ class TwinBab:
                              drain=len(pool) > self.cfg.pool_cap)
             np.subtract.at(st.units, batch.part, 1)
             t0 = time.perf_counter()
-            n_queued = len(self.queue)
             kids = self._round(batch, st)
             self._note_search(sum(st.fair) + sum(st.unfair) - decided_before, time.perf_counter() - t0)
             if self.trace:
@@ -1075,8 +1075,6 @@ class TwinBab:
                       f"t={time.perf_counter() - t0:.3f}")
             np.add.at(st.units, kids.part, 1)
             pool.add(kids)
-            for j in self.queue[n_queued:]:
-                st.units[j.unit.part[0]] += 1
             touched = [batch.part]
             if self.queue:
                 touched.append(self._count_queue(st, pool))
@@ -1098,7 +1096,7 @@ class TwinBab:
         """What is still open (queued for a count, in the pool, not loaded) stays undecided: the
         unfinished partitions are emitted as 'unknown' with their partial counts."""
         st = self._run.st
-        self.queue = []
+        self.queue.clear()
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, Verdict.UNKNOWN)
         self._hand_on()
