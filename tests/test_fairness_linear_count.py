@@ -299,3 +299,30 @@ def test_sorted_sums_equal_sorted_raw_sums_bit_for_bit(seed):
     want = np.sort(_sums(a, widths, idx))
     got = _sorted_sums(a, widths, idx)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_sorted_sums_are_reused_read_only_and_the_cache_stays_bounded(monkeypatch):
+    """Repeated (a[idx], widths[idx]) give the kept array back (read-only, so no count can
+    change it), other coefficients or widths a fresh one, and the cache drops the least recently
+    used beyond its byte budget."""
+    from certprune.verifiers import linear_count as lc
+    monkeypatch.setattr(lc, "_SUMS_CACHE", type(lc._SUMS_CACHE)())
+    monkeypatch.setattr(lc, "_SUMS_HELD", [0])
+    monkeypatch.setattr(lc, "SUMS_CACHE_BYTES", 4 * 8 * 24 * 4)  # four 24x4 results fit (at most a quarter each)
+    a, widths = np.array([0.5, -1.25, 3.0, 7.0]), np.array([24, 4, 9, 5])
+    first = lc._sorted_sums(a, widths, [0, 1])
+    assert not first.flags.writeable and lc._sorted_sums(a.copy(), widths.copy(), [0, 1]) is first
+    b = a.copy()
+    b[3] = 8.0  # a feature outside idx: the same sums
+    assert lc._sorted_sums(b, widths, [0, 1]) is first
+    b[1] = -1.0
+    other = lc._sorted_sums(b, widths, [0, 1])
+    assert other is not first and np.array_equal(other, np.sort(lc._sums(b, widths, [0, 1])))
+    for k in range(6):
+        w = widths.copy()
+        w[1] = 3 if k % 2 else 2
+        w[0] = 24 - k
+        lc._sorted_sums(a, w, [0, 1])
+    assert lc._SUMS_HELD[0] <= lc.SUMS_CACHE_BYTES and lc._SUMS_HELD[0] == sum(v.nbytes for v in lc._SUMS_CACHE.values())
+    assert lc._sorted_sums(a, widths, [0, 1]) is not first  # dropped, rebuilt: equal values
+    assert np.array_equal(lc._sorted_sums(a, widths, [0, 1]), first)

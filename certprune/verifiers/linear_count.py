@@ -14,6 +14,7 @@ the float32 semantics its rounding margin); those band points are listed, and th
 each of them exactly and corrects the count."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,16 +75,36 @@ def _sums(a: np.ndarray, widths: np.ndarray, idx: list[int]) -> np.ndarray:
     return s
 
 
+SUMS_CACHE_BYTES = 1 << 27  # sorted partial sums kept for reuse (least recently used dropped beyond this)
+_SUMS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_SUMS_HELD = [0]
+
+
 def _sorted_sums(a: np.ndarray, widths: np.ndarray, idx: list[int]) -> np.ndarray:
     """``np.sort(_sums(a, widths, idx))``, bit for bit, built feature by feature: the sums so far,
     sorted, plus ``a_i k`` for each k are ``w_i`` sorted runs (adding a constant is monotone in
     floating point), and merging runs (numpy's stable sort) is 3-5x faster than sorting the final
     sums from scratch (measured on 10^6-5 10^6 sums: the sorts were half of a count's time). Each
-    value is the same floating-point sum as in :func:`_sums` (same operands, same order)."""
+    value is the same floating-point sum as in :func:`_sums` (same operands, same order).
+    The result depends on ``a[idx]`` and ``widths[idx]`` only, and the counts of one audit share
+    them often (one activation pattern, boxes of equal widths: 84 % of GC-3's calls in 30 s
+    repeat an earlier one), so results are kept (read-only, ``SUMS_CACHE_BYTES`` in all)."""
+    key = (np.asarray(a, dtype=np.float64)[idx].tobytes(), np.asarray(widths, dtype=np.int64)[idx].tobytes())
+    hit = _SUMS_CACHE.get(key)
+    if hit is not None:
+        _SUMS_CACHE.move_to_end(key)
+        return hit
     s = np.zeros(1)
     for i in idx:
         s = (s[None, :] + a[i] * np.arange(int(widths[i]))[:, None]).ravel()
         s.sort(kind="stable")
+    if s.nbytes <= SUMS_CACHE_BYTES // 4:
+        s.flags.writeable = False
+        _SUMS_CACHE[key] = s
+        _SUMS_HELD[0] += s.nbytes
+        while _SUMS_HELD[0] > SUMS_CACHE_BYTES:
+            _, old = _SUMS_CACHE.popitem(last=False)
+            _SUMS_HELD[0] -= old.nbytes
     return s
 
 
