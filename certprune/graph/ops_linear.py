@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,6 @@ def _blas_threads() -> None:
     quick model's first round."""
     n = torch.get_num_threads()
     if not _BLAS_THREADS or _BLAS_THREADS[-1] != n:
-        import os
         env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
         if not _BLAS_THREADS and env is not None and env.strip() == str(n):
             _BLAS_THREADS.append(n)

@@ -656,7 +656,7 @@ class TwinBab:
         whose interval ends lie more than ``count_z`` standard deviations from the mean of ``s``
         over the box (few points near the decision boundary: such units are cheap to bisect). The
         affine map is collapsed once per activation pattern (the boxes of a round share few)."""
-        from certprune.verifiers.linear_count import band_size, collapse, error_bound
+        from certprune.verifiers.linear_count import collapse
         M, N, V = len(own), len(u), len(self.values)
         if M == 0 or tb.pre is None or len(tb.pre) != len(self.net.weights) - 1:
             return
@@ -675,7 +675,6 @@ class TwinBab:
             return
         W = [w.double().numpy() for w in self.net.weights]
         B = [b.double().numpy() for b in self.net.biases]
-        depth, width = len(W), max(w.shape[1] for w in W)
         tau = np.zeros(N)
         if self.semantics is Semantics.FLOAT32:
             np.maximum.at(tau, own, np.maximum(tb.tau[0].numpy(), tb.tau[1].numpy()))
@@ -684,20 +683,15 @@ class TwinBab:
         maps = [collapse(W, B, [key[sizes[i]:sizes[i + 1]] for i in range(len(pats))]) for key in keys]
         inv = inv.reshape(-1)
         a, c, aa, ca = (np.array([m[i] for m in maps])[inv] for i in range(4))
-        # terms of the computed sum: a_i lo_i in the base and a_i k_i, 0 <= k_i <= hi_i - lo_i,
-        # in the partial sums, so |lo| + (hi - lo) bounds both (max(|lo|, |hi|) does not)
-        xmax = np.abs(u.lo[cand]) + (u.hi[cand] - u.lo[cand])
-        xmax[:, self.prot] = np.abs(self.values).max(0)
-        eps = error_bound(aa, ca, xmax, depth, width) + tau[cand]
+        eps = self._sum_error(aa, ca, u.lo[cand], u.hi[cand]) + tau[cand]
         widths = (u.hi[cand][:, self.free] - u.lo[cand][:, self.free] + 1).astype(np.int64)
         af = a[:, self.free]
         spread = (af * (widths - 1)).sum(1) / 2
         sd = np.sqrt((af ** 2 * ((widths.astype(np.float64) ** 2 - 1) / 12.0)).sum(1))
-        wide = 2 * band_size(af, widths, eps) > self.cfg.count_band
         near = self._near_boundary(u.lo[cand], a, c, spread, sd)
         # the units worth a look, found for all at once: a round holds thousands of candidates, and
         # a Python pass over each cost as much as the round's bounds (GC-4: 46 % of its first second)
-        todo = np.flatnonzero(~wide & (near & u.open[cand]).any(1))
+        todo = np.flatnonzero(self._count_fits(af, widths, eps) & (near & u.open[cand]).any(1))
         new: list[LinearJob] = []
         for j in todo:
             k = cand[j]
@@ -745,21 +739,28 @@ class TwinBab:
         again, or it would bounce between the pool and the queue without ever being split."""
         return int(u.part[k]), u.lo[k].tobytes(), u.hi[k].tobytes()
 
-    def _job_eps(self, job: LinearJob, lo: np.ndarray, hi: np.ndarray) -> float:
-        """The float64 error bound of ``job``'s sums on the box lo/hi (as :meth:`_queue_linear`
-        computes it, without the float32 margin): for boxes joined by :class:`JobQueue`."""
+    def _sum_error(self, aa, ca, lo: np.ndarray, hi: np.ndarray):
+        """The float64 error bound (``linear_count.error_bound``) of a count's sums over boxes
+        lo/hi (row-wise), without the float32 margin: the terms are ``a_i lo_i`` in the base and
+        ``a_i k_i``, 0 <= k_i <= hi_i - lo_i, in the partial sums, so ``|lo| + (hi - lo)`` bounds
+        both (``max(|lo|, |hi|)`` does not)."""
         from certprune.verifiers.linear_count import error_bound
         xmax = np.abs(lo) + (hi - lo)
-        xmax[self.prot] = np.abs(self.values).max(0)
+        xmax[..., self.prot] = np.abs(self.values).max(0)
         W = self.net.weights
-        return float(error_bound(job.aa, job.ca, xmax, len(W), max(w.shape[1] for w in W)))
+        return error_bound(aa, ca, xmax, len(W), max(w.shape[1] for w in W))
 
-    def _count_fits(self, a: np.ndarray, widths: np.ndarray, eps: float) -> bool:
-        """Whether a joined box is still one count: at most ``count_points`` points and an
-        even-spread band within ``count_band`` (the filter :meth:`_queue_linear` applies)."""
+    def _job_eps(self, job: LinearJob, lo: np.ndarray, hi: np.ndarray) -> float:
+        """:meth:`_sum_error` of ``job``'s map on the box lo/hi (for boxes joined by :class:`JobQueue`)."""
+        return float(self._sum_error(job.aa, job.ca, lo, hi))
+
+    def _count_fits(self, a: np.ndarray, widths: np.ndarray, eps):
+        """Whether a box (row-wise) is worth one count: at most ``count_points`` points and an
+        even-spread band within ``count_band`` points; a unit is queued, and two are joined, only
+        where it holds."""
         from certprune.verifiers.linear_count import band_size
-        return float(np.prod(widths.astype(np.float64))) <= self.cfg.count_points and \
-            2 * float(band_size(a, widths, eps)) <= self.cfg.count_band
+        return (np.prod(np.asarray(widths, dtype=np.float64), axis=-1) <= self.cfg.count_points) & \
+            (2 * band_size(a, widths, eps) <= self.cfg.count_band)
 
     def _count_job(self, job: LinearJob, st: _State) -> Units | None:
         """Count one queued linear job exactly (:func:`linear_count.count_between`, float64); the
