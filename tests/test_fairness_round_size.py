@@ -33,3 +33,45 @@ def test_round_twin_boxes_at_most_batch(shared_data, monkeypatch, protected, pai
         assert max(seen) > 64 // 2
     ind = res.summary["individuals"]
     assert ind["fair"] + ind["unfair"] + ind["undecided"] == ind["total"]
+
+
+def test_round_size_follows_the_share_of_elapsed_time():
+    """``TwinBab._round_size``: a full batch until a round was timed, then ``round_share`` x the
+    elapsed time (at least ``round_seconds``) over the seconds per unit, between ``first_round``
+    and the full batch."""
+    import time
+    from types import SimpleNamespace
+    cfg = BabConfig(first_round=256, round_share=0.25, round_seconds=0.03)
+    size = fairness_bab.TwinBab._round_size
+    now = time.perf_counter()
+    fake = SimpleNamespace(cfg=cfg, unit_time=0.0, started=now)
+    assert size(fake, 4096) == 4096  # no round timed yet
+    fake.unit_time = 1e-4
+    assert size(fake, 4096) == 300  # 0.03 s / 100 us: the floor of round_seconds
+    fake.started = now - 1.0
+    assert 2500 <= size(fake, 4096) <= 2600  # 0.25 x ~1 s / 100 us
+    fake.started = now - 100.0
+    assert size(fake, 4096) == 4096
+    fake.started, fake.unit_time = now, 1.0
+    assert size(fake, 4096) == 256  # never below first_round
+    assert size(SimpleNamespace(cfg=BabConfig(round_share=0.0), unit_time=1.0, started=now), 4096) == 4096
+
+
+def test_small_rounds_give_the_brute_force_counts(monkeypatch):
+    """Rounds held to ``first_round`` units while the pool is larger (a slow clock for the cap)
+    only reorder the work: the complete audit's counts equal brute force."""
+    from test_fairness_exact import biased_mlp
+    from test_fairness_individuals import _check
+    asked = []
+    orig = fairness_bab.UnitPool.pop
+
+    def spy(self, k, drain=False):
+        asked.append((k, len(self)))
+        return orig(self, k, drain)
+    monkeypatch.setattr(fairness_bab.UnitPool, "pop", spy)
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [31, 15, 1, 27], ("p",))
+    cfg = BabConfig(enum_points=0, first_round=8, batch=4096, round_share=1e-9, round_seconds=1e-9)
+    model = biased_mlp(1)
+    res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg, samples=0)
+    _check(res, model, spec)
+    assert any(k == 8 and n > 8 for k, n in asked[1:])
