@@ -75,3 +75,46 @@ def test_small_rounds_give_the_brute_force_counts(monkeypatch):
     res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg, samples=0)
     _check(res, model, spec)
     assert any(k == 8 and n > 8 for k, n in asked[1:])
+
+
+def test_crown_pass_runs_while_its_yield_pays_for_its_time():
+    """``TwinBab._crown_on``: on before any measurement and while ``crown_value`` x yield covers
+    the pass's share of the bound time, else only on every ``crown_probe``-th round; always on
+    with ``crown_value`` 0."""
+    from types import SimpleNamespace
+    on = fairness_bab.TwinBab._crown_on
+    cfg = BabConfig(crown_value=8.0, crown_probe=8)
+    fake = SimpleNamespace(cfg=cfg, crown_yield=1.0, crown_share=0.0, rounds=3)
+    assert on(fake)
+    fake.crown_yield, fake.crown_share = 0.05, 0.3  # 0.4 >= 0.3
+    assert on(fake)
+    fake.crown_yield = 0.01  # 0.08 < 0.3: probes only
+    assert not on(fake)
+    fake.rounds = 16
+    assert on(fake)
+    fake.rounds = 3
+    fake.cfg = BabConfig(crown_value=0.0)
+    assert on(fake)
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-9])
+def test_audits_with_and_without_the_crown_pass_give_the_brute_force_counts(monkeypatch, value):
+    """Two hidden layers, so twin boxes get the CROWN pass; with ``crown_value`` 1e-9 it is off
+    after the first rounds (checked), with 0 always on: the complete counts equal brute force."""
+    from test_fairness_exact import biased_mlp
+    from test_fairness_individuals import _check
+    passes = []
+    orig = fairness_bab.twin_bounds
+
+    def spy(*a, **k):
+        passes.append(k.get("crown_pass", True))
+        return orig(*a, **k)
+    monkeypatch.setattr(fairness_bab, "twin_bounds", spy)
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [31, 15, 1, 27], ("p",))
+    for seed in (0, 2):
+        passes.clear()
+        model = biased_mlp(seed)
+        cfg = BabConfig(enum_points=8, first_round=8, crown_value=value, crown_probe=4)
+        res = audit_fairness(model, spec, None, timeout=60, progress=False, config=cfg, samples=0)
+        _check(res, model, spec)
+        assert all(passes) if value == 0 else (not all(passes) and any(passes))

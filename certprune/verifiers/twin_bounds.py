@@ -22,6 +22,7 @@ images and outward-rounded subtractions (:func:`pair_differences`).
 """
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -43,7 +44,9 @@ from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
 class TwinBounds:
     """Per box (N,): bounds on y, y', y - y' (exact arithmetic), float32 margins of y and y',
     a split score per z dimension (N, dz), two attack vertices (N, dz) per box, and the number
-    of unstable ReLUs (both copies) per box."""
+    of unstable ReLUs (both copies) per box; ``crown`` = (boxes the backward CROWN pass bounded,
+    how many of them it closed that the forward and pair-difference bounds left open, its seconds),
+    with ``skip_closed`` only."""
 
     y: tuple[torch.Tensor, torch.Tensor]
     yp: tuple[torch.Tensor, torch.Tensor]
@@ -53,6 +56,7 @@ class TwinBounds:
     vertices: tuple[torch.Tensor, torch.Tensor]
     unstable: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
+    crown: tuple[int, int, float] = (0, 0, 0.0)
 
     def _tight(self):
         """y and y' bounds intersected with what the difference bound implies."""
@@ -178,7 +182,7 @@ def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
 
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False,
-                skip_closed: Semantics | None = None) -> TwinBounds:
+                skip_closed: Semantics | None = None, crown_pass: bool = True) -> TwinBounds:
     """Bounds of the one-logit ``net`` on x = P z and x' = P' z over N boxes (N, dz).
     ``last_abs`` = (|W|, |b|) of the original last layer for the float32 margin when ``net``'s last
     layer is a difference of two logits. ``skip_closed``: the backward CROWN pass runs only on the
@@ -188,7 +192,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     bounds of the skipped boxes are the forward ones, looser). A model with one ReLU layer gets no
     CROWN pass at all: its pre-activations are exact linear functions of z, so backward CROWN
     relaxes the same neurons with the same slopes as the forward pass and returns the same
-    functions of z for y, y' and y - y' (checked to float64 rounding in the tests)."""
+    functions of z for y, y' and y - y' (checked to float64 rounding in the tests). ``crown_pass``
+    False: no backward pass (the forward and pair-difference bounds only: sound, looser; the
+    search turns it off where it closes few boxes, :meth:`TwinBab._crown_on`)."""
     tg = cached_twin(net, layout, last_abs)
     g = tg.graph
     N = len(zlo)
@@ -211,7 +217,8 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     tau = output_error(g, res.bounds, exact_nodes=(tg.x, tg.xp))
     y, yp = (l[:, 0], u[:, 0]), (l[:, 1], u[:, 1])
     todo = None  # boxes that get the CROWN pass (None: all)
-    if len(tg.relus) <= 1:  # one ReLU layer: backward CROWN = the forward functions (see doc)
+    crown_stats = (0, 0, 0.0)
+    if len(tg.relus) <= 1 or not crown_pass:  # one ReLU layer: CROWN = the forward functions (see doc)
         todo = torch.zeros(0, dtype=torch.int64)
     elif skip_closed is not None:
         fwd = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None)
@@ -219,6 +226,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         if len(todo) == N:
             todo = None
     if todo is None or len(todo):
+        t0 = time.perf_counter()
         st = res.state() if todo is None else _take_state(res.state(), todo)
         M = N if todo is None else len(todo)
         cr = crown.backward(g, g.output, _SPECS, st).lower.expand(M, 6)
@@ -231,6 +239,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         y = (tighten(y[0], cr[:, 0], False), tighten(y[1], cr[:, 1], True))
         yp = (tighten(yp[0], cr[:, 2], False), tighten(yp[1], cr[:, 3], True))
         dl, du = tighten(dl, cr[:, 4], False), tighten(du, cr[:, 5], True)
+        if todo is not None and skip_closed is not None:
+            after = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None)
+            crown_stats = (M, int(after.closed(skip_closed)[todo].sum()), time.perf_counter() - t0)
     grad = ((fl.A + fu.A) / 2).expand(N, -1, -1)  # (N, dz, 2)
     gy, gp = grad[:, :, 0], grad[:, :, 1]
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
@@ -243,7 +254,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     if keep_pre:
         pre = [tuple(torch.cat([res.pre[a][k].reshape(N, -1), res.pre[b][k].reshape(N, -1)]) for k in (0, 1))
                for a, b in tg.relus]
-    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre)
+    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre, crown_stats)
 
 
 def point_logits(net: AffineReluNet, X: np.ndarray,
