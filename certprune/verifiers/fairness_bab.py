@@ -110,7 +110,10 @@ class BabConfig:
     count_band: int = 4096
     count_z: float = 3.0  # 1.0 before counts got 2-3x faster: GC-3 83.3 -> 88.4 % proven fair at 40 s
     count_after: float = 0.0
-    count_share: float = 0.1
+    # 0.5, not 0.1 (session 19): on GC-1 ~59 % of the domain waited in the count queue for the
+    # first 3 s, uncounted; with 0.5 it reaches FairQuant's 32.67 % in 2.4 s instead of 3.3, GC-3
+    # decides 81.3 % at 10 s instead of 79.8 (94.61 / 94.44 % at 60 s), others unchanged
+    count_share: float = 0.5
     count_stall: float = 0.1
     # 4, not 2 (session 17): two of the small first rounds already looked stalled; GC-3 / GC-1 reach
     # FairQuant's coverage 2x sooner, GC-4's complete audit takes 7.3 s instead of 4.1 (README)
