@@ -13,8 +13,8 @@ units taken largest first (open volume x scheduling weight, step 4):
    per individual;
 2. the others get one twin box per (value v, partner value w) and forward symbolic bounds
    (:mod:`twin_bounds`; the backward CROWN pass on top only while it closes enough boxes to pay
-   for its time, :meth:`TwinBab._crown_on`): the individuals (U, v) are proven fair when every box of v is closed,
-   proven unfair when the bounds fix decision(U, v) one way and decision(x') the other way for
+   for its time, :meth:`TwinBab._crown_on`): the individuals (U, v) are proven fair when every
+   box of v is closed, proven unfair when the bounds fix decision(U, v) one way and decision(x') the other way for
    every x' of one box of v (every x in the box flips); boxes of units stalled at ``z3_depth``
    splits go to z3 on the reduced network (unsat closes a box);
 3. candidate points (bound vertices, centres) are run in float32; validated flipping pairs are
@@ -85,8 +85,8 @@ class BabConfig:
     pool still pops by open volume x weight. A round holds the units of about ``round_share`` of the
     run's time so far, at least ``round_seconds`` (:meth:`TwinBab._round_size`): early rounds are
     small, so the pool's order (largest open volume first) is renewed often while the decided share
-    climbs fastest, and later rounds grow to ``batch`` for throughput. Units of at most ``count_points`` free points on which
-    the network is linear (no relaxed attribute; any number of protected values) are counted exactly
+    climbs fastest, and later rounds grow to ``batch`` for throughput. Units of at most
+    ``count_points`` free points on which the network is linear (no relaxed attribute; any number of protected values) are counted exactly
     (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on and
     once ``count_stall_rounds`` rounds in a row decided less than ``count_stall`` of the open
     volume each (:meth:`TwinBab._note_gain`; 0 rounds = at once), taking at most ``count_share``
@@ -993,8 +993,8 @@ class TwinBab:
         """Count the rounds in a row whose decided individuals were fewer than ``count_stall`` of
         the open volume of the round's units (``open_before``: a round of part of the pool,
         :meth:`_round_size`, is measured on what it bounded): exact counts start once
-        ``count_stall_rounds`` such rounds have passed (and stay on). While bisection still decides a large share of what is open
-        per round, it is cheaper than counting (GC-4: its first rounds decide 7-98 % of what is
+        ``count_stall_rounds`` such rounds have passed (and stay on). While bisection still
+        decides a large share of what is open per round, it is cheaper than counting (GC-4: its first rounds decide 7-98 % of what is
         open each and take 99.65 % of the domain in ~0.15 s; counting from the start held its large
         linear units in the count queue and reached that share after ~2.6 s); on models where the
         search gains little per round from the start (GC-1, GC-3: 2-4 %) counting starts after

@@ -239,9 +239,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         y = (tighten(y[0], cr[:, 0], False), tighten(y[1], cr[:, 1], True))
         yp = (tighten(yp[0], cr[:, 2], False), tighten(yp[1], cr[:, 3], True))
         dl, du = tighten(dl, cr[:, 4], False), tighten(du, cr[:, 5], True)
-        if todo is not None and skip_closed is not None:
-            after = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None)
-            crown_stats = (M, int(after.closed(skip_closed)[todo].sum()), time.perf_counter() - t0)
+        if skip_closed is not None:  # the boxes open before the pass: all (todo None) or todo
+            after = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None).closed(skip_closed)
+            crown_stats = (M, int((after if todo is None else after[todo]).sum()), time.perf_counter() - t0)
     grad = ((fl.A + fu.A) / 2).expand(N, -1, -1)  # (N, dz, 2)
     gy, gp = grad[:, :, 0], grad[:, :, 1]
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
