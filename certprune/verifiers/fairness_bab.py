@@ -14,8 +14,8 @@ units taken largest first (open volume x scheduling weight, step 4):
 2. the others get one twin box per (value v, partner value w) and forward symbolic bounds
    (:mod:`twin_bounds`; the backward CROWN pass on top only while it closes enough boxes to pay
    for its time, :meth:`TwinBab._crown_on`): the individuals (U, v) are proven fair when every
-   box of v is closed, proven unfair when the bounds fix decision(U, v) one way and decision(x') the other way for
-   every x' of one box of v (every x in the box flips); boxes of units stalled at ``z3_depth``
+   box of v is closed, proven unfair when the bounds fix decision(U, v) one way and decision(x')
+   the other way for every x' of one box of v (every x in the box flips); boxes of units stalled at ``z3_depth``
    splits go to z3 on the reduced network (unsat closes a box);
 3. candidate points (bound vertices, centres) are run in float32; validated flipping pairs are
    recorded as counterexamples (they close nothing: a partition with a pair is refined further);
@@ -86,7 +86,8 @@ class BabConfig:
     run's time so far, at least ``round_seconds`` (:meth:`TwinBab._round_size`): early rounds are
     small, so the pool's order (largest open volume first) is renewed often while the decided share
     climbs fastest, and later rounds grow to ``batch`` for throughput. Units of at most
-    ``count_points`` free points on which the network is linear (no relaxed attribute; any number of protected values) are counted exactly
+    ``count_points`` free points on which the network is linear (no relaxed attribute; any number
+    of protected values) are counted exactly
     (:meth:`TwinBab._queue_linear`; 0 = never), from ``count_after`` seconds into the run on and
     once ``count_stall_rounds`` rounds in a row decided less than ``count_stall`` of the open
     volume each (:meth:`TwinBab._note_gain`; 0 rounds = at once), taking at most ``count_share``
@@ -547,11 +548,11 @@ class TwinBab:
         tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
                          keep_pre=counting, skip_closed=self.semantics, crown_pass=self._crown_on())
         self.rounds += 1
-        if tb.crown[0]:
-            share = tb.crown[2] / max(time.perf_counter() - t0, 1e-9)
-            self.crown_yield = 0.5 * self.crown_yield + 0.5 * tb.crown[1] / tb.crown[0]
-            self.crown_share = share if self.crown_share == 0.0 else 0.5 * self.crown_share + 0.5 * share
         closed = tb.closed(self.semantics).numpy()
+        if len(tb.crowned):  # the pass's yield: the boxes it bounded (open before it) now closed
+            share = tb.crown_seconds / max(time.perf_counter() - t0, 1e-9)
+            self.crown_yield = 0.5 * self.crown_yield + 0.5 * float(closed[tb.crowned.numpy()].mean())
+            self.crown_share = share if self.crown_share == 0.0 else 0.5 * self.crown_share + 0.5 * share
         sy, sp = (s.numpy().astype(np.int64) for s in tb.signs(self.semantics))
         fair, unfair, proof = self._decide_values(len(u), len(self.values), own, vi, vj, closed, sy, sp,
                                                   self.unordered)
@@ -994,7 +995,8 @@ class TwinBab:
         the open volume of the round's units (``open_before``: a round of part of the pool,
         :meth:`_round_size`, is measured on what it bounded): exact counts start once
         ``count_stall_rounds`` such rounds have passed (and stay on). While bisection still
-        decides a large share of what is open per round, it is cheaper than counting (GC-4: its first rounds decide 7-98 % of what is
+        decides a large share of what is open per round, it is cheaper than counting (GC-4: its
+        first rounds decide 7-98 % of what is
         open each and take 99.65 % of the domain in ~0.15 s; counting from the start held its large
         linear units in the count queue and reached that share after ~2.6 s); on models where the
         search gains little per round from the start (GC-1, GC-3: 2-4 %) counting starts after

@@ -44,9 +44,9 @@ from certprune.verifiers.twin import TwinGraph, TwinLayout, twin_graph
 class TwinBounds:
     """Per box (N,): bounds on y, y', y - y' (exact arithmetic), float32 margins of y and y',
     a split score per z dimension (N, dz), two attack vertices (N, dz) per box, and the number
-    of unstable ReLUs (both copies) per box; ``crown`` = (boxes the backward CROWN pass bounded,
-    how many of them it closed that the forward and pair-difference bounds left open, its seconds),
-    with ``skip_closed`` only."""
+    of unstable ReLUs (both copies) per box; ``crowned`` the indices of the boxes the backward
+    CROWN pass bounded (with ``skip_closed``: those the forward and pair-difference bounds left
+    open) and ``crown_seconds`` its time."""
 
     y: tuple[torch.Tensor, torch.Tensor]
     yp: tuple[torch.Tensor, torch.Tensor]
@@ -56,7 +56,8 @@ class TwinBounds:
     vertices: tuple[torch.Tensor, torch.Tensor]
     unstable: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
-    crown: tuple[int, int, float] = (0, 0, 0.0)
+    crowned: torch.Tensor | None = None
+    crown_seconds: float = 0.0
 
     def _tight(self):
         """y and y' bounds intersected with what the difference bound implies."""
@@ -217,7 +218,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     tau = output_error(g, res.bounds, exact_nodes=(tg.x, tg.xp))
     y, yp = (l[:, 0], u[:, 0]), (l[:, 1], u[:, 1])
     todo = None  # boxes that get the CROWN pass (None: all)
-    crown_stats = (0, 0, 0.0)
+    crowned, crown_seconds = torch.zeros(0, dtype=torch.int64), 0.0
     if len(tg.relus) <= 1 or not crown_pass:  # one ReLU layer: CROWN = the forward functions (see doc)
         todo = torch.zeros(0, dtype=torch.int64)
     elif skip_closed is not None:
@@ -239,9 +240,8 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         y = (tighten(y[0], cr[:, 0], False), tighten(y[1], cr[:, 1], True))
         yp = (tighten(yp[0], cr[:, 2], False), tighten(yp[1], cr[:, 3], True))
         dl, du = tighten(dl, cr[:, 4], False), tighten(du, cr[:, 5], True)
-        if skip_closed is not None:  # the boxes open before the pass: all (todo None) or todo
-            after = TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), None, None, None, None).closed(skip_closed)
-            crown_stats = (M, int((after if todo is None else after[todo]).sum()), time.perf_counter() - t0)
+        crowned = torch.arange(N) if todo is None else todo
+        crown_seconds = time.perf_counter() - t0
     grad = ((fl.A + fu.A) / 2).expand(N, -1, -1)  # (N, dz, 2)
     gy, gp = grad[:, :, 0], grad[:, :, 1]
     score = (gy.abs() + gp.abs() + (gy - gp).abs()) * (zhi - zlo)
@@ -254,7 +254,8 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     if keep_pre:
         pre = [tuple(torch.cat([res.pre[a][k].reshape(N, -1), res.pre[b][k].reshape(N, -1)]) for k in (0, 1))
                for a, b in tg.relus]
-    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre, crown_stats)
+    return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre, crowned,
+                      crown_seconds)
 
 
 def point_logits(net: AffineReluNet, X: np.ndarray,
