@@ -143,10 +143,15 @@ def concretize(f: LinFn, lo: torch.Tensor, hi: torch.Tensor, upper: bool) -> tor
     elif A.dtype == c.dtype == torch.float64 and A.device.type == "cpu" and not (A.requires_grad or c.requires_grad):
         # numpy's stacked products: 1.2-2.5x faster than torch's bmm on these (N, 1, n) x (N, n, m)
         # blocks (a fifth of a twin pass on the small German models); any summation order is
-        # covered by concretize_gamma
+        # covered by concretize_gamma; from 32 outputs on numpy's einsum is faster still (measured
+        # 1.2-1.6x on (4096, 17, 32-64) and (1024-4096, 13, 50-100) blocks, slower below 24)
         An = A.numpy()
-        mid = torch.from_numpy(np.matmul(c.numpy()[:, None, :], An)[:, 0])
-        rad = torch.from_numpy(np.matmul(r.numpy()[:, None, :], np.abs(An))[:, 0])
+        if An.shape[2] >= 32:
+            mid = torch.from_numpy(np.einsum("kn,knm->km", c.numpy(), An))
+            rad = torch.from_numpy(np.einsum("kn,knm->km", r.numpy(), np.abs(An)))
+        else:
+            mid = torch.from_numpy(np.matmul(c.numpy()[:, None, :], An)[:, 0])
+            rad = torch.from_numpy(np.matmul(r.numpy()[:, None, :], np.abs(An))[:, 0])
     else:
         mid, rad = (c.unsqueeze(1) @ A).squeeze(1), (r.unsqueeze(1) @ A.abs()).squeeze(1)
     v = (mid + rad if upper else mid - rad).reshape(len(lo), *f.A.shape[2:])
