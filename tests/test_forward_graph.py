@@ -231,7 +231,7 @@ def test_inputs_fixed_in_every_box_are_held_in_the_offsets(name):
             assert bool((sign * (y - (x @ A + b)) >= -1e-9).all())
 
 
-@pytest.mark.parametrize("dims", [[3, 10, 12, 1], [4, 16, 40, 2]], ids=["wide", "wider"])
+@pytest.mark.parametrize("dims", [[8, 12, 20, 1], [9, 16, 40, 2]], ids=["wide", "wider"])
 def test_fused_wide_linear_by_unstable_neurons_equals_the_unfused_step(dims, monkeypatch):
     """The fused step of a Linear with at least twice as many outputs as the input function has
     columns takes the shared product plus one product over each box's unstable neurons, the
@@ -240,9 +240,12 @@ def test_fused_wide_linear_by_unstable_neurons_equals_the_unfused_step(dims, mon
     differently) every node's bounds equal the unfused pass' (float64 rounding only) and
     enclose sampled points."""
     import certprune.bounds.forward as F
-    from certprune.graph.ops_linear import _CHUNKS
+    from certprune.graph.ops_linear import _CHUNKS, Linear
     g = build_graph(_chain(dims, 11 * len(dims)))
     assert F._fusable(g, ())
+    calls = []
+    step = Linear.forward_linear_relaxed
+    monkeypatch.setattr(Linear, "forward_linear_relaxed", lambda self, f, r: calls.append(1) or step(self, f, r))
     lo, hi = _boxes(g.input_dim, 64, 3, width=1.0)
     c, r = (lo + hi) / 2, (hi - lo) / 2 * torch.linspace(0.05, 2.0, 64, dtype=torch.float64).unsqueeze(1)
     lo, hi = c - r, c + r
@@ -251,6 +254,7 @@ def test_fused_wide_linear_by_unstable_neurons_equals_the_unfused_step(dims, mon
     counts = fused.relax[relu].unstable.sum(1)
     assert int(counts.min()) == 0 and int(counts.max()) > dims[1] // 2  # groups padded differently
     assert len(set(counts.tolist())) > _CHUNKS
+    assert calls  # the fused step ran (m >= 2 n_in: the grouped products)
     monkeypatch.setattr(F, "_fusable", lambda graph, keep: set())
     plain = forward_pass(g, lo, hi, every_node=True)
     for t in range(1, len(g.nodes)):

@@ -207,11 +207,8 @@ class _Pending:
 
 
 def _fusable(graph: Graph, keep: tuple[int, ...]) -> set[int]:
-    """ReLU nodes (1-D, not kept) whose only consumer is one Linear: the fused step
-    (:meth:`Linear.forward_linear_relaxed`) needs a quarter to a half of the unfused step's
-    multiplies and never builds the (N, n_in, h) relaxed functions (measured 1.2-1.7x faster on
-    the Adult / Bank / German twins' first layers, 1-100 outputs; before session 20 only
-    Linears of at most n_in outputs were fused)."""
+    """ReLU nodes (1-D, not kept) whose only consumer is one Linear: :func:`forward_pass` maps
+    them in one step with it (:meth:`Linear.forward_linear_relaxed`) where :func:`_fuse_pays`."""
     users: dict[int, list[int]] = {}
     for i, node in enumerate(graph.nodes[1:], start=1):
         for j in node.inputs:
@@ -219,11 +216,19 @@ def _fusable(graph: Graph, keep: tuple[int, ...]) -> set[int]:
     out = set()
     for j, node in enumerate(graph.nodes):
         u = users.get(j, [])
-        if not (isinstance(node.op, ReLU) and j not in keep and len(u) == 1 and len(node.shape) == 1):
-            continue
-        if isinstance(graph.nodes[u[0]].op, Linear):
+        if isinstance(node.op, ReLU) and j not in keep and len(u) == 1 and len(node.shape) == 1 \
+                and isinstance(graph.nodes[u[0]].op, Linear):
             out.add(j)
     return out
+
+
+def _fuse_pays(linear: Linear, cols: int) -> bool:
+    """Whether the fused step beats the unfused one for a Linear of m outputs on an input function
+    of ``cols`` columns: where m <= cols (its per-box weights are no larger than the relaxed
+    functions; the only case fused before session 20) or cols >= 8 (measured 1.0-1.7x faster on
+    N = 64-4,096 boxes, h 50-150, m 30-100; with 5 columns, ACAS Xu's input, 1.5-1.8x slower)."""
+    m = linear.weight.shape[0]
+    return m <= cols or cols >= 8
 
 
 def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[int, ...] = (),
@@ -256,7 +261,8 @@ def forward_pass(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, keep: tuple[i
             res.pre[i] = (l, u)
             res.relax[i] = ReLU.relax(l, u)
             f = ins[0]
-            if i in fusable and f[0] is f[1] and f[0].A.shape[0] == 1:
+            if (i in fusable and f[0] is f[1] and f[0].A.shape[0] == 1
+                    and _fuse_pays(graph.nodes[last_use[i]].op, f[0].A.shape[1])):
                 fns[i] = _Pending(f[0], res.relax[i])  # its one consumer, a Linear, maps it directly
             else:
                 fns[i] = node.op.forward_relaxed(f, res.relax[i])
