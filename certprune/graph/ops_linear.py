@@ -173,19 +173,22 @@ class Linear(Op):
         (alpha, s >= 0), the same functions as ``forward_linear(forward_relaxed(f, r))`` without
         its four products of the (N, n_in, h) relaxed functions with W+ and W-.
 
-        Per box the lower map is ``C = alpha W+ + s W-`` and the upper ``s W+ + alpha W-``. With
+        Per box the lower map is ``C = alpha W+ + s W-`` and the upper ``s W+ + alpha W-``, that is
+        ``alpha W + g W-`` and ``alpha W + g W+`` with ``g = s - alpha`` (0 on stable neurons). With
         few outputs (m < 2 n_in, n_in the function's columns) C is built per box, (N, m, h), and
         mapped by numpy's stacked products ``A0 C^T`` straight into the (N, n_in, m) layout the
-        next step reads. With more, C = ``alpha W + g W-`` (upper ``alpha W + g W+``), ``g = s -
-        alpha`` being 0 on stable neurons: one shared product ``(A0 alpha) W^T`` of (N n_in, h)
+        next step reads. With more: one shared product ``(A0 alpha) W^T`` of (N n_in, h)
         rows plus, per box, a product over its unstable neurons only (``A0[:, U] g_U`` times the
         rows U of W-^T / W+^T; the boxes in ``_CHUNKS`` groups by their unstable count, each
         padded to its largest). Measured against the unfused step on the Adult / Bank / German
         twins' first-layer shapes (N 670-4,096, n_in 12-19, h 12-150, m 1-100, ~5 % unstable):
         1.2-4.7x faster. The offsets are (N, h) x (h, m) products of the slopes times ``b0``.
-        Rounding: each output sums the same nonzero terms as the unfused step (with ``g``: split as
-        ``alpha w v + g w v``, ``|alpha| + |g| <= 2``, ``g`` rounded once), so within ``2 gamma_{2 h
-        + 3} |W| mag``, inside the Linear's residual (``float64_residual``: k >= 4 h + 32)."""
+        Rounding, at any point of the box, against the exact map of the exact relaxation: C path,
+        each entry of C (``C_up = C_lo + g |W|``) within ``9 u |W|`` and a product of inner length
+        h, so within ``gamma_{h + 12} |W| mag``; grouped path, the same nonzero terms split as
+        ``alpha w v + g w v`` (``|alpha| + |g| <= 2``, ``g`` rounded once) in at most 2 h + 4
+        roundings, so within ``gamma_{4 h + 8} |W| mag``: both inside the Linear's residual
+        (``float64_residual``, ``gamma_{4 h + 2 m + 32} (|W| mag + |b|)``)."""
         a, s, t = r.alpha, r.slope, r.intercept
         A0, b0 = f.A[0], f.b[0]  # (n_in, h), (h,)
         N, (m, h) = len(a), self.weight.shape
@@ -205,9 +208,11 @@ class Linear(Op):
         b_lo = matmul(ab, wp.T) + matmul(sb, wn.T) + matmul(t, wn.T) + bias
         b_up = matmul(sb, wp.T) + matmul(ab, wn.T) + matmul(t, wp.T) + bias
         if m < 2 * n:  # few outputs: the per-box weights C (N, m, h) are no larger than the functions
-            lo, up = (torch.from_numpy(np.matmul(A0.contiguous().numpy(), torch.addcmul(
-                c_pos.unsqueeze(1) * wp, c_neg.unsqueeze(1), wn).numpy().transpose(0, 2, 1)))
-                for c_pos, c_neg in ((a, s), (s, a)))
+            g = (s - a).unsqueeze(1)
+            C_lo = (a.unsqueeze(1) * self.weight).addcmul_(g, wn)  # alpha W + g W-
+            C_up = torch.addcmul(C_lo, g, self.abs_weight)  # alpha W + g W+ (3 passes over C, not 4)
+            A0n = A0.contiguous().numpy()
+            lo, up = (torch.from_numpy(np.matmul(A0n, C.numpy().transpose(0, 2, 1))) for C in (C_lo, C_up))
             return LinFn(lo, b_lo), LinFn(up, b_up)
         base = matmul((A0.unsqueeze(0) * a.unsqueeze(1)).reshape(N * n, h), self.weight.T).reshape(N, n, m)
         g = s - a
