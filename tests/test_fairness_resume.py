@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from certprune.verifiers.fairness import audit_fairness
@@ -102,3 +103,25 @@ def test_ray_matches_serial(tmp_path):
         assert rr.summary["individuals"] == serial.summary["individuals"]
     finally:
         ray.shutdown()
+
+
+def test_whole_domain_with_workers_is_cut_into_pieces_and_matches_serial(tmp_path):
+    """A whole-domain audit (no partition size) with 2 local workers runs on PIECES_PER_WORKER x 2
+    disjoint pieces that cover the domain (protected attributes never cut), and counts exactly the
+    individuals of the serial one-partition audit (relaxed attribute included)."""
+    from certprune.verifiers.fairness import PIECES_PER_WORKER, make_partitioning
+    from certprune.verifiers.partition import box_points
+    spec = _spec()
+    part = make_partitioning(spec, None, None, workers=2)
+    boxes = part.boxes
+    assert len(boxes) == 2 * PIECES_PER_WORKER
+    assert sum(box_points(boxes[:, 0], boxes[:, 1])) == box_points(spec.lower, spec.upper)[0]  # disjoint (checked) and covering
+    for d in spec.protected_indices:
+        assert np.all(boxes[:, 0, d] == spec.lower[d]) and np.all(boxes[:, 1, d] == spec.upper[d])
+    assert len(make_partitioning(spec, None, None, workers=1).boxes) == 1
+    serial = audit_fairness(biased_mlp(3), spec, None, timeout=120, progress=False, report=False)
+    par = audit_fairness(biased_mlp(3), spec, None, timeout=120, workers=2, out_dir=tmp_path, progress=False,
+                         report=False, config=BabConfig(batch=16))
+    assert len(par.partitions) == 2 * PIECES_PER_WORKER and len(serial.partitions) == 1
+    assert par.summary["individuals"] == serial.summary["individuals"]
+    assert serial.summary["individuals"]["undecided"] == 0 and serial.summary["individuals"]["unfair"] > 0

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--undecided-tolerance", type=float, default=0.0, metavar="P",
                    help="stop once at most this share of the domain is undecided (default 0: complete)")
     p.add_argument("--timeout", type=float, default=600.0, help="global budget in seconds (default 600)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default 1; a whole-domain audit is then cut into 8 N pieces)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run partitions on the Ray cluster at ADDRESS")
     p.add_argument("--data-dir", default=None,
                    help="data root holding fairness/<dataset> (default: none read); prints the model's test accuracy")

@@ -50,7 +50,8 @@ class AuditStore:
                 self.conn.execute("INSERT INTO meta VALUES ('identity', ?)", (ident,))
             elif row[0] != ident:
                 raise ConfigError(f"{self.path} holds results of a different audit (model, spec or partitioning "
-                                  f"differ); use another --out directory or delete it")
+                                  f"differ; a whole-domain audit with --workers N > 1 is cut into pieces, so "
+                                  f"resume it with the same N); use another --out directory or delete it")
         except BaseException:
             if hasattr(self, "conn"):
                 self.conn.close()

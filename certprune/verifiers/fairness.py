@@ -32,7 +32,7 @@ from certprune.errors import ConfigError
 from certprune.fairness_spec import FairnessSpec
 from certprune.semantics import DEFAULT, Semantics, parse_semantics
 from certprune.verifiers.fairness_bab import BabConfig, Float32Decider, TwinBab
-from certprune.verifiers.partition import Partitioning, box_partition, box_points, grid_partition
+from certprune.verifiers.partition import Partitioning, box_partition, box_points, domain_pieces, grid_partition
 
 
 @dataclass
@@ -84,12 +84,21 @@ def _prepare_model(model) -> tuple[object, torch.nn.Module, str]:
     return exact, module, h
 
 
-def make_partitioning(spec: FairnessSpec, partition_size: int | None, partitions=None) -> Partitioning:
+PIECES_PER_WORKER = 8  # whole-domain audits with local workers: pieces per worker process
+
+
+def make_partitioning(spec: FairnessSpec, partition_size: int | None, partitions=None,
+                      workers: int = 1) -> Partitioning:
     """Fairify's grid for ``partition_size`` T, the user's boxes (K, 2, n), or (neither given) the
-    whole domain as one partition."""
+    whole domain as one partition; with ``workers`` > 1 local processes, the whole domain in
+    ``PIECES_PER_WORKER`` x workers pieces (:func:`partition.domain_pieces`) so that every worker
+    has a share of it (each runs one search over its pieces, largest open volume first)."""
     if partitions is not None:
         return box_partition(partitions, spec.lower, spec.upper)
     if partition_size is None:
+        if workers > 1:
+            return box_partition(domain_pieces(spec.lower, spec.upper, spec.protected_indices,
+                                               PIECES_PER_WORKER * workers), spec.lower, spec.upper)
         return box_partition(np.stack([spec.lower, spec.upper])[None], spec.lower, spec.upper)
     return grid_partition(spec.lower, spec.upper, partition_size, spec.protected_indices)
 
@@ -113,7 +122,8 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
                    samples: int = 10000, map_features: tuple[str, str] | None = None) -> AuditResult:
     """Audit ``model`` (path, Network or ReLU nn.Module) for ``spec``, counting individuals.
 
-    ``partition_size``: Fairify's grid chunk T (None and no ``partitions``: the whole domain).
+    ``partition_size``: Fairify's grid chunk T (None and no ``partitions``: the whole domain, as
+    ``PIECES_PER_WORKER`` x ``workers`` pieces when ``workers`` > 1, so every process has a share).
     ``timeout``: global budget in seconds; individuals still open then are undecided.
     ``undecided_tolerance``: stop refining once at most this share of the domain is undecided.
     ``semantics``: ``exact`` (default) or ``float32`` (see :mod:`certprune.semantics`).
@@ -146,7 +156,7 @@ def audit_fairness(model, spec: FairnessSpec, partition_size: int | None = None,
         raise ConfigError(f"undecided tolerance must be a share in [0, 1], got {undecided_tolerance!r}")
     exact, module, mhash = _prepare_model(model)
     spec.check_model_inputs(exact.input_dim)
-    part = make_partitioning(spec, partition_size, partitions)
+    part = make_partitioning(spec, partition_size, partitions, workers if not ray_address else 1)
     tmp = None
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory()

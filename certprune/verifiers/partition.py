@@ -105,6 +105,29 @@ def _suggest(lower, upper, whole) -> int:
         t *= 2
 
 
+def domain_pieces(lower: np.ndarray, upper: np.ndarray, whole, k: int) -> np.ndarray:
+    """The domain cut into (at most) ``k`` disjoint boxes covering it, (K, 2, n): the box of most
+    integer points is halved along its widest feature not in ``whole`` (the protected
+    attributes, never cut: see the module doc) until there are ``k`` or none can be cut. Used to
+    give local workers a whole-domain audit to share (``audit_fairness``)."""
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    free = [d for d in range(len(lo)) if d not in set(whole)]
+    boxes = [(lo.copy(), hi.copy())]
+    while len(boxes) < k:
+        sizes = [box_points(b[0], b[1])[0] for b in boxes]
+        i = int(np.argmax(sizes))
+        blo, bhi = boxes[i]
+        w = {d: bhi[d] - blo[d] for d in free}
+        d = max(w, key=w.get) if w else None
+        if d is None or w[d] < 1:
+            break
+        mid = np.floor((blo[d] + bhi[d]) / 2)
+        a_hi, b_lo = bhi.copy(), blo.copy()
+        a_hi[d], b_lo[d] = mid, mid + 1
+        boxes[i:i + 1] = [(blo, a_hi), (b_lo, bhi)]
+    return np.stack([np.stack(b) for b in boxes])
+
+
 def box_partition(boxes, lower: np.ndarray, upper: np.ndarray) -> Partitioning:
     """A user-given partition: boxes (K, 2, n) of inclusive integer bounds inside the domain.
     Boxes must not overlap (individuals are counted per box, so an overlap would count some twice
