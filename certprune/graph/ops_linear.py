@@ -38,6 +38,7 @@ def _linear_encode(op, x, weight: torch.Tensor, bias: torch.Tensor | None, flat:
     b = None if bias is None else np.tile(bias.numpy(), rows)
     return x.map(J, b, ())
 
+
 _CHUNKS = 8  # box groups of Linear.forward_linear_relaxed's unstable-neuron products
 _BLAS_THREADS: list[int] = []  # the thread count last given to numpy's BLAS
 

@@ -114,8 +114,8 @@ def domain_pieces(lower: np.ndarray, upper: np.ndarray, whole, k: int) -> np.nda
     free = [d for d in range(len(lo)) if d not in set(whole)]
     boxes = [(lo.copy(), hi.copy())]
     while len(boxes) < k:
-        sizes = [box_points(b[0], b[1])[0] for b in boxes]
-        i = int(np.argmax(sizes))
+        sizes = [box_points(b[0], b[1])[0] for b in boxes]  # Python ints: no int64 overflow
+        i = max(range(len(boxes)), key=sizes.__getitem__)
         blo, bhi = boxes[i]
         w = {d: bhi[d] - blo[d] for d in free}
         d = max(w, key=w.get) if w else None
