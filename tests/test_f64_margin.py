@@ -119,7 +119,9 @@ def _chain(sizes, seed, scale):
 
 def _nets():
     yield "cancelling", build_graph(cancelling(), (4,)), 4
-    for sizes in ([3, 5, 1], [4, 8, 8, 2], [2, 16, 16, 3]):
+    # [9, 12, 30, 1] / [9, 24, 10, 1]: the forward pass's fused first step with many outputs (the
+    # grouped unstable-neuron products) and few (per-box weights), Linear.forward_linear_relaxed
+    for sizes in ([3, 5, 1], [4, 8, 8, 2], [2, 16, 16, 3], [9, 12, 30, 1], [9, 24, 10, 1]):
         for scale in (1.0, 1e5):
             yield f"chain{sizes}x{scale:g}", build_graph(_chain(sizes, len(sizes), scale), (sizes[0],)), sizes[0]
     for name, shape in (("residual_mlp", (6,)), ("residual_relu_add", (6,)), ("concat_branches", (5,)),
