@@ -264,3 +264,22 @@ def test_fused_wide_linear_by_unstable_neurons_equals_the_unfused_step(dims, mon
         vals = g.forward(_points(lo, hi, box, seed=box), keep=True)
         for t in range(1, len(g.nodes)):
             assert _inside(vals[t], fused.bounds[t][0][box], fused.bounds[t][1][box]), t
+
+
+@pytest.mark.parametrize("m", [4, 30], ids=["few-outputs", "many-outputs"])
+def test_fused_step_on_the_torch_path_equals_the_unfused_step(m):
+    """With autograd on (the torch path of ``Linear.forward_linear_relaxed``, no numpy) the fused
+    step gives the unfused step's functions, as the numpy path does."""
+    from certprune.graph.op import LinFn
+    from certprune.graph.ops_linear import Linear
+    from certprune.graph.relu import ReLU
+    g_ = torch.Generator().manual_seed(m)
+    op = Linear(torch.randn(m, 12, generator=g_, dtype=torch.float64), torch.randn(m, generator=g_, dtype=torch.float64))
+    f = LinFn(torch.randn(1, 9, 12, generator=g_, dtype=torch.float64), torch.randn(1, 12, generator=g_, dtype=torch.float64))
+    l = torch.randn(7, 12, generator=g_, dtype=torch.float64)
+    u = l + 2 * torch.rand(7, 12, generator=g_, dtype=torch.float64)
+    plain = op.forward_linear(ReLU.forward_relaxed((f, f), ReLU.relax(l, u)))
+    for r in (ReLU.relax(l, u), ReLU.relax(l.clone().requires_grad_(), u)):
+        for a, b in zip(plain, op.forward_linear_relaxed(f, r)):
+            torch.testing.assert_close(b.A.detach(), a.A, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(b.b.detach(), a.b, rtol=1e-12, atol=1e-12)

@@ -195,26 +195,23 @@ class Linear(Op):
         N, (m, h) = len(a), self.weight.shape
         wp, wn = _pos_neg(self, self.weight)
         bias = 0.0 if self.bias is None else self.bias
-        if not (A0.dtype == a.dtype == s.dtype == t.dtype == torch.float64 and a.device.type == "cpu"
-                and not (A0.requires_grad or a.requires_grad or s.requires_grad or t.requires_grad)):
-            out = []
-            for c_pos, c_neg, t_w in ((a, s, wn), (s, a, wp)):  # lower, upper
-                C = c_pos.unsqueeze(1) * wp + c_neg.unsqueeze(1) * wn  # (N, m, h): per-box weights
-                A = (C.reshape(N * m, h) @ A0.T).reshape(N, m, -1).transpose(1, 2)
-                out.append(LinFn(A, C @ b0 + t @ t_w.T + bias))
-            return out[0], out[1]
-        _blas_threads()
+        fast = (A0.dtype == a.dtype == s.dtype == t.dtype == torch.float64 and a.device.type == "cpu"
+                and not (A0.requires_grad or a.requires_grad or s.requires_grad or t.requires_grad))
         n = A0.shape[0]
-        ab, sb = a * b0, s * b0
+        ab, sb = a * b0, s * b0  # matmul: numpy's BLAS for float64 CPU, torch otherwise
         b_lo = matmul(ab, wp.T) + matmul(sb, wn.T) + matmul(t, wn.T) + bias
         b_up = matmul(sb, wp.T) + matmul(ab, wn.T) + matmul(t, wp.T) + bias
-        if m < 2 * n:  # few outputs: the per-box weights C (N, m, h) are no larger than the functions
+        if m < 2 * n or not fast:  # few outputs: per-box weights C (N, m, h) no larger than the functions
             g = (s - a).unsqueeze(1)
             C_lo = (a.unsqueeze(1) * self.weight).addcmul_(g, wn)  # alpha W + g W-
             C_up = torch.addcmul(C_lo, g, self.abs_weight)  # alpha W + g W+ (3 passes over C, not 4)
+            if not fast:
+                return LinFn(A0 @ C_lo.transpose(1, 2), b_lo), LinFn(A0 @ C_up.transpose(1, 2), b_up)
+            _blas_threads()
             A0n = A0.contiguous().numpy()
             lo, up = (torch.from_numpy(np.matmul(A0n, C.numpy().transpose(0, 2, 1))) for C in (C_lo, C_up))
             return LinFn(lo, b_lo), LinFn(up, b_up)
+        _blas_threads()
         base = matmul((A0.unsqueeze(0) * a.unsqueeze(1)).reshape(N * n, h), self.weight.T).reshape(N, n, m)
         g = s - a
         nz = g != 0

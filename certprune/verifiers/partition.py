@@ -113,8 +113,8 @@ def domain_pieces(lower: np.ndarray, upper: np.ndarray, whole, k: int) -> np.nda
     lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     free = [d for d in range(len(lo)) if d not in set(whole)]
     boxes = [(lo.copy(), hi.copy())]
+    sizes = box_points(lo, hi)  # Python ints: no int64 overflow
     while len(boxes) < k:
-        sizes = [box_points(b[0], b[1])[0] for b in boxes]  # Python ints: no int64 overflow
         i = max(range(len(boxes)), key=sizes.__getitem__)
         blo, bhi = boxes[i]
         w = {d: bhi[d] - blo[d] for d in free}
@@ -125,6 +125,7 @@ def domain_pieces(lower: np.ndarray, upper: np.ndarray, whole, k: int) -> np.nda
         a_hi, b_lo = bhi.copy(), blo.copy()
         a_hi[d], b_lo[d] = mid, mid + 1
         boxes[i:i + 1] = [(blo, a_hi), (b_lo, bhi)]
+        sizes[i:i + 1] = box_points(np.stack([blo, b_lo]), np.stack([a_hi, bhi]))
     return np.stack([np.stack(b) for b in boxes])
 
 
