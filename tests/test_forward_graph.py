@@ -274,8 +274,10 @@ def test_fused_step_on_the_torch_path_equals_the_unfused_step(m):
     from certprune.graph.ops_linear import Linear
     from certprune.graph.relu import ReLU
     g_ = torch.Generator().manual_seed(m)
-    op = Linear(torch.randn(m, 12, generator=g_, dtype=torch.float64), torch.randn(m, generator=g_, dtype=torch.float64))
-    f = LinFn(torch.randn(1, 9, 12, generator=g_, dtype=torch.float64), torch.randn(1, 12, generator=g_, dtype=torch.float64))
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g_, dtype=torch.float64)
+    op = Linear(rnd(m, 12), rnd(m))
+    f = LinFn(rnd(1, 9, 12), rnd(1, 12))
     l = torch.randn(7, 12, generator=g_, dtype=torch.float64)
     u = l + 2 * torch.rand(7, 12, generator=g_, dtype=torch.float64)
     plain = op.forward_linear(ReLU.forward_relaxed((f, f), ReLU.relax(l, u)))
