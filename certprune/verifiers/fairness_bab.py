@@ -56,6 +56,7 @@ from certprune.fairness_spec import FairnessSpec
 from certprune.results import Verdict
 from certprune.semantics import DEFAULT, Semantics
 from certprune.verifiers.affine import AffineReluNet
+from certprune.verifiers.cells import Cells
 from certprune.verifiers.linear_jobs import JobQueue, LinearJob
 from certprune.verifiers.partition import box_points
 from certprune.verifiers.search import run_search
@@ -67,6 +68,8 @@ from certprune.verifiers.unit_pool import UnitPool, Units
 # with float64's unit roundoff (2^-53 vs 2^-24), times 2 for the float64 difference of two logits
 F64_ERROR = 2.0 ** -28
 STRADDLE_DISCOUNT = 0.9
+SWEEP_BATCH = 256  # twin boxes per bound call of the sweep (at most BabConfig.batch)
+SWEEP_SECONDS = 0.002  # estimated time of one cell's or partition's count in the final sweep (GC-2: ~1.5 ms)
 LINEAR_PROBE, LINEAR_MIN = 50000, 0.01  # counting stops when < 1 % of the first 50k twin boxes are linear
 
 
@@ -130,6 +133,12 @@ class BabConfig:
     # bound time, else on every crown_probe-th round only (0 = always on; TwinBab._crown_on)
     crown_value: float = 8.0
     crown_probe: int = 8
+    # the final sweep (TwinBab._sweep_cells, _sweep_partitions): the search stops when the time
+    # left is its estimate (SWEEP_SECONDS per cell or partition, at most sweep_share of the budget;
+    # 0 = no sweep); units at cell_depth open the cells it counts (0 = no cells). Depth 12, not 10
+    # or 14 (GC-2 at 60 s: 93.5 % decided against 60.9 / 80.5; 58.6 without the sweep)
+    sweep_share: float = 0.1
+    cell_depth: int = 12
 
 
 @dataclass
@@ -282,6 +291,7 @@ class TwinBab:
         self.unordered = not spec.relaxed
         self.z3_calls = 0
         self.deadline = float("inf")
+        self.budget, self.round_time = 0.0, 0.0  # seconds of the run at its start; of the last round
         self._solver = None
         self.trace = False
         # (fair, unfair) of this run, after each round and every 0.1 s of a count drain
@@ -289,6 +299,7 @@ class TwinBab:
         # linear units waiting for an exact count (_queue_linear), touching ones joined
         self.queue = JobQueue(self.free, self._job_eps, self._count_fits)
         self.no_count: set = set()  # keys of units whose count was given up (see _unit_key)
+        self.cells = Cells()  # boxes of the search tree and their decided individuals (_sweep_cells)
         self.count_time, self.started = 0.0, 0.0  # seconds spent counting in this run; its start
         self.count_rate = 5e-7  # seconds per sqrt(points) of one count, learnt as counts are made
         self.linear_seen = (0, 0)
@@ -466,6 +477,7 @@ class TwinBab:
             n_bad = int(bad.sum())
             st.unfair[p] += n_bad
             st.fair[p] += int(bad.size) - n_bad
+            self.cells.add(int(u.cell[k]), int(bad.size) - n_bad, n_bad)
             if n_bad and len(st.pairs[p]) < self.cfg.pairs_per_partition:
                 self._record_enumerated(np.argwhere(bad)[0], i, dec, elo, u.lo[k], st, p)
 
@@ -582,6 +594,7 @@ class TwinBab:
         target = min(self.cfg.first_round, self.cfg.batch)
         times = 1 if 2 * n >= target else int(np.ceil(np.log2(target / max(n, 1))))
         kids = self._split(u.take(alive), score[alive], times)
+        self._new_cells(kids)
         return Units(*(np.concatenate([a, b]) for a, b in zip(kids.astuple(), back.astuple())))
 
     # ----- one copy per protected value (attributes of more than two values) ----------------
@@ -639,6 +652,126 @@ class TwinBab:
         x = np.array(x, dtype=np.float64)
         x[:, self.prot] = self.values[v]
         return np.concatenate([x, np.broadcast_to(self.values[w], (len(x), len(self.prot)))], axis=1)
+
+    # ----- the final sweep: partitions counted from linear bounds -----------------------------
+    def _new_cells(self, kids: Units) -> None:
+        """Children that reach ``cell_depth`` outside any cell open one each (:mod:`cells`)."""
+        if self.cfg.cell_depth <= 0 or not self._sweepable():
+            return
+        m = (kids.cell < 0) & (kids.depth >= self.cfg.cell_depth)
+        if m.any():
+            kids.cell[m] = self.cells.new(kids.lo[m], kids.hi[m], kids.part[m])
+
+    def _tally(self, u: Units, rows: np.ndarray, nf: np.ndarray, nu: np.ndarray) -> None:
+        """Tally the individuals decided in units ``rows`` (``nf`` / ``nu`` values each, aligned
+        with ``rows``) in their cells."""
+        m = u.cell[rows] >= 0
+        if m.any():
+            n = np.asarray(box_points(u.lo[rows[m]], u.hi[rows[m]], self.free), dtype=np.int64)
+            self.cells.add_many(u.cell[rows[m]], n * np.asarray(nf)[m], n * np.asarray(nu)[m])
+
+    def _sweepable(self) -> bool:
+        """Whether the final sweep applies: binary protected attribute, nothing relaxed, on."""
+        return self.cfg.sweep_share > 0 and len(self.values) == 2 and self.unordered
+
+    def _open_per_cell(self) -> np.ndarray:
+        """Open individuals per cell (int64): units in the pool and in the count queue."""
+        out = np.zeros(len(self.cells), dtype=np.int64)
+        units = [self._run.pool.peek_all()] + [j.unit for j in self.queue.values()]
+        for u in units:
+            m = (u.cell >= 0) & u.open.any(1)
+            if m.any():
+                n = np.asarray(box_points(u.lo[m], u.hi[m], self.free), dtype=np.int64)
+                np.add.at(out, u.cell[m], n * u.open[m].sum(1))
+        return out
+
+    def _sweep_cells(self, st: _State) -> None:
+        """At the deadline: count the cells with open individuals from linear bounds on their boxes,
+        largest open share first, until the deadline (:mod:`cells`). A cell is used only if its tally
+        plus its open individuals are all of its individuals (every decision inside it tallied);
+        with D its tally and ``F`` the count (a lower bound of the box's fair individuals), its open
+        individuals hold at least ``F - D`` fair ones (likewise unfair), added to its partition.
+        The units stay undecided otherwise; the sweep adds proven counts only."""
+        from certprune.verifiers.sandwich_count import twin_box_counts
+        C = len(self.cells)
+        if C == 0:
+            return
+        cl = self.cells
+        opened = self._open_per_cell()
+        points = np.asarray(box_points(cl.lo[:C], cl.hi[:C], self.free), dtype=np.int64) * len(self.values)
+        ok = (opened > 0) & (cl.fair[:C] + cl.unfair[:C] + opened == points)
+        ids = np.flatnonzero(ok)
+        ids = ids[np.argsort(-opened[ids], kind="stable")]
+        step = max(1, min(SWEEP_BATCH, self.cfg.batch))
+        for c0 in range(0, len(ids), step):
+            if time.monotonic() > self.deadline:
+                return
+            sel = ids[c0:c0 + step]
+            u = self.initial_units(cl.lo[sel], cl.hi[sel], cl.part[sel])
+            zlo, zhi, own, _, _ = self._twin_boxes(u)
+            tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
+                             crown_pass=False, keep_fns=True)
+            fl, fu, err, mag = tb.fns
+            Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
+            err, mag = err.numpy(), mag.numpy()
+            margin = self.semantics.slack(mag, np.stack([t.numpy() for t in tb.tau], 1))
+            for m in range(len(own)):
+                if time.monotonic() > self.deadline:
+                    return
+                c = int(sel[own[m]])
+                r = m if Al.shape[0] > 1 else 0
+                fair, unfair = twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[m], zhi[m], err[m], mag[m],
+                                               margin[m])
+                df = max(0, 2 * fair - int(cl.fair[c]))  # both values: each pair is two individuals
+                du = max(0, 2 * unfair - int(cl.unfair[c]))
+                if df + du > int(opened[c]):
+                    raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
+                p = int(cl.part[c])
+                st.fair[p] += df
+                st.unfair[p] += du
+
+    def _sweep_partitions(self, st: _State) -> None:
+        """At the deadline, before what is open is given up: each unfinished partition whose box
+        holds both protected values is counted as a whole from both copies' linear bounds on its
+        box (:func:`sandwich_count.twin_box_counts`, the forward pass on that one twin box), largest
+        open volume first, until the deadline. The search has decided part of the partition
+        exactly and the counts bound the whole from below, so the partition holds at least
+        ``max(decided, counted)`` fair individuals and as many unfair ones: true fair (unfair)
+        individuals are at least the count, and at least those already proven; both can be taken
+        (the true fair plus unfair are at most the partition's points). Its open units stay
+        undecided, as they would without the sweep."""
+        from certprune.verifiers.sandwich_count import twin_box_counts
+        parts = np.flatnonzero(~st.done)
+        inside = np.all((self.values[None] >= st.plo[parts][:, None, self.prot])
+                        & (self.values[None] <= st.phi[parts][:, None, self.prot]), axis=2).all(1)
+        parts = parts[inside]
+        if len(parts) == 0:
+            return
+        open_pts = np.array([float(st.points[p] - st.fair[p] - st.unfair[p]) for p in parts])
+        parts = parts[np.argsort(-open_pts, kind="stable")]
+        u = self.initial_units(st.plo[parts], st.phi[parts], parts)
+        zlo, zhi, own, vi, vj = self._twin_boxes(u)
+        step = max(1, min(SWEEP_BATCH, self.cfg.batch))
+        for c in range(0, len(own), step):
+            if time.monotonic() > self.deadline:
+                return
+            sl = slice(c, c + step)
+            tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo[sl]), torch.from_numpy(zhi[sl]),
+                             self.last_abs, crown_pass=False, keep_fns=True)
+            fl, fu, err, mag = tb.fns
+            Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
+            err, mag = err.numpy(), mag.numpy()
+            margin = self.semantics.slack(mag, np.stack([t.numpy() for t in tb.tau], 1))
+            for m in range(len(err)):
+                if time.monotonic() > self.deadline:
+                    return
+                b = c + m
+                p = int(u.part[own[b]])
+                r = m if Al.shape[0] > 1 else 0
+                fair, unfair = twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[b], zhi[b], err[m], mag[m],
+                                               margin[m])
+                st.fair[p] = max(st.fair[p], 2 * fair)  # both values: each pair is two individuals
+                st.unfair[p] = max(st.unfair[p], 2 * unfair)
 
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
@@ -815,6 +948,7 @@ class TwinBab:
         size = box_points(u.lo, u.hi, self.free)[0]
         st.unfair[p] += job.mult * n_flip
         st.fair[p] += job.mult * (size - n_flip)
+        self.cells.add(int(u.cell[0]), job.mult * (size - n_flip), job.mult * n_flip)
         return None
 
     @staticmethod
@@ -896,6 +1030,8 @@ class TwinBab:
                     p = int(u.part[k])
                     st.fair[p] += nk * int(fair[k].sum())
                     st.unfair[p] += nk * int(unfair[k].sum())
+        if len(rows):
+            self._tally(u, rows, fair[rows].sum(1), unfair[rows].sum(1))
         u.open = u.open & ~fair & ~unfair
 
     def _weight(self, N: int, own, closed, tb) -> np.ndarray:
@@ -937,7 +1073,8 @@ class TwinBab:
             s1 = u.size * (mid - u.lo[r, dim] + 1) / w
             u = Units(np.concatenate([u.lo, lo2]), np.concatenate([hi1, u.hi]), np.concatenate([u.part, u.part]),
                       np.concatenate([u.open, u.open]), np.concatenate([u.depth + 1, u.depth + 1]),
-                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]))
+                      np.concatenate([s1, u.size - s1]), np.concatenate([u.weight, u.weight]),
+                      np.concatenate([u.cell, u.cell]))
             if t + 1 < times:
                 score[r, dim] /= 2
                 score = np.concatenate([score, score])
@@ -1076,11 +1213,14 @@ class TwinBab:
         per_copy_round = max(1, 2 * self.cfg.batch // V)  # copy mode: V evaluations per unit, 2 per pair box
         self._run = _Run(st, UnitPool(), on_done, chunk, tolerance_points, per_round, per_copy_round,
                          np.asarray([float(n) for n in st.points]))
+        self.budget = max(0.0, deadline - time.monotonic())
         run_search(self, deadline)
 
     def start(self) -> None:
         """Reset the run's counters and load the first partitions' units."""
         self.queue.clear()
+        self.cells = Cells()
+        self.round_time = 0.0  # seconds of the last round (_sweep_due)
         self.count_time, self.started = 0.0, time.perf_counter()
         self.no_count = set()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
@@ -1092,9 +1232,21 @@ class TwinBab:
         return len(self._run.pool) > 0 or bool(self.queue)
 
     def stopped(self) -> bool:
-        """Whether at most ``tolerance_points`` individuals are open (pool, count queue, unloaded)."""
+        """Whether at most ``tolerance_points`` individuals are open (pool, count queue, unloaded),
+        or the time left is what the final sweep needs (:meth:`_sweep_due`)."""
         r = self._run
-        return r.tolerance > 0 and self._open_volume() <= r.tolerance
+        return (r.tolerance > 0 and self._open_volume() <= r.tolerance) or self._sweep_due()
+
+    def _sweep_due(self) -> bool:
+        """Whether the search stops for the final sweep (:meth:`_sweep_cells`): the time left is
+        at most its estimate (``SWEEP_SECONDS`` per cell and unfinished partition, at most
+        ``sweep_share`` of the budget) plus the last round's time (a round runs to its end)."""
+        if not self._sweepable() or not np.isfinite(self.deadline):
+            return False
+        st = self._run.st
+        need = SWEEP_SECONDS * (len(self.cells) + int((~st.done).sum()))
+        need = min(need, self.cfg.sweep_share * self.budget) + self.round_time
+        return time.monotonic() + need > self.deadline
 
     def _open_volume(self) -> float:
         r = self._run
@@ -1132,6 +1284,7 @@ class TwinBab:
             self._note_search(sum(st.fair) + sum(st.unfair) - decided_before, dt)
             per = dt / max(1, len(batch))
             self.unit_time = per if self.unit_time == 0.0 else 0.5 * self.unit_time + 0.5 * per
+            self.round_time = dt
             if self.trace:
                 print(f"round n={len(batch)} depth={batch.depth.max()} kids={len(kids)} pool={len(pool)} "
                       f"t={time.perf_counter() - t0:.3f}")
@@ -1158,6 +1311,9 @@ class TwinBab:
         """What is still open (queued for a count, in the pool, not loaded) stays undecided: the
         unfinished partitions are emitted as 'unknown' with their partial counts."""
         st = self._run.st
+        if self._sweepable() and self.pending():  # what is open gets the final sweep's counts
+            self._sweep_cells(st)
+            self._sweep_partitions(st)
         self.queue.clear()
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, Verdict.UNKNOWN)

@@ -61,10 +61,11 @@ class LinearJob:
 
 
 def _fkey(j: LinearJob) -> tuple:
-    """Jobs with equal keys count the same function: same partition, open values, map, flip
-    interval, partners and multiplicity."""
+    """Jobs with equal keys count the same function: same partition, cell (a union stays inside
+    one cell: its count is tallied there), open values, map, flip interval, partners and
+    multiplicity."""
     u = j.unit
-    return (int(u.part[0]), u.open.tobytes(), j.a.tobytes(), j.aa.tobytes(), j.ca, j.t0, j.t1,
+    return (int(u.part[0]), int(u.cell[0]), u.open.tobytes(), j.a.tobytes(), j.aa.tobytes(), j.ca, j.t0, j.t1,
             j.partners.tobytes(), j.mult)
 
 
@@ -227,6 +228,6 @@ class JobQueue:
         u = lower.unit
         unit = Units(lo[None].copy(), hi[None], u.part.copy(), u.open.copy(),
                      np.minimum(u.depth, upper.unit.depth), np.array([float(np.prod(widths.astype(np.float64)))]),
-                     u.weight.copy())
+                     u.weight.copy(), u.cell.copy())
         return LinearJob(unit, lower.a, lower.base, widths, lower.t0, lower.t1, eps, lower.x0, lower.partners,
                          lower.mult, lower.aa, lower.ca, tau, leaves)

@@ -58,6 +58,10 @@ class TwinBounds:
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
     crowned: torch.Tensor | None = None
     crown_seconds: float = 0.0
+    # with keep_fns: the forward pass's (lower, upper) functions of [y, y'] over z (LinFn, A
+    # (K, dz, 2)) and their rounding bounds err, mag (N, 2) (bounds.forward doc): for every z of
+    # box i, L(z) - err <= y(z) <= U(z) + err with L, U the computed coefficients taken as exact
+    fns: tuple | None = None
 
     def _tight(self):
         """y and y' bounds intersected with what the difference bound implies."""
@@ -183,7 +187,7 @@ def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
 
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False,
-                skip_closed: Semantics | None = None, crown_pass: bool = True) -> TwinBounds:
+                skip_closed: Semantics | None = None, crown_pass: bool = True, keep_fns: bool = False) -> TwinBounds:
     """Bounds of the one-logit ``net`` on x = P z and x' = P' z over N boxes (N, dz).
     ``last_abs`` = (|W|, |b|) of the original last layer for the float32 margin when ``net``'s last
     layer is a difference of two logits. ``skip_closed``: the backward CROWN pass runs only on the
@@ -195,7 +199,8 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     relaxes the same neurons with the same slopes as the forward pass and returns the same
     functions of z for y, y' and y - y' (checked to float64 rounding in the tests). ``crown_pass``
     False: no backward pass (the forward and pair-difference bounds only: sound, looser; the
-    search turns it off where it closes few boxes, :meth:`TwinBab._crown_on`)."""
+    search turns it off where it closes few boxes, :meth:`TwinBab._crown_on`). ``keep_fns``: return
+    the forward functions of y and y' (:attr:`TwinBounds.fns`)."""
     tg = cached_twin(net, layout, last_abs)
     g = tg.graph
     N = len(zlo)
@@ -254,8 +259,13 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     if keep_pre:
         pre = [tuple(torch.cat([res.pre[a][k].reshape(N, -1), res.pre[b][k].reshape(N, -1)]) for k in (0, 1))
                for a, b in tg.relus]
+    fns = None
+    if keep_fns:
+        zero = torch.zeros(N, 2, dtype=zlo.dtype)
+        e, m = (res.err[g.output].reshape(N, 2), res.mag[g.output].reshape(N, 2)) if res.err else (zero, zero)
+        fns = (fl, fu, e, m)
     return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre, crowned,
-                      crown_seconds)
+                      crown_seconds, fns)
 
 
 def point_logits(net: AffineReluNet, X: np.ndarray,

@@ -10,8 +10,9 @@ import numpy as np
 @dataclass
 class Units:
     """A batch of units: bounds (N, n), partition index, open-value mask (N, V), depth, the
-    float number of integer points over the free features (scheduling only; counts are exact) and a
-    scheduling weight."""
+    float number of integer points over the free features (scheduling only; counts are exact), a
+    scheduling weight and the cell (a box of the search tree whose decided individuals are tallied,
+    :meth:`TwinBab._sweep_cells`)."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -20,10 +21,13 @@ class Units:
     depth: np.ndarray
     size: np.ndarray
     weight: np.ndarray | None = None  # scheduling weight in (0, 1] (None: ones); pop order is volume x weight
+    cell: np.ndarray | None = None  # the search's cell each unit lies in (-1: none; TwinBab cells; None: -1s)
 
     def __post_init__(self) -> None:
         if self.weight is None:
             self.weight = np.ones(len(self.part))
+        if self.cell is None:
+            self.cell = np.full(len(self.part), -1, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.part)
@@ -32,7 +36,7 @@ class Units:
         return Units(*(a[idx] for a in self.astuple()))
 
     def astuple(self) -> tuple[np.ndarray, ...]:
-        return self.lo, self.hi, self.part, self.open, self.depth, self.size, self.weight
+        return self.lo, self.hi, self.part, self.open, self.depth, self.size, self.weight, self.cell
 
     def volume(self) -> np.ndarray:
         """Open individuals per unit (float)."""
@@ -82,6 +86,14 @@ class UnitPool:
         if self.count == 0:
             return 0.0
         return float(self.vol[:self.n][self.alive[:self.n]].sum())
+
+    def peek_all(self) -> Units:
+        """Every unit in the pool, left in it."""
+        if self.buf is None:
+            return Units(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros((0, 0), bool),
+                         np.zeros(0, np.int64), np.zeros(0))
+        idx = np.flatnonzero(self.alive[:self.n])
+        return Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
 
     def pop(self, k: int, drain: bool = False) -> Units:
         """Remove and return up to ``k`` units: those with the largest open volume, or (``drain``)
