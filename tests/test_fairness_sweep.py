@@ -19,7 +19,7 @@ from certprune.verifiers.fairness import EngineFactory, _prepare_model, audit_fa
 from certprune.verifiers.fairness_bab import BabConfig
 from certprune.verifiers.linear_count import tail_counts
 from certprune.verifiers.sandwich_count import twin_box_counts
-from certprune.verifiers.twin_bounds import twin_bounds
+from certprune.verifiers.twin_bounds import decision_graph, twin_bounds
 from test_fairness_exact import biased_mlp, small_spec
 
 
@@ -158,3 +158,32 @@ def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points
         assert ind["fair"] <= fair + near and ind["unfair"] <= unfair + near
     assert checked and all(c == 0 for c in checked)
     assert sum(added) > 0
+
+
+@pytest.mark.parametrize("sizes", [(4, 12, 1), (4, 12, 8, 1), (4, 10, 10, 6, 1)])
+@pytest.mark.parametrize("seed", range(3))
+def test_kept_functions_bound_both_copies_at_sampled_points(seed, sizes):
+    """``twin_bounds(keep_fns=True)``: the forward pass's functions (one ReLU layer) or backward
+    CROWN's (deeper nets) bound y and y' at 2,000 sampled points of each box (within ``err``)."""
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 11, 1, 19], ("p",))
+    eng = _engine(biased_mlp(seed, sizes), spec)
+    rng = np.random.default_rng(seed)
+    lo = np.array([[rng.integers(0, 8), rng.integers(0, 6), 0, rng.integers(0, 10)] for _ in range(8)], dtype=np.float64)
+    hi = np.minimum(lo + rng.integers(1, 8, size=(8, 4)), spec.upper)
+    hi[:, 2] = 1
+    u = eng.initial_units(lo, hi, np.zeros(8, dtype=np.int64))
+    zlo, zhi, own, _, _ = eng._twin_boxes(u)
+    tb = twin_bounds(eng.net, eng.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), eng.last_abs,
+                     crown_pass=False, keep_fns=True)
+    fl, fu, err, _ = tb.fns
+    net = decision_graph(eng.net, eng.last_abs)
+    for m in range(len(zlo)):
+        z = rng.integers(zlo[m], zhi[m] + 1, size=(2000, len(zlo[m]))).astype(np.float64)
+        x, xp = z[:, :4].copy(), z[:, :4].copy()
+        xp[:, 2] = z[:, 4]
+        ys = [net.forward(torch.from_numpy(v))[:, 0].numpy() for v in (x, xp)]
+        k = m if fl.A.shape[0] > 1 else 0
+        for c in range(2):
+            low = z @ fl.A[k, :, c].numpy() + fl.b[k, c].item() - err[m, c].item()
+            up = z @ fu.A[k, :, c].numpy() + fu.b[k, c].item() + err[m, c].item()
+            assert np.all(low <= ys[c] + 1e-9) and np.all(ys[c] <= up + 1e-9)

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from certprune.bounds import crown
-from certprune.bounds.crown import add_rounded, rounded_interval
+from certprune.bounds.crown import MARGIN_SAFETY, TINY, add_rounded, rounded_interval
 from certprune.bounds.float32 import output_error
-from certprune.bounds.forward import concretize, concretize_gamma, forward_pass, widened
+from certprune.bounds.forward import MAG_SAFETY, concretize, concretize_gamma, forward_pass, widened
 from certprune.graph.op import LinFn
 from certprune.graph.relu import Relaxation
 from certprune.semantics import Semantics
@@ -185,6 +185,29 @@ def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
                        resid={i: rows(r) for i, r in st.resid.items()})
 
 
+def _crown_fns(g, st: crown.State, zlo: torch.Tensor, zhi: torch.Tensor):
+    """``(fl, fu, err, mag)`` as :attr:`TwinBounds.fns` from one backward CROWN pass of the rows
+    y, -y, y', -y' (``lam`` (N, 4, dz), rigorous lower bounds ``lower`` (N, 4)): row r gives the
+    real function ``lam_r . z + c_r`` below it on the box with ``c_r = lower_r - min_box(lam_r . z)``
+    rounded down (the computed minimum's float64 error is at most ``gamma_{2 (dz + 8)}`` of its
+    terms' magnitude, plus the rounding of the subtraction), so ``err`` is 0; the upper functions
+    are the negated rows -y, -y'."""
+    cr = crown.backward(g, g.output, _SPECS[:, :4], st, keep_lam=True)
+    N = len(zlo)
+    lam = cr.lam_x.reshape(-1, 4, zlo.shape[1]).expand(N, -1, -1)
+    low = cr.lower.expand(N, 4)
+    lo, hi = zlo[:, None, :], zhi[:, None, :]
+    mn = torch.minimum(lam * lo, lam * hi).sum(2)
+    size = (lam.abs() * torch.maximum(lo.abs(), hi.abs())).sum(2)
+    gc = concretize_gamma(zlo.shape[1])
+    c = low - mn - (MARGIN_SAFETY * gc * size + 2.0 ** -50 * (low.abs() + mn.abs()) + TINY)
+    A = torch.stack([lam[:, 0], -lam[:, 1], lam[:, 2], -lam[:, 3]], 2)  # (N, dz, [Ly, Uy, Lp, Up])
+    b = torch.stack([c[:, 0], -c[:, 1], c[:, 2], -c[:, 3]], 1)
+    fl, fu = LinFn(A[:, :, [0, 2]], b[:, [0, 2]]), LinFn(A[:, :, [1, 3]], b[:, [1, 3]])
+    mag = MAG_SAFETY * (size + c.abs())
+    return fl, fu, torch.zeros(N, 2, dtype=zlo.dtype), torch.maximum(mag[:, [0, 2]], mag[:, [1, 3]])
+
+
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
                 last_abs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_pre: bool = False,
                 skip_closed: Semantics | None = None, crown_pass: bool = True, keep_fns: bool = False) -> TwinBounds:
@@ -260,7 +283,9 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
         pre = [tuple(torch.cat([res.pre[a][k].reshape(N, -1), res.pre[b][k].reshape(N, -1)]) for k in (0, 1))
                for a, b in tg.relus]
     fns = None
-    if keep_fns:
+    if keep_fns and len(tg.relus) > 1:  # deeper nets: backward CROWN's functions (tighter than the forward ones)
+        fns = _crown_fns(g, res.state(), zlo, zhi)
+    elif keep_fns:
         zero = torch.zeros(N, 2, dtype=zlo.dtype)
         e, m = (res.err[g.output].reshape(N, 2), res.mag[g.output].reshape(N, 2)) if res.err else (zero, zero)
         fns = (fl, fu, e, m)
