@@ -659,7 +659,9 @@ class TwinBab:
         """Children that reach ``cell_depth`` outside any cell open one each (:mod:`cells`)."""
         if self.cfg.cell_depth <= 0 or not self._sweepable():
             return
-        m = (kids.cell < 0) & (kids.depth >= self.cfg.cell_depth)
+        # tallies are int64: a cell holds fewer than 2^62 individuals (a larger unit's descendants
+        # open cells once they are that small)
+        m = (kids.cell < 0) & (kids.depth >= self.cfg.cell_depth) & (kids.size * len(self.values) < 2.0 ** 61)
         if m.any():
             kids.cell[m] = self.cells.new(kids.lo[m], kids.hi[m], kids.part[m])
 
@@ -1160,12 +1162,15 @@ class TwinBab:
         parts = []
         shown = time.perf_counter()
         order = sorted(self.queue.values(), key=lambda j: j.size)
-        while order and time.monotonic() <= self.deadline:
+        stop = self.deadline - self._sweep_need()  # the final sweep's time is not the queue's
+        while order and time.monotonic() <= stop:
             job = order[-1]
             est = self.count_rate * np.sqrt(job.size)
             spent, elapsed = self.count_time + est, time.perf_counter() - self.started
             worth = spent <= self.cfg.count_max_share * elapsed and job.unit.volume()[0] >= self.search_rate * est
             if not always and spent > self.cfg.count_share * elapsed and not worth:
+                break
+            if stop < self.deadline and time.monotonic() + est > stop:  # would eat the sweep's time
                 break
             order.pop()
             self.queue.discard(job)
@@ -1244,10 +1249,15 @@ class TwinBab:
         ``sweep_share`` of the budget) plus the last round's time (a round runs to its end)."""
         if not self._sweepable() or not np.isfinite(self.deadline):
             return False
-        st = self._run.st
-        need = SWEEP_SECONDS * (len(self.cells) + int((~st.done).sum()))
-        need = min(need, self.cfg.sweep_share * self.budget) + self.round_time
-        return time.monotonic() + need > self.deadline
+        return time.monotonic() + self._sweep_need() + self.round_time > self.deadline
+
+    def _sweep_need(self) -> float:
+        """The final sweep's estimated time: ``SWEEP_SECONDS`` per cell and unfinished partition, at
+        most ``sweep_share`` of the budget (0 where it does not apply)."""
+        if not self._sweepable() or getattr(self, "_run", None) is None:
+            return 0.0
+        need = SWEEP_SECONDS * (len(self.cells) + int((~self._run.st.done).sum()))
+        return min(need, self.cfg.sweep_share * self.budget)
 
     def _open_volume(self) -> float:
         r = self._run
@@ -1315,6 +1325,8 @@ class TwinBab:
         if self._sweepable() and self.pending():  # what is open gets the final sweep's counts
             self._sweep_cells(st)
             self._sweep_partitions(st)
+            if self.on_progress is not None:
+                self.on_progress(sum(st.fair), sum(st.unfair))
         self.queue.clear()
         for p in np.flatnonzero(~st.done):
             self._emit(st, p, Verdict.UNKNOWN)
