@@ -18,8 +18,8 @@ from certprune.verifiers import fairness_bab, linear_count
 from certprune.verifiers.fairness import EngineFactory, _prepare_model, audit_fairness
 from certprune.verifiers.fairness_bab import BabConfig
 from certprune.verifiers.linear_count import tail_counts
-from certprune.verifiers.sandwich_count import twin_box_counts
-from certprune.verifiers.twin_bounds import decision_graph, twin_bounds
+from certprune.verifiers.sandwich_count import copies_box_counts, twin_box_counts
+from certprune.verifiers.twin_bounds import copy_fns, decision_graph, twin_bounds
 from test_fairness_exact import biased_mlp, small_spec
 
 
@@ -118,20 +118,24 @@ def wide_model(seed: int) -> torch.nn.Sequential:
 
 def _true_counts(model, spec):
     """Exact-semantics fair / unfair individuals of the whole domain by float64 decisions, with
-    the points whose logit is within 1e-6 of 0 (either way possible) counted separately."""
+    the points whose logit is within 1e-6 of 0 for some value (either way possible) counted
+    separately; any number of protected values (feature 2)."""
     g = np.meshgrid(*[np.arange(int(spec.lower[i]), int(spec.upper[i]) + 1) for i in (0, 1, 3)], indexing="ij")
     X = np.stack([c.ravel() for c in g], 1).astype(np.float64)
+    vals = range(int(spec.lower[2]), int(spec.upper[2]) + 1)
     mod = model.double()
     with torch.no_grad():
-        y = [mod(torch.from_numpy(np.insert(X, 2, v, axis=1)))[:, 0].numpy() for v in (0, 1)]
+        y = np.stack([mod(torch.from_numpy(np.insert(X, 2, v, axis=1)))[:, 0].numpy() for v in vals])
     model.float()
-    near = (np.abs(y[0]) < 1e-6) | (np.abs(y[1]) < 1e-6)
-    flip = (y[0] > 0) != (y[1] > 0)
-    return 2 * int((~flip & ~near).sum()), 2 * int((flip & ~near).sum()), 2 * int(near.sum())
+    V = len(y)
+    near = (np.abs(y) < 1e-6).any(0)
+    flip = (y > 0).any(0) & (y <= 0).any(0)
+    return V * int((~flip & ~near).sum()), V * int((flip & ~near).sum()), V * int(near.sum())
 
 
+@pytest.mark.parametrize("values", [2, 3])
 @pytest.mark.parametrize("count_points", [0, 2 ** 42])
-def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points, monkeypatch):
+def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points, values, monkeypatch):
     """Audits of a 12-million-individual domain stopped at 0.6 s with ~4-8 % undecided: the
     individuals proven fair / unfair stay within brute force, every cell with open individuals
     passes the sweep's tally check (each decision path tallies its cell: bounds, enumeration,
@@ -142,17 +146,18 @@ def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points
     def spy(self, st):
         C = len(self.cells)
         opened = self._open_per_cell()
-        pts = np.asarray(fairness_bab.box_points(self.cells.lo[:C], self.cells.hi[:C], self.free)) * 2
+        pts = np.asarray(fairness_bab.box_points(self.cells.lo[:C], self.cells.hi[:C], self.free)) * len(self.values)
         checked.append(int(((opened > 0) & (self.cells.fair[:C] + self.cells.unfair[:C] + opened != pts)).sum()))
         before = sum(st.fair) + sum(st.unfair)
         orig(self, st)
         added.append(sum(st.fair) + sum(st.unfair) - before)
     monkeypatch.setattr(fairness_bab.TwinBab, "_sweep_cells", spy)
+    spec = FairnessSpec(WIDE.feature_names, WIDE.lower, [199, 149, values - 1, 199], ("p",))
     for seed in range(3):
         model = wide_model(seed)
-        fair, unfair, near = _true_counts(model, WIDE)
+        fair, unfair, near = _true_counts(model, spec)
         cfg = BabConfig(cell_depth=4, sweep_share=0.5, count_points=count_points)
-        res = audit_fairness(model, WIDE, None, timeout=0.6, progress=False, config=cfg, samples=0, report=False)
+        res = audit_fairness(model, spec, None, timeout=0.6, progress=False, config=cfg, samples=0, report=False)
         ind = res.summary["individuals"]
         assert ind["total"] == fair + unfair + near
         assert ind["fair"] <= fair + near and ind["unfair"] <= unfair + near
@@ -187,3 +192,33 @@ def test_kept_functions_bound_both_copies_at_sampled_points(seed, sizes):
             low = z @ fl.A[k, :, c].numpy() + fl.b[k, c].item() - err[m, c].item()
             up = z @ fu.A[k, :, c].numpy() + fu.b[k, c].item() + err[m, c].item()
             assert np.all(low <= ys[c] + 1e-9) and np.all(ys[c] <= up + 1e-9)
+
+
+@pytest.mark.parametrize("semantics", [Semantics.EXACT, Semantics.FLOAT32])
+@pytest.mark.parametrize("sizes", [(4, 12, 1), (4, 12, 8, 1)])
+@pytest.mark.parametrize("seed", range(4))
+def test_copies_box_counts_are_lower_bounds_of_brute_force(seed, sizes, semantics):
+    """Three protected values: the points proven to take one decision under every value, and
+    proven not to, never exceed brute force; not vacuous over the boxes."""
+    spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 11, 2, 19], ("p",))
+    eng = _engine(biased_mlp(seed, sizes), spec, semantics)
+    rng = np.random.default_rng(seed)
+    got = np.zeros(2)
+    for _ in range(10):
+        lo = np.array([rng.integers(0, 10), rng.integers(0, 8), 0, rng.integers(0, 14)], dtype=np.float64)
+        hi = np.minimum(lo + rng.integers(0, 8, size=4), spec.upper)
+        hi[2] = 0  # the free box; the copies set p
+        los, his = np.repeat(lo[None], 3, 0), np.repeat(hi[None], 3, 0)
+        los[:, 2] = his[:, 2] = [0, 1, 2]
+        fl, fu, err, mag, tau = copy_fns(eng.net, torch.from_numpy(los), torch.from_numpy(his), eng.last_abs)
+        k = (lambda r: r) if fl.A.shape[0] > 1 else (lambda r: 0)
+        same, differ = copies_box_counts([(fl.A[k(r), :, 0].numpy(), float(fl.b[k(r), 0])) for r in range(3)],
+                                         [(fu.A[k(r), :, 0].numpy(), float(fu.b[k(r), 0])) for r in range(3)],
+                                         los, his, err.numpy()[:, 0], mag.numpy()[:, 0],
+                                         semantics.slack(mag.numpy()[:, 0], tau.numpy()))
+        grid = np.array(list(itertools.product(*[range(int(a), int(b) + 1) for a, b in zip(lo, hi)])), dtype=float)
+        dec = np.stack([eng.decide_points(np.where(np.arange(4) == 2, v, grid)) for v in range(3)])
+        agree = int((dec.all(0) | (~dec).all(0)).sum())
+        assert same <= agree and differ <= len(grid) - agree
+        got += (same, differ)
+    assert got[0] > 0

@@ -61,7 +61,7 @@ from certprune.verifiers.linear_jobs import JobQueue, LinearJob
 from certprune.verifiers.partition import box_points
 from certprune.verifiers.search import run_search
 from certprune.verifiers.twin import TwinLayout, decision_logit_net, protected_values, twin_layout, valid_pairs
-from certprune.verifiers.twin_bounds import cached_twin, copy_bounds, point_logits, twin_bounds
+from certprune.verifiers.twin_bounds import cached_twin, copy_bounds, copy_fns, point_logits, twin_bounds
 from certprune.verifiers.unit_pool import UnitPool, Units
 
 # |float64 logit - exact logit| <= F64_ERROR * (point_logits' float32 bound): the same recurrence
@@ -674,8 +674,8 @@ class TwinBab:
             self.cells.add_many(u.cell[rows[m]], n * np.asarray(nf)[m], n * np.asarray(nu)[m])
 
     def _sweepable(self) -> bool:
-        """Whether the final sweep applies: binary protected attribute, nothing relaxed, on."""
-        return self.cfg.sweep_share > 0 and len(self.values) == 2 and self.unordered
+        """Whether the final sweep applies: nothing relaxed, on."""
+        return self.cfg.sweep_share > 0 and len(self.values) >= 2 and self.unordered
 
     def _open_per_cell(self) -> np.ndarray:
         """Open individuals per cell (int64): units in the pool and in the count queue."""
@@ -706,10 +706,15 @@ class TwinBab:
         ids = np.flatnonzero(ok)
         ids = ids[np.argsort(-opened[ids], kind="stable")]
         step = max(1, min(SWEEP_BATCH, self.cfg.batch))
+        if len(self.values) > 2:
+            step = max(1, step // len(self.values))
         for c0 in range(0, len(ids), step):
             if time.monotonic() > self.deadline:
                 return
             sel = ids[c0:c0 + step]
+            if len(self.values) > 2:
+                self._sweep_cell_copies(sel, opened, st)
+                continue
             u = self.initial_units(cl.lo[sel], cl.hi[sel], cl.part[sel])
             zlo, zhi, own, _, _ = self._twin_boxes(u)
             tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
@@ -733,6 +738,37 @@ class TwinBab:
                 st.fair[p] += df
                 st.unfair[p] += du
 
+    def _sweep_cell_copies(self, sel: np.ndarray, opened: np.ndarray, st: _State) -> None:
+        """:meth:`_sweep_cells` for a protected attribute of more than two values: per cell one
+        copy of the model per value (``twin_bounds.copy_fns``), counted by
+        :func:`sandwich_count.copies_box_counts` (points whose copies are proven to agree: all V
+        variants fair; proven not to: all V unfair, each decision differs from another's)."""
+        from certprune.verifiers.sandwich_count import copies_box_counts
+        cl, V = self.cells, len(self.values)
+        lo = np.repeat(cl.lo[sel], V, axis=0)
+        hi = np.repeat(cl.hi[sel], V, axis=0)
+        lo[:, self.prot] = hi[:, self.prot] = np.tile(self.values, (len(sel), 1))
+        fl, fu, err, mag, tau = copy_fns(self.net, torch.from_numpy(lo), torch.from_numpy(hi), self.last_abs)
+        Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
+        err, mag = err.numpy()[:, 0], mag.numpy()[:, 0]
+        margin = self.semantics.slack(mag, tau.numpy())
+        for m, c in enumerate(sel.tolist()):
+            if time.monotonic() > self.deadline:
+                return
+            rows = range(m * V, (m + 1) * V)
+            k = (lambda r: r) if Al.shape[0] > 1 else (lambda r: 0)
+            same, differ = copies_box_counts([(Al[k(r), :, 0], float(bl[k(r), 0])) for r in rows],
+                                             [(Au[k(r), :, 0], float(bu[k(r), 0])) for r in rows],
+                                             lo[m * V:(m + 1) * V], hi[m * V:(m + 1) * V], err[m * V:(m + 1) * V],
+                                             mag[m * V:(m + 1) * V], margin[m * V:(m + 1) * V])
+            df = max(0, V * same - int(cl.fair[c]))
+            du = max(0, V * differ - int(cl.unfair[c]))
+            if df + du > int(opened[c]):
+                raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
+            p = int(cl.part[c])
+            st.fair[p] += df
+            st.unfair[p] += du
+
     def _sweep_partitions(self, st: _State) -> None:
         """At the deadline, before what is open is given up: each unfinished partition whose box
         holds both protected values is counted as a whole from both copies' linear bounds on its
@@ -744,6 +780,8 @@ class TwinBab:
         (the true fair plus unfair are at most the partition's points). Its open units stay
         undecided, as they would without the sweep."""
         from certprune.verifiers.sandwich_count import twin_box_counts
+        if len(self.values) != 2:
+            return
         parts = np.flatnonzero(~st.done)
         inside = np.all((self.values[None] >= st.plo[parts][:, None, self.prot])
                         & (self.values[None] <= st.phi[parts][:, None, self.prot]), axis=2).all(1)

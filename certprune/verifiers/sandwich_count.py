@@ -75,3 +75,43 @@ def twin_box_counts(fl: tuple[np.ndarray, np.ndarray], fu: tuple[np.ndarray, np.
         unfair = max(unfair, tc.between(UP, ty - ext(LY, UP, False), -tp)
                      + tc.between(LP, tp, -ty - ext(UY, LP, True)))
     return fair, unfair
+
+
+def copies_box_counts(fl: list[tuple[np.ndarray, float]], fu: list[tuple[np.ndarray, float]], lo: np.ndarray,
+                      hi: np.ndarray, err: np.ndarray, mag: np.ndarray, margin: np.ndarray) -> tuple[int, int]:
+    """``(same, differ)``: lower bounds on the points x of one integer box (lo / hi (V, n): the
+    box with the protected features set to each of V values, nothing relaxed) whose V copies are
+    proven to take one decision (every protected variant of x is then a fair individual), and
+    proven not to (every variant is unfair: each decision differs from another value's). ``fl[v] =
+    (a (n,), b)`` the lower function of copy v (``fu`` the upper), ``err``, ``mag``, ``margin``
+    (V,) as in :func:`twin_box_counts`. Same: copy v's function beyond every other copy's
+    threshold shifted by the box minimum of their difference (all yes, or all no), the largest
+    over v; differ: the largest over ordered pairs (v, w) of the points with v yes and w no."""
+    V, dz = len(fl), lo.shape[1]
+    g = MARGIN_SAFETY * gamma64(4 * (dz + 8))
+    ev = g * 3 * mag + TINY
+    th = err + margin
+    widths = (hi[0] - lo[0] + 1).astype(np.int64)
+    fns = list(fl) + list(fu)  # rows 0..V-1 lower, V..2V-1 upper
+    a = np.stack([f[0] for f in fns])
+    lo2 = np.concatenate([lo, lo])
+    base = np.array([f[1] + (f[0] * l).sum() for f, l in zip(fns, lo2)])  # each copy's own protected value
+    tc = tail_counts(a, base, widths, np.concatenate([ev, ev]))
+    def ext(i, j, upper):  # min / max over the box of f_i - f_j, each with its copy's protected values
+        d = (np.maximum(a[i] - a[j], 0) if upper else np.minimum(a[i] - a[j], 0)) * (widths - 1)
+        v = float(base[i] - base[j] + d.sum())
+        rnd = float(g * 3 * (mag[i % V] + mag[j % V]) + TINY)  # the bases' and the sum's rounding
+        return v + rnd if upper else v - rnd
+
+    same = 0
+    for v in range(V):
+        yes = int(tc.above(v, [max([th[v]] + [th[w] - ext(w, v, False) for w in range(V) if w != v])])[0])
+        no = int(tc.at_most(V + v, [min([-th[v]] + [-th[w] - ext(V + w, V + v, True) for w in range(V) if w != v])])[0])
+        same = max(same, yes + no)
+    differ = 0
+    for v in range(V):
+        for w in range(V):
+            if w != v:
+                differ = max(differ, tc.between(v, th[v], -th[w] - ext(V + w, v, True)),
+                             tc.between(V + w, th[v] - ext(v, V + w, False), -th[w]))
+    return same, differ

@@ -185,27 +185,45 @@ def _take_state(st: crown.State, k: torch.Tensor) -> crown.State:
                        resid={i: rows(r) for i, r in st.resid.items()})
 
 
-def _crown_fns(g, st: crown.State, zlo: torch.Tensor, zhi: torch.Tensor):
+def _crown_fns(g, st: crown.State, zlo: torch.Tensor, zhi: torch.Tensor, outputs: int = 2):
     """``(fl, fu, err, mag)`` as :attr:`TwinBounds.fns` from one backward CROWN pass of the rows
-    y, -y, y', -y' (``lam`` (N, 4, dz), rigorous lower bounds ``lower`` (N, 4)): row r gives the
-    real function ``lam_r . z + c_r`` below it on the box with ``c_r = lower_r - min_box(lam_r . z)``
-    rounded down (the computed minimum's float64 error is at most ``gamma_{2 (dz + 8)}`` of its
-    terms' magnitude, plus the rounding of the subtraction), so ``err`` is 0; the upper functions
-    are the negated rows -y, -y'."""
-    cr = crown.backward(g, g.output, _SPECS[:, :4], st, keep_lam=True)
-    N = len(zlo)
-    lam = cr.lam_x.reshape(-1, 4, zlo.shape[1]).expand(N, -1, -1)
-    low = cr.lower.expand(N, 4)
+    y, -y (and y', -y' for ``outputs`` 2) (``lam`` (N, rows, dz), rigorous lower bounds ``lower``):
+    row r gives the real function ``lam_r . z + c_r`` below it on the box with ``c_r = lower_r -
+    min_box(lam_r . z)`` rounded down (the computed minimum's float64 error is at most
+    ``gamma_{2 (dz + 8)}`` of its terms' magnitude, plus the rounding of the subtraction), so
+    ``err`` is 0; the upper functions are the negated rows -y, -y'."""
+    rows = _SPECS[:, :2 * outputs] if outputs == 2 else _ONE_ROW
+    cr = crown.backward(g, g.output, rows, st, keep_lam=True)
+    N, R = len(zlo), 2 * outputs
+    lam = cr.lam_x.reshape(-1, R, zlo.shape[1]).expand(N, -1, -1)
+    low = cr.lower.expand(N, R)
     lo, hi = zlo[:, None, :], zhi[:, None, :]
     mn = torch.minimum(lam * lo, lam * hi).sum(2)
     size = (lam.abs() * torch.maximum(lo.abs(), hi.abs())).sum(2)
     gc = concretize_gamma(zlo.shape[1])
     c = low - mn - (MARGIN_SAFETY * gc * size + 2.0 ** -50 * (low.abs() + mn.abs()) + TINY)
-    A = torch.stack([lam[:, 0], -lam[:, 1], lam[:, 2], -lam[:, 3]], 2)  # (N, dz, [Ly, Uy, Lp, Up])
-    b = torch.stack([c[:, 0], -c[:, 1], c[:, 2], -c[:, 3]], 1)
-    fl, fu = LinFn(A[:, :, [0, 2]], b[:, [0, 2]]), LinFn(A[:, :, [1, 3]], b[:, [1, 3]])
+    lower, upper = list(range(0, R, 2)), list(range(1, R, 2))
+    fl = LinFn(lam[:, lower].transpose(1, 2), c[:, lower])  # (N, dz, outputs)
+    fu = LinFn(-lam[:, upper].transpose(1, 2), -c[:, upper])
     mag = MAG_SAFETY * (size + c.abs())
-    return fl, fu, torch.zeros(N, 2, dtype=zlo.dtype), torch.maximum(mag[:, [0, 2]], mag[:, [1, 3]])
+    return fl, fu, torch.zeros(N, outputs, dtype=zlo.dtype), torch.maximum(mag[:, lower], mag[:, upper])
+
+
+def copy_fns(net: AffineReluNet, xlo: torch.Tensor, xhi: torch.Tensor,
+             last_abs: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """``(fl, fu, err, mag, tau)``: linear functions of x below / above the one-logit ``net`` on
+    each integer box xlo/xhi (N, n) (A (K, n, 1); the forward pass's for one ReLU layer, backward
+    CROWN's for deeper nets, as :attr:`TwinBounds.fns`), their rounding bounds (N, 1) and the
+    float32 margin (N,) of the box."""
+    g = decision_graph(net, last_abs)
+    res = forward_pass(g, xlo, xhi, keep=(g.output,))
+    tau = output_error(g, res.bounds)[:, 0]
+    if len(g.relu_nodes) > 1:
+        return (*_crown_fns(g, res.state(), xlo, xhi, outputs=1), tau)
+    fl, fu = res.fns[g.output]
+    zero = torch.zeros(len(xlo), 1, dtype=xlo.dtype)
+    e, m = (res.err[g.output].reshape(-1, 1), res.mag[g.output].reshape(-1, 1)) if res.err else (zero, zero)
+    return fl, fu, e, m, tau
 
 
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
