@@ -20,7 +20,7 @@ from certprune.verifiers.fairness_bab import BabConfig
 from certprune.verifiers.linear_count import tail_counts
 from certprune.verifiers.sandwich_count import copies_box_counts, twin_box_counts
 from certprune.verifiers.twin_bounds import copy_fns, decision_graph, twin_bounds
-from test_fairness_exact import biased_mlp, small_spec
+from test_fairness_exact import biased_mlp
 
 
 @pytest.mark.parametrize("dp", [False, True])
@@ -173,7 +173,8 @@ def test_kept_functions_bound_both_copies_at_sampled_points(seed, sizes):
     spec = FairnessSpec(("a", "b", "p", "c"), [0, 0, 0, 0], [15, 11, 1, 19], ("p",))
     eng = _engine(biased_mlp(seed, sizes), spec)
     rng = np.random.default_rng(seed)
-    lo = np.array([[rng.integers(0, 8), rng.integers(0, 6), 0, rng.integers(0, 10)] for _ in range(8)], dtype=np.float64)
+    lo = np.array([[rng.integers(0, 8), rng.integers(0, 6), 0, rng.integers(0, 10)] for _ in range(8)],
+                  dtype=np.float64)
     hi = np.minimum(lo + rng.integers(1, 8, size=(8, 4)), spec.upper)
     hi[:, 2] = 1
     u = eng.initial_units(lo, hi, np.zeros(8, dtype=np.int64))

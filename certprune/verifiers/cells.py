@@ -32,11 +32,11 @@ class Cells:
         K = len(lo)
         if self.n + K > len(self.part):
             cap = max(self.n + K, 2 * len(self.part), 256)
-            grow = lambda a, shape: np.concatenate([a[:self.n], np.zeros((cap - self.n, *shape), a.dtype)])  # noqa: E731
             if self.lo.shape[1] != lo.shape[1]:
                 self.lo, self.hi = np.zeros((0, lo.shape[1])), np.zeros((0, lo.shape[1]))
-            self.lo, self.hi = grow(self.lo, lo.shape[1:]), grow(self.hi, lo.shape[1:])
-            self.part, self.fair, self.unfair = (grow(a, ()) for a in (self.part, self.fair, self.unfair))
+            self.lo, self.hi, self.part, self.fair, self.unfair = (
+                np.concatenate([a[:self.n], np.zeros((cap - self.n, *a.shape[1:]), a.dtype)])
+                for a in (self.lo, self.hi, self.part, self.fair, self.unfair))
         ids = np.arange(self.n, self.n + K)
         self.lo[ids], self.hi[ids], self.part[ids] = lo, hi, part
         self.n += K

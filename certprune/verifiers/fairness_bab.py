@@ -41,6 +41,11 @@ that flips in one arithmetic only is counted by the audit's semantics and not li
 exact Python ints.
 A partition is complete when its last unit is decided; what is open at the deadline (or once the
 open volume is within ``tolerance_points``) is reported with its partial counts as 'unknown'.
+Before that, the final sweep (nothing relaxed; :meth:`TwinBab._sweep_cells`): each *cell* (a unit
+at ``cell_depth`` and its subtree, whose decided individuals are tallied, :mod:`cells`) with open
+individuals is counted as a whole from linear bounds of the copies on its box
+(:mod:`sandwich_count`), and what that count proves beyond the cell's tally is credited to its
+partition; the search stops when the time left is the sweep's estimate.
 """
 from __future__ import annotations
 
@@ -695,7 +700,6 @@ class TwinBab:
         with D its tally and ``F`` the count (a lower bound of the box's fair individuals), its open
         individuals hold at least ``F - D`` fair ones (likewise unfair), added to its partition.
         The units stay undecided otherwise; the sweep adds proven counts only."""
-        from certprune.verifiers.sandwich_count import twin_box_counts
         C = len(self.cells)
         if C == 0:
             return
@@ -717,26 +721,42 @@ class TwinBab:
                 continue
             u = self.initial_units(cl.lo[sel], cl.hi[sel], cl.part[sel])
             zlo, zhi, own, _, _ = self._twin_boxes(u)
-            tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo), torch.from_numpy(zhi), self.last_abs,
-                             crown_pass=False, keep_fns=True)
+            for m, fair, unfair in self._twin_box_counts(zlo, zhi):
+                self._credit_cell(int(sel[own[m]]), 2 * fair, 2 * unfair, opened, st)  # a pair: two individuals
+
+    def _credit_cell(self, c: int, fair: int, unfair: int, opened: np.ndarray, st: _State) -> None:
+        """Credit cell c's partition with what its counts (``fair`` / ``unfair`` individuals of the
+        whole cell, lower bounds) prove beyond its tally; more than its open individuals is a bug."""
+        cl = self.cells
+        df, du = max(0, fair - int(cl.fair[c])), max(0, unfair - int(cl.unfair[c]))
+        if df + du > int(opened[c]):
+            raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
+        p = int(cl.part[c])
+        st.fair[p] += df
+        st.unfair[p] += du
+
+    def _twin_box_counts(self, zlo: np.ndarray, zhi: np.ndarray):
+        """Yield ``(i, fair, unfair)`` for twin boxes i in order (:func:`sandwich_count.twin_box_counts`
+        on the kept functions of ``twin_bounds``, bounded ``SWEEP_BATCH`` boxes at a time) until
+        the deadline."""
+        from certprune.verifiers.sandwich_count import twin_box_counts
+        step = max(1, min(SWEEP_BATCH, self.cfg.batch))
+        for c in range(0, len(zlo), step):
+            if time.monotonic() > self.deadline:
+                return
+            sl = slice(c, c + step)
+            tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo[sl]), torch.from_numpy(zhi[sl]),
+                             self.last_abs, crown_pass=False, keep_fns=True)
             fl, fu, err, mag = tb.fns
             Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
             err, mag = err.numpy(), mag.numpy()
             margin = self.semantics.slack(mag, np.stack([t.numpy() for t in tb.tau], 1))
-            for m in range(len(own)):
+            for m in range(len(err)):
                 if time.monotonic() > self.deadline:
                     return
-                c = int(sel[own[m]])
                 r = m if Al.shape[0] > 1 else 0
-                fair, unfair = twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[m], zhi[m], err[m], mag[m],
-                                               margin[m])
-                df = max(0, 2 * fair - int(cl.fair[c]))  # both values: each pair is two individuals
-                du = max(0, 2 * unfair - int(cl.unfair[c]))
-                if df + du > int(opened[c]):
-                    raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
-                p = int(cl.part[c])
-                st.fair[p] += df
-                st.unfair[p] += du
+                yield (c + m, *twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[c + m], zhi[c + m], err[m], mag[m],
+                                               margin[m]))
 
     def _sweep_cell_copies(self, sel: np.ndarray, opened: np.ndarray, st: _State) -> None:
         """:meth:`_sweep_cells` for a protected attribute of more than two values: per cell one
@@ -761,13 +781,7 @@ class TwinBab:
                                              [(Au[k(r), :, 0], float(bu[k(r), 0])) for r in rows],
                                              lo[m * V:(m + 1) * V], hi[m * V:(m + 1) * V], err[m * V:(m + 1) * V],
                                              mag[m * V:(m + 1) * V], margin[m * V:(m + 1) * V])
-            df = max(0, V * same - int(cl.fair[c]))
-            du = max(0, V * differ - int(cl.unfair[c]))
-            if df + du > int(opened[c]):
-                raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
-            p = int(cl.part[c])
-            st.fair[p] += df
-            st.unfair[p] += du
+            self._credit_cell(c, V * same, V * differ, opened, st)
 
     def _sweep_partitions(self, st: _State) -> None:
         """At the deadline, before what is open is given up: each unfinished partition whose box
@@ -779,7 +793,6 @@ class TwinBab:
         individuals are at least the count, and at least those already proven; both can be taken
         (the true fair plus unfair are at most the partition's points). Its open units stay
         undecided, as they would without the sweep."""
-        from certprune.verifiers.sandwich_count import twin_box_counts
         if len(self.values) != 2:
             return
         parts = np.flatnonzero(~st.done)
@@ -792,27 +805,10 @@ class TwinBab:
         parts = parts[np.argsort(-open_pts, kind="stable")]
         u = self.initial_units(st.plo[parts], st.phi[parts], parts)
         zlo, zhi, own, vi, vj = self._twin_boxes(u)
-        step = max(1, min(SWEEP_BATCH, self.cfg.batch))
-        for c in range(0, len(own), step):
-            if time.monotonic() > self.deadline:
-                return
-            sl = slice(c, c + step)
-            tb = twin_bounds(self.net, self.layout, torch.from_numpy(zlo[sl]), torch.from_numpy(zhi[sl]),
-                             self.last_abs, crown_pass=False, keep_fns=True)
-            fl, fu, err, mag = tb.fns
-            Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
-            err, mag = err.numpy(), mag.numpy()
-            margin = self.semantics.slack(mag, np.stack([t.numpy() for t in tb.tau], 1))
-            for m in range(len(err)):
-                if time.monotonic() > self.deadline:
-                    return
-                b = c + m
-                p = int(u.part[own[b]])
-                r = m if Al.shape[0] > 1 else 0
-                fair, unfair = twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[b], zhi[b], err[m], mag[m],
-                                               margin[m])
-                st.fair[p] = max(st.fair[p], 2 * fair)  # both values: each pair is two individuals
-                st.unfair[p] = max(st.unfair[p], 2 * unfair)
+        for b, fair, unfair in self._twin_box_counts(zlo, zhi):
+            p = int(u.part[own[b]])
+            st.fair[p] = max(st.fair[p], 2 * fair)  # both values: each pair is two individuals
+            st.unfair[p] = max(st.unfair[p], 2 * unfair)
 
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:

@@ -50,14 +50,14 @@ def error_bound(a_abs: np.ndarray, c_abs, xmax: np.ndarray, depth: int, width: i
 QUERY_RATIO = 4.0  # the searched group ~4x the query group: measured 20 % faster than equal halves
 
 
-def _groups(widths: np.ndarray) -> tuple[list[int], list[int]]:
+def _groups(widths: np.ndarray, ratio: float = QUERY_RATIO) -> tuple[list[int], list[int]]:
     """Split feature indices (largest width first) into the query group and the searched group,
     the searched one's product of widths about ``QUERY_RATIO`` times the other's: per query a
     binary search and the band tests cost more than sorting one more value (run merging, see
     :func:`_sorted_sums`), so fewer queries than searched values is faster."""
     ga, gb, pa, pb = [], [], 1.0, 1.0
     for i in np.argsort(-widths, kind="stable"):
-        if pa * QUERY_RATIO <= pb:
+        if pa * ratio <= pb:
             ga.append(int(i))
             pa *= widths[i]
         else:
@@ -197,20 +197,6 @@ def count_between(a: np.ndarray, base: float, widths: np.ndarray, t0: float, t1:
 TAIL_BINS = 4096  # bins per group's sums: a count loses at most ~4 bins of h ~ (span / 2 TAIL_BINS) of points
 
 
-def _balanced_groups(widths: np.ndarray) -> tuple[list[int], list[int]]:
-    """Feature indices in two groups of about equal products of widths (largest first, each to the
-    smaller group): the sums of both groups are built, so their sizes add up."""
-    ga, gb, pa, pb = [], [], 1.0, 1.0
-    for i in np.argsort(-widths, kind="stable"):
-        if pa <= pb:
-            ga.append(int(i))
-            pa *= widths[i]
-        else:
-            gb.append(int(i))
-            pb *= widths[i]
-    return ga, gb
-
-
 @dataclass
 class TailCounts:
     """Sound lower bounds on how many integer points of one box lie above / below thresholds of
@@ -295,7 +281,7 @@ def tail_counts(a: np.ndarray, base: np.ndarray, widths: np.ndarray, eps: np.nda
     dlo, dhi = np.minimum(ad, 0).sum(1), np.maximum(ad, 0).sum(1)
     slack = 2.0 ** -50 * (np.abs(dlo) + np.abs(dhi)) + 2.0 ** -900  # their rounding
     kept = np.flatnonzero(keep)
-    ga, gb = (kept[g] for g in _balanced_groups(widths[kept]))
+    ga, gb = (kept[g] for g in _groups(widths[kept], 1.0))  # both groups are built: equal sizes
     span = np.maximum(spans[:, kept].sum(1) / 2, 2.0 ** -600)
     h = np.exp2(np.ceil(np.log2(span / bins)))
     hists, mins, spread = [], [], 0
