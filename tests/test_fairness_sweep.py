@@ -143,14 +143,16 @@ def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points
     checked, added = [], []
     orig = fairness_bab.TwinBab._sweep_cells
 
-    def spy(self, st):
+    def spy(self, st, limit=None, apply=True):
         C = len(self.cells)
         opened = self._open_per_cell()
         pts = np.asarray(fairness_bab.box_points(self.cells.lo[:C], self.cells.hi[:C], self.free)) * len(self.values)
         checked.append(int(((opened > 0) & (self.cells.fair[:C] + self.cells.unfair[:C] + opened != pts)).sum()))
         before = sum(st.fair) + sum(st.unfair)
-        orig(self, st)
-        added.append(sum(st.fair) + sum(st.unfair) - before)
+        got = orig(self, st, limit, apply)
+        if apply:  # the final sweep (the probe credits nothing)
+            added.append(sum(st.fair) + sum(st.unfair) - before)
+        return got
     monkeypatch.setattr(fairness_bab.TwinBab, "_sweep_cells", spy)
     spec = FairnessSpec(WIDE.feature_names, WIDE.lower, [199, 149, values - 1, 199], ("p",))
     for seed in range(3):
@@ -223,3 +225,33 @@ def test_copies_box_counts_are_lower_bounds_of_brute_force(seed, sizes, semantic
         assert same <= agree and differ <= len(grid) - agree
         got += (same, differ)
     assert got[0] > 0
+
+
+@pytest.mark.parametrize("proves", [True, False])
+def test_the_probe_turns_the_sweep_off_where_it_proves_nothing(proves, monkeypatch):
+    """Halfway through the budget the probe counts the largest open cells without crediting them:
+    where the counts prove nothing (here forced to 0) the sweep is off for the rest of the run
+    (no final sweep); where they do, it stays on and the final sweep credits."""
+    import certprune.verifiers.sandwich_count as sc
+    if not proves:
+        monkeypatch.setattr(sc, "twin_box_counts", lambda *a, **k: (0, 0))
+    calls = []
+    orig = fairness_bab.TwinBab._sweep_cells
+
+    def spy(self, st, limit=None, apply=True):
+        before = sum(st.fair) + sum(st.unfair)
+        got = orig(self, st, limit, apply)
+        calls.append((apply, got, sum(st.fair) + sum(st.unfair) - before))
+        return got
+    monkeypatch.setattr(fairness_bab.TwinBab, "_sweep_cells", spy)
+    model = wide_model(0)
+    cfg = BabConfig(cell_depth=4, sweep_share=0.5, sweep_probe=0.3)
+    res = audit_fairness(model, WIDE, None, timeout=0.8, progress=False, config=cfg, samples=0, report=False)
+    assert res.summary["individuals"]["undecided"] > 0
+    probe = [c for c in calls if not c[0]]
+    assert len(probe) == 1 and probe[0][2] == 0  # the probe credits nothing
+    final = [c for c in calls if c[0]]
+    if proves:
+        assert probe[0][1] > 0 and len(final) == 1 and final[0][2] > 0
+    else:
+        assert probe[0][1] == 0 and not final  # off: no final sweep

@@ -73,6 +73,8 @@ from certprune.verifiers.unit_pool import UnitPool, Units
 # with float64's unit roundoff (2^-53 vs 2^-24), times 2 for the float64 difference of two logits
 F64_ERROR = 2.0 ** -28
 STRADDLE_DISCOUNT = 0.9
+SWEEP_PROBE_CELLS = 64  # cells counted by the sweep's probe
+SWEEP_PROBE_MIN = 1e-3  # ... below this share of their open individuals proven, the sweep is off
 SWEEP_BATCH = 256  # twin boxes per bound call of the sweep (at most BabConfig.batch)
 SWEEP_SECONDS = 0.0015  # estimated time of one cell's or partition's count (GC-2, AC-3, AC-4: 1.1-1.4 ms)
 LINEAR_PROBE, LINEAR_MIN = 50000, 0.01  # counting stops when < 1 % of the first 50k twin boxes are linear
@@ -145,6 +147,7 @@ class BabConfig:
     # a full sweep of AC-3 sex's ~3,500 cells took 3.9 s and added 21.8 points at 20 s (0.1: 7.4)
     sweep_share: float = 0.2
     cell_depth: int = 12
+    sweep_probe: float = 0.5  # when the probe runs (share of the budget; 0 = never), TwinBab._probe_sweep
 
 
 @dataclass
@@ -298,6 +301,8 @@ class TwinBab:
         self.z3_calls = 0
         self.deadline = float("inf")
         self.budget, self.round_time = 0.0, 0.0  # seconds of the run at its start; of the last round
+        self.sweep_off, self.probed = False, False  # the final sweep's probe (_probe_sweep)
+        self.credited, self.crediting = 0, True  # what the sweep credited; whether it credits
         self._solver = None
         self.trace = False
         # (fair, unfair) of this run, after each round and every 0.1 s of a count drain
@@ -679,8 +684,8 @@ class TwinBab:
             self.cells.add_many(u.cell[rows[m]], n * np.asarray(nf)[m], n * np.asarray(nu)[m])
 
     def _sweepable(self) -> bool:
-        """Whether the final sweep applies: nothing relaxed, on."""
-        return self.cfg.sweep_share > 0 and len(self.values) >= 2 and self.unordered
+        """Whether the final sweep applies: nothing relaxed, on, not turned off by its probe."""
+        return self.cfg.sweep_share > 0 and len(self.values) >= 2 and self.unordered and not self.sweep_off
 
     def _open_per_cell(self) -> np.ndarray:
         """Open individuals per cell (int64): units in the pool and in the count queue."""
@@ -693,28 +698,47 @@ class TwinBab:
                 np.add.at(out, u.cell[m], n * u.open[m].sum(1))
         return out
 
-    def _sweep_cells(self, st: _State) -> None:
+    def _probe_sweep(self, st: _State) -> None:
+        """Once, at ``sweep_probe`` of the budget: count the ``SWEEP_PROBE_CELLS`` cells with the
+        most open individuals without crediting them; where that proves less than
+        ``SWEEP_PROBE_MIN`` of their open individuals the sweep is turned off for this run (no
+        cells, no time kept for it), as on the Bank models, whose bounds at cell depth are too
+        loose for any count (BM-1, BM-8: nothing credited, 0.3-0.9 points of search lost)."""
+        self.probed = True
+        if len(self.cells) == 0:
+            return
+        credit = self._sweep_cells(st, limit=SWEEP_PROBE_CELLS, apply=False)
+        opened = self._open_per_cell()
+        top = np.sort(opened)[::-1][:SWEEP_PROBE_CELLS].sum()
+        if credit < SWEEP_PROBE_MIN * max(1, int(top)):
+            self.sweep_off = True
+
+    def _sweep_cells(self, st: _State, limit: int | None = None, apply: bool = True) -> int:
         """At the deadline: count the cells with open individuals from linear bounds on their boxes,
         largest open share first, until the deadline (:mod:`cells`). A cell is used only if its tally
         plus its open individuals are all of its individuals (every decision inside it tallied);
         with D its tally and ``F`` the count (a lower bound of the box's fair individuals), its open
         individuals hold at least ``F - D`` fair ones (likewise unfair), added to its partition.
-        The units stay undecided otherwise; the sweep adds proven counts only."""
+        The units stay undecided otherwise; the sweep adds proven counts only. ``limit``: only
+        that many cells; ``apply`` False: nothing credited. Returns the individuals credited (or
+        that would have been)."""
         C = len(self.cells)
+        self.credited = 0
         if C == 0:
-            return
+            return 0
         cl = self.cells
         opened = self._open_per_cell()
         points = np.asarray(box_points(cl.lo[:C], cl.hi[:C], self.free), dtype=np.int64) * len(self.values)
         ok = (opened > 0) & (cl.fair[:C] + cl.unfair[:C] + opened == points)
         ids = np.flatnonzero(ok)
-        ids = ids[np.argsort(-opened[ids], kind="stable")]
+        ids = ids[np.argsort(-opened[ids], kind="stable")][:limit]
+        self.crediting = apply
         step = max(1, min(SWEEP_BATCH, self.cfg.batch))
         if len(self.values) > 2:
             step = max(1, step // len(self.values))
         for c0 in range(0, len(ids), step):
             if time.monotonic() > self.deadline:
-                return
+                break
             sel = ids[c0:c0 + step]
             if len(self.values) > 2:
                 self._sweep_cell_copies(sel, opened, st)
@@ -723,6 +747,8 @@ class TwinBab:
             zlo, zhi, own, _, _ = self._twin_boxes(u)
             for m, fair, unfair in self._twin_box_counts(zlo, zhi):
                 self._credit_cell(int(sel[own[m]]), 2 * fair, 2 * unfair, opened, st)  # a pair: two individuals
+        self.crediting = True
+        return self.credited
 
     def _credit_cell(self, c: int, fair: int, unfair: int, opened: np.ndarray, st: _State) -> None:
         """Credit cell c's partition with what its counts (``fair`` / ``unfair`` individuals of the
@@ -731,9 +757,11 @@ class TwinBab:
         df, du = max(0, fair - int(cl.fair[c])), max(0, unfair - int(cl.unfair[c]))
         if df + du > int(opened[c]):
             raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
-        p = int(cl.part[c])
-        st.fair[p] += df
-        st.unfair[p] += du
+        self.credited += df + du
+        if self.crediting:  # (not while probing, _probe_sweep)
+            p = int(cl.part[c])
+            st.fair[p] += df
+            st.unfair[p] += du
 
     def _twin_box_counts(self, zlo: np.ndarray, zhi: np.ndarray):
         """Yield ``(i, fair, unfair)`` for twin boxes i in order (:func:`sandwich_count.twin_box_counts`
@@ -1261,6 +1289,8 @@ class TwinBab:
         self.queue.clear()
         self.cells = Cells()
         self.round_time = 0.0  # seconds of the last round (_sweep_due)
+        self.sweep_off, self.probed = False, False  # (_probe_sweep)
+        self.credited, self.crediting = 0, True
         self.count_time, self.started = 0.0, time.perf_counter()
         self.no_count = set()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
@@ -1342,6 +1372,9 @@ class TwinBab:
             self._note_gain(sum(st.fair) + sum(st.unfair) - decided_before, open_before)
             if self.on_progress is not None:
                 self.on_progress(sum(st.fair), sum(st.unfair))
+        if (not self.probed and self._sweepable() and self.cfg.sweep_probe > 0
+                and time.perf_counter() - self.started >= self.cfg.sweep_probe * self.budget):
+            self._probe_sweep(st)
         self._hand_on()
         self._load()
 
