@@ -143,7 +143,8 @@ class BabConfig:
     # the final sweep (TwinBab._sweep_cells, _sweep_partitions): the search stops when the time
     # left is its estimate (SWEEP_SECONDS per cell or partition, at most sweep_share of the budget;
     # 0 = no sweep); units at cell_depth open the cells it counts (0 = no cells). Depth 12, not 10
-    # or 14 (GC-2 at 60 s: 93.5 % decided against 60.9 / 80.5; 58.6 without the sweep). Share 0.2:
+    # or 14 (GC-2 at 60 s: 93.5 % decided against 60.9 / 80.5, runs that left 0.4 / 4.1 s for the
+    # sweep, depth 14 with 10,538 open cells not all counted; 58.6 without the sweep). Share 0.2:
     # a full sweep of AC-3 sex's ~3,500 cells took 3.9 s and added 21.8 points at 20 s (0.1: 7.4)
     sweep_share: float = 0.2
     cell_depth: int = 12
