@@ -1,6 +1,6 @@
 """The final sweep of the individual-counting search: binned counts under linear bounds
 (``linear_count.tail_counts``), the proven-fair / proven-unfair counts of one twin box from both
-copies' linear bounds (``sandwich_count.twin_box_counts``), and the cells and partitions counted
+copies' linear bounds (``sandwich_count.box_counts``), and the cells and partitions counted
 at the deadline (``TwinBab._sweep_cells`` / ``_sweep_partitions``): every count is a lower bound
 of brute force, the cells' tallies hold every decision made inside them, and the sweep adds
 proven individuals on models the search leaves open."""
@@ -18,7 +18,7 @@ from certprune.verifiers import fairness_bab, linear_count
 from certprune.verifiers.fairness import EngineFactory, _prepare_model, audit_fairness
 from certprune.verifiers.fairness_bab import BabConfig
 from certprune.verifiers.linear_count import tail_counts
-from certprune.verifiers.sandwich_count import copies_box_counts, twin_box_counts
+from certprune.verifiers.sandwich_count import box_counts
 from certprune.verifiers.twin_bounds import copy_fns, decision_graph, twin_bounds
 from test_fairness_exact import biased_mlp
 
@@ -90,8 +90,10 @@ def test_twin_box_counts_are_lower_bounds_of_brute_force(seed, semantics):
                          crown_pass=False, keep_fns=True)
         fl, fu, err, mag = tb.fns
         margin = semantics.slack(mag.numpy(), np.stack([t.numpy() for t in tb.tau], 1))
-        fair, unfair = twin_box_counts((fl.A[0].numpy(), fl.b[0].numpy()), (fu.A[0].numpy(), fu.b[0].numpy()),
-                                       zlo[0], zhi[0], err.numpy()[0], mag.numpy()[0], margin[0])
+        A, b, Au, bu = fl.A[0].numpy(), fl.b[0].numpy(), fu.A[0].numpy(), fu.b[0].numpy()
+        fair, unfair = box_counts([(A[:, v], b[v]) for v in (0, 1)], [(Au[:, v], bu[v]) for v in (0, 1)],
+                                  np.stack([zlo[0]] * 2), np.stack([zhi[0]] * 2), err.numpy()[0], mag.numpy()[0],
+                                  margin[0])
         bf, bu = _brute(eng, lo, hi)
         assert 2 * fair <= bf and 2 * unfair <= bu
         got += (fair, unfair)
@@ -143,13 +145,13 @@ def test_swept_audits_stay_below_brute_force_and_every_cell_tallies(count_points
     checked, added = [], []
     orig = fairness_bab.TwinBab._sweep_cells
 
-    def spy(self, st, limit=None, apply=True):
+    def spy(self, st, limit=None, apply=True, opened=None):
         C = len(self.cells)
         opened = self._open_per_cell()
         pts = np.asarray(fairness_bab.box_points(self.cells.lo[:C], self.cells.hi[:C], self.free)) * len(self.values)
         checked.append(int(((opened > 0) & (self.cells.fair[:C] + self.cells.unfair[:C] + opened != pts)).sum()))
         before = sum(st.fair) + sum(st.unfair)
-        got = orig(self, st, limit, apply)
+        got = orig(self, st, limit, apply, opened)
         if apply:  # the final sweep (the probe credits nothing)
             added.append(sum(st.fair) + sum(st.unfair) - before)
         return got
@@ -215,7 +217,7 @@ def test_copies_box_counts_are_lower_bounds_of_brute_force(seed, sizes, semantic
         los[:, 2] = his[:, 2] = [0, 1, 2]
         fl, fu, err, mag, tau = copy_fns(eng.net, torch.from_numpy(los), torch.from_numpy(his), eng.last_abs)
         k = (lambda r: r) if fl.A.shape[0] > 1 else (lambda r: 0)
-        same, differ = copies_box_counts([(fl.A[k(r), :, 0].numpy(), float(fl.b[k(r), 0])) for r in range(3)],
+        same, differ = box_counts([(fl.A[k(r), :, 0].numpy(), float(fl.b[k(r), 0])) for r in range(3)],
                                          [(fu.A[k(r), :, 0].numpy(), float(fu.b[k(r), 0])) for r in range(3)],
                                          los, his, err.numpy()[:, 0], mag.numpy()[:, 0],
                                          semantics.slack(mag.numpy()[:, 0], tau.numpy()))
@@ -234,13 +236,13 @@ def test_the_probe_turns_the_sweep_off_where_it_proves_nothing(proves, monkeypat
     (no final sweep); where they do, it stays on and the final sweep credits."""
     import certprune.verifiers.sandwich_count as sc
     if not proves:
-        monkeypatch.setattr(sc, "twin_box_counts", lambda *a, **k: (0, 0))
+        monkeypatch.setattr(sc, "box_counts", lambda *a, **k: (0, 0))
     calls = []
     orig = fairness_bab.TwinBab._sweep_cells
 
-    def spy(self, st, limit=None, apply=True):
+    def spy(self, st, limit=None, apply=True, opened=None):
         before = sum(st.fair) + sum(st.unfair)
-        got = orig(self, st, limit, apply)
+        got = orig(self, st, limit, apply, opened)
         calls.append((apply, got, sum(st.fair) + sum(st.unfair) - before))
         return got
     monkeypatch.setattr(fairness_bab.TwinBab, "_sweep_cells", spy)

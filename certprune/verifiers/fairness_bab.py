@@ -301,9 +301,9 @@ class TwinBab:
         self.unordered = not spec.relaxed
         self.z3_calls = 0
         self.deadline = float("inf")
+        self._run: _Run | None = None  # the current run (TwinBab.run)
         self.budget, self.round_time = 0.0, 0.0  # seconds of the run at its start; of the last round
         self.sweep_off, self.probed = False, False  # the final sweep's probe (_probe_sweep)
-        self.credited, self.crediting = 0, True  # what the sweep credited; whether it credits
         self._solver = None
         self.trace = False
         # (fair, unfair) of this run, after each round and every 0.1 s of a count drain
@@ -709,32 +709,32 @@ class TwinBab:
         self.probed = True
         if len(self.cells) == 0:
             return
-        credit = self._sweep_cells(st, limit=SWEEP_PROBE_CELLS, apply=False)
         opened = self._open_per_cell()
+        credit = self._sweep_cells(st, limit=SWEEP_PROBE_CELLS, apply=False, opened=opened)
         top = np.sort(opened)[::-1][:SWEEP_PROBE_CELLS].sum()
         if credit < SWEEP_PROBE_MIN * max(1, int(top)):
             self.sweep_off = True
 
-    def _sweep_cells(self, st: _State, limit: int | None = None, apply: bool = True) -> int:
+    def _sweep_cells(self, st: _State, limit: int | None = None, apply: bool = True,
+                     opened: np.ndarray | None = None) -> int:
         """At the deadline: count the cells with open individuals from linear bounds on their boxes,
         largest open share first, until the deadline (:mod:`cells`). A cell is used only if its tally
         plus its open individuals are all of its individuals (every decision inside it tallied);
         with D its tally and ``F`` the count (a lower bound of the box's fair individuals), its open
         individuals hold at least ``F - D`` fair ones (likewise unfair), added to its partition.
         The units stay undecided otherwise; the sweep adds proven counts only. ``limit``: only
-        that many cells; ``apply`` False: nothing credited. Returns the individuals credited (or
-        that would have been)."""
+        that many cells; ``apply`` False: nothing credited; ``opened``: :meth:`_open_per_cell` if
+        the caller has it. Returns the individuals credited (or that would have been)."""
         C = len(self.cells)
-        self.credited = 0
         if C == 0:
             return 0
         cl = self.cells
-        opened = self._open_per_cell()
+        opened = self._open_per_cell() if opened is None else opened
         points = np.asarray(box_points(cl.lo[:C], cl.hi[:C], self.free), dtype=np.int64) * len(self.values)
         ok = (opened > 0) & (cl.fair[:C] + cl.unfair[:C] + opened == points)
         ids = np.flatnonzero(ok)
         ids = ids[np.argsort(-opened[ids], kind="stable")][:limit]
-        self.crediting = apply
+        credited = 0
         step = max(1, min(SWEEP_BATCH, self.cfg.batch))
         if len(self.values) > 2:
             step = max(1, step // len(self.values))
@@ -743,33 +743,33 @@ class TwinBab:
                 break
             sel = ids[c0:c0 + step]
             if len(self.values) > 2:
-                self._sweep_cell_copies(sel, opened, st)
+                credited += self._sweep_cell_copies(sel, opened, st, apply)
                 continue
             u = self.initial_units(cl.lo[sel], cl.hi[sel], cl.part[sel])
             zlo, zhi, own, _, _ = self._twin_boxes(u)
-            for m, fair, unfair in self._twin_box_counts(zlo, zhi):
-                self._credit_cell(int(sel[own[m]]), 2 * fair, 2 * unfair, opened, st)  # a pair: two individuals
-        self.crediting = True
-        return self.credited
+            for m, same, differ in self._twin_box_counts(zlo, zhi):
+                credited += self._credit_cell(int(sel[own[m]]), 2 * same, 2 * differ, opened, st, apply)  # both values
+        return credited
 
-    def _credit_cell(self, c: int, fair: int, unfair: int, opened: np.ndarray, st: _State) -> None:
-        """Credit cell c's partition with what its counts (``fair`` / ``unfair`` individuals of the
-        whole cell, lower bounds) prove beyond its tally; more than its open individuals is a bug."""
+    def _credit_cell(self, c: int, fair: int, unfair: int, opened: np.ndarray, st: _State, apply: bool) -> int:
+        """What cell c's counts (``fair`` / ``unfair`` individuals of the whole cell, lower bounds)
+        prove beyond its tally, credited to its partition if ``apply``; more than its open
+        individuals is a bug."""
         cl = self.cells
         df, du = max(0, fair - int(cl.fair[c])), max(0, unfair - int(cl.unfair[c]))
         if df + du > int(opened[c]):
             raise RuntimeError(f"cell {c}: counted {df + du} more individuals than are open ({opened[c]})")
-        self.credited += df + du
-        if self.crediting:  # (not while probing, _probe_sweep)
+        if apply:
             p = int(cl.part[c])
             st.fair[p] += df
             st.unfair[p] += du
+        return df + du
 
     def _twin_box_counts(self, zlo: np.ndarray, zhi: np.ndarray):
-        """Yield ``(i, fair, unfair)`` for twin boxes i in order (:func:`sandwich_count.twin_box_counts`
-        on the kept functions of ``twin_bounds``, bounded ``SWEEP_BATCH`` boxes at a time) until
-        the deadline."""
-        from certprune.verifiers.sandwich_count import twin_box_counts
+        """Yield ``(i, same, differ)`` for twin boxes i (one value in x, the other in x') in order:
+        :func:`sandwich_count.box_counts` on the kept functions of ``twin_bounds`` (y and y' over
+        the shared z), bounded ``SWEEP_BATCH`` boxes at a time, until the deadline."""
+        from certprune.verifiers.sandwich_count import box_counts
         step = max(1, min(SWEEP_BATCH, self.cfg.batch))
         for c in range(0, len(zlo), step):
             if time.monotonic() > self.deadline:
@@ -784,16 +784,17 @@ class TwinBab:
             for m in range(len(err)):
                 if time.monotonic() > self.deadline:
                     return
-                r = m if Al.shape[0] > 1 else 0
-                yield (c + m, *twin_box_counts((Al[r], bl[r]), (Au[r], bu[r]), zlo[c + m], zhi[c + m], err[m], mag[m],
-                                               margin[m]))
+                r, i = (m if Al.shape[0] > 1 else 0), c + m
+                box = np.stack([zlo[i], zlo[i]]), np.stack([zhi[i], zhi[i]])
+                lower, upper = [(Al[r, :, v], bl[r, v]) for v in (0, 1)], [(Au[r, :, v], bu[r, v]) for v in (0, 1)]
+                yield (i, *box_counts(lower, upper, *box, err[m], mag[m], margin[m]))
 
-    def _sweep_cell_copies(self, sel: np.ndarray, opened: np.ndarray, st: _State) -> None:
+    def _sweep_cell_copies(self, sel: np.ndarray, opened: np.ndarray, st: _State, apply: bool) -> int:
         """:meth:`_sweep_cells` for a protected attribute of more than two values: per cell one
         copy of the model per value (``twin_bounds.copy_fns``), counted by
-        :func:`sandwich_count.copies_box_counts` (points whose copies are proven to agree: all V
-        variants fair; proven not to: all V unfair, each decision differs from another's)."""
-        from certprune.verifiers.sandwich_count import copies_box_counts
+        :func:`sandwich_count.box_counts` (points whose copies are proven to agree: all V variants
+        fair; proven not to: all V unfair, each decision differs from another's)."""
+        from certprune.verifiers.sandwich_count import box_counts
         cl, V = self.cells, len(self.values)
         lo = np.repeat(cl.lo[sel], V, axis=0)
         hi = np.repeat(cl.hi[sel], V, axis=0)
@@ -802,21 +803,21 @@ class TwinBab:
         Al, bl, Au, bu = (t.numpy() for t in (fl.A, fl.b, fu.A, fu.b))
         err, mag = err.numpy()[:, 0], mag.numpy()[:, 0]
         margin = self.semantics.slack(mag, tau.numpy())
+        credited = 0
         for m, c in enumerate(sel.tolist()):
             if time.monotonic() > self.deadline:
-                return
-            rows = range(m * V, (m + 1) * V)
-            k = (lambda r: r) if Al.shape[0] > 1 else (lambda r: 0)
-            same, differ = copies_box_counts([(Al[k(r), :, 0], float(bl[k(r), 0])) for r in rows],
-                                             [(Au[k(r), :, 0], float(bu[k(r), 0])) for r in rows],
-                                             lo[m * V:(m + 1) * V], hi[m * V:(m + 1) * V], err[m * V:(m + 1) * V],
-                                             mag[m * V:(m + 1) * V], margin[m * V:(m + 1) * V])
-            self._credit_cell(c, V * same, V * differ, opened, st)
+                break
+            rows = slice(m * V, (m + 1) * V)
+            k = np.arange(m * V, (m + 1) * V) if Al.shape[0] > 1 else np.zeros(V, dtype=np.int64)
+            same, differ = box_counts([(Al[r, :, 0], bl[r, 0]) for r in k], [(Au[r, :, 0], bu[r, 0]) for r in k],
+                                      lo[rows], hi[rows], err[rows], mag[rows], margin[rows])
+            credited += self._credit_cell(c, V * same, V * differ, opened, st, apply)
+        return credited
 
     def _sweep_partitions(self, st: _State) -> None:
         """At the deadline, before what is open is given up: each unfinished partition whose box
         holds both protected values is counted as a whole from both copies' linear bounds on its
-        box (:func:`sandwich_count.twin_box_counts`, the forward pass on that one twin box), largest
+        box (:meth:`_twin_box_counts`, the forward pass on that one twin box), largest
         open volume first, until the deadline. The search has decided part of the partition
         exactly and the counts bound the whole from below, so the partition holds at least
         ``max(decided, counted)`` fair individuals and as many unfair ones: true fair (unfair)
@@ -834,11 +835,11 @@ class TwinBab:
         open_pts = np.array([float(st.points[p] - st.fair[p] - st.unfair[p]) for p in parts])
         parts = parts[np.argsort(-open_pts, kind="stable")]
         u = self.initial_units(st.plo[parts], st.phi[parts], parts)
-        zlo, zhi, own, vi, vj = self._twin_boxes(u)
-        for b, fair, unfair in self._twin_box_counts(zlo, zhi):
+        zlo, zhi, own, _, _ = self._twin_boxes(u)
+        for b, same, differ in self._twin_box_counts(zlo, zhi):
             p = int(u.part[own[b]])
-            st.fair[p] = max(st.fair[p], 2 * fair)  # both values: each pair is two individuals
-            st.unfair[p] = max(st.unfair[p], 2 * unfair)
+            st.fair[p] = max(st.fair[p], 2 * same)  # both values: each point is two individuals
+            st.unfair[p] = max(st.unfair[p], 2 * differ)
 
     # ----- exact counts on linear units --------------------------------------------------------
     def _counting(self) -> bool:
@@ -1292,7 +1293,6 @@ class TwinBab:
         self.cells = Cells()
         self.round_time = 0.0  # seconds of the last round (_sweep_due)
         self.sweep_off, self.probed = False, False  # (_probe_sweep)
-        self.credited, self.crediting = 0, True
         self.count_time, self.started = 0.0, time.perf_counter()
         self.no_count = set()
         self.linear_seen = (0, 0)  # twin boxes checked for linearity, and how many were
@@ -1320,7 +1320,7 @@ class TwinBab:
     def _sweep_need(self) -> float:
         """The final sweep's estimated time: ``SWEEP_SECONDS`` per cell and unfinished partition, at
         most ``sweep_share`` of the budget (0 where it does not apply)."""
-        if not self._sweepable() or getattr(self, "_run", None) is None:
+        if not self._sweepable() or self._run is None:
             return 0.0
         need = SWEEP_SECONDS * (len(self.cells) + int((~self._run.st.done).sum()))
         return min(need, self.cfg.sweep_share * self.budget)

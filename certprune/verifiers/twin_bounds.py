@@ -58,9 +58,9 @@ class TwinBounds:
     pre: list[tuple[torch.Tensor, torch.Tensor]] | None
     crowned: torch.Tensor | None = None
     crown_seconds: float = 0.0
-    # with keep_fns: the forward pass's (lower, upper) functions of [y, y'] over z (LinFn, A
-    # (K, dz, 2)) and their rounding bounds err, mag (N, 2) (bounds.forward doc): for every z of
-    # box i, L(z) - err <= y(z) <= U(z) + err with L, U the computed coefficients taken as exact
+    # with keep_fns: (lower, upper) functions of [y, y'] over z (LinFn, A (K, dz, 2)) and their
+    # rounding bounds err, mag (N, 2) (bounds.forward doc): for every z of box i,
+    # L(z) - err <= y(z) <= U(z) + err with L, U the computed coefficients taken as exact
     fns: tuple | None = None
 
     def _tight(self):
@@ -220,10 +220,17 @@ def copy_fns(net: AffineReluNet, xlo: torch.Tensor, xhi: torch.Tensor,
     tau = output_error(g, res.bounds)[:, 0]
     if len(g.relu_nodes) > 1:
         return (*_crown_fns(g, res.state(), xlo, xhi, outputs=1), tau)
-    fl, fu = res.fns[g.output]
-    zero = torch.zeros(len(xlo), 1, dtype=xlo.dtype)
-    e, m = (res.err[g.output].reshape(-1, 1), res.mag[g.output].reshape(-1, 1)) if res.err else (zero, zero)
-    return fl, fu, e, m, tau
+    return (*_forward_fns(res, g.output, len(xlo), 1), tau)
+
+
+def _forward_fns(res, node: int, N: int, outputs: int):
+    """``(fl, fu, err, mag)`` of the forward pass's kept ``node`` (zero rounding bounds when the
+    pass ran without its margin, measurements only)."""
+    fl, fu = res.fns[node]
+    if not res.err:
+        zero = torch.zeros(N, outputs, dtype=res.lo.dtype)
+        return fl, fu, zero, zero
+    return fl, fu, res.err[node].reshape(N, outputs), res.mag[node].reshape(N, outputs)
 
 
 def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: torch.Tensor,
@@ -241,7 +248,8 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     functions of z for y, y' and y - y' (checked to float64 rounding in the tests). ``crown_pass``
     False: no backward pass (the forward and pair-difference bounds only: sound, looser; the
     search turns it off where it closes few boxes, :meth:`TwinBab._crown_on`). ``keep_fns``: return
-    the forward functions of y and y' (:attr:`TwinBounds.fns`)."""
+    linear functions of z below and above y and y' (:attr:`TwinBounds.fns`): the forward pass's for
+    one ReLU layer, one more backward CROWN pass's for deeper nets (:func:`_crown_fns`)."""
     tg = cached_twin(net, layout, last_abs)
     g = tg.graph
     N = len(zlo)
@@ -304,9 +312,7 @@ def twin_bounds(net: AffineReluNet, layout: TwinLayout, zlo: torch.Tensor, zhi: 
     if keep_fns and len(tg.relus) > 1:  # deeper nets: backward CROWN's functions (tighter than the forward ones)
         fns = _crown_fns(g, res.state(), zlo, zhi)
     elif keep_fns:
-        zero = torch.zeros(N, 2, dtype=zlo.dtype)
-        e, m = (res.err[g.output].reshape(N, 2), res.mag[g.output].reshape(N, 2)) if res.err else (zero, zero)
-        fns = (fl, fu, e, m)
+        fns = _forward_fns(res, g.output, N, 2)
     return TwinBounds(y, yp, (dl, du), (tau[:, 0], tau[:, 1]), score, (v1, v2), unstable, pre, crowned,
                       crown_seconds, fns)
 

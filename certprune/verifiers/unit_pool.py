@@ -87,13 +87,16 @@ class UnitPool:
             return 0.0
         return float(self.vol[:self.n][self.alive[:self.n]].sum())
 
+    def _units(self, idx: np.ndarray) -> Units:
+        """The units in slots ``idx`` (bounds as float64 again)."""
+        return Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
+
     def peek_all(self) -> Units:
         """Every unit in the pool, left in it."""
         if self.buf is None:
             return Units(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros((0, 0), bool),
                          np.zeros(0, np.int64), np.zeros(0))
-        idx = np.flatnonzero(self.alive[:self.n])
-        return Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
+        return self._units(np.flatnonzero(self.alive[:self.n]))
 
     def pop(self, k: int, drain: bool = False) -> Units:
         """Remove and return up to ``k`` units: those with the largest open volume, or (``drain``)
@@ -111,7 +114,7 @@ class UnitPool:
                 idx = idx[np.concatenate([big, small])]
             else:
                 idx = idx[np.argpartition(-vol, k - 1)[:k]]
-        out = Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
+        out = self._units(idx)
         self.alive[idx] = False
         self.count -= len(idx)
         if self.n > 10000 and self.count < self.n // 2:
