@@ -262,8 +262,12 @@ def test_progress_is_reported_while_the_count_queue_drains(shared_data, monkeypa
     from certprune.verifiers.fairness import EngineFactory, _prepare_model
     spec = FairnessSpec.from_schema(get_schema("german"), ["age"], {}, name="german")
     exact, module, _ = _prepare_model(shared_data / "fairness" / "fairify_models" / "GC-3.h5")
-    cfg = BabConfig(count_after=0.0, count_stall_rounds=0, count_share=1.0)
+    # deterministic on a slow or loaded machine (CI failed here once): no time held back for the
+    # final sweep, a zero first count estimate so the first queue is counted at once, and each
+    # count slowed past the 0.1 s reporting interval, so any drain of one job must report
+    cfg = BabConfig(count_after=0.0, count_stall_rounds=0, count_share=1.0, sweep_share=0.0)
     eng = EngineFactory(exact, module, spec, cfg)()
+    eng.count_rate = 0.0
     draining, calls = [False], []
     real_queue, real_job = fairness_bab.TwinBab._count_queue, fairness_bab.TwinBab._count_job
 
@@ -275,7 +279,7 @@ def test_progress_is_reported_while_the_count_queue_drains(shared_data, monkeypa
             draining[0] = False
 
     def slow_job(self, job, st):
-        time.sleep(0.03)
+        time.sleep(0.11)
         return real_job(self, job, st)
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_queue", queue)
     monkeypatch.setattr(fairness_bab.TwinBab, "_count_job", slow_job)
