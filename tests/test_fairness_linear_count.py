@@ -330,3 +330,63 @@ def test_sorted_sums_are_reused_read_only_and_the_cache_stays_bounded(monkeypatc
     assert lc._SUMS_HELD[0] <= lc.SUMS_CACHE_BYTES and lc._SUMS_HELD[0] == sum(v.nbytes for v in lc._SUMS_CACHE.values())
     assert lc._sorted_sums(a, widths, [0, 1]) is not first  # dropped, rebuilt: equal values
     assert np.array_equal(lc._sorted_sums(a, widths, [0, 1]), first)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_band_offsets_found_without_the_raw_sums_equal_those_of_the_raw_sums(seed, monkeypatch):
+    """_band_index (meet in the middle on the band values) gives exactly _raw_index's offsets
+    (count_between's band points and their correction depend on them), on groups with a wide
+    feature, zero and tiny coefficients, ties (coefficients of one decimal) and width-1 features;
+    and it mostly does so without building the raw sums (a fallback on every call would pass the
+    equality but not be the speed-up)."""
+    from certprune.verifiers import linear_count as lc
+    rng = np.random.default_rng(seed)
+    raw_calls, real = [0], lc._raw_index
+
+    def counted(*a):
+        raw_calls[0] += 1
+        return real(*a)
+    checked = 0
+    for _ in range(150):
+        F = int(rng.integers(2, 7))
+        w = rng.integers(1, 25, size=F)
+        if rng.random() < 0.5:
+            w[rng.integers(F)] = rng.integers(100, 2000)
+        a = rng.normal(size=F)
+        if rng.random() < 0.3:
+            a *= 10.0 ** rng.integers(-12, 3, size=F)
+        if rng.random() < 0.3:
+            a = np.round(a, 1)
+        if rng.random() < 0.2:
+            a[rng.integers(F)] = 0.0
+        idx = [int(i) for i in rng.permutation(F)[:rng.integers(2, F + 1)]]
+        if np.prod(w[idx].astype(float)) > 1e6:
+            continue
+        srt = lc._sorted_sums(a, w, idx)
+        pos = np.unique(rng.integers(0, len(srt), size=int(rng.integers(1, 30))))
+        want = real(lc._sums(a, w, idx), srt, pos)
+        monkeypatch.setattr(lc, "_raw_index", counted)
+        got = lc._band_index(a, w, idx, srt, pos)
+        monkeypatch.setattr(lc, "_raw_index", real)
+        assert np.array_equal(got, want)
+        checked += 1
+    assert checked > 50 and raw_calls[0] <= 0.1 * checked
+
+
+def test_pool_chunks_are_the_whole_pool():
+    """UnitPool.peek_chunks yields every live unit once, in peek_all's order, and leaves them in
+    the pool; Units.concat joins batches column by column."""
+    from certprune.verifiers.unit_pool import UnitPool, Units
+    rng = np.random.default_rng(0)
+    pool = UnitPool()
+    for _ in range(3):
+        n = 700
+        lo = rng.integers(0, 5, size=(n, 3)).astype(float)
+        pool.add(Units(lo, lo + rng.integers(0, 4, size=(n, 3)), rng.integers(0, 9, n), rng.random((n, 2)) < 0.7,
+                       rng.integers(0, 20, n), rng.random(n) * 100, None, rng.integers(-1, 5, n)))
+    pool.pop(500)
+    whole = pool.peek_all()
+    chunks = list(pool.peek_chunks(rows=256))
+    assert len(chunks) == -(-len(whole) // 256) and len(pool) == len(whole)
+    joined = Units.concat(chunks)
+    assert all(np.array_equal(x, y) for x, y in zip(joined.astuple(), whole.astuple()))

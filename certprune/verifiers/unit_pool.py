@@ -32,6 +32,11 @@ class Units:
     def __len__(self) -> int:
         return len(self.part)
 
+    @staticmethod
+    def concat(parts: "list[Units]") -> "Units":
+        """The units of ``parts`` (at least one) in one batch, in order."""
+        return Units(*(np.concatenate(a) for a in zip(*(u.astuple() for u in parts))))
+
     def take(self, idx: np.ndarray) -> "Units":
         return Units(*(a[idx] for a in self.astuple()))
 
@@ -97,6 +102,15 @@ class UnitPool:
             return Units(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros((0, 0), bool),
                          np.zeros(0, np.int64), np.zeros(0))
         return self._units(np.flatnonzero(self.alive[:self.n]))
+
+    def peek_chunks(self, rows: int = 1 << 16):
+        """Every unit in the pool, left in it, ``rows`` at a time: the float64 copies of a whole
+        pool's bounds are large (GC-1 at 60 s: 450,000 units, 4 arrays of 72 MB), and on this
+        project's machines fresh pages are slow to fault in (0.8 s of the sweep's 2.2 s), while
+        small chunks reuse the same memory."""
+        idx = np.flatnonzero(self.alive[:self.n]) if self.buf is not None else np.zeros(0, np.int64)
+        for c in range(0, len(idx), rows):
+            yield self._units(idx[c:c + rows])
 
     def pop(self, k: int, drain: bool = False) -> Units:
         """Remove and return up to ``k`` units: those with the largest open volume, or (``drain``)
