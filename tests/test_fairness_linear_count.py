@@ -374,19 +374,27 @@ def test_band_offsets_found_without_the_raw_sums_equal_those_of_the_raw_sums(see
 
 
 def test_pool_chunks_are_the_whole_pool():
-    """UnitPool.peek_chunks yields every live unit once, in peek_all's order, and leaves them in
-    the pool; Units.concat joins batches column by column."""
+    """UnitPool.peek_chunks yields every live unit once and leaves them in the pool: with what was
+    popped, the chunks hold exactly the units added, and small chunks equal one chunk of all;
+    Units.concat joins batches column by column."""
     from certprune.verifiers.unit_pool import UnitPool, Units
     rng = np.random.default_rng(0)
-    pool = UnitPool()
+    pool, added = UnitPool(), []
     for _ in range(3):
         n = 700
         lo = rng.integers(0, 5, size=(n, 3)).astype(float)
-        pool.add(Units(lo, lo + rng.integers(0, 4, size=(n, 3)), rng.integers(0, 9, n), rng.random((n, 2)) < 0.7,
-                       rng.integers(0, 20, n), rng.random(n) * 100, None, rng.integers(-1, 5, n)))
-    pool.pop(500)
-    whole = pool.peek_all()
+        added.append(Units(lo, lo + rng.integers(0, 4, size=(n, 3)), rng.integers(0, 9, n), rng.random((n, 2)) < 0.7,
+                           rng.integers(0, 20, n), rng.random(n) * 100, None, rng.integers(-1, 5, n)))
+        pool.add(added[-1])
+    popped = pool.pop(500)
     chunks = list(pool.peek_chunks(rows=256))
-    assert len(chunks) == -(-len(whole) // 256) and len(pool) == len(whole)
+    whole = list(pool.peek_chunks(rows=10 ** 6))
+    assert len(chunks) == -(-1600 // 256) and len(whole) == 1 and len(pool) == 1600
     joined = Units.concat(chunks)
-    assert all(np.array_equal(x, y) for x, y in zip(joined.astuple(), whole.astuple()))
+    assert all(np.array_equal(x, y) for x, y in zip(joined.astuple(), whole[0].astuple()))
+
+    def rows(u):  # every column of each unit, as sortable rows
+        cols = [c.reshape(len(u), -1).astype(float) for c in u.astuple()]
+        return np.sort(np.concatenate(cols, 1).view([("", float)] * sum(c.shape[1] for c in cols)).ravel())
+    assert np.array_equal(rows(Units.concat([joined, popped])), rows(Units.concat(added)))
+    assert list(UnitPool().peek_chunks()) == []

@@ -131,26 +131,31 @@ def _raw_index(raw: np.ndarray, srt: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return hits[np.searchsorted(hv, v, side="left") + rank]
 
 
-BAND_CANDIDATES_MAX = 1 << 20  # candidate points _band_index recomputes before it builds the raw sums
+BAND_CANDIDATES_MAX = 1 << 20  # candidate points _band_match recomputes (beyond: the raw sums are built)
 
 
 def _band_index(a: np.ndarray, widths: np.ndarray, idx: list[int], srt: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """``_raw_index(_sums(a, widths, idx), srt, pos)``, the same indices, without building all the
-    group's sums: a count's band holds a handful of points, but the raw sums of a group (GC-1:
-    5 10^6) and the search for their values in them took 80 % of GC-1's count time. Meet in the
-    middle once more: the group's features split in two halves whose sums (about the square root
-    as many) are sorted; the pairs whose real sum lies within the float64 error bound of a band
-    value are the candidates; each candidate's sum is recomputed exactly as :func:`_sums` computes
-    it (same operands, same order) and kept where it equals the value. Where a value's run in
-    ``srt`` is not matched in full (a bound too tight, too many candidates) the raw sums are built
-    after all, so the result never depends on the bound."""
+    group's sums where :func:`_band_match` finds them: a count's band holds a handful of points,
+    but the raw sums of a group (GC-1: 5 10^6) and the search for their values in them took 80 %
+    of GC-1's count time."""
+    got = _band_match(a, widths, idx, srt, pos) if len(idx) >= 2 else None
+    return _raw_index(_sums(a, widths, idx), srt, pos) if got is None else got
+
+
+def _band_match(a: np.ndarray, widths: np.ndarray, idx: list[int], srt: np.ndarray, pos: np.ndarray):
+    """:func:`_band_index` by meet in the middle once more: the group's features (two or more)
+    split in two halves whose sums (about the square root as many) are sorted; the pairs whose real
+    sum lies within the float64 error bound of a band value are the candidates; each candidate's
+    sum is recomputed exactly as :func:`_sums` computes it (same operands, same order) and kept
+    where it equals the value. None where a value's run in ``srt`` is not matched in full (a bound
+    too tight) or there are more than ``BAND_CANDIDATES_MAX`` candidates, so the caller's result
+    never depends on the bound."""
     w = np.asarray(widths, dtype=np.int64)[idx]
     m = len(idx)
     vals = np.unique(srt[pos])
     left = np.searchsorted(srt, vals, side="left")
     runs = np.searchsorted(srt, vals, side="right") - left
-    if m < 2:
-        return _raw_index(_sums(a, widths, idx), srt, pos)
     ai = np.asarray(a, dtype=np.float64)[idx]
     h1, h2 = _groups(w.astype(np.float64), 1.0)
     s1, s2 = _sums(ai, w, h1), _sums(ai, w, h2)
@@ -161,11 +166,10 @@ def _band_index(a: np.ndarray, widths: np.ndarray, idx: list[int], srt: np.ndarr
     err = 8.0 * (m + 2) * 2.0 ** -53 * float((np.abs(ai) * (w - 1)).sum()) + 1e-300
     q = vals[:, None] - s1[None]  # (values, half-1 sums)
     l2 = np.searchsorted(s2o, (q - err).ravel(), side="left")
-    r2 = np.searchsorted(s2o, (q + err).ravel(), side="right")
-    n = r2 - l2
+    n = np.searchsorted(s2o, (q + err).ravel(), side="right") - l2
     total = int(n.sum())
     if total > BAND_CANDIDATES_MAX:
-        return _raw_index(_sums(a, widths, idx), srt, pos)
+        return None
     rows = np.repeat(np.arange(len(n)), n)
     j2 = np.repeat(l2, n) + (np.arange(total) - np.repeat(np.cumsum(n) - n, n))
     cv, c1, c2 = rows // len(s1), rows % len(s1), o2[j2]
@@ -179,7 +183,7 @@ def _band_index(a: np.ndarray, widths: np.ndarray, idx: list[int], srt: np.ndarr
     hit = sv == vals[cv]
     cv, raw = cv[hit], np.ravel_multi_index(tuple(ks[hit].T), tuple(w))
     if not np.array_equal(np.bincount(cv, minlength=len(vals)), runs):
-        return _raw_index(_sums(a, widths, idx), srt, pos)
+        return None
     order = np.lexsort((raw, cv))  # by value, then C order within a value (as _raw_index)
     raw, starts = raw[order], np.cumsum(runs) - runs
     v = np.searchsorted(vals, srt[pos])

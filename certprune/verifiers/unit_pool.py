@@ -96,13 +96,6 @@ class UnitPool:
         """The units in slots ``idx`` (bounds as float64 again)."""
         return Units(*(b[idx].astype(np.float64) if i < 2 else b[idx] for i, b in enumerate(self.buf)))
 
-    def peek_all(self) -> Units:
-        """Every unit in the pool, left in it."""
-        if self.buf is None:
-            return Units(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros((0, 0), bool),
-                         np.zeros(0, np.int64), np.zeros(0))
-        return self._units(np.flatnonzero(self.alive[:self.n]))
-
     def peek_chunks(self, rows: int = 1 << 16):
         """Every unit in the pool, left in it, ``rows`` at a time: the float64 copies of a whole
         pool's bounds are large (GC-1 at 60 s: 450,000 units, 4 arrays of 72 MB), and on this
